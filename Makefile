@@ -1,0 +1,43 @@
+# Two set-up commands on a fresh machine (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU torch by default; on a GPU machine install your CUDA torch into $(VENV) first,
+# or run `make TORCH_SPEC=torch venv` with pip pointed at the matching CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint format system-deps bench clean
+
+$(BIN)/rankloop: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev,gpu]'
+	touch $(BIN)/rankloop
+
+venv: $(BIN)/rankloop
+
+demo: venv
+	$(BIN)/rankloop simulate
+
+system-deps:
+	bash infra/install-system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: venv system-deps lint
+	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/rankloop bench optimizer --out bench-results/optimizer.json
+	$(BIN)/rankloop bench consensus --out bench-results/consensus.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output

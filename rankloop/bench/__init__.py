@@ -1,0 +1,21 @@
+"""Benchmarks: ``rankloop bench optimizer|consensus|render|api``.
+
+Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
+"""
+
+from rankloop.cli import LazyGroup
+
+import click
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={
+        "optimizer": "rankloop.bench.optimizer:optimizer_command",
+        "consensus": "rankloop.bench.consensus:consensus_command",
+        "render": "rankloop.bench.render:render_command",
+        "api": "rankloop.bench.api:api_command",
+    },
+)
+def bench_group() -> None:
+    """Run a benchmark; prints a table and saves JSON."""

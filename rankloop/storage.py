@@ -1,0 +1,227 @@
+"""The object store: images, optimizer states and manifests, addressed by key.
+
+Two backends behind one small interface: :class:`LocalStore` (a directory, for the embedded
+default) and :class:`S3Store` (boto3 against any S3-compatible endpoint: AWS, SeaweedFS, MinIO).
+Keys are ``/``-separated relative paths; :func:`round_prefix` names the keys unique to one
+(campaign, round), which is what makes a redelivered render task idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from rankloop.errors import InvalidInput, NotFound, StorageError
+
+
+def round_prefix(campaign_id: str | int, round_number: int) -> str:
+    """Key prefix owned by one round of one campaign (images, state, manifest)."""
+    return f"campaigns/{campaign_id}/rounds/{round_number:04d}"
+
+
+def _check_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or key.endswith("/"):
+        raise InvalidInput(f"invalid object key {key!r}: use a relative path like 'a/b/c.png'")
+    return key
+
+
+class ObjectStore(Protocol):
+    """What both tiers need from a store. ``url`` may return None: then the web tier streams
+    the object itself (``get``) instead of redirecting the browser to the store."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def url(self, key: str, expires_s: int = 3600) -> str | None: ...
+
+
+class LocalStore:
+    """A directory as an object store. Writes are atomic (temp file + rename), so a reader
+    never sees half an object and two writers of the same key leave one whole object."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r} in {self.root}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root).as_posix())
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str, expires_s: int = 3600) -> str | None:
+        return None
+
+
+class S3Store:
+    """An S3-compatible bucket through boto3, with adaptive retries for transient errors."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str = "us-east-1",
+        public_endpoint_url: str | None = None,
+        create_bucket: bool = False,
+        max_attempts: int = 5,
+    ):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": max_attempts, "mode": "adaptive"},
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+        )
+        common: dict[str, Any] = dict(
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=config,
+        )
+        self.bucket = bucket
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, **common)
+        # Browsers may reach the store under another name than the workers do.
+        self._url_client = (
+            boto3.client("s3", endpoint_url=public_endpoint_url, **common)
+            if public_endpoint_url
+            else self.client
+        )
+        if create_bucket:
+            self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise StorageError(f"cannot create bucket {self.bucket!r}: {error}") from error
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=_check_key(key), Body=data, ContentType=content_type
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"put {key!r} failed: {error}") from error
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=_check_key(key))
+            return response["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"no object {key!r} in bucket {self.bucket!r}") from None
+            raise StorageError(f"get {key!r} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageError(f"get {key!r} failed: {error}") from error
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=_check_key(key))
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise StorageError(f"head {key!r} failed: {error}") from error
+
+    def list(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return sorted(
+            item["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
+
+    def url(self, key: str, expires_s: int = 3600) -> str | None:
+        return self._url_client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": _check_key(key)}, ExpiresIn=expires_s
+        )
+
+
+def store_from_config(config: Mapping[str, Any]) -> ObjectStore:
+    """Build a store from settings (the same keys in Flask config, Celery messages and env).
+
+    ``STORE_URL``: ``file:///path`` or a plain path -> :class:`LocalStore`;
+    ``s3://bucket`` -> :class:`S3Store` with ``S3_ENDPOINT_URL``, ``S3_ACCESS_KEY``,
+    ``S3_SECRET_KEY``, ``S3_REGION`` and ``S3_PUBLIC_ENDPOINT_URL``.
+    """
+    url = str(config.get("STORE_URL") or "var/objects")
+    if url.startswith("s3://"):
+        return S3Store(
+            url.removeprefix("s3://").strip("/"),
+            endpoint_url=config.get("S3_ENDPOINT_URL"),
+            access_key=config.get("S3_ACCESS_KEY"),
+            secret_key=config.get("S3_SECRET_KEY"),
+            region=config.get("S3_REGION") or "us-east-1",
+            public_endpoint_url=config.get("S3_PUBLIC_ENDPOINT_URL"),
+            create_bucket=bool(config.get("S3_CREATE_BUCKET", False)),
+        )
+    return LocalStore(url.removeprefix("file://"))
+
+
+def store_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The store settings found in ``RANKLOOP_*`` environment variables, prefix removed."""
+    environ = os.environ if environ is None else environ
+    keys = ("STORE_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION",
+            "S3_PUBLIC_ENDPOINT_URL", "S3_CREATE_BUCKET")
+    return {k: environ[f"RANKLOOP_{k}"] for k in keys if f"RANKLOOP_{k}" in environ}
+
+
+def iter_round_keys(store: ObjectStore, campaign_id: str | int, round_number: int) -> Iterator[str]:
+    yield from store.list(round_prefix(campaign_id, round_number) + "/")
