@@ -33,7 +33,9 @@ class ObjectStore(Protocol):
     """What both tiers need from a store. ``url`` may return None: then the web tier streams
     the object itself (``get``) instead of redirecting the browser to the store."""
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def put(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -190,7 +192,9 @@ class S3Store:
 
     def url(self, key: str, expires_s: int = 3600) -> str | None:
         return self._url_client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": _check_key(key)}, ExpiresIn=expires_s
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": _check_key(key)},
+            ExpiresIn=expires_s,
         )
 
 
@@ -218,8 +222,15 @@ def store_from_config(config: Mapping[str, Any]) -> ObjectStore:
 def store_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The store settings found in ``RANKLOOP_*`` environment variables, prefix removed."""
     environ = os.environ if environ is None else environ
-    keys = ("STORE_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION",
-            "S3_PUBLIC_ENDPOINT_URL", "S3_CREATE_BUCKET")
+    keys = (
+        "STORE_URL",
+        "S3_ENDPOINT_URL",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "S3_REGION",
+        "S3_PUBLIC_ENDPOINT_URL",
+        "S3_CREATE_BUCKET",
+    )
     return {k: environ[f"RANKLOOP_{k}"] for k in keys if f"RANKLOOP_{k}" in environ}
 
 

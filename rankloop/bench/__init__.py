@@ -3,9 +3,9 @@
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
 
-from rankloop.cli import LazyGroup
-
 import click
+
+from rankloop.cli import LazyGroup
 
 
 @click.group(
