@@ -1,0 +1,595 @@
+"""ZO-RankSGD: rank-only zeroth-order optimisation with an ask/tell interface.
+
+Reference: Z. Tang, D. Rybin, T.-H. Chang, "Zeroth-Order Optimization Meets Human Feedback:
+Provable Learning via Ranking Oracles", ICLR 2024 (arXiv 2303.03751).
+
+The optimizer minimises ``f`` seen only through rankings of small sets of points: it never sees
+a function value. Two kinds of round alternate, as in the authors' practical loop:
+
+gradient round
+    ``m`` points ``x + mu * xi_i`` with ``xi_i ~ N(0, I)``; the ranking defines a DAG (every
+    ranked pair, plus every ranked item over every unranked one) and the estimate is
+    ``g = (1/|E|) * sum over edges (a -> b) of (xi_b - xi_a)``, which points toward worse.
+    Estimates are averaged (with a decaying memory across accepted moves, i.e. momentum) into
+    a search direction.
+line-search round
+    points ``x - eta * 2**(1 - i) * u`` along the unit search direction ``u``, plus the winner of
+    the last gradient round and the current best, shown shuffled (reproducibly from the seed).
+    The winner becomes the new best; which step won adapts ``eta`` (longest step won: grow;
+    current best won: shrink), and the smoothing radius ``mu`` follows ``eta``.
+
+Unlike the authors' public notebook, the rank weights are the DAG's exact ``m + 1 - 2r`` (the
+notebook's ``m + 2 - 2r`` does not sum to zero) and any display shuffle is undone.
+
+Randomness is regenerated from ``(seed, round)``: raw 64-bit words of
+``PCG64(SeedSequence([seed, round, stream]))`` (a bit stream that NumPy keeps stable across
+versions, NEP 19), turned into uniforms with 53-bit resolution and into normals by Box–Muller
+(:func:`standard_normals`). The state therefore holds no perturbation vectors: the current
+point, one averaged direction and a few scalars.
+
+``tell`` takes either a best-first ``order`` (a top-k prefix allowed) or ``preferences=W``,
+an ``(n, n)`` array where ``W[a, b] >= 0`` weighs the evidence that ``a`` is better than ``b``
+(a consensus of several annotators); the estimate then generalises to
+``g = sum_{a,b} W[a,b] (xi_b - xi_a) / sum W``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rankloop.errors import CorruptedObject, InvalidInput, ProtocolError
+
+STATE_VERSION = 1
+
+#: Stream ids mixed into the seed sequence so that perturbations and shuffles never share bits.
+_STREAM_PERTURBATIONS = 0
+_STREAM_SHUFFLE = 1
+
+GRADIENT = "gradient"
+LINE_SEARCH = "line_search"
+
+
+def standard_normals(seed: int, round_number: int, count: int, stream: int = 0) -> np.ndarray:
+    """Draw ``count`` standard normals from a fixed, documented generator.
+
+    Raw 64-bit words come from ``PCG64(SeedSequence([seed, round_number, stream]))``; each word's
+    top 53 bits give a uniform in (0, 1) (``(w >> 11) + 0.5) * 2**-53``), and pairs of uniforms
+    give two normals by Box–Muller: ``sqrt(-2 ln u1) * (cos 2 pi u2, sin 2 pi u2)``. Unlike
+    ``Generator.standard_normal`` (whose algorithm NumPy may change, NEP 19) this depends only on
+    the PCG64 bit stream and on ``log``/``cos``/``sin``, so values agree across NumPy versions and
+    machines to within a few ulps.
+
+    Parameters
+    ----------
+    seed, round_number, stream : int
+        Non-negative integers that select the stream.
+    count : int
+        How many normals to return.
+
+    Returns
+    -------
+    ndarray of float64, shape (count,)
+    """
+    pairs = (count + 1) // 2
+    bit_generator = np.random.PCG64(np.random.SeedSequence([seed, round_number, stream]))
+    words = bit_generator.random_raw(2 * pairs)
+    uniforms = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * (2.0**-53)
+    radius = np.sqrt(-2.0 * np.log(uniforms[:pairs]))
+    angle = (2.0 * math.pi) * uniforms[pairs:]
+    normals = np.empty(2 * pairs)
+    normals[0::2] = radius * np.cos(angle)
+    normals[1::2] = radius * np.sin(angle)
+    return normals[:count]
+
+
+def reproducible_permutation(seed: int, round_number: int, n: int) -> np.ndarray:
+    """A permutation of ``range(n)`` from the same fixed generator (stream 1): argsort of uniforms."""
+    bit_generator = np.random.PCG64(np.random.SeedSequence([seed, round_number, _STREAM_SHUFFLE]))
+    words = bit_generator.random_raw(n)
+    return np.argsort(words, kind="stable")
+
+
+def dag_weights(order: Sequence[int], n: int) -> np.ndarray:
+    """Per-item weights of the DAG estimator's descent direction.
+
+    For a best-first top-``k`` list over ``n`` items, ranked item of 1-based rank ``r`` gets
+    ``n + 1 - 2r`` and every unranked item ``-k``, all divided by ``|E| = k(k-1)/2 + k(n-k)``.
+    The descent direction is ``sum_i w_i * xi_i`` (the negative of the estimate ``g``); the
+    weights sum to zero.
+    """
+    k = len(order)
+    edges = k * (k - 1) / 2 + k * (n - k)
+    weights = np.full(n, -float(k))
+    for position, item in enumerate(order):
+        weights[item] = n + 1 - 2 * (position + 1)
+    return weights / edges
+
+
+def preference_weights(preferences: np.ndarray) -> np.ndarray:
+    """Per-item descent weights from pairwise preferences ``W`` (``W[a, b]``: a better than b).
+
+    ``-g = sum_{a,b} W[a,b] (xi_a - xi_b) / sum W``, so item ``i`` weighs
+    ``(sum_b W[i, b] - sum_a W[a, i]) / sum W``. With ``W`` the DAG of one ranking this equals
+    :func:`dag_weights`.
+    """
+    total = float(preferences.sum())
+    return (preferences.sum(axis=1) - preferences.sum(axis=0)) / total
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One round's points to be ranked.
+
+    Attributes
+    ----------
+    points : ndarray, shape (n, *x0.shape)
+        What the annotators see, in this order; ``tell`` takes indices into it.
+    kind : str
+        ``"gradient"`` or ``"line_search"``.
+    round : int
+        The round number this proposal belongs to (0-based).
+    """
+
+    points: np.ndarray
+    kind: str
+    round: int
+
+
+_DEFAULT_OPTIONS: dict[str, Any] = {
+    # Initial line-search step (a distance in x); None: derived from x0 (see _initial_step).
+    "step": None,
+    # Smoothing radius as a fraction of the step: perturbations have norm ~ radius_ratio * step.
+    "radius_ratio": 0.5,
+    # Lower bound on the perturbation norm (e.g. so that humans still see a difference).
+    "min_radius": 0.0,
+    # Gradient rounds before each line search.
+    "gradient_rounds": 1,
+    # Memory of the averaged direction kept after an accepted move (0: reset, the authors' rule).
+    "momentum": 0.5,
+    # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
+    "shell": False,
+}
+
+
+class RankSGD:
+    """ZO-RankSGD with gradient and line-search rounds and self-adapting step and radius.
+
+    Parameters
+    ----------
+    x0 : array_like
+        Starting point, any shape; the optimizer works on its flattened copy.
+    m : int
+        Perturbations per gradient round (points shown per round).
+    k : int or None
+        How many top items annotators are asked to rank (None: full rankings). Informational:
+        ``tell`` accepts any non-empty best-first prefix.
+    seed : int
+        Selects the perturbations and shuffles: round ``t`` draws from ``(seed, t)``.
+    **options
+        ``step`` (initial step, a distance; default from ``x0``), ``radius_ratio`` (perturbation
+        norm over step, 0.5), ``min_radius`` (0), ``gradient_rounds`` (1), ``momentum`` (direction
+        memory kept after a move, 0.5), ``shell`` (keep ``||x|| = sqrt(d)``, False).
+
+    Notes
+    -----
+    ``ask`` before every ``tell``; asking again before ``tell`` returns the same proposal, so a
+    redelivered task renders the same images.
+    """
+
+    def __init__(self, x0: Any, m: int = 8, k: int | None = None, seed: int = 0, **options: Any):
+        x0 = np.asarray(x0, dtype=np.float64)
+        unknown = set(options) - set(_DEFAULT_OPTIONS)
+        if unknown:
+            raise InvalidInput(
+                f"unknown RankSGD option(s) {sorted(unknown)}; known: {sorted(_DEFAULT_OPTIONS)}"
+            )
+        if x0.size == 0 or not np.all(np.isfinite(x0)):
+            raise InvalidInput("x0 must be a non-empty array of finite numbers")
+        if not isinstance(m, int | np.integer) or m < 2:
+            raise InvalidInput(f"m must be an integer >= 2 (points per round), got {m!r}")
+        if k is not None and (not isinstance(k, int | np.integer) or not 1 <= k <= m):
+            raise InvalidInput(
+                f"k must be None (full rankings) or an integer in 1..m={m}, got {k!r}"
+            )
+        if not isinstance(seed, int | np.integer) or seed < 0:
+            raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+        opts = {**_DEFAULT_OPTIONS, **options}
+        if int(opts["gradient_rounds"]) < 1:
+            raise InvalidInput("gradient_rounds must be >= 1")
+        if not 0.0 <= float(opts["momentum"]) < 1.0:
+            raise InvalidInput("momentum must be in [0, 1)")
+        if float(opts["radius_ratio"]) <= 0:
+            raise InvalidInput("radius_ratio must be > 0")
+
+        self._shape = tuple(x0.shape)
+        self._m = int(m)
+        self._k = None if k is None else int(k)
+        self._seed = int(seed)
+        self._options = {
+            "step": None if opts["step"] is None else float(opts["step"]),
+            "radius_ratio": float(opts["radius_ratio"]),
+            "min_radius": float(opts["min_radius"]),
+            "gradient_rounds": int(opts["gradient_rounds"]),
+            "momentum": float(opts["momentum"]),
+            "shell": bool(opts["shell"]),
+        }
+        x = x0.reshape(-1).copy()
+        if self._options["shell"]:
+            x = self._to_shell(x)
+        self._x = x
+        self._direction_sum = np.zeros_like(x)  # decayed sum of descent estimates
+        self._direction_count = 0.0  # decayed number of estimates in the sum
+        step = self._options["step"]
+        self._step = float(step) if step is not None else self._initial_step(x)
+        self._round = 0
+        self._gradient_streak = 0  # gradient rounds since the last line search
+        self._winner: tuple[int, int] | None = None  # (round, index) of last gradient winner
+        self._winner_radius = 0.0
+        self._pending = False  # an ask is out and awaits its tell
+        self._proposal: Proposal | None = None
+        self._stats: dict[str, Any] = {}
+        self._update_stats(kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none")
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def x(self) -> np.ndarray:
+        """Current best point, shape of ``x0`` (a copy)."""
+        return self._x.reshape(self._shape).copy()
+
+    @property
+    def round(self) -> int:
+        """Number of completed rounds (the next proposal's round)."""
+        return self._round
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Plain scalars for dashboards: step, radius, moved, picked step, kind, ..."""
+        return dict(self._stats)
+
+    @property
+    def m(self) -> int:
+        return self._m
+
+    @property
+    def k(self) -> int | None:
+        return self._k
+
+    @property
+    def next_kind(self) -> str:
+        """Kind of the next proposal."""
+        return (
+            LINE_SEARCH if self._gradient_streak >= self._options["gradient_rounds"] else GRADIENT
+        )
+
+    def ask(self) -> Proposal:
+        """Return this round's points; asking again before ``tell`` returns the same proposal."""
+        if self._pending and self._proposal is not None:
+            return self._proposal
+        kind = self.next_kind
+        if kind == GRADIENT:
+            points = self._gradient_points(self._round, self._radius())
+        else:
+            points = self._line_search_points()[self._line_search_permutation()]
+        points = points.reshape((len(points), *self._shape))
+        points.setflags(write=False)
+        self._proposal = Proposal(points=points, kind=kind, round=self._round)
+        self._pending = True
+        return self._proposal
+
+    def tell(self, order: Sequence[int] | None = None, *, preferences: Any = None) -> None:
+        """Feed back this round's ranking.
+
+        Parameters
+        ----------
+        order : sequence of int, optional
+            Best-first indices into the proposal's points; a top-k prefix is allowed.
+        preferences : array_like (n, n), optional
+            Instead of ``order``: ``W[a, b] >= 0`` weighs the evidence that point ``a`` is better
+            than point ``b``.
+        """
+        if not self._pending:
+            raise ProtocolError(
+                "tell() without a pending ask(): call ask() first, then tell() exactly once per round"
+            )
+        proposal = self.ask()
+        n = len(proposal.points)
+        if (order is None) == (preferences is None):
+            raise InvalidInput(
+                "pass exactly one of order= (best-first indices) or preferences= (W)"
+            )
+        if order is not None:
+            order = _validate_order(order, n)
+            weights = dag_weights(order, n)
+            best = order[0]
+        else:
+            w = _validate_preferences(preferences, n)
+            weights = preference_weights(w)
+            best = int(np.argmax(weights))
+        if proposal.kind == GRADIENT:
+            outcome = self._tell_gradient(weights, best)
+        else:
+            outcome = self._tell_line_search(best)
+        self._round += 1
+        self._pending = False
+        self._proposal = None
+        self._update_stats(kind=proposal.kind, **outcome)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """A versioned dictionary of plain values and two arrays; exact round trip."""
+        return {
+            "version": STATE_VERSION,
+            "shape": list(self._shape),
+            "m": self._m,
+            "k": self._k,
+            "seed": self._seed,
+            "options": dict(self._options),
+            "x": self._x.copy(),
+            "direction_sum": self._direction_sum.copy(),
+            "direction_count": self._direction_count,
+            "step": self._step,
+            "round": self._round,
+            "gradient_streak": self._gradient_streak,
+            "winner": None if self._winner is None else list(self._winner),
+            "winner_radius": self._winner_radius,
+            "pending": self._pending,
+            "stats": dict(self._stats),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RankSGD:
+        """Rebuild an optimizer from :meth:`state_dict` output."""
+        try:
+            if state["version"] != STATE_VERSION:
+                raise InvalidInput(
+                    f"optimizer state version {state['version']!r} is not supported "
+                    f"(this code reads version {STATE_VERSION})"
+                )
+            shape = tuple(int(s) for s in state["shape"])
+            x = np.asarray(state["x"], dtype=np.float64).reshape(-1)
+            opt = cls.__new__(cls)
+            opt._shape = shape
+            opt._m = int(state["m"])
+            opt._k = None if state["k"] is None else int(state["k"])
+            opt._seed = int(state["seed"])
+            opt._options = dict(state["options"])
+            opt._x = x.copy()
+            opt._direction_sum = np.asarray(state["direction_sum"], dtype=np.float64).reshape(-1)
+            opt._direction_count = float(state["direction_count"])
+            opt._step = float(state["step"])
+            opt._round = int(state["round"])
+            opt._gradient_streak = int(state["gradient_streak"])
+            opt._winner = (
+                None if state["winner"] is None else tuple(int(v) for v in state["winner"])
+            )
+            opt._winner_radius = float(state["winner_radius"])
+            opt._pending = bool(state["pending"])
+            opt._proposal = None
+            opt._stats = dict(state["stats"])
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidInput):
+                raise
+            raise InvalidInput(f"not a RankSGD state dictionary: {exc!r}") from exc
+        if x.size != math.prod(shape) or opt._direction_sum.size != x.size:
+            raise InvalidInput("RankSGD state arrays do not match its shape")
+        return opt
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def _dim(self) -> int:
+        return self._x.size
+
+    def _initial_step(self, x: np.ndarray) -> float:
+        # A tenth of the scale of x0 (or of a standard normal vector when x0 = 0); the line search
+        # doubles or halves it within a few rounds.
+        scale = float(np.linalg.norm(x))
+        if scale == 0.0:
+            scale = math.sqrt(self._dim)
+        return 0.1 * scale
+
+    def _radius(self) -> float:
+        """Perturbation scale ``mu`` (points are ``x + mu * xi``, so their distance is ~mu*sqrt(d))."""
+        norm = max(self._options["radius_ratio"] * self._step, self._options["min_radius"])
+        return norm / math.sqrt(self._dim)
+
+    def _to_shell(self, points: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(points, axis=-1, keepdims=True)
+        norms = np.where(norms == 0.0, 1.0, norms)
+        return points * (math.sqrt(self._dim) / norms)
+
+    def _perturbations(self, round_number: int) -> np.ndarray:
+        xi = standard_normals(self._seed, round_number, self._m * self._dim, _STREAM_PERTURBATIONS)
+        xi = xi.reshape(self._m, self._dim)
+        if self._options["shell"]:
+            # Tangent perturbations: the radial part would only be undone by the projection.
+            unit = self._x / np.linalg.norm(self._x)
+            xi = xi - np.outer(xi @ unit, unit)
+        return xi
+
+    def _gradient_points(self, round_number: int, radius: float) -> np.ndarray:
+        points = self._x + radius * self._perturbations(round_number)
+        return self._to_shell(points) if self._options["shell"] else points
+
+    def _search_direction(self) -> np.ndarray:
+        norm = float(np.linalg.norm(self._direction_sum))
+        if norm == 0.0:
+            return np.zeros_like(self._x)
+        return self._direction_sum / norm
+
+    def _step_factors(self) -> np.ndarray:
+        steps = max(self._m - 2, 2)
+        return 2.0 ** (1 - np.arange(steps, dtype=np.float64))
+
+    def _line_search_candidates(self) -> list[str]:
+        steps = len(self._step_factors())
+        return [f"step{i}" for i in range(steps)] + ["winner", "best"]
+
+    def _line_search_points(self) -> np.ndarray:
+        """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
+        direction = self._search_direction()
+        steps = self._step * self._step_factors()
+        points = self._x - steps[:, None] * (-direction)[None, :]
+        if self._options["shell"]:
+            points = self._to_shell(points)
+        winner = self._x if self._winner is None else self._winner_point()
+        return np.vstack([points, winner[None, :], self._x[None, :]])
+
+    def _winner_point(self) -> np.ndarray:
+        assert self._winner is not None
+        round_number, index = self._winner
+        return self._gradient_points(round_number, self._winner_radius)[index]
+
+    def _line_search_permutation(self) -> np.ndarray:
+        n = len(self._step_factors()) + 2
+        return reproducible_permutation(self._seed, self._round, n)
+
+    def _tell_gradient(self, weights: np.ndarray, best: int) -> dict[str, Any]:
+        descent = weights @ self._perturbations(self._round)
+        self._direction_sum += descent
+        self._direction_count += 1.0
+        self._winner = (self._round, int(best))
+        self._winner_radius = self._radius()
+        self._gradient_streak += 1
+        return {"moved": 0.0, "picked_step": 0.0, "accepted": 0, "picked": "none"}
+
+    def _tell_line_search(self, displayed_best: int) -> dict[str, Any]:
+        candidates = self._line_search_candidates()
+        permutation = self._line_search_permutation()
+        chosen = int(permutation[displayed_best])
+        points = self._line_search_points()
+        label = candidates[chosen]
+        factors = self._step_factors()
+        moved = float(np.linalg.norm(points[chosen] - self._x))
+        picked_step = 0.0
+        if label.startswith("step"):
+            i = int(label[4:])
+            picked_step = float(self._step * factors[i])
+            # Longest step won: the optimum lies further, grow; otherwise centre on the winner.
+            self._step = picked_step * (2.0 if i == 0 else 1.0)
+        elif label == "best":
+            # Nothing beat staying: the steps were too long or the direction too noisy.
+            self._step *= 0.5
+        else:  # the gradient round's best perturbation won
+            self._step *= 0.5
+        accepted = label != "best"
+        if accepted:
+            self._x = points[chosen].copy()
+            momentum = self._options["momentum"]
+            self._direction_sum *= momentum
+            self._direction_count *= momentum
+        self._winner = None
+        self._gradient_streak = 0
+        return {
+            "moved": moved if accepted else 0.0,
+            "picked_step": picked_step,
+            "accepted": int(accepted),
+            "picked": label,
+        }
+
+    def _update_stats(self, **values: Any) -> None:
+        self._stats = {
+            "round": self._round,
+            "step": float(self._step),
+            "radius": float(self._radius() * math.sqrt(self._dim)),
+            "estimates_averaged": float(self._direction_count),
+            "x_norm": float(np.linalg.norm(self._x)),
+            **{k: (float(v) if isinstance(v, float) else v) for k, v in values.items()},
+        }
+
+
+def _validate_order(order: Any, n: int) -> list[int]:
+    if isinstance(order, str | bytes) or not hasattr(order, "__iter__"):
+        raise InvalidInput(
+            f"order must be a best-first list of integer indices into the proposal's {n} points, "
+            f"got {type(order).__name__}"
+        )
+    items = (
+        list(np.asarray(order).reshape(-1).tolist())
+        if isinstance(order, np.ndarray)
+        else list(order)
+    )
+    if not items:
+        raise InvalidInput("order is empty: give at least the index of the best point")
+    result = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | np.integer):
+            raise InvalidInput(
+                f"order must hold integer indices, got {item!r} ({type(item).__name__})"
+            )
+        if not 0 <= int(item) < n:
+            raise InvalidInput(f"order holds index {item}, but the proposal has points 0..{n - 1}")
+        result.append(int(item))
+    if len(set(result)) != len(result):
+        repeated = sorted({i for i in result if result.count(i) > 1})
+        raise InvalidInput(f"order repeats index(es) {repeated}: list each point at most once")
+    return result
+
+
+def _validate_preferences(preferences: Any, n: int) -> np.ndarray:
+    try:
+        w = np.asarray(preferences, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"preferences must be a numeric ({n}, {n}) array: {exc}") from exc
+    if w.shape != (n, n):
+        raise InvalidInput(
+            f"preferences must have shape ({n}, {n}) (one row and column per point), got {w.shape}"
+        )
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise InvalidInput("preferences must be finite and >= 0 (W[a, b]: evidence that a beats b)")
+    if float(w.sum()) - float(np.trace(w)) <= 0:
+        raise InvalidInput("preferences hold no evidence (all off-diagonal weights are zero)")
+    w = w.copy()
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def dumps_state(state: dict[str, Any]) -> bytes:
+    """Serialise a :meth:`RankSGD.state_dict` as ``.npz``: arrays plus a JSON header."""
+    arrays = {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+    header = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+    header["array_keys"] = sorted(arrays)
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    buffer = io.BytesIO()
+    np.savez(buffer, __header__=np.frombuffer(header_bytes, dtype=np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def loads_state(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`dumps_state`; raises :class:`CorruptedObject` on damaged bytes."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            header = json.loads(archive["__header__"].tobytes().decode("utf-8"))
+            array_keys = header.pop("array_keys")
+            state = dict(header)
+            for key in array_keys:
+                state[key] = archive[key].copy()
+    except Exception as exc:  # zip, JSON, key and dtype errors all mean the same thing here
+        raise CorruptedObject(f"optimizer state could not be decoded: {exc!r}") from exc
+    if not isinstance(state.get("version"), int):
+        raise CorruptedObject("optimizer state has no integer 'version' in its header")
+    if state["version"] != STATE_VERSION:
+        raise CorruptedObject(
+            f"optimizer state version {state['version']} is not supported (expected {STATE_VERSION})"
+        )
+    return state
+
+
+__all__ = [
+    "GRADIENT",
+    "LINE_SEARCH",
+    "Proposal",
+    "RankSGD",
+    "dag_weights",
+    "dumps_state",
+    "loads_state",
+    "preference_weights",
+    "reproducible_permutation",
+    "standard_normals",
+]
