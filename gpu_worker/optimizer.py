@@ -384,7 +384,7 @@ class RankSGD:
     # ------------------------------------------------------------------ internals
     @property
     def _dim(self) -> int:
-        return self._x.size
+        return math.prod(self._shape)
 
     def _initial_step(self, x: np.ndarray) -> float:
         # A tenth of the scale of x0 (or of a standard normal vector when x0 = 0); the line search
