@@ -389,7 +389,7 @@ def _kemeny_local_search(pairwise: np.ndarray, starts: Sequence[Sequence[int]]) 
                 gain = below_gain + above_gain
                 j = int(np.argmax(gain))
                 if gain[j] > gain[i] + 1e-12:
-                    order = rest[:j] + [item] + rest[j:]
+                    order = [*rest[:j], item, *rest[j:]]
                     improved = True
         cost = _kemeny_cost(order, pairwise)
         if cost < best_cost - 1e-12:
