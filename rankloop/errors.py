@@ -90,6 +90,13 @@ class ModelUnavailable(RankloopError, LookupError):
     code = "model_unavailable"
 
 
+class OutOfResources(RankloopError, MemoryError):
+    """A job that does not fit the machine even after splitting it (GPU memory)."""
+
+    http_status = 507
+    code = "out_of_resources"
+
+
 __all__ = [
     "Conflict",
     "ConvergenceError",
@@ -99,6 +106,7 @@ __all__ = [
     "InvalidInput",
     "ModelUnavailable",
     "NotFound",
+    "OutOfResources",
     "ProtocolError",
     "RankloopError",
     "StorageError",
