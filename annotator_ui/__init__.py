@@ -1,8 +1,55 @@
 """The annotator task page and the owner dashboard, served by one Flask blueprint.
 
-Placeholder until the UI issue lands: the coordinator registers ``ui_blueprint``.
+The pages are static shells: every piece of data reaches them through the JSON API
+(``/api/...``) and is rendered by the scripts in ``static/js`` with ``textContent``, never as
+HTML. Credentials never touch a cookie: the annotator token arrives in the URL fragment (so it
+never reaches a server log) and the owner key is typed into the dashboard; both live in the
+tab's ``sessionStorage`` and travel as ``Authorization: Bearer``. With no ambient credential
+there is nothing for a cross-site request to ride on, so no CSRF token is needed.
+
+The coordinator registers :data:`ui_blueprint` (no URL prefix); the routes are ``/task``,
+``/dashboard`` and ``/dashboard/<campaign_id>``; assets are under ``/ui-static/``.
 """
 
-from flask import Blueprint
+from __future__ import annotations
 
-ui_blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder="static")
+from flask import Blueprint, Response, render_template, request
+
+from annotator_ui.security import add_security_headers
+
+ui_blueprint = Blueprint(
+    "ui",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    # Not "/static": that path belongs to the application's own static folder.
+    static_url_path="/ui-static",
+)
+
+
+@ui_blueprint.get("/task")
+def task_page() -> str:
+    """The annotator's task page; the token is read from ``#token=...`` by ``task.js``."""
+    return render_template("task.html", api_root=f"{request.script_root}/api")
+
+
+@ui_blueprint.get("/dashboard")
+def dashboard_page() -> str:
+    """The owner's campaign list, behind the owner key typed into the page."""
+    return render_template("dashboard.html", api_root=f"{request.script_root}/api")
+
+
+@ui_blueprint.get("/dashboard/<campaign_id>")
+def campaign_page(campaign_id: str) -> str:
+    """One campaign: rounds, consensus, progress plot, annotators and controls."""
+    return render_template(
+        "campaign.html", api_root=f"{request.script_root}/api", campaign_id=campaign_id
+    )
+
+
+@ui_blueprint.after_request
+def _secure(response: Response) -> Response:
+    return add_security_headers(response)
+
+
+__all__ = ["ui_blueprint"]

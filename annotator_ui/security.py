@@ -1,0 +1,67 @@
+"""Security headers for the UI's pages and assets.
+
+The Content-Security-Policy allows scripts and styles from this origin only (no inline script,
+no ``eval``), API calls to this origin only, and images from this origin plus the object store's
+public endpoint when images are served from S3 by presigned URL. Forms may not post anywhere:
+the pages only ever talk to the API through ``fetch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Response, current_app
+
+
+def image_origins(config: Mapping[str, Any]) -> list[str]:
+    """Origins, besides this one, that images may come from.
+
+    The object store's public endpoint (``S3_PUBLIC_ENDPOINT_URL``, else ``S3_ENDPOINT_URL``)
+    when ``STORE_URL`` is ``s3://...``, plus any listed, space-separated, in
+    ``UI_IMAGE_ORIGINS`` (a CDN in front of the store, say).
+    """
+    origins: list[str] = []
+    if str(config.get("STORE_URL") or "").startswith("s3://"):
+        endpoint = config.get("S3_PUBLIC_ENDPOINT_URL") or config.get("S3_ENDPOINT_URL")
+        if endpoint:
+            parts = urlsplit(str(endpoint))
+            if parts.scheme and parts.netloc:
+                origins.append(f"{parts.scheme}://{parts.netloc}")
+    origins.extend(str(config.get("UI_IMAGE_ORIGINS") or "").split())
+    return origins
+
+
+def content_security_policy(config: Mapping[str, Any]) -> str:
+    """The CSP header value for the UI."""
+    img_src = " ".join(["'self'", "data:", "blob:", *image_origins(config)])
+    directives = {
+        "default-src": "'none'",
+        "script-src": "'self'",
+        "style-src": "'self'",
+        "img-src": img_src,
+        "connect-src": "'self'",
+        "font-src": "'self'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
+        "object-src": "'none'",
+    }
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set CSP and the usual hardening headers; pages (HTML) are never cached."""
+    headers = response.headers
+    headers["Content-Security-Policy"] = content_security_policy(current_app.config)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    # The annotator token sits in the URL fragment, which browsers never send as a referrer,
+    # but "no-referrer" also keeps task and campaign paths from leaking to image hosts.
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), payment=()"
+    if response.mimetype == "text/html":
+        headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,100 @@
+// The owner key lives in this tab's sessionStorage and travels only as a Bearer header. No
+// cookie is ever set, so a cross-site page has no credential to ride on (no CSRF surface).
+
+import { ApiError, api } from "./api.js";
+import { $ } from "./dom.js";
+
+const STORAGE_KEY = "rankloop.ownerKey";
+
+export function ownerKey() {
+  return sessionStorage.getItem(STORAGE_KEY);
+}
+
+export function forgetKey() {
+  sessionStorage.removeItem(STORAGE_KEY);
+}
+
+export function ownerApi(path, options = {}) {
+  return api(path, { ...options, credential: ownerKey() });
+}
+
+// Show the key prompt until a key the API accepts is entered; then call onReady().
+// `probe` is the first request made with the key; a 401 sends the owner back to the prompt.
+export function requireOwner(probe, onReady) {
+  const login = $("#login");
+  const form = $("#login-form");
+  const input = $("#owner-key");
+  const error = $("#login-error");
+  const logout = $("#logout");
+
+  logout.addEventListener("click", () => {
+    forgetKey();
+    window.location.reload();
+  });
+
+  async function attempt() {
+    try {
+      const result = await probe();
+      login.hidden = true;
+      logout.hidden = false;
+      onReady(result);
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+        forgetKey();
+        login.hidden = false;
+        error.textContent = err.status === 401 ? "That key was not accepted." : err.message;
+        error.hidden = false;
+        input.focus();
+      } else {
+        throw err;
+      }
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = input.value.trim();
+    if (!value) return;
+    sessionStorage.setItem(STORAGE_KEY, value);
+    input.value = "";
+    error.hidden = true;
+    attempt().catch(showError);
+  });
+
+  if (ownerKey()) attempt().catch(showError);
+  else {
+    login.hidden = false;
+    input.focus();
+  }
+}
+
+export function showError(err) {
+  const box = $("#error");
+  box.textContent = err?.message || String(err);
+  box.hidden = false;
+}
+
+export function hideError() {
+  $("#error").hidden = true;
+}
+
+export function markRefreshed() {
+  const pill = $("#refreshed");
+  pill.hidden = false;
+  pill.textContent = `Updated ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
+}
+
+export function statusBadge(node, status) {
+  node.textContent = status || "unknown";
+  node.className = `status-badge s-${String(status || "unknown").replace(/[^a-z_-]/gi, "")}`;
+}
+
+export function relativeTime(iso) {
+  const t = Date.parse(iso || "");
+  if (!Number.isFinite(t)) return "—";
+  const seconds = Math.round((Date.now() - t) / 1000);
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(t).toLocaleDateString();
+}
