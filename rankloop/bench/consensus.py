@@ -1,0 +1,270 @@
+"""``rankloop bench consensus``: consensus quality, and its end effect on the optimizer.
+
+Part 1, quality. 20-round campaigns with 5 simulated annotators (3 honest with Plackett–Luce
+noise, 1 spammer, 1 adversary), m = 8 items per round with hidden values, full rankings and a
+top-k case. Each method's consensus is scored against the hidden truth of every round by
+Kendall tau and top-1 hit. rankloop "auto" learns annotator reliability online, round by round;
+crowd-kit ``NoisyBradleyTerry`` is fitted once on the pairwise comparisons of the *whole*
+campaign (all 20 rounds, items of different rounds kept apart, workers shared, left/right
+shuffled so its position-bias term learns nothing spurious): it sees every round's data in
+hindsight, the most favourable setup it can have.
+
+Part 2, end effect. The simulated crowd steers ``RankSGD`` on a synthetic objective for N
+rounds; f/f0 at the end, per consensus method, with the optimizer told either the consensus
+order (``tell(order)``) or its weighted pairwise matrix (``tell(preferences=W)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import click
+import numpy as np
+
+from rankloop.bench.report import format_table, save_results
+from rankloop.crowd import make_crowd
+from rankloop.simulate import FEEDS, run_campaign
+from service.consensus import AnnotatorReliability, aggregate
+
+QUALITY_METHODS = ("auto", "borda", "plackett_luce", "noisy_bt", "copeland", "kemeny")
+LABELS = {
+    "auto": "rankloop auto",
+    "borda": "Borda",
+    "plackett_luce": "choix PL-MLE",
+    "noisy_bt": "crowd-kit NoisyBT",
+    "copeland": "Copeland",
+    "kemeny": "Kemeny",
+}
+BASELINES = ("borda", "plackett_luce", "noisy_bt")
+
+
+def _tau(order: list[int], values: np.ndarray) -> float:
+    from scipy.stats import kendalltau
+
+    position = np.empty(len(order))
+    position[order] = np.arange(len(order))
+    tau = kendalltau(position, values).statistic
+    return float(tau) if np.isfinite(tau) else 0.0
+
+
+def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> list[list[int]]:
+    """Fit crowd-kit NoisyBradleyTerry once on every round's pairwise comparisons."""
+    import pandas as pd
+    from crowdkit.aggregation import NoisyBradleyTerry
+
+    from service.consensus import pairwise_matrix, parse_ranking
+
+    rng = np.random.default_rng([seed, 4242])
+    rows = []
+    for round_number, answers in campaign:
+        for annotator, order in answers:
+            groups, shown = parse_ranking(order, m, annotator)
+            wins = pairwise_matrix(groups, shown, m)
+            for a, b in zip(*np.nonzero(wins), strict=True):
+                left, right = (a, b) if rng.random() < 0.5 else (b, a)
+                rows.append(
+                    (
+                        annotator,
+                        f"{round_number}:{left}",
+                        f"{round_number}:{right}",
+                        f"{round_number}:{a}",
+                    )
+                )
+    data = pd.DataFrame(rows, columns=["worker", "left", "right", "label"])
+    scores = NoisyBradleyTerry(n_iter=100, random_state=seed).fit_predict(data)
+    orders = []
+    for round_number, _ in campaign:
+        round_scores = np.array(
+            [scores.get(f"{round_number}:{i}", 0.0) for i in range(m)], dtype=float
+        )
+        orders.append([int(i) for i in np.argsort(-round_scores, kind="stable")])
+    return orders
+
+
+def quality_campaign(
+    seed: int, rounds: int = 20, m: int = 8, k: int | None = None, temperature: float = 0.5
+) -> dict[str, dict[str, list[float]]]:
+    """One campaign: per method, per-round Kendall tau and top-1 hits to the hidden truth."""
+    crowd = make_crowd(5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed)
+    rng = np.random.default_rng([seed, 17])
+    reliability = {method: AnnotatorReliability() for method in QUALITY_METHODS}
+    results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    campaign, truths = [], []
+    for round_number in range(rounds):
+        values = rng.standard_normal(m)
+        answers = crowd.rank(values, round_number)
+        campaign.append((round_number, answers))
+        truths.append(values)
+        for method in QUALITY_METHODS:
+            if method == "noisy_bt":
+                continue
+            consensus = aggregate(answers, m, method=method, reliability=reliability[method])
+            order = list(consensus.order)
+            results[method]["tau"].append(_tau(order, values))
+            results[method]["top1"].append(float(order[0] == int(np.argmin(values))))
+    for order, values in zip(_noisy_bt_orders(campaign, m, seed), truths, strict=True):
+        results["noisy_bt"]["tau"].append(_tau(order, values))
+        results["noisy_bt"]["top1"].append(float(order[0] == int(np.argmin(values))))
+    return results
+
+
+def end_effect(
+    seed: int, methods: tuple[str, ...], rounds: int, objective: str, dim: int, temperature: float
+) -> dict[tuple[str, str], float]:
+    """f/f0 after ``rounds`` for every (method, feed) with the same crowd and problem."""
+    out = {}
+    for method in methods:
+        for feed in FEEDS:
+            crowd = make_crowd(
+                5, spammers=1, adversaries=1, temperature=temperature, dropout=0.1, seed=seed
+            )
+            records = list(
+                run_campaign(objective, dim, rounds, crowd, method=method, feed=feed, seed=seed)
+            )
+            out[(method, feed)] = records[-1].f_ratio
+    return out
+
+
+@click.command("consensus")
+@click.option("--seeds", default=10, show_default=True, help="Campaigns per setting.")
+@click.option("--rounds", default=20, show_default=True, help="Rounds per quality campaign.")
+@click.option("--m", default=8, show_default=True, help="Items per round.")
+@click.option("--topk", default=3, show_default=True, help="k of the top-k setting.")
+@click.option("--temperature", default=0.5, show_default=True, help="Honest annotators' noise.")
+@click.option("--end-rounds", default=40, show_default=True, help="Rounds of each end-effect run.")
+@click.option("--end-seeds", default=8, show_default=True, help="Seeds of the end-effect runs.")
+@click.option("--objective", default="projected", show_default=True)
+@click.option("--dim", default=64, show_default=True)
+@click.option("--quick", is_flag=True, help="Smoke run: 2 seeds, few rounds.")
+@click.option("--out", default="bench-results/consensus.json", show_default=True)
+def consensus_command(
+    seeds: int,
+    rounds: int,
+    m: int,
+    topk: int,
+    temperature: float,
+    end_rounds: int,
+    end_seeds: int,
+    objective: str,
+    dim: int,
+    quick: bool,
+    out: str,
+) -> None:
+    """Consensus methods side by side: tau/top-1 to the hidden truth, and f/f0 they lead to."""
+    if quick:
+        seeds, rounds, end_rounds, end_seeds, dim = 2, 6, 8, 1, 16
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    per_round: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for setting, k in (("full", None), (f"top-{topk}", topk)):
+        pooled: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
+        for seed in range(seeds):
+            for method, metrics in quality_campaign(seed, rounds, m, k, temperature).items():
+                for metric, values in metrics.items():
+                    pooled[method][metric].append(values)
+        means = {method: float(np.mean(pooled[method]["tau"])) for method in QUALITY_METHODS}
+        best_baseline = max(BASELINES, key=lambda b: means[b])
+        for method in QUALITY_METHODS:
+            tau = np.array(pooled[method]["tau"])  # (seeds, rounds)
+            top1 = np.array(pooled[method]["top1"])
+            rows.append(
+                {
+                    "part": "quality",
+                    "setting": setting,
+                    "method": LABELS[method],
+                    "tau mean": float(tau.mean()),
+                    "tau rounds 1-5": float(tau[:, :5].mean()),
+                    "tau last 5": float(tau[:, -5:].mean()),
+                    "top-1 hit": float(top1.mean()),
+                    "vs best baseline": float(tau.mean() - means[best_baseline]),
+                }
+            )
+            per_round[f"{setting}/{method}"] = {
+                "tau": tau.mean(axis=0).tolist(),
+                "top1": top1.mean(axis=0).tolist(),
+            }
+        summary[setting] = {
+            "best_baseline": LABELS[best_baseline],
+            "auto_minus_best_baseline": means["auto"] - means[best_baseline],
+        }
+
+    end_methods = ("auto", "borda", "plackett_luce", "kemeny")
+    ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for seed in range(end_seeds):
+        for key, value in end_effect(
+            seed, end_methods, end_rounds, objective, dim, temperature
+        ).items():
+            ratios[key].append(value)
+    for (method, feed), values in ratios.items():
+        rows.append(
+            {
+                "part": f"end effect ({objective} d={dim}, {end_rounds} rounds)",
+                "setting": f"tell {feed}",
+                "method": LABELS[method],
+                "f/f0 median": float(np.median(values)),
+                "f/f0 mean": float(np.mean(values)),
+            }
+        )
+    feeds = {feed: [np.median(ratios[(mm, feed)]) for mm in end_methods] for feed in FEEDS}
+    wins = sum(
+        np.median(ratios[(mm, "preferences")]) < np.median(ratios[(mm, "order")])
+        for mm in end_methods
+    )
+    summary["feed"] = {
+        "preferences_better_in": f"{wins} of {len(end_methods)} methods",
+        "median_f_ratio": {feed: float(np.median(v)) for feed, v in feeds.items()},
+    }
+
+    quality_columns = [
+        "setting",
+        "method",
+        "tau mean",
+        "tau rounds 1-5",
+        "tau last 5",
+        "top-1 hit",
+        "vs best baseline",
+    ]
+    click.echo(
+        f"Consensus quality: {seeds} campaigns x {rounds} rounds, m={m}, "
+        "5 annotators (3 honest, 1 spammer, 1 adversary)"
+    )
+    click.echo(format_table([r for r in rows if r["part"] == "quality"], quality_columns))
+    click.echo()
+    click.echo(f"End effect: median f/f0 over {end_seeds} seeds (lower is better)")
+    click.echo(
+        format_table(
+            [r for r in rows if r["part"] != "quality"],
+            ["part", "setting", "method", "f/f0 median", "f/f0 mean"],
+        )
+    )
+    for setting in [s for s in summary if s != "feed"]:
+        click.echo(
+            f"{setting}: rankloop auto mean tau minus best baseline "
+            f"({summary[setting]['best_baseline']}) = "
+            f"{summary[setting]['auto_minus_best_baseline']:+.3f}"
+        )
+    click.echo(
+        f"tell(preferences=W) beat tell(order) in {summary['feed']['preferences_better_in']}"
+    )
+    path = save_results(
+        out,
+        "consensus",
+        rows,
+        per_round=per_round,
+        summary=summary,
+        seeds=seeds,
+        rounds=rounds,
+        m=m,
+        topk=topk,
+        temperature=temperature,
+        end_rounds=end_rounds,
+        end_seeds=end_seeds,
+        objective=objective,
+        dim=dim,
+        quick=quick,
+        seconds=time.perf_counter() - started,
+    )
+    click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
