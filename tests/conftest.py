@@ -7,4 +7,5 @@ or steal each other's Celery tasks.
 
 pytest_plugins = [
     "tests.fixtures.services",
+    "tests.fixtures.browser",
 ]

@@ -1,0 +1,136 @@
+"""The UI's pages and assets as served by the real app (Flask test client, no browser)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from annotator_ui.security import content_security_policy, image_origins
+
+STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
+PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
+
+
+@pytest.fixture()
+def client(tmp_path):
+    from service.app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'ui.sqlite'}",
+            "STORE_URL": str(tmp_path / "objects"),
+            "BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        }
+    )
+    return app.test_client()
+
+
+class _Assets(HTMLParser):
+    """Collects what a page loads and anything inline that a strict CSP would refuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "script":
+            self._in_script = True
+            if "src" not in attributes:
+                self.inline.append("inline <script>")
+        if tag == "style":
+            self.inline.append("<style> element")
+        if "style" in attributes:
+            self.inline.append(f"style attribute on <{tag}>")
+        self.inline += [
+            f"{name} handler on <{tag}>" for name in attributes if name.startswith("on")
+        ]
+        for name in ("src", "href"):
+            if tag in ("script", "link", "img") and attributes.get(name):
+                self.urls.append(attributes[name])
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_sends_a_strict_content_security_policy(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    csp = response.headers["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["default-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_loads_only_packaged_assets_and_nothing_inline(client, path):
+    page = _Assets()
+    page.feed(client.get(path).get_data(as_text=True))
+    assert page.inline == []
+    assert page.urls, "the page should load its script and stylesheet"
+    for url in page.urls:
+        assert url.startswith("/ui-static/"), f"{url} is not shipped with the package"
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert "Content-Security-Policy" in asset.headers
+        asset.close()
+
+
+def test_every_module_a_page_imports_is_served(client):
+    for script in sorted((STATIC / "js").glob("*.js")):
+        for module in re.findall(r'from "\./([\w-]+\.js)"', script.read_text()):
+            response = client.get(f"/ui-static/js/{module}")
+            assert response.status_code == 200, f"{script.name} imports missing {module}"
+            assert response.mimetype in ("text/javascript", "application/javascript")
+            response.close()
+
+
+def test_scripts_never_parse_strings_as_html_or_code():
+    forbidden = re.compile(
+        r"\.innerHTML|\.outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function\("
+    )
+    offenders = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((STATIC / "js").glob("*.js"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if forbidden.search(line)
+    ]
+    assert offenders == []
+
+
+def test_campaign_id_in_the_url_is_escaped_in_the_page(client):
+    response = client.get("/dashboard/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "<img src=x onerror=alert(1)>" not in body
+    assert 'data-campaign-id="&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"' in body
+
+
+def test_images_may_come_from_the_object_stores_public_endpoint_only():
+    s3 = {
+        "STORE_URL": "s3://rankloop",
+        "S3_ENDPOINT_URL": "http://seaweed.internal:8333",
+        "S3_PUBLIC_ENDPOINT_URL": "https://images.example.org/store",
+    }
+    assert image_origins(s3) == ["https://images.example.org"]
+    assert "img-src 'self' data: blob: https://images.example.org;" in content_security_policy(s3)
+    assert image_origins({**s3, "S3_PUBLIC_ENDPOINT_URL": None}) == ["http://seaweed.internal:8333"]
+    local = {"STORE_URL": "/var/objects", "S3_ENDPOINT_URL": "http://seaweed.internal:8333"}
+    assert image_origins(local) == []
+    assert image_origins({"UI_IMAGE_ORIGINS": "https://cdn.example.org"}) == [
+        "https://cdn.example.org"
+    ]
