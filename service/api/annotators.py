@@ -1,0 +1,203 @@
+"""Annotators: owners create them or share a recruitment link; annotators ask who they are.
+
+``/join/<campaign_id>`` is the link for crowd platforms: it creates an annotator on the first
+visit (up to the campaign's ``recruit_cap``), keyed by the platform's participant id
+(Prolific ``PROLIFIC_PID``, MTurk ``workerId``), and redirects to the task page with a fresh
+token in the URL fragment. A second visit with the same participant id finds the same annotator
+(with a new token: only hashes are stored, so the old one cannot be shown again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, jsonify, redirect, request
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from rankloop.errors import Conflict, Gone, NotFound
+from service.api.campaigns import owned_campaign
+from service.api.common import base_url, iso, json_body, task_link
+from service.auth import hash_token, new_token, require_annotator
+from service.db import get_session
+from service.models import Annotator, Campaign, Ranking, Round, utcnow
+from service.rounds import audit
+from service.schemas import AnnotatorsCreate, validate
+
+bp = Blueprint("annotators", __name__)
+
+PARTICIPANT_PARAMS = ("PROLIFIC_PID", "workerId", "participant_id")
+IDLE_AFTER = dt.timedelta(minutes=10)
+
+
+@bp.post("/api/campaigns/<campaign_id>/annotators")
+def create_annotators(campaign_id: str):
+    campaign, owner = owned_campaign(campaign_id)
+    body: AnnotatorsCreate = validate(AnnotatorsCreate, json_body())
+    session = get_session()
+    created = []
+    for _ in range(body.count):
+        token = new_token()
+        annotator = Annotator(
+            campaign_id=None if body.pool else campaign.id, token_hash=hash_token(token)
+        )
+        session.add(annotator)
+        created.append((annotator, token))
+    session.flush()
+    audit(
+        session,
+        "annotators_created",
+        campaign.id,
+        count=body.count,
+        pool=body.pool,
+        actor="admin" if owner.is_admin else f"owner-key:{owner.key_id}",
+    )
+    session.commit()
+    return jsonify(
+        {"annotators": [{"id": a.id, "token": t, "link": task_link(t)} for a, t in created]}
+    ), 201
+
+
+@bp.get("/api/campaigns/<campaign_id>/annotators")
+def list_annotators(campaign_id: str):
+    campaign, _ = owned_campaign(campaign_id)
+    session = get_session()
+    ranked = dict(
+        session.execute(
+            select(Ranking.annotator_id, func.count())
+            .join(Round, Round.id == Ranking.round_id)
+            .where(Round.campaign_id == campaign.id)
+            .group_by(Ranking.annotator_id)
+        ).all()
+    )
+    annotators = session.scalars(
+        select(Annotator)
+        .where(or_(Annotator.campaign_id == campaign.id, Annotator.id.in_(ranked)))
+        .order_by(Annotator.created_at)
+    ).all()
+    weights = _campaign_weights(campaign)
+    now = utcnow()
+    rows = []
+    for a in annotators:
+        weight = weights.get(a.id, a.weight)
+        n = ranked.get(a.id, 0)
+        flags = []
+        if a.attention_failed and (
+            a.attention_failed >= 2 or a.attention_failed >= 0.25 * max(n, 1)
+        ):
+            flags.append("failed_attention_checks")
+        if weight is not None and weight < 0:
+            flags.append("contrarian")
+        elif weight is not None and weight < 0.25 and n >= 2:
+            flags.append("low_weight")
+        if a.last_seen is None or now - a.last_seen > IDLE_AFTER:
+            flags.append("idle")
+        rows.append(
+            {
+                "id": a.id,
+                "participant_id": a.participant_id,
+                "weight": weight,
+                "n_rankings": n,
+                "n_attention_failed": a.attention_failed,
+                "last_seen": iso(a.last_seen),
+                "pool": a.campaign_id is None,
+                "flags": flags,
+            }
+        )
+    return jsonify({"annotators": rows})
+
+
+def _campaign_weights(campaign: Campaign) -> dict[str, float]:
+    if not campaign.reliability:
+        return {}
+    from service.consensus import AnnotatorReliability
+
+    reliability = AnnotatorReliability.from_dict(campaign.reliability)
+    return {str(a): float(reliability.weight(a)) for a in reliability.annotators()}
+
+
+@bp.get("/api/campaigns/<campaign_id>/recruit")
+def recruit_link(campaign_id: str):
+    campaign, _ = owned_campaign(campaign_id)
+    joined = get_session().scalar(
+        select(func.count())
+        .select_from(Annotator)
+        .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
+    )
+    return jsonify(
+        {
+            "link": f"{base_url()}/join/{campaign.id}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}",
+            # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
+            "mturk_link": f"{base_url()}/join/{campaign.id}",
+            "cap": int(campaign.settings.get("recruit_cap", 0)),
+            "joined": joined,
+            "completion_code": campaign.completion_code,
+        }
+    )
+
+
+@bp.get("/join/<campaign_id>")
+def join(campaign_id: str):
+    session = get_session()
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id!r}")
+    if campaign.status in ("stopped", "finished", "failed"):
+        raise Gone(f"this campaign is {campaign.status}; thank you for your interest")
+    participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
+    participant = participant[:128] if participant else None
+    token = new_token()
+    annotator = None
+    if participant:
+        annotator = session.scalar(
+            select(Annotator).where(
+                Annotator.campaign_id == campaign.id, Annotator.participant_id == participant
+            )
+        )
+    if annotator is not None:
+        annotator.token_hash = hash_token(token)
+        audit(session, "annotator_rejoined", campaign.id, actor=annotator.id)
+    else:
+        joined = session.scalar(
+            select(func.count()).select_from(Annotator).where(Annotator.campaign_id == campaign.id)
+        )
+        if joined >= int(campaign.settings.get("recruit_cap", 0)):
+            raise Conflict("this campaign has all the annotators it needs; thank you")
+        annotator = Annotator(
+            campaign_id=campaign.id, participant_id=participant, token_hash=hash_token(token)
+        )
+        session.add(annotator)
+        session.flush()
+        audit(session, "annotator_joined", campaign.id, actor=annotator.id, participant=participant)
+    try:
+        session.commit()
+    except IntegrityError:  # the same participant joined twice at once: let them retry
+        session.rollback()
+        raise Conflict("you joined twice at the same moment; open the link again") from None
+    return redirect(f"/task#token={token}", code=302)
+
+
+@bp.get("/api/me")
+def me():
+    session = get_session()
+    annotator = require_annotator(session)
+    campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
+    quota = int(campaign.settings["tasks_per_annotator"]) if campaign else None
+    code = annotator.completion_code
+    if (
+        code is None
+        and campaign is not None
+        and campaign.status in ("finished", "stopped")
+        and annotator.tasks_done
+    ):
+        code = annotator.completion_code = campaign.completion_code
+        session.commit()
+    return jsonify(
+        {
+            "annotator_id": annotator.id,
+            "campaign_id": annotator.campaign_id,
+            "tasks_done": annotator.tasks_done,
+            "tasks_quota": quota,
+            "completion_code": code,
+        }
+    )

@@ -1,0 +1,179 @@
+"""Owner endpoints for campaigns: create, list, show, start/pause/resume/stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from sqlalchemy import func, select
+
+from rankloop.errors import NotFound
+from service import rounds
+from service.api.common import iso, json_body, object_url
+from service.auth import Owner, require_owner
+from service.db import get_session
+from service.models import Campaign, Ranking, Round
+from service.schemas import CampaignCreate, validate
+from service.tasks import send_renders
+
+bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
+
+ACTIONS = {
+    "start": rounds.start,
+    "pause": rounds.pause,
+    "resume": rounds.resume,
+    "stop": rounds.stop,
+}
+
+
+def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
+    session = get_session()
+    owner = require_owner(session)
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id!r}")
+    owner.check(campaign)
+    return campaign, owner
+
+
+@bp.post("")
+def create_campaign():
+    session = get_session()
+    owner = require_owner(session)
+    body: CampaignCreate = validate(CampaignCreate, json_body())
+    campaign = Campaign(
+        name=body.name, prompt=body.prompt, settings=body.settings(), owner_key_id=owner.key_id
+    )
+    session.add(campaign)
+    session.flush()
+    rounds.audit(session, "campaign_created", campaign.id, actor=_actor(owner))
+    session.commit()
+    if body.start:
+        send_renders(rounds.start(session, campaign.id, _actor(owner)).renders)
+    session.expire_all()
+    return jsonify(campaign_json(session.get(Campaign, campaign.id))), 201
+
+
+@bp.get("")
+def list_campaigns():
+    session = get_session()
+    owner = require_owner(session)
+    query = select(Campaign).order_by(Campaign.created_at.desc())
+    if not owner.is_admin:
+        query = query.where(Campaign.owner_key_id == owner.key_id)
+    return jsonify({"campaigns": [campaign_json(c, history=False) for c in session.scalars(query)]})
+
+
+@bp.get("/<campaign_id>")
+def show_campaign(campaign_id: str):
+    campaign, _ = owned_campaign(campaign_id)
+    return jsonify(campaign_json(campaign))
+
+
+@bp.post("/<campaign_id>/<action>")
+def control_campaign(campaign_id: str, action: str):
+    if action not in ACTIONS:
+        raise NotFound(f"no action {action!r}: use one of {', '.join(ACTIONS)}")
+    campaign, owner = owned_campaign(campaign_id)
+    session = get_session()
+    outcome = ACTIONS[action](session, campaign.id, _actor(owner))
+    send_renders(outcome.renders)
+    session.expire_all()
+    return jsonify(campaign_json(session.get(Campaign, campaign_id)))
+
+
+def _actor(owner: Owner) -> str:
+    return "admin" if owner.is_admin else f"owner-key:{owner.key_id}"
+
+
+def _winner_url(round_: Round) -> str | None:
+    if round_.consensus is None:
+        return None
+    by_position = {image.position: image for image in round_.images}
+    for position in round_.consensus.order:
+        image = by_position.get(position)
+        if image is not None and image.role == "candidate":
+            return object_url(image.key)
+    return None
+
+
+def round_json(round_: Round, n_rankings: int, quorum: int) -> dict[str, Any]:
+    by_position = {image.position: image for image in round_.images}
+    consensus = round_.consensus
+    return {
+        "number": round_.number,
+        "kind": round_.kind,
+        "status": round_.status,
+        "quorum": quorum,
+        "rankings_count": n_rankings,
+        "deadline": iso(round_.deadline),
+        "extensions": round_.extensions,
+        "error": round_.error,
+        "images": [
+            {
+                "id": i.id,
+                "url": object_url(i.key),
+                "thumb_url": object_url(i.thumb_key or i.key),
+                "role": i.role,
+                "index": i.index,
+            }
+            for i in round_.images
+        ],
+        "consensus": None
+        if consensus is None
+        else {
+            "order": [by_position[p].id for p in consensus.order if p in by_position],
+            "agreement": consensus.agreement,
+            "weights": consensus.weights,
+            "method": consensus.method,
+        },
+    }
+
+
+def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
+    session = get_session()
+    counts = dict(
+        session.execute(
+            select(Ranking.round_id, func.count())
+            .join(Round, Round.id == Ranking.round_id)
+            .where(Round.campaign_id == campaign.id)
+            .group_by(Ranking.round_id)
+        ).all()
+    )
+    quorum = int(campaign.settings["annotators_per_round"])
+    all_rounds = list(campaign.rounds)
+    current = all_rounds[-1] if all_rounds else None
+    best = next((url for r in reversed(all_rounds) if (url := _winner_url(r))), None)
+    document: dict[str, Any] = {
+        "id": campaign.id,
+        "name": campaign.name,
+        "prompt": campaign.prompt,
+        "status": campaign.status,
+        "error": campaign.error,
+        "created_at": iso(campaign.created_at),
+        "finished_at": iso(campaign.finished_at),
+        "settings": campaign.settings,
+        "completion_code": campaign.completion_code,
+        "rounds_done": sum(1 for r in all_rounds if r.status == "closed"),
+        "current_round": None
+        if current is None
+        else round_json(current, counts.get(current.id, 0), quorum),
+        "best_image_url": best,
+    }
+    if history:
+        document["history"] = [
+            {
+                "number": r.number,
+                "kind": r.kind,
+                "status": r.status,
+                "best_image_url": _winner_url(r),
+                "agreement": r.consensus.agreement if r.consensus else None,
+                "n_rankings": counts.get(r.id, 0),
+                "stats": r.stats or {},
+                "render_seconds": r.render_seconds,
+                "opened_at": iso(r.opened_at),
+                "closed_at": iso(r.closed_at),
+            }
+            for r in all_rounds
+        ]
+    return document

@@ -1,0 +1,78 @@
+"""Bearer-token authentication for owners and annotators.
+
+Tokens are 32 random bytes (URL-safe base64); only their SHA-256 is stored. A slow hash
+(bcrypt) buys nothing for 256-bit random secrets and would cap the submission rate.
+The admin token (``RANKLOOP_ADMIN_TOKEN``) is an owner key that sees every campaign; owner keys
+made with ``rankloop db create-owner-key`` see only the campaigns they created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from flask import current_app, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rankloop.errors import Forbidden, Unauthorized
+from service.models import Annotator, Campaign, OwnerKey
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class Owner:
+    key_id: int | None  # None: the admin token
+
+    @property
+    def is_admin(self) -> bool:
+        return self.key_id is None
+
+    def check(self, campaign: Campaign) -> None:
+        if not self.is_admin and campaign.owner_key_id != self.key_id:
+            raise Forbidden("this campaign belongs to another owner key")
+
+
+def require_owner(session: Session) -> Owner:
+    token = bearer_token()
+    admin = current_app.config.get("ADMIN_TOKEN")
+    if admin and hmac.compare_digest(token.encode(), str(admin).encode()):
+        return Owner(key_id=None)
+    key = session.scalar(
+        select(OwnerKey).where(
+            OwnerKey.key_hash == hash_token(token), OwnerKey.revoked_at.is_(None)
+        )
+    )
+    if key is None:
+        raise Unauthorized(
+            "unknown owner key: use RANKLOOP_ADMIN_TOKEN or a key from "
+            "'rankloop db create-owner-key'"
+        )
+    return Owner(key_id=key.id)
+
+
+def require_annotator(session: Session, *, for_update: bool = False) -> Annotator:
+    query = select(Annotator).where(Annotator.token_hash == hash_token(bearer_token()))
+    if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    annotator = session.scalar(query)
+    if annotator is None:
+        raise Unauthorized("unknown annotator token: open the task link you were given again")
+    return annotator

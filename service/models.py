@@ -1,0 +1,222 @@
+"""The coordinator's tables, as SQLAlchemy 2 typed models.
+
+One campaign has many rounds; a round has its candidate images, the assignments (leases)
+handed to annotators, the rankings they submitted (immutable) and at most one consensus.
+Annotators belong to one campaign or to the shared pool (``campaign_id`` NULL). Every state
+change leaves an :class:`AuditEvent`.
+
+Timestamps are naive UTC (SQLite keeps no zone); :func:`utcnow` is the only clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    """Now, as naive UTC (the form every timestamp column stores)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    """A random 128-bit id in hex: unguessable, so object keys under it are too."""
+    return uuid.uuid4().hex
+
+
+def new_short_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+CAMPAIGN_STATUSES = ("draft", "running", "paused", "stopped", "finished", "failed")
+ROUND_STATUSES = ("rendering", "open", "closed", "failed")
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    # Campaign settings exactly as validated by service.schemas.CampaignCreate.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # AnnotatorReliability.to_dict(): evidence about annotators pooled over every round.
+    reliability: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    completion_code: Mapped[str] = mapped_column(
+        String(32), default=lambda: secrets.token_hex(4).upper()
+    )
+    owner_key_id: Mapped[int | None] = mapped_column(ForeignKey("owner_keys.id"), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+    rounds: Mapped[list[Round]] = relationship(
+        back_populates="campaign", order_by="Round.number", lazy="selectin"
+    )
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("campaign_id", "number", name="uq_round_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="rendering", index=True)
+    # Bumped by every conditional transition: a stale writer's UPDATE matches no row.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    previous_state_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    state_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    manifest_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    render_task_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    render_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What the render task was told about the previous round (kept to re-send after a loss).
+    consensus_in: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    render_enqueued_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    deadline: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    last_ranking_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="rounds")
+    images: Mapped[list[Image]] = relationship(
+        back_populates="round", order_by="Image.position", lazy="selectin"
+    )
+    consensus: Mapped[Consensus | None] = relationship(back_populates="round", lazy="selectin")
+
+
+class Image(Base):
+    """One image shown in a round: a candidate (optimizer index) or the attention check."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("round_id", "position", name="uq_image_position"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    # Item index used by the consensus (0..n-1 over all images of the round).
+    position: Mapped[int] = mapped_column(Integer)
+    # The worker's index: for a candidate, the optimizer's index into the proposal.
+    index: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16), default="candidate")
+    key: Mapped[str] = mapped_column(String(300))
+    thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
+
+    round: Mapped[Round] = relationship(back_populates="images")
+
+
+class Annotator(Base):
+    __tablename__ = "annotators"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "participant_id", name="uq_annotator_participant"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
+    # NULL: a pool annotator who may work on every running campaign.
+    campaign_id: Mapped[str | None] = mapped_column(
+        ForeignKey("campaigns.id"), index=True, default=None
+    )
+    participant_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    weight: Mapped[float | None] = mapped_column(Float, default=None)
+    tasks_done: Mapped[int] = mapped_column(Integer, default=0)
+    attention_failed: Mapped[int] = mapped_column(Integer, default=0)
+    completion_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+
+class Assignment(Base):
+    """A lease: one annotator may rank one round until ``expires_at``."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("round_id", "annotator_id", name="uq_assignment_once"),
+        Index("ix_assignment_round_status", "round_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="leased")  # leased|submitted
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Ranking(Base):
+    """One submission, immutable: ``order`` holds image ids best first (lists are ties)."""
+
+    __tablename__ = "rankings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
+    order: Mapped[list[Any]] = mapped_column(JSON)
+    positions: Mapped[list[Any]] = mapped_column(JSON)
+    attention_passed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Consensus(Base):
+    __tablename__ = "consensus"
+
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32))
+    order: Mapped[list[Any]] = mapped_column(JSON)  # image positions, best first
+    scores: Mapped[list[Any]] = mapped_column(JSON)
+    weights: Mapped[dict[str, Any]] = mapped_column(JSON)
+    agreement: Mapped[float | None] = mapped_column(Float, default=None)
+    pairwise: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    n_rankings: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    round: Mapped[Round] = relationship(back_populates="consensus")
+
+
+class OwnerKey(Base):
+    __tablename__ = "owner_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    round_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    kind: Mapped[str] = mapped_column(String(48))
+    actor: Mapped[str | None] = mapped_column(String(64), default=None)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

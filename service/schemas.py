@@ -1,0 +1,90 @@
+"""Request bodies, validated with pydantic; a failure becomes a 422 JSON error naming the field."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rankloop.errors import InvalidInput
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CampaignCreate(_Strict):
+    name: str = Field("", max_length=200)
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str = Field("", max_length=2000)
+    generator: Literal["cppn", "tiny-sd", "diffusers"] = "cppn"
+    model: str | None = Field(None, max_length=300)
+    m: int = Field(8, ge=2, le=32, description="perturbed points per gradient round")
+    k: int | None = Field(None, ge=1, le=32, description="ranked items per task; null = full")
+    annotators_per_round: int = Field(3, ge=1, le=1000, description="quorum of rankings")
+    rounds: int = Field(10, ge=1, le=10000, description="round budget")
+    round_deadline_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
+    lease_s: float = Field(300.0, gt=0, le=24 * 3600)
+    render_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
+    allow_ties: bool = False
+    attention_check: bool = True
+    tasks_per_annotator: int = Field(10, ge=1, le=100000)
+    recruit_cap: int = Field(100, ge=0, le=100000)
+    consensus_method: str = Field("auto", max_length=32)
+    consensus_feed: Literal["order", "pairwise"] = "order"
+    steps: int = Field(25, ge=1, le=200)
+    guidance: float = Field(7.5, ge=0, le=50)
+    width: int = Field(512, ge=16, le=2048, multiple_of=8)
+    height: int = Field(512, ge=16, le=2048, multiple_of=8)
+    scheduler: str | None = Field(None, max_length=64)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+    start: bool = False
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> CampaignCreate:
+        if self.k is not None and self.k > self.m:
+            raise ValueError(f"k={self.k} exceeds m={self.m}: rank at most m images (or k=null)")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name", "prompt", "start"})
+
+
+class AnnotatorsCreate(_Strict):
+    count: int = Field(1, ge=1, le=1000)
+    pool: bool = False
+
+
+TiedGroup = list[str]
+
+
+class RankingSubmit(_Strict):
+    order: list[str | TiedGroup] = Field(min_length=1, max_length=64)
+
+
+def validate(model: type[BaseModel], payload: Any) -> Any:
+    """Parse ``payload`` into ``model``; raise :class:`InvalidInput` (422) with the details."""
+    if payload is None:
+        raise InvalidInput(
+            "the request body must be a JSON object (Content-Type: application/json)"
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors(include_url=False, include_input=False)
+        ]
+        raise UnprocessableInput(
+            "; ".join(f"{d['field']}: {d['message']}" for d in details), details=details
+        ) from None
+
+
+class UnprocessableInput(InvalidInput):
+    http_status = 422
+    code = "validation_error"
+
+    def __init__(self, message: str, details: Any = None):
+        super().__init__(message)
+        self.details = details
