@@ -18,7 +18,7 @@ import { lineChart } from "./plot.js";
 const campaignId = document.body.dataset.campaignId;
 const base = `/campaigns/${encodeURIComponent(campaignId)}`;
 const REFRESH_MS = 5000;
-const FINAL = new Set(["stopped", "finished", "done", "failed", "completed"]);
+const FINAL = new Set(["stopped", "finished", "failed"]);
 
 async function load() {
   const [campaign, annotators] = await Promise.all([ownerApi(base), ownerApi(`${base}/annotators`)]);
@@ -49,10 +49,10 @@ function renderHead(campaign) {
   $("#campaign-settings").textContent = parts.join(" · ");
   const status = campaign.status;
   const allowed = {
-    start: status === "draft" || status === "created",
+    start: status === "draft",
     pause: status === "running",
-    resume: status === "paused",
-    stop: !FINAL.has(status),
+    resume: status === "paused" || status === "failed",
+    stop: !FINAL.has(status) || status === "failed",
   };
   for (const button of document.querySelectorAll("[data-action]")) {
     button.disabled = !allowed[button.dataset.action];
@@ -160,15 +160,17 @@ function renderPlots(campaign) {
 
 // ---------------------------------------------------------------- annotators
 
-function perHour(annotator) {
-  const since = Date.parse(annotator.created_at || annotator.first_seen || "");
+// Rankings per hour between the annotator's arrival (or, when the API does not say, the
+// campaign's first round) and their last ranking.
+function perHour(annotator, campaignStart) {
+  const since = Date.parse(annotator.created_at || annotator.first_seen || campaignStart || "");
   const until = Date.parse(annotator.last_seen || "");
   if (!Number.isFinite(since) || !Number.isFinite(until) || !annotator.n_rankings) return "—";
   const hours = Math.max((until - since) / 3.6e6, 1 / 60);
   return (annotator.n_rankings / hours).toFixed(1);
 }
 
-function renderAnnotators(annotators) {
+function renderAnnotators(annotators, campaignStart) {
   const body = clear($("#annotators tbody"));
   $("#annotators-empty").hidden = annotators.length > 0;
   $("#annotators").hidden = annotators.length === 0;
@@ -188,7 +190,7 @@ function renderAnnotators(annotators) {
           weight === null ? "—" : weight.toFixed(2),
         ),
         h("td", { className: "num", text: a.n_rankings ?? 0 }),
-        h("td", { className: "num", text: perHour(a) }),
+        h("td", { className: "num", text: perHour(a, campaignStart) }),
         h("td", { className: "num", text: a.n_attention_failed ?? 0 }),
         h("td", { text: relativeTime(a.last_seen) }),
         h("td", {}, flags.map((flag) => h("span", { className: "flag", text: flag }))),
@@ -246,6 +248,22 @@ async function addAnnotators(event) {
   }
 }
 
+// The recruitment link is optional in the API; the card stays hidden without it.
+async function showRecruitLink() {
+  try {
+    const { data } = await ownerApi(`${base}/recruit`);
+    if (!data?.link) return;
+    $("#recruit-link").textContent = data.link;
+    $("#campaign-code").textContent = data.completion_code || "";
+    $("#copy-recruit").addEventListener("click", async (event) => {
+      event.target.textContent = (await copyText(data.link)) ? "Copied" : "Copy failed";
+    });
+    $("#recruit").hidden = false;
+  } catch {
+    // Not offered by this server: nothing to show.
+  }
+}
+
 // The export needs the Bearer header, so it is fetched and handed over as a blob download.
 async function exportRankings() {
   try {
@@ -283,7 +301,8 @@ function render({ campaign, annotators }) {
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
   if (changed("plots", campaign.history)) renderPlots(campaign);
-  renderAnnotators(annotators);
+  const firstRound = (campaign.history || []).find((round) => round.opened_at);
+  renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at);
   markRefreshed();
 }
 
@@ -298,6 +317,7 @@ requireOwner(load, (data) => {
   }
   $("#add-form").addEventListener("submit", addAnnotators);
   $("#export").addEventListener("click", exportRankings);
+  showRecruitLink();
   setInterval(() => {
     if (!document.hidden) refresh().catch(showError);
   }, REFRESH_MS);

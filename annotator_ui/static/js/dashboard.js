@@ -18,7 +18,9 @@ function render(campaigns) {
     const href = `${document.body.dataset.apiRoot.replace(/\/api$/, "")}/dashboard/${encodeURIComponent(campaign.id)}`;
     const badge = h("span", {});
     statusBadge(badge, campaign.status);
-    const round = campaign.current_round?.number ?? campaign.round ?? "—";
+    const budget = campaign.settings?.rounds;
+    const done = campaign.rounds_done ?? 0;
+    const round = budget ? `${done} / ${budget}` : String(done);
     body.append(
       h(
         "tr",

@@ -7,7 +7,9 @@ import { $, clear, copyText, h, ordinal } from "./dom.js";
 import { Ranking } from "./ranking.js";
 
 const KEYS = "1234567890abcdefghijklmnopqrstuvwxyz";
-const POLL_EMPTY_MS = 10000;
+// Waiting for the next round: check soon (a round renders in seconds), then less often.
+const POLL_FIRST_MS = 1500;
+const POLL_MAX_MS = 15000;
 const PRELOAD_TIMEOUT_MS = 15000;
 
 const state = {
@@ -18,6 +20,7 @@ const state = {
   leaseEnd: null, // performance.now() at which the lease runs out
   leaseTimer: null,
   pollTimer: null,
+  pollDelay: POLL_FIRST_MS,
   sending: false,
   doneThisVisit: Number(sessionStorage.getItem("rankloop.doneThisVisit") || 0),
   aspect: 1,
@@ -147,13 +150,15 @@ async function loadNext() {
     } else {
       showStatus(
         "No task is open right now",
-        "New images are being prepared. This page checks again by itself every few seconds; keep it open or come back later.",
+        "New images are being prepared. This page checks again by itself; keep it open, or come back later.",
         { retry: true },
       );
-      state.pollTimer = setTimeout(loadNext, POLL_EMPTY_MS);
+      state.pollTimer = setTimeout(loadNext, state.pollDelay);
+      state.pollDelay = Math.min(POLL_MAX_MS, state.pollDelay * 2);
     }
     return;
   }
+  state.pollDelay = POLL_FIRST_MS;
   const task = response.data;
   const serverNow = Date.parse(response.headers.get("Date") || "") || Date.now();
   const loaded = await preload(task.images.map((image) => image.url));
@@ -592,7 +597,10 @@ enableDrag(document.body, "[data-drag-id]", {
 ui.submit.addEventListener("click", submit);
 ui.undo.addEventListener("click", undo);
 ui.tie.addEventListener("click", toggleTie);
-ui.statusRetry.addEventListener("click", loadNext);
+ui.statusRetry.addEventListener("click", () => {
+  state.pollDelay = POLL_FIRST_MS;
+  loadNext();
+});
 $("#copy-code").addEventListener("click", async () => {
   const ok = await copyText(ui.code.textContent);
   toast(ok ? "Completion code copied." : "Select the code and copy it by hand.");
