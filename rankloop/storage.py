@@ -76,14 +76,17 @@ class LocalStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix else self.root
-        if not base.exists():
+        # A plain string prefix, as in S3: "a/b" matches "a/b/c" and "a/bc"; walk only the
+        # deepest directory the prefix names.
+        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not base.is_dir():
             return []
-        return sorted(
+        keys = (
             str(p.relative_to(self.root).as_posix())
             for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         )
+        return sorted(key for key in keys if key.startswith(prefix))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -169,7 +172,7 @@ class S3Store:
             raise StorageError(f"get {key!r} failed: {error}") from error
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=_check_key(key))
@@ -178,17 +181,29 @@ class S3Store:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
             raise StorageError(f"head {key!r} failed: {error}") from error
+        except BotoCoreError as error:  # connection refused, timeouts: transient for callers
+            raise StorageError(f"head {key!r} failed: {error}") from error
 
     def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         paginator = self.client.get_paginator("list_objects_v2")
-        return sorted(
-            item["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
-        )
+        try:
+            return sorted(
+                item["Key"]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for item in page.get("Contents", [])
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"list {prefix!r} failed: {error}") from error
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"delete {key!r} failed: {error}") from error
 
     def url(self, key: str, expires_s: int = 3600) -> str | None:
         return self._url_client.generate_presigned_url(

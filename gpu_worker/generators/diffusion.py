@@ -1,0 +1,357 @@
+"""Stable Diffusion generators through ``diffusers``: real checkpoints, and ``tiny-sd``.
+
+The optimised variable is the initial noise latent; the sampler is deterministic (DDIM with
+eta = 0, or the non-ancestral Euler sampler the turbo models use), so an image is a pure function
+of (latent, prompt, model, steps, guidance, size). All candidates of a round go through the
+pipeline as one batch (classifier-free guidance already batches the conditional and
+unconditional halves into one UNet call); on CUDA out of memory the batch is split in halves and
+retried.
+
+On CUDA the generator runs the *optimised path* by default (``optimize=True``): fp16 weights,
+SDPA attention, ``cudnn.benchmark``, and ``torch.compile`` of the UNet and the VAE decoder with a
+persistent inductor cache, so the compile cost is paid once per worker start (and once per machine
+for the kernels the cache keeps). ``rankloop bench render --device cuda`` measures exactly this
+path against the eager pipeline in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankloop.errors import InvalidInput, ModelUnavailable, OutOfResources
+
+log = logging.getLogger(__name__)
+
+TINY_SD_SEED = 1234  # the random weights of tiny-sd; fixed so every worker renders the same images
+SCHEDULERS = ("ddim", "euler", "default")
+
+# Compile settings from the diffusers speed-up guide (conv 1x1 as matmul, coordinate-descent
+# tuning of Triton kernel sizes, no epilogue fusion). Autotuning modes ("max-autotune*") are
+# accepted but belong in a warmed cache, not a cold worker start: they can compile for minutes.
+DEFAULT_COMPILE_MODE = os.environ.get("RANKLOOP_COMPILE_MODE", "default")
+DEFAULT_INDUCTOR_CACHE = os.environ.get("RANKLOOP_INDUCTOR_CACHE", "var/inductor-cache")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def default_device() -> str:
+    """``RANKLOOP_DEVICE`` if set, else CUDA when present. Call only after any fork."""
+    device = os.environ.get("RANKLOOP_DEVICE")
+    if device:
+        return device
+    return "cuda" if _torch().cuda.is_available() else "cpu"
+
+
+class DiffusionGenerator:
+    """A loaded text-to-image pipeline plus the per-generator defaults.
+
+    Parameters
+    ----------
+    pipe : diffusers.DiffusionPipeline
+        A Stable Diffusion (1.x/2.x) or SDXL text-to-image pipeline.
+    name : str
+        ``"tiny-sd"`` or ``"diffusers"`` (what the settings call it).
+    defaults : dict
+        Settings filled in when the campaign leaves them out (width, height, steps, guidance,
+        scheduler).
+    device : str
+        ``"cpu"`` or ``"cuda[:i]"``.
+    optimize : bool or None
+        Compile the UNet and VAE decoder; ``None`` means "on for CUDA, off for CPU".
+    """
+
+    shell = True  # diffusion noise latents live on the Gaussian shell: keep perturbations there
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        name: str,
+        defaults: dict[str, Any],
+        device: str,
+        optimize: bool | None = None,
+        compile_mode: str | None = None,
+    ):
+        self.pipe = pipe
+        self.name = name
+        self.defaults = dict(defaults)
+        self.device = device
+        self.dtype = pipe.unet.dtype
+        self._base_scheduler_config = dict(pipe.scheduler.config)
+        self._schedulers: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one pipeline call at a time (threads pool, tests)
+        pipe.set_progress_bar_config(disable=True)
+        self.optimized = False
+        if optimize is None:
+            optimize = device.startswith("cuda")
+        if optimize:
+            self.optimize(compile_mode or DEFAULT_COMPILE_MODE)
+
+    # -- optimised path ----------------------------------------------------------------------
+    def optimize(self, compile_mode: str = "default", cache_dir: str | None = None) -> None:
+        """Switch this pipeline to the compiled path (idempotent). The first call at each batch
+        size compiles (or loads compiled kernels from the persistent inductor cache)."""
+        if self.optimized:
+            return
+        torch = _torch()
+        cache = Path(cache_dir or DEFAULT_INDUCTOR_CACHE).resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+        inductor_config.conv_1x1_as_mm = True
+        inductor_config.coordinate_descent_tuning = True
+        inductor_config.epilogue_fusion = False
+        inductor_config.coordinate_descent_check_all_directions = True
+        # Batch sizes change with m, the attention check and OOM splits: allow a few graphs.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        if self.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        # SDPA is diffusers' default attention processor on torch 2; set it explicitly so a
+        # checkpoint that ships another processor still takes the fast kernel.
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.pipe.unet.set_attn_processor(AttnProcessor2_0())
+        self.pipe.vae.set_attn_processor(AttnProcessor2_0())
+        self.pipe.unet = torch.compile(self.pipe.unet, mode=compile_mode)
+        self.pipe.vae.decode = torch.compile(self.pipe.vae.decode, mode=compile_mode)
+        self.optimized = True
+
+    # -- settings ------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:
+        f = self.vae_scale_factor
+        width, height = settings["width"], settings["height"]
+        if width % f or height % f:
+            raise InvalidInput(
+                f"width and height must be multiples of {f} for this model, got {width}x{height}"
+            )
+        channels = int(self.pipe.unet.config.in_channels)
+        return (channels, height // f, width // f)
+
+    def _scheduler(self, name: str) -> Any:
+        if name not in SCHEDULERS:
+            raise InvalidInput(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
+        if name not in self._schedulers:
+            from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+            config = dict(self._base_scheduler_config)
+            if name == "ddim":
+                scheduler = DDIMScheduler.from_config(config)
+            elif name == "euler":
+                scheduler = EulerDiscreteScheduler.from_config(config)
+            else:
+                scheduler = self.pipe.scheduler.__class__.from_config(config)
+            self._schedulers[name] = scheduler
+        return self._schedulers[name]
+
+    # -- rendering -------------------------------------------------------------------------------
+    def render(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+        """Render a batch of initial noise latents ``(n, C, h, w)`` into ``n`` uint8 RGB arrays."""
+        latents = np.asarray(latents, dtype=np.float32)
+        with self._lock:
+            self.pipe.scheduler = self._scheduler(settings["scheduler"])
+            return self._render_split(latents, settings)
+
+    def _render_split(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+        torch = _torch()
+        try:
+            return self._render_batch(latents, settings)
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            if len(latents) == 1:
+                raise OutOfResources(
+                    f"out of GPU memory rendering one {settings['width']}x{settings['height']} "
+                    "image: lower width/height or use a GPU with more memory"
+                ) from error
+            half = len(latents) // 2
+            log.warning(
+                "CUDA out of memory at batch %d; retrying as %d + %d",
+                len(latents),
+                half,
+                len(latents) - half,
+            )
+            return self._render_split(latents[:half], settings) + self._render_split(
+                latents[half:], settings
+            )
+
+    def _render_batch(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+        torch = _torch()
+        guidance = float(settings["guidance"])
+        kwargs: dict[str, Any] = dict(
+            prompt=settings["prompt"],
+            num_images_per_prompt=len(latents),
+            latents=torch.from_numpy(latents).to(self.device, self.dtype),
+            height=settings["height"],
+            width=settings["width"],
+            num_inference_steps=int(settings["steps"]),
+            guidance_scale=guidance,
+            output_type="np",
+        )
+        if guidance > 1.0 and settings.get("negative_prompt"):
+            kwargs["negative_prompt"] = settings["negative_prompt"]
+        if settings["scheduler"] == "ddim":
+            kwargs["eta"] = 0.0
+        with torch.inference_mode():
+            images = self.pipe(**kwargs).images
+        images = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=0.0)
+        return list(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
+
+
+# -- builders ------------------------------------------------------------------------------------
+def build_pipeline_from_configs(
+    config_dir: str | Path, *, device: str = "cpu", dtype: Any = None, seed: int = TINY_SD_SEED
+):
+    """A ``StableDiffusionPipeline`` (or SDXL pipeline) with random weights from JSON configs.
+
+    ``config_dir`` holds ``unet.json``, ``vae.json``, ``text_encoder.json`` (and for SDXL
+    ``text_encoder_2.json``), ``scheduler.json``; the tokenizer is the offline one in
+    ``gpu_worker/tiny_sd``. The weights are drawn from ``seed`` (speed does not depend on them;
+    determinism does). Nothing is downloaded.
+    """
+    torch = _torch()
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from gpu_worker.tiny_sd import CONFIG_DIR as TOKENIZER_DIR
+
+    config_dir = Path(config_dir)
+    dtype = dtype or torch.float32
+
+    def load(name: str) -> dict[str, Any]:
+        return json.loads((config_dir / name).read_text())
+
+    tokenizer = _offline_tokenizer(TOKENIZER_DIR)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # Build on the target device: initialising billions of weights on the CPU is slow.
+        with torch.device(device):
+            unet = UNet2DConditionModel.from_config(load("unet.json"))
+            vae = AutoencoderKL.from_config(load("vae.json"))
+            text_encoder = CLIPTextModel(CLIPTextConfig(**load("text_encoder.json")))
+            text_encoder_2 = None
+            if (config_dir / "text_encoder_2.json").exists():
+                text_encoder_2 = CLIPTextModelWithProjection(
+                    CLIPTextConfig(**load("text_encoder_2.json"))
+                )
+    scheduler = DDIMScheduler.from_config(load("scheduler.json"))
+    modules = [unet, vae, text_encoder] + ([text_encoder_2] if text_encoder_2 else [])
+    for module in modules:
+        module.eval()
+        if dtype != torch.float32:  # (a no-op cast would only log a diffusers warning)
+            module.to(dtype=dtype)
+    if text_encoder_2 is not None:
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+        )
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _offline_tokenizer(directory: Path):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(
+        vocab=str(directory / "vocab.json"),
+        merges=str(directory / "merges.txt"),
+        model_max_length=77,
+    )
+
+
+def load_tiny_sd(device: str = "cpu", optimize: bool | None = False) -> DiffusionGenerator:
+    """The CPU stand-in: the real pipeline class with tiny random-weight models."""
+    from gpu_worker.tiny_sd import CONFIG_DIR
+
+    pipe = build_pipeline_from_configs(CONFIG_DIR, device=device)
+    return DiffusionGenerator(
+        pipe,
+        name="tiny-sd",
+        defaults={"width": 64, "height": 64, "steps": 6, "guidance": 7.5, "scheduler": "ddim"},
+        device=device,
+        optimize=optimize,
+    )
+
+
+def load_pretrained(
+    model: str, device: str | None = None, optimize: bool | None = None
+) -> DiffusionGenerator:
+    """Load a checkpoint by hub id or local directory (SD 1.x/2.x, SDXL, SD-/SDXL-Turbo).
+
+    Raises
+    ------
+    ModelUnavailable
+        The model cannot be found or loaded (unknown id, no network, not a text-to-image
+        pipeline).
+    """
+    if not model:
+        raise InvalidInput("settings.model is required for generator 'diffusers'")
+    torch = _torch()
+    device = device or default_device()
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    try:
+        from diffusers import AutoPipelineForText2Image
+
+        pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype)
+    except Exception as error:  # diffusers raises OSError, ValueError, HF hub errors...
+        raise ModelUnavailable(
+            f"cannot load model {model!r}: {type(error).__name__}: {error}. Use a diffusers "
+            "model id (with network or a populated HF cache) or a local pipeline directory."
+        ) from error
+    if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
+        raise ModelUnavailable(
+            f"model {model!r} loads as {type(pipe).__name__}, not a UNet latent-diffusion "
+            "text-to-image pipeline (SD 1.x/2.x, SDXL or their turbo variants)"
+        )
+    pipe.to(device)
+    return DiffusionGenerator(
+        pipe,
+        name="diffusers",
+        defaults=pretrained_defaults(model, pipe),
+        device=device,
+        optimize=optimize,
+    )
+
+
+def pretrained_defaults(model: str, pipe: Any) -> dict[str, Any]:
+    """Steps, guidance, size and sampler that suit the checkpoint's family."""
+    size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    if "turbo" in str(model).lower():
+        # SD-Turbo / SDXL-Turbo: adversarially distilled, 1-4 steps, no guidance, Euler with
+        # trailing timesteps (their own scheduler config).
+        return {"width": size, "height": size, "steps": 2, "guidance": 0.0, "scheduler": "default"}
+    return {"width": size, "height": size, "steps": 25, "guidance": 7.5, "scheduler": "ddim"}

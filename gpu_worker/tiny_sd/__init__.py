@@ -1,0 +1,11 @@
+"""Small model configs and an offline CLIP tokenizer, shipped as data files.
+
+``tiny-sd`` builds a real ``StableDiffusionPipeline`` from ``unet.json``, ``vae.json``,
+``text_encoder.json``, ``scheduler.json`` and the tokenizer files here, with random weights drawn
+from a fixed seed: the CPU stand-in for a checkpoint that runs the same code path. Nothing is
+downloaded. ``sd15/`` and ``sdxl/`` hold the full-size architectures for the GPU benchmark.
+"""
+
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent
