@@ -70,7 +70,6 @@ def celery_config(environ: Mapping[str, str] | None = None) -> dict:
         "result_extended": True,
         # A model stays loaded for the worker's life: never recycle the process per task.
         "worker_max_tasks_per_child": None,
-        "worker_hijack_root_logger": False,
     }
 
 

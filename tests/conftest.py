@@ -7,5 +7,8 @@ or steal each other's Celery tasks.
 
 pytest_plugins = [
     "tests.fixtures.services",
+    "tests.fixtures.seaweed",
+    "tests.fixtures.workers",
+    "tests.fixtures.coordinator",
     "tests.fixtures.browser",
 ]
