@@ -111,20 +111,43 @@ def quality_campaign(
 
 
 def end_effect(
-    seed: int, methods: tuple[str, ...], rounds: int, objective: str, dim: int, temperature: float
-) -> dict[tuple[str, str], float]:
-    """f/f0 after ``rounds`` for every (method, feed) with the same crowd and problem."""
-    out = {}
-    for method in methods:
-        for feed in FEEDS:
-            crowd = make_crowd(
-                5, spammers=1, adversaries=1, temperature=temperature, dropout=0.1, seed=seed
-            )
-            records = list(
-                run_campaign(objective, dim, rounds, crowd, method=method, feed=feed, seed=seed)
-            )
-            out[(method, feed)] = records[-1].f_ratio
-    return out
+    seed: int,
+    method: str,
+    feed: str,
+    rounds: int,
+    objective: str,
+    dim: int,
+    temperature: float,
+    k: int | None = None,
+) -> float:
+    """f/f0 after ``rounds`` of a simulated campaign (crowd and problem fixed by ``seed``)."""
+    crowd = make_crowd(
+        5, spammers=1, adversaries=1, temperature=temperature, k=k, dropout=0.1, seed=seed
+    )
+    records = list(run_campaign(objective, dim, rounds, crowd, method=method, feed=feed, seed=seed))
+    return records[-1].f_ratio
+
+
+def feed_study(
+    seeds: int, rounds: int, objective: str, dim: int, temperature: float, k: int | None
+) -> dict[str, Any]:
+    """Paired comparison of ``tell(preferences=W)`` and ``tell(order)`` under "auto"."""
+    ratios = {
+        feed: np.array(
+            [
+                end_effect(s, "auto", feed, rounds, objective, dim, temperature, k)
+                for s in range(seeds)
+            ]
+        )
+        for feed in FEEDS
+    }
+    paired = ratios["preferences"] / ratios["order"]
+    return {
+        "order median": float(np.median(ratios["order"])),
+        "preferences median": float(np.median(ratios["preferences"])),
+        "geo-mean pref/order": float(np.exp(np.mean(np.log(paired)))),
+        "pref wins": float(np.mean(paired < 1.0)),
+    }
 
 
 @click.command("consensus")
@@ -192,30 +215,41 @@ def consensus_command(
         }
 
     end_methods = ("auto", "borda", "plackett_luce", "kemeny")
-    ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for seed in range(end_seeds):
-        for key, value in end_effect(
-            seed, end_methods, end_rounds, objective, dim, temperature
-        ).items():
-            ratios[key].append(value)
-    for (method, feed), values in ratios.items():
+    for method in end_methods:
+        for feed in FEEDS:
+            values = [
+                end_effect(seed, method, feed, end_rounds, objective, dim, temperature)
+                for seed in range(end_seeds)
+            ]
+            rows.append(
+                {
+                    "part": "end effect",
+                    "setting": f"tell {feed}",
+                    "method": LABELS[method],
+                    "f/f0 median": float(np.median(values)),
+                    "f/f0 mean": float(np.mean(values)),
+                }
+            )
+    feed_settings = [(temperature, None), (temperature, topk), (2 * temperature, None)]
+    if not quick:
+        feed_settings.append((4 * temperature, None))
+    for feed_temperature, k in feed_settings:
         rows.append(
             {
-                "part": f"end effect ({objective} d={dim}, {end_rounds} rounds)",
-                "setting": f"tell {feed}",
-                "method": LABELS[method],
-                "f/f0 median": float(np.median(values)),
-                "f/f0 mean": float(np.mean(values)),
+                "part": "feed",
+                "setting": f"T={feed_temperature:g}, k={k or 'all'}",
+                "method": LABELS["auto"],
+                **feed_study(end_seeds, end_rounds, objective, dim, feed_temperature, k),
             }
         )
-    feeds = {feed: [np.median(ratios[(mm, feed)]) for mm in end_methods] for feed in FEEDS}
-    wins = sum(
-        np.median(ratios[(mm, "preferences")]) < np.median(ratios[(mm, "order")])
-        for mm in end_methods
-    )
+    feed_rows = [r for r in rows if r["part"] == "feed"]
     summary["feed"] = {
-        "preferences_better_in": f"{wins} of {len(end_methods)} methods",
-        "median_f_ratio": {feed: float(np.median(v)) for feed, v in feeds.items()},
+        "winner": "preferences"
+        if np.mean([np.log(r["geo-mean pref/order"]) for r in feed_rows]) < 0
+        else "order",
+        "geo-mean pref/order per setting": {
+            r["setting"]: r["geo-mean pref/order"] for r in feed_rows
+        },
     }
 
     quality_columns = [
@@ -233,22 +267,33 @@ def consensus_command(
     )
     click.echo(format_table([r for r in rows if r["part"] == "quality"], quality_columns))
     click.echo()
-    click.echo(f"End effect: median f/f0 over {end_seeds} seeds (lower is better)")
+    click.echo(
+        f"End effect: f/f0 after {end_rounds} rounds on {objective} d={dim}, "
+        f"{end_seeds} seeds, temperature {temperature} (lower is better). "
+        "With tell(preferences) the unweighted methods share one pairwise matrix, so they coincide."
+    )
     click.echo(
         format_table(
-            [r for r in rows if r["part"] != "quality"],
-            ["part", "setting", "method", "f/f0 median", "f/f0 mean"],
+            [r for r in rows if r["part"] == "end effect"],
+            ["setting", "method", "f/f0 median", "f/f0 mean"],
         )
     )
-    for setting in [s for s in summary if s != "feed"]:
+    click.echo()
+    click.echo("Feeding the optimizer (rankloop auto): tell(preferences=c.pairwise) vs tell(order)")
+    click.echo(
+        format_table(
+            feed_rows,
+            ["setting", "order median", "preferences median", "geo-mean pref/order", "pref wins"],
+        )
+    )
+    click.echo()
+    for setting in ("full", f"top-{topk}"):
         click.echo(
             f"{setting}: rankloop auto mean tau minus best baseline "
             f"({summary[setting]['best_baseline']}) = "
             f"{summary[setting]['auto_minus_best_baseline']:+.3f}"
         )
-    click.echo(
-        f"tell(preferences=W) beat tell(order) in {summary['feed']['preferences_better_in']}"
-    )
+    click.echo(f"better feed with noisy crowds: tell({summary['feed']['winner']})")
     path = save_results(
         out,
         "consensus",
