@@ -1,0 +1,279 @@
+"""The round lifecycle (service/rounds.py) on SQLite and PostgreSQL, without HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from rankloop.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
+from service import db, rounds
+from service.auth import hash_token
+from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow
+from service.schemas import CampaignCreate
+from tests.fixtures.coordinator import render_round
+
+
+def new_campaign(session, **settings) -> str:
+    body = CampaignCreate(
+        **{"prompt": "a red apple", "m": 4, "annotators_per_round": 2, "rounds": 3, **settings}
+    )
+    campaign = Campaign(name="t", prompt=body.prompt, settings=body.settings())
+    session.add(campaign)
+    session.commit()
+    return campaign.id
+
+
+def new_annotator(session, campaign_id: str | None, name: str) -> Annotator:
+    annotator = Annotator(campaign_id=campaign_id, token_hash=hash_token(name))
+    session.add(annotator)
+    session.commit()
+    return annotator
+
+
+def rank_all(session, annotator, now=None, reverse=False):
+    leased = rounds.lease(session, annotator, now)
+    assert leased is not None
+    assignment, round_ = leased
+    images = sorted(round_.images, key=lambda i: (i.role == "attention", i.index), reverse=reverse)
+    return rounds.submit(session, annotator, assignment.id, [i.id for i in images], now)
+
+
+@pytest.fixture
+def session(app):
+    with app.app_context(), db.session_scope() as s:
+        yield s
+
+
+def test_a_campaign_runs_from_start_to_finish(app, session):
+    cid = new_campaign(session)
+    outcome = rounds.start(session, cid)
+    assert [
+        (r.campaign_id, r.round_number, r.previous_state_key, r.consensus) for r in outcome.renders
+    ] == [(cid, 0, None, None)]
+    assert outcome.renders[0].settings["generator"] == "cppn"
+    with pytest.raises(Conflict):
+        rounds.start(session, cid)
+    alice, bob = new_annotator(session, cid, "a"), new_annotator(session, cid, "b")
+    for number in range(3):
+        render_round(app, cid, number, session=session)
+        rank_all(session, alice)
+        assert rounds.close_if_ready(session, session.scalar(select(Round.id).where(
+            Round.campaign_id == cid, Round.number == number))).renders == []  # fmt: skip
+        rank_all(session, bob)
+        round_id = session.scalar(
+            select(Round.id).where(Round.campaign_id == cid, Round.number == number)
+        )
+        outcome = rounds.close_if_ready(session, round_id)
+        consensus = session.get(Consensus, round_id)
+        assert consensus is not None and consensus.n_rankings == 2
+        # Both ranked candidates 0..3 in index order, the attention image last.
+        winner = session.scalar(
+            select(Image).where(Image.round_id == round_id, Image.position == consensus.order[0])
+        )
+        assert (winner.role, winner.index) == ("candidate", 0)
+        if number < 2:
+            (request,) = outcome.renders
+            assert request.round_number == number + 1
+            assert request.previous_state_key.endswith(f"rounds/{number:04d}/state.npz")
+            assert request.consensus == {"order": [0, 1, 2, 3], "pairwise": None}
+        else:
+            assert outcome.renders == [] and "finished" in outcome.events
+    campaign = session.get(Campaign, cid)
+    session.refresh(campaign)
+    assert campaign.status == "finished" and campaign.reliability
+    assert session.scalar(select(func.count()).select_from(Ranking)) == 6
+    kinds = set(session.scalars(select(AuditEvent.kind).where(AuditEvent.campaign_id == cid)))
+    assert {"campaign_started", "round_opened", "round_closed", "campaign_finished"} <= kinds
+
+
+def test_pairwise_feed_sends_the_candidate_matrix(app, session):
+    cid = new_campaign(session, consensus_feed="pairwise")
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    annotators = [new_annotator(session, cid, n) for n in "ab"]
+    for a in annotators:
+        rank_all(session, a)
+    round_id = session.scalar(select(Round.id).where(Round.campaign_id == cid))
+    (request,) = rounds.close_if_ready(session, round_id).renders
+    matrix = request.consensus["pairwise"]
+    assert len(matrix) == 4 and all(len(row) == 4 for row in matrix)  # attention image left out
+    assert matrix[0][3] > matrix[3][0]
+
+
+def test_display_order_is_shuffled_per_annotator_and_stable(app, session):
+    cid = new_campaign(session, m=8)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, m=8, session=session)
+    a, b = new_annotator(session, cid, "a"), new_annotator(session, cid, "b")
+    task_a, round_ = rounds.lease(session, a)
+    again, _ = rounds.lease(session, a)
+    assert again.id == task_a.id  # a reload returns the same lease
+    order_a = [i.id for i in rounds.display_order(a.id, round_)]
+    assert order_a == [i.id for i in rounds.display_order(a.id, round_)]
+    assert order_a != [i.id for i in rounds.display_order(b.id, round_)]
+    assert sorted(order_a) == sorted(i.id for i in round_.images)
+
+
+def test_late_repeated_and_foreign_submissions_change_nothing(app, session):
+    cid = new_campaign(session, annotators_per_round=1, lease_s=60)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    slow, quick, other = (new_annotator(session, cid, n) for n in ("slow", "quick", "other"))
+    t0 = utcnow()
+    task, round_ = rounds.lease(session, slow, t0)
+    ids = [i.id for i in round_.images]
+    with pytest.raises(Forbidden):
+        rounds.submit(session, other, task.id, ids, t0)
+    with pytest.raises(NotFound):
+        rounds.submit(session, slow, "no-such-task", ids, t0)
+    assert rounds.lease(session, quick, t0) is None  # the only slot is leased
+    later = t0 + dt.timedelta(seconds=61)
+    task_quick, _ = rounds.lease(session, quick, later)  # the lease expired: reassigned
+    rounds.submit(session, quick, task_quick.id, ids, later)
+    with pytest.raises(Conflict):
+        rounds.submit(session, quick, task_quick.id, ids, later)
+    with pytest.raises(Gone):  # late, and the task went to someone else
+        rounds.submit(session, slow, task.id, ids, later)
+    assert session.scalar(select(func.count()).select_from(Ranking)) == 1
+
+
+def test_an_expired_lease_nobody_took_is_still_accepted(app, session):
+    cid = new_campaign(session, annotators_per_round=1, lease_s=60)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    slow = new_annotator(session, cid, "slow")
+    t0 = utcnow()
+    task, round_ = rounds.lease(session, slow, t0)
+    ranking = rounds.submit(
+        session, slow, task.id, [i.id for i in round_.images], t0 + dt.timedelta(minutes=5)
+    )
+    assert ranking.late
+
+
+def test_a_round_short_of_its_quorum_at_the_deadline_is_extended(app, session):
+    cid = new_campaign(session, round_deadline_s=30)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    rank_all(session, new_annotator(session, cid, "a"))
+    outcome = rounds.sweep(session, utcnow() + dt.timedelta(seconds=31))
+    assert outcome.events == ["extended"] and outcome.renders == []
+    round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
+    session.refresh(round_)
+    assert round_.status == "open" and round_.extensions == 1
+    assert round_.deadline > utcnow() + dt.timedelta(seconds=20)
+
+
+def test_duplicate_render_results_are_ignored(app, session):
+    cid = new_campaign(session)
+    rounds.start(session, cid)
+    result = render_round(app, cid, 0, session=session)
+    assert rounds.round_rendered(session, result) is False
+    assert session.scalar(select(func.count()).select_from(Image)) == 5
+
+
+def test_a_failed_render_fails_the_campaign_until_resumed(app, session):
+    cid = new_campaign(session)
+    rounds.start(session, cid)
+    assert rounds.round_failed(session, cid, 0, "ModelUnavailable: no such model")
+    assert not rounds.round_failed(session, cid, 0, "again")  # recorded once
+    campaign = session.get(Campaign, cid)
+    session.refresh(campaign)
+    assert campaign.status == "failed" and "no such model" in campaign.error
+    (request,) = rounds.resume(session, cid).renders
+    assert request.round_number == 0
+    session.refresh(campaign)
+    assert campaign.status == "running" and campaign.error is None
+
+
+def test_sweep_resends_a_render_that_never_came_back(app, session):
+    cid = new_campaign(session, render_timeout_s=60)
+    rounds.start(session, cid)
+    rounds.mark_enqueued(session, cid, 0, "render-x")
+    assert rounds.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
+    (request,) = rounds.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
+    assert request.round_number == 0
+
+
+def test_next_serves_the_round_that_most_needs_a_ranking(app, session):
+    crowded = new_campaign(session, annotators_per_round=2)
+    hungry = new_campaign(session, annotators_per_round=5)
+    paused = new_campaign(session, annotators_per_round=9)
+    for cid in (crowded, hungry, paused):
+        rounds.start(session, cid)
+        render_round(app, cid, 0, session=session)
+    rounds.pause(session, paused)
+    pool = [new_annotator(session, None, f"p{i}") for i in range(4)]
+    served = [rounds.lease(session, a)[1].campaign_id for a in pool]
+    # need: hungry 5, 4, 3 (ties with crowded's 2? no: 3 > 2), then crowded 2 vs hungry 2 -> older first
+    assert served[:3] == [hungry, hungry, hungry]
+    assert paused not in served
+    own = new_annotator(session, crowded, "own")
+    assert rounds.lease(session, own)[1].campaign_id == crowded  # campaign annotators stay home
+
+
+def test_parse_order_rejects_bad_rankings(app, session):
+    cid = new_campaign(session, k=2)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
+    images = list(round_.images)
+    ids = [i.id for i in images]
+    assert rounds.parse_order(ids[:2], images, 2, False) == [0, 1]  # top-k is enough
+    for bad in ([ids[0]], [ids[0], ids[0]], [ids[0], "nope"], [[ids[0], ids[1]]], [[], ids[0]]):
+        with pytest.raises(InvalidInput):
+            rounds.parse_order(bad, images, 2, False)
+    assert rounds.parse_order([[ids[0], ids[1]], ids[2]], images, 2, True) == [[0, 1], 2]
+    with pytest.raises(InvalidInput):
+        rounds.parse_order(ids[:3], images, None, False)  # full ranking needed: n - 1 = 4
+
+
+def test_attention_check(app, session):
+    cid = new_campaign(session)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    images = list(session.scalar(select(Round).where(Round.campaign_id == cid)).images)
+    assert rounds.attention_passed([0, 1, 2, 3, 4], images) is True
+    assert rounds.attention_passed([0, 1, 2, 3], images) is True  # attention implied last
+    assert rounds.attention_passed([0, 4, 1, 2, 3], images) is False
+    assert rounds.attention_passed([4, 0], images) is False  # above unranked candidates
+    assert rounds.attention_passed([0, 1, 2, [3, 4]], images) is True  # tied at the bottom
+
+
+def test_two_closers_racing_close_a_round_once(app):
+    """Two bookkeeping workers close the same round at the same moment: one consensus, one
+    next round, one render request (row-level compare-and-set; real concurrency on PostgreSQL)."""
+    with app.app_context(), db.session_scope() as session:
+        cid = new_campaign(session)
+        rounds.start(session, cid)
+    render_round(app, cid, 0)
+    with app.app_context(), db.session_scope() as session:
+        for name in "ab":
+            rank_all(session, new_annotator(session, cid, name))
+        round_id = session.scalar(select(Round.id).where(Round.campaign_id == cid))
+    barrier = threading.Barrier(4)
+    results: list = []
+
+    def close():
+        with app.app_context(), db.session_scope() as s:
+            barrier.wait()
+            try:
+                results.append(rounds.close_if_ready(s, round_id))
+            except Exception as error:  # pragma: no cover - reported below
+                results.append(error)
+
+    threads = [threading.Thread(target=close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(len(r.renders) for r in results) == 1
+    with app.app_context(), db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Consensus)) == 1
+        assert (
+            session.scalar(select(func.count()).select_from(Round).where(Round.campaign_id == cid))
+            == 2
+        )
