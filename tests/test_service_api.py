@@ -1,0 +1,261 @@
+"""The JSON API through Flask's test client: owners, annotators, bad input, the document."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from werkzeug.routing import Rule
+
+from service.app import create_app
+from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+
+
+@pytest.fixture
+def app(tmp_path):  # the API is the same on both databases: SQLite keeps these fast
+    application = make_app(tmp_path, BASE_URL="https://rank.example")
+    yield application
+
+
+def running(owner: Owner, app, **settings) -> tuple[str, list[str]]:
+    campaign = owner.campaign(start=True, **settings)
+    assert campaign["status"] == "running"
+    assert campaign["current_round"]["status"] == "rendering"
+    render_round(app, campaign["id"], 0)
+    return campaign["id"], owner.annotators(campaign["id"], 3)
+
+
+def test_owner_creates_starts_and_reads_a_campaign(app, owner):
+    cid, tokens = running(owner, app)
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    assert task["round"] == 0 and task["k"] is None and task["prompt"] == "a red apple"
+    assert len(task["images"]) == 5 and all(
+        i["url"].startswith("/objects/") for i in task["images"]
+    )
+    assert client.get(task["images"][0]["url"]).status_code == 200
+    ids = [i["id"] for i in task["images"]]
+    response = client.post(
+        f"/api/tasks/{task['task_id']}/ranking", json={"order": ids}, headers=bearer(tokens[0])
+    )
+    assert response.status_code == 201, response.json
+    second = client.get("/api/tasks/next", headers=bearer(tokens[1])).json
+    client.post(
+        f"/api/tasks/{second['task_id']}/ranking", json={"order": ids}, headers=bearer(tokens[1])
+    )
+    doc = owner.get(f"/api/campaigns/{cid}").json
+    assert doc["history"][0]["status"] == "closed" and doc["history"][0]["n_rankings"] == 2
+    assert doc["current_round"]["number"] == 1 and doc["current_round"]["status"] == "rendering"
+    assert doc["best_image_url"].startswith("/objects/campaigns/")
+    closed = doc["history"][0]
+    assert closed["agreement"] is not None and closed["stats"] == {"step": 0.5, "moved": True}
+    assert [c["id"] for c in owner.get("/api/campaigns").json["campaigns"]] == [cid]
+    lines = owner.get(f"/api/campaigns/{cid}/export?format=jsonl").data.decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["order"] for r in records] == [ids, ids]
+    assert records[0]["order_keys"][0].startswith(f"campaigns/{cid}/rounds/0000/images/")
+    assert owner.post(f"/api/campaigns/{cid}/pause").json["status"] == "paused"
+    assert owner.post(f"/api/campaigns/{cid}/pause").status_code == 409
+    assert owner.post(f"/api/campaigns/{cid}/resume").json["status"] == "running"
+    assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
+
+
+def test_annotator_links_me_and_completion_code(app, owner):
+    cid, _ = running(owner, app, tasks_per_annotator=1)
+    links = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 2}).json["annotators"]
+    assert links[0]["link"] == f"https://rank.example/task#token={links[0]['token']}"
+    client = app.test_client()
+    token = links[0]["token"]
+    assert client.get("/api/me", headers=bearer(token)).json["completion_code"] is None
+    task = client.get("/api/tasks/next", headers=bearer(token)).json
+    client.post(f"/api/tasks/{task['task_id']}/ranking", json={"order": [i["id"] for i in task["images"]]},
+                headers=bearer(token))  # fmt: skip
+    me = client.get("/api/me", headers=bearer(token)).json
+    code = owner.get(f"/api/campaigns/{cid}").json["completion_code"]
+    assert me == {"annotator_id": links[0]["id"], "campaign_id": cid, "tasks_done": 1,
+                  "tasks_quota": 1, "completion_code": code}  # fmt: skip
+    listed = {a["id"]: a for a in owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]}
+    assert listed[links[0]["id"]]["n_rankings"] == 1 and "idle" in listed[links[1]["id"]]["flags"]
+
+
+def test_recruitment_link_creates_finds_and_caps(app, owner):
+    campaign = owner.campaign(recruit_cap=2, start=True)
+    cid = campaign["id"]
+    recruit = owner.get(f"/api/campaigns/{cid}/recruit").json
+    assert recruit["cap"] == 2 and recruit["link"].startswith(
+        f"https://rank.example/join/{cid}?PROLIFIC_PID="
+    )
+    client = app.test_client()
+    first = client.get(f"/join/{cid}?PROLIFIC_PID=p1")
+    assert first.status_code == 302 and first.location.startswith("/task#token=")
+    again = client.get(f"/join/{cid}?PROLIFIC_PID=p1")
+    token = again.location.split("token=")[1]
+    me = client.get("/api/me", headers=bearer(token)).json
+    assert me["campaign_id"] == cid
+    old = first.location.split("token=")[1]
+    assert client.get("/api/me", headers=bearer(old)).status_code == 401  # rotated on return
+    assert client.get(f"/join/{cid}?workerId=w2").status_code == 302
+    full = client.get(f"/join/{cid}?workerId=w3")
+    assert full.status_code == 409 and full.json["error"]["code"] == "conflict"
+    assert client.get("/join/nope?PROLIFIC_PID=x").status_code == 404
+    ids = {
+        a["participant_id"]
+        for a in owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    }
+    assert ids == {"p1", "w2"}
+
+
+BAD_CAMPAIGNS = [
+    None,
+    [],
+    {},
+    {"prompt": ""},
+    {"prompt": "x", "generator": "dalle"},
+    {"prompt": "x", "m": 1},
+    {"prompt": "x", "m": 4, "k": 5},
+    {"prompt": "x", "width": 500},
+    {"prompt": "x", "annotators_per_round": 0},
+    {"prompt": "x", "rounds": "many"},
+    {"prompt": "x", "unknown_field": 1},
+    {"prompt": "x", "round_deadline_s": -1},
+]
+
+
+@pytest.mark.parametrize("body", BAD_CAMPAIGNS)
+def test_bad_campaigns_get_a_4xx_json_error(app, owner, body):
+    if body is None:
+        response = owner.post(
+            "/api/campaigns", data="not json", headers={"Content-Type": "text/plain"}
+        )
+    else:
+        response = owner.post("/api/campaigns", json=body)
+    assert response.status_code in (400, 422), response.json
+    assert set(response.json["error"]) == {"code", "message", "details"}
+    assert response.json["error"]["message"]
+
+
+def test_auth_errors(app, owner):
+    client = app.test_client()
+    assert client.get("/api/campaigns").status_code == 401
+    assert (
+        client.get("/api/campaigns", headers=bearer("wrong")).json["error"]["code"]
+        == "unauthorized"
+    )
+    assert client.get("/api/tasks/next", headers=bearer("wrong")).status_code == 401
+    assert client.get("/api/tasks/next", headers={"Authorization": "Basic x"}).status_code == 401
+    assert owner.get("/api/campaigns/nope").status_code == 404
+    assert owner.post("/api/campaigns/nope/start").status_code == 404
+    cid = owner.campaign()["id"]
+    assert owner.post(f"/api/campaigns/{cid}/explode").status_code == 404
+    assert owner.get(f"/api/campaigns/{cid}/export?format=csv").status_code == 400
+    assert owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 0}).status_code == 422
+    assert client.get("/api/no-such-route").json["error"]["code"] == "not_found"
+    assert client.delete("/api/campaigns").status_code == 405
+
+
+def test_owner_keys_see_only_their_campaigns(app, owner):
+    from click.testing import CliRunner
+
+    from service.cli import db_group
+
+    result = CliRunner().invoke(
+        db_group, ["create-owner-key", "--url", app.config["DATABASE_URL"], "--name", "lab"]
+    )
+    assert result.exit_code == 0, result.output
+    key = result.output.strip()
+    lab = Owner(app.test_client())
+    lab._h = lambda headers=None: {"Authorization": f"Bearer {key}", **(headers or {})}  # type: ignore[method-assign]
+    mine = lab.campaign()["id"]
+    admins = owner.campaign()["id"]
+    assert [c["id"] for c in lab.get("/api/campaigns").json["campaigns"]] == [mine]
+    assert lab.get(f"/api/campaigns/{admins}").status_code == 403
+    assert {c["id"] for c in owner.get("/api/campaigns").json["campaigns"]} == {mine, admins}
+
+
+def test_bad_rankings_late_repeated_and_foreign(app, owner):
+    cid, tokens = running(owner, app, k=2)
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    again = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    assert again == task  # a reload: same lease, same order
+    ids = [i["id"] for i in task["images"]]
+    url = f"/api/tasks/{task['task_id']}/ranking"
+    for body in ({}, {"order": []}, {"order": "abc"}, {"order": [ids[0]]}, {"order": [ids[0], ids[0]]},
+                 {"order": [ids[0], "nope"]}, {"order": [[ids[0], ids[1]]]}, {"order": [1, 2]}):  # fmt: skip
+        response = client.post(url, json=body, headers=bearer(tokens[0]))
+        assert response.status_code in (400, 422), (body, response.json)
+        assert response.json["error"]["message"]
+    foreign = client.post(url, json={"order": ids[:2]}, headers=bearer(tokens[1]))
+    assert foreign.status_code == 403
+    assert (
+        client.post(
+            "/api/tasks/nope/ranking", json={"order": ids[:2]}, headers=bearer(tokens[0])
+        ).status_code
+        == 404
+    )
+    assert client.post(url, json={"order": ids[:2]}, headers=bearer(tokens[0])).status_code == 201
+    repeated = client.post(url, json={"order": ids[:2]}, headers=bearer(tokens[0]))
+    assert repeated.status_code == 409 and repeated.json["error"]["code"] == "conflict"
+    lines = owner.get(f"/api/campaigns/{cid}/export").data.decode().splitlines()
+    assert len(lines) == 1
+
+
+def test_objects_route_refuses_traversal_and_listing(app, owner):
+    cid, _ = running(owner, app)
+    client = app.test_client()
+    ok = f"/objects/campaigns/{cid}/rounds/0000/images/00.png"
+    assert client.get(ok).status_code == 200 and client.get(ok).mimetype == "image/png"
+    for bad in (f"/objects/campaigns/{cid}/rounds/0000/state.npz", f"/objects/campaigns/{cid}/rounds/0000/",
+                "/objects/../../etc/passwd", f"/objects/campaigns/{cid}/rounds/0000/images/../../../x.png",
+                "/objects/campaigns/", f"/objects/campaigns/{cid}/rounds/0000/images/99.png"):  # fmt: skip
+        assert client.get(bad).status_code == 404, bad
+
+
+def test_security_headers_and_rate_limit(tmp_path):
+    app = make_app(tmp_path, RATELIMIT_ANNOTATOR="3 per minute")
+    client = app.test_client()
+    response = client.get("/api/tasks/next", headers=bearer("x"))
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "default-src" in response.headers["Content-Security-Policy"]
+    codes = [client.get("/api/tasks/next", headers=bearer("x")).status_code for _ in range(3)]
+    assert codes[-1] == 429
+    assert (
+        client.get("/api/tasks/next", headers=bearer("x")).json["error"]["code"]
+        == "too_many_requests"
+    )
+
+
+def test_openapi_document_is_valid_and_lists_every_route(app):
+    from openapi_spec_validator import validate
+
+    document = app.test_client().get("/api/openapi.json").json
+    validate(document)
+    documented = {(path, method) for path, ops in document["paths"].items() for method in ops}
+    rule: Rule
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(("/api/", "/join/", "/objects/")):
+            continue
+        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        if "{action}" in path:
+            expanded = [path.replace("{action}", a) for a in ("start", "pause", "resume", "stop")]
+        else:
+            expanded = [path]
+        for p in expanded:
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                assert (p, method.lower()) in documented, (p, method)
+
+
+def test_creating_the_app_imports_no_torch(tmp_path):
+    code = (
+        "import sys; from service.app import create_app; "
+        f"create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/x.sqlite', 'STORE_URL': '{tmp_path}/o', "
+        "'BROKER_URL': 'memory://'}); "
+        "import service.api.tasks, service.rounds, service.tasks; "
+        "bad = [m for m in ('torch', 'diffusers', 'gpu_worker') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert create_app  # the module itself imports in this process too
