@@ -113,7 +113,7 @@ def _campaign_weights(campaign: Campaign) -> dict[str, float]:
     from service.consensus import AnnotatorReliability
 
     reliability = AnnotatorReliability.from_dict(campaign.reliability)
-    return {str(a): float(reliability.weight(a)) for a in reliability.annotators()}
+    return {str(a): float(reliability.weight(a)) for a in reliability.annotators}
 
 
 @bp.get("/api/campaigns/<campaign_id>/recruit")
