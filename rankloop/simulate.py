@@ -26,6 +26,7 @@ from service.consensus import METHODS, AnnotatorReliability, aggregate
 __all__ = ["FEEDS", "RoundRecord", "run_campaign", "simulate_command"]
 
 FEEDS = ("order", "preferences")
+PROJECTED_MIN_DIM = 10  # the projected objective looks through a 10-dimensional projection
 MAX_ATTEMPTS = 20  # re-asks of a round in which every annotator dropped out
 
 
@@ -100,6 +101,10 @@ def run_campaign(
         raise InvalidInput(f"unknown feed {feed!r}; use one of {', '.join(FEEDS)}")
     if rounds < 1:
         raise InvalidInput(f"rounds must be >= 1, got {rounds}")
+    if dim < 1 or (objective == "projected" and dim < PROJECTED_MIN_DIM):
+        raise InvalidInput(
+            f"dim={dim} is too small for {objective!r}; use --dim {PROJECTED_MIN_DIM} or more"
+        )
     problem = make_problem(objective, dim, seed=seed)
     f: Callable[[np.ndarray], np.ndarray] = problem.objective
     f0 = float(f(problem.x0))
