@@ -26,12 +26,13 @@ RENDER_TASK = "rankloop.render_round"
 
 
 def celery_config(config: dict[str, Any]) -> dict[str, Any]:
+    # (kombu's SQLAlchemy transport hands its options to create_engine: no polling_interval.)
     transport = dict(config.get("BROKER_TRANSPORT_OPTIONS") or {})
-    if str(config["BROKER_URL"]).startswith("sqla+"):
-        transport.setdefault("polling_interval", 0.1)
+    backend = {k: v for k, v in transport.items() if k == "global_keyprefix"}
     return {
         "broker_url": config["BROKER_URL"],
         "broker_transport_options": transport,
+        "result_backend_transport_options": backend,
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,

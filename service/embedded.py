@@ -1,0 +1,262 @@
+"""``rankloop up`` (everything on one machine) and ``rankloop serve`` (the production web tier).
+
+``up``: SQLite in ``var/rankloop.sqlite``, the local object store in ``var/objects``, Celery on
+kombu's SQLAlchemy transport (``var/broker.sqlite``) with two worker subprocesses (the GPU
+worker on queue ``gpu`` with the ``cppn`` generator, the bookkeeping worker on ``coord``), the
+web app in a threaded server, and a sweeper thread for deadlines and lost renders (what
+``celery beat`` does in production). It creates a demo campaign when the database has none and
+prints the dashboard URL, the owner key and an annotator link. ``--simulate N`` adds N simulated
+annotators talking HTTP; ``--exit-when-done`` ends once the demo campaign has finished.
+
+This process never imports torch: only the GPU worker subprocess does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
+
+
+def _celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 (the child keeps it)
+    command = [
+        sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "--pool", "solo",
+        "--hostname", f"{queue}-{secrets.token_hex(3)}@localhost", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    return subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
+    from service import rounds, tasks
+    from service.db import session_scope
+
+    while not stop.wait(every_s):
+        try:
+            with app.app_context():
+                with session_scope(app) as session:
+                    outcome = rounds.sweep(session)
+                tasks.send_renders(outcome.renders, app)
+        except Exception:  # keep sweeping; the next pass retries
+            app.logger.exception("sweep failed")
+
+
+def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
+    """The campaign to show: the newest one, or a new cppn demo when the database has none."""
+    from sqlalchemy import select
+
+    from service import rounds, tasks
+    from service.db import session_scope
+    from service.models import Campaign
+    from service.schemas import CampaignCreate
+
+    with app.app_context(), session_scope(app) as session:
+        existing = session.scalar(select(Campaign).order_by(Campaign.created_at.desc()).limit(1))
+        if existing is not None:
+            return existing.id
+        body = CampaignCreate(name="demo", prompt=DEMO_PROMPT, generator="cppn", m=6, k=None,
+                              annotators_per_round=quorum, rounds=rounds_budget, width=128,
+                              height=128, round_deadline_s=120, lease_s=60, tasks_per_annotator=5,
+                              recruit_cap=50)  # fmt: skip
+        campaign = Campaign(name=body.name, prompt=body.prompt, settings=body.settings())
+        session.add(campaign)
+        session.flush()
+        rounds.audit(session, "campaign_created", campaign.id, actor="rankloop up")
+        session.commit()
+        outcome = rounds.start(session, campaign.id, "rankloop up")
+        tasks.send_renders(outcome.renders, app)
+        return campaign.id
+
+
+def _new_annotators(app, campaign_id: str, count: int) -> list[str]:
+    from service.auth import hash_token, new_token
+    from service.db import session_scope
+    from service.models import Annotator
+
+    tokens = [new_token() for _ in range(count)]
+    with app.app_context(), session_scope(app) as session:
+        session.add_all(
+            Annotator(campaign_id=campaign_id, token_hash=hash_token(t)) for t in tokens
+        )
+        session.commit()
+    return tokens
+
+
+def _progress(app, campaign_id: str) -> dict[str, Any]:
+    from service.db import session_scope
+    from service.models import Campaign
+
+    with app.app_context(), session_scope(app) as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        rows = []
+        for r in campaign.rounds:
+            winner = None
+            if r.consensus is not None:
+                images = {i.position: i for i in r.images}
+                winner = next(
+                    (images[p] for p in r.consensus.order if images[p].role == "candidate"), None
+                )
+            rows.append({"number": r.number, "status": r.status, "kind": r.kind,
+                         "agreement": r.consensus.agreement if r.consensus else None,
+                         "n_rankings": r.consensus.n_rankings if r.consensus else None,
+                         "winner_key": winner.key if winner else None})  # fmt: skip
+        return {"status": campaign.status, "error": campaign.error,
+                "budget": campaign.settings["rounds"], "rounds": rows}  # fmt: skip
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--var", "var_dir", default="var", show_default=True, help="where data lives")
+@click.option(
+    "--simulate", default=0, type=int, help="add N simulated annotators (threads over HTTP)"
+)
+@click.option("--rounds", "rounds_budget", default=None, type=int,
+              help="round budget of a new demo campaign [default: 12 with --simulate, else 20]")  # fmt: skip
+@click.option("--exit-when-done", is_flag=True, help="exit once the demo campaign has finished")
+def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget: int | None,
+               exit_when_done: bool) -> None:  # fmt: skip
+    """Run rankloop on this machine: web app, workers, SQLite, local object store."""
+    var = Path(var_dir).resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    admin = os.environ.get("RANKLOOP_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    env = {
+        "RANKLOOP_VAR_DIR": str(var),
+        "RANKLOOP_DATABASE_URL": os.environ.get("RANKLOOP_DATABASE_URL", f"sqlite:///{var / 'rankloop.sqlite'}"),
+        "RANKLOOP_STORE_URL": os.environ.get("RANKLOOP_STORE_URL", str(var / "objects")),
+        "RANKLOOP_BROKER_URL": os.environ.get("RANKLOOP_BROKER_URL", f"sqla+sqlite:///{var / 'broker.sqlite'}"),
+        "RANKLOOP_ADMIN_TOKEN": admin,
+    }  # fmt: skip
+    os.environ.update(env)
+    from service.app import create_app
+    from service.cli import upgrade
+
+    upgrade(env["RANKLOOP_DATABASE_URL"])
+    app = create_app({"BASE_URL": f"http://{host}:{port}"})
+    quorum = max(1, min(simulate, 3)) if simulate else 1
+    campaign_id = demo_campaign(app, rounds_budget or (12 if simulate else 20), quorum)
+
+    processes = [
+        _celery_worker("gpu_worker.celery_app", "gpu", env, var / "worker-gpu.log"),
+        _celery_worker("service.worker", "coord", env, var / "worker-coord.log"),
+    ]
+    stop = threading.Event()
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server(host, port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+    threading.Thread(target=_sweeper, args=(app, stop), name="sweeper", daemon=True).start()
+    base = f"http://{host}:{port}"
+    (link_token,) = _new_annotators(app, campaign_id, 1)
+    click.echo(f"rankloop is up at {base}  (data in {var}, worker logs in {var}/worker-*.log)")
+    click.echo(f"  owner dashboard : {base}/dashboard   owner key: {admin}")
+    click.echo(f"  annotator link  : {base}/task#token={link_token}")
+    click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
+    workers = []
+    if simulate:
+        from service.simulated_annotators import start_simulated
+
+        workers = start_simulated(
+            base, _new_annotators(app, campaign_id, simulate), stop_event=stop
+        )
+        click.echo(f"  {simulate} simulated annotators prefer warm, colourful images")
+    code = 0
+    try:
+        code = _watch(app, campaign_id, exit_when_done, workers, processes)
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        stop.set()
+        server.shutdown()
+        _stop(processes)
+    sys.exit(code)
+
+
+def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes) -> int:
+    from service.simulated_annotators import preference_cost
+
+    store = app.extensions["rankloop_store"]
+    reported: set[int] = set()
+    first_cost = last_cost = float("nan")
+    started = time.monotonic()
+    while True:
+        time.sleep(0.5)
+        if any(p.poll() is not None for p in processes):
+            click.echo("a worker process exited; see var/worker-*.log", err=True)
+            return 1
+        progress = _progress(app, campaign_id)
+        for row in progress["rounds"]:
+            if row["status"] == "closed" and row["number"] not in reported:
+                reported.add(row["number"])
+                cost = (
+                    preference_cost(store.get(row["winner_key"]))
+                    if row["winner_key"]
+                    else float("nan")
+                )
+                first_cost = cost if not reported - {row["number"]} else first_cost
+                last_cost = cost
+                agreement = row["agreement"]
+                click.echo(f"round {row['number'] + 1:>3}/{progress['budget']} {row['kind'] or '':<11} "
+                           f"rankings {row['n_rankings']}  agreement "
+                           f"{'n/a' if agreement is None else f'{agreement:.2f}'}  "
+                           f"winner cost {cost:+.3f}  ({time.monotonic() - started:.0f}s)")  # fmt: skip
+        if progress["status"] in ("finished", "failed", "stopped") and exit_when_done:
+            submitted = sum(w.submitted for w in workers)
+            click.echo(f"campaign {progress['status']}: {len(reported)} rounds, {submitted} simulated "
+                       f"rankings, winner cost {first_cost:+.3f} -> {last_cost:+.3f} (lower = closer to what the crowd "
+                       f"prefers), {time.monotonic() - started:.0f}s")  # fmt: skip
+            if progress["error"]:
+                click.echo(f"error: {progress['error']}", err=True)
+            return 0 if progress["status"] == "finished" else 1
+
+
+@click.command("serve")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option(
+    "--workers", default=None, type=int, help="gunicorn worker processes [default: 2 x cores]"
+)
+@click.option("--threads", default=4, show_default=True, type=int)
+def serve_command(bind: str, workers: int | None, threads: int) -> None:
+    """Run the web tier under gunicorn (production: PostgreSQL, Redis, S3 from RANKLOOP_*)."""
+    from gunicorn.app.base import BaseApplication
+
+    from service.app import create_app
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            options = {"bind": bind, "workers": workers or 2 * (os.cpu_count() or 1),
+                       "threads": threads, "worker_class": "gthread", "accesslog": "-",
+                       "preload_app": False}  # fmt: skip
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return create_app()
+
+    Server().run()
