@@ -52,6 +52,9 @@ def test_owner_creates_starts_and_reads_a_campaign(app, owner):
     closed = doc["history"][0]
     assert closed["agreement"] is not None and closed["stats"] == {"step": 0.5, "moved": True}
     assert [c["id"] for c in owner.get("/api/campaigns").json["campaigns"]] == [cid]
+    annotators = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    weights = [a["weight"] for a in annotators if a["n_rankings"]]
+    assert len(weights) == 2 and all(isinstance(w, float) for w in weights)  # from the reliability model
     lines = owner.get(f"/api/campaigns/{cid}/export?format=jsonl").data.decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["order"] for r in records] == [ids, ids]
