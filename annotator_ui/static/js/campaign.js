@@ -73,16 +73,17 @@ async function control(action) {
 
 function renderStrip(campaign) {
   const strip = clear($("#strip"));
-  const history = [...(campaign.history || [])].sort((a, b) => a.number - b.number);
+  // Rounds still open or rendering have no winner yet; the strip shows decided rounds.
+  const history = [...(campaign.history || [])]
+    .filter((round) => round.best_image_url)
+    .sort((a, b) => a.number - b.number);
   for (const round of history) {
     const caption = `Round ${round.number}${Number.isFinite(round.agreement) ? ` · ${round.agreement.toFixed(2)}` : ""}`;
     strip.append(
       h(
         "figure",
         { dataset: { round: round.number } },
-        round.best_image_url
-          ? h("img", { src: round.best_image_url, alt: `Best image after round ${round.number}`, loading: "lazy" })
-          : h("span", { className: "missing", "aria-hidden": "true" }),
+        h("img", { src: round.best_image_url, alt: `Best image after round ${round.number}`, loading: "lazy" }),
         h("figcaption", { text: caption }),
       ),
     );
@@ -199,10 +200,12 @@ function renderAnnotators(annotators, campaignStart) {
   }
 }
 
+// Weights are log-odds of agreeing with the crowd: 0 is a coin flip, about 4 the most
+// reliable; a negative weight (a contrarian) shows as an empty bar and a flag.
+const WEIGHT_FULL = 4;
 function meterFill(weight) {
   const fill = h("span", {});
-  // Weights are relative (1 = an average annotator); the bar saturates at 2.
-  fill.style.width = `${Math.round(Math.min(1, Math.max(0, (weight ?? 0) / 2)) * 100)}%`;
+  fill.style.width = `${Math.round(Math.min(1, Math.max(0, (weight ?? 0) / WEIGHT_FULL)) * 100)}%`;
   return fill;
 }
 

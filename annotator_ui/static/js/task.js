@@ -160,7 +160,9 @@ async function loadNext() {
   }
   state.pollDelay = POLL_FIRST_MS;
   const task = response.data;
-  const serverNow = Date.parse(response.headers.get("Date") || "") || Date.now();
+  // The Date header is truncated to the second: the server's clock is half a second on, on average.
+  const dateHeader = Date.parse(response.headers.get("Date") || "");
+  const serverNow = Number.isFinite(dateHeader) ? dateHeader + 500 : Date.now();
   const loaded = await preload(task.images.map((image) => image.url));
   const first = loaded.find(Boolean);
   state.aspect = first ? first.naturalWidth / first.naturalHeight : 1;
@@ -335,9 +337,12 @@ function layoutGrid() {
     const tile = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * aspect);
     if (tile > best.tile) best = { cols, tile };
   }
-  const minTile = Math.min(160, (width - gap) / 2);
-  if (best.tile < minTile) {
-    const cols = Math.max(1, Math.min(n, Math.floor((width + gap) / (minTile + gap))));
+  // Too small to judge details when everything must fit: let the page scroll instead, with
+  // columns of at least MIN_TILE_PX (two on a phone).
+  const MIN_TILE_PX = 160;
+  if (best.tile < MIN_TILE_PX || width < 600) {
+    const fit = Math.floor((width + gap) / (MIN_TILE_PX + gap));
+    const cols = Math.max(1, Math.min(n, fit, width < 600 ? 2 : fit));
     best = { cols, tile: (width - gap * (cols - 1)) / cols };
   }
   ui.grid.style.setProperty("--cols", String(best.cols));
@@ -438,7 +443,7 @@ function stopLease() {
 }
 
 function tickLease() {
-  const left = Math.max(0, Math.round((state.leaseEnd - performance.now()) / 1000));
+  const left = Math.max(0, Math.floor((state.leaseEnd - performance.now()) / 1000));
   const minutes = Math.floor(left / 60);
   const seconds = String(left % 60).padStart(2, "0");
   ui.lease.textContent = `${minutes}:${seconds} left`;
