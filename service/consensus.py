@@ -64,8 +64,9 @@ __all__ = [
 ]
 
 METHODS = ("auto", "borda", "copeland", "plackett_luce", "kemeny")
-KEMENY_EXACT_MAX = 8
-"""Largest item count for which Kemeny is solved exactly (integer programming)."""
+KEMENY_EXACT_MAX = 10
+"""Largest item count for which Kemeny is solved exactly (integer programming, tens of ms):
+m = 8 candidates plus an attention item fit."""
 
 PL_REGULARISATION = 0.01
 """Ridge penalty of the Plackett–Luce fit: keeps it finite when one item wins every comparison."""
@@ -506,8 +507,10 @@ class AnnotatorReliability:
     (``prior_agree``, ``prior_disagree``: by default mildly trusting, a new annotator starts at
     3/5). Evidence, pooled over all rounds: soft counts of pairwise agreement with the
     leave-one-out weighted consensus of the other annotators (each pair counted by how sure
-    the others are, so pairs nobody else judged count for nothing) and attention checks (a
-    known-worst item placed above a real one), each check worth ``CHECK_PSEUDO_PAIRS`` pairs.
+    the others are, so pairs nobody else judged count for nothing; and discounted by
+    ``9 / (2n + 5)``, the design effect of pairs drawn from one ranking of ``n`` items) and
+    attention checks (a known-worst item placed above a real one), each check worth
+    ``CHECK_PSEUDO_PAIRS`` pairs.
     The voting weight is the log-odds ``log(p_j / (1 - p_j))``: 0 for a coin-flipping spammer,
     negative for an annotator who reverses rankings.
 
@@ -752,6 +755,10 @@ def _round_evidence(
     evidence = [_Evidence(rounds=1).plus(c) for c in checks]
     if len(answers) < 2 or pair_votes.shape[1] == 0:
         return weights, evidence
+    # The pairs of one ranking are not independent: for a random ranking of n items Kendall's
+    # tau has variance 2(2n + 5) / (9 n (n - 1)), against 2 / (n (n - 1)) for independent
+    # pairs, so one ranking's pairs are worth 9 / (2n + 5) of their number (the design effect).
+    design = [min(1.0, 9.0 / (2 * len(a.shown) + 5)) for a in answers]
     for _ in range(EM_PASSES):
         w = np.asarray(weights)[:, None]
         total = (w * pair_votes).sum(axis=0)
@@ -763,6 +770,7 @@ def _round_evidence(
             n_eff = float((sureness[judged] ** 2).sum())
             signed = float((pair_votes[j][judged] * sureness[judged]).sum())
             rho = float(np.clip(signed / n_eff, -1.0, 1.0)) if n_eff > 1e-12 else 0.0
+            n_eff *= design[j]
             round_evidence = _Evidence(n_eff * (1 + rho) / 2, n_eff * (1 - rho) / 2, rounds=1)
             new_evidence.append(round_evidence.plus(checks[j]))
         new_weights = [
