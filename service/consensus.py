@@ -605,6 +605,21 @@ class AnnotatorReliability:
         key = _annotator_key(annotator_id)
         self._own[key] = self._own.get(key, _Evidence()).plus(evidence)
 
+    @classmethod
+    def combine(cls, records: Iterable[Mapping[str, Any]]) -> AnnotatorReliability:
+        """Pool several campaigns' records (their :meth:`to_dict`) into one, e.g. the annotator
+        pool's record to seed a new campaign with ``AnnotatorReliability(prior=pool.to_dict())``.
+
+        Only each campaign's own evidence is summed (never what it was seeded with), so pooling
+        campaigns that were themselves seeded from the pool does not count anything twice.
+        """
+        pool = cls()
+        for record in records:
+            campaign = cls.from_dict(record)
+            for key, evidence in campaign._own.items():
+                pool._own[key] = pool._own.get(key, _Evidence()).plus(evidence)
+        return pool
+
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

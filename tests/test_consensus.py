@@ -275,6 +275,19 @@ def test_seeding_from_a_pool_prior():
     assert again.weight("a0") == seeded.weight("a0")
 
 
+def test_combining_campaigns_into_a_pool_counts_each_round_once():
+    first, _ = _campaign(6, seed=6)
+    second, _ = _campaign(6, seed=7)
+    pool = AnnotatorReliability.combine([first.to_dict(), second.to_dict()])
+    assert pool.rounds("a0") == 12
+    assert pool.weight("a0") < min(first.weight("a0"), second.weight("a0")) + 1e-9
+    # a campaign seeded from the pool contributes only its own rounds when pooled again
+    seeded = AnnotatorReliability(prior=pool.to_dict())
+    assert AnnotatorReliability.combine([seeded.to_dict()]).annotators == []
+    aggregate([("a0", [1, 0, 2])], 3, reliability=seeded)
+    assert AnnotatorReliability.combine([pool.to_dict(), seeded.to_dict()]).rounds("a0") == 13
+
+
 def test_reliability_is_updated_for_every_method():
     reliability = AnnotatorReliability()
     aggregate([("a", [0, 1, 2]), ("b", [0, 1, 2])], 3, method="borda", reliability=reliability)
@@ -335,6 +348,7 @@ def test_kemeny_heuristic_beyond_exact_size_is_a_good_order():
         ([("a", [True, 0])], 5, "not an item index"),
         ([("a", "012")], 5, "list of item indices"),
         ([("a", [0, 1], [0])], 5, "not shown"),
+        ([("a", [0, 1], [0, 1, 9])], 5, "out of range"),
         ([("a", [0, 1]), ("a", [1, 0])], 5, "twice"),
         ([(None, [0, 1])], 5, "annotator ids"),
         ([("a",)], 5, "annotator_id, order"),
