@@ -66,7 +66,7 @@ def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
 
 
 def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
-    """The campaign to show: the newest one, or a new cppn demo when the database has none."""
+    """The campaign to show: the newest unfinished one, or a new cppn demo campaign."""
     from sqlalchemy import select
 
     from service import rounds, tasks
@@ -75,7 +75,12 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
     from service.schemas import CampaignCreate
 
     with app.app_context(), session_scope(app) as session:
-        existing = session.scalar(select(Campaign).order_by(Campaign.created_at.desc()).limit(1))
+        existing = session.scalar(
+            select(Campaign)
+            .where(Campaign.status.in_(("draft", "running", "paused")))
+            .order_by(Campaign.created_at.desc())
+            .limit(1)
+        )
         if existing is not None:
             return existing.id
         body = CampaignCreate(name="demo", prompt=DEMO_PROMPT, generator="cppn", m=6, k=None,

@@ -1,0 +1,28 @@
+"""gunicorn settings for the coordinator's web tier.
+
+    gunicorn -c infra/gunicorn.conf.py 'service.app:create_app()'
+
+Every setting can be overridden from the environment (``GUNICORN_*`` below) so that the same
+file serves a laptop, the compose stack and a cluster. The app is stateless: scale it by adding
+processes or pods; PostgreSQL, Redis and the object store hold all state.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# Requests are short and mostly wait on PostgreSQL: a few threads per process help.
+workers = int(os.environ.get("GUNICORN_WORKERS", 2 * multiprocessing.cpu_count()))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", 4))
+# Each app process opens its own pool after the fork (create_app runs in the worker).
+preload_app = False
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+graceful_timeout = 20
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 0))
+max_requests_jitter = 100
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
