@@ -27,10 +27,12 @@ Answers are reproducible: annotator ``j`` in round ``t`` draws from
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rankloop.errors import InvalidInput
 
@@ -84,12 +86,12 @@ class SimulatedAnnotator:
         n = len(utilities)
         gumbel = rng.gumbel(size=n)
         if self.kind == "spammer":
-            order = rng.permutation(n)
+            permutation = rng.permutation(n)
         else:
-            order = np.argsort(-(utilities / self.temperature + gumbel), kind="stable")
+            permutation = np.argsort(-(utilities / self.temperature + gumbel), kind="stable")
             if self.kind == "adversary":
-                order = order[::-1]
-        order = [int(i) for i in order[: self.k or n]]
+                permutation = permutation[::-1]
+        order = [int(i) for i in permutation[: self.k or n]]
         if self.tie_rate <= 0 or len(order) < 2:
             return order
         merge = rng.random(len(order) - 1) < self.tie_rate
@@ -130,17 +132,17 @@ class Crowd:
             raise InvalidInput(f"scale must be 'relative' or 'absolute', got {self.scale!r}")
         object.__setattr__(self, "_ids", frozenset(ids))
 
-    def utilities(self, values: Sequence[float], attention: Iterable[int] = ()) -> np.ndarray:
+    def utilities(self, values: ArrayLike, attention: Iterable[int] = ()) -> np.ndarray:
         """Utilities (higher = better) of items with objective ``values`` (lower = better)."""
-        values = np.asarray(values, dtype=float)
-        if values.ndim != 1 or len(values) == 0 or not np.all(np.isfinite(values)):
+        array = np.asarray(values, dtype=float)
+        if array.ndim != 1 or len(array) == 0 or not np.all(np.isfinite(array)):
             raise InvalidInput("values must be a non-empty 1-d array of finite numbers")
         attention = sorted(set(int(i) for i in attention))
-        real = np.ones(len(values), dtype=bool)
+        real = np.ones(len(array), dtype=bool)
         real[attention] = False
         if not real.any():
             raise InvalidInput("at least one item must not be an attention item")
-        utilities = -values
+        utilities = -array
         if self.scale == "relative":
             spread = float(utilities[real].std())
             utilities = (utilities - utilities[real].mean()) / (spread if spread > 0 else 1.0)
@@ -153,7 +155,7 @@ class Crowd:
 
     def rank(
         self,
-        values: Sequence[float],
+        values: ArrayLike,
         round_number: int = 0,
         attention: Iterable[int] = (),
         attempt: int = 0,
@@ -215,7 +217,7 @@ def make_crowd(
         )
     rng = np.random.default_rng([seed, 999])
     temperatures = temperature * np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=honest))
-    common = {"k": k, "dropout": dropout, "tie_rate": tie_rate}
+    common: dict[str, Any] = {"k": k, "dropout": dropout, "tie_rate": tie_rate}
     members = [
         SimulatedAnnotator(f"h{i}", "honest", float(t), **common)
         for i, t in enumerate(temperatures)
