@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import kendalltau
 
 from rankloop.crowd import make_crowd
 from rankloop.errors import InvalidInput
@@ -236,6 +237,24 @@ def test_attention_checks_expose_an_adversary():
     assert summary["a0"]["checks_failed"] > 3.5
     assert summary["h0"]["checks_passed"] > 3.5
     assert summary["a0"]["weight"] < 0 < summary["h0"]["weight"]
+
+
+def test_attention_checks_rescue_a_reversed_majority():
+    # Three adversaries outvote two honest annotators; agreement alone cannot tell who is who,
+    # the attention item (which the reversed answers put on top) can.
+    crowd = make_crowd(5, spammers=0, adversaries=3, temperature=0.5, seed=0)
+    rng = np.random.default_rng(0)
+    reliability = AnnotatorReliability()
+    taus = []
+    for round_number in range(8):
+        values = rng.standard_normal(8)
+        answers = crowd.rank(np.append(values, values.max()), round_number, attention=[8])
+        consensus = aggregate(answers, 9, reliability=reliability, known_worst=[8])
+        order = [i for i in consensus.order if i < 8]
+        taus.append(kendalltau(np.argsort(order), values).statistic)
+    assert np.mean(taus) > 0.5
+    assert all(consensus.weights[a] < 0 for a in ("a0", "a1", "a2"))
+    assert consensus.weights["h0"] > 0 and consensus.weights["h1"] > 0
 
 
 def test_reliability_round_trips_through_json():
