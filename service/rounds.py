@@ -645,9 +645,11 @@ def candidate_feed(
         "pairwise": None,
     }
     if feed == "pairwise" and pairwise is not None:
-        result["pairwise"] = [
-            [float(pairwise[a.position][b.position]) for b in candidates] for a in candidates
-        ]
+        matrix = [[float(pairwise[a.position][b.position]) for b in candidates] for a in candidates]
+        # Evidence only about the attention image says nothing about the candidates: the
+        # optimizer refuses an empty matrix, so fall back to the order then.
+        if sum(map(sum, matrix)) > 0:
+            result["pairwise"] = matrix
     return result
 
 

@@ -48,7 +48,7 @@ def session(app):
 
 
 def test_a_campaign_runs_from_start_to_finish(app, session):
-    cid = new_campaign(session)
+    cid = new_campaign(session, consensus_feed="order")
     outcome = rounds.start(session, cid)
     assert [
         (r.campaign_id, r.round_number, r.previous_state_key, r.consensus) for r in outcome.renders
@@ -90,7 +90,7 @@ def test_a_campaign_runs_from_start_to_finish(app, session):
 
 
 def test_pairwise_feed_sends_the_candidate_matrix(app, session):
-    cid = new_campaign(session, consensus_feed="pairwise")
+    cid = new_campaign(session)  # the default feed
     rounds.start(session, cid)
     render_round(app, cid, 0, session=session)
     annotators = [new_annotator(session, cid, n) for n in "ab"]
@@ -277,3 +277,21 @@ def test_two_closers_racing_close_a_round_once(app):
             session.scalar(select(func.count()).select_from(Round).where(Round.campaign_id == cid))
             == 2
         )
+
+
+def test_candidate_feed_drops_the_attention_image_and_empty_evidence():
+    images = [Image(position=p, index=i, role=r, key=f"k{p}") for p, i, r in
+              ((0, 1, "candidate"), (1, 0, "candidate"), (2, 2, "attention"))]  # fmt: skip
+    order = [1, 2, 0]  # positions, best first: candidate index 0, attention, candidate index 1
+    pairwise = [[0, 0, 1], [2, 0, 1], [0, 0, 0]]
+    assert rounds.candidate_feed(order, pairwise, images, "order") == {
+        "order": [0, 1],
+        "pairwise": None,
+    }
+    fed = rounds.candidate_feed(order, pairwise, images, "pairwise")
+    assert fed == {
+        "order": [0, 1],
+        "pairwise": [[0.0, 2.0], [0.0, 0.0]],
+    }  # rows in optimizer index order
+    only_attention = [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
+    assert rounds.candidate_feed(order, only_attention, images, "pairwise")["pairwise"] is None
