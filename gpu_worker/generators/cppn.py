@@ -23,6 +23,11 @@ N_INPUTS = 5  # x, y, r, bias, and a latent-driven phase input
 # A fixed seed for the latent -> weights map: it defines "the" CPPN family and must never change,
 # or stored campaigns would render differently.
 ARCHITECTURE_SEED = 20080405
+# Gains of the first, hidden and (last entry) output layers; the output gain sets how often the
+# colour bands wrap. Chosen so that a perturbation of 5% of the latent's norm is a visible but
+# related variation, not a new picture.
+LAYER_GAINS = (2.2, 1.0, 0.6)
+OUTPUT_GAIN = 1.5
 
 
 ACTIVATIONS = (
@@ -61,7 +66,10 @@ class CppnFamily:
         # keeps the latent part O(1) for a standard Gaussian latent.
         gains = np.concatenate(
             [
-                np.full(a * b, (2.2 if i == 0 else 1.3) / np.sqrt(a))
+                np.full(
+                    a * b,
+                    LAYER_GAINS[0 if i == 0 else (2 if i == len(shapes) - 1 else 1)] / np.sqrt(a),
+                )
                 for i, (a, b) in enumerate(shapes)
             ]
         )
@@ -108,7 +116,7 @@ class CppnFamily:
             h = _activations(h @ weights[layer], self._bounds[layer])
         out = h @ weights[-1]
         # A smooth squashing to [0, 1]; the sine gives bands of saturated colour, as Picbreeder's.
-        rgb = 0.5 + 0.5 * np.sin(2.0 * out)
+        rgb = 0.5 + 0.5 * np.sin(OUTPUT_GAIN * out)
         image = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
         return image.reshape(height, width, 3)
 

@@ -1,0 +1,182 @@
+"""Generators in-process: determinism, shapes, the real pipeline class, settings validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpu_worker.generators import load_generator, resolve_settings
+from gpu_worker.render import degrade, encode_png, encode_thumbnail
+from rankloop.errors import InvalidInput, ModelUnavailable, OutOfResources
+
+
+@pytest.fixture(scope="module")
+def cppn():
+    return load_generator({"generator": "cppn"})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    # Two cores are shared by the whole test run; one thread is faster under contention.
+    torch.set_num_threads(1)
+    return load_generator({"generator": "tiny-sd"})
+
+
+def latents(generator, settings, n, seed=0):
+    shape = generator.latent_shape(settings)
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def test_generators_are_cached_per_process(cppn, tiny):
+    assert load_generator({"generator": "cppn"}) is cppn
+    assert load_generator({"generator": "tiny-sd", "prompt": "other"}) is tiny
+
+
+def test_cppn_is_deterministic_and_varied(cppn):
+    settings = resolve_settings({"generator": "cppn", "width": 80, "height": 48}, cppn)
+    z = latents(cppn, settings, 4)
+    first, second = cppn.render(z, settings), cppn.render(z, settings)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert first[0].shape == (48, 80, 3) and first[0].dtype == np.uint8
+    assert len({image.tobytes() for image in first}) == 4
+    # A colourful picture, not flat and not noise: neighbouring pixels are close.
+    image = first[0].astype(float)
+    assert image.std() > 20
+    assert np.abs(np.diff(image, axis=1)).mean() < 0.25 * image.std()
+
+
+def test_cppn_small_moves_make_small_changes(cppn):
+    settings = resolve_settings({"generator": "cppn", "width": 64, "height": 64}, cppn)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal(64)
+    direction = rng.standard_normal(64)
+    base, near, far = cppn.render(
+        np.stack([z, z + 0.05 * direction, z + 1.0 * direction]), settings
+    )
+    near_change = np.abs(base.astype(float) - near).mean()
+    far_change = np.abs(base.astype(float) - far).mean()
+    assert 0 < near_change < far_change / 3
+
+
+def test_tiny_sd_is_the_real_pipeline_offline(tiny):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    assert isinstance(tiny.pipe, StableDiffusionPipeline)
+    settings = resolve_settings({"generator": "tiny-sd"}, tiny)
+    assert isinstance(tiny._scheduler(settings["scheduler"]), DDIMScheduler)
+    ids = tiny.pipe.tokenizer("a red fox", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == tiny.pipe.tokenizer.bos_token_id
+    assert tiny.latent_shape(settings) == (4, 16, 16)
+
+
+def test_tiny_sd_same_inputs_same_bytes(tiny):
+    settings = resolve_settings({"generator": "tiny-sd", "prompt": "a red fox"}, tiny)
+    z = latents(tiny, settings, 3)
+    first, second = tiny.render(z, settings), tiny.render(z, settings)
+    assert [encode_png(i) for i in first] == [encode_png(i) for i in second]
+    assert first[0].shape == (64, 64, 3)
+    # The image depends on the prompt, and on each latent.
+    other = tiny.render(z, {**settings, "prompt": "a blue whale"})
+    assert not np.array_equal(first[0], other[0])
+    assert not np.array_equal(first[0], first[1])
+
+
+def test_tiny_sd_batch_split_on_out_of_memory(tiny, monkeypatch):
+    """The OOM path: a batch that does not fit is split in halves; one image that does not fit
+    is a clear error. (There is no GPU here: the batch call raises CUDA's OOM error itself.)"""
+    import torch
+
+    settings = resolve_settings({"generator": "tiny-sd"}, tiny)
+    z = latents(tiny, settings, 5)
+    whole = tiny.render(z, settings)
+    real_batch = tiny._render_batch
+    sizes = []
+
+    def limited(batch, settings_):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return real_batch(batch, settings_)
+
+    monkeypatch.setattr(tiny, "_render_batch", limited)
+    split = tiny.render(z, settings)
+    assert sizes == [5, 2, 3, 1, 2]
+    assert len(split) == 5
+    # Per-image results match the one-batch render up to float rounding of batched kernels.
+    assert all(np.abs(a.astype(int) - b).max() <= 2 for a, b in zip(whole, split, strict=True))
+
+    def always_out_of_memory(*_):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(tiny, "_render_batch", always_out_of_memory)
+    with pytest.raises(OutOfResources, match="lower width/height"):
+        tiny.render(z[:1], settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"m": 1}, "settings.m"),
+        ({"m": "eight"}, "settings.m"),
+        ({"width": 0}, "settings.width"),
+        ({"guidance": "lots"}, "settings.guidance"),
+        ({"k": 9, "m": 8}, "settings.k"),
+        ({"optimizer": [1, 2]}, "settings.optimizer"),
+        ({"scheduler": "dpm"}, "unknown scheduler"),
+        ({"width": 62}, "multiples of 4"),
+    ],
+)
+def test_bad_settings_name_the_field(tiny, settings, fragment):
+    with pytest.raises(InvalidInput, match=fragment):
+        resolved = resolve_settings({"generator": "tiny-sd", **settings}, tiny)
+        tiny.latent_shape(resolved)
+        tiny._scheduler(resolved["scheduler"])
+
+
+def test_defaults_are_filled_per_generator(cppn, tiny):
+    assert resolve_settings({}, cppn)["width"] == 256
+    resolved = resolve_settings({"generator": "tiny-sd", "steps": 3}, tiny)
+    assert (resolved["steps"], resolved["scheduler"], resolved["width"]) == (3, "ddim", 64)
+    assert resolved["attention_check"] is True and resolved["m"] == 8
+
+
+def test_unknown_generator_and_model_are_model_unavailable(tmp_path):
+    with pytest.raises(ModelUnavailable, match="unknown generator"):
+        load_generator({"generator": "dall-e"})
+    with pytest.raises(ModelUnavailable, match="cannot load model"):
+        load_generator({"generator": "diffusers", "model": str(tmp_path / "missing")})
+    with pytest.raises(InvalidInput, match=r"settings\.model is required"):
+        load_generator({"generator": "diffusers"})
+
+
+def test_attention_image_is_degraded_and_reproducible(cppn):
+    settings = resolve_settings({"generator": "cppn", "width": 128, "height": 128}, cppn)
+    (image,) = cppn.render(latents(cppn, settings, 1), settings)
+    bad = degrade(image, seed=4)
+    assert np.array_equal(bad, degrade(image, seed=4))
+    assert bad.shape == image.shape
+
+    def saturation(pixels):
+        pixels = pixels.astype(float)
+        return (pixels.max(axis=2) - pixels.min(axis=2)).mean()
+
+    def edges(pixels):  # structure at the picture's scale, measured after a light denoise
+        from PIL import Image, ImageFilter
+
+        smooth = np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(3)), float)
+        return np.abs(np.diff(smooth, axis=0)).mean()
+
+    assert saturation(bad) < 0.6 * saturation(image)
+    assert edges(bad) < 0.6 * edges(image)
+
+
+def test_thumbnail_is_small_webp():
+    from io import BytesIO
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (512, 384, 3), dtype=np.uint8)
+    thumb = Image.open(BytesIO(encode_thumbnail(pixels)))
+    assert thumb.format == "WEBP" and thumb.size == (192, 256)
