@@ -277,16 +277,23 @@ def kendall_w(answers_or_ranks: Sequence[np.ndarray]) -> float:
     return float(np.clip(12.0 * spread / denominator, 0.0, 1.0))
 
 
-def _mid_ranks(answer: _Answer, n_items: int) -> np.ndarray:
-    """Ranks 1..n with ties at their mid-rank. Shown-but-unranked items share the mid-rank of
-    the places left below the ranked ones; items not shown get the neutral (n + 1) / 2."""
-    ranks = np.full(n_items, (n_items + 1) / 2.0)
+def _mid_ranks(answer: _Answer, items: Sequence[int]) -> np.ndarray:
+    """Ranks 1..len(items) of ``items`` with ties at their mid-rank, other items ignored.
+
+    Shown-but-unranked items share the mid-rank of the places left below the ranked ones;
+    items not shown get the neutral (n + 1) / 2.
+    """
+    column = {item: c for c, item in enumerate(items)}
+    n = len(items)
+    ranks = np.full(n, (n + 1) / 2.0)
     position = 0
     for group in answer.groups:
-        ranks[group] = position + (len(group) + 1) / 2.0
-        position += len(group)
+        kept = [column[i] for i in group if i in column]
+        if kept:
+            ranks[kept] = position + (len(kept) + 1) / 2.0
+            position += len(kept)
     ranked = {i for g in answer.groups for i in g}
-    rest = sorted(answer.shown - ranked)
+    rest = [column[i] for i in sorted(answer.shown - ranked) if i in column]
     if rest:
         ranks[rest] = position + (len(rest) + 1) / 2.0
     return ranks
@@ -703,6 +710,7 @@ class Consensus:
         unrelated or opposed. For partial answers, shown-but-unranked items share the mid-rank
         of the places below the ranked ones, and items an annotator was not shown get the
         neutral mid-rank, so a top-k answer counts as a ranking with a tie at the bottom.
+        Attention items (``known_worst``) are left out: W measures agreement on the real items.
     pairwise : (n, n) ndarray
         ``pairwise[a, b] >= 0``: weighted evidence that ``a`` beats ``b`` (for ``"auto"``, a
         negatively weighted annotator's vote counts, with the absolute weight, the other way).
@@ -889,7 +897,8 @@ def aggregate(
         scores = np.empty(n_items)
         scores[order] = np.arange(n_items - 1, -1, -1, dtype=float)
 
-    agreement = kendall_w([_mid_ranks(a, n_items) for a in answers])
+    real_items = [i for i in range(n_items) if i not in worst]  # attention items are not opinions
+    agreement = kendall_w([_mid_ranks(a, real_items or list(range(n_items))) for a in answers])
     scores = np.asarray(scores, dtype=float)
     scores.setflags(write=False)
     pairwise.setflags(write=False)

@@ -149,6 +149,13 @@ def test_known_worst_goes_last_and_counts_against_who_ranks_it_high():
     assert consensus.weights["careless"] < consensus.weights["honest"]
 
 
+def test_agreement_leaves_attention_items_out():
+    rankings = [("a", [0, 1, 2, 3]), ("b", [3, 1, 0, 2])]
+    with_check = aggregate(rankings, 4, known_worst=[3]).agreement
+    real_only = aggregate([("a", [0, 1, 2]), ("b", [1, 0, 2])], 3).agreement
+    assert with_check == pytest.approx(real_only)
+
+
 def test_known_worst_is_judged_for_top_k_answers_too():
     reliability = AnnotatorReliability()
     aggregate([("a", [0, 1]), ("b", [4, 0])], 5, reliability=reliability, known_worst=[4])
