@@ -181,18 +181,29 @@ def annotator_link(stack: Stack, campaign: dict) -> str:
     return stack.annotator_link(campaign["id"])
 
 
+@dataclass
+class Tab:
+    page: Any
+    first_response: Any
+    js_errors: list[str]
+
+
 @pytest.fixture(scope="module")
-def desktop(browser, stack: Stack, annotator_link: str) -> Iterator[Any]:
+def desktop_tab(browser, stack: Stack, annotator_link: str) -> Iterator[Tab]:
     """One desktop tab kept open across the drag and keyboard rounds (no reload in between)."""
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.main_response = page.goto(annotator_link)
+    response = page.goto(annotator_link)
     page.evaluate("window.__sameDocument = 'never reloaded'")
-    page.js_errors = errors
-    yield page
+    yield Tab(page, response, errors)
     context.close()
+
+
+@pytest.fixture
+def desktop(desktop_tab: Tab) -> Any:
+    return desktop_tab.page
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -253,8 +264,8 @@ def tray_order(page) -> list[list[str]]:
 # ------------------------------------------------------------------------------- tests
 
 
-def test_task_page_has_a_strict_csp_and_shows_the_prompt_as_text(desktop, screenshot_dir):
-    headers = desktop.main_response.headers
+def test_task_page_has_a_strict_csp_and_shows_the_prompt_as_text(desktop_tab, desktop):
+    headers = desktop_tab.first_response.headers
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert headers["x-frame-options"] == "DENY"
@@ -265,7 +276,7 @@ def test_task_page_has_a_strict_csp_and_shows_the_prompt_as_text(desktop, screen
     # The token moved from the address bar into the tab's sessionStorage.
     assert "token=" not in desktop.url
     assert desktop.evaluate("sessionStorage.getItem('rankloop.token')")
-    assert desktop.js_errors == []
+    assert desktop_tab.js_errors == []
 
 
 def test_rank_a_round_by_drag_and_drop(desktop, stack, screenshot_dir):
@@ -299,10 +310,19 @@ def test_rank_a_round_by_drag_and_drop(desktop, stack, screenshot_dir):
     assert following["task_id"] != task["task_id"]
 
 
-def test_rank_a_round_by_keyboard(desktop, stack, screenshot_dir):
+def test_rank_a_round_by_keyboard(desktop_tab, desktop, stack, screenshot_dir):
     task = current_task(desktop)
     images = task["images"]
     keys = [str(i + 1) for i in range(len(images))]
+    # Shift + key opens the full-size view of that image; Escape closes it.
+    desktop.keyboard.press("Shift+Digit2")
+    desktop.wait_for_selector("#viewer[open]")
+    full_size = desktop.get_attribute("#viewer-img", "src")
+    assert full_size == desktop.get_attribute(".tile:nth-child(2) img", "src")
+    assert desktop.get_attribute("#viewer-img", "alt")
+    desktop.keyboard.press("Escape")
+    desktop.wait_for_selector("#viewer:not([open])", state="attached")
+    assert tray_order(desktop) == []
     # Best first: the second image, then the last, then the rest in display order; one
     # stray key is taken back with Backspace on the way.
     order_keys = [keys[1], keys[-1], *keys[2:-1]]
@@ -324,7 +344,7 @@ def test_rank_a_round_by_keyboard(desktop, stack, screenshot_dir):
     wait_for_next_task(desktop, task["task_id"])
     assert stack.stored_order(task["task_id"]) == expected_full_order(picked, images)
     assert desktop.text_content("#done-count") == "2 done this visit"
-    assert desktop.js_errors == []
+    assert desktop_tab.js_errors == []
 
 
 def test_rank_a_round_by_taps_on_a_phone(browser, stack, annotator_link, desktop, screenshot_dir):
@@ -359,7 +379,9 @@ def test_rank_a_round_by_taps_on_a_phone(browser, stack, annotator_link, desktop
 
 
 def test_top_k_with_a_declared_tie(browser, stack, screenshot_dir):
-    campaign = stack.campaign(name="Top-2 with ties", prompt="a teapot", k=2, allow_ties=True)
+    campaign = stack.campaign(
+        name="Top-2 with ties", prompt="a teapot", k=2, allow_ties=True, tasks_per_annotator=1
+    )
     link = stack.annotator_link(campaign["id"])
     context = browser.new_context(viewport=DESKTOP)
     try:
@@ -379,13 +401,34 @@ def test_top_k_with_a_declared_tie(browser, stack, screenshot_dir):
         )
         page.screenshot(path=screenshot_dir / "task-top2-tie.png")
         page.keyboard.press("Enter")
-        page.wait_for_function(
-            "id => document.querySelector('#task').dataset.taskId !== id "
-            "|| !document.querySelector('#status').hidden",
-            arg=task["task_id"],
-            timeout=WAIT_MS,
-        )
+        # One task was the quota: the crowd platform's completion code appears.
+        page.wait_for_selector("#code-banner:not([hidden])", timeout=WAIT_MS)
+        assert page.text_content("#completion-code") == campaign["completion_code"]
         assert stack.stored_order(task["task_id"]) == [[images[2], images[0]]]
+    finally:
+        context.close()
+
+
+def test_clear_messages_without_a_task(browser, stack, screenshot_dir):
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.base_url}/task")
+        page.wait_for_selector("#status:not([hidden])")
+        assert "personal task link" in page.text_content("#status-title")
+        page.goto(f"{stack.base_url}/task#token=not-a-real-token")
+        page.wait_for_function(
+            "() => /not valid/.test(document.querySelector('#status-title').textContent)"
+        )
+        # A campaign that has not started has nothing open yet.
+        draft = stack.campaign(name="Not started", start=False)
+        page.goto(stack.annotator_link(draft["id"]))
+        page.wait_for_function(
+            "() => /No task is open/.test(document.querySelector('#status-title').textContent)"
+        )
+        assert page.is_visible("#status-retry")
+        assert page.is_hidden("#task") and page.is_hidden("#tray")
+        page.screenshot(path=screenshot_dir / "task-nothing-open.png")
     finally:
         context.close()
 

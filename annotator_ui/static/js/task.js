@@ -91,7 +91,7 @@ function updateDoneCount() {
 function showMe(me) {
   if (me.tasks_quota) {
     ui.quota.hidden = false;
-    ui.quota.textContent = `${me.tasks_done} of ${me.tasks_quota} overall`;
+    ui.quota.textContent = `${me.tasks_done} of ${me.tasks_quota} tasks`;
   }
   if (me.completion_code) {
     ui.code.textContent = me.completion_code;
@@ -634,5 +634,14 @@ async function main() {
   }
   await loadNext();
 }
+
+// A new link opened in the same tab only changes the fragment: no page load, so start over.
+window.addEventListener("hashchange", () => {
+  if (!/(^#|&)token=/.test(window.location.hash)) return;
+  clearTimeout(state.pollTimer);
+  stopLease();
+  sessionStorage.removeItem("rankloop.token");
+  main();
+});
 
 main();
