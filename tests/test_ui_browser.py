@@ -254,6 +254,41 @@ def mouse_drag(page, source, target, *, where: float = 0.5) -> None:
     page.mouse.up()
 
 
+def _touch(cdp, kind: str, x: float = 0, y: float = 0) -> None:
+    points = [] if kind == "touchEnd" else [{"x": x, "y": y}]
+    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+
+def _centre(locator) -> tuple[float, float]:
+    locator.evaluate("node => node.scrollIntoView({block: 'center'})")
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def touch_drag(page, source, target) -> None:
+    """A finger pressing on ``source``, holding still, then sliding onto ``target``."""
+    cdp = page.context.new_cdp_session(page)
+    x0, y0 = _centre(source)
+    box = target.bounding_box()
+    x1, y1 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] / 2
+    _touch(cdp, "touchStart", x0, y0)
+    page.wait_for_timeout(400)  # longer than the page's long-press delay
+    for step in range(1, 13):
+        _touch(cdp, "touchMove", x0 + (x1 - x0) * step / 12, y0 + (y1 - y0) * step / 12)
+    _touch(cdp, "touchEnd")
+    cdp.detach()
+
+
+def swipe_up(page, over) -> None:
+    cdp = page.context.new_cdp_session(page)
+    x, y = _centre(over)
+    _touch(cdp, "touchStart", x, y + 60)
+    for step in range(1, 11):
+        _touch(cdp, "touchMove", x, y + 60 - 24 * step)
+    _touch(cdp, "touchEnd")
+    cdp.detach()
+
+
 def tray_order(page) -> list[list[str]]:
     return page.eval_on_selector_all(
         "#ranking .rank-slot.filled",
@@ -359,12 +394,18 @@ def test_rank_a_round_by_taps_on_a_phone(browser, stack, annotator_link, desktop
         task = current_task(page)
         images = task["images"]
         tiles = page.locator(".tile-pick")
+        assert len(images) >= 4
         order = [2, 0, 3, *range(4, len(images))][: len(images) - 1]
         tiles.nth(1).tap()
         tiles.nth(1).tap()  # a second tap takes it back
-        for index in order:
+        for index in order[:-1]:
             tiles.nth(index).tap()
-        picked = [images[i] for i in order]
+        # The last one by touch drag (press, hold, move): onto the top of the ranking.
+        touch_drag(page, tiles.nth(order[-1]), page.locator("#ranking .rank-slot.filled").first)
+        picked = [images[i] for i in [order[-1], *order[:-1]]]
+        assert tray_order(page) == [[i] for i in picked]
+        # A swipe over the images scrolls the page; it neither picks nor drags.
+        swipe_up(page, tiles.nth(1))
         assert tray_order(page) == [[i] for i in picked]
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], "the task page must not scroll sideways on a phone"
