@@ -478,13 +478,15 @@ def test_dashboard_shows_the_rounds_and_controls_work(browser, stack, campaign, 
     # Wait until the three rankings above closed three rounds (the fourth may be rendering).
     deadline = time.monotonic() + WAIT_MS / 1000
     while stack.api("GET", f"/api/campaigns/{campaign['id']}")["rounds_done"] < 3:
-        assert time.monotonic() < deadline, "three rounds never closed"
+        assert time.monotonic() < deadline, "three rounds never closed (the tests above rank them)"
         time.sleep(0.5)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
         response = page.goto(f"{stack.base_url}/dashboard")
         assert "unsafe-inline" not in response.headers["content-security-policy"]
+        page.wait_for_selector("#login:not([hidden])")
+        page.screenshot(path=screenshot_dir / "dashboard-login.png")
         page.fill("#owner-key", "not the key")
         page.click("#login-form button[type=submit]")
         page.wait_for_selector("#login-error:not([hidden])")
