@@ -47,7 +47,13 @@ def make_engine(url: str, **options) -> Engine:
 
 
 def init_app(app: Flask) -> None:
-    engine = make_engine(app.config["DATABASE_URL"])
+    options = {}
+    if not str(app.config["DATABASE_URL"]).startswith("sqlite"):
+        options = {
+            "pool_size": int(app.config.get("DATABASE_POOL_SIZE", 10)),
+            "max_overflow": int(app.config.get("DATABASE_MAX_OVERFLOW", 20)),
+        }
+    engine = make_engine(app.config["DATABASE_URL"], **options)
     app.extensions["rankloop_engine"] = engine
     app.extensions["rankloop_sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)

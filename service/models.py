@@ -71,9 +71,7 @@ class Campaign(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
 
-    rounds: Mapped[list[Round]] = relationship(
-        back_populates="campaign", order_by="Round.number", lazy="selectin"
-    )
+    rounds: Mapped[list[Round]] = relationship(back_populates="campaign", order_by="Round.number")
 
 
 class Round(Base):
@@ -103,12 +101,12 @@ class Round(Base):
     last_ranking_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
     extensions: Mapped[int] = mapped_column(Integer, default=0)
+    # Rankings stored so far, bumped in the transaction that stores each one.
+    n_rankings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     campaign: Mapped[Campaign] = relationship(back_populates="rounds")
-    images: Mapped[list[Image]] = relationship(
-        back_populates="round", order_by="Image.position", lazy="selectin"
-    )
-    consensus: Mapped[Consensus | None] = relationship(back_populates="round", lazy="selectin")
+    images: Mapped[list[Image]] = relationship(back_populates="round", order_by="Image.position")
+    consensus: Mapped[Consensus | None] = relationship(back_populates="round")
 
 
 class Image(Base):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -329,15 +329,16 @@ def round_failed(session: Session, campaign_id: str, round_number: int, error: s
 # -- tasks ----------------------------------------------------------------------------------
 
 
-def _active_count(now: dt.datetime):
-    """Per open round: rankings in plus leases still running (the slots already spoken for)."""
-    open_rounds = select(Round.id).where(Round.status == "open")
+LAST_SEEN_EVERY = dt.timedelta(seconds=60)
+
+
+def _active_leases(now: dt.datetime):
+    """Per open round: leases still running and not yet answered (rankings are counted on the
+    round itself, ``Round.n_rankings``, so this scan stays small)."""
     return (
-        select(Assignment.round_id, func.count().label("taken"))
-        .where(
-            Assignment.round_id.in_(open_rounds),
-            or_(Assignment.status == "submitted", Assignment.expires_at > now),
-        )
+        select(Assignment.round_id, func.count().label("leased"))
+        .join(Round, Round.id == Assignment.round_id)
+        .where(Round.status == "open", Assignment.status == "leased", Assignment.expires_at > now)
         .group_by(Assignment.round_id)
         .subquery()
     )
@@ -345,15 +346,17 @@ def _active_count(now: dt.datetime):
 
 def lease(
     session: Session, annotator: Annotator, now: dt.datetime | None = None
-) -> tuple[Assignment, Round] | None:
+) -> tuple[Assignment, Round, Campaign] | None:
     """The annotator's task: its running lease, else a new one on the round that most needs a
     ranking (largest quorum shortfall, then oldest) among the campaigns it may work on."""
     now = now or utcnow()
     eligible = [Campaign.status == "running", Round.status == "open"]
     if annotator.campaign_id is not None:
         eligible.append(Round.campaign_id == annotator.campaign_id)
+    if annotator.last_seen is None or now - annotator.last_seen > LAST_SEEN_EVERY:
+        annotator.last_seen = now  # throttled: one write a minute, not one per request
     current = session.execute(
-        select(Assignment, Round)
+        select(Assignment, Round, Campaign)
         .join(Round, Round.id == Assignment.round_id)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(
@@ -365,20 +368,19 @@ def lease(
         .order_by(Assignment.created_at)
         .limit(1)
     ).first()
-    annotator.last_seen = now
     if current is not None:
         session.commit()
-        return current[0], current[1]
-    taken = _active_count(now)
+        return current[0], current[1], current[2]
+    leased = _active_leases(now)
     quorum = Campaign.settings["annotators_per_round"].as_integer()
-    need = quorum - func.coalesce(taken.c.taken, 0)
+    need = quorum - Round.n_rankings - func.coalesce(leased.c.leased, 0)
     mine = select(Assignment.id).where(
         Assignment.round_id == Round.id, Assignment.annotator_id == annotator.id
     )
     row = session.execute(
-        select(Round, Campaign.settings)
+        select(Round, Campaign)
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .outerjoin(taken, taken.c.round_id == Round.id)
+        .outerjoin(leased, leased.c.round_id == Round.id)
         .where(*eligible, need > 0, ~mine.exists())
         .order_by(need.desc(), Round.opened_at, Round.id)
         .limit(1)
@@ -386,12 +388,12 @@ def lease(
     if row is None:
         session.commit()
         return None
-    round_, settings = row
+    round_, campaign = row
     assignment = Assignment(
         round_id=round_.id,
         annotator_id=annotator.id,
         created_at=now,
-        expires_at=now + dt.timedelta(seconds=float(settings["lease_s"])),
+        expires_at=now + dt.timedelta(seconds=float(campaign.settings["lease_s"])),
     )
     session.add(assignment)
     try:
@@ -399,7 +401,7 @@ def lease(
     except IntegrityError:  # the same annotator leased this round in a parallel request
         session.rollback()
         return lease(session, annotator, now)
-    return assignment, round_
+    return assignment, round_, campaign
 
 
 def display_order(annotator_id: str, round_: Round) -> list[Image]:
@@ -454,44 +456,60 @@ def attention_passed(positions: list[Any], images: list[Image]) -> bool | None:
     return True
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A stored ranking, and whether it completed its round's quorum."""
+
+    ranking_id: int
+    round_id: int
+    late: bool
+    attention_passed: bool | None
+    quorum_reached: bool
+
+
 def submit(
     session: Session,
     annotator: Annotator,
     task_id: str,
     order: list[Any],
     now: dt.datetime | None = None,
-) -> Ranking:
+) -> Submitted:
     """Commit one ranking, or raise (404 unknown, 403 foreign, 409 repeated, 410 late)."""
     now = now or utcnow()
-    assignment = session.get(Assignment, task_id)
-    if assignment is None:
+    row = session.execute(
+        select(Assignment, Round, Campaign)
+        .join(Round, Round.id == Assignment.round_id)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(Assignment.id == task_id)
+    ).first()
+    if row is None:
         raise NotFound(f"no task {task_id!r}")
+    assignment, round_, campaign = row
+    settings = campaign.settings
+    quorum = int(settings["annotators_per_round"])
     if assignment.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
     if assignment.status == "submitted":
         raise Conflict("this task already has your ranking; fetch the next task")
-    round_ = session.get(Round, assignment.round_id)
-    assert round_ is not None
-    campaign = session.get(Campaign, round_.campaign_id)
-    assert campaign is not None
-    settings = campaign.settings
     if round_.status != "open":
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = assignment.expires_at <= now
     if late:
-        others = session.scalar(
+        others_leased = session.scalar(
             select(func.count())
             .select_from(Assignment)
             .where(
                 Assignment.round_id == round_.id,
                 Assignment.id != assignment.id,
-                or_(Assignment.status == "submitted", Assignment.expires_at > now),
+                Assignment.status == "leased",
+                Assignment.expires_at > now,
             )
         )
-        if others >= int(settings["annotators_per_round"]):
+        if round_.n_rankings + others_leased >= quorum:
             raise Gone("your lease expired and the task went to someone else")
-    positions = parse_order(order, list(round_.images), settings.get("k"), settings["allow_ties"])
-    passed = attention_passed(positions, list(round_.images))
+    images = list(round_.images)
+    positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
+    passed = attention_passed(positions, images)
     claimed = session.execute(
         update(Assignment)
         .where(Assignment.id == assignment.id, Assignment.status == "leased")
@@ -515,30 +533,33 @@ def submit(
     values: dict[str, Any] = {"tasks_done": Annotator.tasks_done + 1, "last_seen": now}
     if passed is False:
         values["attention_failed"] = Annotator.attention_failed + 1
-    session.execute(
+    tasks_done, code = session.execute(
         update(Annotator)
         .where(Annotator.id == annotator.id)
         .values(**values)
+        .returning(Annotator.tasks_done, Annotator.completion_code)
         .execution_options(synchronize_session=False)
-    )
-    session.execute(
+    ).one()
+    if code is None and tasks_done >= int(settings["tasks_per_annotator"]):
+        session.execute(
+            update(Annotator)
+            .where(Annotator.id == annotator.id)
+            .values(completion_code=campaign.completion_code)
+            .execution_options(synchronize_session=False)
+        )
+    n_rankings = session.execute(
         update(Round)
         .where(Round.id == round_.id)
-        .values(last_ranking_at=now)
+        .values(n_rankings=Round.n_rankings + 1, last_ranking_at=now)
+        .returning(Round.n_rankings)
         .execution_options(synchronize_session=False)
-    )
+    ).scalar_one()
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict("this task already has your ranking; fetch the next task") from None
-    session.refresh(annotator)
-    if annotator.completion_code is None and annotator.tasks_done >= int(
-        settings["tasks_per_annotator"]
-    ):
-        annotator.completion_code = campaign.completion_code
-        session.commit()
-    return ranking
+    return Submitted(ranking.id, round_.id, late, passed, n_rankings >= quorum)
 
 
 # -- closing, consensus, advancing --------------------------------------------------------------

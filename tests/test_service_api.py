@@ -54,7 +54,8 @@ def test_owner_creates_starts_and_reads_a_campaign(app, owner):
     assert [c["id"] for c in owner.get("/api/campaigns").json["campaigns"]] == [cid]
     annotators = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
     weights = [a["weight"] for a in annotators if a["n_rankings"]]
-    assert len(weights) == 2 and all(isinstance(w, float) for w in weights)  # from the reliability model
+    # weights come from the campaign's reliability model once a round has closed
+    assert len(weights) == 2 and all(isinstance(w, float) for w in weights)
     lines = owner.get(f"/api/campaigns/{cid}/export?format=jsonl").data.decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["order"] for r in records] == [ids, ids]

@@ -36,7 +36,7 @@ def new_annotator(session, campaign_id: str | None, name: str) -> Annotator:
 def rank_all(session, annotator, now=None, reverse=False):
     leased = rounds.lease(session, annotator, now)
     assert leased is not None
-    assignment, round_ = leased
+    assignment, round_, _ = leased
     images = sorted(round_.images, key=lambda i: (i.role == "attention", i.index), reverse=reverse)
     return rounds.submit(session, annotator, assignment.id, [i.id for i in images], now)
 
@@ -108,8 +108,8 @@ def test_display_order_is_shuffled_per_annotator_and_stable(app, session):
     rounds.start(session, cid)
     render_round(app, cid, 0, m=8, session=session)
     a, b = new_annotator(session, cid, "a"), new_annotator(session, cid, "b")
-    task_a, round_ = rounds.lease(session, a)
-    again, _ = rounds.lease(session, a)
+    task_a, round_, _ = rounds.lease(session, a)
+    again, _, _ = rounds.lease(session, a)
     assert again.id == task_a.id  # a reload returns the same lease
     order_a = [i.id for i in rounds.display_order(a.id, round_)]
     assert order_a == [i.id for i in rounds.display_order(a.id, round_)]
@@ -123,7 +123,7 @@ def test_late_repeated_and_foreign_submissions_change_nothing(app, session):
     render_round(app, cid, 0, session=session)
     slow, quick, other = (new_annotator(session, cid, n) for n in ("slow", "quick", "other"))
     t0 = utcnow()
-    task, round_ = rounds.lease(session, slow, t0)
+    task, round_, _ = rounds.lease(session, slow, t0)
     ids = [i.id for i in round_.images]
     with pytest.raises(Forbidden):
         rounds.submit(session, other, task.id, ids, t0)
@@ -131,7 +131,7 @@ def test_late_repeated_and_foreign_submissions_change_nothing(app, session):
         rounds.submit(session, slow, "no-such-task", ids, t0)
     assert rounds.lease(session, quick, t0) is None  # the only slot is leased
     later = t0 + dt.timedelta(seconds=61)
-    task_quick, _ = rounds.lease(session, quick, later)  # the lease expired: reassigned
+    task_quick, _, _ = rounds.lease(session, quick, later)  # the lease expired: reassigned
     rounds.submit(session, quick, task_quick.id, ids, later)
     with pytest.raises(Conflict):
         rounds.submit(session, quick, task_quick.id, ids, later)
@@ -146,7 +146,7 @@ def test_an_expired_lease_nobody_took_is_still_accepted(app, session):
     render_round(app, cid, 0, session=session)
     slow = new_annotator(session, cid, "slow")
     t0 = utcnow()
-    task, round_ = rounds.lease(session, slow, t0)
+    task, round_, _ = rounds.lease(session, slow, t0)
     ranking = rounds.submit(
         session, slow, task.id, [i.id for i in round_.images], t0 + dt.timedelta(minutes=5)
     )

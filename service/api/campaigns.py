@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from rankloop.errors import NotFound
 from service import rounds
@@ -141,7 +142,12 @@ def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
         ).all()
     )
     quorum = int(campaign.settings["annotators_per_round"])
-    all_rounds = list(campaign.rounds)
+    all_rounds = session.scalars(
+        select(Round)
+        .where(Round.campaign_id == campaign.id)
+        .order_by(Round.number)
+        .options(selectinload(Round.images), selectinload(Round.consensus))
+    ).all()
     current = all_rounds[-1] if all_rounds else None
     best = next((url for r in reversed(all_rounds) if (url := _winner_url(r))), None)
     document: dict[str, Any] = {

@@ -12,7 +12,6 @@ from service import rounds
 from service.api.common import iso, json_body, object_url
 from service.auth import require_annotator
 from service.db import get_session
-from service.models import Campaign
 from service.schemas import RankingSubmit, validate
 from service.tasks import after_ranking
 
@@ -26,9 +25,7 @@ def next_task():
     leased = rounds.lease(session, annotator)
     if leased is None:
         return Response(status=204)
-    assignment, round_ = leased
-    campaign = session.get(Campaign, round_.campaign_id)
-    assert campaign is not None
+    assignment, round_, campaign = leased
     settings = campaign.settings
     images = rounds.display_order(annotator.id, round_)
     return jsonify(
@@ -58,15 +55,15 @@ def submit_ranking(task_id: str):
     session = get_session()
     annotator = require_annotator(session)
     body: RankingSubmit = validate(RankingSubmit, json_body())
-    ranking = rounds.submit(session, annotator, task_id, body.order)
-    round_id = ranking.round_id
+    submitted = rounds.submit(session, annotator, task_id, body.order)
     session.close()
-    after_ranking(round_id)
+    if submitted.quorum_reached:
+        after_ranking(submitted.round_id)
     return jsonify(
         {
-            "ranking_id": ranking.id,
+            "ranking_id": submitted.ranking_id,
             "task_id": task_id,
-            "late": ranking.late,
-            "attention_passed": ranking.attention_passed,
+            "late": submitted.late,
+            "attention_passed": submitted.attention_passed,
         }
     ), 201
