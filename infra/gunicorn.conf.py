@@ -26,3 +26,11 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker):
+    # Rounds close inside the request that completes their quorum: pay the consensus
+    # engine's import cost now, not in that request.
+    from service.tasks import warm_up_consensus
+
+    warm_up_consensus()

@@ -163,6 +163,9 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
 
     upgrade(env["RANKLOOP_DATABASE_URL"])
     app = create_app({"BASE_URL": f"http://{host}:{port}"})
+    from service.tasks import warm_up_consensus
+
+    threading.Thread(target=warm_up_consensus, name="warm-up", daemon=True).start()
     quorum = max(1, min(simulate, 3)) if simulate else 1
     campaign_id = demo_campaign(app, rounds_budget or (12 if simulate else 20), quorum)
 

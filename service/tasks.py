@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task, shared_task
+from celery.signals import worker_init, worker_process_init
 from flask import Flask, current_app
 
 from service import rounds
@@ -104,6 +105,18 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
         app.extensions["celery"].send_task(
             "rankloop.coord.close_round", args=(round_id,), queue="coord"
         )
+
+
+def warm_up_consensus(**_: Any) -> None:
+    """Pay the consensus engine's first-call cost (scipy's MILP import, about a second) at
+    process start instead of in the first round transition."""
+    from service.consensus import AnnotatorReliability, aggregate
+
+    aggregate([("a", [0, 1, 2]), ("b", [1, 0, 2])], 3, reliability=AnnotatorReliability())
+
+
+worker_init.connect(warm_up_consensus, weak=False)
+worker_process_init.connect(warm_up_consensus, weak=False)
 
 
 @shared_task(name="rankloop.coord.round_rendered", ignore_result=True)

@@ -262,6 +262,9 @@ def _turnaround(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    from service.tasks import warm_up_consensus
+
+    warm_up_consensus()  # as gunicorn's post_worker_init and the coord worker do
     celery = app.extensions["celery"]
     client = app.test_client()
     to_enqueue: list[float] = []
