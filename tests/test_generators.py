@@ -180,3 +180,53 @@ def test_thumbnail_is_small_webp():
     pixels = np.random.default_rng(0).integers(0, 255, (512, 384, 3), dtype=np.uint8)
     thumb = Image.open(BytesIO(encode_thumbnail(pixels)))
     assert thumb.format == "WEBP" and thumb.size == (192, 256)
+
+
+@pytest.mark.slow
+def test_bench_render_quick_writes_a_table_and_json(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from rankloop.bench.render import render_command
+
+    out = tmp_path / "render.json"
+    result = CliRunner().invoke(render_command, ["--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["generator"] for row in rows] == ["cppn", "tiny-sd"]
+    assert all(row["images"] == 9 and row["round_s"] > 0 for row in rows)
+    assert "tiny-sd" in result.output and "round_s" in result.output
+
+
+@pytest.mark.gpu
+def test_bench_render_cuda_quick_matches_eager(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import json
+
+    from click.testing import CliRunner
+
+    from rankloop.bench.render import render_command
+
+    out = tmp_path / "render.json"
+    result = CliRunner().invoke(render_command, ["--device", "cuda", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    eager, optimized = json.loads(out.read_text())["rows"]
+    assert (eager["path"], optimized["path"]) == ("eager", "optimized")
+    assert optimized["max_abs_diff"] < 0.05  # fp16 tolerance on the [0, 1] image scale
+
+
+@pytest.mark.gpu
+def test_cuda_generator_uses_the_optimised_path():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from gpu_worker.generators.diffusion import load_tiny_sd
+
+    generator = load_tiny_sd(device="cuda", optimize=None)
+    assert generator.optimized and generator.dtype == torch.float32
+    settings = resolve_settings({"generator": "tiny-sd"}, generator)
+    images = generator.render(latents(generator, settings, 3), settings)
+    assert len(images) == 3 and images[0].shape == (64, 64, 3)

@@ -116,7 +116,10 @@ class DiffusionGenerator:
         inductor_config.epilogue_fusion = False
         inductor_config.coordinate_descent_check_all_directions = True
         # Batch sizes change with m, the attention check and OOM splits: allow a few graphs.
+        # One static graph per batch size (m + 1, OOM halves) rather than one dynamic-shape
+        # graph, whose kernels are slower.
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+        torch._dynamo.config.automatic_dynamic_shapes = False
         if self.device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -165,10 +168,16 @@ class DiffusionGenerator:
     # -- rendering -------------------------------------------------------------------------------
     def render(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
         """Render a batch of initial noise latents ``(n, C, h, w)`` into ``n`` uint8 RGB arrays."""
+        images = np.nan_to_num(self.render_float(latents, settings), nan=0.0)
+        return list(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
+
+    def render_float(self, latents: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+        """The pipeline's own output, ``(n, H, W, 3)`` float32 in [0, 1] (benchmarks compare
+        the eager and the compiled path on it)."""
         latents = np.asarray(latents, dtype=np.float32)
         with self._lock:
             self.pipe.scheduler = self._scheduler(settings["scheduler"])
-            return self._render_split(latents, settings)
+            return np.stack(self._render_split(latents, settings))
 
     def _render_split(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
         torch = _torch()
@@ -211,8 +220,7 @@ class DiffusionGenerator:
             kwargs["eta"] = 0.0
         with torch.inference_mode():
             images = self.pipe(**kwargs).images
-        images = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=0.0)
-        return list(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
+        return list(np.asarray(images, dtype=np.float32))
 
 
 # -- builders ------------------------------------------------------------------------------------
@@ -227,7 +235,8 @@ def build_pipeline_from_configs(
     determinism does). Nothing is downloaded.
     """
     torch = _torch()
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    import diffusers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from gpu_worker.tiny_sd import CONFIG_DIR as TOKENIZER_DIR
@@ -251,7 +260,9 @@ def build_pipeline_from_configs(
                 text_encoder_2 = CLIPTextModelWithProjection(
                     CLIPTextConfig(**load("text_encoder_2.json"))
                 )
-    scheduler = DDIMScheduler.from_config(load("scheduler.json"))
+    scheduler_config = load("scheduler.json")
+    scheduler_class = getattr(diffusers, scheduler_config.get("_class_name", "DDIMScheduler"))
+    scheduler = scheduler_class.from_config(scheduler_config)
     modules = [unet, vae, text_encoder] + ([text_encoder_2] if text_encoder_2 else [])
     for module in modules:
         module.eval()

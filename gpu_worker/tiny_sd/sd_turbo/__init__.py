@@ -1,0 +1,1 @@
+"""Architecture configs (JSON) for the random-weight GPU benchmark; nothing is downloaded."""
