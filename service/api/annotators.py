@@ -99,6 +99,7 @@ def list_annotators(campaign_id: str):
                 "weight": weight,
                 "n_rankings": n,
                 "n_attention_failed": a.attention_failed,
+                "created_at": iso(a.created_at),
                 "last_seen": iso(a.last_seen),
                 "pool": a.campaign_id is None,
                 "flags": flags,
