@@ -110,6 +110,13 @@ def render_round(
             raise CorruptedObject(
                 f"state {previous_state_key!r} does not decode: {error}"
             ) from error
+        expected = tuple(generator.latent_shape(settings))
+        if tuple(optimizer.x.shape) != expected:
+            raise InvalidInput(
+                f"the state's latent has shape {tuple(optimizer.x.shape)} but these settings "
+                f"render latents of shape {expected}: keep generator, model and size fixed "
+                "within a campaign (fork a new campaign to change them)"
+            )
         previous = optimizer.ask()  # the pending proposal stored with the state (same as before)
         _tell(optimizer, consensus, len(previous.points))
 

@@ -73,15 +73,20 @@ def _warm_up(**_: Any) -> None:
     raw = os.environ.get("RANKLOOP_WARMUP")
     if not raw:
         return
-    from gpu_worker.generators import load_generator, resolve_settings
-
-    settings = json.loads(raw)
-    started = time.perf_counter()
-    generator = load_generator(settings)
-    settings = resolve_settings(settings, generator)
     import numpy as np
 
-    batch = settings["m"] + (1 if settings["attention_check"] else 0)
-    latents = np.random.default_rng(0).standard_normal((batch, *generator.latent_shape(settings)))
-    generator.render(latents, settings)
+    from gpu_worker.generators import load_generator, resolve_settings
+
+    started = time.perf_counter()
+    try:
+        settings = json.loads(raw)
+        generator = load_generator(settings)
+        settings = resolve_settings(settings, generator)
+        batch = settings["m"] + (1 if settings["attention_check"] else 0)
+        shape = (batch, *generator.latent_shape(settings))
+        generator.render(np.random.default_rng(0).standard_normal(shape), settings)
+    except Exception:
+        # A bad warm-up must not crash-loop the pool: tasks will report the same error clearly.
+        log.exception("warm-up failed (RANKLOOP_WARMUP=%s)", raw)
+        return
     log.info("warm-up of %s done in %.1fs", settings["generator"], time.perf_counter() - started)

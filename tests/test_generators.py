@@ -230,3 +230,45 @@ def test_cuda_generator_uses_the_optimised_path():
     settings = resolve_settings({"generator": "tiny-sd"}, generator)
     images = generator.render(latents(generator, settings, 3), settings)
     assert len(images) == 3 and images[0].shape == (64, 64, 3)
+
+
+# -- render_round in-process (the task's body) ---------------------------------------------------
+def test_render_round_rewrites_the_same_objects_after_a_crash(tmp_path):
+    from gpu_worker.render import render_round
+    from rankloop.storage import LocalStore
+
+    store = LocalStore(tmp_path)
+    settings = {"generator": "cppn", "m": 4, "seed": 2, "width": 48, "height": 48}
+    first = render_round(store, "c", 0, settings)
+    objects = {key: store.get(key) for key in store.list("campaigns/c/")}
+    assert render_round(store, "c", 0, settings) == first  # complete: manifest returned as is
+    store.delete(first["manifest_key"])  # as if the worker died before the manifest
+    again = render_round(store, "c", 0, settings)
+    assert {key: store.get(key) for key in store.list("campaigns/c/") if "manifest" not in key} == {
+        key: data for key, data in objects.items() if "manifest" not in key
+    }
+    assert {**again, "render_seconds": 0} == {**first, "render_seconds": 0}
+
+
+def test_render_round_rejects_inconsistent_requests(tmp_path):
+    from gpu_worker.render import render_round
+    from rankloop.errors import NotFound
+    from rankloop.storage import LocalStore
+
+    store = LocalStore(tmp_path)
+    settings = {"generator": "cppn", "m": 4, "width": 48, "height": 48}
+    r0 = render_round(store, "c", 0, settings)
+    with pytest.raises(InvalidInput, match="needs previous_state_key"):
+        render_round(store, "c", 1, settings, None, {"order": [0]})
+    with pytest.raises(InvalidInput, match="needs the consensus"):
+        render_round(store, "c", 1, settings, r0["state_key"], None)
+    with pytest.raises(InvalidInput, match="indices run from 0 to 3"):
+        render_round(store, "c", 1, settings, r0["state_key"], {"order": [0, 7]})
+    with pytest.raises(NotFound):
+        render_round(store, "c", 1, settings, "campaigns/c/rounds/0000/nope.npz", {"order": [0]})
+    with pytest.raises(InvalidInput, match="latent has shape"):
+        tiny_settings = {"generator": "tiny-sd", "m": 4}
+        render_round(store, "c", 1, tiny_settings, r0["state_key"], {"order": [0]})
+    with pytest.raises(InvalidInput, match="campaign_id"):
+        render_round(store, "a/b", 0, settings)
+    assert not store.exists("campaigns/c/rounds/0001/manifest.json")
