@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 import numpy as np
+from scipy.stats import wilcoxon
 
 from rankloop.bench.report import format_table, save_results
 from rankloop.crowd import make_crowd
@@ -147,6 +148,7 @@ def feed_study(
         "preferences median": float(np.median(ratios["preferences"])),
         "geo-mean pref/order": float(np.exp(np.mean(np.log(paired)))),
         "pref wins": float(np.mean(paired < 1.0)),
+        "log ratios": np.log(paired).tolist(),
     }
 
 
@@ -232,7 +234,7 @@ def consensus_command(
             )
     feed_settings = [(temperature, None), (temperature, topk), (2 * temperature, None)]
     if not quick:
-        feed_settings.append((4 * temperature, None))
+        feed_settings += [(2 * temperature, topk), (4 * temperature, None)]
     for feed_temperature, k in feed_settings:
         rows.append(
             {
@@ -243,10 +245,17 @@ def consensus_command(
             }
         )
     feed_rows = [r for r in rows if r["part"] == "feed"]
+    # One verdict from every paired run of every setting: the mean log ratio, how often
+    # preferences won, and a Wilcoxon signed-rank test (f/f0 spans orders of magnitude, so
+    # the comparison is made on logs, paired by seed).
+    pooled = np.concatenate([r.pop("log ratios") for r in feed_rows])
+    p_value = float(wilcoxon(pooled).pvalue) if len(pooled) > 1 and np.any(pooled) else 1.0
     summary["feed"] = {
-        "winner": "preferences"
-        if np.mean([np.log(r["geo-mean pref/order"]) for r in feed_rows]) < 0
-        else "order",
+        "winner": "preferences" if pooled.mean() < 0 else "order",
+        "pooled_runs": len(pooled),
+        "pooled_geo_mean_pref_over_order": float(np.exp(pooled.mean())),
+        "pooled_pref_wins": float(np.mean(pooled < 0)),
+        "wilcoxon_p": p_value,
         "geo-mean pref/order per setting": {
             r["setting"]: r["geo-mean pref/order"] for r in feed_rows
         },
@@ -293,7 +302,13 @@ def consensus_command(
             f"({summary[setting]['best_baseline']}) = "
             f"{summary[setting]['auto_minus_best_baseline']:+.3f}"
         )
-    click.echo(f"better feed with noisy crowds: tell({summary['feed']['winner']})")
+    verdict = summary["feed"]
+    click.echo(
+        f"better feed with noisy crowds: tell({verdict['winner']}); over "
+        f"{verdict['pooled_runs']} paired runs f/f0 pref/order geo-mean "
+        f"{verdict['pooled_geo_mean_pref_over_order']:.3f}, preferences lower in "
+        f"{verdict['pooled_pref_wins']:.0%}, Wilcoxon p = {verdict['wilcoxon_p']:.2g}"
+    )
     path = save_results(
         out,
         "consensus",
