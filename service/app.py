@@ -25,6 +25,7 @@ def default_config(var_dir: str | os.PathLike[str] = "var") -> dict[str, Any]:
         "STORE_URL": str(var / "objects"),
         "BROKER_URL": f"sqla+sqlite:///{var / 'celery-broker.sqlite'}",
         "BROKER_TRANSPORT_OPTIONS": {},
+        "RESULT_BACKEND": None,  # optional: where failed renders' exceptions can be read
         "ADMIN_TOKEN": None,
         "BASE_URL": None,  # public URL for links; the request's host when unset
         "PRESIGN_EXPIRES_S": 3600,

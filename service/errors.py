@@ -8,6 +8,7 @@ reveals nothing.
 from __future__ import annotations
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from rankloop.errors import RankloopError
@@ -33,6 +34,15 @@ def init_app(app: Flask) -> None:
         if error.code == 429:
             response.headers.update(error.get_headers())
             response.headers["Content-Type"] = "application/json"
+        return response
+
+    @app.errorhandler(OperationalError)
+    def _database_down(error: OperationalError):
+        app.logger.exception("database error")
+        response = error_response(
+            503, "database_unavailable", "the database is busy or down; retry"
+        )
+        response.headers["Retry-After"] = "2"
         return response
 
     @app.errorhandler(Exception)

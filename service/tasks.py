@@ -35,7 +35,9 @@ def celery_config(config: dict[str, Any]) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": backend,
         "broker_connection_retry_on_startup": True,
-        "result_backend": None,
+        # Optional: with the GPU workers' result backend, a failed render's exception is
+        # recorded on the round, not only "see the worker's log".
+        "result_backend": config.get("RESULT_BACKEND") or None,
         "task_ignore_result": True,
         "task_default_queue": "coord",
         "task_acks_late": True,
@@ -139,9 +141,24 @@ def round_failed_task(
     if exc is not None:
         error = f"{type(exc).__name__}: {exc}"
     else:
-        error = f"render task {request_or_task_id} failed; see the GPU worker's log"
+        error = _stored_error(str(request_or_task_id)) or (
+            f"render task {request_or_task_id} failed; see the GPU worker's log"
+        )
     with session_scope() as session:
         return rounds.round_failed(session, campaign_id, int(round_number), error)
+
+
+def _stored_error(task_id: str) -> str | None:
+    """The exception a failed render left in the result backend, when there is one."""
+    celery: Celery = current_app.extensions["celery"]
+    if not celery.conf.result_backend:
+        return None
+    try:
+        result = celery.AsyncResult(task_id).result
+    except Exception:  # the backend is down or holds something undecodable: keep the plain note
+        log.exception("could not read the result of %s", task_id)
+        return None
+    return f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
 
 
 @shared_task(name="rankloop.coord.close_round", ignore_result=True)

@@ -4,6 +4,7 @@ server and three simulated annotators; and the same through ``rankloop up``."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -141,3 +142,33 @@ def test_rankloop_up_runs_a_simulated_campaign_to_the_end(tmp_path: Path):
         assert connection.execute("select count(*) from rankings").fetchone() == (9,)
         assert connection.execute("select count(*) from consensus").fetchone() == (3,)
         assert connection.execute("select status from campaigns").fetchall() == [("finished",)]
+
+
+def test_a_render_that_fails_is_recorded_on_the_campaign(
+    tmp_path, broker_env, celery_worker_factory
+):
+    """Bad settings the coordinator cannot see (an unknown optimizer option) fail in the GPU
+    worker; its link_error reaches the coord worker, which fails the campaign with the reason."""
+    url = f"sqlite:///{tmp_path / 'coordinator.sqlite'}"
+    upgrade(url)
+    env = {**broker_env, "RANKLOOP_DATABASE_URL": url, "RANKLOOP_STORE_URL": str(tmp_path / "objects"),
+           "RANKLOOP_ADMIN_TOKEN": ADMIN}  # fmt: skip
+    celery_worker_factory(app="gpu_worker.celery_app", env=env, queues=("gpu",))
+    celery_worker_factory(app="service.worker", env=env, queues=("coord",))
+    app = create_app({
+        "DATABASE_URL": url, "STORE_URL": env["RANKLOOP_STORE_URL"], "ADMIN_TOKEN": ADMIN,
+        "BROKER_URL": broker_env["RANKLOOP_BROKER_URL"],
+        "BROKER_TRANSPORT_OPTIONS": json.loads(broker_env["RANKLOOP_BROKER_TRANSPORT_OPTIONS"]),
+    })  # fmt: skip
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    created = client.post("/api/campaigns", headers=headers, json={
+        "prompt": "x", "generator": "cppn", "m": 4, "width": 64, "height": 64,
+        "optimizer": {"no_such_option": 1}, "start": True})  # fmt: skip
+    assert created.status_code == 201, created.json
+    cid = created.json["id"]
+    failed = _wait(lambda: (d := client.get(f"/api/campaigns/{cid}", headers=headers).json)["status"] == "failed" and d,
+                   60, "the campaign to fail")  # fmt: skip
+    assert "no_such_option" in failed["error"]
+    assert failed["current_round"]["status"] == "failed"
+    db.get_engine(app).dispose()
