@@ -45,6 +45,15 @@ def loop_database(postgres_url):
         connection.execute(f'DROP DATABASE IF EXISTS "{loop_name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def own_broker_env(broker_env):
+    """The session's Redis broker under a key prefix of this test's own: no task left queued
+    by another test (a killed worker's render, say) reaches these workers."""
+    options = json.loads(broker_env["RANKLOOP_BROKER_TRANSPORT_OPTIONS"])
+    options["global_keyprefix"] += f"loop-{uuid.uuid4().hex[:6]}:"
+    return {**broker_env, "RANKLOOP_BROKER_TRANSPORT_OPTIONS": json.dumps(options)}
+
+
 def _wait(predicate, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -56,8 +65,9 @@ def _wait(predicate, timeout_s: float, what: str):
 
 
 def test_five_rounds_with_three_annotators_on_real_services(
-    loop_database, seaweed, broker_env, celery_worker_factory
+    loop_database, seaweed, own_broker_env, celery_worker_factory
 ):
+    broker_env = own_broker_env
     bucket = seaweed.make_bucket()
     env = {**broker_env, **seaweed.env(bucket), "RANKLOOP_DATABASE_URL": loop_database,
            "RANKLOOP_ADMIN_TOKEN": ADMIN}  # fmt: skip
@@ -145,10 +155,11 @@ def test_rankloop_up_runs_a_simulated_campaign_to_the_end(tmp_path: Path):
 
 
 def test_a_render_that_fails_is_recorded_on_the_campaign(
-    tmp_path, broker_env, celery_worker_factory
+    tmp_path, own_broker_env, celery_worker_factory
 ):
     """Bad settings the coordinator cannot see (an unknown optimizer option) fail in the GPU
     worker; its link_error reaches the coord worker, which fails the campaign with the reason."""
+    broker_env = own_broker_env
     url = f"sqlite:///{tmp_path / 'coordinator.sqlite'}"
     upgrade(url)
     env = {**broker_env, "RANKLOOP_DATABASE_URL": url, "RANKLOOP_STORE_URL": str(tmp_path / "objects"),
