@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 TINY_SD_SEED = 1234  # the random weights of tiny-sd; fixed so every worker renders the same images
 SCHEDULERS = ("ddim", "euler", "default")
 
-# Compile settings from the diffusers speed-up guide (conv 1x1 as matmul, coordinate-descent
-# tuning of Triton kernel sizes, no epilogue fusion). Autotuning modes ("max-autotune*") are
-# accepted but belong in a warmed cache, not a cold worker start: they can compile for minutes.
+# Compile settings from the diffusers speed-up guide (conv 1x1 as matmul, no epilogue fusion;
+# coordinate-descent tuning of Triton kernels with RANKLOOP_COMPILE_TUNING=1). Autotuning modes
+# ("max-autotune*") are accepted but belong in a warmed cache, not a cold worker start: they can
+# compile for many minutes.
 DEFAULT_COMPILE_MODE = os.environ.get("RANKLOOP_COMPILE_MODE", "default")
 DEFAULT_INDUCTOR_CACHE = os.environ.get("RANKLOOP_INDUCTOR_CACHE", "var/inductor-cache")
+COMPILE_TUNING = os.environ.get("RANKLOOP_COMPILE_TUNING", "0") == "1"
 
 
 def _torch():
@@ -112,9 +114,10 @@ class DiffusionGenerator:
 
         inductor_config.fx_graph_cache = True
         inductor_config.conv_1x1_as_mm = True
-        inductor_config.coordinate_descent_tuning = True
         inductor_config.epilogue_fusion = False
-        inductor_config.coordinate_descent_check_all_directions = True
+        if COMPILE_TUNING:  # slower first compile, faster kernels; worth it with a warm cache
+            inductor_config.coordinate_descent_tuning = True
+            inductor_config.coordinate_descent_check_all_directions = True
         # Batch sizes change with m, the attention check and OOM splits: allow a few graphs.
         # One static graph per batch size (m + 1, OOM halves) rather than one dynamic-shape
         # graph, whose kernels are slower.
