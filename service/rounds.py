@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,15 +407,54 @@ def lease(
     return assignment, round_, campaign
 
 
-def display_order(annotator_id: str, round_: Round) -> list[Image]:
-    """The round's images in this annotator's order: shuffled, the same on every reload."""
-    images = list(round_.images)
-    random.Random(f"{annotator_id}:{round_.id}").shuffle(images)
+@dataclass(frozen=True)
+class ImageView:
+    """A round's image as the hot paths need it (a detached, immutable copy of the row)."""
+
+    id: str
+    position: int
+    index: int
+    role: str
+    key: str
+    thumb_key: str | None
+
+
+_IMAGES: OrderedDict[tuple[str, int], tuple[ImageView, ...]] = OrderedDict()
+_IMAGES_LOCK = threading.Lock()
+_IMAGES_MAX = 4096
+
+
+def round_images(session: Session, round_: Round) -> tuple[ImageView, ...]:
+    """The images of an opened round, cached per process: they never change once the round is
+    open, and (campaign id, round number) names them uniquely in any database."""
+    cache_key = (round_.campaign_id, round_.number)
+    with _IMAGES_LOCK:
+        cached = _IMAGES.get(cache_key)
+    if cached is not None:
+        return cached
+    rows = session.execute(
+        select(Image.id, Image.position, Image.index, Image.role, Image.key, Image.thumb_key)
+        .where(Image.round_id == round_.id)
+        .order_by(Image.position)
+    ).all()
+    images = tuple(ImageView(*row) for row in rows)
+    if images and round_.status != "rendering":
+        with _IMAGES_LOCK:
+            _IMAGES[cache_key] = images
+            while len(_IMAGES) > _IMAGES_MAX:
+                _IMAGES.popitem(last=False)
     return images
 
 
+def display_order(annotator_id: str, round_: Round, images: Sequence[ImageView]) -> list[ImageView]:
+    """The round's images in this annotator's order: shuffled, the same on every reload."""
+    shuffled = list(images)
+    random.Random(f"{annotator_id}:{round_.id}").shuffle(shuffled)
+    return shuffled
+
+
 def parse_order(
-    order: list[Any], images: list[Image], k: int | None, allow_ties: bool
+    order: list[Any], images: Sequence[Image | ImageView], k: int | None, allow_ties: bool
 ) -> list[Any]:
     """Image ids (best first; a list = tied ids) -> image positions, or InvalidInput saying why."""
     by_id = {image.id: image.position for image in images}
@@ -441,7 +483,7 @@ def parse_order(
     return positions
 
 
-def attention_passed(positions: list[Any], images: list[Image]) -> bool | None:
+def attention_passed(positions: list[Any], images: Sequence[Image | ImageView]) -> bool | None:
     """False when the degraded copy is ranked above any candidate (ranked or not)."""
     attention = {i.position for i in images if i.role == "attention"}
     if not attention:
@@ -507,7 +549,7 @@ def submit(
         )
         if round_.n_rankings + others_leased >= quorum:
             raise Gone("your lease expired and the task went to someone else")
-    images = list(round_.images)
+    images = round_images(session, round_)
     positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
     passed = attention_passed(positions, images)
     claimed = session.execute(
@@ -743,8 +785,10 @@ def _as_float(value: Any) -> float | None:
 
 
 __all__ = [
+    "ImageView",
     "Outcome",
     "RenderRequest",
+    "Submitted",
     "attention_passed",
     "candidate_feed",
     "close_if_ready",
@@ -755,6 +799,7 @@ __all__ = [
     "pause",
     "resume",
     "round_failed",
+    "round_images",
     "round_rendered",
     "start",
     "stop",

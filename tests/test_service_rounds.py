@@ -111,9 +111,11 @@ def test_display_order_is_shuffled_per_annotator_and_stable(app, session):
     task_a, round_, _ = rounds.lease(session, a)
     again, _, _ = rounds.lease(session, a)
     assert again.id == task_a.id  # a reload returns the same lease
-    order_a = [i.id for i in rounds.display_order(a.id, round_)]
-    assert order_a == [i.id for i in rounds.display_order(a.id, round_)]
-    assert order_a != [i.id for i in rounds.display_order(b.id, round_)]
+    images = rounds.round_images(session, round_)
+    assert [i.position for i in images] == list(range(9))
+    order_a = [i.id for i in rounds.display_order(a.id, round_, images)]
+    assert order_a == [i.id for i in rounds.display_order(a.id, round_, images)]
+    assert order_a != [i.id for i in rounds.display_order(b.id, round_, images)]
     assert sorted(order_a) == sorted(i.id for i in round_.images)
 
 

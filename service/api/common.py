@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import current_app, request, url_for
+from flask import current_app, request
 
 from rankloop.errors import InvalidInput
 from rankloop.storage import ObjectStore
@@ -33,7 +33,8 @@ def object_url(key: str | None) -> str | None:
     if not key:
         return None
     url = store().url(key, int(current_app.config["PRESIGN_EXPIRES_S"]))
-    return url or url_for("exports.get_object", key=key)
+    # The same as url_for("exports.get_object", key=key), without a routing lookup per image.
+    return url or f"{request.script_root}/objects/{key}"
 
 
 def base_url() -> str:

@@ -27,7 +27,7 @@ def next_task():
         return Response(status=204)
     assignment, round_, campaign = leased
     settings = campaign.settings
-    images = rounds.display_order(annotator.id, round_)
+    images = rounds.display_order(annotator.id, round_, rounds.round_images(session, round_))
     return jsonify(
         {
             "task_id": assignment.id,
