@@ -381,7 +381,10 @@ def api_command(
         "RANKLOOP_BROKER_URL": redis_url,
         "RANKLOOP_BROKER_TRANSPORT_OPTIONS": json.dumps({"global_keyprefix": prefix}),
         "RANKLOOP_ADMIN_TOKEN": ADMIN,
+        # Limits stay on, with their production storage (Redis, shared by every process).
         "RANKLOOP_RATELIMIT_ANNOTATOR": "1000000 per minute",
+        "RANKLOOP_RATELIMIT_STORAGE_URI": redis_url,
+        "RANKLOOP_RATELIMIT_KEY_PREFIX": prefix,
     }
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
@@ -458,7 +461,7 @@ def api_command(
             get_engine(app).dispose()
         _drop_database(postgres, db_name)
         client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"{prefix}*", count=500):
+        for key in client.scan_iter(match=f"*{prefix}*", count=500):  # broker and limiter keys
             client.delete(key)
         shutil.rmtree(work, ignore_errors=True)
     click.echo(
