@@ -146,13 +146,16 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     # Initial line-search step (a distance in x); None: derived from x0 (see _initial_step).
     "step": None,
     # Smoothing radius as a fraction of the step: perturbations have norm ~ radius_ratio * step.
-    "radius_ratio": 0.5,
+    "radius_ratio": 0.2,
     # Lower bound on the perturbation norm (e.g. so that humans still see a difference).
     "min_radius": 0.0,
     # Gradient rounds before each line search.
-    "gradient_rounds": 1,
+    "gradient_rounds": 3,
     # Memory of the averaged direction kept after an accepted move (0: reset, the authors' rule).
-    "momentum": 0.5,
+    "momentum": 0.0,
+    # Also step along the averaged direction after every gradient round (SGD with momentum);
+    # line-search rounds then calibrate the step. False: move only in line searches (the paper's loop).
+    "sgd_moves": True,
     # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
     "shell": False,
 }
@@ -207,6 +210,10 @@ class RankSGD:
             raise InvalidInput("momentum must be in [0, 1)")
         if float(opts["radius_ratio"]) <= 0:
             raise InvalidInput("radius_ratio must be > 0")
+        if opts["step"] is not None and not float(opts["step"]) > 0:
+            raise InvalidInput("step must be > 0 (a distance in x), or None to derive it from x0")
+        if float(opts["min_radius"]) < 0:
+            raise InvalidInput("min_radius must be >= 0")
 
         self._shape = tuple(x0.shape)
         self._m = int(m)
@@ -218,6 +225,7 @@ class RankSGD:
             "min_radius": float(opts["min_radius"]),
             "gradient_rounds": int(opts["gradient_rounds"]),
             "momentum": float(opts["momentum"]),
+            "sgd_moves": bool(opts["sgd_moves"]),
             "shell": bool(opts["shell"]),
         }
         x = x0.reshape(-1).copy()
@@ -230,8 +238,8 @@ class RankSGD:
         self._step = float(step) if step is not None else self._initial_step(x)
         self._round = 0
         self._gradient_streak = 0  # gradient rounds since the last line search
-        self._winner: tuple[int, int] | None = None  # (round, index) of last gradient winner
-        self._winner_radius = 0.0
+        # Best point of the last gradient round, a line-search candidate (None after a line search).
+        self._winner: np.ndarray | None = None
         self._pending = False  # an ask is out and awaits its tell
         self._proposal: Proposal | None = None
         self._stats: dict[str, Any] = {}
@@ -337,8 +345,7 @@ class RankSGD:
             "step": self._step,
             "round": self._round,
             "gradient_streak": self._gradient_streak,
-            "winner": None if self._winner is None else list(self._winner),
-            "winner_radius": self._winner_radius,
+            "winner": None if self._winner is None else self._winner.copy(),
             "pending": self._pending,
             "stats": dict(self._stats),
         }
@@ -366,10 +373,8 @@ class RankSGD:
             opt._step = float(state["step"])
             opt._round = int(state["round"])
             opt._gradient_streak = int(state["gradient_streak"])
-            opt._winner = (
-                None if state["winner"] is None else tuple(int(v) for v in state["winner"])
-            )
-            opt._winner_radius = float(state["winner_radius"])
+            winner = state["winner"]
+            opt._winner = None if winner is None else np.asarray(winner, np.float64).reshape(-1)
             opt._pending = bool(state["pending"])
             opt._proposal = None
             opt._stats = dict(state["stats"])
@@ -418,6 +423,7 @@ class RankSGD:
         return self._to_shell(points) if self._options["shell"] else points
 
     def _search_direction(self) -> np.ndarray:
+        """Unit descent direction: the normalised (decayed) sum of descent estimates ``-g``."""
         norm = float(np.linalg.norm(self._direction_sum))
         if norm == 0.0:
             return np.zeros_like(self._x)
@@ -435,29 +441,42 @@ class RankSGD:
         """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
         direction = self._search_direction()
         steps = self._step * self._step_factors()
-        points = self._x - steps[:, None] * (-direction)[None, :]
+        points = self._x + steps[:, None] * direction[None, :]
         if self._options["shell"]:
             points = self._to_shell(points)
-        winner = self._x if self._winner is None else self._winner_point()
+        winner = self._x if self._winner is None else self._winner
         return np.vstack([points, winner[None, :], self._x[None, :]])
-
-    def _winner_point(self) -> np.ndarray:
-        assert self._winner is not None
-        round_number, index = self._winner
-        return self._gradient_points(round_number, self._winner_radius)[index]
 
     def _line_search_permutation(self) -> np.ndarray:
         n = len(self._step_factors()) + 2
         return reproducible_permutation(self._seed, self._round, n)
 
     def _tell_gradient(self, weights: np.ndarray, best: int) -> dict[str, Any]:
-        descent = weights @ self._perturbations(self._round)
-        self._direction_sum += descent
+        perturbations = self._perturbations(self._round)
+        points = self._x + self._radius() * perturbations
+        if self._options["shell"]:
+            points = self._to_shell(points)
+        self._winner = points[best].copy()
+        self._direction_sum += weights @ perturbations
         self._direction_count += 1.0
-        self._winner = (self._round, int(best))
-        self._winner_radius = self._radius()
         self._gradient_streak += 1
-        return {"moved": 0.0, "picked_step": 0.0, "accepted": 0, "picked": "none"}
+        moved = 0.0
+        # The round before a line search does not move: the search then probes a fresh direction
+        # (after a step along it, the best step along the same line would look shorter than it is).
+        if self._options["sgd_moves"] and self.next_kind == GRADIENT:
+            moved = self._move(self._x + self._step * self._search_direction())
+        return {"moved": moved, "picked_step": 0.0, "accepted": int(moved > 0), "picked": "none"}
+
+    def _move(self, target: np.ndarray) -> float:
+        """Move to ``target`` (projected on the shell if asked); decay the direction memory."""
+        if self._options["shell"]:
+            target = self._to_shell(target)
+        moved = float(np.linalg.norm(target - self._x))
+        self._x = target
+        momentum = self._options["momentum"]
+        self._direction_sum *= momentum
+        self._direction_count *= momentum
+        return moved
 
     def _tell_line_search(self, displayed_best: int) -> dict[str, Any]:
         candidates = self._line_search_candidates()
@@ -480,10 +499,7 @@ class RankSGD:
             self._step *= 0.5
         accepted = label != "best"
         if accepted:
-            self._x = points[chosen].copy()
-            momentum = self._options["momentum"]
-            self._direction_sum *= momentum
-            self._direction_count *= momentum
+            self._move(points[chosen].copy())
         self._winner = None
         self._gradient_streak = 0
         return {

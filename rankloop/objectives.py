@@ -17,7 +17,7 @@ from rankloop.errors import InvalidInput
 Objective = Callable[[np.ndarray], np.ndarray]
 
 
-def ill_conditioned_quadratic(x: np.ndarray, condition: float = 1e4) -> np.ndarray:
+def ill_conditioned_quadratic(x: np.ndarray, condition: float = 1e6) -> np.ndarray:
     """Ellipsoid ``sum_i condition**(i/(d-1)) * x_i**2``: curvatures from 1 to ``condition``.
 
     Parameters
