@@ -11,8 +11,7 @@ rank-based optimiser needs. Images are deterministic given the latent and the si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -48,15 +47,11 @@ def _activations(h: np.ndarray, bounds: list[tuple[int, int, int]]) -> np.ndarra
     return out
 
 
-@dataclass(frozen=True)
 class CppnFamily:
     """The fixed latent -> network map. ``latent_dim`` numbers drive every weight."""
 
-    latent_dim: int = LATENT_DIM
-    hidden: int = HIDDEN
-    layers: int = LAYERS
-
-    def __post_init__(self) -> None:
+    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN, layers: int = LAYERS):
+        self.latent_dim, self.hidden, self.layers = latent_dim, hidden, layers
         rng = np.random.default_rng(ARCHITECTURE_SEED)
         shapes = [(N_INPUTS, self.hidden)] + [(self.hidden, self.hidden)] * (self.layers - 1)
         shapes.append((self.hidden, 3))
@@ -84,10 +79,10 @@ class CppnFamily:
             ]
             for row in kinds
         ]
-        object.__setattr__(self, "_shapes", shapes)
-        object.__setattr__(self, "_base", base)
-        object.__setattr__(self, "_mix", mix * gains[:, None])
-        object.__setattr__(self, "_bounds", bounds)
+        self._shapes = shapes
+        self._base = base
+        self._mix = mix * gains[:, None]
+        self._bounds = bounds
 
     def weights(self, latent: np.ndarray) -> list[np.ndarray]:
         flat = self._base + self._mix @ latent
@@ -126,16 +121,16 @@ class CppnGenerator:
 
     name = "cppn"
     shell = False  # a CPPN latent is not a diffusion noise latent: no Gaussian shell to keep
-    defaults: ClassVar[dict[str, Any]] = {
-        "width": 256,
-        "height": 256,
-        "steps": None,
-        "guidance": None,
-        "scheduler": None,
-    }
 
     def __init__(self) -> None:
         self.family = CppnFamily()
+        self.defaults: dict[str, Any] = {
+            "width": 256,
+            "height": 256,
+            "steps": None,
+            "guidance": None,
+            "scheduler": None,
+        }
 
     def latent_shape(self, settings: dict) -> tuple[int, ...]:
         return (self.family.latent_dim,)

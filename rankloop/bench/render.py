@@ -145,7 +145,7 @@ def cuda_rows(
     if not torch.cuda.is_available():
         raise click.UsageError("--device cuda needs a CUDA GPU and a CUDA build of torch")
     rows: list[dict[str, Any]] = []
-    sd15 = dict(size=512, steps=25, guidance=7.5)
+    sd15: dict[str, Any] = {"size": 512, "steps": 25, "guidance": 7.5}
 
     def free() -> None:  # drop one architecture's weights before loading the next
         import gc
@@ -244,8 +244,8 @@ def compare_paths(
             torch.cuda.synchronize()
 
     def timed(m: int) -> tuple[list[float], np.ndarray]:
-        times, images = [], None
-        for _ in range(repeats):
+        times, images = [], np.empty(0)
+        for _ in range(max(1, repeats)):
             sync()
             started = time.perf_counter()
             images = generator.render_float(latents[m], settings)
