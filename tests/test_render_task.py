@@ -126,6 +126,15 @@ def test_task_sent_three_times_makes_one_round(client, worker, seaweed):
     assert len(keys) == 7 * 2 + 2
 
 
+def test_fields_from_a_newer_coordinator_are_accepted(client, worker):
+    result = client.send_task(
+        TASK_NAME,
+        kwargs={"campaign_id": new_campaign(), "settings": CPPN, "priority_hint": "high"},
+        queue="gpu",
+    )
+    assert result.get(timeout=120)["round_number"] == 0  # round_number defaults to 0
+
+
 def test_round_chain_with_consensus(client, worker, seaweed):
     campaign = new_campaign()
     store = seaweed.store()
