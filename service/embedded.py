@@ -244,6 +244,12 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
             return 0 if progress["status"] == "finished" else 1
 
 
+def _warm_up_gunicorn_worker(_worker) -> None:
+    from service.tasks import warm_up_consensus
+
+    warm_up_consensus()
+
+
 @click.command("serve")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option(
@@ -263,6 +269,7 @@ def serve_command(bind: str, workers: int | None, threads: int) -> None:
                        "preload_app": False}  # fmt: skip
             for key, value in options.items():
                 self.cfg.set(key, value)
+            self.cfg.set("post_worker_init", _warm_up_gunicorn_worker)
 
         def load(self):
             return create_app()
