@@ -62,7 +62,8 @@ class Campaign(Base):
     # Campaign settings exactly as validated by service.schemas.CampaignCreate.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AnnotatorReliability.to_dict(): evidence about annotators pooled over every round.
-    reliability: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Deferred: it grows with the crowd, and only closing a round needs it.
+    reliability: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None, deferred=True)
     completion_code: Mapped[str] = mapped_column(
         String(32), default=lambda: secrets.token_hex(4).upper()
     )
