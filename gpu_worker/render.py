@@ -225,7 +225,8 @@ def _json_scalars(stats: dict[str, Any]) -> dict[str, Any]:
 # -- images ---------------------------------------------------------------------------------------
 def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
+    # Level 1: 4x faster than the default 6 for ~25% more bytes; rounds are latency-bound.
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -233,7 +234,7 @@ def encode_thumbnail(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     image = Image.fromarray(pixels)
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=80, method=4)
+    image.save(buffer, format="WEBP", quality=80, method=2)  # method 2: fastest of 0..6 here
     return buffer.getvalue()
 
 

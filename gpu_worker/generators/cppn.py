@@ -29,22 +29,39 @@ LAYER_GAINS = (2.2, 1.0, 0.6)
 OUTPUT_GAIN = 1.5
 
 
+def _gaussian(v: np.ndarray) -> np.ndarray:
+    np.square(v, out=v)
+    np.negative(v, out=v)
+    return np.exp(v, out=v)
+
+
+def _abs_centred(v: np.ndarray) -> np.ndarray:
+    np.abs(v, out=v)
+    return np.subtract(v, 0.5, out=v)
+
+
+def _cos2(v: np.ndarray) -> np.ndarray:
+    np.multiply(v, 2.0, out=v)
+    return np.cos(v, out=v)
+
+
+# Each works in place on a block of rows (units) and returns it.
 ACTIVATIONS = (
-    np.sin,
-    lambda v: np.exp(-(v**2)),
-    np.tanh,
-    lambda v: np.abs(v) - 0.5,
-    lambda v: np.cos(2.0 * v),
+    lambda v: np.sin(v, out=v),
+    _gaussian,
+    lambda v: np.tanh(v, out=v),
+    _abs_centred,
+    _cos2,
     lambda v: v,
 )
 
 
 def _activations(h: np.ndarray, bounds: list[tuple[int, int, int]]) -> np.ndarray:
-    # Units are sorted by activation kind, so each kind acts on one contiguous block of columns.
-    out = np.empty_like(h)
+    # h is (units, pixels) and units are sorted by activation kind, so each kind acts in place on
+    # one contiguous block of rows (column blocks of a (pixels, units) array are 3x slower).
     for kind, start, stop in bounds:
-        out[:, start:stop] = ACTIVATIONS[kind](h[:, start:stop])
-    return out
+        ACTIVATIONS[kind](h[start:stop])
+    return h
 
 
 class CppnFamily:
@@ -103,13 +120,13 @@ class CppnFamily:
         ys = (ys - (height - 1) / 2.0) / scale * 2.0
         rs = np.sqrt(xs**2 + ys**2)
         phase = np.full_like(xs, np.tanh(latent[:4].mean()), dtype=np.float32)
-        features = np.stack([xs, ys, rs, np.ones_like(xs), phase], axis=-1).reshape(-1, N_INPUTS)
+        features = np.stack([xs, ys, rs, np.ones_like(xs), phase]).reshape(N_INPUTS, -1)
         # float32 halves the time; the bytes stay a deterministic function of the latent.
         weights = [w.astype(np.float32) for w in self.weights(latent)]
         h = features
         for layer in range(self.layers):
-            h = _activations(h @ weights[layer], self._bounds[layer])
-        out = h @ weights[-1]
+            h = _activations(weights[layer].T @ h, self._bounds[layer])
+        out = (weights[-1].T @ h).T
         # A smooth squashing to [0, 1]; the sine gives bands of saturated colour, as Picbreeder's.
         rgb = 0.5 + 0.5 * np.sin(OUTPUT_GAIN * out)
         image = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
