@@ -176,6 +176,14 @@ def test_owner_keys_see_only_their_campaigns(app, owner):
     assert [c["id"] for c in lab.get("/api/campaigns").json["campaigns"]] == [mine]
     assert lab.get(f"/api/campaigns/{admins}").status_code == 403
     assert {c["id"] for c in owner.get("/api/campaigns").json["campaigns"]} == {mine, admins}
+    pool = lab.post(f"/api/campaigns/{mine}/annotators", json={"count": 1, "pool": True})
+    assert pool.status_code == 403  # pool annotators would reach other owners' campaigns
+    assert (
+        owner.post(
+            f"/api/campaigns/{admins}/annotators", json={"count": 1, "pool": True}
+        ).status_code
+        == 201
+    )
 
 
 def test_bad_rankings_late_repeated_and_foreign(app, owner):

@@ -15,7 +15,7 @@ from flask import Blueprint, jsonify, redirect, request
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from rankloop.errors import Conflict, Gone, NotFound
+from rankloop.errors import Conflict, Forbidden, Gone, NotFound
 from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
 from service.auth import hash_token, new_token, require_annotator
@@ -34,6 +34,9 @@ IDLE_AFTER = dt.timedelta(minutes=10)
 def create_annotators(campaign_id: str):
     campaign, owner = owned_campaign(campaign_id)
     body: AnnotatorsCreate = validate(AnnotatorsCreate, json_body())
+    if body.pool and not owner.is_admin:
+        # Pool annotators work on every running campaign, other owners' included.
+        raise Forbidden("only the admin key creates pool annotators")
     session = get_session()
     created = []
     for _ in range(body.count):
