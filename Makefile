@@ -38,6 +38,7 @@ test: venv system-deps lint
 bench: venv
 	$(BIN)/rankloop bench optimizer --out bench-results/optimizer.json
 	$(BIN)/rankloop bench consensus --out bench-results/consensus.json
+	$(BIN)/rankloop bench render --out bench-results/render.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output

@@ -48,6 +48,13 @@ GPU_SUITES = ("sd15", "batch", "sdxl", "turbo")
     default=None,
     help="torch.compile mode of the optimised path (default: RANKLOOP_COMPILE_MODE or 'default').",
 )
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch (default: torch's choice, or OMP_NUM_THREADS). On a busy "
+    "machine 1 thread avoids oversubscription.",
+)
 @click.option("--out", default="bench-results/render.json", show_default=True)
 def render_command(
     device: str,
@@ -55,9 +62,14 @@ def render_command(
     quick: bool,
     suites: tuple[str, ...],
     compile_mode: str | None,
+    threads: int | None,
     out: str,
 ) -> None:
     """Seconds per render round: cppn and tiny-sd on the CPU; eager vs optimised SD on CUDA."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if quick:
         repeats = min(repeats, 2)
     if device == "cpu":
