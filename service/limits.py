@@ -23,9 +23,9 @@ def init_app(app: Flask) -> None:
     app.extensions["rankloop_limiter"] = limiter
     for endpoint in ANNOTATOR_ENDPOINTS:
         view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(annotator_limit, key_func=annotator_key)(view)
+        app.view_functions[endpoint] = limiter.limit(annotator_limit, key_func=annotator_key)(view)  # type: ignore[assignment]
     for endpoint in JOIN_ENDPOINTS:
-        app.view_functions[endpoint] = limiter.limit(join_limit)(app.view_functions[endpoint])
+        app.view_functions[endpoint] = limiter.limit(join_limit)(app.view_functions[endpoint])  # type: ignore[assignment]
 
 
 def annotator_key() -> str:

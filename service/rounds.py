@@ -166,6 +166,10 @@ def render_request(campaign: Campaign, round_: Round) -> RenderRequest:
     )
 
 
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)  # a CursorResult: UPDATE reports the rows it matched
+
+
 def _cas(session: Session, round_: Round, expected_status: str, **values: Any) -> bool:
     """Compare-and-set on (status, version): True when this caller won the transition."""
     result = session.execute(
@@ -176,7 +180,7 @@ def _cas(session: Session, round_: Round, expected_status: str, **values: Any) -
         .values(version=round_.version + 1, **values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if _rowcount(result) != 1:
         return False
     session.refresh(round_)
     return True
@@ -547,7 +551,7 @@ def submit(
                 Assignment.expires_at > now,
             )
         )
-        if round_.n_rankings + others_leased >= quorum:
+        if round_.n_rankings + (others_leased or 0) >= quorum:
             raise Gone("your lease expired and the task went to someone else")
     images = round_images(session, round_)
     positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
@@ -558,7 +562,7 @@ def submit(
         .values(status="submitted")
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:
+    if _rowcount(claimed) != 1:
         session.rollback()
         raise Conflict("this task already has your ranking; fetch the next task")
     ranking = Ranking(
@@ -618,7 +622,7 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
     n = session.scalar(
         select(func.count()).select_from(Ranking).where(Ranking.round_id == round_id)
     )
-    if n < int(campaign.settings["annotators_per_round"]):
+    if (n or 0) < int(campaign.settings["annotators_per_round"]):
         session.rollback()
         return Outcome()
     return close_round(session, round_, now)

@@ -14,32 +14,34 @@ class _Strict(BaseModel):
 
 
 class CampaignCreate(_Strict):
-    name: str = Field("", max_length=200)
+    name: str = Field(default="", max_length=200)
     prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str = Field("", max_length=2000)
+    negative_prompt: str = Field(default="", max_length=2000)
     generator: Literal["cppn", "tiny-sd", "diffusers"] = "cppn"
-    model: str | None = Field(None, max_length=300)
-    m: int = Field(8, ge=2, le=32, description="perturbed points per gradient round")
-    k: int | None = Field(None, ge=1, le=32, description="ranked items per task; null = full")
-    annotators_per_round: int = Field(3, ge=1, le=1000, description="quorum of rankings")
-    rounds: int = Field(10, ge=1, le=10000, description="round budget")
-    round_deadline_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
-    lease_s: float = Field(300.0, gt=0, le=24 * 3600)
-    render_timeout_s: float = Field(900.0, gt=0, le=24 * 3600)
+    model: str | None = Field(default=None, max_length=300)
+    m: int = Field(default=8, ge=2, le=32, description="perturbed points per gradient round")
+    k: int | None = Field(
+        default=None, ge=1, le=32, description="ranked items per task; null = full"
+    )
+    annotators_per_round: int = Field(default=3, ge=1, le=1000, description="quorum of rankings")
+    rounds: int = Field(default=10, ge=1, le=10000, description="round budget")
+    round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    lease_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     allow_ties: bool = False
     attention_check: bool = True
-    tasks_per_annotator: int = Field(10, ge=1, le=100000)
-    recruit_cap: int = Field(100, ge=0, le=100000)
-    consensus_method: str = Field("auto", max_length=32)
+    tasks_per_annotator: int = Field(default=10, ge=1, le=100000)
+    recruit_cap: int = Field(default=100, ge=0, le=100000)
+    consensus_method: str = Field(default="auto", max_length=32)
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: Literal["order", "pairwise"] = "pairwise"
-    steps: int = Field(25, ge=1, le=200)
-    guidance: float = Field(7.5, ge=0, le=50)
-    width: int = Field(512, ge=16, le=2048, multiple_of=8)
-    height: int = Field(512, ge=16, le=2048, multiple_of=8)
-    scheduler: str | None = Field(None, max_length=64)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    steps: int = Field(default=25, ge=1, le=200)
+    guidance: float = Field(default=7.5, ge=0, le=50)
+    width: int = Field(default=512, ge=16, le=2048, multiple_of=8)
+    height: int = Field(default=512, ge=16, le=2048, multiple_of=8)
+    scheduler: str | None = Field(default=None, max_length=64)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     optimizer: dict[str, Any] = Field(default_factory=dict)
     start: bool = False
 
@@ -54,7 +56,7 @@ class CampaignCreate(_Strict):
 
 
 class AnnotatorsCreate(_Strict):
-    count: int = Field(1, ge=1, le=1000)
+    count: int = Field(default=1, ge=1, le=1000)
     pool: bool = False
 
 

@@ -90,7 +90,7 @@ class SimulatedWorker(threading.Thread):
 
     def run(self) -> None:
         http = Http(self.base_url, self.token)
-        crowd = Crowd([self.judge], seed=self.seed)
+        crowd = Crowd((self.judge,), seed=self.seed)
         while not self.stop_event.is_set():
             try:
                 if not self.step(http, crowd):

@@ -440,7 +440,7 @@ def api_command(
         meta["rankings_acknowledged"] = len(acknowledged)
         meta["rankings_in_db"] = len(stored)
         meta["acknowledged_missing_from_db"] = len(acknowledged - stored)
-        meta["duplicated"] = len(stored) - distinct_tasks
+        meta["duplicated"] = len(stored) - (distinct_tasks or 0)
         # Stored but never acknowledged = in flight when locust stopped (not a loss).
         meta["in_flight_at_stop"] = len(stored - acknowledged)
         meta["none_lost_or_duplicated"] = (

@@ -165,7 +165,7 @@ def join(campaign_id: str):
         joined = session.scalar(
             select(func.count()).select_from(Annotator).where(Annotator.campaign_id == campaign.id)
         )
-        if joined >= int(campaign.settings.get("recruit_cap", 0)):
+        if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
             raise Conflict("this campaign has all the annotators it needs; thank you")
         annotator = Annotator(
             campaign_id=campaign.id, participant_id=participant, token_hash=hash_token(token)

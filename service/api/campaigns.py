@@ -52,7 +52,7 @@ def create_campaign():
     if body.start:
         send_renders(rounds.start(session, campaign.id, _actor(owner)).renders)
     session.expire_all()
-    return jsonify(campaign_json(session.get(Campaign, campaign.id))), 201
+    return jsonify(campaign_json(campaign)), 201
 
 
 @bp.get("")
@@ -80,7 +80,7 @@ def control_campaign(campaign_id: str, action: str):
     outcome = ACTIONS[action](session, campaign.id, _actor(owner))
     send_renders(outcome.renders)
     session.expire_all()
-    return jsonify(campaign_json(session.get(Campaign, campaign_id)))
+    return jsonify(campaign_json(campaign))
 
 
 def _actor(owner: Owner) -> str:

@@ -16,8 +16,8 @@ from service.schemas import AnnotatorsCreate, CampaignCreate, RankingSubmit
 
 bp = Blueprint("openapi", __name__)
 
-OWNER = [{"ownerKey": []}]
-ANNOTATOR = [{"annotatorToken": []}]
+OWNER: list[dict[str, list[str]]] = [{"ownerKey": []}]
+ANNOTATOR: list[dict[str, list[str]]] = [{"annotatorToken": []}]
 ERROR = {"$ref": "#/components/responses/Error"}
 CAMPAIGN_ID = {"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
