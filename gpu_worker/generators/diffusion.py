@@ -282,6 +282,7 @@ def build_pipeline_from_configs(
             tokenizer_2=tokenizer,
             unet=unet,
             scheduler=scheduler,
+            add_watermarker=False,  # a watermark would change the pixels the bench compares
         )
     from diffusers import StableDiffusionPipeline
 
