@@ -148,7 +148,10 @@ def test_round_chain_with_consensus(client, worker, seaweed):
         timeout=120
     )
 
-    assert [r0["kind"], r1["kind"]] == ["gradient", "line_search"]
+    # The optimizer's schedule decides the kinds; the task reports them and advances the round.
+    assert r0["kind"] == "gradient"
+    assert {r1["kind"], r2["kind"]} <= {"gradient", "line_search"}
+    assert [r0["stats"]["round"], r1["stats"]["round"]] == [0, 1]
     assert r2["round_number"] == 2 and r2["stats"]["round"] == 2
     assert r1["state_key"] == f"{round_prefix(campaign, 1)}/state.npz"
     assert image_bytes(store, r1)[0] not in image_bytes(store, r0)
