@@ -272,3 +272,18 @@ def test_render_round_rejects_inconsistent_requests(tmp_path):
     with pytest.raises(InvalidInput, match="campaign_id"):
         render_round(store, "a/b", 0, settings)
     assert not store.exists("campaigns/c/rounds/0001/manifest.json")
+
+
+def test_default_scheduler_is_never_stochastic(tiny, monkeypatch):
+    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    assert isinstance(tiny._scheduler("default"), DDIMScheduler)  # tiny-sd ships DDIM
+    # A checkpoint that ships an ancestral sampler (SDXL-Turbo does) gets plain Euler instead.
+    monkeypatch.setattr(tiny, "_base_scheduler_class", EulerAncestralDiscreteScheduler)
+    monkeypatch.setattr(tiny, "_schedulers", {})
+    scheduler = tiny._scheduler("default")
+    assert type(scheduler) is EulerDiscreteScheduler
+    settings = resolve_settings({"generator": "tiny-sd", "scheduler": "default", "steps": 2}, tiny)
+    z = latents(tiny, settings, 2)
+    first, second = tiny.render(z, settings), tiny.render(z, settings)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

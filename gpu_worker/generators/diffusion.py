@@ -30,6 +30,7 @@ from rankloop.errors import InvalidInput, ModelUnavailable, OutOfResources
 log = logging.getLogger(__name__)
 
 TINY_SD_SEED = 1234  # the random weights of tiny-sd; fixed so every worker renders the same images
+# "default": the checkpoint's own scheduler, replaced by Euler when it is stochastic.
 SCHEDULERS = ("ddim", "euler", "default")
 
 # Compile settings from the diffusers speed-up guide (conv 1x1 as matmul, no epilogue fusion;
@@ -90,6 +91,8 @@ class DiffusionGenerator:
         self.defaults = dict(defaults)
         self.device = device
         self.dtype = pipe.unet.dtype
+        # The checkpoint's own scheduler; pipe.scheduler is swapped per render.
+        self._base_scheduler_class = type(pipe.scheduler)
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self._schedulers: dict[str, Any] = {}
         self._lock = threading.Lock()  # one pipeline call at a time (threads pool, tests)
@@ -164,7 +167,16 @@ class DiffusionGenerator:
             elif name == "euler":
                 scheduler = EulerDiscreteScheduler.from_config(config)
             else:
-                scheduler = self.pipe.scheduler.__class__.from_config(config)
+                scheduler_class = self._base_scheduler_class
+                if _is_stochastic(scheduler_class.__name__):
+                    # e.g. SDXL-Turbo ships Euler *ancestral*, which draws fresh noise at every
+                    # step: an image would no longer be a function of its latent.
+                    log.info(
+                        "checkpoint scheduler %s is stochastic; using Euler (non-ancestral)",
+                        scheduler_class.__name__,
+                    )
+                    scheduler_class = EulerDiscreteScheduler
+                scheduler = scheduler_class.from_config(config)
             self._schedulers[name] = scheduler
         return self._schedulers[name]
 
@@ -224,6 +236,10 @@ class DiffusionGenerator:
         with torch.inference_mode():
             images = self.pipe(**kwargs).images
         return list(np.asarray(images, dtype=np.float32))
+
+
+def _is_stochastic(scheduler_name: str) -> bool:
+    return any(word in scheduler_name for word in ("Ancestral", "SDE", "DDPM", "LCM"))
 
 
 # -- builders ------------------------------------------------------------------------------------
@@ -366,7 +382,7 @@ def pretrained_defaults(model: str, pipe: Any) -> dict[str, Any]:
     """Steps, guidance, size and sampler that suit the checkpoint's family."""
     size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     if "turbo" in str(model).lower():
-        # SD-Turbo / SDXL-Turbo: adversarially distilled, 1-4 steps, no guidance, Euler with
-        # trailing timesteps (their own scheduler config).
-        return {"width": size, "height": size, "steps": 2, "guidance": 0.0, "scheduler": "default"}
+        # SD-Turbo / SDXL-Turbo: adversarially distilled, 1-4 steps, no guidance, non-ancestral
+        # Euler on the checkpoint's own (trailing) timestep spacing.
+        return {"width": size, "height": size, "steps": 2, "guidance": 0.0, "scheduler": "euler"}
     return {"width": size, "height": size, "steps": 25, "guidance": 7.5, "scheduler": "ddim"}
