@@ -10,13 +10,23 @@ gradient round
     ``m`` points ``x + mu * xi_i`` with ``xi_i ~ N(0, I)``; the ranking defines a DAG (every
     ranked pair, plus every ranked item over every unranked one) and the estimate is
     ``g = (1/|E|) * sum over edges (a -> b) of (xi_b - xi_a)``, which points toward worse.
-    Estimates are averaged (with a decaying memory across accepted moves, i.e. momentum) into
-    a search direction.
+    Estimates are averaged into a search direction until a move is made.
 line-search round
-    points ``x - eta * 2**(1 - i) * u`` along the unit search direction ``u``, plus the winner of
-    the last gradient round and the current best, shown shuffled (reproducibly from the seed).
-    The winner becomes the new best; which step won adapts ``eta`` (longest step won: grow;
-    current best won: shrink), and the smoothing radius ``mu`` follows ``eta``.
+    points ``x + eta * 2**(1 - i) * u`` (``i = 0 .. max(m - 2, 2) - 1``) along the unit descent
+    direction ``u = -g / |g|``, plus the best point of the last gradient round and the current
+    best, shown shuffled (reproducibly from the seed). The winner becomes the new best.
+
+Defaults that need no tuning (``gradient_rounds = 3``):
+
+- the step ``eta`` starts at a tenth of ``|x0|`` and is set by what each line search reveals:
+  the longest step won -> ``eta`` becomes four times the old one; another step won -> ``eta``
+  becomes that step; staying at the current best (or a random perturbation) won -> halve;
+- the smoothing radius follows the step: perturbations have norm ``radius_ratio * eta``;
+- between line searches every gradient round but the last also moves ``x`` by ``eta`` along
+  its fresh estimate (``sgd_moves``), so most oracle calls move the point; the round just before
+  a line search does not move, so the search probes a fresh direction. These moves are not
+  verified by a ranking; ``sgd_moves=False`` gives the authors' loop, where only a line search
+  moves ``x`` and ``x`` is always the winner of a ranking that included the previous best.
 
 Unlike the authors' public notebook, the rank weights are the DAG's exact ``m + 1 - 2r`` (the
 notebook's ``m + 2 - 2r`` does not sum to zero) and any display shuffle is undone.
@@ -25,7 +35,7 @@ Randomness is regenerated from ``(seed, round)``: raw 64-bit words of
 ``PCG64(SeedSequence([seed, round, stream]))`` (a bit stream that NumPy keeps stable across
 versions, NEP 19), turned into uniforms with 53-bit resolution and into normals by Box–Muller
 (:func:`standard_normals`). The state therefore holds no perturbation vectors: the current
-point, one averaged direction and a few scalars.
+point, one averaged direction, the last gradient round's best point and a few scalars.
 
 ``tell`` takes either a best-first ``order`` (a top-k prefix allowed) or ``preferences=W``,
 an ``(n, n)`` array where ``W[a, b] >= 0`` weighs the evidence that ``a`` is better than ``b``
@@ -151,10 +161,11 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "min_radius": 0.0,
     # Gradient rounds before each line search.
     "gradient_rounds": 3,
-    # Memory of the averaged direction kept after an accepted move (0: reset, the authors' rule).
+    # Share of the averaged direction kept after a move (0: reset, the authors' rule). Keeping
+    # some did not help in the benchmark: the step after a line search is tuned to that line.
     "momentum": 0.0,
-    # Also step along the averaged direction after every gradient round (SGD with momentum);
-    # line-search rounds then calibrate the step. False: move only in line searches (the paper's loop).
+    # Also step along the averaged direction after the gradient rounds (SGD); line-search rounds
+    # then calibrate the step. False: move only in line searches (the authors' loop).
     "sgd_moves": True,
     # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
     "shell": False,
@@ -176,9 +187,12 @@ class RankSGD:
     seed : int
         Selects the perturbations and shuffles: round ``t`` draws from ``(seed, t)``.
     **options
-        ``step`` (initial step, a distance; default from ``x0``), ``radius_ratio`` (perturbation
-        norm over step, 0.5), ``min_radius`` (0), ``gradient_rounds`` (1), ``momentum`` (direction
-        memory kept after a move, 0.5), ``shell`` (keep ``||x|| = sqrt(d)``, False).
+        ``step``: initial step, a distance (default ``0.1 * |x0|``, or ``0.1 * sqrt(d)`` if
+        ``x0 = 0``); ``radius_ratio``: perturbation norm over the step (0.2); ``min_radius``:
+        floor on the perturbation norm, e.g. so that people still see a difference (0);
+        ``gradient_rounds``: gradient rounds per line search (3); ``sgd_moves``: move after the
+        gradient rounds too (True); ``momentum``: share of the averaged direction kept after a
+        move (0); ``shell``: keep every point at norm ``sqrt(d)``, for Gaussian latents (False).
 
     Notes
     -----
