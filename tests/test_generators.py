@@ -287,3 +287,20 @@ def test_default_scheduler_is_never_stochastic(tiny, monkeypatch):
     z = latents(tiny, settings, 2)
     first, second = tiny.render(z, settings), tiny.render(z, settings)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_diffusers_generator_loads_a_local_pipeline_directory(tiny, tmp_path):
+    """The checkpoint path (AutoPipelineForText2Image.from_pretrained) on a saved tiny-sd:
+    offline, and the same weights render the same images as tiny-sd itself."""
+    tiny.pipe.save_pretrained(tmp_path / "pipe")
+    settings = {"generator": "diffusers", "model": str(tmp_path / "pipe"), "steps": 3}
+    loaded = load_generator(settings)
+    assert type(loaded.pipe).__name__ == "StableDiffusionPipeline"
+    resolved = resolve_settings(settings, loaded)
+    assert (resolved["width"], resolved["guidance"], resolved["scheduler"]) == (64, 7.5, "ddim")
+    z = latents(loaded, resolved, 2)
+    same = resolve_settings({"generator": "tiny-sd", "steps": 3}, tiny)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(loaded.render(z, resolved), tiny.render(z, same), strict=True)
+    )

@@ -356,8 +356,11 @@ def load_pretrained(
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
         from diffusers import AutoPipelineForText2Image
+        from diffusers.utils import deprecation_utils
 
-        pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=dtype)
+        # Newer diffusers take `dtype` and deprecate `torch_dtype`; older ones know only the latter.
+        dtype_kw = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+        pipe = AutoPipelineForText2Image.from_pretrained(model, **{dtype_kw: dtype})
     except Exception as error:  # diffusers raises OSError, ValueError, HF hub errors...
         raise ModelUnavailable(
             f"cannot load model {model!r}: {type(error).__name__}: {error}. Use a diffusers "
