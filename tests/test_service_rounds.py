@@ -297,3 +297,62 @@ def test_candidate_feed_drops_the_attention_image_and_empty_evidence():
     }  # rows in optimizer index order
     only_attention = [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
     assert rounds.candidate_feed(order, only_attention, images, "pairwise")["pairwise"] is None
+
+
+def _race(app, fn, n: int = 4) -> list:
+    """Run ``fn(session)`` in ``n`` threads released at once, each with its own session."""
+    barrier = threading.Barrier(n)
+    results: list = []
+
+    def run():
+        with app.app_context(), db.session_scope() as s:
+            barrier.wait()
+            try:
+                results.append(fn(s))
+            except Exception as error:
+                results.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_the_same_ranking_sent_four_times_at_once_is_stored_once(app):
+    with app.app_context(), db.session_scope() as session:
+        cid = new_campaign(session)
+        rounds.start(session, cid)
+        render_round(app, cid, 0, session=session)
+        annotator = new_annotator(session, cid, "double-clicker")
+        task, round_, _ = rounds.lease(session, annotator)
+        ids = [i.id for i in round_images_sorted(session, round_)]
+        annotator_id, task_id = annotator.id, task.id
+
+    def send(s):
+        return rounds.submit(s, s.get(Annotator, annotator_id), task_id, ids)
+
+    results = _race(app, send)
+    stored = [r for r in results if isinstance(r, rounds.Submitted)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert len(stored) == 1 and len(refused) == 3, results
+    with app.app_context(), db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Ranking)) == 1
+        assert session.scalar(select(Round.n_rankings).where(Round.campaign_id == cid)) == 1
+        assert session.get(Annotator, annotator_id).tasks_done == 1
+
+
+def test_parallel_fetches_by_one_annotator_share_one_lease(app):
+    with app.app_context(), db.session_scope() as session:
+        cid = new_campaign(session)
+        rounds.start(session, cid)
+        render_round(app, cid, 0, session=session)
+        annotator_id = new_annotator(session, cid, "many-tabs").id
+
+    results = _race(app, lambda s: rounds.lease(s, s.get(Annotator, annotator_id))[0].id)
+    assert len(set(results)) == 1 and all(isinstance(r, str) for r in results), results
+
+
+def round_images_sorted(session, round_):
+    return sorted(rounds.round_images(session, round_), key=lambda i: i.position)
