@@ -246,8 +246,8 @@ class RankSGD:
         if self._options["shell"]:
             x = self._to_shell(x)
         self._x = x
-        self._direction_sum = np.zeros_like(x)  # decayed sum of descent estimates
-        self._direction_count = 0.0  # decayed number of estimates in the sum
+        self._direction_sum = np.zeros_like(x)  # sum of descent estimates (decayed by momentum)
+        self._direction_count = 0.0  # number of estimates in that sum
         step = self._options["step"]
         self._step = float(step) if step is not None else self._initial_step(x)
         self._round = 0
@@ -345,7 +345,7 @@ class RankSGD:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """A versioned dictionary of plain values and two arrays; exact round trip."""
+        """A versioned dictionary of plain values and at most three arrays; exact round trip."""
         return {
             "version": STATE_VERSION,
             "shape": list(self._shape),

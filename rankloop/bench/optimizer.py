@@ -58,7 +58,7 @@ QUICK_CASES = (
 
 # Grids for the tuned baselines. Steps and radii are in units of the RMS coordinate of x0.
 FIXED_STEPS = tuple(0.004 * 2.0**j for j in range(8))
-FIXED_RADII = (0.001, 0.003, 0.03)
+FIXED_RADII = (0.0003, 0.001, 0.003, 0.03)
 AUTHORS_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 AUTHORS_RADII = (0.01, 0.03, 0.3)
 CMA_SIGMAS = (0.1, 0.3)
