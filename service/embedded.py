@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -85,8 +86,9 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
             return existing.id
         body = CampaignCreate(name="demo", prompt=DEMO_PROMPT, generator="cppn", m=6, k=None,
                               annotators_per_round=quorum, rounds=rounds_budget, width=128,
-                              height=128, round_deadline_s=120, lease_s=60, tasks_per_annotator=5,
-                              recruit_cap=50)  # fmt: skip
+                              height=128, round_deadline_s=120, lease_s=60, recruit_cap=50,
+                              # Every annotator may rank every round (simulated ones must).
+                              tasks_per_annotator=rounds_budget)  # fmt: skip
         campaign = Campaign(name=body.name, prompt=body.prompt, settings=body.settings())
         session.add(campaign)
         session.flush()
@@ -183,7 +185,10 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     base = f"http://{host}:{port}"
     (link_token,) = _new_annotators(app, campaign_id, 1)
     click.echo(f"rankloop is up at {base}  (data in {var}, worker logs in {var}/worker-*.log)")
-    click.echo(f"  owner dashboard : {base}/dashboard   owner key: {admin}")
+    # The key rides in the fragment: the page moves it to sessionStorage and out of the address
+    # bar, and a fragment is never sent to the server (nor written to its logs).
+    dashboard = f"{base}/dashboard#key={quote(admin, safe='')}"
+    click.echo(f"  owner dashboard : {dashboard}   (owner key: {admin})")
     click.echo(f"  annotator link  : {base}/task#token={link_token}")
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
     workers = []

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from rankloop.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from service.models import (
@@ -355,7 +355,8 @@ def lease(
     session: Session, annotator: Annotator, now: dt.datetime | None = None
 ) -> tuple[Assignment, Round, Campaign] | None:
     """The annotator's task: its running lease, else a new one on the round that most needs a
-    ranking (largest quorum shortfall, then oldest) among the campaigns it may work on."""
+    ranking (largest quorum shortfall, then oldest) among the campaigns it may work on and has not
+    yet met its quota of rankings in (``tasks_per_annotator``)."""
     now = now or utcnow()
     eligible = [Campaign.status == "running", Round.status == "open"]
     if annotator.campaign_id is not None:
@@ -384,11 +385,20 @@ def lease(
     mine = select(Assignment.id).where(
         Assignment.round_id == Round.id, Assignment.annotator_id == annotator.id
     )
+    ranked_round = aliased(Round)
+    done_here = (
+        select(func.count())
+        .select_from(Ranking)
+        .join(ranked_round, ranked_round.id == Ranking.round_id)
+        .where(Ranking.annotator_id == annotator.id, ranked_round.campaign_id == Round.campaign_id)
+        .scalar_subquery()
+    )
+    quota = Campaign.settings["tasks_per_annotator"].as_integer()
     row = session.execute(
         select(Round, Campaign)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .outerjoin(leased, leased.c.round_id == Round.id)
-        .where(*eligible, need > 0, ~mine.exists())
+        .where(*eligible, need > 0, ~mine.exists(), done_here < quota)
         .order_by(need.desc(), Round.opened_at, Round.id)
         .limit(1)
     ).first()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, jsonify, redirect, request
+from flask import Blueprint, jsonify, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -178,7 +178,8 @@ def join(campaign_id: str):
     except IntegrityError:  # the same participant joined twice at once: let them retry
         session.rollback()
         raise Conflict("you joined twice at the same moment; open the link again") from None
-    return redirect(f"/task#token={token}", code=302)
+    # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
+    return redirect(f"{url_for('ui.task_page')}#token={token}", code=302)
 
 
 @bp.get("/api/me")

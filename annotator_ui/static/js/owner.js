@@ -1,13 +1,16 @@
 // The owner key lives in this tab's sessionStorage and travels only as a Bearer header. No
 // cookie is ever set, so a cross-site page has no credential to ride on (no CSRF surface).
+// A link may carry the key in its fragment (`/dashboard#key=<owner key>`, what `rankloop up`
+// prints): it moves into sessionStorage and out of the address bar, as `#token=` does on the
+// task page. A fragment never reaches the server, so the key stays out of access logs.
 
-import { ApiError, api } from "./api.js";
+import { ApiError, api, takeFragmentCredential } from "./api.js";
 import { $ } from "./dom.js";
 
 const STORAGE_KEY = "rankloop.ownerKey";
 
 export function ownerKey() {
-  return sessionStorage.getItem(STORAGE_KEY);
+  return takeFragmentCredential("key", STORAGE_KEY);
 }
 
 export function forgetKey() {
