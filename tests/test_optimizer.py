@@ -479,3 +479,18 @@ def test_bench_optimizer_quick_writes_a_table_and_json(tmp_path):
             assert 0.0 <= row[method] < 10.0  # a ratio f(x_T)/f(x_0)
         assert isinstance(row["target_met"], bool)
         assert len(row["rankloop_seeds"]) == 1
+
+
+def test_optimizer_module_imports_no_heavy_or_service_dependencies():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpu_worker.optimizer, rankloop.objectives; "
+        "print(sorted(m for m in ('torch', 'celery', 'boto3', 'flask', 'sqlalchemy', 'diffusers')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
