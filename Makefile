@@ -19,7 +19,7 @@ $(BIN)/rankloop: pyproject.toml
 venv: $(BIN)/rankloop
 
 demo: venv
-	$(BIN)/rankloop simulate
+	$(BIN)/rankloop up --simulate 4 --exit-when-done
 
 system-deps:
 	bash infra/install-system-deps.sh
