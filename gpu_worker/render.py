@@ -11,7 +11,8 @@ call directly). It is idempotent by construction:
   bytes on the same hardware.
 
 Object layout (see ``docs/architecture.md``): ``images/<ii>.png`` full size, ``thumbs/<ii>.webp``
-(at most 256 px), ``state.npz`` (the optimizer state after ``ask``, so that redelivery asks the
+(at most 256 px), ``best.png`` and ``thumbs/best.webp`` (the optimizer's current point, rendered
+clean in the same batch), ``state.npz`` (the optimizer state after ``ask``, so that redelivery asks the
 same question), ``manifest.json`` (the result dict).
 """
 
@@ -64,7 +65,7 @@ def render_round(
     -------
     dict
         ``{campaign_id, round_number, kind, state_key, manifest_key, render_seconds, images,
-        stats}``.
+        best, stats}``.
     """
     from gpu_worker import optimizer as opt_module
     from gpu_worker.generators import load_generator, resolve_settings
@@ -123,26 +124,27 @@ def render_round(
     proposal = optimizer.ask()
     points = np.asarray(proposal.points)
     n = len(points)
-    latents = points
-    if settings["attention_check"]:
-        latents = np.concatenate([points, np.asarray(optimizer.x)[None]], axis=0)
+    # The current best point renders in the same batch: it is the campaign's product (what the
+    # owner sees as "best so far") and, degraded, the attention check.
+    latents = np.concatenate([points, np.asarray(optimizer.x)[None]], axis=0)
 
     started = time.perf_counter()
     images = generator.render(latents, settings)
     render_seconds = time.perf_counter() - started
+    best_pixels = images.pop()
     if settings["attention_check"]:
         seed = settings["seed"] * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
-        images[n] = degrade(images[n], seed)
+        images.append(degrade(best_pixels, seed))
 
     entries = []
     for index, pixels in enumerate(images):
-        key = f"{prefix}/images/{index:02d}.png"
-        thumb_key = f"{prefix}/thumbs/{index:02d}.webp"
-        png, webp = encode_png(pixels), encode_thumbnail(pixels)
-        store.put(key, png, "image/png")
-        store.put(thumb_key, webp, "image/webp")
+        key, thumb_key = _put_image(store, f"{prefix}/images/{index:02d}.png",
+                                    f"{prefix}/thumbs/{index:02d}.webp", pixels)  # fmt: skip
         role = "candidate" if index < n else "attention"
         entries.append({"index": index, "key": key, "thumb_key": thumb_key, "role": role})
+    best_key, best_thumb_key = _put_image(
+        store, f"{prefix}/best.png", f"{prefix}/thumbs/best.webp", best_pixels
+    )
 
     state_key = f"{prefix}/state.npz"
     store.put(state_key, opt_module.dumps_state(optimizer.state_dict()), "application/x-npz")
@@ -158,6 +160,8 @@ def render_round(
         "manifest_key": manifest_key,
         "render_seconds": round(render_seconds, 4),
         "images": entries,
+        # The optimizer's current point before this round's ranking: not shown to annotators.
+        "best": {"key": best_key, "thumb_key": best_thumb_key},
         "stats": _json_scalars(optimizer.stats),
     }
     store.put(manifest_key, json.dumps(result, sort_keys=True).encode(), "application/json")
@@ -223,6 +227,12 @@ def _json_scalars(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- images ---------------------------------------------------------------------------------------
+def _put_image(store: ObjectStore, key: str, thumb_key: str, pixels: np.ndarray) -> tuple[str, str]:
+    store.put(key, encode_png(pixels), "image/png")
+    store.put(thumb_key, encode_thumbnail(pixels), "image/webp")
+    return key, thumb_key
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     # Level 1: 4x faster than the default 6 for ~25% more bytes; rounds are latency-bound.

@@ -13,12 +13,13 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
 from PIL import Image
 
 from gpu_worker.celery_app import TASK_NAME, make_celery
-from gpu_worker.render import render_round
+from gpu_worker.render import ATTENTION_SEED_OFFSET, degrade, render_round
 from rankloop.errors import CorruptedObject, InvalidInput, ModelUnavailable
 from rankloop.storage import LocalStore, round_prefix
 from tests.fixtures.workers import start_celery_worker
@@ -91,7 +92,15 @@ def test_round_zero_writes_images_thumbs_state_and_manifest(client, worker, seaw
         thumb = Image.open(io.BytesIO(store.get(entry["thumb_key"])))
         assert thumb.format == "WEBP" and max(thumb.size) <= 256
     assert store.exists(result["state_key"])
-    assert len(store.list(prefix + "/")) == 7 * 2 + 2
+    # 7 shown images and their thumbnails, the clean best with its thumbnail, state, manifest.
+    assert len(store.list(prefix + "/")) == 7 * 2 + 2 + 2
+    best = np.asarray(Image.open(io.BytesIO(store.get(result["best"]["key"]))))
+    assert best.shape == (96, 96, 3)
+    assert result["best"]["key"] not in {entry["key"] for entry in result["images"]}
+    # The attention image is exactly the degraded copy of the current best.
+    attention = Image.open(io.BytesIO(store.get(result["images"][-1]["key"])))
+    seed = CPPN["seed"] * 1_000_003 + 0 + ATTENTION_SEED_OFFSET
+    assert np.array_equal(np.asarray(attention), degrade(best, seed))
 
     # The worker's bytes equal an in-process render of the same inputs: images depend only on
     # the inputs, not on the process or the store.
@@ -123,7 +132,7 @@ def test_task_sent_three_times_makes_one_round(client, worker, seaweed):
     values = [r.get(timeout=120) for r in results]
     assert values[0] == values[1] == values[2]  # the later two returned the stored manifest
     keys = seaweed.store().list(round_prefix(campaign, 0) + "/")
-    assert len(keys) == 7 * 2 + 2
+    assert len(keys) == 7 * 2 + 2 + 2  # images, thumbnails, best and its thumbnail, state, manifest
 
 
 def test_fields_from_a_newer_coordinator_are_accepted(client, worker):
