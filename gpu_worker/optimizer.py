@@ -56,7 +56,20 @@ import numpy as np
 
 from rankloop.errors import CorruptedObject, InvalidInput, ProtocolError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Version 1 (no metric) still loads, and continues exactly as it would have before.
+SUPPORTED_STATE_VERSIONS = (1, 2)
+#: Largest ratio between two scales of the learnt diagonal metric.
+MAX_METRIC_CONDITION = 1e4
+#: Cap on the metric's per-round learning rate (binds below d ~ 60, where sep-CMA's rate is high
+#: and a noisy crowd would make the scales random-walk).
+MAX_METRIC_RATE = 0.1
+#: Default perturbation norm over the step without a metric, and once the metric is learnt.
+SMALL_RADIUS_RATIO = 0.2
+LARGE_RADIUS_RATIO = 2.0
+#: The metric's warm-up lasts max(METRIC_WARMUP_MIN_ROUNDS, METRIC_WARMUP_PER_DIM * d) rounds.
+METRIC_WARMUP_PER_DIM = 2.0
+METRIC_WARMUP_MIN_ROUNDS = 200
 
 #: Stream ids mixed into the seed sequence so that perturbations and shuffles never share bits.
 _STREAM_PERTURBATIONS = 0
@@ -156,7 +169,9 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     # Initial line-search step (a distance in x); None: derived from x0 (see _initial_step).
     "step": None,
     # Smoothing radius as a fraction of the step: perturbations have norm ~ radius_ratio * step.
-    "radius_ratio": 0.2,
+    # None: 2.0 with a learnt metric (perturbations must reach the curvature that selection
+    # measures), 0.2 without (a sharper gradient estimate).
+    "radius_ratio": None,
     # Lower bound on the perturbation norm (e.g. so that humans still see a difference).
     "min_radius": 0.0,
     # Gradient rounds before each line search.
@@ -169,6 +184,11 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "sgd_moves": True,
     # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
     "shell": False,
+    # Learn a diagonal metric for the perturbations from the rankings (sep-CMA's rank-mu
+    # update); None: on unless shell (a latent's coordinates should stay exchangeable).
+    "adapt_metric": None,
+    # Learning rate of that metric, in units of sep-CMA-ES's rank-mu rate for the same d and m.
+    "metric_rate": 10.0,
 }
 
 
@@ -222,8 +242,13 @@ class RankSGD:
             raise InvalidInput("gradient_rounds must be >= 1")
         if not 0.0 <= float(opts["momentum"]) < 1.0:
             raise InvalidInput("momentum must be in [0, 1)")
-        if float(opts["radius_ratio"]) <= 0:
+        adapt_metric = (
+            not bool(opts["shell"]) if opts["adapt_metric"] is None else bool(opts["adapt_metric"])
+        )
+        if opts["radius_ratio"] is not None and float(opts["radius_ratio"]) <= 0:
             raise InvalidInput("radius_ratio must be > 0")
+        if not float(opts["metric_rate"]) >= 0:
+            raise InvalidInput("metric_rate must be >= 0")
         if opts["step"] is not None and not float(opts["step"]) > 0:
             raise InvalidInput("step must be > 0 (a distance in x), or None to derive it from x0")
         if float(opts["min_radius"]) < 0:
@@ -235,12 +260,14 @@ class RankSGD:
         self._seed = int(seed)
         self._options = {
             "step": None if opts["step"] is None else float(opts["step"]),
-            "radius_ratio": float(opts["radius_ratio"]),
+            "radius_ratio": None if opts["radius_ratio"] is None else float(opts["radius_ratio"]),
             "min_radius": float(opts["min_radius"]),
             "gradient_rounds": int(opts["gradient_rounds"]),
             "momentum": float(opts["momentum"]),
             "sgd_moves": bool(opts["sgd_moves"]),
             "shell": bool(opts["shell"]),
+            "adapt_metric": adapt_metric,
+            "metric_rate": float(opts["metric_rate"]),
         }
         x = x0.reshape(-1).copy()
         if self._options["shell"]:
@@ -248,6 +275,8 @@ class RankSGD:
         self._x = x
         self._direction_sum = np.zeros_like(x)  # sum of descent estimates (decayed by momentum)
         self._direction_count = 0.0  # number of estimates in that sum
+        # Diagonal metric: perturbations are scales * z with z ~ N(0, I); mean(scales**2) = 1.
+        self._scales = np.ones_like(x)
         step = self._options["step"]
         self._step = float(step) if step is not None else self._initial_step(x)
         self._round = 0
@@ -330,12 +359,14 @@ class RankSGD:
             order = _validate_order(order, n)
             weights = dag_weights(order, n)
             best = order[0]
+            ranked = len(order)
         else:
             w = _validate_preferences(preferences, n)
             weights = preference_weights(w)
             best = int(np.argmax(weights))
+            ranked = n
         if proposal.kind == GRADIENT:
-            outcome = self._tell_gradient(weights, best)
+            outcome = self._tell_gradient(weights, best, ranked)
         else:
             outcome = self._tell_line_search(best)
         self._round += 1
@@ -345,7 +376,11 @@ class RankSGD:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """A versioned dictionary of plain values and at most three arrays; exact round trip."""
+        """A versioned dictionary of plain values and four arrays of ``d`` numbers; exact round trip.
+
+        The arrays are the point, the averaged direction, the diagonal metric and the last
+        gradient round's best point (``None`` after a line search).
+        """
         return {
             "version": STATE_VERSION,
             "shape": list(self._shape),
@@ -356,6 +391,7 @@ class RankSGD:
             "x": self._x.copy(),
             "direction_sum": self._direction_sum.copy(),
             "direction_count": self._direction_count,
+            "scales": self._scales.copy(),
             "step": self._step,
             "round": self._round,
             "gradient_streak": self._gradient_streak,
@@ -368,11 +404,12 @@ class RankSGD:
     def from_state_dict(cls, state: dict[str, Any]) -> RankSGD:
         """Rebuild an optimizer from :meth:`state_dict` output."""
         try:
-            if state["version"] != STATE_VERSION:
+            if state["version"] not in SUPPORTED_STATE_VERSIONS:
                 raise InvalidInput(
                     f"optimizer state version {state['version']!r} is not supported "
-                    f"(this code reads version {STATE_VERSION})"
+                    f"(this code reads versions {list(SUPPORTED_STATE_VERSIONS)})"
                 )
+            state = _upgrade_state(state)
             shape = tuple(int(s) for s in state["shape"])
             x = np.asarray(state["x"], dtype=np.float64).reshape(-1)
             opt = cls.__new__(cls)
@@ -384,6 +421,7 @@ class RankSGD:
             opt._x = x.copy()
             opt._direction_sum = np.asarray(state["direction_sum"], dtype=np.float64).reshape(-1)
             opt._direction_count = float(state["direction_count"])
+            opt._scales = np.asarray(state["scales"], dtype=np.float64).reshape(-1)
             opt._step = float(state["step"])
             opt._round = int(state["round"])
             opt._gradient_streak = int(state["gradient_streak"])
@@ -396,7 +434,9 @@ class RankSGD:
             if isinstance(exc, InvalidInput):
                 raise
             raise InvalidInput(f"not a RankSGD state dictionary: {exc!r}") from exc
-        if x.size != math.prod(shape) or opt._direction_sum.size != x.size:
+        if x.size != math.prod(shape) or not (
+            opt._direction_sum.size == opt._scales.size == x.size
+        ):
             raise InvalidInput("RankSGD state arrays do not match its shape")
         return opt
 
@@ -415,8 +455,33 @@ class RankSGD:
 
     def _radius(self) -> float:
         """Perturbation scale ``mu`` (points are ``x + mu * xi``, so their distance is ~mu*sqrt(d))."""
-        norm = max(self._options["radius_ratio"] * self._step, self._options["min_radius"])
+        norm = max(self._radius_ratio() * self._step, self._options["min_radius"])
         return norm / math.sqrt(self._dim)
+
+    def _metric_warmup(self) -> float:
+        """0 -> 1 over the first ``max(200, 2 d)`` rounds; 0 when no metric is learnt.
+
+        sep-CMA's rate is about ``1 / d`` per round, so the metric pays off only after some
+        ``d`` rounds, while large perturbations slow the early progress (a short campaign keeps
+        the small ones it does best with).
+        """
+        if not self._options["adapt_metric"]:
+            return 0.0
+        rounds = max(METRIC_WARMUP_MIN_ROUNDS, METRIC_WARMUP_PER_DIM * self._dim)
+        return min(1.0, self._round / rounds)
+
+    def _radius_ratio(self) -> float:
+        """Perturbation norm over the step: the option, or widening from 0.2 to 2 with the metric.
+
+        Small perturbations give the sharpest gradient estimate; the metric needs perturbations
+        as large as the step, where rankings feel the curvature. A short campaign (or a large
+        ``d``, where the metric would need thousands of rounds) keeps them small.
+        """
+        if self._options["radius_ratio"] is not None:
+            return self._options["radius_ratio"]
+        return (
+            SMALL_RADIUS_RATIO * (LARGE_RADIUS_RATIO / SMALL_RADIUS_RATIO) ** self._metric_warmup()
+        )
 
     def _to_shell(self, points: np.ndarray) -> np.ndarray:
         norms = np.linalg.norm(points, axis=-1, keepdims=True)
@@ -425,7 +490,7 @@ class RankSGD:
 
     def _perturbations(self, round_number: int) -> np.ndarray:
         xi = standard_normals(self._seed, round_number, self._m * self._dim, _STREAM_PERTURBATIONS)
-        xi = xi.reshape(self._m, self._dim)
+        xi = xi.reshape(self._m, self._dim) * self._scales
         if self._options["shell"]:
             # Tangent perturbations: the radial part would only be undone by the projection.
             unit = self._x / np.linalg.norm(self._x)
@@ -465,7 +530,7 @@ class RankSGD:
         n = len(self._step_factors()) + 2
         return reproducible_permutation(self._seed, self._round, n)
 
-    def _tell_gradient(self, weights: np.ndarray, best: int) -> dict[str, Any]:
+    def _tell_gradient(self, weights: np.ndarray, best: int, ranked: int) -> dict[str, Any]:
         perturbations = self._perturbations(self._round)
         points = self._x + self._radius() * perturbations
         if self._options["shell"]:
@@ -473,6 +538,8 @@ class RankSGD:
         self._winner = points[best].copy()
         self._direction_sum += weights @ perturbations
         self._direction_count += 1.0
+        if self._options["adapt_metric"]:
+            self._adapt_metric(weights, ranked)
         self._gradient_streak += 1
         moved = 0.0
         # The round before a line search does not move: the search then probes a fresh direction
@@ -523,15 +590,69 @@ class RankSGD:
             "picked": label,
         }
 
+    def _adapt_metric(self, weights: np.ndarray, ranked: int) -> None:
+        """sep-CMA-ES's rank-mu update of the diagonal metric, from this round's ranking.
+
+        The best ``mu = min(m // 2, ranked)`` perturbations, in whitened coordinates ``z``, get
+        CMA's recombination weights ``c_j``; each scale moves by
+        ``exp(rate / 2 * (sum_j c_j z_ji**2 - 1))``, whose expectation is 1 when the ranking
+        ignores coordinate ``i``. With perturbations as large as the step, a coordinate of high
+        curvature penalises the points that moved far along it, so its scale shrinks: the
+        metric learns ``diag(H)**-1/2`` from ranks alone (Ros & Hansen, PPSN 2008).
+        """
+        d = self._dim
+        # sep-CMA's rank-mu rate for full rankings (mu = m // 2): the full-covariance rate
+        # times (d + 2) / 3. A top-k ranking shares it: fewer selected points, same pace.
+        mueff = _effective_selection_mass(self._m // 2)
+        rate = 2.0 * (mueff - 2.0 + 1.0 / mueff) / ((d + 2) ** 2 + mueff) * (d + 2) / 3.0
+        mu = max(1, min(self._m // 2, ranked))
+        recombination = _recombination_weights(mu)
+        rate = (
+            min(max(rate, 0.0) * self._options["metric_rate"], MAX_METRIC_RATE)
+            * self._metric_warmup()
+        )
+        if rate == 0.0:
+            return
+        z = standard_normals(self._seed, self._round, self._m * d, _STREAM_PERTURBATIONS)
+        selected = np.argsort(-weights, kind="stable")[:mu]
+        z_selected = z.reshape(self._m, d)[selected]
+        change = recombination @ (z_selected**2) - 1.0
+        scales = self._scales * np.exp(0.5 * rate * change)
+        # Keep the metric's condition below MAX_METRIC_CONDITION (variances: its square).
+        scales = np.maximum(scales, float(scales.max()) / MAX_METRIC_CONDITION)
+        self._scales = scales / math.sqrt(float(np.mean(scales**2)))
+
     def _update_stats(self, **values: Any) -> None:
         self._stats = {
             "round": self._round,
             "step": float(self._step),
             "radius": float(self._radius() * math.sqrt(self._dim)),
+            # Spread of the learnt metric: the standard deviation of log(scales) (0: isotropic).
+            "metric_spread": float(np.std(np.log(self._scales))),
             "estimates_averaged": float(self._direction_count),
             "x_norm": float(np.linalg.norm(self._x)),
             **{k: (float(v) if isinstance(v, float) else v) for k, v in values.items()},
         }
+
+
+def _upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: an identity metric that never adapts, the fixed radius ratio it had."""
+    if state["version"] == STATE_VERSION:
+        return state
+    x = np.asarray(state["x"], dtype=np.float64).reshape(-1)
+    options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
+    return {**state, "version": STATE_VERSION, "options": options, "scales": np.ones_like(x)}
+
+
+def _recombination_weights(mu: int) -> np.ndarray:
+    """CMA-ES's positive recombination weights ``log(mu + 1/2) - log(j)``, summing to one."""
+    weights = np.log(mu + 0.5) - np.log(np.arange(1, mu + 1))
+    return weights / weights.sum()
+
+
+def _effective_selection_mass(mu: int) -> float:
+    """``mu_eff = 1 / sum c_j**2`` of :func:`_recombination_weights`."""
+    return 1.0 / float(np.sum(_recombination_weights(max(mu, 1)) ** 2))
 
 
 def _validate_order(order: Any, n: int) -> list[int]:
@@ -604,9 +725,10 @@ def loads_state(data: bytes) -> dict[str, Any]:
         raise CorruptedObject(f"optimizer state could not be decoded: {exc!r}") from exc
     if not isinstance(state.get("version"), int):
         raise CorruptedObject("optimizer state has no integer 'version' in its header")
-    if state["version"] != STATE_VERSION:
+    if state["version"] not in SUPPORTED_STATE_VERSIONS:
         raise CorruptedObject(
-            f"optimizer state version {state['version']} is not supported (expected {STATE_VERSION})"
+            f"optimizer state version {state['version']} is not supported "
+            f"(expected one of {list(SUPPORTED_STATE_VERSIONS)})"
         )
     return state
 

@@ -30,7 +30,8 @@ from rankloop.objectives import (
     rosenbrock,
 )
 
-GOLDEN = Path(__file__).parent / "data" / "optimizer_rng_golden.json"
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "optimizer_rng_golden.json"
 
 
 def sphere(x: np.ndarray) -> np.ndarray:
@@ -332,7 +333,8 @@ def test_state_holds_no_perturbations():
     run(opt, sphere, 5)
     arrays = [v for v in opt.state_dict().values() if isinstance(v, np.ndarray)]
     assert all(a.size == 50 for a in arrays)
-    assert len(arrays) <= 3  # the point, the direction, the last gradient round's winner
+    # The point, the direction, the diagonal metric, the last gradient round's winner.
+    assert len(arrays) <= 4
 
 
 def test_loads_state_rejects_damaged_bytes():
@@ -348,6 +350,95 @@ def test_from_state_dict_rejects_other_versions_and_junk():
         RankSGD.from_state_dict({**state, "version": 99})
     with pytest.raises(InvalidInput):
         RankSGD.from_state_dict({"version": 1})
+
+
+def test_a_version_1_state_loads_and_continues_as_version_1_code_did():
+    golden = json.loads((DATA / "optimizer_state_v1_continuation.json").read_text())
+    state = loads_state((DATA / "optimizer_state_v1.npz").read_bytes())
+    assert state["version"] == 1
+    opt = RankSGD.from_state_dict(state)
+    assert opt.state_dict()["version"] == 2
+    for expected in golden["x_after_each_round"]:
+        proposal = opt.ask()
+        opt.tell(ranking(lambda x: sphere(np.asarray(x) - 0.5), proposal.points, k=3))
+        np.testing.assert_allclose(opt.x, expected, rtol=0, atol=golden["tolerance"])
+    assert opt.stats["metric_spread"] == 0.0  # version 1 had no metric; it does not start one
+
+
+# ---------------------------------------------------------------------------- the metric
+def axis_ellipsoid(condition: float):
+    def f(x):
+        x = np.asarray(x)
+        d = x.shape[-1]
+        return np.sum(condition ** (np.arange(d) / (d - 1)) * x * x, axis=-1)
+
+    return f
+
+
+def test_metric_learns_the_scales_of_an_axis_aligned_ellipsoid():
+    # Ideal scales are diag(H)**-1/2: log-scales fall linearly with the log-curvature.
+    d, condition = 10, 1e4
+    f = axis_ellipsoid(condition)
+    x0 = np.ones(d)
+    learnt = RankSGD(x0, m=8, seed=3)
+    isotropic = RankSGD(x0, m=8, seed=3, adapt_metric=False)
+    run(learnt, f, 600)
+    run(isotropic, f, 600)
+    log_scales = np.log(learnt.state_dict()["scales"])
+    log_curvature = np.log(condition ** (np.arange(d) / (d - 1)))
+    slope = np.polyfit(log_curvature, log_scales, 1)[0]
+    assert -0.8 < slope < -0.2  # ideal -0.5
+    assert learnt.stats["metric_spread"] > 0.5
+    assert f(learnt.x) < 0.1 * f(isotropic.x)
+    assert np.all(isotropic.state_dict()["scales"] == 1.0)
+
+
+def test_metric_invents_no_conditioning_on_a_sphere_or_from_random_rankings():
+    # The controls for the test above: a well-conditioned f, or rankings that ignore f.
+    d = 10
+    on_sphere = RankSGD(np.ones(d), m=8, seed=3)
+    run(on_sphere, sphere, 600)
+    assert on_sphere.stats["metric_spread"] < 0.4
+    at_random = RankSGD(np.ones(d), m=8, seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        at_random.ask()
+        at_random.tell(rng.permutation(8).tolist())
+    log_scales = np.log(at_random.state_dict()["scales"])
+    slope = np.polyfit(np.arange(d) / (d - 1), log_scales, 1)[0]
+    assert abs(slope) < 0.2 * math.log(1e4)  # the ellipsoid above learns about 0.5 * log(1e4)
+
+
+def test_metric_uses_only_the_ranked_items_of_a_top_k_ranking():
+    # Unranked items are tied; which of them came first in the proposal must not matter.
+    d = 6
+    a = RankSGD(np.ones(d), m=8, k=2, seed=5)
+    b = RankSGD(np.ones(d), m=8, k=2, seed=5)
+    for _ in range(260):  # past the warm-up, so the metric moves
+        pa, pb = a.ask(), b.ask()
+        np.testing.assert_array_equal(pa.points, pb.points)
+        order = ranking(sphere, pa.points, k=2)
+        a.tell(order)
+        b.tell(order)
+    np.testing.assert_array_equal(a.state_dict()["scales"], b.state_dict()["scales"])
+    assert a.stats["metric_spread"] > 0.0
+
+
+def test_shell_campaigns_keep_an_isotropic_metric_and_small_perturbations_by_default():
+    x0 = standard_normals(2, 0, 48)
+    opt = RankSGD(x0, m=6, seed=2, shell=True)
+    run(opt, sphere, 30)
+    assert np.all(opt.state_dict()["scales"] == 1.0)
+    assert opt.stats["radius"] == pytest.approx(0.2 * opt.stats["step"])
+
+
+def test_metric_on_a_shell_still_keeps_every_point_at_norm_sqrt_d():
+    d = 12
+    opt = RankSGD(standard_normals(2, 0, d), m=6, seed=2, shell=True, adapt_metric=True)
+    proposed = run(opt, lambda x: axis_ellipsoid(100.0)(np.asarray(x) - 1.0), 300)
+    for points in proposed[-20:]:
+        np.testing.assert_allclose(np.linalg.norm(points, axis=1), math.sqrt(d), rtol=1e-9)
+    assert opt.stats["metric_spread"] > 0.0
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -424,6 +515,8 @@ def test_tell_without_ask_and_double_tell_are_protocol_errors():
         ({"x0": np.ones(3), "learning_rate": 0.1}, "unknown RankSGD option"),
         ({"x0": np.ones(3), "momentum": 1.0}, "momentum"),
         ({"x0": np.ones(3), "step": -1.0}, "step"),
+        ({"x0": np.ones(3), "radius_ratio": 0.0}, "radius_ratio"),
+        ({"x0": np.ones(3), "metric_rate": -1.0}, "metric_rate"),
     ],
 )
 def test_bad_constructor_arguments(arguments, message):
@@ -475,7 +568,7 @@ def test_bench_optimizer_quick_writes_a_table_and_json(tmp_path):
     assert document["meta"]["quick"] is True
     assert len(document["rows"]) == 2
     for row in document["rows"]:
-        for method in ("rankloop", "cma", "fixed_step", "authors_loop"):
+        for method in ("rankloop", "cma", "cma_tuned", "fixed_step", "authors_loop"):
             assert 0.0 <= row[method] < 10.0  # a ratio f(x_T)/f(x_0)
         assert isinstance(row["target_met"], bool)
         assert len(row["rankloop_seeds"]) == 1
