@@ -42,7 +42,11 @@ def make_engine(url: str, **options) -> Engine:
         return engine
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 20)
-    options.setdefault("pool_pre_ping", True)
+    # No ping before each checkout: it is one more round trip on every request. A connection
+    # that died in the pool (a database restart) fails its first statement instead; SQLAlchemy
+    # then drops every pooled connection, and that request answers 503 with Retry-After
+    # (service.errors). DATABASE_PRE_PING=1 brings the ping back.
+    options.setdefault("pool_pre_ping", False)
     return create_engine(url, **options)
 
 
@@ -52,6 +56,8 @@ def init_app(app: Flask) -> None:
         options = {
             "pool_size": int(app.config.get("DATABASE_POOL_SIZE", 10)),
             "max_overflow": int(app.config.get("DATABASE_MAX_OVERFLOW", 20)),
+            "pool_pre_ping": str(app.config.get("DATABASE_PRE_PING", "0")).lower()
+            in ("1", "true", "yes"),
         }
     engine = make_engine(app.config["DATABASE_URL"], **options)
     app.extensions["rankloop_engine"] = engine

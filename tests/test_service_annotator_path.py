@@ -4,11 +4,15 @@ the lean statements behind ``GET /api/tasks/next`` and ``POST /api/tasks/<id>/ra
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from sqlalchemy import func, select
 
 from service import db
+from service.limits import TokenBuckets
 from service.models import Annotator, Assignment, Ranking, Round
-from tests.fixtures.coordinator import bearer, make_app, render_round
+from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 
 def rank(client, token: str) -> dict:
@@ -99,4 +103,82 @@ def test_the_rate_limit_still_answers_429_per_annotator(tmp_path):
     assert codes == [401, 401, 401, 429]
     # Another annotator (another token) has a budget of its own.
     assert client.get("/api/tasks/next", headers=bearer("b")).status_code == 401
+    db.get_engine(app).dispose()
+
+
+def test_four_simultaneous_posts_of_one_ranking_store_it_once(app, owner):
+    cid = owner.campaign(annotators_per_round=3, start=True)["id"]
+    render_round(app, cid, 0)
+    (token,) = owner.annotators(cid, 1)
+    task = app.test_client().get("/api/tasks/next", headers=bearer(token)).json
+    body = {"order": [i["id"] for i in task["images"]]}
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def post() -> None:
+        client = app.test_client()
+        barrier.wait()
+        url = f"/api/tasks/{task['task_id']}/ranking"
+        codes.append(client.post(url, json=body, headers=bearer(token)).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [201, 409, 409, 409]
+    with app.app_context(), db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Ranking)) == 1
+        assert session.scalar(select(Round.n_rankings).where(Round.campaign_id == cid)) == 1
+        assert session.scalar(select(Annotator.tasks_done)) == 1
+
+
+def test_parallel_fetches_share_one_lease_over_http(app, owner):
+    cid = owner.campaign(annotators_per_round=3, start=True)["id"]
+    render_round(app, cid, 0)
+    (token,) = owner.annotators(cid, 1)
+    barrier = threading.Barrier(4)
+    tasks: list[str] = []
+
+    def fetch() -> None:
+        client = app.test_client()
+        barrier.wait()
+        tasks.append(client.get("/api/tasks/next", headers=bearer(token)).json["task_id"])
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(tasks) == 4 and len(set(tasks)) == 1
+
+
+def test_the_shared_rate_limit_scope_still_answers_429(tmp_path):
+    app = make_app(tmp_path, RATELIMIT_ANNOTATOR="2 per minute", RATELIMIT_ANNOTATOR_SCOPE="shared")
+    client = app.test_client()
+    codes = [client.get("/api/tasks/next", headers=bearer("a")).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+    db.get_engine(app).dispose()
+
+
+def test_token_buckets_refill_at_the_limit_rate():
+    buckets = TokenBuckets(amount=2, period_s=60.0)
+    assert [buckets.take("a", now=0.0) for _ in range(2)] == [0.0, 0.0]
+    assert buckets.take("a", now=0.0) == pytest.approx(30.0)  # one request per 30 s
+    assert buckets.take("b", now=0.0) == 0.0  # another key, another bucket
+    assert buckets.take("a", now=29.0) == pytest.approx(1.0)
+    assert buckets.take("a", now=31.0) == 0.0
+    with pytest.raises(ValueError, match="at least one request"):
+        TokenBuckets(amount=0, period_s=60.0)
+
+
+def test_the_recruitment_link_is_limited_per_address(tmp_path):
+    app = make_app(tmp_path, RATELIMIT_JOIN="1 per minute")
+    owner = Owner(app.test_client())
+    cid = owner.campaign(start=True)["id"]
+    client = app.test_client()
+    assert client.get(f"/join/{cid}?PROLIFIC_PID=p1").status_code == 302
+    refused = client.get(f"/join/{cid}?PROLIFIC_PID=p2")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json["error"]["code"] == "too_many_requests"
     db.get_engine(app).dispose()

@@ -1,10 +1,14 @@
 """``rankloop bench api``: the coordinator under load, beside a bare gunicorn endpoint.
 
-gunicorn (``infra/gunicorn.conf.py``) serves the app on PostgreSQL with a Redis broker; locust
-(``rankloop/bench/locustfile.py``) runs headless in a separate process on loopback, its users
-acting as pool annotators: fetch the next task, submit a full ranking, repeat. The same
-gunicorn settings serve a bare WSGI endpoint in the same run, for scale. Afterwards the
-rankings are counted in the database: exactly one per 201 that locust saw, none duplicated.
+gunicorn (``infra/gunicorn.conf.py``) serves the app on PostgreSQL with a Redis broker; the load
+runs in a separate process on loopback, each simulated annotator (a pool annotator) fetching the
+next task, submitting a full ranking, and so on. The default driver is wrk with a Lua script
+(``rankloop/bench/annotators.lua``, one connection per annotator): written in C, it leaves the
+shared cores to the server, so the server is what gets measured. ``--driver locust`` runs
+``rankloop/bench/locustfile.py`` instead (about 1 ms of Python per request, on the same cores).
+The same gunicorn settings serve a bare WSGI endpoint in the same run, for scale. Afterwards
+the rankings are counted in the database: exactly one per 201 that the load tool saw, none
+duplicated.
 
 Round turnaround overhead, measured with a real bookkeeping worker on the ``coord`` queue:
 - last ranking in -> next render enqueued: from the commit time of the ranking that completes
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import runpy
 import shutil
 import socket
 import statistics
@@ -35,6 +41,7 @@ from rankloop.bench.report import format_table, save_results
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "bench-admin"
+WRK = shutil.which("wrk")
 
 
 def bare_app(environ, start_response):
@@ -143,6 +150,78 @@ def _locust(
     )
     with open(f"{prefix}_stats.csv") as handle:
         return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+def _wrk(
+    host: str, connections: int, seconds: int, env: dict[str, str], out: Path
+) -> tuple[dict[str, list[tuple[float, int]]], set[int]]:
+    """Run wrk with the annotator script; per endpoint (latency ms, status) samples, and the
+    ranking ids answered 201."""
+    folder = out / f"wrk-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    command = [
+        WRK or "wrk",
+        "-t",
+        str(connections),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(Path(__file__).with_name("annotators.lua")),
+        host,
+    ]
+    env = {
+        **env,
+        "RANKLOOP_BENCH_OUT": str(folder),
+        "RANKLOOP_BENCH_CONNECTIONS": str(connections),
+    }
+    run = subprocess.run(
+        command,
+        cwd=REPO,
+        env={**os.environ, **env},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr[-2000:]}")
+    samples: dict[str, list[tuple[float, int]]] = {}
+    acknowledged: set[int] = set()
+    for path in sorted(folder.glob("wrk-*.txt")):
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue  # a line cut short when wrk stopped
+            samples.setdefault(fields[0], []).append((float(fields[1]), int(fields[2])))
+            if fields[0] == "ranking" and fields[2] == "201" and fields[3:4] != ["-"]:
+                acknowledged.add(int(fields[3]))
+    return samples, acknowledged
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of already sorted values."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _wrk_row(
+    name: str, samples: list[tuple[float, int]], ok: tuple[int, ...], seconds: float
+) -> dict[str, Any]:
+    latencies = sorted(ms for ms, _ in samples)
+    good = sum(1 for _, status in samples if status in ok)
+    return {
+        "what": name,
+        "requests": len(samples),
+        "failures": len(samples) - good,
+        "per second": good / seconds,
+        "p50 ms": _percentile(latencies, 0.50),
+        "p99 ms": _percentile(latencies, 0.99),
+    }
 
 
 def _row(name: str, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -273,7 +352,11 @@ def _turnaround(
         time.sleep(3)  # worker boot
         with app.app_context(), session_scope(app) as session:
             body = CampaignCreate(
-                prompt="turnaround", m=m, annotators_per_round=3, rounds=rounds_n + 1
+                prompt="turnaround",
+                m=m,
+                annotators_per_round=3,
+                rounds=rounds_n + 1,
+                tasks_per_annotator=rounds_n + 1,  # the same three annotators rank every round
             )
             campaign = Campaign(name="turnaround", prompt=body.prompt, settings=body.settings())
             session.add(campaign)
@@ -335,9 +418,21 @@ def _turnaround(
 @click.command("api")
 @click.option("--out", default="bench-results/api.json", show_default=True)
 @click.option("--quick", is_flag=True, help="a short smoke run (a few seconds of load)")
-@click.option("--users", default=48, show_default=True, help="concurrent locust users")
+@click.option(
+    "--driver",
+    type=click.Choice(["wrk", "locust"]),
+    default="wrk" if WRK else "locust",
+    show_default="wrk when it is installed, else locust",
+    help="the load tool",
+)
+@click.option("--users", default=48, show_default=True, help="concurrent annotators (connections)")
 @click.option("--seconds", default=30, show_default=True, help="load duration per target")
-@click.option("--workers", default=None, type=int, help="gunicorn processes [default: 2 x cores]")
+@click.option(
+    "--workers", default=None, type=int, help="gunicorn processes [default: infra/gunicorn.conf.py]"
+)
+@click.option(
+    "--threads", default=None, type=int, help="threads per gunicorn process [default: the conf]"
+)
 @click.option(
     "--postgres",
     default=os.environ.get(
@@ -350,9 +445,11 @@ def _turnaround(
 def api_command(
     out: str,
     quick: bool,
+    driver: str,
     users: int,
     seconds: int,
     workers: int | None,
+    threads: int | None,
     postgres: str,
     redis_url: str,
 ) -> None:
@@ -365,7 +462,10 @@ def api_command(
 
     if quick:
         users, seconds = min(users, 8), min(seconds, 4)
-    workers = workers or 2 * (os.cpu_count() or 1)
+    if driver == "wrk" and not WRK:
+        raise click.UsageError("wrk is not installed (apt-get install wrk); or use --driver locust")
+    conf = runpy.run_path(str(REPO / "infra" / "gunicorn.conf.py"))
+    workers = workers or int(conf["workers"])
     campaigns, m = 8, 8
     # Each pool annotator ranks each open round once: enough tokens for the whole run.
     annotators = 300 if quick else max(2000, users * seconds * 3)
@@ -386,11 +486,16 @@ def api_command(
         "RANKLOOP_RATELIMIT_STORAGE_URI": redis_url,
         "RANKLOOP_RATELIMIT_KEY_PREFIX": prefix,
     }
+    if threads:
+        env["GUNICORN_THREADS"] = str(threads)
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
         "users": users,
         "seconds": seconds,
+        "driver": driver,
         "gunicorn_workers": workers,
+        "gunicorn_worker_class": os.environ.get("GUNICORN_WORKER_CLASS", conf["worker_class"]),
+        "gunicorn_threads": threads or int(conf["threads"]),
         "cores": os.cpu_count(),
         "campaigns": campaigns,
         "m": m,
@@ -411,25 +516,50 @@ def api_command(
             "RANKLOOP_BENCH_ACKS": str(acks),
         }
 
+        bare_env = {"RANKLOOP_BENCH_BARE": "1"}
         port = _free_port()
         bare = _gunicorn("rankloop.bench.api:bare_app", port, env, workers, work / "bare.log")
         try:
-            stats = _locust(
-                f"http://127.0.0.1:{port}", users, seconds, {"RANKLOOP_BENCH_BARE": "1"}, work
-            )
-            rows.append(_row("bare gunicorn POST", stats["bare POST"], seconds))
+            if driver == "wrk":
+                samples, _ = _wrk(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
+                rows.append(
+                    _wrk_row("bare gunicorn POST", samples.get("bare", []), (201,), seconds)
+                )
+            else:
+                stats = _locust(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
+                rows.append(_row("bare gunicorn POST", stats["bare POST"], seconds))
         finally:
             _stop(bare)
 
         port = _free_port()
         server = _gunicorn("service.app:create_app()", port, env, workers, work / "app.log")
         try:
-            stats = _locust(f"http://127.0.0.1:{port}", users, seconds, load_env, work)
+            if driver == "wrk":
+                samples, acknowledged = _wrk(
+                    f"http://127.0.0.1:{port}", users, seconds, load_env, work
+                )
+            else:
+                stats = _locust(f"http://127.0.0.1:{port}", users, seconds, load_env, work)
         finally:
             _stop(server)
-        rows.append(_row("GET /api/tasks/next", stats["GET next"], seconds))
-        rows.append(_row("POST ranking (submissions)", stats["POST ranking"], seconds))
-        acknowledged = {int(line) for line in acks.read_text().split()} if acks.exists() else set()
+        if driver == "wrk":
+            rows.append(
+                _wrk_row("GET /api/tasks/next", samples.get("next", []), (200, 204), seconds)
+            )
+            rows.append(
+                _wrk_row("POST ranking (submissions)", samples.get("ranking", []), (201,), seconds)
+            )
+            statuses: dict[str, int] = {}
+            for kind, values in samples.items():
+                for _, status in values:
+                    statuses[f"{kind} {status}"] = statuses.get(f"{kind} {status}", 0) + 1
+            meta["statuses"] = statuses
+        else:
+            rows.append(_row("GET /api/tasks/next", stats["GET next"], seconds))
+            rows.append(_row("POST ranking (submissions)", stats["POST ranking"], seconds))
+            acknowledged = (
+                {int(line) for line in acks.read_text().split()} if acks.exists() else set()
+            )
         from sqlalchemy import text
 
         with get_engine(app).connect() as connection:
@@ -441,7 +571,7 @@ def api_command(
         meta["rankings_in_db"] = len(stored)
         meta["acknowledged_missing_from_db"] = len(acknowledged - stored)
         meta["duplicated"] = len(stored) - (distinct_tasks or 0)
-        # Stored but never acknowledged = in flight when locust stopped (not a loss).
+        # Stored but never acknowledged = in flight when the load tool stopped (not a loss).
         meta["in_flight_at_stop"] = len(stored - acknowledged)
         meta["none_lost_or_duplicated"] = (
             meta["acknowledged_missing_from_db"] == 0 == meta["duplicated"]
