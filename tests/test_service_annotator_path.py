@@ -182,3 +182,26 @@ def test_the_recruitment_link_is_limited_per_address(tmp_path):
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert refused.json["error"]["code"] == "too_many_requests"
     db.get_engine(app).dispose()
+
+
+def test_the_dashboard_takes_the_owner_key_from_the_link_fragment(tmp_path, browser):
+    from werkzeug.serving import make_server
+
+    from tests.fixtures.coordinator import ADMIN
+
+    app = make_app(tmp_path)
+    campaign = Owner(app.test_client()).campaign(name="From the link")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_port}/dashboard#key={ADMIN}")
+        page.wait_for_selector(f"#campaigns a[href$='{campaign['id']}']")
+        assert "key=" not in page.url  # out of the address bar (and its history)
+        assert page.evaluate("sessionStorage.getItem('rankloop.ownerKey')") == ADMIN
+        assert page.is_hidden("#login")
+    finally:
+        context.close()
+        server.shutdown()
+        db.get_engine(app).dispose()
