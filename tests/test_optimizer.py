@@ -529,7 +529,12 @@ def test_objectives_are_vectorised_and_have_their_known_minima():
     assert rosenbrock(np.ones(7)) == 0.0
     assert ill_conditioned_quadratic(np.zeros(5)) == 0.0
     batch = np.random.default_rng(0).standard_normal((3, 4, 10))
-    for objective in (rosenbrock, ill_conditioned_quadratic, make_projected_quadratic(10, rank=3)):
+    for objective in (
+        rosenbrock,
+        ill_conditioned_quadratic,
+        make_projected_quadratic(10, rank=3),
+        make_problem("rotated_quadratic", 10).objective,
+    ):
         values = objective(batch)
         assert values.shape == (3, 4)
         np.testing.assert_allclose(values[1, 2], objective(batch[1, 2]))
@@ -546,6 +551,16 @@ def test_projected_objective_depends_only_on_a_low_dimensional_projection():
     hessian = both - single[:, None] - single[None, :] + f(x)
     singular_values = np.linalg.svd(hessian, compute_uv=False)
     assert np.sum(singular_values > 1e-6 * singular_values[0]) == rank
+
+
+def test_rotated_quadratic_has_the_ellipsoid_spectrum_in_another_basis():
+    d = 6
+    f = make_problem("rotated_quadratic", d, seed=2).objective
+    eye = np.eye(d)
+    hessian = f(eye[:, None, :] + eye[None, :, :]) - f(eye)[:, None] - f(eye)[None, :]
+    curvatures = np.sort(np.linalg.eigvalsh(hessian / 2))
+    np.testing.assert_allclose(curvatures, 1e6 ** (np.arange(d) / (d - 1)), rtol=1e-8)
+    assert np.max(np.abs(hessian - np.diag(np.diag(hessian)))) > 1.0  # not axis-aligned
 
 
 def test_make_problem_rejects_unknown_names():

@@ -53,6 +53,7 @@ class Case:
 FULL_CASES = (
     Case("quadratic d=100 k=10", "quadratic", 100, 10, 10, 1000),
     Case("quadratic d=100 k=3", "quadratic", 100, 10, 3, 1000),
+    Case("rotated quadratic d=100 k=10", "rotated_quadratic", 100, 10, 10, 1000),
     Case("rosenbrock d=100 k=10", "rosenbrock", 100, 10, 10, 1000),
     Case("projected d=16384", "projected", 16384, 8, None, 20),
 )
