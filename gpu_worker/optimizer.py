@@ -280,7 +280,7 @@ class RankSGD:
         self._m = int(m)
         self._k = None if k is None else int(k)
         self._seed = int(seed)
-        self._options = {
+        self._options: dict[str, Any] = {
             "step": None if opts["step"] is None else float(opts["step"]),
             "radius_ratio": None if opts["radius_ratio"] is None else float(opts["radius_ratio"]),
             "min_radius": float(opts["min_radius"]),
@@ -730,7 +730,9 @@ def dumps_state(state: dict[str, Any]) -> bytes:
     header["array_keys"] = sorted(arrays)
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     buffer = io.BytesIO()
-    np.savez(buffer, __header__=np.frombuffer(header_bytes, dtype=np.uint8), **arrays)
+    # numpy's stubs read **arrays as possibly holding its allow_pickle flag; the keys are state's.
+    header_array = np.frombuffer(header_bytes, dtype=np.uint8)
+    np.savez(buffer, __header__=header_array, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
