@@ -400,8 +400,9 @@ class RankSGD:
     def state_dict(self) -> dict[str, Any]:
         """A versioned dictionary of plain values and four arrays of ``d`` numbers; exact round trip.
 
-        The arrays are the point, the averaged direction, the diagonal metric and the last
-        gradient round's best point (``None`` after a line search).
+        The arrays are the point, the averaged direction, the diagonal metric (``None`` when
+        it is not learnt) and the last gradient round's best point (``None`` after a line
+        search).
         """
         return {
             "version": STATE_VERSION,
@@ -413,7 +414,8 @@ class RankSGD:
             "x": self._x.copy(),
             "direction_sum": self._direction_sum.copy(),
             "direction_count": self._direction_count,
-            "scales": self._scales.copy(),
+            # None while the metric is off (shell campaigns): their states stay as small as before.
+            "scales": self._scales.copy() if self._options["adapt_metric"] else None,
             "step": self._step,
             "round": self._round,
             "gradient_streak": self._gradient_streak,
@@ -443,7 +445,10 @@ class RankSGD:
             opt._x = x.copy()
             opt._direction_sum = np.asarray(state["direction_sum"], dtype=np.float64).reshape(-1)
             opt._direction_count = float(state["direction_count"])
-            opt._scales = np.asarray(state["scales"], dtype=np.float64).reshape(-1)
+            scales = state["scales"]
+            opt._scales = (
+                np.ones_like(x) if scales is None else np.asarray(scales, np.float64).reshape(-1)
+            )
             opt._step = float(state["step"])
             opt._round = int(state["round"])
             opt._gradient_streak = int(state["gradient_streak"])
@@ -661,9 +666,8 @@ def _upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     """Version 1 -> 2: an identity metric that never adapts, the fixed radius ratio it had."""
     if state["version"] == STATE_VERSION:
         return state
-    x = np.asarray(state["x"], dtype=np.float64).reshape(-1)
     options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
-    return {**state, "version": STATE_VERSION, "options": options, "scales": np.ones_like(x)}
+    return {**state, "version": STATE_VERSION, "options": options, "scales": None}
 
 
 def _recombination_weights(mu: int) -> np.ndarray:
