@@ -131,7 +131,8 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
             rows.append({"number": r.number, "status": r.status, "kind": r.kind,
                          "agreement": r.consensus.agreement if r.consensus else None,
                          "n_rankings": r.consensus.n_rankings if r.consensus else None,
-                         "winner_key": winner.key if winner else None})  # fmt: skip
+                         "winner_key": winner.key if winner else None,
+                         "best_key": r.best_key})  # fmt: skip
         return {"status": campaign.status, "error": campaign.error,
                 "budget": campaign.settings["rounds"], "rounds": rows}  # fmt: skip
 
@@ -216,8 +217,12 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
 
     store = app.extensions["rankloop_store"]
     reported: set[int] = set()
-    first_cost = last_cost = float("nan")
+    best_costs: list[float] = []
     started = time.monotonic()
+
+    def cost(key: str | None) -> float:
+        return preference_cost(store.get(key)) if key else float("nan")
+
     while True:
         time.sleep(0.5)
         if any(p.poll() is not None for p in processes):
@@ -227,23 +232,21 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
         for row in progress["rounds"]:
             if row["status"] == "closed" and row["number"] not in reported:
                 reported.add(row["number"])
-                cost = (
-                    preference_cost(store.get(row["winner_key"]))
-                    if row["winner_key"]
-                    else float("nan")
-                )
-                first_cost = cost if not reported - {row["number"]} else first_cost
-                last_cost = cost
+                # "best" is the optimizer's point this round was built around (rendered clean);
+                # "winner" is the image the crowd put first in this round.
+                best_costs.append(cost(row["best_key"]))
                 agreement = row["agreement"]
                 click.echo(f"round {row['number'] + 1:>3}/{progress['budget']} {row['kind'] or '':<11} "
                            f"rankings {row['n_rankings']}  agreement "
                            f"{'n/a' if agreement is None else f'{agreement:.2f}'}  "
-                           f"winner cost {cost:+.3f}  ({time.monotonic() - started:.0f}s)")  # fmt: skip
+                           f"best cost {best_costs[-1]:+.3f}  winner cost {cost(row['winner_key']):+.3f}  "
+                           f"({time.monotonic() - started:.0f}s)")  # fmt: skip
         if progress["status"] in ("finished", "failed", "stopped") and exit_when_done:
             submitted = sum(w.submitted for w in workers)
+            first, last = (best_costs[0], best_costs[-1]) if best_costs else (float("nan"),) * 2
             click.echo(f"campaign {progress['status']}: {len(reported)} rounds, {submitted} simulated "
-                       f"rankings, winner cost {first_cost:+.3f} -> {last_cost:+.3f} (lower = closer to what the crowd "
-                       f"prefers), {time.monotonic() - started:.0f}s")  # fmt: skip
+                       f"rankings, best image cost {first:+.3f} -> {last:+.3f} (lower = closer to what "
+                       f"the crowd prefers), {time.monotonic() - started:.0f}s")  # fmt: skip
             if progress["error"]:
                 click.echo(f"error: {progress['error']}", err=True)
             return 0 if progress["status"] == "finished" else 1

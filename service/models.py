@@ -89,6 +89,9 @@ class Round(Base):
     previous_state_key: Mapped[str | None] = mapped_column(String(300), default=None)
     state_key: Mapped[str | None] = mapped_column(String(300), default=None)
     manifest_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # The optimizer's current point rendered clean with the round (not shown to annotators).
+    best_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    best_thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
     render_task_id: Mapped[str | None] = mapped_column(String(64), default=None)
     render_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -300,6 +300,8 @@ def round_rendered(
         kind=result.get("kind"),
         state_key=result.get("state_key"),
         manifest_key=result.get("manifest_key"),
+        best_key=(result.get("best") or {}).get("key"),
+        best_thumb_key=(result.get("best") or {}).get("thumb_key"),
         render_seconds=result.get("render_seconds"),
         stats=result.get("stats") or {},
         opened_at=now,

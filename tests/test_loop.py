@@ -117,6 +117,9 @@ def test_five_rounds_with_three_annotators_on_real_services(
             rounds_ = session.scalars(select(Round)).all()
             assert all(r.state_key and r.state_key.startswith(f"campaigns/{cid}/") for r in rounds_)
         urls = [h["best_image_url"] for h in done["history"]]
+        # Every round also carries the optimizer's current point, rendered clean.
+        assert all(h["current_best_url"] for h in done["history"])
+        urls += [h["current_best_url"] for h in done["history"]] + [done["current_best_image_url"]]
         urls += [i["url"] for i in done["current_round"]["images"]]
         urls += [i["thumb_url"] for i in done["current_round"]["images"]]
         for url in urls:
@@ -148,6 +151,7 @@ def test_rankloop_up_runs_a_simulated_campaign_to_the_end(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "owner key:" in run.stdout and "/task#token=" in run.stdout
     assert "campaign finished: 3 rounds" in run.stdout
+    assert run.stdout.count("best cost") == 3 and "best image cost" in run.stdout
     with sqlite3.connect(tmp_path / "var" / "rankloop.sqlite") as connection:
         assert connection.execute("select count(*) from rankings").fetchone() == (9,)
         assert connection.execute("select count(*) from consensus").fetchone() == (3,)

@@ -219,7 +219,10 @@ def test_objects_route_refuses_traversal_and_listing(app, owner):
     client = app.test_client()
     ok = f"/objects/campaigns/{cid}/rounds/0000/images/00.png"
     assert client.get(ok).status_code == 200 and client.get(ok).mimetype == "image/png"
+    best = f"/objects/campaigns/{cid}/rounds/0000/best.png"
+    assert client.get(best).status_code == 200 and client.get(best).mimetype == "image/png"
     for bad in (f"/objects/campaigns/{cid}/rounds/0000/state.npz", f"/objects/campaigns/{cid}/rounds/0000/",
+                f"/objects/campaigns/{cid}/rounds/0000/manifest.json",
                 "/objects/../../etc/passwd", f"/objects/campaigns/{cid}/rounds/0000/images/../../../x.png",
                 "/objects/campaigns/", f"/objects/campaigns/{cid}/rounds/0000/images/99.png"):  # fmt: skip
         assert client.get(bad).status_code == 404, bad

@@ -150,6 +150,7 @@ def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
     ).all()
     current = all_rounds[-1] if all_rounds else None
     best = next((url for r in reversed(all_rounds) if (url := _winner_url(r))), None)
+    current_best = next((r for r in reversed(all_rounds) if r.best_key), None)
     document: dict[str, Any] = {
         "id": campaign.id,
         "name": campaign.name,
@@ -165,6 +166,10 @@ def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
         if current is None
         else round_json(current, counts.get(current.id, 0), quorum),
         "best_image_url": best,
+        # The optimizer's point as of the latest render: what the campaign delivers.
+        "current_best_image_url": None
+        if current_best is None
+        else object_url(current_best.best_key),
     }
     if history:
         document["history"] = [
@@ -173,6 +178,9 @@ def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
                 "kind": r.kind,
                 "status": r.status,
                 "best_image_url": _winner_url(r),
+                "current_best_url": object_url(r.best_thumb_key or r.best_key)
+                if r.best_key
+                else None,
                 "agreement": r.consensus.agreement if r.consensus else None,
                 "n_rankings": counts.get(r.id, 0),
                 "stats": r.stats or {},

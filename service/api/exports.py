@@ -24,7 +24,7 @@ from service.models import Image, Ranking
 bp = Blueprint("exports", __name__)
 
 OBJECT_KEY = re.compile(
-    r"^campaigns/[0-9a-f]{32}/rounds/\d{4,}/(images|thumbs)/[\w.-]+\.(png|webp|jpg)$"
+    r"^campaigns/[0-9a-f]{32}/rounds/\d{4,}/((images|thumbs)/[\w.-]+\.(png|webp|jpg)|best\.png)$"
 )
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 

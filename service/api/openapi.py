@@ -215,7 +215,14 @@ def build_document() -> dict[str, Any]:
                     },
                     "settings": OBJ,
                     "current_round": {"type": ["object", "null"]},
-                    "best_image_url": {"type": ["string", "null"]},
+                    "best_image_url": {
+                        "type": ["string", "null"],
+                        "description": "the consensus winner of the latest decided round",
+                    },
+                    "current_best_image_url": {
+                        "type": ["string", "null"],
+                        "description": "the optimizer's current point, rendered clean",
+                    },
                     "history": {"type": "array", "items": OBJ},
                 },
             },

@@ -88,12 +88,12 @@ function renderStrip(campaign) {
       ),
     );
   }
-  if (campaign.best_image_url) {
+  if (campaign.current_best_image_url || campaign.best_image_url) {
     strip.append(
       h(
         "figure",
         { className: "current" },
-        h("img", { src: campaign.best_image_url, alt: "Current best image" }),
+        h("img", { src: campaign.current_best_image_url || campaign.best_image_url, alt: "Current best image" }),
         h("figcaption", { text: "Current best" }),
       ),
     );
