@@ -11,11 +11,15 @@ import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-# Requests are short and mostly wait on PostgreSQL: a few threads per process help.
+# Requests are short and mostly wait on PostgreSQL: a few threads per process help. Measured
+# with `rankloop bench api` on 2 shared cores: gthread with keep-alive beats 2 x cores + 1 sync
+# workers (these close every connection: about 15% more CPU per request); 3 x 2, 3 x 3 and
+# 4 x 4 (processes x threads) could not be told apart through the noise of a shared machine.
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * multiprocessing.cpu_count()))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
 # Each app process opens its own pool after the fork (create_app runs in the worker).
+# Preloading would only save start-up time and memory, not CPU per request.
 preload_app = False
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 graceful_timeout = 20

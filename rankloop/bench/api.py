@@ -8,7 +8,10 @@ shared cores to the server, so the server is what gets measured. ``--driver locu
 ``rankloop/bench/locustfile.py`` instead (about 1 ms of Python per request, on the same cores).
 The same gunicorn settings serve a bare WSGI endpoint in the same run, for scale. Afterwards
 the rankings are counted in the database: exactly one per 201 that the load tool saw, none
-duplicated.
+duplicated. ``--workers`` and ``--threads`` override ``infra/gunicorn.conf.py`` (and
+``GUNICORN_WORKER_CLASS=sync`` in the environment switches the worker class). With a closed
+loop of ``--users`` connections, latency is about users / throughput: compare runs at the same
+``--users``.
 
 Round turnaround overhead, measured with a real bookkeeping worker on the ``coord`` queue:
 - last ranking in -> next render enqueued: from the commit time of the ranking that completes
@@ -267,12 +270,16 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
             body = CampaignCreate(
                 prompt=f"bench {n}",
                 m=m,
-                annotators_per_round=1_000,
+                annotators_per_round=1_000,  # raised below
                 rounds=10,
                 lease_s=600,
                 round_deadline_s=3600,
             )
-            campaign = Campaign(name=f"bench {n}", prompt=body.prompt, settings=body.settings())
+            settings = body.settings()
+            # Beyond the API's cap (1,000): 8 rounds of 1,000 would fill up within a fast run,
+            # and then every annotator would get a 204.
+            settings["annotators_per_round"] = 10**9
+            campaign = Campaign(name=f"bench {n}", prompt=body.prompt, settings=settings)
             session.add(campaign)
             session.commit()
             rounds.start(session, campaign.id)  # nobody consumes the render: we report it below
