@@ -52,7 +52,15 @@ class CampaignCreate(_Strict):
         return self
 
     def settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"name", "prompt", "start"})
+        settings = self.model_dump(exclude={"name", "prompt", "start"})
+        settings["optimizer"] = {**CAMPAIGN_OPTIMIZER_DEFAULTS, **settings["optimizer"]}
+        return settings
+
+
+# People see the current best after every round: it moves only when a ranked line search picks
+# a better point, never by an unconfirmed gradient step (which can overshoot and spoil the image
+# the crowd had agreed on). Owners may still set {"sgd_moves": true}.
+CAMPAIGN_OPTIMIZER_DEFAULTS: dict[str, Any] = {"sgd_moves": False}
 
 
 class AnnotatorsCreate(_Strict):

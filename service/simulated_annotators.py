@@ -43,6 +43,16 @@ def preference_cost(png_or_webp: bytes) -> float:
     return float(np.linalg.norm(mean - TARGET_RGB) - 0.5 * colourfulness)
 
 
+def obvious_outliers(costs: list[float], margin: float = 0.05) -> list[int]:
+    """The images a person spots at a glance as far worse than the rest (the attention check's
+    degraded copy). They are set aside, so the noise of judging the others is relative to how
+    the others differ, as for a person comparing near-identical images side by side."""
+    values = np.asarray(costs, dtype=float)
+    centre = float(np.median(values))
+    spread = float(np.median(np.abs(values - centre))) or 1e-9
+    return [i for i, v in enumerate(values) if v - centre > max(8 * spread, margin)]
+
+
 class Http:
     """A tiny JSON client over urllib (one per thread)."""
 
@@ -108,7 +118,11 @@ class SimulatedWorker(threading.Thread):
         costs = [
             preference_cost(http.fetch(image["thumb_url"] or image["url"])) for image in images
         ]
-        answers = crowd.rank(costs, round_number=int(task["round"]) * 100003 + self.submitted)
+        answers = crowd.rank(
+            costs,
+            round_number=int(task["round"]) * 100003 + self.submitted,
+            attention=obvious_outliers(costs),
+        )
         if not answers:  # dropped out of this one
             return True
         order = [

@@ -274,3 +274,9 @@ def test_creating_the_app_imports_no_torch(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert create_app  # the module itself imports in this process too
+
+
+def test_campaigns_move_the_best_only_by_ranked_line_searches_unless_told_otherwise(owner):
+    assert owner.campaign()["settings"]["optimizer"] == {"sgd_moves": False}
+    custom = owner.campaign(optimizer={"sgd_moves": True, "step": 2.0})
+    assert custom["settings"]["optimizer"] == {"sgd_moves": True, "step": 2.0}
