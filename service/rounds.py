@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import (
@@ -29,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
+    Table,
     bindparam,
     case,
     func,
@@ -389,7 +390,7 @@ _IMAGES_LOCK = threading.Lock()
 _IMAGES_MAX = 4096
 
 
-def round_images(session: Session, round_: Round) -> tuple[ImageView, ...]:
+def round_images(session: Session, round_: Round | RoundRef) -> tuple[ImageView, ...]:
     """The images of an opened round, cached per process: they never change once the round is
     open, and (campaign id, round number) names them uniquely in any database."""
     cache_key = (round_.campaign_id, round_.number)
@@ -411,7 +412,9 @@ def round_images(session: Session, round_: Round) -> tuple[ImageView, ...]:
     return images
 
 
-def display_order(annotator_id: str, round_: Round, images: Sequence[ImageView]) -> list[ImageView]:
+def display_order(
+    annotator_id: str, round_: Round | RoundRef, images: Sequence[ImageView]
+) -> list[ImageView]:
     """The round's images in this annotator's order: shuffled, the same on every reload."""
     shuffled = list(images)
     random.Random(f"{annotator_id}:{round_.id}").shuffle(shuffled)
@@ -577,11 +580,11 @@ def submit(
 # unusual (an unknown token, a foreign, repeated or late task, a closed round) falls back to
 # the full checks of :func:`lease` and :func:`submit` above, so the answers stay the same.
 
-_ANNOTATORS = Annotator.__table__
-_ASSIGNMENTS = Assignment.__table__
-_ROUNDS = Round.__table__
-_CAMPAIGNS = Campaign.__table__
-_RANKINGS = Ranking.__table__
+_ANNOTATORS = cast(Table, Annotator.__table__)
+_ASSIGNMENTS = cast(Table, Assignment.__table__)
+_ROUNDS = cast(Table, Round.__table__)
+_CAMPAIGNS = cast(Table, Campaign.__table__)
+_RANKINGS = cast(Table, Ranking.__table__)
 
 
 @dataclass(frozen=True)
@@ -678,7 +681,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     """The open round that most needs this annotator's ranking (see :func:`lease`)."""
     asg, r, c, rk = _ASSIGNMENTS, _ROUNDS, _CAMPAIGNS, _RANKINGS
     now = bindparam("now", type_=DateTime)
-    annotator_id = bindparam("annotator_id")
+    annotator_id = bindparam("annotator_id", type_=String)
     leased = (
         select(asg.c.round_id, func.count().label("leased"))
         .join(r, r.c.id == asg.c.round_id)
@@ -771,12 +774,14 @@ def _run_on_driver(session: Session, statement: Any, **params: Any) -> Any:
     return driver.execute(sql, {**defaults, **params})
 
 
-def _insert_ignoring_duplicates(session: Session, table: Any) -> Any:
+def _insert_ignoring_duplicates(session: Session, table: Table) -> Any:
     if _is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def lease_by_token(

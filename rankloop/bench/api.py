@@ -557,8 +557,8 @@ def api_command(
                 _wrk_row("POST ranking (submissions)", samples.get("ranking", []), (201,), seconds)
             )
             statuses: dict[str, int] = {}
-            for kind, values in samples.items():
-                for _, status in values:
+            for kind, kind_samples in samples.items():
+                for _, status in kind_samples:
                     statuses[f"{kind} {status}"] = statuses.get(f"{kind} {status}", 0) + 1
             meta["statuses"] = statuses
         else:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 
 from locust import FastHttpUser, constant, events, task
 
 _lock = threading.Lock()
-_tokens = iter(())
+_tokens: Iterator[str] = iter(())
 if os.environ.get("RANKLOOP_BENCH_TOKENS"):
     with open(os.environ["RANKLOOP_BENCH_TOKENS"]) as handle:
         _tokens = iter([line.strip() for line in handle if line.strip()])
