@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: Debian's Chromium for the browser tests.
-# Playwright drives it through executable_path; no browser is ever downloaded.
+# System packages the tests and benchmarks need, from Debian: chromium for the browser tests
+# (Playwright drives it through executable_path; no browser is ever downloaded) and wrk, the
+# load tool of `rankloop bench api`.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
-  exit 0
-fi
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install Debian's chromium (apt-get install chromium) for the browser tests" >&2
+  echo "install Debian's ${missing[*]} (apt-get install ${missing[*]}) for the browser tests and benchmarks" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq chromium >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null

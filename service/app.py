@@ -33,7 +33,7 @@ def default_config(var_dir: str | os.PathLike[str] = "var") -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": "memory://",
         "RATELIMIT_ANNOTATOR": "1200 per minute",
         "RATELIMIT_JOIN": "60 per minute",
-        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_ANNOTATOR_SCOPE": "process",  # or "shared": exact across processes, in the storage
         "MAX_CONTENT_LENGTH": 1 << 20,
         "JSON_SORT_KEYS": False,
     }
