@@ -82,7 +82,7 @@ def _warm_up(**_: Any) -> None:
         settings = json.loads(raw)
         generator = load_generator(settings)
         settings = resolve_settings(settings, generator)
-        batch = settings["m"] + (1 if settings["attention_check"] else 0)
+        batch = settings["m"] + 1  # a round renders its m points and the current best together
         shape = (batch, *generator.latent_shape(settings))
         generator.render(np.random.default_rng(0).standard_normal(shape), settings)
     except Exception:

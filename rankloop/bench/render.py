@@ -1,8 +1,8 @@
 """``rankloop bench render``: seconds per round of rendering.
 
 CPU (default): one ``cppn`` and one ``tiny-sd`` round of m = 8 exactly as the worker runs it
-(``render_round`` into a local store: tell/ask, one batch of m + 1 images with the attention
-check, PNG + WebP encoding, state, manifest), warm, after a warm-up round; the median of
+(``render_round`` into a local store: tell/ask, one batch of m + 1 images (the candidates and the
+current best, whose degraded copy is the attention check), PNG + WebP encoding, state, manifest), warm, after a warm-up round; the median of
 ``--repeats`` rounds.
 
 CUDA (``--device cuda``): the SD-1.5 architecture with random weights built from the JSON
