@@ -70,7 +70,7 @@ def build() -> tuple[dict[str, int], list[str]]:
     tokens = symbols + [s + "</w>" for s in symbols]
     merges = []
     for pair in COMMON_PAIRS:
-        a, b = pair
+        a, b = pair[0], pair[1]
         merges.append(f"{a} {b}")
         merges.append(f"{a} {b}</w>")
         tokens += [a + b, a + b + "</w>"]

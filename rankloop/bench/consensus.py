@@ -251,13 +251,15 @@ def consensus_command(
     # One verdict from every paired run of every setting: the mean log ratio, how often
     # preferences won, and a Wilcoxon signed-rank test (f/f0 spans orders of magnitude, so
     # the comparison is made on logs, paired by seed).
-    pooled = np.concatenate([r.pop("log ratios") for r in feed_rows])
-    p_value = float(wilcoxon(pooled).pvalue) if len(pooled) > 1 and np.any(pooled) else 1.0
+    log_ratios = np.concatenate([r.pop("log ratios") for r in feed_rows])
+    p_value = (
+        float(wilcoxon(log_ratios).pvalue) if len(log_ratios) > 1 and np.any(log_ratios) else 1.0
+    )
     summary["feed"] = {
-        "winner": "preferences" if pooled.mean() < 0 else "order",
-        "pooled_runs": len(pooled),
-        "pooled_geo_mean_pref_over_order": float(np.exp(pooled.mean())),
-        "pooled_pref_wins": float(np.mean(pooled < 0)),
+        "winner": "preferences" if log_ratios.mean() < 0 else "order",
+        "pooled_runs": len(log_ratios),
+        "pooled_geo_mean_pref_over_order": float(np.exp(log_ratios.mean())),
+        "pooled_pref_wins": float(np.mean(log_ratios < 0)),
         "wilcoxon_p": p_value,
         "geo-mean pref/order per setting": {
             r["setting"]: r["geo-mean pref/order"] for r in feed_rows
