@@ -218,6 +218,7 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
     store = app.extensions["rankloop_store"]
     reported: set[int] = set()
     best_costs: list[float] = []
+    last_winner_cost = float("nan")
     started = time.monotonic()
 
     def cost(key: str | None) -> float:
@@ -235,18 +236,20 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
                 # "best" is the optimizer's point this round was built around (rendered clean);
                 # "winner" is the image the crowd put first in this round.
                 best_costs.append(cost(row["best_key"]))
+                last_winner_cost = cost(row["winner_key"])
                 agreement = row["agreement"]
                 click.echo(f"round {row['number'] + 1:>3}/{progress['budget']} {row['kind'] or '':<11} "
                            f"rankings {row['n_rankings']}  agreement "
                            f"{'n/a' if agreement is None else f'{agreement:.2f}'}  "
-                           f"best cost {best_costs[-1]:+.3f}  winner cost {cost(row['winner_key']):+.3f}  "
+                           f"best cost {best_costs[-1]:+.3f}  winner cost {last_winner_cost:+.3f}  "
                            f"({time.monotonic() - started:.0f}s)")  # fmt: skip
         if progress["status"] in ("finished", "failed", "stopped") and exit_when_done:
             submitted = sum(w.submitted for w in workers)
             first, last = (best_costs[0], best_costs[-1]) if best_costs else (float("nan"),) * 2
             click.echo(f"campaign {progress['status']}: {len(reported)} rounds, {submitted} simulated "
-                       f"rankings, best image cost {first:+.3f} -> {last:+.3f} (lower = closer to what "
-                       f"the crowd prefers), {time.monotonic() - started:.0f}s")  # fmt: skip
+                       f"rankings, best image cost {first:+.3f} -> {last:+.3f}, last round's winner "
+                       f"{last_winner_cost:+.3f} (lower = closer to what the crowd prefers), "
+                       f"{time.monotonic() - started:.0f}s")  # fmt: skip
             if progress["error"]:
                 click.echo(f"error: {progress['error']}", err=True)
             return 0 if progress["status"] == "finished" else 1
