@@ -73,6 +73,14 @@ function toast(text) {
   }, 3500);
 }
 
+// The API's messages are clauses ("this task already has your ranking; ..."): a sentence on screen.
+function asSentence(text) {
+  const trimmed = String(text || "").trim();
+  if (!trimmed) return "";
+  const capital = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
 function showStatus(title, text, { retry = false } = {}) {
   ui.task.hidden = true;
   ui.tray.hidden = true;
@@ -160,14 +168,17 @@ async function loadNext() {
   }
   state.pollDelay = POLL_FIRST_MS;
   const task = response.data;
-  // The Date header is truncated to the second: the server's clock is half a second on, on average.
+  // The Date header is truncated to the second, so the server's clock read at least that: counting
+  // from it the page never ends a lease before the server does (ending it early fetched the same,
+  // still running lease again and again until it really ran out).
+  const receivedAt = performance.now();
   const dateHeader = Date.parse(response.headers.get("Date") || "");
-  const serverNow = Number.isFinite(dateHeader) ? dateHeader + 500 : Date.now();
+  const serverNow = Number.isFinite(dateHeader) ? dateHeader : Date.now();
   const loaded = await preload(task.images.map((image) => image.url));
   const first = loaded.find(Boolean);
   state.aspect = first ? first.naturalWidth / first.naturalHeight : 1;
   preload(task.images.map((image) => image.thumb_url).filter(Boolean));
-  showTask(task, serverNow);
+  showTask(task, serverNow, receivedAt);
 }
 
 function handleFatal(err) {
@@ -184,7 +195,7 @@ function handleFatal(err) {
 
 // ---------------------------------------------------------------- rendering
 
-function showTask(task, serverNow) {
+function showTask(task, serverNow, receivedAt) {
   state.task = task;
   state.ranking = new Ranking(
     task.images.map((image) => image.id),
@@ -215,7 +226,7 @@ function showTask(task, serverNow) {
   ui.grid.style.setProperty("--aspect", String(state.aspect || 1));
   layoutGrid();
   render();
-  startLease(task.expires_at, serverNow);
+  startLease(task.expires_at, serverNow, receivedAt);
   ui.grid.querySelector(".tile-pick")?.focus({ preventScroll: true });
 }
 
@@ -408,8 +419,8 @@ async function submit() {
       return;
     }
     if (err.status === 409 || err.status === 410 || err.status === 404) {
-      toast(`${err.message} Moving on to the next set.`);
-      announce(err.message);
+      toast(`${asSentence(err.message)} Moving on to the next set.`);
+      announce(asSentence(err.message));
     } else {
       // Keep the ranking on screen so the annotator can try again.
       state.sending = false;
@@ -426,11 +437,11 @@ async function submit() {
 
 // ---------------------------------------------------------------- lease countdown
 
-function startLease(expiresAt, serverNow) {
+function startLease(expiresAt, serverNow, receivedAt) {
   stopLease();
   const end = Date.parse(expiresAt || "");
   if (!Number.isFinite(end)) return;
-  state.leaseEnd = performance.now() + (end - serverNow);
+  state.leaseEnd = receivedAt + (end - serverNow); // from the answer, not after the preload
   ui.lease.hidden = false;
   tickLease();
   state.leaseTimer = setInterval(tickLease, 1000);
@@ -443,12 +454,16 @@ function stopLease() {
 }
 
 function tickLease() {
-  const left = Math.max(0, Math.floor((state.leaseEnd - performance.now()) / 1000));
+  // leaseEnd is the latest the lease may end (the server's clock may have read up to a second
+  // past the Date header): shown, the earliest; acted on, the latest, so that a lease still
+  // running on the server is never given up.
+  const leftMs = state.leaseEnd - performance.now();
+  const left = Math.max(0, Math.ceil((leftMs - 1000) / 1000));
   const minutes = Math.floor(left / 60);
   const seconds = String(left % 60).padStart(2, "0");
   ui.lease.textContent = `${minutes}:${seconds} left`;
   ui.lease.classList.toggle("warn", left <= 60);
-  if (left === 0 && !state.sending) {
+  if (leftMs <= 0 && !state.sending) {
     stopLease();
     toast("Time ran out for this set. Here is a fresh one.");
     announce("Time ran out for this set. Loading a fresh one.");

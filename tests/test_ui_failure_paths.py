@@ -1,0 +1,257 @@
+"""The task page's failure paths in headless Chromium: a lease that runs out while the page is
+open, and a ranking the server turns down (4xx) on submit.
+
+The coordinator serves over HTTP from a thread (werkzeug ``make_server``) on a SQLite database
+of the test's own; rounds are rendered in process by ``render_round`` (the GPU worker's part),
+so no Celery worker runs. The annotator is a pool annotator with two campaigns open: once the
+first task is lost, the page must move on to the other campaign's round without a reload (the
+server never leases a round twice to the same annotator).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select, update
+
+from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WAIT_MS = 20_000  # generous for a busy 2-core machine; never asserted as a timing
+DESKTOP = {"width": 1280, "height": 800}
+# Every task id the page puts on screen, in order (a re-shown task shows up twice).
+WATCH_TASKS = """
+window.__sameDocument = 'never reloaded';
+window.__shown = [];
+const note = () => {
+  const task = document.querySelector('#task');
+  if (!task.hidden && task.dataset.taskId && window.__shown.at(-1) !== task.dataset.taskId) {
+    window.__shown.push(task.dataset.taskId);
+  }
+};
+new MutationObserver(note).observe(document.querySelector('#task'), {attributes: true});
+note();
+"""
+
+
+@dataclass
+class Server:
+    base_url: str
+    app: Any
+    owner: Owner
+
+    def open_round(self, **settings: Any) -> dict:
+        """A running campaign whose round 0 is rendered and open."""
+        body = {"m": 4, "annotators_per_round": 1, "rounds": 3, "start": True, **settings}
+        campaign = self.owner.campaign(**body)
+        render_round(self.app, campaign["id"], 0)
+        return campaign
+
+    def pool_link(self, campaign_id: str) -> tuple[str, str]:
+        """A pool annotator (works on every running campaign): its task link and token."""
+        token = self.owner.annotators(campaign_id, 1, pool=True)[0]
+        return f"{self.base_url}/task#token={token}", token
+
+    def next_task(self, token: str) -> dict:
+        response = requests.get(
+            f"{self.base_url}/api/tasks/next", headers=bearer(token), timeout=10
+        )
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.json()
+
+    def expire(self, task_id: str) -> None:
+        """End a lease on the server alone, as when the page slept through its countdown (a
+        closed laptop, a throttled background tab)."""
+        from service.db import session_scope
+        from service.models import Assignment, utcnow
+
+        with self.app.app_context(), session_scope() as session:
+            session.execute(
+                update(Assignment)
+                .where(Assignment.id == task_id)
+                .values(expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+            session.commit()
+
+    def rankings(self, task_id: str) -> list:
+        from service.db import session_scope
+        from service.models import Ranking
+
+        with self.app.app_context(), session_scope() as session:
+            return list(
+                session.scalars(select(Ranking.order).where(Ranking.assignment_id == task_id))
+            )
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[Server]:
+    from werkzeug.serving import make_server
+
+    from service import db
+
+    app = make_app(tmp_path)
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{http.server_port}", app, Owner(app.test_client()))
+    finally:
+        http.shutdown()
+        db.get_engine(app).dispose()
+
+
+@pytest.fixture
+def context(browser) -> Iterator[Any]:
+    opened = browser.new_context(viewport=DESKTOP)
+    yield opened
+    opened.close()
+
+
+def open_tab(context, link: str) -> tuple[Any, list[str]]:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(link)
+    page.wait_for_selector("#task:not([hidden]) .tile", timeout=WAIT_MS)
+    page.evaluate(WATCH_TASKS)
+    return page, errors
+
+
+def shown_task(page) -> str:
+    page.wait_for_selector("#task:not([hidden]) .tile", timeout=WAIT_MS)
+    return page.get_attribute("#task", "data-task-id")
+
+
+def wait_for_other_task(page, previous: str) -> str:
+    page.wait_for_function(
+        """previous => {
+            const task = document.querySelector('#task');
+            return !task.hidden && task.dataset.taskId && task.dataset.taskId !== previous;
+        }""",
+        arg=previous,
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("window.__sameDocument") == "never reloaded"
+    return shown_task(page)
+
+
+def wait_for_toast(page, text: str) -> str:
+    page.wait_for_function(
+        "text => { const t = document.querySelector('#toast'); return !t.hidden && t.textContent.includes(text); }",
+        arg=text,
+        timeout=WAIT_MS,
+    )
+    return page.text_content("#toast")
+
+
+def rank_all_by_keys(page, keys: list[str]) -> list[str]:
+    """Press the image keys in this order; the display-order image ids as ranked, best first."""
+    images = page.eval_on_selector_all(".tile", "nodes => nodes.map(n => n.dataset.id)")
+    for key in keys:
+        page.keyboard.press(key)
+    assert page.is_enabled("#submit")
+    picked = [images[int(key) - 1] for key in keys]
+    return picked + [image for image in images if image not in picked]
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+def test_a_lease_that_runs_out_gives_a_notice_and_a_fresh_task(server, context, screenshot_dir):
+    short = server.open_round(name="Short lease", prompt="a short-lived apple", lease_s=3)
+    other = server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, token = server.pool_link(short["id"])
+    page, errors = open_tab(context, link)
+    first = shown_task(page)
+    served: list[str] = []  # the task of each /api/tasks/next answer from here on
+    page.on(
+        "response",
+        lambda r: served.append(r.json()["task_id"]) if r.url.endswith("/api/tasks/next") else None,
+    )
+    assert page.text_content("#prompt") == "a short-lived apple"
+    assert page.is_visible("#lease")
+    page.keyboard.press("1")  # a pick in progress is dropped with the lost lease
+    page.screenshot(path=screenshot_dir / "task-lease-running.png")
+
+    notice = wait_for_toast(page, "Time ran out")
+    assert notice == "Time ran out for this set. Here is a fresh one."
+    page.screenshot(path=screenshot_dir / "task-lease-ran-out.png")
+
+    fresh = wait_for_other_task(page, first)
+    assert page.text_content("#prompt") == "a patient pear"
+    minutes, seconds = page.text_content("#lease").removesuffix(" left").split(":")
+    assert 0 < int(minutes) * 60 + int(seconds) <= 600, "the countdown shows more than the lease"
+    # The page holds the lease the server gave: the other campaign's round, not a stale one.
+    held = server.next_task(token)
+    assert held["task_id"] == fresh and held["campaign_id"] == other["id"]
+    assert page.eval_on_selector_all(".tile.ranked", "nodes => nodes.length") == 0
+    # One request when the lease ran out, not a burst of them while it was still running.
+    assert served == [fresh], "the page asked again before the lease ran out"
+    assert server.rankings(first) == []
+    page.screenshot(path=screenshot_dir / "task-lease-fresh.png")
+    assert errors == []
+
+
+def test_a_repeated_submit_shows_the_server_message_and_moves_on(server, context, screenshot_dir):
+    campaign = server.open_round(name="Two tabs", prompt="a shared plum", lease_s=600)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(campaign["id"])
+    # The same annotator has the task open in two tabs: both show its one lease.
+    first_tab, first_errors = open_tab(context, link)
+    second_tab, second_errors = open_tab(context, link)
+    task = shown_task(first_tab)
+    assert shown_task(second_tab) == task
+    late_order = rank_all_by_keys(second_tab, ["1", "2", "3", "4"])
+    sent_order = rank_all_by_keys(first_tab, ["4", "3", "2", "1"])
+    first_tab.keyboard.press("Enter")
+    following = wait_for_other_task(first_tab, task)
+    assert server.rankings(task) == [sent_order]
+
+    second_tab.bring_to_front()
+    second_tab.keyboard.press("Enter")
+    message = wait_for_toast(second_tab, "already has your ranking")
+    second_tab.screenshot(path=screenshot_dir / "task-submit-repeated.png")
+    # The server's message, as a sentence of its own, then where the page goes.
+    assert message.startswith("This task already has your ranking")
+    assert message.endswith(". Moving on to the next set.")
+    assert wait_for_other_task(second_tab, task) == following
+    assert second_tab.text_content("#prompt") == "a patient pear"
+    assert second_tab.text_content("#done-count") == "0 done this visit"
+    # The refused ranking changed nothing: the first one stands, once.
+    assert server.rankings(task) == [sent_order] and sent_order != late_order
+    second_tab.screenshot(path=screenshot_dir / "task-submit-repeated-next.png")
+    assert first_errors == [] and second_errors == []
+
+
+def test_a_late_submit_after_a_takeover_shows_the_server_message_and_moves_on(
+    server, context, screenshot_dir
+):
+    campaign = server.open_round(name="Taken over", prompt="a contested quince", lease_s=600)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(campaign["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    rank_all_by_keys(page, ["2", "1", "3", "4"])
+    # The lease ends while the page still counts down, and another annotator takes the round.
+    server.expire(task)
+    rival = server.owner.annotators(campaign["id"], 1)[0]
+    assert server.next_task(rival)["campaign_id"] == campaign["id"]
+
+    page.keyboard.press("Enter")
+    message = wait_for_toast(page, "went to someone else")
+    page.screenshot(path=screenshot_dir / "task-submit-late.png")
+    assert message.startswith("Your lease expired")
+    assert message.endswith(". Moving on to the next set.")
+    wait_for_other_task(page, task)
+    assert page.text_content("#prompt") == "a patient pear"
+    assert page.text_content("#done-count") == "0 done this visit"
+    assert server.rankings(task) == []
+    page.screenshot(path=screenshot_dir / "task-submit-late-next.png")
+    assert errors == []
