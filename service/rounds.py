@@ -366,7 +366,7 @@ def lease(
     found = lease_by_token(session, annotator.token_hash, now)
     if found is None:
         return None
-    assignment = session.get(Assignment, found.task_id)
+    assignment = session.get(Assignment, found.task_id, populate_existing=True)  # may be renewed
     round_ = session.get(Round, found.round.id)
     campaign = session.get(Campaign, found.round.campaign_id)
     assert assignment is not None and round_ is not None and campaign is not None
@@ -691,7 +691,13 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     )
     quorum = c.c.settings["annotators_per_round"].as_integer()
     need = quorum - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
-    mine = select(asg.c.id).where(asg.c.round_id == r.c.id, asg.c.annotator_id == annotator_id)
+    # A round this annotator ranked, or holds a running lease on, is not offered again; one
+    # whose lease ran out unused is (else a small team's round could never reach its quorum).
+    mine = select(asg.c.id).where(
+        asg.c.round_id == r.c.id,
+        asg.c.annotator_id == annotator_id,
+        (asg.c.status != "leased") | (asg.c.expires_at > now),
+    )
     ranked_round = r.alias("ranked_round")
     done_here = (
         select(func.count())
@@ -721,6 +727,23 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
 _ROUND_TO_LEASE = {True: _round_to_lease(True), False: _round_to_lease(False)}
 
 
+def _renew_expired_lease() -> dict[str, Any]:
+    """``ON CONFLICT`` arguments that renew this annotator's own lapsed lease on the round
+    (same task id, so a page still showing it may submit) and leave any other row alone."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    excluded = pg_insert(_ASSIGNMENTS).excluded
+    return {
+        "index_elements": ["round_id", "annotator_id"],
+        "set_": {"created_at": excluded.created_at, "expires_at": excluded.expires_at},
+        "where": (_ASSIGNMENTS.c.status == "leased")
+        & (_ASSIGNMENTS.c.expires_at <= excluded.created_at),
+    }
+
+
+_RENEW_EXPIRED_LEASE = _renew_expired_lease()
+
+
 def _lease_round_postgres(own_campaign: bool) -> Any:
     """PostgreSQL: choose the round and insert the lease in one statement; the lease with its
     round, or no row (nothing to lease, or a parallel request leased that round first)."""
@@ -743,7 +766,7 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
         .from_select(
             ["id", "round_id", "annotator_id", "status", "created_at", "expires_at"], choice
         )
-        .on_conflict_do_nothing(index_elements=["round_id", "annotator_id"])
+        .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
         .returning(asg.c.id, asg.c.expires_at, asg.c.round_id)
         .cte("inserted")
     )
@@ -891,12 +914,12 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
                 created_at=now,
                 expires_at=expires_at,
             )
-            .on_conflict_do_nothing(index_elements=["round_id", "annotator_id"])
+            .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
             .returning(_ASSIGNMENTS.c.id)
         ).first()
         session.commit()
-        if inserted is not None:
-            return Lease(annotator_id, task_id, expires_at, round_, campaign)
+        if inserted is not None:  # a new lease, or this annotator's lapsed one renewed
+            return Lease(annotator_id, inserted.id, expires_at, round_, campaign)
         # The same annotator leased this round in a parallel request: serve that lease.
     raise Conflict("could not lease a task for a busy annotator; fetch the next task again")
 

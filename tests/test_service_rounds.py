@@ -155,6 +155,25 @@ def test_an_expired_lease_nobody_took_is_still_accepted(app, session):
     assert ranking.late
 
 
+def test_an_annotator_whose_lease_ran_out_gets_the_round_again(app, session):
+    # A team of one per round: if a lapsed lease barred its annotator, the round would wait
+    # for a ranking nobody may give, extended at every deadline.
+    cid = new_campaign(session, annotators_per_round=1, lease_s=60)
+    rounds.start(session, cid)
+    render_round(app, cid, 0, session=session)
+    only = new_annotator(session, cid, "only")
+    t0 = utcnow()
+    task, round_, _ = rounds.lease(session, only, t0)
+    later = t0 + dt.timedelta(seconds=61)
+    session.commit()  # outside a transaction, PostgreSQL takes the one-statement hot path
+    again, round_again, _ = rounds.lease(session, only, later)
+    assert (again.id, round_again.id) == (task.id, round_.id)  # the same task, renewed
+    assert again.expires_at > later
+    ranking = rounds.submit(session, only, again.id, [i.id for i in round_.images], later)
+    assert not ranking.late
+    assert rounds.lease(session, only, later) is None  # ranked: not offered again
+
+
 def test_a_round_short_of_its_quorum_at_the_deadline_is_extended(app, session):
     cid = new_campaign(session, round_deadline_s=30)
     rounds.start(session, cid)
