@@ -26,6 +26,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from tests.fixtures.browser import wait_for_task_change
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,15 +225,7 @@ def current_task(page) -> dict:
 
 
 def wait_for_next_task(page, previous_task_id: str) -> dict:
-    page.wait_for_function(
-        """previous => {
-            const task = document.querySelector('#task');
-            return !task.hidden && task.dataset.taskId && task.dataset.taskId !== previous;
-        }""",
-        arg=previous_task_id,
-        timeout=WAIT_MS,
-    )
-    assert page.evaluate("window.__sameDocument") == "never reloaded"
+    wait_for_task_change(page, previous_task_id, WAIT_MS)
     return current_task(page)
 
 

@@ -20,6 +20,7 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from tests.fixtures.browser import wait_for_task_change
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -130,15 +131,7 @@ def shown_task(page) -> str:
 
 
 def wait_for_other_task(page, previous: str) -> str:
-    page.wait_for_function(
-        """previous => {
-            const task = document.querySelector('#task');
-            return !task.hidden && task.dataset.taskId && task.dataset.taskId !== previous;
-        }""",
-        arg=previous,
-        timeout=WAIT_MS,
-    )
-    assert page.evaluate("window.__sameDocument") == "never reloaded"
+    wait_for_task_change(page, previous, WAIT_MS)
     return shown_task(page)
 
 
