@@ -116,18 +116,14 @@ def _new_annotators(app, campaign_id: str, count: int) -> list[str]:
 def _progress(app, campaign_id: str) -> dict[str, Any]:
     from service.db import session_scope
     from service.models import Campaign
+    from service.rounds import winner_image
 
     with app.app_context(), session_scope(app) as session:
         campaign = session.get(Campaign, campaign_id)
         assert campaign is not None
         rows = []
         for r in campaign.rounds:
-            winner = None
-            if r.consensus is not None:
-                images = {i.position: i for i in r.images}
-                winner = next(
-                    (images[p] for p in r.consensus.order if images[p].role == "candidate"), None
-                )
+            winner = winner_image(r)
             rows.append({"number": r.number, "status": r.status, "kind": r.kind,
                          "agreement": r.consensus.agreement if r.consensus else None,
                          "n_rankings": r.consensus.n_rankings if r.consensus else None,

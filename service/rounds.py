@@ -146,6 +146,18 @@ def worker_settings(campaign: Campaign) -> dict[str, Any]:
     return settings
 
 
+def winner_image(round_: Round) -> Image | None:
+    """The candidate the round's consensus put first (the attention image never counts)."""
+    if round_.consensus is None:
+        return None
+    by_position = {image.position: image for image in round_.images}
+    for position in round_.consensus.order:
+        image = by_position.get(position)
+        if image is not None and image.role == "candidate":
+            return image
+    return None
+
+
 def _round(session: Session, campaign_id: str, number: int) -> Round | None:
     return session.scalar(
         select(Round).where(Round.campaign_id == campaign_id, Round.number == number)
@@ -797,7 +809,8 @@ def _run_on_driver(session: Session, statement: Any, **params: Any) -> Any:
     return driver.execute(sql, {**defaults, **params})
 
 
-def _insert_ignoring_duplicates(session: Session, table: Table) -> Any:
+def _insert_with_on_conflict(session: Session, table: Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
     if _is_postgres(session):
         from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
@@ -905,7 +918,7 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
         expires_at = now + dt.timedelta(seconds=float(campaign.settings["lease_s"]))
         task_id = new_short_id()
         inserted = session.execute(
-            _insert_ignoring_duplicates(session, _ASSIGNMENTS)
+            _insert_with_on_conflict(session, _ASSIGNMENTS)
             .values(
                 id=task_id,
                 round_id=round_.id,

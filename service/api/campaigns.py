@@ -88,14 +88,8 @@ def _actor(owner: Owner) -> str:
 
 
 def _winner_url(round_: Round) -> str | None:
-    if round_.consensus is None:
-        return None
-    by_position = {image.position: image for image in round_.images}
-    for position in round_.consensus.order:
-        image = by_position.get(position)
-        if image is not None and image.role == "candidate":
-            return object_url(image.key)
-    return None
+    winner = rounds.winner_image(round_)
+    return None if winner is None else object_url(winner.key)
 
 
 def round_json(round_: Round, n_rankings: int, quorum: int) -> dict[str, Any]:
