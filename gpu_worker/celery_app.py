@@ -29,7 +29,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from rankloop.errors import InvalidInput
+from rankloop.core.errors import InvalidInput
 
 DEFAULT_BROKER_URL = "sqla+sqlite:///var/broker.sqlite"
 QUEUE = "gpu"

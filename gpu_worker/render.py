@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from rankloop.errors import CorruptedObject, InvalidInput
-from rankloop.storage import ObjectStore, round_prefix
+from rankloop.core.errors import CorruptedObject, InvalidInput
+from rankloop.core.storage import ObjectStore, round_prefix
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def render_round(
         ``{campaign_id, round_number, kind, state_key, manifest_key, render_seconds, images,
         best, stats}``.
     """
-    from gpu_worker import optimizer as opt_module
     from gpu_worker.generators import load_generator, resolve_settings
+    from rankloop.core import optimizer as opt_module
 
     campaign_id, round_number = _check_ids(campaign_id, round_number)
     prefix = round_prefix(campaign_id, round_number)

@@ -5,7 +5,7 @@ Thin on purpose: it builds the object store from the worker's environment and ca
 as is). Failures are recorded, never left as a stuck round:
 
 - bad settings, an unknown model, a corrupted state object, an image too large for the GPU:
-  a :class:`~rankloop.errors.RankloopError` subclass, not retried (the coordinator's
+  a :class:`~rankloop.core.errors.RankloopError` subclass, not retried (the coordinator's
   ``link_error`` records it);
 - a transient object-store error: retried with exponential backoff, then recorded.
 
@@ -25,7 +25,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from gpu_worker.celery_app import TASK_NAME, app
-from rankloop.errors import CorruptedObject, StorageError
+from rankloop.core.errors import CorruptedObject, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ MAX_STORE_RETRIES = 5
 @functools.cache
 def worker_store():
     """The object store from ``RANKLOOP_STORE_URL`` / ``RANKLOOP_S3_*``, one per process."""
-    from rankloop.storage import store_config_from_env, store_from_config
+    from rankloop.stores import store_config_from_env, store_from_config
 
     return store_from_config(store_config_from_env())
 

@@ -1,8 +1,8 @@
 """rankloop: a crowdsourced ranking service that steers image generators with human judgement.
 
-The top-level package holds what both tiers share and that imports neither Flask-side
-database code nor torch: the error hierarchy, the object store, the command line and the
-simulation and benchmark tools.
+``rankloop.core`` is the pure bottom layer every tier builds on; ``rankloop.stores`` picks an
+object-store backend; the rest of this package is the top layer: the command line,
+``rankloop up``, the simulators and the benchmarks.
 """
 
 __version__ = "0.1.0"

@@ -33,8 +33,8 @@ class LazyGroup(click.Group):
 @click.group(
     cls=LazyGroup,
     lazy_subcommands={
-        "up": "service.embedded:up_command",
-        "serve": "service.embedded:serve_command",
+        "up": "rankloop.up:up_command",
+        "serve": "rankloop.up:serve_command",
         "db": "service.cli:db_group",
         "simulate": "rankloop.simulate:simulate_command",
         "bench": "rankloop.bench:bench_group",

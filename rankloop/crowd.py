@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from rankloop.errors import InvalidInput
+from rankloop.core.errors import InvalidInput
 
 __all__ = ["KINDS", "Crowd", "SimulatedAnnotator", "make_crowd"]
 

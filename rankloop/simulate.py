@@ -17,11 +17,11 @@ from typing import Any
 import click
 import numpy as np
 
-from gpu_worker.optimizer import RankSGD
+from rankloop.core.consensus import METHODS, AnnotatorReliability, aggregate
+from rankloop.core.errors import InvalidInput
+from rankloop.core.optimizer import RankSGD
 from rankloop.crowd import Crowd, make_crowd
-from rankloop.errors import InvalidInput
 from rankloop.objectives import PROBLEM_NAMES, make_problem
-from service.consensus import METHODS, AnnotatorReliability, aggregate
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign", "simulate_command"]
 
@@ -82,7 +82,7 @@ def run_campaign(
     crowd : Crowd, optional
         Default: ``make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)``.
     method : str
-        Consensus method (:data:`service.consensus.METHODS`).
+        Consensus method (:data:`rankloop.core.consensus.METHODS`).
     feed : {"preferences", "order"}
         Tell the optimizer the consensus's weighted pairwise matrix, or only its order.
     m, k : int
@@ -93,7 +93,7 @@ def run_campaign(
     attention : bool
         Add a degraded copy of the best point to every round as an attention check.
     optimizer_options : dict, optional
-        Passed to :class:`gpu_worker.optimizer.RankSGD`.
+        Passed to :class:`rankloop.core.optimizer.RankSGD`.
     """
     if method not in METHODS:
         raise InvalidInput(f"unknown consensus method {method!r}; use one of {', '.join(METHODS)}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, Response
 
-from rankloop.storage import store_from_config
+from rankloop.stores import store_from_config
 
 
 def default_config(var_dir: str | os.PathLike[str] = "var") -> dict[str, Any]:

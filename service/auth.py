@@ -17,7 +17,7 @@ from flask import current_app, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rankloop.errors import Forbidden, Unauthorized
+from rankloop.core.errors import Forbidden, Unauthorized
 from service.models import Annotator, Campaign, OwnerKey
 
 

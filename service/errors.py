@@ -1,6 +1,6 @@
 """Errors as JSON, mapped once: ``{"error": {"code", "message", "details"}}``.
 
-A :class:`rankloop.errors.RankloopError` carries its own status and code; HTTP errors raised by
+A :class:`rankloop.core.errors.RankloopError` carries its own status and code; HTTP errors raised by
 Flask (404 for an unknown route, 405, 413) keep theirs; anything else is a logged 500 that
 reveals nothing.
 """
@@ -11,7 +11,7 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from rankloop.errors import RankloopError
+from rankloop.core.errors import RankloopError
 
 
 def error_response(status: int, code: str, message: str, details=None):

@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rankloop.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthorized
+from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthorized
 from service.models import (
     Annotator,
     Assignment,
@@ -1180,7 +1180,7 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
 
 def close_round(session: Session, round_: Round, now: dt.datetime | None = None) -> Outcome:
     """Close an open round: consensus, then the next render request or the campaign's end."""
-    from service.consensus import AnnotatorReliability, aggregate
+    from rankloop.core.consensus import AnnotatorReliability, aggregate
 
     now = now or utcnow()
     campaign = get_campaign(session, round_.campaign_id, lock=True)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rankloop.errors import InvalidInput
+from rankloop.core.errors import InvalidInput
 
 
 class _Strict(BaseModel):

@@ -112,7 +112,7 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
 def warm_up_consensus(**_: Any) -> None:
     """Pay the consensus engine's first-call cost (scipy's MILP import, about a second) at
     process start instead of in the first round transition."""
-    from service.consensus import AnnotatorReliability, aggregate
+    from rankloop.core.consensus import AnnotatorReliability, aggregate
 
     aggregate([("a", [0, 1, 2]), ("b", [1, 0, 2])], 3, reliability=AnnotatorReliability())
 

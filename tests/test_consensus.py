@@ -11,9 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
-from rankloop.crowd import make_crowd
-from rankloop.errors import InvalidInput
-from service.consensus import (
+from rankloop.core.consensus import (
     METHODS,
     AnnotatorReliability,
     Consensus,
@@ -23,6 +21,8 @@ from service.consensus import (
     pairwise_matrix,
     parse_ranking,
 )
+from rankloop.core.errors import InvalidInput
+from rankloop.crowd import make_crowd
 
 
 def _kemeny_cost(order, pairwise):

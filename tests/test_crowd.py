@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
+from rankloop.core.consensus import parse_ranking
+from rankloop.core.errors import InvalidInput
 from rankloop.crowd import Crowd, SimulatedAnnotator, make_crowd
-from rankloop.errors import InvalidInput
-from service.consensus import parse_ranking
 
 
 def _mean_tau(annotator, rounds=60, n=8, scale="relative"):

@@ -7,7 +7,7 @@ import pytest
 
 from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import degrade, encode_png, encode_thumbnail
-from rankloop.errors import InvalidInput, ModelUnavailable, OutOfResources
+from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_cuda_generator_uses_the_optimised_path():
 # -- render_round in-process (the task's body) ---------------------------------------------------
 def test_render_round_rewrites_the_same_objects_after_a_crash(tmp_path):
     from gpu_worker.render import render_round
-    from rankloop.storage import LocalStore
+    from rankloop.core.storage import LocalStore
 
     store = LocalStore(tmp_path)
     settings = {"generator": "cppn", "m": 4, "seed": 2, "width": 48, "height": 48}
@@ -252,8 +252,8 @@ def test_render_round_rewrites_the_same_objects_after_a_crash(tmp_path):
 
 def test_render_round_rejects_inconsistent_requests(tmp_path):
     from gpu_worker.render import render_round
-    from rankloop.errors import NotFound
-    from rankloop.storage import LocalStore
+    from rankloop.core.errors import NotFound
+    from rankloop.core.storage import LocalStore
 
     store = LocalStore(tmp_path)
     settings = {"generator": "cppn", "m": 4, "width": 48, "height": 48}

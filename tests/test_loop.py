@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
+from rankloop.simulated_annotators import Http, start_simulated
 from service import db
 from service.app import create_app
 from service.cli import upgrade
 from service.models import Consensus, Ranking, Round
-from service.simulated_annotators import Http, start_simulated
 
 ADMIN = "loop-admin"
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests of the rank-only optimizer (gpu_worker/optimizer.py) and the synthetic objectives."""
+"""Tests of the rank-only optimizer (rankloop/core/optimizer.py) and the synthetic objectives."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpu_worker.optimizer import (
+from rankloop.core.errors import CorruptedObject, InvalidInput, ProtocolError
+from rankloop.core.optimizer import (
     GRADIENT,
     LINE_SEARCH,
     RankSGD,
@@ -22,7 +23,6 @@ from gpu_worker.optimizer import (
     reproducible_permutation,
     standard_normals,
 )
-from rankloop.errors import CorruptedObject, InvalidInput, ProtocolError
 from rankloop.objectives import (
     ill_conditioned_quadratic,
     make_problem,
@@ -597,7 +597,7 @@ def test_optimizer_module_imports_no_heavy_or_service_dependencies():
     import sys
 
     code = (
-        "import sys, gpu_worker.optimizer, rankloop.objectives; "
+        "import sys, rankloop.core.optimizer, rankloop.objectives; "
         "print(sorted(m for m in ('torch', 'celery', 'boto3', 'flask', 'sqlalchemy', 'diffusers')"
         " if m in sys.modules))"
     )

@@ -20,8 +20,8 @@ from PIL import Image
 
 from gpu_worker.celery_app import TASK_NAME, make_celery
 from gpu_worker.render import ATTENTION_SEED_OFFSET, degrade, render_round
-from rankloop.errors import CorruptedObject, InvalidInput, ModelUnavailable
-from rankloop.storage import LocalStore, round_prefix
+from rankloop.core.errors import CorruptedObject, InvalidInput, ModelUnavailable
+from rankloop.core.storage import LocalStore, round_prefix
 from tests.fixtures.workers import start_celery_worker
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from rankloop.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
+from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from service import db, rounds
 from service.auth import hash_token
 from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from rankloop import errors
+from rankloop.core import errors
 from rankloop.bench.report import format_table, save_results
 from rankloop.cli import LazyGroup, main
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from rankloop.cli import main
+from rankloop.core.errors import InvalidInput
 from rankloop.crowd import make_crowd
-from rankloop.errors import InvalidInput
 from rankloop.simulate import run_campaign
 
 

@@ -8,14 +8,9 @@ import uuid
 import pytest
 import requests
 
-from rankloop.errors import InvalidInput, NotFound, StorageError
-from rankloop.storage import (
-    LocalStore,
-    S3Store,
-    round_prefix,
-    store_config_from_env,
-    store_from_config,
-)
+from rankloop.core.errors import InvalidInput, NotFound, StorageError
+from rankloop.core.storage import LocalStore, round_prefix
+from rankloop.stores import S3Store, store_config_from_env, store_from_config
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])

@@ -8,7 +8,7 @@
 
 :func:`load_generator` caches one loaded generator per (name, model, device) in the process,
 so a worker loads its model once (after the fork) and keeps it. :func:`resolve_settings` fills
-each generator's defaults and rejects bad settings with :class:`~rankloop.errors.InvalidInput`.
+each generator's defaults and rejects bad settings with :class:`~rankloop.core.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rankloop.errors import InvalidInput, ModelUnavailable
+from rankloop.core.errors import InvalidInput, ModelUnavailable
 
 GENERATORS = ("cppn", "tiny-sd", "diffusers")
 MAX_SIDE = 2048

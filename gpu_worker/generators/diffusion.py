@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rankloop.errors import InvalidInput, ModelUnavailable, OutOfResources
+from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from rankloop.bench.report import format_table, save_results
+from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.crowd import make_crowd
 from rankloop.simulate import FEEDS, run_campaign
-from service.consensus import AnnotatorReliability, aggregate
 
 QUALITY_METHODS = ("auto", "borda", "plackett_luce", "noisy_bt", "copeland", "kemeny")
 LABELS = {
@@ -55,7 +55,7 @@ def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> lis
     import pandas as pd
     from crowdkit.aggregation import NoisyBradleyTerry
 
-    from service.consensus import pairwise_matrix, parse_ranking
+    from rankloop.core.consensus import pairwise_matrix, parse_ranking
 
     rng = np.random.default_rng([seed, 4242])
     rows = []

@@ -2,7 +2,7 @@
 
 Methods, each seeing only rankings (the best-first top-k of each queried set):
 
-- ``rankloop``: :class:`gpu_worker.optimizer.RankSGD` with its defaults (no tuning);
+- ``rankloop``: :class:`rankloop.core.optimizer.RankSGD` with its defaults (no tuning);
 - ``cma``: pycma's ``CMAEvolutionStrategy`` with ``popsize = m``, told the rank positions as
   fitness (unranked points share the worst rank), with pycma's documented rule for ``sigma0``
   (the optimum should lie within ``x0 +- 3 sigma0``; each coordinate of these ``x0 ~ N(0, I)``
@@ -33,8 +33,8 @@ from typing import Any
 import click
 import numpy as np
 
-from gpu_worker.optimizer import RankSGD, dag_weights, standard_normals
 from rankloop.bench.report import format_table, save_results
+from rankloop.core.optimizer import RankSGD, dag_weights, standard_normals
 from rankloop.objectives import Problem, make_problem
 
 

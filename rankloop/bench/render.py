@@ -113,7 +113,7 @@ def _machine(device: str) -> dict[str, Any]:
 # -- CPU --------------------------------------------------------------------------------------
 def cpu_rows(repeats: int) -> list[dict[str, Any]]:
     from gpu_worker.render import render_round
-    from rankloop.storage import LocalStore
+    from rankloop.core.storage import LocalStore
 
     rows = []
     with tempfile.TemporaryDirectory() as directory:

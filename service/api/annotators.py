@@ -15,7 +15,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from rankloop.errors import Conflict, Forbidden, Gone, NotFound
+from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
 from service.auth import hash_token, new_token, require_annotator
@@ -114,7 +114,7 @@ def list_annotators(campaign_id: str):
 def _campaign_weights(campaign: Campaign) -> dict[str, float]:
     if not campaign.reliability:
         return {}
-    from service.consensus import AnnotatorReliability
+    from rankloop.core.consensus import AnnotatorReliability
 
     reliability = AnnotatorReliability.from_dict(campaign.reliability)
     return {str(a): float(reliability.weight(a)) for a in reliability.annotators}

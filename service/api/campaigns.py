@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from rankloop.errors import NotFound
+from rankloop.core.errors import NotFound
 from service import rounds
 from service.api.common import iso, json_body, object_url
 from service.auth import Owner, require_owner

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import current_app, request
 
-from rankloop.errors import InvalidInput
-from rankloop.storage import ObjectStore
+from rankloop.core.errors import InvalidInput
+from rankloop.core.storage import ObjectStore
 
 
 def json_body() -> Any:

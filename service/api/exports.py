@@ -15,7 +15,7 @@ import re
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 
-from rankloop.errors import InvalidInput, NotFound
+from rankloop.core.errors import InvalidInput, NotFound
 from service.api.campaigns import owned_campaign
 from service.api.common import iso, store
 from service.db import get_session

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
-from rankloop.errors import InvalidInput, Unauthorized
+from rankloop.core.errors import InvalidInput, Unauthorized
 from service import rounds
 from service.api.common import iso, json_body, object_url
 from service.auth import bearer_token, hash_token

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from rankloop.errors import CorruptedObject, InvalidInput, ProtocolError
+from rankloop.core.errors import CorruptedObject, InvalidInput, ProtocolError
 
 STATE_VERSION = 2
 #: Version 1 (no metric) still loads, and continues exactly as it would have before.

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from rankloop.errors import ConvergenceError, InvalidInput
+from rankloop.core.errors import ConvergenceError, InvalidInput
 
 __all__ = [
     "KEMENY_EXACT_MAX",

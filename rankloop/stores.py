@@ -1,98 +1,19 @@
-"""The object store: images, optimizer states and manifests, addressed by key.
+"""Object-store backends and the factory that picks one from the settings.
 
-Two backends behind one small interface: :class:`LocalStore` (a directory, for the embedded
-default) and :class:`S3Store` (boto3 against any S3-compatible endpoint: AWS, SeaweedFS, MinIO).
-Keys are ``/``-separated relative paths; :func:`round_prefix` names the keys unique to one
-(campaign, round), which is what makes a redelivered render task idempotent.
+The interface, the key layout and the local directory store are in the pure core
+(:mod:`rankloop.core.storage`); this module adds :class:`S3Store` (boto3 against any
+S3-compatible endpoint: AWS, SeaweedFS, MinIO) and :func:`store_from_config`, which both tiers
+call.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from rankloop.errors import InvalidInput, NotFound, StorageError
-
-
-def round_prefix(campaign_id: str | int, round_number: int) -> str:
-    """Key prefix owned by one round of one campaign (images, state, manifest)."""
-    return f"campaigns/{campaign_id}/rounds/{round_number:04d}"
-
-
-def _check_key(key: str) -> str:
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or ".." in path.parts or key.endswith("/"):
-        raise InvalidInput(f"invalid object key {key!r}: use a relative path like 'a/b/c.png'")
-    return key
-
-
-class ObjectStore(Protocol):
-    """What both tiers need from a store. ``url`` may return None: then the web tier streams
-    the object itself (``get``) instead of redirecting the browser to the store."""
-
-    def put(
-        self, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> None: ...
-    def get(self, key: str) -> bytes: ...
-    def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str) -> list[str]: ...
-    def delete(self, key: str) -> None: ...
-    def url(self, key: str, expires_s: int = 3600) -> str | None: ...
-
-
-class LocalStore:
-    """A directory as an object store. Writes are atomic (temp file + rename), so a reader
-    never sees half an object and two writers of the same key leave one whole object."""
-
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
-
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.root}") from None
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def list(self, prefix: str) -> list[str]:
-        # A plain string prefix, as in S3: "a/b" matches "a/b/c" and "a/bc"; walk only the
-        # deepest directory the prefix names.
-        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
-        if not base.is_dir():
-            return []
-        keys = (
-            str(p.relative_to(self.root).as_posix())
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
-        return sorted(key for key in keys if key.startswith(prefix))
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def url(self, key: str, expires_s: int = 3600) -> str | None:
-        return None
+from rankloop.core.errors import NotFound, StorageError
+from rankloop.core.storage import LocalStore, ObjectStore, check_key
 
 
 class S3Store:
@@ -153,7 +74,7 @@ class S3Store:
 
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=_check_key(key), Body=data, ContentType=content_type
+                Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type
             )
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"put {key!r} failed: {error}") from error
@@ -162,7 +83,7 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=_check_key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
             return response["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
@@ -175,7 +96,7 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=_check_key(key))
+            self.client.head_object(Bucket=self.bucket, Key=check_key(key))
             return True
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
@@ -201,14 +122,14 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"delete {key!r} failed: {error}") from error
 
     def url(self, key: str, expires_s: int = 3600) -> str | None:
         return self._url_client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": _check_key(key)},
+            Params={"Bucket": self.bucket, "Key": check_key(key)},
             ExpiresIn=expires_s,
         )
 
@@ -247,7 +168,3 @@ def store_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str,
         "S3_CREATE_BUCKET",
     )
     return {k: environ[f"RANKLOOP_{k}"] for k in keys if f"RANKLOOP_{k}" in environ}
-
-
-def iter_round_keys(store: ObjectStore, campaign_id: str | int, round_number: int) -> Iterator[str]:
-    yield from store.list(round_prefix(campaign_id, round_number) + "/")

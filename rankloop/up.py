@@ -190,7 +190,7 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
     workers = []
     if simulate:
-        from service.simulated_annotators import start_simulated
+        from rankloop.simulated_annotators import start_simulated
 
         workers = start_simulated(
             base, _new_annotators(app, campaign_id, simulate), stop_event=stop
@@ -209,7 +209,7 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
 
 
 def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes) -> int:
-    from service.simulated_annotators import preference_cost
+    from rankloop.simulated_annotators import preference_cost
 
     store = app.extensions["rankloop_store"]
     reported: set[int] = set()
