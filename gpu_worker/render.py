@@ -22,13 +22,20 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from rankloop.core.contracts import (
+    BestImage,
+    RenderedImage,
+    RenderMessage,
+    RenderResult,
+    parse,
+)
 from rankloop.core.errors import CorruptedObject, InvalidInput
+from rankloop.core.round_step import shown_items, tell
 from rankloop.core.storage import ObjectStore, round_prefix
 
 log = logging.getLogger(__name__)
@@ -70,48 +77,52 @@ def render_round(
     from gpu_worker.generators import load_generator, resolve_settings
     from rankloop.core import optimizer as opt_module
 
-    campaign_id, round_number = _check_ids(campaign_id, round_number)
+    message = parse(
+        RenderMessage,
+        {
+            "campaign_id": _check_campaign_id(campaign_id),
+            "round_number": round_number,
+            "settings": settings,
+            "previous_state_key": previous_state_key,
+            "consensus": consensus,
+        },
+        "render message",
+    )
+    campaign_id, round_number = message.campaign_id, message.round_number
     prefix = round_prefix(campaign_id, round_number)
     manifest_key = f"{prefix}/manifest.json"
     if store.exists(manifest_key):
         return load_manifest(store, manifest_key)
 
-    if not isinstance(settings, dict):
-        raise InvalidInput("settings must be a JSON object")
-    generator = load_generator(settings)
-    settings = resolve_settings(settings, generator)
+    generator = load_generator(message.settings.model_dump())
+    resolved = resolve_settings(message.settings.model_dump(), generator)
 
     if round_number == 0:
-        if previous_state_key or consensus:
+        if message.previous_state_key or message.consensus:
             raise InvalidInput("round 0 takes no previous_state_key or consensus")
-        shape = generator.latent_shape(settings)
-        x0 = np.random.default_rng(settings["seed"]).standard_normal(shape)
-        options = {"shell": generator.shell, **settings["optimizer"]}
-        try:
-            optimizer = opt_module.RankSGD(
-                x0, m=settings["m"], k=settings["k"], seed=settings["seed"], **options
-            )
-        except TypeError as error:  # an unknown option name
-            raise InvalidInput(
-                f"bad settings.optimizer {settings['optimizer']!r}: {error}"
-            ) from None
+        shape = generator.latent_shape(resolved)
+        x0 = np.random.default_rng(resolved["seed"]).standard_normal(shape)
+        options = {"shell": generator.shell, **resolved["optimizer"]}
+        optimizer = opt_module.RankSGD(
+            x0, m=resolved["m"], k=resolved["k"], seed=resolved["seed"], **options
+        )
     else:
-        if not previous_state_key:
+        if not message.previous_state_key:
             raise InvalidInput(
                 f"round {round_number} needs previous_state_key (the state of round {round_number - 1})"
             )
-        if not consensus:
+        if message.consensus is None:
             raise InvalidInput(
                 f"round {round_number} needs the consensus of round {round_number - 1}"
             )
-        state = opt_module.loads_state(store.get(previous_state_key))
+        state = opt_module.loads_state(store.get(message.previous_state_key))
         try:
             optimizer = opt_module.RankSGD.from_state_dict(state)
         except (KeyError, TypeError, ValueError) as error:
             raise CorruptedObject(
-                f"state {previous_state_key!r} does not decode: {error}"
+                f"state {message.previous_state_key!r} does not decode: {error}"
             ) from error
-        expected = tuple(generator.latent_shape(settings))
+        expected = tuple(generator.latent_shape(resolved))
         if tuple(optimizer.x.shape) != expected:
             raise InvalidInput(
                 f"the state's latent has shape {tuple(optimizer.x.shape)} but these settings "
@@ -119,7 +130,7 @@ def render_round(
                 "within a campaign (fork a new campaign to change them)"
             )
         previous = optimizer.ask()  # the pending proposal stored with the state (same as before)
-        _tell(optimizer, consensus, len(previous.points))
+        tell(optimizer, message.consensus, len(previous.points))
 
     proposal = optimizer.ask()
     points = np.asarray(proposal.points)
@@ -129,41 +140,43 @@ def render_round(
     latents = np.concatenate([points, np.asarray(optimizer.x)[None]], axis=0)
 
     started = time.perf_counter()
-    images = generator.render(latents, settings)
+    images = generator.render(latents, resolved)
     render_seconds = time.perf_counter() - started
     best_pixels = images.pop()
-    if settings["attention_check"]:
-        seed = settings["seed"] * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
+    items = shown_items(n, resolved["attention_check"])
+    if resolved["attention_check"]:
+        seed = resolved["seed"] * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
         images.append(degrade(best_pixels, seed))
 
     entries = []
-    for index, pixels in enumerate(images):
-        key, thumb_key = _put_image(store, f"{prefix}/images/{index:02d}.png",
-                                    f"{prefix}/thumbs/{index:02d}.webp", pixels)  # fmt: skip
-        role = "candidate" if index < n else "attention"
-        entries.append({"index": index, "key": key, "thumb_key": thumb_key, "role": role})
+    for item, pixels in zip(items, images, strict=True):
+        key, thumb_key = _put_image(store, f"{prefix}/images/{item.index:02d}.png",
+                                    f"{prefix}/thumbs/{item.index:02d}.webp", pixels)  # fmt: skip
+        entries.append(
+            RenderedImage(index=item.index, key=key, thumb_key=thumb_key, role=item.role)
+        )
     best_key, best_thumb_key = _put_image(
         store, f"{prefix}/best.png", f"{prefix}/thumbs/best.webp", best_pixels
     )
 
     state_key = f"{prefix}/state.npz"
     store.put(state_key, opt_module.dumps_state(optimizer.state_dict()), "application/x-npz")
-    if settings["test_delay_s"] > 0:
+    if message.settings.test_delay_s > 0:
         # Test hook: a window between the objects and the manifest, to kill a worker inside.
-        time.sleep(settings["test_delay_s"])
+        time.sleep(message.settings.test_delay_s)
 
-    result = {
-        "campaign_id": campaign_id,
-        "round_number": round_number,
-        "kind": str(proposal.kind),
-        "state_key": state_key,
-        "manifest_key": manifest_key,
-        "render_seconds": round(render_seconds, 4),
-        "images": entries,
+    result = RenderResult(
+        campaign_id=campaign_id,
+        round_number=round_number,
+        kind=str(proposal.kind),
+        state_key=state_key,
+        manifest_key=manifest_key,
+        render_seconds=round(render_seconds, 4),
+        images=entries,
         # The optimizer's current point before this round's ranking: not shown to annotators.
-        "best": {"key": best_key, "thumb_key": best_thumb_key},
-        "stats": _json_scalars(optimizer.stats),
-    }
+        best=BestImage(key=best_key, thumb_key=best_thumb_key),
+        stats=_json_scalars(optimizer.stats),
+    ).model_dump(mode="json")
     store.put(manifest_key, json.dumps(result, sort_keys=True).encode(), "application/json")
     return result
 
@@ -171,47 +184,16 @@ def render_round(
 def load_manifest(store: ObjectStore, key: str) -> dict[str, Any]:
     data = store.get(key)
     try:
-        manifest = json.loads(data)
-    except ValueError as error:
-        raise CorruptedObject(f"manifest {key!r} is not JSON: {error}") from error
-    if not isinstance(manifest, dict) or "images" not in manifest:
-        raise CorruptedObject(f"manifest {key!r} lacks the round's images")
-    return manifest
+        return RenderResult.model_validate_json(data).model_dump(mode="json")
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        raise CorruptedObject(f"manifest {key!r} is not a render result: {error}") from error
 
 
-def _check_ids(campaign_id: Any, round_number: Any) -> tuple[str, int]:
+def _check_campaign_id(campaign_id: Any) -> str:
     campaign_id = str(campaign_id)
     if not campaign_id or "/" in campaign_id or campaign_id in (".", ".."):
         raise InvalidInput(f"campaign_id {campaign_id!r} must be a non-empty name without '/'")
-    if isinstance(round_number, bool) or not isinstance(round_number, int) or round_number < 0:
-        raise InvalidInput(f"round_number must be an integer >= 0, got {round_number!r}")
-    return campaign_id, round_number
-
-
-def _tell(optimizer: Any, consensus: dict[str, Any], n: int) -> None:
-    """Give the optimizer the consensus over its n candidates (attention image dropped)."""
-    if not isinstance(consensus, dict):
-        raise InvalidInput("consensus must be an object {'order': [...], 'pairwise': ...}")
-    pairwise = consensus.get("pairwise")
-    if pairwise is not None:
-        matrix = np.asarray(pairwise, dtype=float)
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < n:
-            raise InvalidInput(
-                f"consensus.pairwise must be a square matrix over the {n} candidates "
-                f"(or {n + 1} with the attention image), got shape {matrix.shape}"
-            )
-        optimizer.tell(preferences=matrix[:n, :n])
-        return
-    order = consensus.get("order")
-    if not isinstance(order, Sequence) or isinstance(order, str) or not order:
-        raise InvalidInput("consensus.order must be a non-empty list of candidate indices")
-    flat = []
-    for item in order:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= n:
-            raise InvalidInput(f"consensus.order holds {item!r}: indices run from 0 to {n - 1}")
-        if item < n:  # n is the attention image: not an optimizer point
-            flat.append(item)
-    optimizer.tell(flat)
+    return campaign_id
 
 
 def _json_scalars(stats: dict[str, Any]) -> dict[str, Any]:

@@ -18,14 +18,15 @@ import click
 import numpy as np
 
 from rankloop.core.consensus import METHODS, AnnotatorReliability, aggregate
+from rankloop.core.contracts import DEFAULT_FEED, FEEDS
 from rankloop.core.errors import InvalidInput
 from rankloop.core.optimizer import RankSGD
+from rankloop.core.round_step import candidate_feed, shown_items, tell
 from rankloop.crowd import Crowd, make_crowd
 from rankloop.objectives import PROBLEM_NAMES, make_problem
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign", "simulate_command"]
 
-FEEDS = ("order", "preferences")
 PROJECTED_MIN_DIM = 10  # the projected objective looks through a 10-dimensional projection
 MAX_ATTEMPTS = 20  # re-asks of a round in which every annotator dropped out
 
@@ -61,7 +62,7 @@ def run_campaign(
     rounds: int = 30,
     crowd: Crowd | None = None,
     method: str = "auto",
-    feed: str = "preferences",
+    feed: str = DEFAULT_FEED,
     m: int = 8,
     k: int | None = None,
     seed: int = 0,
@@ -83,7 +84,7 @@ def run_campaign(
         Default: ``make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)``.
     method : str
         Consensus method (:data:`rankloop.core.consensus.METHODS`).
-    feed : {"preferences", "order"}
+    feed : {"pairwise", "order"}
         Tell the optimizer the consensus's weighted pairwise matrix, or only its order.
     m, k : int
         Points per round, and how many of them the optimizer is told are ranked (None: all).
@@ -118,7 +119,8 @@ def run_campaign(
         n = len(values)
         # The attention item is the last one; the crowd gives it a utility below every real one.
         shown_values = np.append(values, values.max()) if attention else values
-        attention_items = [n] if attention else []
+        items = shown_items(n, attention)
+        attention_items = [i.position for i in items if i.index >= n]
         for attempt in range(MAX_ATTEMPTS):
             answers = crowd.rank(shown_values, proposal.round, attention_items, attempt=attempt)
             if answers:
@@ -132,12 +134,9 @@ def run_campaign(
             reliability=reliability,
             known_worst=attention_items,
         )
-        order = [i for i in consensus.order if i < n]
-        pairwise = np.asarray(consensus.pairwise)[:n, :n]
-        if feed == "order" or not pairwise.any():
-            optimizer.tell(order)
-        else:
-            optimizer.tell(preferences=pairwise)
+        told = candidate_feed(consensus.order, consensus.pairwise, items, feed)
+        tell(optimizer, told, n)
+        order = told.order
         truth_best = int(np.argmin(values))
         yield RoundRecord(
             round=proposal.round,
@@ -193,7 +192,7 @@ def _weights_summary(weights: dict[str, float], kinds: dict[str, str]) -> str:
 @click.option(
     "--feed",
     type=click.Choice(FEEDS),
-    default="preferences",
+    default=DEFAULT_FEED,
     show_default=True,
     help="Tell the optimizer the consensus's pairwise preferences, or only its order.",
 )

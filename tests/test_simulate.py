@@ -61,7 +61,7 @@ def test_campaign_is_reproducible_and_improves():
     assert last_weights.get("a0", -1.0) < 0 < last_weights.get("h0", 1.0)
 
 
-@pytest.mark.parametrize("feed", ["order", "preferences"])
+@pytest.mark.parametrize("feed", ["order", "pairwise"])
 def test_both_feeds_drive_the_optimizer(feed):
     crowd = make_crowd(3, spammers=0, adversaries=0, temperature=0.2, seed=0)
     records = list(run_campaign("quadratic", 8, 10, crowd, feed=feed, seed=0))
@@ -95,4 +95,4 @@ def test_bench_consensus_quick(tmp_path):
     assert parts == {"quality", "end effect", "feed"}
     methods = {row["method"] for row in document["rows"] if row["part"] == "quality"}
     assert {"rankloop auto", "Borda", "choix PL-MLE", "crowd-kit NoisyBT"} <= methods
-    assert document["meta"]["summary"]["feed"]["winner"] in ("order", "preferences")
+    assert document["meta"]["summary"]["feed"]["winner"] in ("order", "pairwise")

@@ -26,8 +26,9 @@ from scipy.stats import wilcoxon
 
 from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
+from rankloop.core.contracts import FEEDS
 from rankloop.crowd import make_crowd
-from rankloop.simulate import FEEDS, run_campaign
+from rankloop.simulate import run_campaign
 
 QUALITY_METHODS = ("auto", "borda", "plackett_luce", "noisy_bt", "copeland", "kemeny")
 LABELS = {
@@ -145,10 +146,10 @@ def feed_study(
         )
         for feed in FEEDS
     }
-    paired = ratios["preferences"] / ratios["order"]
+    paired = ratios["pairwise"] / ratios["order"]
     return {
         "order median": float(np.median(ratios["order"])),
-        "preferences median": float(np.median(ratios["preferences"])),
+        "pairwise median": float(np.median(ratios["pairwise"])),
         "geo-mean pref/order": float(np.exp(np.mean(np.log(paired)))),
         "pref wins": float(np.mean(paired < 1.0)),
         "log ratios": np.log(paired).tolist(),
@@ -256,7 +257,7 @@ def consensus_command(
         float(wilcoxon(log_ratios).pvalue) if len(log_ratios) > 1 and np.any(log_ratios) else 1.0
     )
     summary["feed"] = {
-        "winner": "preferences" if log_ratios.mean() < 0 else "order",
+        "winner": "pairwise" if log_ratios.mean() < 0 else "order",
         "pooled_runs": len(log_ratios),
         "pooled_geo_mean_pref_over_order": float(np.exp(log_ratios.mean())),
         "pooled_pref_wins": float(np.mean(log_ratios < 0)),
@@ -297,7 +298,7 @@ def consensus_command(
     click.echo(
         format_table(
             feed_rows,
-            ["setting", "order median", "preferences median", "geo-mean pref/order", "pref wins"],
+            ["setting", "order median", "pairwise median", "geo-mean pref/order", "pref wins"],
         )
     )
     click.echo()

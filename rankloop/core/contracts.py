@@ -1,0 +1,175 @@
+"""The contracts between the tiers, each fact written once.
+
+The coordinator (``service/``) and the render workers (``gpu_worker/``) never import each other:
+they meet on the broker, by the task and queue names below, and in the object store, by the key
+layout of :mod:`rankloop.core.storage`. Everything both sides must agree on lives here: names,
+statuses, limits, the generators and their defaults, and the render message and its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rankloop.core.errors import InvalidInput
+
+# -- broker: task and queue names ------------------------------------------------------------
+GPU_QUEUE: Final = "gpu"  # render workers listen here
+COORD_QUEUE: Final = "coord"  # the coordinator's bookkeeping workers listen here
+RENDER_TASK: Final = "rankloop.render_round"
+ROUND_RENDERED_TASK: Final = "rankloop.coord.round_rendered"
+ROUND_FAILED_TASK: Final = "rankloop.coord.round_failed"
+CLOSE_ROUND_TASK: Final = "rankloop.coord.close_round"
+SWEEP_TASK: Final = "rankloop.coord.sweep"
+
+# -- statuses ----------------------------------------------------------------------------------
+CAMPAIGN_STATUSES: Final = ("draft", "running", "paused", "stopped", "finished", "failed")
+CAMPAIGN_ENDED: Final = ("stopped", "finished", "failed")  # no new round starts from these
+ROUND_STATUSES: Final = ("rendering", "open", "closed", "failed")
+# An annotator's leased task ("assignment" in the database): leased until submitted.
+TASK_STATUSES: Final = ("leased", "submitted")
+
+# -- a round's images ------------------------------------------------------------------------
+CANDIDATE: Final = "candidate"  # an optimizer point; its ``index`` is the optimizer's index
+ATTENTION: Final = "attention"  # the degraded copy of the current best (attention check)
+IMAGE_ROLES: Final = (CANDIDATE, ATTENTION)
+
+# -- what the optimizer is told --------------------------------------------------------------
+FEEDS: Final = ("order", "pairwise")  # the consensus order, or its weighted pairwise matrix
+DEFAULT_FEED: Final = "pairwise"  # beat the order alone in `rankloop bench consensus`
+
+# -- limits ----------------------------------------------------------------------------------
+MIN_M: Final = 2
+MAX_M: Final = 32  # candidates per round
+MAX_SIDE: Final = 2048  # pixels per image side
+MAX_STEPS: Final = 200
+MAX_GUIDANCE: Final = 50.0
+SIDE_MULTIPLE: Final = 8  # latent sizes are image sizes / 8
+
+# -- generators and their defaults -----------------------------------------------------------
+GENERATORS: Final = ("cppn", "tiny-sd", "diffusers")
+DEFAULT_GENERATOR: Final = "cppn"
+RENDER_FIELDS: Final = ("width", "height", "steps", "guidance", "scheduler")
+
+# What each generator renders with when a campaign leaves a field unset (None). A size of None
+# for ``diffusers`` means the checkpoint's native size, which only the worker can read.
+_GENERATOR_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
+    "cppn": {"width": 256, "height": 256, "steps": None, "guidance": None, "scheduler": None},
+    "tiny-sd": {"width": 64, "height": 64, "steps": 6, "guidance": 7.5, "scheduler": "ddim"},
+    "diffusers": {"width": None, "height": None, "steps": 25, "guidance": 7.5, "scheduler": "ddim"},
+}
+# SD-Turbo / SDXL-Turbo: adversarially distilled, 1-4 steps, no guidance, non-ancestral Euler.
+_TURBO_DEFAULTS: Final[dict[str, Any]] = {"steps": 2, "guidance": 0.0, "scheduler": "euler"}
+
+
+def is_turbo(model: str | None) -> bool:
+    """A turbo checkpoint (SD-Turbo, SDXL-Turbo), known by its id or folder name."""
+    return "turbo" in str(model or "").lower()
+
+
+def generator_defaults(generator: str, model: str | None = None) -> dict[str, Any]:
+    """The render settings ``generator`` (with ``model``) uses where a campaign sets none."""
+    defaults = dict(_GENERATOR_DEFAULTS[generator])
+    if generator == "diffusers" and is_turbo(model):
+        defaults.update(_TURBO_DEFAULTS)
+    return defaults
+
+
+def with_generator_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with every unset (None or missing) render field filled from its generator's
+    defaults; a value the owner set always wins."""
+    out = dict(settings)
+    generator = out.get("generator") or DEFAULT_GENERATOR
+    out["generator"] = generator
+    for field, value in generator_defaults(generator, out.get("model")).items():
+        if out.get(field) is None:
+            out[field] = value
+    return out
+
+
+# -- the render message and its result -------------------------------------------------------
+# Models are forward compatible (extra fields ignored): a worker still running an older release
+# accepts a message from a newer coordinator, and the other way round for results.
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class RenderSettings(_Message):
+    """The campaign settings a render worker needs (no database fields, no annotator rules)."""
+
+    generator: str = DEFAULT_GENERATOR
+    model: str | None = None
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = Field(default=0, ge=0)
+    m: int = Field(default=8, ge=MIN_M, le=MAX_M)
+    k: int | None = Field(default=None, ge=1, le=MAX_M)
+    attention_check: bool = True
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+    # Test hook: a pause between a round's objects and its manifest, to kill a worker inside.
+    test_delay_s: float = Field(default=0.0, ge=0.0)
+
+
+class ConsensusFeed(_Message):
+    """What the optimizer is told about the previous round, in optimizer indices."""
+
+    order: list[int] = Field(default_factory=list)  # best-first candidate indices
+    pairwise: list[list[float]] | None = None  # weighted evidence W[a, b]: a beats b
+
+
+class RenderMessage(_Message):
+    """The keyword arguments of the ``rankloop.render_round`` task."""
+
+    campaign_id: str = Field(min_length=1)
+    round_number: int = Field(ge=0)  # 0: the first round, no previous state
+    settings: RenderSettings = Field(default_factory=RenderSettings)
+    previous_state_key: str | None = None
+    consensus: ConsensusFeed | None = None
+
+
+class RenderedImage(_Message):
+    index: int  # a candidate's index is the optimizer's index; the attention image comes last
+    key: str
+    thumb_key: str | None = None
+    role: str = CANDIDATE
+
+
+class BestImage(_Message):
+    key: str
+    thumb_key: str | None = None
+
+
+class RenderResult(_Message):
+    """What a render returns, and what its ``manifest.json`` holds."""
+
+    campaign_id: str
+    round_number: int
+    kind: str | None = None
+    state_key: str | None = None
+    manifest_key: str | None = None
+    render_seconds: float | None = None
+    images: list[RenderedImage]
+    # The optimizer's current point rendered clean in the same batch (never shown to annotators).
+    best: BestImage | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse(model: type[_M], data: Any, what: str) -> _M:
+    """``data`` as ``model``, or :class:`InvalidInput` that names the bad fields."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        raise InvalidInput(f"bad {what}: {problems}") from None

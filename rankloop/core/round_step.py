@@ -1,0 +1,109 @@
+"""The one round step every runner shares: the items shown, the candidate feed, the tell.
+
+A round shows the optimizer's ``n`` candidates (item ``i`` is the optimizer's index ``i``) and,
+when attention checks are on, one more item at index ``n``: a degraded copy of the current best,
+which belongs below every candidate in an honest ranking. The consensus ranks all shown items;
+the optimizer must hear only about its candidates. The render worker
+(:mod:`gpu_worker.render`), the coordinator (which maps image positions to indices) and the
+simulator (:mod:`rankloop.simulate`) all go through these three functions, so the attention
+item goes in and comes out the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rankloop.core.contracts import ATTENTION, CANDIDATE, ConsensusFeed
+from rankloop.core.errors import InvalidInput
+
+
+class ShownItem(Protocol):
+    """An item of a round as the consensus saw it: ``position`` is its item number in the
+    consensus, ``index`` the worker's index (the optimizer's, for a candidate)."""
+
+    @property
+    def position(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def role(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Item:
+    position: int
+    index: int
+    role: str
+
+
+def shown_items(n: int, attention: bool) -> list[Item]:
+    """The items of a round of ``n`` candidates, in worker order: candidates, then the
+    attention item (index ``n``) when ``attention`` is on."""
+    items = [Item(i, i, CANDIDATE) for i in range(n)]
+    if attention:
+        items.append(Item(n, n, ATTENTION))
+    return items
+
+
+def candidate_feed(
+    order: Sequence[int],
+    pairwise: Sequence[Sequence[float]] | np.ndarray | None,
+    items: Sequence[ShownItem],
+    feed: str,
+) -> ConsensusFeed:
+    """The consensus restricted to the candidates, in optimizer indices.
+
+    Parameters
+    ----------
+    order : sequence of int
+        The consensus order over all shown items (positions), best first.
+    pairwise : (p, p) matrix or None
+        The consensus's weighted pairwise evidence over all shown items (positions).
+    items : sequence of ShownItem
+        The round's items; the attention item is dropped.
+    feed : {"order", "pairwise"}
+        ``"pairwise"`` passes the candidates' sub-matrix on as well (when it holds any
+        evidence); ``"order"`` passes only the order.
+    """
+    candidates = sorted((i for i in items if i.role == CANDIDATE), key=lambda i: i.index)
+    by_position = {i.position: i for i in candidates}
+    result = ConsensusFeed(order=[by_position[p].index for p in order if p in by_position])
+    if feed == "pairwise" and pairwise is not None:
+        matrix = np.asarray(pairwise, dtype=float)
+        positions = [i.position for i in candidates]
+        sub = matrix[np.ix_(positions, positions)]
+        # Evidence only about the attention item says nothing about the candidates: the
+        # optimizer refuses an empty matrix, so the order alone goes then.
+        if sub.sum() > 0:
+            result.pairwise = sub.tolist()
+    return result
+
+
+def tell(optimizer: Any, consensus: ConsensusFeed, n: int) -> None:
+    """Tell ``optimizer`` (a :class:`~rankloop.core.optimizer.RankSGD` that asked ``n`` points)
+    what the crowd preferred: the pairwise evidence when there is some, else the order."""
+    if consensus.pairwise is not None:
+        matrix = np.asarray(consensus.pairwise, dtype=float)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < n:
+            raise InvalidInput(
+                f"consensus.pairwise must be a square matrix over the {n} candidates "
+                f"(or {n + 1} with the attention image), got shape {matrix.shape}"
+            )
+        optimizer.tell(preferences=matrix[:n, :n])
+        return
+    if not consensus.order:
+        raise InvalidInput("consensus.order must be a non-empty list of candidate indices")
+    flat = []
+    for item in consensus.order:
+        if not 0 <= item <= n:
+            raise InvalidInput(f"consensus.order holds {item!r}: indices run from 0 to {n - 1}")
+        if item < n:  # n is the attention item: not an optimizer point
+            flat.append(item)
+    optimizer.tell(flat)
+
+
+__all__ = ["Item", "ShownItem", "candidate_feed", "shown_items", "tell"]
