@@ -1,0 +1,418 @@
+"""RankSGD: ZO-RankSGD's ask/tell loop of gradient and line-search rounds (see the package).
+
+References
+----------
+Tang, Z., Rybin, D. & Chang, T.-H. (2024). Zeroth-order optimization meets human feedback:
+provable learning via ranking oracles. *ICLR* (arXiv 2303.03751).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rankloop.core.errors import InvalidInput, ProtocolError
+from rankloop.core.optimizer.estimators import (
+    dag_weights,
+    preference_weights,
+    validate_order,
+    validate_preferences,
+)
+from rankloop.core.optimizer.line_search import (
+    candidate_labels,
+    display_order,
+    next_step,
+    step_factors,
+)
+from rankloop.core.optimizer.metric import (
+    metric_learning_rate,
+    metric_warmup,
+    rank_mu_update,
+    widening_radius_ratio,
+)
+from rankloop.core.optimizer.noise import STREAM_PERTURBATIONS, standard_normals
+from rankloop.core.optimizer.options import resolve_options
+from rankloop.core.optimizer.state import STATE_VERSION, read_state_dict
+
+GRADIENT = "gradient"
+LINE_SEARCH = "line_search"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One round's points to be ranked.
+
+    Attributes
+    ----------
+    points : ndarray, shape (n, *x0.shape)
+        What the annotators see, in this order; ``tell`` takes indices into it.
+    kind : str
+        ``"gradient"`` or ``"line_search"``.
+    round : int
+        The round number this proposal belongs to (0-based).
+    """
+
+    points: np.ndarray
+    kind: str
+    round: int
+
+
+class RankSGD:
+    """ZO-RankSGD with gradient and line-search rounds and self-adapting step and radius.
+
+    Parameters
+    ----------
+    x0 : array_like
+        Starting point, any shape; the optimizer works on its flattened copy.
+    m : int
+        Perturbations per gradient round (points shown per round).
+    k : int or None
+        How many top items annotators are asked to rank (None: full rankings). Informational:
+        ``tell`` accepts any non-empty best-first prefix.
+    seed : int
+        Selects the perturbations and shuffles: round ``t`` draws from ``(seed, t)``.
+    **options
+        ``step``: initial step, a distance (default ``0.1 * |x0|``, or ``0.1 * sqrt(d)`` if
+        ``x0 = 0``); ``radius_ratio``: perturbation norm over the step (default: 0.2, widening
+        to 2 as the metric warms up); ``adapt_metric``: learn a diagonal metric (default: unless
+        ``shell``); ``metric_rate``: its rate in units of sep-CMA-ES's (10); ``min_radius``:
+        floor on the perturbation norm, e.g. so that people still see a difference (0);
+        ``gradient_rounds``: gradient rounds per line search (3); ``sgd_moves``: move after the
+        gradient rounds too (True); ``momentum``: share of the averaged direction kept after a
+        move (0); ``shell``: keep every point at norm ``sqrt(d)``, for Gaussian latents (False).
+
+    Raises
+    ------
+    InvalidInput
+        A bad ``x0``, ``m``, ``k`` or ``seed``; an unknown option (the message names it and the
+        known ones); an option value that is not a number, or is out of range.
+
+    Notes
+    -----
+    ``ask`` before every ``tell``; asking again before ``tell`` returns the same proposal, so a
+    redelivered task renders the same images.
+    """
+
+    def __init__(self, x0: Any, m: int = 8, k: int | None = None, seed: int = 0, **options: Any):
+        x0 = np.asarray(x0, dtype=np.float64)
+        options = resolve_options(options)
+        if x0.size == 0 or not np.all(np.isfinite(x0)):
+            raise InvalidInput("x0 must be a non-empty array of finite numbers")
+        if not isinstance(m, int | np.integer) or m < 2:
+            raise InvalidInput(f"m must be an integer >= 2 (points per round), got {m!r}")
+        if k is not None and (not isinstance(k, int | np.integer) or not 1 <= k <= m):
+            raise InvalidInput(
+                f"k must be None (full rankings) or an integer in 1..m={m}, got {k!r}"
+            )
+        if not isinstance(seed, int | np.integer) or seed < 0:
+            raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+
+        self._shape = tuple(x0.shape)
+        self._m = int(m)
+        self._k = None if k is None else int(k)
+        self._seed = int(seed)
+        self._options: dict[str, Any] = options
+        x = x0.reshape(-1).copy()
+        if self._options["shell"]:
+            x = self._to_shell(x)
+        self._x = x
+        self._direction_sum = np.zeros_like(x)  # sum of descent estimates (decayed by momentum)
+        self._direction_count = 0.0  # number of estimates in that sum
+        # Diagonal metric: perturbations are scales * z with z ~ N(0, I); mean(scales**2) = 1.
+        self._scales = np.ones_like(x)
+        step = self._options["step"]
+        self._step = float(step) if step is not None else self._initial_step(x)
+        self._round = 0
+        self._gradient_streak = 0  # gradient rounds since the last line search
+        # Best point of the last gradient round, a line-search candidate (None after a line search).
+        self._winner: np.ndarray | None = None
+        self._pending = False  # an ask is out and awaits its tell
+        self._proposal: Proposal | None = None
+        self._stats: dict[str, Any] = {}
+        self._update_stats(kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none")
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def x(self) -> np.ndarray:
+        """Current best point, shape of ``x0`` (a copy)."""
+        return self._x.reshape(self._shape).copy()
+
+    @property
+    def round(self) -> int:
+        """Number of completed rounds (the next proposal's round)."""
+        return self._round
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Plain scalars for dashboards: step, radius, moved, picked step, kind, ..."""
+        return dict(self._stats)
+
+    @property
+    def m(self) -> int:
+        return self._m
+
+    @property
+    def k(self) -> int | None:
+        return self._k
+
+    @property
+    def next_kind(self) -> str:
+        """Kind of the next proposal."""
+        return (
+            LINE_SEARCH if self._gradient_streak >= self._options["gradient_rounds"] else GRADIENT
+        )
+
+    def ask(self) -> Proposal:
+        """Return this round's points; asking again before ``tell`` returns the same proposal."""
+        if self._pending and self._proposal is not None:
+            return self._proposal
+        kind = self.next_kind
+        if kind == GRADIENT:
+            points = self._gradient_points(self._round, self._radius())
+        else:
+            points = self._line_search_points()[display_order(self._seed, self._round, self._m)]
+        points = points.reshape((len(points), *self._shape))
+        points.setflags(write=False)
+        self._proposal = Proposal(points=points, kind=kind, round=self._round)
+        self._pending = True
+        return self._proposal
+
+    def tell(self, order: Sequence[int] | None = None, *, preferences: Any = None) -> None:
+        """Feed back this round's ranking.
+
+        Parameters
+        ----------
+        order : sequence of int, optional
+            Best-first indices into the proposal's points; a top-k prefix is allowed.
+        preferences : array_like (n, n), optional
+            Instead of ``order``: ``W[a, b] >= 0`` weighs the evidence that point ``a`` is better
+            than point ``b``.
+        """
+        if not self._pending:
+            raise ProtocolError(
+                "tell() without a pending ask(): call ask() first, "
+                "then tell() exactly once per round"
+            )
+        proposal = self.ask()
+        n = len(proposal.points)
+        if (order is None) == (preferences is None):
+            raise InvalidInput(
+                "pass exactly one of order= (best-first indices) or preferences= (W)"
+            )
+        if order is not None:
+            order = validate_order(order, n)
+            weights = dag_weights(order, n)
+            best = order[0]
+            ranked = len(order)
+        else:
+            w = validate_preferences(preferences, n)
+            weights = preference_weights(w)
+            best = int(np.argmax(weights))
+            ranked = n
+        if proposal.kind == GRADIENT:
+            outcome = self._tell_gradient(weights, best, ranked)
+        else:
+            outcome = self._tell_line_search(best)
+        self._round += 1
+        self._pending = False
+        self._proposal = None
+        self._update_stats(kind=proposal.kind, **outcome)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """A versioned dictionary of plain values and four arrays of ``d`` numbers (exact).
+
+        The arrays are the point, the averaged direction, the diagonal metric (``None`` when
+        it is not learnt) and the last gradient round's best point (``None`` after a line
+        search).
+        """
+        return {
+            "version": STATE_VERSION,
+            "shape": list(self._shape),
+            "m": self._m,
+            "k": self._k,
+            "seed": self._seed,
+            "options": dict(self._options),
+            "x": self._x.copy(),
+            "direction_sum": self._direction_sum.copy(),
+            "direction_count": self._direction_count,
+            # None while the metric is off (shell campaigns): their states stay as small as before.
+            "scales": self._scales.copy() if self._options["adapt_metric"] else None,
+            "step": self._step,
+            "round": self._round,
+            "gradient_streak": self._gradient_streak,
+            "winner": None if self._winner is None else self._winner.copy(),
+            "pending": self._pending,
+            "stats": dict(self._stats),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RankSGD:
+        """Rebuild an optimizer from :meth:`state_dict` output of any supported version.
+
+        Raises :class:`InvalidInput` for an unsupported version or a malformed dictionary.
+        """
+        fields = read_state_dict(state)
+        opt = cls.__new__(cls)
+        opt._shape = fields["shape"]
+        opt._m = fields["m"]
+        opt._k = fields["k"]
+        opt._seed = fields["seed"]
+        opt._options = fields["options"]
+        opt._x = fields["x"]
+        opt._direction_sum = fields["direction_sum"]
+        opt._direction_count = fields["direction_count"]
+        opt._scales = fields["scales"]
+        opt._step = fields["step"]
+        opt._round = fields["round"]
+        opt._gradient_streak = fields["gradient_streak"]
+        opt._winner = fields["winner"]
+        opt._pending = fields["pending"]
+        opt._proposal = None
+        opt._stats = fields["stats"]
+        return opt
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def _dim(self) -> int:
+        return math.prod(self._shape)
+
+    def _initial_step(self, x: np.ndarray) -> float:
+        # A tenth of the scale of x0 (or of a standard normal vector when x0 = 0); the line search
+        # doubles or halves it within a few rounds.
+        scale = float(np.linalg.norm(x))
+        if scale == 0.0:
+            scale = math.sqrt(self._dim)
+        return 0.1 * scale
+
+    def _radius(self) -> float:
+        """Perturbation scale ``mu``: points are ``x + mu * xi``, at distance ~``mu * sqrt(d)``."""
+        norm = max(self._radius_ratio() * self._step, self._options["min_radius"])
+        return norm / math.sqrt(self._dim)
+
+    def _metric_warmup(self) -> float:
+        """0 -> 1 over the first ``max(200, 2 d)`` rounds; 0 when no metric is learnt."""
+        if not self._options["adapt_metric"]:
+            return 0.0
+        return metric_warmup(self._round, self._dim)
+
+    def _radius_ratio(self) -> float:
+        """Perturbation norm over the step: the option, or widening from 0.2 to 2 with the metric.
+
+        A short campaign (or a large ``d``, where the metric would need thousands of rounds)
+        keeps the small perturbations that give the sharpest gradient estimate.
+        """
+        if self._options["radius_ratio"] is not None:
+            return self._options["radius_ratio"]
+        return widening_radius_ratio(self._metric_warmup())
+
+    def _to_shell(self, points: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(points, axis=-1, keepdims=True)
+        norms = np.where(norms == 0.0, 1.0, norms)
+        return points * (math.sqrt(self._dim) / norms)
+
+    def _perturbations(self, round_number: int) -> np.ndarray:
+        xi = standard_normals(self._seed, round_number, self._m * self._dim, STREAM_PERTURBATIONS)
+        xi = xi.reshape(self._m, self._dim) * self._scales
+        if self._options["shell"]:
+            # Tangent perturbations: the radial part would only be undone by the projection.
+            unit = self._x / np.linalg.norm(self._x)
+            xi = xi - np.outer(xi @ unit, unit)
+        return xi
+
+    def _gradient_points(self, round_number: int, radius: float) -> np.ndarray:
+        points = self._x + radius * self._perturbations(round_number)
+        return self._to_shell(points) if self._options["shell"] else points
+
+    def _search_direction(self) -> np.ndarray:
+        """Unit descent direction: the normalised (decayed) sum of descent estimates ``-g``."""
+        norm = float(np.linalg.norm(self._direction_sum))
+        if norm == 0.0:
+            return np.zeros_like(self._x)
+        return self._direction_sum / norm
+
+    def _line_search_points(self) -> np.ndarray:
+        """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
+        direction = self._search_direction()
+        steps = self._step * step_factors(self._m)
+        points = self._x + steps[:, None] * direction[None, :]
+        if self._options["shell"]:
+            points = self._to_shell(points)
+        winner = self._x if self._winner is None else self._winner
+        return np.vstack([points, winner[None, :], self._x[None, :]])
+
+    def _tell_gradient(self, weights: np.ndarray, best: int, ranked: int) -> dict[str, Any]:
+        perturbations = self._perturbations(self._round)
+        points = self._x + self._radius() * perturbations
+        if self._options["shell"]:
+            points = self._to_shell(points)
+        self._winner = points[best].copy()
+        self._direction_sum += weights @ perturbations
+        self._direction_count += 1.0
+        if self._options["adapt_metric"]:
+            self._adapt_metric(weights, ranked)
+        self._gradient_streak += 1
+        moved = 0.0
+        # The round before a line search does not move: the search then probes a fresh direction
+        # (after a step along it, the best step along the same line would look shorter than it is).
+        if self._options["sgd_moves"] and self.next_kind == GRADIENT:
+            moved = self._move(self._x + self._step * self._search_direction())
+        return {"moved": moved, "picked_step": 0.0, "accepted": int(moved > 0), "picked": "none"}
+
+    def _move(self, target: np.ndarray) -> float:
+        """Move to ``target`` (projected on the shell if asked); decay the direction memory."""
+        if self._options["shell"]:
+            target = self._to_shell(target)
+        moved = float(np.linalg.norm(target - self._x))
+        self._x = target
+        momentum = self._options["momentum"]
+        self._direction_sum *= momentum
+        self._direction_count *= momentum
+        return moved
+
+    def _tell_line_search(self, displayed_best: int) -> dict[str, Any]:
+        chosen = int(display_order(self._seed, self._round, self._m)[displayed_best])
+        points = self._line_search_points()
+        label = candidate_labels(self._m)[chosen]
+        moved = float(np.linalg.norm(points[chosen] - self._x))
+        self._step, picked_step = next_step(self._step, label, self._m)
+        accepted = label != "best"
+        if accepted:
+            self._move(points[chosen].copy())
+        self._winner = None
+        self._gradient_streak = 0
+        return {
+            "moved": moved if accepted else 0.0,
+            "picked_step": picked_step,
+            "accepted": int(accepted),
+            "picked": label,
+        }
+
+    def _adapt_metric(self, weights: np.ndarray, ranked: int) -> None:
+        """sep-CMA-ES's rank-mu update of the diagonal metric from this round's ranking
+        (:func:`~rankloop.core.optimizer.metric.rank_mu_update`)."""
+        rate = metric_learning_rate(
+            self._m, self._dim, self._options["metric_rate"], self._metric_warmup()
+        )
+        if rate == 0.0:
+            return
+        z = standard_normals(self._seed, self._round, self._m * self._dim, STREAM_PERTURBATIONS)
+        self._scales = rank_mu_update(
+            self._scales, z.reshape(self._m, self._dim), weights, ranked, rate
+        )
+
+    def _update_stats(self, **values: Any) -> None:
+        self._stats = {
+            "round": self._round,
+            "step": float(self._step),
+            "radius": float(self._radius() * math.sqrt(self._dim)),
+            # Spread of the learnt metric: the standard deviation of log(scales) (0: isotropic).
+            "metric_spread": float(np.std(np.log(self._scales))),
+            "estimates_averaged": float(self._direction_count),
+            "x_norm": float(np.linalg.norm(self._x)),
+            **{k: (float(v) if isinstance(v, float) else v) for k, v in values.items()},
+        }

@@ -1,0 +1,125 @@
+"""The optimizer's saved state: versions, the upgrade from older versions, and ``.npz`` bytes.
+
+A :meth:`RankSGD.state_dict` is an explicit, versioned dictionary of plain values and a few
+arrays (never a pickle); :func:`dumps_state` stores it as ``.npz`` (the arrays, plus a JSON
+header for the rest) and :func:`loads_state` reads it back, refusing damaged bytes and unknown
+versions. Version 2 added the learnt metric; version 1 still loads and continues exactly as it
+would have before (:func:`upgrade_state`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rankloop.core.errors import CorruptedObject, InvalidInput
+
+STATE_VERSION = 2
+#: Version 1 (no metric) still loads, and continues exactly as it would have before.
+SUPPORTED_STATE_VERSIONS = (1, 2)
+
+
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: an identity metric that never adapts, the fixed radius ratio it had."""
+    if state["version"] == STATE_VERSION:
+        return state
+    options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
+    return {**state, "version": STATE_VERSION, "options": options, "scales": None}
+
+
+def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A :meth:`RankSGD.state_dict` of any supported version as the current version's fields.
+
+    Values come back typed (``int``, ``float``, flat ``float64`` arrays, ``tuple`` shape) and
+    copied, never sharing memory with ``state``; a missing metric (version 1, or a campaign
+    without one) becomes the identity.
+
+    Raises
+    ------
+    InvalidInput
+        An unsupported version, a missing or malformed field, arrays that do not match the shape.
+    """
+    try:
+        if state["version"] not in SUPPORTED_STATE_VERSIONS:
+            raise InvalidInput(
+                f"optimizer state version {state['version']!r} is not supported "
+                f"(this code reads versions {list(SUPPORTED_STATE_VERSIONS)})"
+            )
+        state = upgrade_state(dict(state))
+        shape = tuple(int(s) for s in state["shape"])
+        x = np.asarray(state["x"], dtype=np.float64).reshape(-1)
+        fields: dict[str, Any] = {
+            "shape": shape,
+            "m": int(state["m"]),
+            "k": None if state["k"] is None else int(state["k"]),
+            "seed": int(state["seed"]),
+            "options": dict(state["options"]),
+            "x": x.copy(),
+            # np.array copies: the optimizer updates its direction in place, and must not
+            # write into the caller's dictionary.
+            "direction_sum": np.array(state["direction_sum"], dtype=np.float64).reshape(-1),
+            "direction_count": float(state["direction_count"]),
+            "scales": (
+                np.ones_like(x)
+                if state["scales"] is None
+                else np.array(state["scales"], np.float64).reshape(-1)
+            ),
+            "step": float(state["step"]),
+            "round": int(state["round"]),
+            "gradient_streak": int(state["gradient_streak"]),
+            "winner": (
+                None
+                if state["winner"] is None
+                else np.array(state["winner"], np.float64).reshape(-1)
+            ),
+            "pending": bool(state["pending"]),
+            "stats": dict(state["stats"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(f"not a RankSGD state dictionary: {exc!r}") from exc
+    if x.size != math.prod(shape) or not (
+        fields["direction_sum"].size == fields["scales"].size == x.size
+    ):
+        raise InvalidInput("RankSGD state arrays do not match its shape")
+    return fields
+
+
+def dumps_state(state: dict[str, Any]) -> bytes:
+    """Serialise a :meth:`RankSGD.state_dict` as ``.npz``: arrays plus a JSON header."""
+    arrays = {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+    header = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+    header["array_keys"] = sorted(arrays)
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    buffer = io.BytesIO()
+    # numpy's stubs read **arrays as possibly holding its allow_pickle flag; the keys are state's.
+    header_array = np.frombuffer(header_bytes, dtype=np.uint8)
+    np.savez(buffer, __header__=header_array, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def loads_state(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`dumps_state`; raises :class:`CorruptedObject` on damaged bytes."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            header = json.loads(archive["__header__"].tobytes().decode("utf-8"))
+            array_keys = header.pop("array_keys")
+            state = dict(header)
+            for key in array_keys:
+                state[key] = archive[key].copy()
+    except Exception as exc:  # zip, JSON, key and dtype errors all mean the same thing here
+        raise CorruptedObject(f"optimizer state could not be decoded: {exc!r}") from exc
+    if not isinstance(state.get("version"), int):
+        raise CorruptedObject("optimizer state has no integer 'version' in its header")
+    if state["version"] not in SUPPORTED_STATE_VERSIONS:
+        raise CorruptedObject(
+            f"optimizer state version {state['version']} is not supported "
+            f"(expected one of {list(SUPPORTED_STATE_VERSIONS)})"
+        )
+    return state
