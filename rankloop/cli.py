@@ -43,3 +43,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="rankloop")
 def main() -> None:
     """rankloop: steer an image generator by crowd rankings (ZO-RankSGD)."""
+
+
+if __name__ == "__main__":
+    main()
