@@ -1,71 +1,42 @@
 """The GPU workers' Celery app: broker and object store only, no database.
 
-Configured from the environment (nothing else is read):
+Configured by :func:`rankloop.core.settings.load_settings`, like the coordinator; a worker uses
+``RANKLOOP_BROKER_URL`` (default: the embedded broker, ``var/broker.sqlite``; production:
+``redis://host:6379/0``), ``RANKLOOP_BROKER_TRANSPORT_OPTIONS`` (JSON, e.g.
+``{"global_keyprefix": "prod:", "visibility_timeout": 3600}``; with Redis,
+``visibility_timeout`` must exceed the longest render: an unacknowledged task is redelivered
+after it), the optional ``RANKLOOP_RESULT_BACKEND``, the store (``RANKLOOP_STORE_URL``,
+``RANKLOOP_S3_*``) and its own ``RANKLOOP_DEVICE``, ``RANKLOOP_COMPILE_*``,
+``RANKLOOP_INDUCTOR_CACHE`` and ``RANKLOOP_WARMUP``. The broker part of the Celery
+configuration is :func:`~rankloop.core.settings.broker_settings`, the coordinator's too: the
+broker settings must be the same on both sides, or renders wait in a queue nobody reads.
 
-``RANKLOOP_BROKER_URL``
-    default ``sqla+sqlite:///var/broker.sqlite`` (the embedded single-machine default);
-    production: ``redis://host:6379/0``.
-``RANKLOOP_RESULT_BACKEND``
-    optional (e.g. ``redis://host:6379/1``); the coordinator links completion to its own
-    ``coord`` queue, so results are not needed for the data path.
-``RANKLOOP_BROKER_TRANSPORT_OPTIONS``
-    JSON, e.g. ``{"global_keyprefix": "prod:", "visibility_timeout": 3600}``; also applied to
-    the result backend (key prefix). With Redis, ``visibility_timeout`` must exceed the longest
-    render: an unacknowledged task is redelivered after it.
-
-Delivery is at-least-once and the task is idempotent: ``acks_late`` (a task is acknowledged only
-when done), ``task_reject_on_worker_lost`` (a killed worker's task goes back to the queue), and
-``worker_prefetch_multiplier=1`` (a worker holds no task it is not running). Run one worker
-process per GPU: ``CUDA_VISIBLE_DEVICES=i celery -A gpu_worker.celery_app worker -Q gpu
---pool prefork --concurrency 1`` (see ``infra/worker/``).
+Delivery is at-least-once and the task is idempotent (``acks_late``,
+``task_reject_on_worker_lost``, prefetch 1). Run one worker process per GPU:
+``CUDA_VISIBLE_DEVICES=i celery -A gpu_worker.celery_app worker -Q gpu --pool prefork
+--concurrency 1`` (see ``infra/worker/``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
-from rankloop.core.errors import InvalidInput
+from rankloop.core.contracts import GPU_QUEUE, RENDER_TASK
+from rankloop.core.settings import Settings, broker_settings, load_settings, make_local_dirs
 
-DEFAULT_BROKER_URL = "sqla+sqlite:///var/broker.sqlite"
-QUEUE = "gpu"
-TASK_NAME = "rankloop.render_round"
+QUEUE = GPU_QUEUE
+TASK_NAME = RENDER_TASK
 
 
-def celery_config(environ: Mapping[str, str] | None = None) -> dict:
-    """Celery settings from ``RANKLOOP_*`` environment variables (see the module docstring)."""
-    environ = os.environ if environ is None else environ
-    broker_url = environ.get("RANKLOOP_BROKER_URL") or DEFAULT_BROKER_URL
-    raw_options = environ.get("RANKLOOP_BROKER_TRANSPORT_OPTIONS") or "{}"
-    try:
-        transport_options = json.loads(raw_options)
-    except ValueError as error:
-        raise InvalidInput(f"RANKLOOP_BROKER_TRANSPORT_OPTIONS is not JSON: {error}") from None
-    if not isinstance(transport_options, dict):
-        raise InvalidInput("RANKLOOP_BROKER_TRANSPORT_OPTIONS must be a JSON object")
-    if broker_url.startswith("sqla+sqlite:///var/"):
-        Path("var").mkdir(exist_ok=True)  # the embedded default keeps its broker in ./var
-    backend_options = {
-        k: v for k, v in transport_options.items() if k in ("global_keyprefix", "retry_policy")
-    }
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The render workers' Celery settings: the shared broker part plus their queue."""
     return {
-        "broker_url": broker_url,
-        "result_backend": environ.get("RANKLOOP_RESULT_BACKEND") or None,
-        "broker_transport_options": transport_options,
-        "result_backend_transport_options": backend_options,
-        "broker_connection_retry_on_startup": True,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_default_queue": QUEUE,
-        "task_routes": {TASK_NAME: {"queue": QUEUE}},
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
+        **broker_settings(settings),
+        "task_default_queue": GPU_QUEUE,
+        "task_routes": {RENDER_TASK: {"queue": GPU_QUEUE}},
         "task_track_started": True,
         "result_extended": True,
         # A model stays loaded for the worker's life: never recycle the process per task.
@@ -74,9 +45,12 @@ def celery_config(environ: Mapping[str, str] | None = None) -> dict:
 
 
 def make_celery(environ: Mapping[str, str] | None = None) -> Celery:
-    """A Celery app with the GPU worker's settings (tests build one per environment)."""
+    """A Celery app with the GPU worker's settings, from ``environ`` (default: the process
+    environment; tests build one per environment)."""
+    settings = load_settings(environ)
+    make_local_dirs(settings)
     app = Celery("rankloop_gpu", include=["gpu_worker.tasks"])
-    app.conf.update(celery_config(environ))
+    app.conf.update(celery_config(settings))
     return app
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from celery.signals import worker_process_init
 
 from gpu_worker.celery_app import TASK_NAME, app
 from rankloop.core.errors import CorruptedObject, StorageError
+from rankloop.core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ MAX_STORE_RETRIES = 5
 @functools.cache
 def worker_store():
     """The object store from ``RANKLOOP_STORE_URL`` / ``RANKLOOP_S3_*``, one per process."""
-    from rankloop.stores import store_config_from_env, store_from_config
+    from rankloop.stores import store_from_config
 
-    return store_from_config(store_config_from_env())
+    return store_from_config(load_settings())
 
 
 @app.task(bind=True, name=TASK_NAME, max_retries=MAX_STORE_RETRIES)
@@ -70,8 +70,8 @@ def render_round_task(
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
     """Load (and on CUDA compile) the campaign's model in the new worker process, if asked."""
-    raw = os.environ.get("RANKLOOP_WARMUP")
-    if not raw:
+    warmup = load_settings().warmup
+    if not warmup:
         return
     import numpy as np
 
@@ -79,7 +79,7 @@ def _warm_up(**_: Any) -> None:
 
     started = time.perf_counter()
     try:
-        settings = json.loads(raw)
+        settings = dict(warmup)
         generator = load_generator(settings)
         settings = resolve_settings(settings, generator)
         batch = settings["m"] + 1  # a round renders its m points and the current best together
@@ -87,6 +87,6 @@ def _warm_up(**_: Any) -> None:
         generator.render(np.random.default_rng(0).standard_normal(shape), settings)
     except Exception:
         # A bad warm-up must not crash-loop the pool: tasks will report the same error clearly.
-        log.exception("warm-up failed (RANKLOOP_WARMUP=%s)", raw)
+        log.exception("warm-up failed (RANKLOOP_WARMUP=%s)", json.dumps(warmup))
         return
     log.info("warm-up of %s done in %.1fs", settings["generator"], time.perf_counter() - started)

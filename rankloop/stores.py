@@ -3,16 +3,16 @@
 The interface, the key layout and the local directory store are in the pure core
 (:mod:`rankloop.core.storage`); this module adds :class:`S3Store` (boto3 against any
 S3-compatible endpoint: AWS, SeaweedFS, MinIO) and :func:`store_from_config`, which both tiers
-call.
+call with their settings (:mod:`rankloop.core.settings`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from rankloop.core.errors import NotFound, StorageError
+from rankloop.core.settings import Settings, load_settings
 from rankloop.core.storage import LocalStore, ObjectStore, check_key
 
 
@@ -134,37 +134,24 @@ class S3Store:
         )
 
 
-def store_from_config(config: Mapping[str, Any]) -> ObjectStore:
-    """Build a store from settings (the same keys in Flask config, Celery messages and env).
+def store_from_config(config: Settings | Mapping[str, Any]) -> ObjectStore:
+    """The object store that ``config`` names; both tiers build theirs here.
 
-    ``STORE_URL``: ``file:///path`` or a plain path -> :class:`LocalStore`;
-    ``s3://bucket`` -> :class:`S3Store` with ``S3_ENDPOINT_URL``, ``S3_ACCESS_KEY``,
-    ``S3_SECRET_KEY``, ``S3_REGION`` and ``S3_PUBLIC_ENDPOINT_URL``.
+    ``config`` is a :class:`~rankloop.core.settings.Settings` or a mapping of upper-case
+    setting names (a Flask config; the environment is not read then). ``STORE_URL``:
+    ``file:///path`` or a plain path -> :class:`LocalStore`; ``s3://bucket`` ->
+    :class:`S3Store` with the ``S3_*`` settings.
     """
-    url = str(config.get("STORE_URL") or "var/objects")
+    settings = config if isinstance(config, Settings) else load_settings({}, config)
+    url = settings.store_url
     if url.startswith("s3://"):
         return S3Store(
             url.removeprefix("s3://").strip("/"),
-            endpoint_url=config.get("S3_ENDPOINT_URL"),
-            access_key=config.get("S3_ACCESS_KEY"),
-            secret_key=config.get("S3_SECRET_KEY"),
-            region=config.get("S3_REGION") or "us-east-1",
-            public_endpoint_url=config.get("S3_PUBLIC_ENDPOINT_URL"),
-            create_bucket=bool(config.get("S3_CREATE_BUCKET", False)),
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            region=settings.s3_region,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            create_bucket=settings.s3_create_bucket,
         )
     return LocalStore(url.removeprefix("file://"))
-
-
-def store_config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The store settings found in ``RANKLOOP_*`` environment variables, prefix removed."""
-    environ = os.environ if environ is None else environ
-    keys = (
-        "STORE_URL",
-        "S3_ENDPOINT_URL",
-        "S3_ACCESS_KEY",
-        "S3_SECRET_KEY",
-        "S3_REGION",
-        "S3_PUBLIC_ENDPOINT_URL",
-        "S3_CREATE_BUCKET",
-    )
-    return {k: environ[f"RANKLOOP_{k}"] for k in keys if f"RANKLOOP_{k}" in environ}

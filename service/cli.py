@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
+
+from rankloop.core.settings import load_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -20,14 +21,8 @@ def alembic_config(url: str):
 
 
 def database_url(url: str | None) -> str:
-    if url:
-        return url
-    from service.app import default_config
-
-    return (
-        os.environ.get("RANKLOOP_DATABASE_URL")
-        or default_config(os.environ.get("RANKLOOP_VAR_DIR", "var"))["DATABASE_URL"]
-    )
+    """``url``, else the coordinator's (``RANKLOOP_DATABASE_URL``, else SQLite under var/)."""
+    return url or load_settings().database_url
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -40,26 +40,22 @@ def make_engine(url: str, **options) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    options.setdefault("pool_size", 10)
-    options.setdefault("max_overflow", 20)
-    # No ping before each checkout: it is one more round trip on every request. A connection
-    # that died in the pool (a database restart) fails its first statement instead; SQLAlchemy
-    # then drops every pooled connection, and that request answers 503 with Retry-After
-    # (service.errors). DATABASE_PRE_PING=1 brings the ping back.
-    options.setdefault("pool_pre_ping", False)
+    # Pool size and pre-ping: rankloop.core.settings (DATABASE_POOL_SIZE, ...; no ping by
+    # default: a connection that died in the pool fails its first statement, SQLAlchemy drops
+    # the pool, and that request answers 503 with Retry-After, service.errors).
     return create_engine(url, **options)
 
 
 def init_app(app: Flask) -> None:
+    settings = app.extensions["rankloop_settings"]
     options = {}
-    if not str(app.config["DATABASE_URL"]).startswith("sqlite"):
+    if not settings.database_url.startswith("sqlite"):
         options = {
-            "pool_size": int(app.config.get("DATABASE_POOL_SIZE", 10)),
-            "max_overflow": int(app.config.get("DATABASE_MAX_OVERFLOW", 20)),
-            "pool_pre_ping": str(app.config.get("DATABASE_PRE_PING", "0")).lower()
-            in ("1", "true", "yes"),
+            "pool_size": settings.database_pool_size,
+            "max_overflow": settings.database_max_overflow,
+            "pool_pre_ping": settings.database_pre_ping,
         }
-    engine = make_engine(app.config["DATABASE_URL"], **options)
+    engine = make_engine(settings.database_url, **options)
     app.extensions["rankloop_engine"] = engine
     app.extensions["rankloop_sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)

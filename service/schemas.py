@@ -6,6 +6,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rankloop.core.contracts import (
+    DEFAULT_M,
+    MAX_GUIDANCE,
+    MAX_M,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_M,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+    with_generator_defaults,
+)
 from rankloop.core.errors import InvalidInput
 
 
@@ -19,9 +30,11 @@ class CampaignCreate(_Strict):
     negative_prompt: str = Field(default="", max_length=2000)
     generator: Literal["cppn", "tiny-sd", "diffusers"] = "cppn"
     model: str | None = Field(default=None, max_length=300)
-    m: int = Field(default=8, ge=2, le=32, description="perturbed points per gradient round")
+    m: int = Field(
+        default=DEFAULT_M, ge=MIN_M, le=MAX_M, description="perturbed points per gradient round"
+    )
     k: int | None = Field(
-        default=None, ge=1, le=32, description="ranked items per task; null = full"
+        default=None, ge=1, le=MAX_M, description="ranked items per task; null = full"
     )
     annotators_per_round: int = Field(default=3, ge=1, le=1000, description="quorum of rankings")
     rounds: int = Field(default=10, ge=1, le=10000, description="round budget")
@@ -36,10 +49,12 @@ class CampaignCreate(_Strict):
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: Literal["order", "pairwise"] = "pairwise"
-    steps: int = Field(default=25, ge=1, le=200)
-    guidance: float = Field(default=7.5, ge=0, le=50)
-    width: int = Field(default=512, ge=16, le=2048, multiple_of=8)
-    height: int = Field(default=512, ge=16, le=2048, multiple_of=8)
+    # Render settings: null takes the generator's default (rankloop.core.contracts), which the
+    # stored campaign then shows; a diffusers size left null is the checkpoint's native size.
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(default=None, ge=0, le=MAX_GUIDANCE)
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
     scheduler: str | None = Field(default=None, max_length=64)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     optimizer: dict[str, Any] = Field(default_factory=dict)
@@ -52,7 +67,8 @@ class CampaignCreate(_Strict):
         return self
 
     def settings(self) -> dict[str, Any]:
-        settings = self.model_dump(exclude={"name", "prompt", "start"})
+        """What the campaign stores and its renders use: every unset render field resolved."""
+        settings = with_generator_defaults(self.model_dump(exclude={"name", "prompt", "start"}))
         settings["optimizer"] = {**CAMPAIGN_OPTIMIZER_DEFAULTS, **settings["optimizer"]}
         return settings
 

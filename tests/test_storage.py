@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from rankloop.core.errors import InvalidInput, NotFound, StorageError
+from rankloop.core.settings import load_settings
 from rankloop.core.storage import LocalStore, round_prefix
-from rankloop.stores import S3Store, store_config_from_env, store_from_config
+from rankloop.stores import S3Store, store_from_config
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
@@ -128,20 +129,23 @@ def test_unreachable_endpoint_is_a_storage_error():
             call()
 
 
-def test_store_config_from_env_and_config():
+def test_store_from_environment_settings_and_from_a_config_mapping():
     env = {
         "RANKLOOP_STORE_URL": "s3://images",
         "RANKLOOP_S3_ENDPOINT_URL": "http://127.0.0.1:1",
         "RANKLOOP_S3_ACCESS_KEY": "key",
         "RANKLOOP_S3_SECRET_KEY": "secret",
+        "RANKLOOP_S3_CREATE_BUCKET": "false",  # nothing listens there: no bucket call may run
         "UNRELATED": "x",
     }
-    config = store_config_from_env(env)
-    assert config == {
-        "STORE_URL": "s3://images",
-        "S3_ENDPOINT_URL": "http://127.0.0.1:1",
-        "S3_ACCESS_KEY": "key",
-        "S3_SECRET_KEY": "secret",
-    }
-    store = store_from_config(config)
+    store = store_from_config(load_settings(env))
     assert isinstance(store, S3Store) and store.bucket == "images"
+    assert store.client.meta.endpoint_url == "http://127.0.0.1:1"
+    same = store_from_config({k.removeprefix("RANKLOOP_"): v for k, v in env.items()})
+    assert isinstance(same, S3Store) and same.bucket == "images"
+
+
+def test_store_url_default_is_the_local_store_under_var_dir(tmp_path):
+    store = store_from_config({"VAR_DIR": str(tmp_path)})
+    store.put("a/b.txt", b"x")
+    assert (tmp_path / "objects" / "a" / "b.txt").read_bytes() == b"x"

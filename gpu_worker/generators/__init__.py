@@ -18,15 +18,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rankloop.core.contracts import (
+    DEFAULT_GENERATOR,
+    DEFAULT_M,
+    GENERATORS,
+    MAX_GUIDANCE,
+    MAX_M,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_M,
+    MIN_SIDE,
+    with_generator_defaults,
+)
 from rankloop.core.errors import InvalidInput, ModelUnavailable
-
-GENERATORS = ("cppn", "tiny-sd", "diffusers")
-MAX_SIDE = 2048
 
 
 class Generator(Protocol):
     name: str
     shell: bool  # latents live on the Gaussian shell (diffusion noise): keep them there
+    # What it renders with where a campaign sets nothing: rankloop.core.contracts'
+    # generator_defaults, plus what only the loaded model knows (a checkpoint's native size).
     defaults: dict[str, Any]
 
     def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]: ...
@@ -38,7 +49,7 @@ _cache_lock = threading.Lock()
 
 
 def _device_for(name: str) -> str:
-    if name == "cppn":
+    if name == DEFAULT_GENERATOR:  # cppn: numpy only
         return "cpu"
     from gpu_worker.generators.diffusion import default_device
 
@@ -47,9 +58,7 @@ def _device_for(name: str) -> str:
 
 def load_generator(settings: dict[str, Any]) -> Generator:
     """The generator named by ``settings["generator"]``, loaded once per process and cached."""
-    name = settings.get("generator") or "cppn"
-    if name not in GENERATORS:
-        raise ModelUnavailable(f"unknown generator {name!r}: use one of {', '.join(GENERATORS)}")
+    name = _generator_name(settings)
     model = str(settings.get("model") or "") if name == "diffusers" else ""
     device = _device_for(name)
     key = (name, model, device)
@@ -71,6 +80,13 @@ def _load(name: str, model: str, device: str) -> Generator:
     return diffusion.load_pretrained(model, device=device)
 
 
+def _generator_name(settings: dict[str, Any]) -> str:
+    name = settings.get("generator") or DEFAULT_GENERATOR
+    if name not in GENERATORS:
+        raise ModelUnavailable(f"unknown generator {name!r}: use one of {', '.join(GENERATORS)}")
+    return str(name)
+
+
 def clear_cache() -> None:
     """Forget loaded generators (tests; a worker keeps them for its whole life)."""
     with _cache_lock:
@@ -87,21 +103,23 @@ def resolve_settings(settings: dict[str, Any], generator: Generator) -> dict[str
     """
     if not isinstance(settings, dict):
         raise InvalidInput("settings must be a JSON object")
-    out = dict(settings)
-    out.setdefault("generator", "cppn")
+    _generator_name(settings)
+    # The same rule the coordinator applied when the campaign was created (a message from an
+    # older coordinator may still leave fields unset), then what only the model knows.
+    out = with_generator_defaults(settings)
     for field, value in generator.defaults.items():
         if out.get(field) is None:
             out[field] = value
     out["prompt"] = str(out.get("prompt") or "")
     out["negative_prompt"] = str(out.get("negative_prompt") or "")
     out["seed"] = _int(out, "seed", 0, minimum=0)
-    out["m"] = _int(out, "m", 8, minimum=2, maximum=64)
+    out["m"] = _int(out, "m", DEFAULT_M, minimum=MIN_M, maximum=MAX_M)
     k = out.get("k")
     out["k"] = None if k is None else _int(out, "k", None, minimum=1, maximum=out["m"])
-    out["width"] = _int(out, "width", None, minimum=8, maximum=MAX_SIDE)
-    out["height"] = _int(out, "height", None, minimum=8, maximum=MAX_SIDE)
+    out["width"] = _int(out, "width", None, minimum=MIN_SIDE, maximum=MAX_SIDE)
+    out["height"] = _int(out, "height", None, minimum=MIN_SIDE, maximum=MAX_SIDE)
     if out.get("steps") is not None:
-        out["steps"] = _int(out, "steps", None, minimum=1, maximum=500)
+        out["steps"] = _int(out, "steps", None, minimum=1, maximum=MAX_STEPS)
     if out.get("guidance") is not None:
         try:
             out["guidance"] = float(out["guidance"])
@@ -109,8 +127,10 @@ def resolve_settings(settings: dict[str, Any], generator: Generator) -> dict[str
             raise InvalidInput(
                 f"settings.guidance must be a number, got {out['guidance']!r}"
             ) from None
-        if not 0.0 <= out["guidance"] <= 50.0:
-            raise InvalidInput(f"settings.guidance must be in [0, 50], got {out['guidance']}")
+        if not 0.0 <= out["guidance"] <= MAX_GUIDANCE:
+            raise InvalidInput(
+                f"settings.guidance must be in [0, {MAX_GUIDANCE:g}], got {out['guidance']}"
+            )
     out["attention_check"] = bool(out.get("attention_check", True))
     optimizer = out.get("optimizer") or {}
     if not isinstance(optimizer, dict):

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from rankloop.core.contracts import generator_defaults
+
 LATENT_DIM = 64
 HIDDEN = 16
 LAYERS = 3
@@ -141,13 +143,7 @@ class CppnGenerator:
 
     def __init__(self) -> None:
         self.family = CppnFamily()
-        self.defaults: dict[str, Any] = {
-            "width": 256,
-            "height": 256,
-            "steps": None,
-            "guidance": None,
-            "scheduler": None,
-        }
+        self.defaults: dict[str, Any] = generator_defaults(self.name)
 
     def latent_shape(self, settings: dict) -> tuple[int, ...]:
         return (self.family.latent_dim,)

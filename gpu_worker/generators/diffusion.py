@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from rankloop.core.contracts import generator_defaults
 from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
+from rankloop.core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,10 @@ TINY_SD_SEED = 1234  # the random weights of tiny-sd; fixed so every worker rend
 SCHEDULERS = ("ddim", "euler", "default")
 
 # Compile settings from the diffusers speed-up guide (conv 1x1 as matmul, no epilogue fusion;
-# coordinate-descent tuning of Triton kernels with RANKLOOP_COMPILE_TUNING=1). Autotuning modes
-# ("max-autotune*") are accepted but belong in a warmed cache, not a cold worker start: they can
-# compile for many minutes.
-DEFAULT_COMPILE_MODE = os.environ.get("RANKLOOP_COMPILE_MODE", "default")
-DEFAULT_INDUCTOR_CACHE = os.environ.get("RANKLOOP_INDUCTOR_CACHE", "var/inductor-cache")
-COMPILE_TUNING = os.environ.get("RANKLOOP_COMPILE_TUNING", "0") == "1"
+# coordinate-descent tuning of Triton kernels with RANKLOOP_COMPILE_TUNING=1). The compile mode
+# is RANKLOOP_COMPILE_MODE: autotuning modes ("max-autotune*") are accepted but belong in a
+# warmed cache (RANKLOOP_INDUCTOR_CACHE), not a cold worker start: they can compile for many
+# minutes.
 
 
 def _torch():
@@ -50,7 +50,7 @@ def _torch():
 
 def default_device() -> str:
     """``RANKLOOP_DEVICE`` if set, else CUDA when present. Call only after any fork."""
-    device = os.environ.get("RANKLOOP_DEVICE")
+    device = load_settings().device
     if device:
         return device
     return "cuda" if _torch().cuda.is_available() else "cpu"
@@ -101,16 +101,19 @@ class DiffusionGenerator:
         if optimize is None:
             optimize = device.startswith("cuda")
         if optimize:
-            self.optimize(compile_mode or DEFAULT_COMPILE_MODE)
+            self.optimize(compile_mode)
 
     # -- optimised path ----------------------------------------------------------------------
-    def optimize(self, compile_mode: str = "default", cache_dir: str | None = None) -> None:
+    def optimize(self, compile_mode: str | None = None, cache_dir: str | None = None) -> None:
         """Switch this pipeline to the compiled path (idempotent). The first call at each batch
-        size compiles (or loads compiled kernels from the persistent inductor cache)."""
+        size compiles (or loads compiled kernels from the persistent inductor cache).
+        ``compile_mode`` and ``cache_dir`` default to the worker's settings."""
         if self.optimized:
             return
         torch = _torch()
-        cache = Path(cache_dir or DEFAULT_INDUCTOR_CACHE).resolve()
+        settings = load_settings()
+        compile_mode = compile_mode or settings.compile_mode
+        cache = Path(cache_dir or settings.inductor_cache).resolve()
         cache.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
         import torch._inductor.config as inductor_config
@@ -118,7 +121,8 @@ class DiffusionGenerator:
         inductor_config.fx_graph_cache = True
         inductor_config.conv_1x1_as_mm = True
         inductor_config.epilogue_fusion = False
-        if COMPILE_TUNING:  # slower first compile, faster kernels; worth it with a warm cache
+        # Tuning: a slower first compile, faster kernels; worth it with a warm cache.
+        if settings.compile_tuning:
             inductor_config.coordinate_descent_tuning = True
             inductor_config.coordinate_descent_check_all_directions = True
         # Batch sizes change with m, the attention check and OOM splits: allow a few graphs.
@@ -332,7 +336,7 @@ def load_tiny_sd(device: str = "cpu", optimize: bool | None = False) -> Diffusio
     return DiffusionGenerator(
         pipe,
         name="tiny-sd",
-        defaults={"width": 64, "height": 64, "steps": 6, "guidance": 7.5, "scheduler": "ddim"},
+        defaults=generator_defaults("tiny-sd"),
         device=device,
         optimize=optimize,
     )
@@ -382,10 +386,7 @@ def load_pretrained(
 
 
 def pretrained_defaults(model: str, pipe: Any) -> dict[str, Any]:
-    """Steps, guidance, size and sampler that suit the checkpoint's family."""
+    """The ``diffusers`` defaults for ``model`` (steps, guidance and sampler by family, from
+    :func:`rankloop.core.contracts.generator_defaults`) at the checkpoint's native size."""
     size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    if "turbo" in str(model).lower():
-        # SD-Turbo / SDXL-Turbo: adversarially distilled, 1-4 steps, no guidance, non-ancestral
-        # Euler on the checkpoint's own (trailing) timestep spacing.
-        return {"width": size, "height": size, "steps": 2, "guidance": 0.0, "scheduler": "euler"}
-    return {"width": size, "height": size, "steps": 25, "guidance": 7.5, "scheduler": "ddim"}
+    return {**generator_defaults("diffusers", model), "width": size, "height": size}

@@ -221,11 +221,7 @@ def compare_paths(
     import numpy as np
     import torch
 
-    from gpu_worker.generators.diffusion import (
-        DEFAULT_COMPILE_MODE,
-        DiffusionGenerator,
-        build_pipeline_from_configs,
-    )
+    from gpu_worker.generators.diffusion import DiffusionGenerator, build_pipeline_from_configs
     from gpu_worker.tiny_sd import CONFIG_DIR
 
     cuda = device.startswith("cuda")
@@ -291,7 +287,7 @@ def compare_paths(
             }
         )
     started = time.perf_counter()
-    generator.optimize(compile_mode or DEFAULT_COMPILE_MODE)
+    generator.optimize(compile_mode)  # None: RANKLOOP_COMPILE_MODE
     setup = time.perf_counter() - started
     for m in ms:
         if cuda:

@@ -42,10 +42,12 @@ DEFAULT_FEED: Final = "pairwise"  # beat the order alone in `rankloop bench cons
 # -- limits ----------------------------------------------------------------------------------
 MIN_M: Final = 2
 MAX_M: Final = 32  # candidates per round
+DEFAULT_M: Final = 8
 MAX_SIDE: Final = 2048  # pixels per image side
 MAX_STEPS: Final = 200
 MAX_GUIDANCE: Final = 50.0
 SIDE_MULTIPLE: Final = 8  # latent sizes are image sizes / 8
+MIN_SIDE: Final = 2 * SIDE_MULTIPLE
 
 # -- generators and their defaults -----------------------------------------------------------
 GENERATORS: Final = ("cppn", "tiny-sd", "diffusers")
@@ -111,7 +113,7 @@ class RenderSettings(_Message):
     guidance: float | None = None
     scheduler: str | None = None
     seed: int = Field(default=0, ge=0)
-    m: int = Field(default=8, ge=MIN_M, le=MAX_M)
+    m: int = Field(default=DEFAULT_M, ge=MIN_M, le=MAX_M)
     k: int | None = Field(default=None, ge=1, le=MAX_M)
     attention_check: bool = True
     optimizer: dict[str, Any] = Field(default_factory=dict)

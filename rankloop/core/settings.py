@@ -1,0 +1,242 @@
+"""The ``RANKLOOP_*`` settings, read in one place by every process.
+
+Each setting is a field of :class:`Settings`; its environment variable is the field's name in
+upper case after ``RANKLOOP_`` (``database_url``: ``RANKLOOP_DATABASE_URL``). The coordinator's
+app factory, its bookkeeping worker and beat, the render workers, ``rankloop db`` and
+``rankloop up`` all call :func:`load_settings`, so a value means the same everywhere
+(``RANKLOOP_S3_CREATE_BUCKET=false`` is false in every tier) and every default is written once,
+here. The embedded default keeps the database, the object store and the broker under
+``var_dir``: processes started by hand on one machine, with no setting at all, meet.
+
+:func:`broker_settings` is the broker half of both Celery configurations (plain data: Celery
+setting names), so the coordinator sends where the render workers listen, under the same key
+prefix and with the same delivery guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rankloop.core.errors import InvalidInput
+
+ENV_PREFIX = "RANKLOOP_"
+BROKER_FILE = "broker.sqlite"  # the embedded broker, under var_dir
+
+# Optional strings where an empty value (``RANKLOOP_RESULT_BACKEND=``) means "not set".
+_OPTIONAL = (
+    "s3_endpoint_url",
+    "s3_access_key",
+    "s3_secret_key",
+    "s3_public_endpoint_url",
+    "result_backend",
+    "admin_token",
+    "base_url",
+    "device",
+)
+
+
+class Settings(BaseSettings):
+    """Every ``RANKLOOP_*`` setting of the coordinator and the render workers, typed.
+
+    A setting left empty among ``database_url``, ``store_url``, ``broker_url`` and
+    ``inductor_cache`` means the embedded default under ``var_dir``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    var_dir: Path = Path("var")
+
+    # -- database (coordinator only) ---------------------------------------------------------
+    database_url: str = ""  # "": SQLite in var_dir/rankloop.sqlite
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
+    # Off: a ping is one more round trip per request; a connection that died in the pool
+    # fails its first statement instead and the request answers 503 (service.errors).
+    database_pre_ping: bool = False
+
+    # -- object store (both tiers) -------------------------------------------------------------
+    store_url: str = ""  # "": a local directory, var_dir/objects; or s3://bucket
+    s3_endpoint_url: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_public_endpoint_url: str | None = None  # what browsers reach, when it differs
+    s3_create_bucket: bool = False
+
+    # -- broker (both tiers: see broker_settings) ----------------------------------------------
+    broker_url: str = ""  # "": kombu's SQLAlchemy transport on var_dir/broker.sqlite
+    # JSON, e.g. {"visibility_timeout": 3600, "global_keyprefix": "prod:"}
+    broker_transport_options: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    result_backend: str | None = None  # optional: where failed renders' exceptions can be read
+
+    # -- web tier ------------------------------------------------------------------------------
+    admin_token: str | None = None
+    base_url: str | None = None  # public URL for links; the request's host when unset
+    presign_expires_s: int = Field(default=3600, ge=1)
+    inline_bookkeeping: bool = True  # close rounds in the request that brought the quorum
+    ratelimit_enabled: bool = True
+    ratelimit_storage_uri: str = "memory://"
+    ratelimit_key_prefix: str = ""
+    ratelimit_annotator: str = "1200 per minute"
+    ratelimit_join: str = "60 per minute"
+    # "process": per process, no round trip; "shared": exact across processes, in the storage.
+    ratelimit_annotator_scope: Literal["process", "shared"] = "process"
+    max_content_length: int = Field(default=1 << 20, ge=1)
+    ui_module: str = "annotator_ui"  # a module with init_app(app); "": the API alone
+    ui_image_origins: str = ""  # space-separated origins allowed to serve images (a CDN)
+
+    # -- render worker -------------------------------------------------------------------------
+    device: str | None = None  # None: CUDA when present, else the CPU
+    compile_mode: str = "default"  # torch.compile mode of the optimised path
+    compile_tuning: bool = False  # coordinate-descent tuning of Triton kernels
+    inductor_cache: str = ""  # "": var_dir/inductor-cache
+    # JSON settings object rendered once at worker start (pays the model load and compile).
+    warmup: Annotated[dict[str, Any] | None, NoDecode] = None
+
+    @field_validator(*_OPTIONAL, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("broker_transport_options", mode="before")
+    @classmethod
+    def _transport_options(cls, value: Any) -> Any:
+        return _json_object(value) or {}
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _warmup(cls, value: Any) -> Any:
+        return _json_object(value)
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        var = Path(self.var_dir).resolve()
+        self.var_dir = var
+        self.database_url = self.database_url or f"sqlite:///{var / 'rankloop.sqlite'}"
+        self.store_url = self.store_url or str(var / "objects")
+        self.broker_url = self.broker_url or f"sqla+sqlite:///{var / BROKER_FILE}"
+        self.inductor_cache = self.inductor_cache or str(var / "inductor-cache")
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """The settings as upper-case keys without the prefix (the coordinator's Flask config)."""
+        values = self.model_dump()
+        values["var_dir"] = str(self.var_dir)
+        return {name.upper(): value for name, value in values.items()}
+
+
+def _json_object(value: Any) -> Any:
+    """A JSON object given as text (from the environment) decoded; anything else as is."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError as error:
+        raise ValueError(f"not JSON: {error}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("must be a JSON object")
+    return decoded
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``store_url`` -> ``RANKLOOP_STORE_URL``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings from ``RANKLOOP_*`` variables, then ``overrides``.
+
+    Parameters
+    ----------
+    environ : mapping or None
+        The variables to read; ``None`` reads the process environment. Pass ``{}`` to read
+        none (settings from ``overrides`` and the defaults only).
+    overrides : mapping or None
+        Values by upper-case name without the prefix (``{"BROKER_URL": "memory://"}``), as in
+        a Flask config; names that are no setting are ignored.
+
+    Raises
+    ------
+    InvalidInput
+        A value of the wrong type (``RANKLOOP_PRESIGN_EXPIRES_S=soon``), naming the variable.
+    """
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    if environ is not None:
+        # Every field from ``environ`` or its default, so that os.environ is never consulted.
+        for name, field in fields.items():
+            variable = env_name(name)
+            if variable in environ:
+                values[name] = environ[variable]
+            else:
+                values[name] = field.get_default(call_default_factory=True)
+    for key, value in (overrides or {}).items():
+        if key.lower() in fields:
+            values[key.lower()] = value
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{env_name(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        raise InvalidInput(f"bad settings: {problems}") from None
+
+
+def broker_settings(settings: Settings) -> dict[str, Any]:
+    """The Celery settings the coordinator and the render workers must share.
+
+    The broker and its transport options (``global_keyprefix`` decides which Redis keys a
+    queue lives in: a coordinator and a worker with different prefixes never meet), the result
+    backend under the same prefix, JSON messages, and at-least-once delivery: a task is
+    acknowledged only when done and goes back to the queue when its worker dies (every task is
+    idempotent), and a worker holds no task it is not running.
+    """
+    transport = dict(settings.broker_transport_options)
+    return {
+        "broker_url": settings.broker_url,
+        # (kombu's SQLAlchemy transport hands these options to create_engine.)
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": settings.result_backend,
+        "result_backend_transport_options": {
+            k: v for k, v in transport.items() if k in ("global_keyprefix", "retry_policy")
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+    }
+
+
+def make_local_dirs(settings: Settings) -> None:
+    """Create the folder of an SQLite broker file (kombu does not), e.g. ``var/``."""
+    url = settings.broker_url
+    if url.startswith("sqla+sqlite:///"):
+        path = url.removeprefix("sqla+sqlite:///")
+        if path and path != ":memory:":
+            os.makedirs(Path(path).parent, exist_ok=True)
+
+
+__all__ = [
+    "BROKER_FILE",
+    "ENV_PREFIX",
+    "Settings",
+    "broker_settings",
+    "env_name",
+    "load_settings",
+    "make_local_dirs",
+]
