@@ -1,0 +1,45 @@
+"""The coordinator: campaigns, rounds, annotators' tasks and rankings, in a database.
+
+The data path, one module per job:
+
+- :mod:`service.lifecycle`: the owner's controls (start, pause, resume, stop);
+- :mod:`service.rendering`: the render hand-off: a new round row, the render message, the
+  render's result (or failure), and :func:`~service.rendering.run_step`, which commits a step
+  and only then sends the render messages it made;
+- :mod:`service.leasing`: the next task for an annotator;
+- :mod:`service.submission`: a ranking stored, the reference path (ORM, every check spelt out);
+  :mod:`service.fast_submission`: the same on the annotator's hot path (Core statements, one
+  statement on PostgreSQL); :mod:`service.ranking_rules`: the pure rules both apply;
+- :mod:`service.closing`: a round closed on its quorum or deadline, its consensus, the next
+  round; the sweeper;
+- :mod:`service.transitions`: what every step uses (the campaign lock, compare-and-set on a
+  round, the audit log); :mod:`service.caches` and :mod:`service.driver`: the hot path's
+  per-process caches and its driver-level execution; :mod:`service.tasks`: the Celery
+  bookkeeping jobs.
+
+Glossary (one concept, one name; database columns and API fields keep their names):
+
+task
+    What an annotator is given: one round to rank, held under a *lease* until ``expires_at``.
+    A row of the ``assignments`` table (model :class:`~service.models.Assignment`), called
+    ``task_id`` in the API. Its statuses are ``contracts.TASK_STATUSES``.
+Celery job
+    A message on the broker (the render job on the ``gpu`` queue, the bookkeeping jobs on the
+    ``coord`` queue); Celery calls them tasks, :mod:`service.tasks` (Flask's name for that
+    module) holds them. Their names live in :mod:`rankloop.core.contracts`.
+position
+    An image's item number in its round's consensus (0..n-1 over every image shown, the
+    attention image included). Rankings and consensus orders hold positions.
+index
+    The render worker's number of an image; for a candidate, the optimizer's index into its
+    proposal. The optimizer is told indices (:class:`~rankloop.core.contracts.ConsensusFeed`).
+winner
+    The candidate the round's consensus put first
+    (:func:`service.closing.winner_image`).
+current best
+    The optimizer's own current point, rendered clean with each round and never shown to
+    annotators (``Round.best_key``).
+step
+    One unit of work on a session: it commits (or rolls back) before it returns an
+    :class:`~service.rendering.Outcome`, whose render messages go out after that commit.
+"""

@@ -1,7 +1,8 @@
 """The coordinator's tables, as SQLAlchemy 2 typed models.
 
-One campaign has many rounds; a round has its candidate images, the assignments (leases)
-handed to annotators, the rankings they submitted (immutable) and at most one consensus.
+One campaign has many rounds; a round has its images, the tasks handed to annotators (table
+``assignments``, each held under a lease), the rankings they submitted (immutable) and at most
+one consensus. The names of these concepts are in the glossary of :mod:`service`.
 Annotators belong to one campaign or to the shared pool (``campaign_id`` NULL). Every state
 change leaves an :class:`AuditEvent`.
 
@@ -89,13 +90,14 @@ class Round(Base):
     previous_state_key: Mapped[str | None] = mapped_column(String(300), default=None)
     state_key: Mapped[str | None] = mapped_column(String(300), default=None)
     manifest_key: Mapped[str | None] = mapped_column(String(300), default=None)
-    # The optimizer's current point rendered clean with the round (not shown to annotators).
+    # The current best: the optimizer's own point rendered clean with the round (not shown to
+    # annotators; not the round's winner, which its consensus picks among the candidates).
     best_key: Mapped[str | None] = mapped_column(String(300), default=None)
     best_thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
-    render_task_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    render_task_id: Mapped[str | None] = mapped_column(String(64), default=None)  # Celery job id
     render_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    # What the render task was told about the previous round (kept to re-send after a loss).
+    # ConsensusFeed: what the render job is told about the previous round (kept to re-send).
     consensus_in: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -121,7 +123,7 @@ class Image(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
-    # Item index used by the consensus (0..n-1 over all images of the round).
+    # The image's item number in the consensus (0..n-1 over all images of the round).
     position: Mapped[int] = mapped_column(Integer)
     # The worker's index: for a candidate, the optimizer's index into the proposal.
     index: Mapped[int] = mapped_column(Integer)
@@ -154,7 +156,8 @@ class Annotator(Base):
 
 
 class Assignment(Base):
-    """A lease: one annotator may rank one round until ``expires_at``."""
+    """An annotator's task (``task_id`` in the API): one annotator may rank one round; its
+    lease runs until ``expires_at``."""
 
     __tablename__ = "assignments"
     __table_args__ = (
@@ -165,7 +168,7 @@ class Assignment(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
     annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="leased")  # leased|submitted
+    status: Mapped[str] = mapped_column(String(16), default="leased")  # contracts.TASK_STATUSES
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
 

@@ -1,4 +1,5 @@
-"""The round lifecycle (service/rounds.py) on SQLite and PostgreSQL, without HTTP."""
+"""The round lifecycle (service/lifecycle, rendering, leasing, submission, closing) on SQLite
+and PostgreSQL, without HTTP."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from rankloop.core.contracts import ConsensusFeed
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
-from service import db, rounds
+from rankloop.core.round_step import candidate_feed
+from service import caches, closing, db, leasing, lifecycle, ranking_rules, rendering, submission
 from service.auth import hash_token
 from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow
 from service.schemas import CampaignCreate
@@ -34,11 +37,11 @@ def new_annotator(session, campaign_id: str | None, name: str) -> Annotator:
 
 
 def rank_all(session, annotator, now=None, reverse=False):
-    leased = rounds.lease(session, annotator, now)
+    leased = leasing.lease(session, annotator, now)
     assert leased is not None
     assignment, round_, _ = leased
     images = sorted(round_.images, key=lambda i: (i.role == "attention", i.index), reverse=reverse)
-    return rounds.submit(session, annotator, assignment.id, [i.id for i in images], now)
+    return submission.submit(session, annotator, assignment.id, [i.id for i in images], now)
 
 
 @pytest.fixture
@@ -49,24 +52,25 @@ def session(app):
 
 def test_a_campaign_runs_from_start_to_finish(app, session):
     cid = new_campaign(session, consensus_feed="order")
-    outcome = rounds.start(session, cid)
+    outcome = lifecycle.start(session, cid)
     assert [
         (r.campaign_id, r.round_number, r.previous_state_key, r.consensus) for r in outcome.renders
     ] == [(cid, 0, None, None)]
-    assert outcome.renders[0].settings["generator"] == "cppn"
+    assert outcome.renders[0].settings.generator == "cppn"
+    assert outcome.renders[0].settings.prompt == "a red apple"
     with pytest.raises(Conflict):
-        rounds.start(session, cid)
+        lifecycle.start(session, cid)
     alice, bob = new_annotator(session, cid, "a"), new_annotator(session, cid, "b")
     for number in range(3):
         render_round(app, cid, number, session=session)
         rank_all(session, alice)
-        assert rounds.close_if_ready(session, session.scalar(select(Round.id).where(
+        assert closing.close_if_ready(session, session.scalar(select(Round.id).where(
             Round.campaign_id == cid, Round.number == number))).renders == []  # fmt: skip
         rank_all(session, bob)
         round_id = session.scalar(
             select(Round.id).where(Round.campaign_id == cid, Round.number == number)
         )
-        outcome = rounds.close_if_ready(session, round_id)
+        outcome = closing.close_if_ready(session, round_id)
         consensus = session.get(Consensus, round_id)
         assert consensus is not None and consensus.n_rankings == 2
         # Both ranked candidates 0..3 in index order, the attention image last.
@@ -78,7 +82,7 @@ def test_a_campaign_runs_from_start_to_finish(app, session):
             (request,) = outcome.renders
             assert request.round_number == number + 1
             assert request.previous_state_key.endswith(f"rounds/{number:04d}/state.npz")
-            assert request.consensus == {"order": [0, 1, 2, 3], "pairwise": None}
+            assert request.consensus == ConsensusFeed(order=[0, 1, 2, 3], pairwise=None)
         else:
             assert outcome.renders == [] and "finished" in outcome.events
     campaign = session.get(Campaign, cid)
@@ -91,65 +95,65 @@ def test_a_campaign_runs_from_start_to_finish(app, session):
 
 def test_pairwise_feed_sends_the_candidate_matrix(app, session):
     cid = new_campaign(session)  # the default feed
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     annotators = [new_annotator(session, cid, n) for n in "ab"]
     for a in annotators:
         rank_all(session, a)
     round_id = session.scalar(select(Round.id).where(Round.campaign_id == cid))
-    (request,) = rounds.close_if_ready(session, round_id).renders
-    matrix = request.consensus["pairwise"]
+    (request,) = closing.close_if_ready(session, round_id).renders
+    matrix = request.consensus.pairwise
     assert len(matrix) == 4 and all(len(row) == 4 for row in matrix)  # attention image left out
     assert matrix[0][3] > matrix[3][0]
 
 
 def test_display_order_is_shuffled_per_annotator_and_stable(app, session):
     cid = new_campaign(session, m=8)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, m=8, session=session)
     a, b = new_annotator(session, cid, "a"), new_annotator(session, cid, "b")
-    task_a, round_, _ = rounds.lease(session, a)
-    again, _, _ = rounds.lease(session, a)
+    task_a, round_, _ = leasing.lease(session, a)
+    again, _, _ = leasing.lease(session, a)
     assert again.id == task_a.id  # a reload returns the same lease
-    images = rounds.round_images(session, round_)
+    images = caches.round_images(session, round_)
     assert [i.position for i in images] == list(range(9))
-    order_a = [i.id for i in rounds.display_order(a.id, round_, images)]
-    assert order_a == [i.id for i in rounds.display_order(a.id, round_, images)]
-    assert order_a != [i.id for i in rounds.display_order(b.id, round_, images)]
+    order_a = [i.id for i in ranking_rules.display_order(a.id, round_.id, images)]
+    assert order_a == [i.id for i in ranking_rules.display_order(a.id, round_.id, images)]
+    assert order_a != [i.id for i in ranking_rules.display_order(b.id, round_.id, images)]
     assert sorted(order_a) == sorted(i.id for i in round_.images)
 
 
 def test_late_repeated_and_foreign_submissions_change_nothing(app, session):
     cid = new_campaign(session, annotators_per_round=1, lease_s=60)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     slow, quick, other = (new_annotator(session, cid, n) for n in ("slow", "quick", "other"))
     t0 = utcnow()
-    task, round_, _ = rounds.lease(session, slow, t0)
+    task, round_, _ = leasing.lease(session, slow, t0)
     ids = [i.id for i in round_.images]
     with pytest.raises(Forbidden):
-        rounds.submit(session, other, task.id, ids, t0)
+        submission.submit(session, other, task.id, ids, t0)
     with pytest.raises(NotFound):
-        rounds.submit(session, slow, "no-such-task", ids, t0)
-    assert rounds.lease(session, quick, t0) is None  # the only slot is leased
+        submission.submit(session, slow, "no-such-task", ids, t0)
+    assert leasing.lease(session, quick, t0) is None  # the only slot is leased
     later = t0 + dt.timedelta(seconds=61)
-    task_quick, _, _ = rounds.lease(session, quick, later)  # the lease expired: reassigned
-    rounds.submit(session, quick, task_quick.id, ids, later)
+    task_quick, _, _ = leasing.lease(session, quick, later)  # the lease expired: reassigned
+    submission.submit(session, quick, task_quick.id, ids, later)
     with pytest.raises(Conflict):
-        rounds.submit(session, quick, task_quick.id, ids, later)
+        submission.submit(session, quick, task_quick.id, ids, later)
     with pytest.raises(Gone):  # late, and the task went to someone else
-        rounds.submit(session, slow, task.id, ids, later)
+        submission.submit(session, slow, task.id, ids, later)
     assert session.scalar(select(func.count()).select_from(Ranking)) == 1
 
 
 def test_an_expired_lease_nobody_took_is_still_accepted(app, session):
     cid = new_campaign(session, annotators_per_round=1, lease_s=60)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     slow = new_annotator(session, cid, "slow")
     t0 = utcnow()
-    task, round_, _ = rounds.lease(session, slow, t0)
-    ranking = rounds.submit(
+    task, round_, _ = leasing.lease(session, slow, t0)
+    ranking = submission.submit(
         session, slow, task.id, [i.id for i in round_.images], t0 + dt.timedelta(minutes=5)
     )
     assert ranking.late
@@ -159,27 +163,27 @@ def test_an_annotator_whose_lease_ran_out_gets_the_round_again(app, session):
     # A team of one per round: if a lapsed lease barred its annotator, the round would wait
     # for a ranking nobody may give, extended at every deadline.
     cid = new_campaign(session, annotators_per_round=1, lease_s=60)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     only = new_annotator(session, cid, "only")
     t0 = utcnow()
-    task, round_, _ = rounds.lease(session, only, t0)
+    task, round_, _ = leasing.lease(session, only, t0)
     later = t0 + dt.timedelta(seconds=61)
     session.commit()  # outside a transaction, PostgreSQL takes the one-statement hot path
-    again, round_again, _ = rounds.lease(session, only, later)
+    again, round_again, _ = leasing.lease(session, only, later)
     assert (again.id, round_again.id) == (task.id, round_.id)  # the same task, renewed
     assert again.expires_at > later
-    ranking = rounds.submit(session, only, again.id, [i.id for i in round_.images], later)
+    ranking = submission.submit(session, only, again.id, [i.id for i in round_.images], later)
     assert not ranking.late
-    assert rounds.lease(session, only, later) is None  # ranked: not offered again
+    assert leasing.lease(session, only, later) is None  # ranked: not offered again
 
 
 def test_a_round_short_of_its_quorum_at_the_deadline_is_extended(app, session):
     cid = new_campaign(session, round_deadline_s=30)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     rank_all(session, new_annotator(session, cid, "a"))
-    outcome = rounds.sweep(session, utcnow() + dt.timedelta(seconds=31))
+    outcome = closing.sweep(session, utcnow() + dt.timedelta(seconds=31))
     assert outcome.events == ["extended"] and outcome.renders == []
     round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
     session.refresh(round_)
@@ -189,21 +193,21 @@ def test_a_round_short_of_its_quorum_at_the_deadline_is_extended(app, session):
 
 def test_duplicate_render_results_are_ignored(app, session):
     cid = new_campaign(session)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     result = render_round(app, cid, 0, session=session)
-    assert rounds.round_rendered(session, result) is False
+    assert rendering.round_rendered(session, result) is False
     assert session.scalar(select(func.count()).select_from(Image)) == 5
 
 
 def test_a_failed_render_fails_the_campaign_until_resumed(app, session):
     cid = new_campaign(session)
-    rounds.start(session, cid)
-    assert rounds.round_failed(session, cid, 0, "ModelUnavailable: no such model")
-    assert not rounds.round_failed(session, cid, 0, "again")  # recorded once
+    lifecycle.start(session, cid)
+    assert rendering.round_failed(session, cid, 0, "ModelUnavailable: no such model")
+    assert not rendering.round_failed(session, cid, 0, "again")  # recorded once
     campaign = session.get(Campaign, cid)
     session.refresh(campaign)
     assert campaign.status == "failed" and "no such model" in campaign.error
-    (request,) = rounds.resume(session, cid).renders
+    (request,) = lifecycle.resume(session, cid).renders
     assert request.round_number == 0
     session.refresh(campaign)
     assert campaign.status == "running" and campaign.error is None
@@ -211,10 +215,10 @@ def test_a_failed_render_fails_the_campaign_until_resumed(app, session):
 
 def test_sweep_resends_a_render_that_never_came_back(app, session):
     cid = new_campaign(session, render_timeout_s=60)
-    rounds.start(session, cid)
-    rounds.mark_enqueued(session, cid, 0, "render-x")
-    assert rounds.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
-    (request,) = rounds.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
+    lifecycle.start(session, cid)
+    rendering.mark_enqueued(session, cid, 0, "render-x")
+    assert closing.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
+    (request,) = closing.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
     assert request.round_number == 0
 
 
@@ -223,44 +227,44 @@ def test_next_serves_the_round_that_most_needs_a_ranking(app, session):
     hungry = new_campaign(session, annotators_per_round=5)
     paused = new_campaign(session, annotators_per_round=9)
     for cid in (crowded, hungry, paused):
-        rounds.start(session, cid)
+        lifecycle.start(session, cid)
         render_round(app, cid, 0, session=session)
-    rounds.pause(session, paused)
+    lifecycle.pause(session, paused)
     pool = [new_annotator(session, None, f"p{i}") for i in range(4)]
-    served = [rounds.lease(session, a)[1].campaign_id for a in pool]
+    served = [leasing.lease(session, a)[1].campaign_id for a in pool]
     # need: hungry 5, 4, 3 (ties with crowded's 2? no: 3 > 2), then crowded 2 vs hungry 2 -> older first
     assert served[:3] == [hungry, hungry, hungry]
     assert paused not in served
     own = new_annotator(session, crowded, "own")
-    assert rounds.lease(session, own)[1].campaign_id == crowded  # campaign annotators stay home
+    assert leasing.lease(session, own)[1].campaign_id == crowded  # campaign annotators stay home
 
 
 def test_parse_order_rejects_bad_rankings(app, session):
     cid = new_campaign(session, k=2)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
     images = list(round_.images)
     ids = [i.id for i in images]
-    assert rounds.parse_order(ids[:2], images, 2, False) == [0, 1]  # top-k is enough
+    assert ranking_rules.parse_order(ids[:2], images, 2, False) == [0, 1]  # top-k is enough
     for bad in ([ids[0]], [ids[0], ids[0]], [ids[0], "nope"], [[ids[0], ids[1]]], [[], ids[0]]):
         with pytest.raises(InvalidInput):
-            rounds.parse_order(bad, images, 2, False)
-    assert rounds.parse_order([[ids[0], ids[1]], ids[2]], images, 2, True) == [[0, 1], 2]
+            ranking_rules.parse_order(bad, images, 2, False)
+    assert ranking_rules.parse_order([[ids[0], ids[1]], ids[2]], images, 2, True) == [[0, 1], 2]
     with pytest.raises(InvalidInput):
-        rounds.parse_order(ids[:3], images, None, False)  # full ranking needed: n - 1 = 4
+        ranking_rules.parse_order(ids[:3], images, None, False)  # full ranking needed: n - 1 = 4
 
 
 def test_attention_check(app, session):
     cid = new_campaign(session)
-    rounds.start(session, cid)
+    lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     images = list(session.scalar(select(Round).where(Round.campaign_id == cid)).images)
-    assert rounds.attention_passed([0, 1, 2, 3, 4], images) is True
-    assert rounds.attention_passed([0, 1, 2, 3], images) is True  # attention implied last
-    assert rounds.attention_passed([0, 4, 1, 2, 3], images) is False
-    assert rounds.attention_passed([4, 0], images) is False  # above unranked candidates
-    assert rounds.attention_passed([0, 1, 2, [3, 4]], images) is True  # tied at the bottom
+    assert ranking_rules.attention_passed([0, 1, 2, 3, 4], images) is True
+    assert ranking_rules.attention_passed([0, 1, 2, 3], images) is True  # attention implied last
+    assert ranking_rules.attention_passed([0, 4, 1, 2, 3], images) is False
+    assert ranking_rules.attention_passed([4, 0], images) is False  # above unranked candidates
+    assert ranking_rules.attention_passed([0, 1, 2, [3, 4]], images) is True  # tied at the bottom
 
 
 def test_two_closers_racing_close_a_round_once(app):
@@ -268,7 +272,7 @@ def test_two_closers_racing_close_a_round_once(app):
     next round, one render request (row-level compare-and-set; real concurrency on PostgreSQL)."""
     with app.app_context(), db.session_scope() as session:
         cid = new_campaign(session)
-        rounds.start(session, cid)
+        lifecycle.start(session, cid)
     render_round(app, cid, 0)
     with app.app_context(), db.session_scope() as session:
         for name in "ab":
@@ -281,7 +285,7 @@ def test_two_closers_racing_close_a_round_once(app):
         with app.app_context(), db.session_scope() as s:
             barrier.wait()
             try:
-                results.append(rounds.close_if_ready(s, round_id))
+                results.append(closing.close_if_ready(s, round_id))
             except Exception as error:  # pragma: no cover - reported below
                 results.append(error)
 
@@ -305,17 +309,12 @@ def test_candidate_feed_drops_the_attention_image_and_empty_evidence():
               ((0, 1, "candidate"), (1, 0, "candidate"), (2, 2, "attention"))]  # fmt: skip
     order = [1, 2, 0]  # positions, best first: candidate index 0, attention, candidate index 1
     pairwise = [[0, 0, 1], [2, 0, 1], [0, 0, 0]]
-    assert rounds.candidate_feed(order, pairwise, images, "order") == {
-        "order": [0, 1],
-        "pairwise": None,
-    }
-    fed = rounds.candidate_feed(order, pairwise, images, "pairwise")
-    assert fed == {
-        "order": [0, 1],
-        "pairwise": [[0.0, 2.0], [0.0, 0.0]],
-    }  # rows in optimizer index order
+    assert candidate_feed(order, pairwise, images, "order") == ConsensusFeed(order=[0, 1])
+    fed = candidate_feed(order, pairwise, images, "pairwise")
+    # rows in optimizer index order
+    assert fed == ConsensusFeed(order=[0, 1], pairwise=[[0.0, 2.0], [0.0, 0.0]])
     only_attention = [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
-    assert rounds.candidate_feed(order, only_attention, images, "pairwise")["pairwise"] is None
+    assert candidate_feed(order, only_attention, images, "pairwise").pairwise is None
 
 
 def _race(app, fn, n: int = 4) -> list:
@@ -342,18 +341,18 @@ def _race(app, fn, n: int = 4) -> list:
 def test_the_same_ranking_sent_four_times_at_once_is_stored_once(app):
     with app.app_context(), db.session_scope() as session:
         cid = new_campaign(session)
-        rounds.start(session, cid)
+        lifecycle.start(session, cid)
         render_round(app, cid, 0, session=session)
         annotator = new_annotator(session, cid, "double-clicker")
-        task, round_, _ = rounds.lease(session, annotator)
+        task, round_, _ = leasing.lease(session, annotator)
         ids = [i.id for i in round_images_sorted(session, round_)]
         annotator_id, task_id = annotator.id, task.id
 
     def send(s):
-        return rounds.submit(s, s.get(Annotator, annotator_id), task_id, ids)
+        return submission.submit(s, s.get(Annotator, annotator_id), task_id, ids)
 
     results = _race(app, send)
-    stored = [r for r in results if isinstance(r, rounds.Submitted)]
+    stored = [r for r in results if isinstance(r, submission.Submitted)]
     refused = [r for r in results if isinstance(r, Conflict)]
     assert len(stored) == 1 and len(refused) == 3, results
     with app.app_context(), db.session_scope() as session:
@@ -365,13 +364,49 @@ def test_the_same_ranking_sent_four_times_at_once_is_stored_once(app):
 def test_parallel_fetches_by_one_annotator_share_one_lease(app):
     with app.app_context(), db.session_scope() as session:
         cid = new_campaign(session)
-        rounds.start(session, cid)
+        lifecycle.start(session, cid)
         render_round(app, cid, 0, session=session)
         annotator_id = new_annotator(session, cid, "many-tabs").id
 
-    results = _race(app, lambda s: rounds.lease(s, s.get(Annotator, annotator_id))[0].id)
+    results = _race(app, lambda s: leasing.lease(s, s.get(Annotator, annotator_id))[0].id)
     assert len(set(results)) == 1 and all(isinstance(r, str) for r in results), results
 
 
 def round_images_sorted(session, round_):
-    return sorted(rounds.round_images(session, round_), key=lambda i: i.position)
+    return sorted(caches.round_images(session, round_), key=lambda i: i.position)
+
+
+def test_the_sweep_goes_on_when_one_round_fails(app, session):
+    # An unknown consensus method makes closing that round raise; the other campaign's round
+    # still closes in the same sweep, and the failure is in the audit log.
+    broken = new_campaign(session, consensus_method="no-such-method", round_deadline_s=30)
+    healthy = new_campaign(session, round_deadline_s=30)
+    for cid in (broken, healthy):
+        lifecycle.start(session, cid)
+        render_round(app, cid, 0, session=session)
+        for name in "ab":
+            rank_all(session, new_annotator(session, cid, f"{cid}-{name}"))
+    outcome = closing.sweep(session, utcnow() + dt.timedelta(seconds=31))
+    assert outcome.events == ["closed"]
+    assert [r.campaign_id for r in outcome.renders] == [healthy]
+    numbered = select(Round.campaign_id, Round.status).where(Round.number == 0)
+    status = dict(session.execute(numbered).tuples().all())
+    assert status == {broken: "open", healthy: "closed"}
+    failures = session.scalars(select(AuditEvent).where(AuditEvent.kind == "sweep_failed")).all()
+    assert [(f.campaign_id, f.round_number) for f in failures] == [(broken, 0)]
+    assert "no-such-method" in failures[0].data["error"]
+    closing.sweep(session, utcnow() + dt.timedelta(seconds=32))  # fails the same way again
+    again = session.scalars(select(AuditEvent).where(AuditEvent.kind == "sweep_failed")).all()
+    assert len(again) == 1  # recorded once, not at every sweep
+
+
+def test_run_step_sends_the_render_after_the_commit(app, session):
+    cid = new_campaign(session)
+    with app.app_context():
+        outcome = rendering.run_step(lifecycle.start, cid)
+    (message,) = outcome.renders
+    round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
+    # The send found the committed row and noted the job on it.
+    assert round_.render_task_id.startswith(f"render-{cid}-0000-")
+    assert round_.render_enqueued_at is not None
+    assert message.settings.prompt == "a red apple" and message.consensus is None

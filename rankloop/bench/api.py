@@ -258,10 +258,11 @@ def _drop_database(admin_url: str, name: str) -> None:
 
 def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
     """Campaigns with one open round each (quorum too large to close) and pool annotators."""
-    from service import rounds
     from service.auth import hash_token, new_token
     from service.db import session_scope
+    from service.lifecycle import start
     from service.models import Annotator, Campaign
+    from service.rendering import round_rendered
     from service.schemas import CampaignCreate
 
     tokens = [new_token() for _ in range(annotators)]
@@ -282,8 +283,8 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
             campaign = Campaign(name=f"bench {n}", prompt=body.prompt, settings=settings)
             session.add(campaign)
             session.commit()
-            rounds.start(session, campaign.id)  # nobody consumes the render: we report it below
-            rounds.round_rendered(session, _result(campaign.id, 0, m))
+            start(session, campaign.id)  # its render message is not sent: we play the worker
+            round_rendered(session, _result(campaign.id, 0, m))
         session.add_all(Annotator(token_hash=hash_token(t)) for t in tokens)
         session.commit()
     return tokens
@@ -319,8 +320,8 @@ def _turnaround(
 
     from sqlalchemy import select
 
-    from service import rounds
     from service.db import session_scope
+    from service.lifecycle import start
     from service.models import Campaign, Ranking, Round, utcnow
     from service.schemas import CampaignCreate
 
@@ -368,7 +369,7 @@ def _turnaround(
             campaign = Campaign(name="turnaround", prompt=body.prompt, settings=body.settings())
             session.add(campaign)
             session.commit()
-            rounds.start(session, campaign.id)
+            start(session, campaign.id)  # (not sent: the render results are played below)
             cid = campaign.id
             tokens = [
                 client.post(

@@ -1,0 +1,311 @@
+"""The next task for an annotator (``GET /api/tasks/next``).
+
+An annotator keeps its running lease; else it gets a new task on the round that most needs a
+ranking (largest quorum shortfall, then oldest) among the campaigns it may work on (its own;
+every running one for a pool annotator) and has not met its quota of rankings in
+(``tasks_per_annotator``). A round it ranked, or holds a running lease on, is not offered
+again; one whose lease ran out unused is, with the same task renewed (else a small team's round
+could never reach its quorum).
+
+This is the annotator's hot path: Core statements on the tables (no ORM objects), as few round
+trips as the database allows: on PostgreSQL outside a transaction, one statement for the
+running lease and one that chooses the round and inserts the task, each on its own
+(autocommit: none needs to see another's uncommitted write); elsewhere the same in one short
+transaction, with the round chosen and the task inserted in two statements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import DateTime, String, bindparam, func, literal, select, update
+from sqlalchemy.orm import Session
+
+from rankloop.core.errors import Conflict, Unauthorized
+from service.caches import CampaignView, RoundRef, campaign_view
+from service.driver import (
+    ANNOTATORS,
+    CAMPAIGNS,
+    RANKINGS,
+    ROUNDS,
+    TASKS,
+    autocommit_on_postgres,
+    insert_on_conflict,
+    run_on_driver,
+)
+from service.models import Annotator, Assignment, Campaign, Round, new_short_id, utcnow
+
+LAST_SEEN_EVERY = dt.timedelta(seconds=60)  # ``annotators.last_seen``: one write a minute at most
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An annotator's running lease on a task, as ``GET /api/tasks/next`` shows it."""
+
+    annotator_id: str
+    task_id: str
+    expires_at: dt.datetime
+    round: RoundRef
+    campaign: CampaignView
+
+
+def lease(
+    session: Session, annotator: Annotator, now: dt.datetime | None = None
+) -> tuple[Assignment, Round, Campaign] | None:
+    """:func:`lease_by_token` with the rows (the task, its round, its campaign), for callers
+    that want them."""
+    found = lease_by_token(session, annotator.token_hash, now)
+    if found is None:
+        return None
+    task = session.get(Assignment, found.task_id, populate_existing=True)  # may be renewed
+    round_ = session.get(Round, found.round.id)
+    campaign = session.get(Campaign, found.round.campaign_id)
+    assert task is not None and round_ is not None and campaign is not None
+    return task, round_, campaign
+
+
+def lease_by_token(
+    session: Session, token_hash: str, now: dt.datetime | None = None
+) -> Lease | None:
+    """The running lease of the annotator with this token hash, else a new one (see the
+    module's docstring), else None. The new task is inserted with ``ON CONFLICT DO UPDATE``
+    on (round, annotator): that renews this annotator's own lapsed lease on the round (same
+    task id, so a page still showing it may submit) and leaves a running one alone (a parallel
+    request of the same annotator leased the round first; then that lease is served).
+    Raises Unauthorized for an unknown token."""
+    now = now or utcnow()
+    if autocommit_on_postgres(session):
+        return _lease_postgres(session, token_hash, now)
+    return _lease_in_steps(session, token_hash, now)
+
+
+# -- the statements ------------------------------------------------------------------------------
+
+
+def _current_lease_statement() -> Any:
+    """The annotator (by token hash) and its running lease, if any, in one statement."""
+    a, t, r, c = ANNOTATORS, TASKS, ROUNDS, CAMPAIGNS
+    running = t.join(r, r.c.id == t.c.round_id).join(c, c.c.id == r.c.campaign_id)
+    return (
+        select(
+            a.c.id,
+            a.c.campaign_id,
+            a.c.last_seen,
+            t.c.id.label("task_id"),
+            t.c.expires_at,
+            r.c.id.label("round_id"),
+            r.c.number,
+            r.c.campaign_id.label("round_campaign_id"),
+        )
+        .select_from(
+            a.outerjoin(
+                running,
+                (t.c.annotator_id == a.c.id)
+                & (t.c.status == "leased")
+                & (t.c.expires_at > bindparam("now", type_=DateTime))
+                & (r.c.status == "open")
+                & (c.c.status == "running")
+                & ((a.c.campaign_id.is_(None)) | (r.c.campaign_id == a.c.campaign_id)),
+            )
+        )
+        .where(a.c.token_hash == bindparam("token_hash"))
+        .order_by(t.c.created_at)
+        .limit(1)
+    )
+
+
+def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
+    """The open round that most needs this annotator's ranking (see the module's docstring)."""
+    t, r, c, rk = TASKS, ROUNDS, CAMPAIGNS, RANKINGS
+    now = bindparam("now", type_=DateTime)
+    annotator_id = bindparam("annotator_id", type_=String)
+    leased = (
+        select(t.c.round_id, func.count().label("leased"))
+        .join(r, r.c.id == t.c.round_id)
+        .where(r.c.status == "open", t.c.status == "leased", t.c.expires_at > now)
+        .group_by(t.c.round_id)
+        .subquery()
+    )
+    quorum = c.c.settings["annotators_per_round"].as_integer()
+    need = quorum - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
+    mine = select(t.c.id).where(
+        t.c.round_id == r.c.id,
+        t.c.annotator_id == annotator_id,
+        (t.c.status != "leased") | (t.c.expires_at > now),
+    )
+    ranked_round = r.alias("ranked_round")
+    done_here = (
+        select(func.count())
+        .select_from(rk.join(ranked_round, ranked_round.c.id == rk.c.round_id))
+        .where(rk.c.annotator_id == annotator_id, ranked_round.c.campaign_id == r.c.campaign_id)
+        .scalar_subquery()
+    )
+    eligible = [c.c.status == "running", r.c.status == "open"]
+    if own_campaign:
+        eligible.append(r.c.campaign_id == bindparam("annotator_campaign_id"))
+    return (
+        select(*(columns or (r.c.id, r.c.number, r.c.campaign_id)))
+        .select_from(r)
+        .join(c, c.c.id == r.c.campaign_id)
+        .outerjoin(leased, leased.c.round_id == r.c.id)
+        .where(
+            *eligible,
+            need > 0,
+            ~mine.exists(),
+            done_here < c.c.settings["tasks_per_annotator"].as_integer(),
+        )
+        .order_by(need.desc(), r.c.opened_at, r.c.id)
+        .limit(1)
+    )
+
+
+def _renew_expired_lease() -> dict[str, Any]:
+    """``ON CONFLICT`` arguments that renew this annotator's own lapsed lease on the round and
+    leave any other row alone (``excluded`` compiles the same on SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    excluded = pg_insert(TASKS).excluded
+    return {
+        "index_elements": ["round_id", "annotator_id"],
+        "set_": {"created_at": excluded.created_at, "expires_at": excluded.expires_at},
+        "where": (TASKS.c.status == "leased") & (TASKS.c.expires_at <= excluded.created_at),
+    }
+
+
+def _lease_round_postgres(own_campaign: bool) -> Any:
+    """PostgreSQL: choose the round and insert the task in one statement; the task with its
+    round, or no row (nothing to lease, or a parallel request leased that round first)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    t, r, c = TASKS, ROUNDS, CAMPAIGNS
+    now = bindparam("now", type_=DateTime)
+    lease_s = c.c.settings["lease_s"].as_float()
+    choice = _round_to_lease(
+        own_campaign,
+        bindparam("task_id", type_=String),
+        r.c.id,
+        bindparam("annotator_id", type_=String),
+        literal("leased", String),
+        now,
+        now + func.make_interval(0, 0, 0, 0, 0, 0, lease_s),
+    )
+    inserted = (
+        pg_insert(t)
+        .from_select(
+            ["id", "round_id", "annotator_id", "status", "created_at", "expires_at"], choice
+        )
+        .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
+        .returning(t.c.id, t.c.expires_at, t.c.round_id)
+        .cte("inserted")
+    )
+    return select(inserted.c.id, inserted.c.expires_at, r.c.id, r.c.number, r.c.campaign_id).join(
+        r, r.c.id == inserted.c.round_id
+    )
+
+
+_CURRENT_LEASE = _current_lease_statement()
+_ROUND_TO_LEASE = {True: _round_to_lease(True), False: _round_to_lease(False)}
+_RENEW_EXPIRED_LEASE = _renew_expired_lease()
+_LEASE_ROUND_POSTGRES = {True: _lease_round_postgres(True), False: _lease_round_postgres(False)}
+_TOUCH_ANNOTATOR = (
+    update(ANNOTATORS)
+    .where(ANNOTATORS.c.id == bindparam("annotator_id"))
+    .values(last_seen=bindparam("now", type_=DateTime))
+)
+
+
+# -- the two ways to run them ------------------------------------------------------------------
+
+
+def _unknown_token() -> Unauthorized:
+    return Unauthorized("unknown annotator token: open the task link you were given again")
+
+
+def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Lease | None:
+    looked_again = False
+    for _attempt in range(3):
+        row = run_on_driver(session, _CURRENT_LEASE, token_hash=token_hash, now=now).fetchone()
+        if row is None:
+            raise _unknown_token()
+        annotator_id, own_campaign_id, last_seen, task_id, expires_at = row[:5]
+        if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
+            run_on_driver(session, _TOUCH_ANNOTATOR, annotator_id=annotator_id, now=now)
+        if task_id is not None:
+            round_ = RoundRef(row[5], row[7], row[6])
+            campaign = campaign_view(session, round_.campaign_id)
+            return Lease(annotator_id, task_id, expires_at, round_, campaign)
+        if looked_again:
+            return None
+        params: dict[str, Any] = {
+            "now": now,
+            "annotator_id": annotator_id,
+            "task_id": new_short_id(),
+        }
+        if own_campaign_id is not None:
+            params["annotator_campaign_id"] = own_campaign_id
+        statement = _LEASE_ROUND_POSTGRES[own_campaign_id is not None]
+        leased = run_on_driver(session, statement, **params).fetchone()
+        if leased is not None:
+            task_id, expires_at, round_id, number, campaign_id = leased
+            round_ = RoundRef(round_id, campaign_id, number)
+            return Lease(
+                annotator_id, task_id, expires_at, round_, campaign_view(session, campaign_id)
+            )
+        # Nothing to lease, or a parallel request of this annotator leased that round between
+        # the two statements: look for its lease once more before answering "nothing".
+        looked_again = True
+    raise Conflict("could not lease a task for a busy annotator; fetch the next task again")
+
+
+def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Lease | None:
+    looked_again = False
+    for _attempt in range(3):
+        row = session.execute(_CURRENT_LEASE, {"token_hash": token_hash, "now": now}).first()
+        if row is None:
+            session.rollback()
+            raise _unknown_token()
+        annotator_id, own_campaign_id, last_seen = row[0], row[1], row[2]
+        if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
+            session.execute(_TOUCH_ANNOTATOR, {"annotator_id": annotator_id, "now": now})
+        if row.task_id is not None:
+            session.commit()
+            round_ = RoundRef(row.round_id, row.round_campaign_id, row.number)
+            campaign = campaign_view(session, round_.campaign_id)
+            return Lease(annotator_id, row.task_id, row.expires_at, round_, campaign)
+        if looked_again:
+            session.commit()
+            return None
+        params: dict[str, Any] = {"now": now, "annotator_id": annotator_id}
+        if own_campaign_id is not None:
+            params["annotator_campaign_id"] = own_campaign_id
+        target = session.execute(_ROUND_TO_LEASE[own_campaign_id is not None], params).first()
+        if target is None:
+            session.commit()
+            looked_again = True  # (see _lease_postgres)
+            continue
+        round_ = RoundRef(target.id, target.campaign_id, target.number)
+        campaign = campaign_view(session, round_.campaign_id)
+        expires_at = now + dt.timedelta(seconds=float(campaign.settings["lease_s"]))
+        inserted = session.execute(
+            insert_on_conflict(session, TASKS)
+            .values(
+                id=new_short_id(),
+                round_id=round_.id,
+                annotator_id=annotator_id,
+                status="leased",
+                created_at=now,
+                expires_at=expires_at,
+            )
+            .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
+            .returning(TASKS.c.id)
+        ).first()
+        session.commit()
+        if inserted is not None:  # a new task, or this annotator's lapsed lease renewed
+            return Lease(annotator_id, inserted.id, expires_at, round_, campaign)
+        # The same annotator leased this round in a parallel request: serve that lease.
+    raise Conflict("could not lease a task for a busy annotator; fetch the next task again")
+
+
+__all__ = ["LAST_SEEN_EVERY", "Lease", "lease", "lease_by_token"]

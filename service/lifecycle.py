@@ -1,0 +1,79 @@
+"""The owner's controls of a campaign: start, pause, resume, stop.
+
+Each is a step (see :mod:`service`): it locks the campaign, checks the move is allowed (else
+Conflict), records it in the audit log and commits; starting (or resuming a failed campaign)
+returns the render messages of the rounds to render, for :func:`service.rendering.run_step`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from rankloop.core.errors import Conflict
+from service.models import utcnow
+from service.rendering import Outcome, new_round, render_message
+from service.transitions import audit, compare_and_set, get_campaign
+
+
+def start(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
+    """Draft or paused -> running; the first round's render when there is none yet."""
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status not in ("draft", "paused"):
+        raise Conflict(f"campaign is {campaign.status}: only a draft or paused campaign starts")
+    outcome = Outcome()
+    campaign.status = "running"
+    audit(session, "campaign_started", campaign.id, actor=actor)
+    if not campaign.rounds:
+        outcome.renders.append(new_round(session, campaign, 0, None, None))
+    session.commit()
+    return outcome
+
+
+def pause(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
+    return _set_status(session, campaign_id, ("running",), "paused", actor)
+
+
+def stop(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
+    return _set_status(
+        session, campaign_id, ("draft", "running", "paused", "failed"), "stopped", actor
+    )
+
+
+def resume(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
+    """Paused -> running; failed -> running with the failed round's render sent again."""
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status not in ("paused", "failed"):
+        raise Conflict(f"campaign is {campaign.status}: only a paused or failed campaign resumes")
+    outcome = Outcome()
+    if campaign.status == "failed":
+        for round_ in campaign.rounds:
+            if round_.status == "failed" and compare_and_set(
+                session, round_, "failed", status="rendering", error=None, render_enqueued_at=None
+            ):
+                outcome.renders.append(render_message(campaign, round_))
+        campaign.error = None
+    if not campaign.rounds:
+        outcome.renders.append(new_round(session, campaign, 0, None, None))
+    campaign.status = "running"
+    audit(session, "campaign_resumed", campaign.id, actor=actor)
+    session.commit()
+    return outcome
+
+
+def _set_status(
+    session: Session, campaign_id: str, allowed: tuple[str, ...], status: str, actor: str | None
+) -> Outcome:
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status not in allowed:
+        raise Conflict(f"campaign is {campaign.status}: cannot go to {status} from there")
+    campaign.status = status
+    if status == "stopped":
+        campaign.finished_at = utcnow()
+    audit(session, f"campaign_{status}", campaign.id, actor=actor)
+    session.commit()
+    return Outcome()
+
+
+CONTROLS = {"start": start, "pause": pause, "resume": resume, "stop": stop}
+
+__all__ = ["CONTROLS", "pause", "resume", "start", "stop"]
