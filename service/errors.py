@@ -7,17 +7,18 @@ reveals nothing.
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from rankloop.core.errors import RankloopError
+from service.api.responses import Error, ErrorBody, json_response
 
 
 def error_response(status: int, code: str, message: str, details=None):
-    response = jsonify({"error": {"code": code, "message": message, "details": details}})
-    response.status_code = status
-    return response
+    return json_response(
+        Error(error=ErrorBody(code=code, message=message, details=details)), status
+    )
 
 
 def init_app(app: Flask) -> None:

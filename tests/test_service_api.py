@@ -1,22 +1,31 @@
-"""The JSON API through Flask's test client: owners, annotators, bad input, the document."""
+"""The JSON API through Flask's test client: owners, annotators, bad input, the document.
+
+Every test runs on SQLite and on PostgreSQL (the ``app`` fixture of tests/fixtures/coordinator).
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from flask import Flask
+from jsonschema import Draft202012Validator, ValidationError
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 from werkzeug.routing import Rule
+from werkzeug.test import TestResponse
 
 from service.app import create_app
-from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round
 
 
 @pytest.fixture
-def app(tmp_path):  # the API is the same on both databases: SQLite keeps these fast
-    application = make_app(tmp_path, BASE_URL="https://rank.example")
-    yield application
+def app(app: Flask) -> Flask:  # the coordinator's, on both databases, with a public address
+    app.config["BASE_URL"] = "https://rank.example"
+    return app
 
 
 def running(owner: Owner, app, **settings) -> tuple[str, list[str]]:
@@ -268,7 +277,7 @@ def test_creating_the_app_imports_no_torch(tmp_path):
         "import sys; from service.app import create_app; "
         f"create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/x.sqlite', 'STORE_URL': '{tmp_path}/o', "
         "'BROKER_URL': 'memory://'}); "
-        "import service.api.tasks, service.rounds, service.tasks; "
+        "import service.api.tasks, service.closing, service.fast_submission, service.tasks; "
         "bad = [m for m in ('torch', 'diffusers', 'gpu_worker') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -280,3 +289,138 @@ def test_campaigns_move_the_best_only_by_ranked_line_searches_unless_told_otherw
     assert owner.campaign()["settings"]["optimizer"] == {"sgd_moves": False}
     custom = owner.campaign(optimizer={"sgd_moves": True, "step": 2.0})
     assert custom["settings"]["optimizer"] == {"sgd_moves": True, "step": 2.0}
+
+
+DOCUMENT = "urn:rankloop:openapi"  # where the served document sits in the schema registry
+
+
+class Contract:
+    """A client that checks every response against the document the app serves: the reply
+    documented for the operation and status, its media type and, for JSON, its schema."""
+
+    def __init__(self, app: Flask):
+        self.client = app.test_client()
+        self.document = self.client.get("/api/openapi.json").json
+        resource = DRAFT202012.create_resource(self.document)
+        self.registry = Registry().with_resource(DOCUMENT, resource)
+        self.checked: set[tuple[str, str, str]] = set()  # (path, method, status)
+
+    def call(self, method: str, path: str, token: str | None = ADMIN, query: str = "",
+             json: Any = None, **parameters: str) -> TestResponse:  # fmt: skip
+        """``method`` on the documented ``path`` with its ``{parameters}`` filled in."""
+        response = self.client.open(
+            path.format(**parameters) + query,
+            method=method.upper(),
+            headers=bearer(token) if token else {},
+            json=json,
+        )
+        self.check(response, method, path)
+        return response
+
+    def check(self, response: TestResponse, method: str, path: str) -> None:
+        replies = self.document["paths"][path][method]["responses"]
+        status = str(response.status_code)
+        reply = replies.get(status) or replies[f"{status[0]}XX"]
+        self._conforms(response, reply)
+        self.checked.add((path, method, status))
+
+    def check_error(self, response: TestResponse) -> None:
+        """A response outside the documented operations (unknown route, wrong method)."""
+        self._conforms(response, {"$ref": "#/components/responses/Error"})
+
+    def validator(self, schema_ref: str) -> Draft202012Validator:
+        return Draft202012Validator({"$ref": DOCUMENT + schema_ref}, registry=self.registry)
+
+    def _conforms(self, response: TestResponse, reply: dict[str, Any]) -> None:
+        if "$ref" in reply:
+            reply = self.registry.resolver(DOCUMENT).lookup(reply["$ref"]).contents
+        content = reply.get("content")
+        if content is None:  # no body documented (204, the redirect of /join)
+            assert response.mimetype != "application/json", response.json
+            return
+        assert response.mimetype in content, (response.mimetype, list(content))
+        if "schema" not in content[response.mimetype]:
+            return
+        validator = self.validator(content[response.mimetype]["schema"]["$ref"])
+        if response.mimetype == "application/x-ndjson":
+            bodies = [json.loads(line) for line in response.text.splitlines()]
+        else:
+            bodies = [response.json]
+        for body in bodies:
+            validator.validate(body)
+
+
+def test_every_endpoint_answers_as_the_served_document_says(app):
+    api = Contract(app)
+    campaign = "/api/campaigns/{campaign_id}"
+    settings = {"prompt": "a red apple", "m": 4, "annotators_per_round": 2, "rounds": 1,
+                "tasks_per_annotator": 1, "start": True}  # fmt: skip
+    cid = api.call("post", "/api/campaigns", json=settings).json["id"]
+    render_round(app, cid, 0)
+    links = api.call("post", f"{campaign}/annotators", json={"count": 2}, campaign_id=cid)
+    tokens = [a["token"] for a in links.json["annotators"]]
+    assert api.call("get", "/api/me", token=tokens[0]).json["completion_code"] is None
+    tasks = []
+    for token in tokens:  # two rankings make the quorum: the round closes, the campaign ends
+        task = api.call("get", "/api/tasks/next", token=token).json
+        tasks.append(task)
+        order = {"order": [i["id"] for i in task["images"]]}
+        ranking = "/api/tasks/{task_id}/ranking"
+        assert (
+            api.call("post", ranking, token=token, json=order, task_id=task["task_id"]).status_code
+            == 201
+        )
+    assert api.call("get", "/api/tasks/next", token=tokens[0]).status_code == 204
+    assert api.call("get", "/api/me", token=tokens[0]).json["completion_code"]
+    shown = api.call("get", campaign, campaign_id=cid).json
+    assert shown["status"] == "finished" and shown["current_round"]["consensus"]["order"]
+    assert [c["id"] for c in api.call("get", "/api/campaigns").json["campaigns"]] == [cid]
+    api.call("get", f"{campaign}/annotators", campaign_id=cid)
+    api.call("get", f"{campaign}/recruit", campaign_id=cid)
+    export = api.call("get", f"{campaign}/export", query="?format=jsonl", campaign_id=cid)
+    assert len(export.text.splitlines()) == 2
+    image = shown["current_round"]["images"][0]["url"].removeprefix("/objects/")
+    api.call("get", "/objects/{key}", token=None, key=image)
+    api.call("get", "/api/openapi.json", token=None)
+    draft = api.call("post", "/api/campaigns", json={"prompt": "a pear"}).json["id"]
+    for action in ("start", "pause", "resume", "stop"):
+        assert api.call("post", f"{campaign}/{action}", campaign_id=draft).status_code == 200
+    plum = api.call("post", "/api/campaigns", json={"prompt": "a plum", "start": True}).json
+    join = "/join/{campaign_id}"
+    assert api.call("get", join, None, "?workerId=w", campaign_id=plum["id"]).status_code == 302
+
+    foreign = {"order": [i["id"] for i in tasks[1]["images"]]}
+    errors = [
+        api.call("get", "/api/campaigns", token=None),
+        api.call("get", campaign, campaign_id="nope"),
+        api.call("post", f"{campaign}/pause", campaign_id=draft),
+        api.call("post", "/api/campaigns", json={"prompt": ""}),
+        api.call("get", f"{campaign}/export", query="?format=csv", campaign_id=cid),
+        api.call("post", ranking, token=tokens[0], json=foreign, task_id=tasks[1]["task_id"]),
+        api.call("get", join, None, "?PROLIFIC_PID=p", campaign_id=cid),
+    ]
+    assert [e.status_code for e in errors] == [401, 404, 409, 422, 400, 403, 410]
+    for response in (api.client.delete("/api/campaigns"), api.client.get("/api/nope")):
+        assert response.status_code in (404, 405)
+        api.check_error(response)
+    # Each documented reply other than the errors was seen, and matched.
+    documented = {(path, method, status) for path, operations in api.document["paths"].items()
+                  for method, operation in operations.items()
+                  for status in operation["responses"] if not status.endswith("XX")}  # fmt: skip
+    assert documented <= api.checked, documented - api.checked
+
+
+def test_a_field_too_many_or_too_few_fails_the_document(app, owner):
+    api = Contract(app)
+    campaign = owner.campaign(start=True)
+    validator = api.validator("#/components/schemas/Campaign")
+    validator.validate(campaign)
+    broken = [
+        {**campaign, "surprise": 1},
+        {k: v for k, v in campaign.items() if k != "rounds_done"},
+        {**campaign, "current_round": {**campaign["current_round"], "surprise": 1}},
+        {**campaign, "status": "sleeping"},
+    ]
+    for document in broken:
+        with pytest.raises(ValidationError):
+            validator.validate(document)

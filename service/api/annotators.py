@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, jsonify, redirect, request, url_for
+from flask import Blueprint, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
+from service.api import responses
 from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
+from service.api.responses import json_response
 from service.auth import hash_token, new_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
-from service.rounds import audit
 from service.schemas import AnnotatorsCreate, validate
+from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
 
@@ -56,9 +58,8 @@ def create_annotators(campaign_id: str):
         actor="admin" if owner.is_admin else f"owner-key:{owner.key_id}",
     )
     session.commit()
-    return jsonify(
-        {"annotators": [{"id": a.id, "token": t, "link": task_link(t)} for a, t in created]}
-    ), 201
+    links = [responses.NewAnnotator(id=a.id, token=t, link=task_link(t)) for a, t in created]
+    return json_response(responses.NewAnnotators(annotators=links), 201)
 
 
 @bp.get("/api/campaigns/<campaign_id>/annotators")
@@ -84,7 +85,7 @@ def list_annotators(campaign_id: str):
     for a in annotators:
         weight = weights.get(a.id, a.weight)
         n = ranked.get(a.id, 0)
-        flags = []
+        flags: list[responses.AnnotatorFlag] = []
         if a.attention_failed and (
             a.attention_failed >= 2 or a.attention_failed >= 0.25 * max(n, 1)
         ):
@@ -96,19 +97,19 @@ def list_annotators(campaign_id: str):
         if a.last_seen is None or now - a.last_seen > IDLE_AFTER:
             flags.append("idle")
         rows.append(
-            {
-                "id": a.id,
-                "participant_id": a.participant_id,
-                "weight": weight,
-                "n_rankings": n,
-                "n_attention_failed": a.attention_failed,
-                "created_at": iso(a.created_at),
-                "last_seen": iso(a.last_seen),
-                "pool": a.campaign_id is None,
-                "flags": flags,
-            }
+            responses.AnnotatorRow(
+                id=a.id,
+                participant_id=a.participant_id,
+                weight=weight,
+                n_rankings=n,
+                n_attention_failed=a.attention_failed,
+                created_at=iso(a.created_at),
+                last_seen=iso(a.last_seen),
+                pool=a.campaign_id is None,
+                flags=flags,
+            )
         )
-    return jsonify({"annotators": rows})
+    return json_response(responses.AnnotatorList(annotators=rows))
 
 
 def _campaign_weights(campaign: Campaign) -> dict[str, float]:
@@ -128,15 +129,15 @@ def recruit_link(campaign_id: str):
         .select_from(Annotator)
         .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
     )
-    return jsonify(
-        {
-            "link": f"{base_url()}/join/{campaign.id}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}",
+    return json_response(
+        responses.RecruitLink(
+            link=f"{base_url()}/join/{campaign.id}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}",
             # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
-            "mturk_link": f"{base_url()}/join/{campaign.id}",
-            "cap": int(campaign.settings.get("recruit_cap", 0)),
-            "joined": joined,
-            "completion_code": campaign.completion_code,
-        }
+            mturk_link=f"{base_url()}/join/{campaign.id}",
+            cap=int(campaign.settings.get("recruit_cap", 0)),
+            joined=joined or 0,
+            completion_code=campaign.completion_code,
+        )
     )
 
 
@@ -197,12 +198,12 @@ def me():
     ):
         code = annotator.completion_code = campaign.completion_code
         session.commit()
-    return jsonify(
-        {
-            "annotator_id": annotator.id,
-            "campaign_id": annotator.campaign_id,
-            "tasks_done": annotator.tasks_done,
-            "tasks_quota": quota,
-            "completion_code": code,
-        }
+    return json_response(
+        responses.Me(
+            annotator_id=annotator.id,
+            campaign_id=annotator.campaign_id,
+            tasks_done=annotator.tasks_done,
+            tasks_quota=quota,
+            completion_code=code,
+        )
     )

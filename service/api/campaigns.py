@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, jsonify
+from flask import Blueprint
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from rankloop.core.errors import NotFound
-from service import rounds
+from service import closing, lifecycle
+from service.api import responses
 from service.api.common import iso, json_body, object_url
+from service.api.responses import json_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
+from service.rendering import run_step
 from service.schemas import CampaignCreate, validate
-from service.tasks import send_renders
+from service.transitions import audit
 
 bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
 
-ACTIONS = {
-    "start": rounds.start,
-    "pause": rounds.pause,
-    "resume": rounds.resume,
-    "stop": rounds.stop,
-}
+ACTIONS = lifecycle.CONTROLS
 
 
 def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
@@ -47,12 +43,12 @@ def create_campaign():
     )
     session.add(campaign)
     session.flush()
-    rounds.audit(session, "campaign_created", campaign.id, actor=_actor(owner))
+    audit(session, "campaign_created", campaign.id, actor=_actor(owner))
     session.commit()
     if body.start:
-        send_renders(rounds.start(session, campaign.id, _actor(owner)).renders)
+        run_step(lifecycle.start, campaign.id, _actor(owner), session=session)
     session.expire_all()
-    return jsonify(campaign_json(campaign)), 201
+    return json_response(campaign_response(campaign), 201)
 
 
 @bp.get("")
@@ -62,13 +58,14 @@ def list_campaigns():
     query = select(Campaign).order_by(Campaign.created_at.desc())
     if not owner.is_admin:
         query = query.where(Campaign.owner_key_id == owner.key_id)
-    return jsonify({"campaigns": [campaign_json(c, history=False) for c in session.scalars(query)]})
+    listed = [campaign_response(c, history=False) for c in session.scalars(query)]
+    return json_response(responses.CampaignList(campaigns=listed))
 
 
 @bp.get("/<campaign_id>")
 def show_campaign(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
-    return jsonify(campaign_json(campaign))
+    return json_response(campaign_response(campaign))
 
 
 @bp.post("/<campaign_id>/<action>")
@@ -77,10 +74,9 @@ def control_campaign(campaign_id: str, action: str):
         raise NotFound(f"no action {action!r}: use one of {', '.join(ACTIONS)}")
     campaign, owner = owned_campaign(campaign_id)
     session = get_session()
-    outcome = ACTIONS[action](session, campaign.id, _actor(owner))
-    send_renders(outcome.renders)
+    run_step(ACTIONS[action], campaign.id, _actor(owner), session=session)
     session.expire_all()
-    return jsonify(campaign_json(campaign))
+    return json_response(campaign_response(campaign))
 
 
 def _actor(owner: Owner) -> str:
@@ -88,44 +84,45 @@ def _actor(owner: Owner) -> str:
 
 
 def _winner_url(round_: Round) -> str | None:
-    winner = rounds.winner_image(round_)
+    winner = closing.winner_image(round_)
     return None if winner is None else object_url(winner.key)
 
 
-def round_json(round_: Round, n_rankings: int, quorum: int) -> dict[str, Any]:
+def round_response(round_: Round, n_rankings: int, quorum: int) -> responses.Round:
     by_position = {image.position: image for image in round_.images}
     consensus = round_.consensus
-    return {
-        "number": round_.number,
-        "kind": round_.kind,
-        "status": round_.status,
-        "quorum": quorum,
-        "rankings_count": n_rankings,
-        "deadline": iso(round_.deadline),
-        "extensions": round_.extensions,
-        "error": round_.error,
-        "images": [
-            {
-                "id": i.id,
-                "url": object_url(i.key),
-                "thumb_url": object_url(i.thumb_key or i.key),
-                "role": i.role,
-                "index": i.index,
-            }
+    return responses.Round(
+        number=round_.number,
+        kind=round_.kind,
+        status=round_.status,
+        quorum=quorum,
+        rankings_count=n_rankings,
+        deadline=iso(round_.deadline),
+        extensions=round_.extensions,
+        error=round_.error,
+        images=[
+            responses.RoundImage(
+                id=i.id,
+                url=object_url(i.key),
+                thumb_url=object_url(i.thumb_key or i.key),
+                role=i.role,
+                index=i.index,
+            )
             for i in round_.images
         ],
-        "consensus": None
+        consensus=None
         if consensus is None
-        else {
-            "order": [by_position[p].id for p in consensus.order if p in by_position],
-            "agreement": consensus.agreement,
-            "weights": consensus.weights,
-            "method": consensus.method,
-        },
-    }
+        else responses.RoundConsensus(
+            order=[by_position[p].id for p in consensus.order if p in by_position],
+            agreement=consensus.agreement,
+            weights=consensus.weights,
+            method=consensus.method,
+        ),
+    )
 
 
-def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
+def campaign_response(campaign: Campaign, history: bool = True) -> responses.CampaignSummary:
+    """The campaign with its current round; with ``history``, every round's summary too."""
     session = get_session()
     counts = dict(
         session.execute(
@@ -145,43 +142,42 @@ def campaign_json(campaign: Campaign, history: bool = True) -> dict[str, Any]:
     current = all_rounds[-1] if all_rounds else None
     best = next((url for r in reversed(all_rounds) if (url := _winner_url(r))), None)
     current_best = next((r for r in reversed(all_rounds) if r.best_key), None)
-    document: dict[str, Any] = {
-        "id": campaign.id,
-        "name": campaign.name,
-        "prompt": campaign.prompt,
-        "status": campaign.status,
-        "error": campaign.error,
-        "created_at": iso(campaign.created_at),
-        "finished_at": iso(campaign.finished_at),
-        "settings": campaign.settings,
-        "completion_code": campaign.completion_code,
-        "rounds_done": sum(1 for r in all_rounds if r.status == "closed"),
-        "current_round": None
+    summary = responses.CampaignSummary(
+        id=campaign.id,
+        name=campaign.name,
+        prompt=campaign.prompt,
+        status=campaign.status,
+        error=campaign.error,
+        created_at=iso(campaign.created_at),
+        finished_at=iso(campaign.finished_at),
+        settings=campaign.settings,
+        completion_code=campaign.completion_code,
+        rounds_done=sum(1 for r in all_rounds if r.status == "closed"),
+        current_round=None
         if current is None
-        else round_json(current, counts.get(current.id, 0), quorum),
-        "best_image_url": best,
+        else round_response(current, counts.get(current.id, 0), quorum),
+        best_image_url=best,
         # The optimizer's point as of the latest render: what the campaign delivers.
-        "current_best_image_url": None
-        if current_best is None
-        else object_url(current_best.best_key),
-    }
-    if history:
-        document["history"] = [
-            {
-                "number": r.number,
-                "kind": r.kind,
-                "status": r.status,
-                "best_image_url": _winner_url(r),
-                "current_best_url": object_url(r.best_thumb_key or r.best_key)
-                if r.best_key
-                else None,
-                "agreement": r.consensus.agreement if r.consensus else None,
-                "n_rankings": counts.get(r.id, 0),
-                "stats": r.stats or {},
-                "render_seconds": r.render_seconds,
-                "opened_at": iso(r.opened_at),
-                "closed_at": iso(r.closed_at),
-            }
+        current_best_image_url=None if current_best is None else object_url(current_best.best_key),
+    )
+    if not history:
+        return summary
+    return responses.Campaign(
+        **dict(summary),
+        history=[
+            responses.HistoryEntry(
+                number=r.number,
+                kind=r.kind,
+                status=r.status,
+                best_image_url=_winner_url(r),
+                current_best_url=object_url(r.best_thumb_key or r.best_key) if r.best_key else None,
+                agreement=r.consensus.agreement if r.consensus else None,
+                n_rankings=counts.get(r.id, 0),
+                stats=r.stats or {},
+                render_seconds=r.render_seconds,
+                opened_at=iso(r.opened_at),
+                closed_at=iso(r.closed_at),
+            )
             for r in all_rounds
-        ]
-    return document
+        ],
+    )

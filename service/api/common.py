@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from flask import current_app, request
 
@@ -18,6 +18,10 @@ def json_body() -> Any:
     return body
 
 
+@overload
+def iso(moment: dt.datetime) -> str: ...
+@overload
+def iso(moment: dt.datetime | None) -> str | None: ...
 def iso(moment: dt.datetime | None) -> str | None:
     return (
         None if moment is None else moment.replace(microsecond=moment.microsecond).isoformat() + "Z"
@@ -28,6 +32,10 @@ def store() -> ObjectStore:
     return current_app.extensions["rankloop_store"]
 
 
+@overload
+def object_url(key: str) -> str: ...  # an object's key is never empty
+@overload
+def object_url(key: str | None) -> str | None: ...
 def object_url(key: str | None) -> str | None:
     """The store's presigned URL when it has one (S3), else the coordinator's ``/objects/``."""
     if not key:

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy import select
 
 from rankloop.core.errors import InvalidInput, NotFound
+from service.api import responses
 from service.api.campaigns import owned_campaign
 from service.api.common import iso, store
 from service.db import get_session
@@ -56,23 +57,24 @@ def export(campaign_id: str):
         for ranking in session.scalars(query):
             round_ = rounds_by_id[ranking.round_id]
             shown = [images[i.id] for i in round_.images]
-            record = {
-                "ranking_id": ranking.id,
-                "campaign_id": campaign.id,
-                "round": round_.number,
-                "round_kind": round_.kind,
-                "annotator_id": ranking.annotator_id,
-                "submitted_at": iso(ranking.created_at),
-                "late": ranking.late,
-                "attention_passed": ranking.attention_passed,
-                "order": ranking.order,
-                "order_keys": [_keys(o, images) for o in ranking.order],
-                "images": [
-                    {"id": i.id, "key": i.key, "index": i.index, "role": i.role} for i in shown
+            record = responses.ExportRecord(
+                ranking_id=ranking.id,
+                campaign_id=campaign.id,
+                round=round_.number,
+                round_kind=round_.kind,
+                annotator_id=ranking.annotator_id,
+                submitted_at=iso(ranking.created_at),
+                late=ranking.late,
+                attention_passed=ranking.attention_passed,
+                order=ranking.order,
+                order_keys=[_keys(o, images) for o in ranking.order],
+                images=[
+                    responses.ExportImage(id=i.id, key=i.key, index=i.index, role=i.role)
+                    for i in shown
                 ],
-                "prompt": campaign.prompt,
-            }
-            yield json.dumps(record) + "\n"
+                prompt=campaign.prompt,
+            )
+            yield json.dumps(record.model_dump(mode="json")) + "\n"
 
     # Built before the response: a SQLite read transaction must not outlive the request.
     body = "".join(lines())

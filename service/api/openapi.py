@@ -1,289 +1,165 @@
-"""The OpenAPI 3.1 document of the JSON API, served at ``/api/openapi.json``.
+"""The OpenAPI 3.1 document of the JSON API, served at ``/api/openapi.json``, generated.
 
-Request bodies come from the pydantic models (the same ones that validate requests), so the
-document cannot drift from the validation; a test checks that every route is in it and that
-it validates with ``openapi-spec-validator``.
+Every schema in it comes from a pydantic model: the request bodies from :mod:`service.schemas`
+(the models that validate requests), the responses from :mod:`service.api.responses` (the
+models that build them). Only the table of operations below is written by hand: for each route
+its method, summary, security, request model and replies. Tests check that every route is in
+the table, that the document validates, and that real responses of every endpoint match it.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from rankloop import __version__
+from service.api import responses as r
+from service.api.annotators import PARTICIPANT_PARAMS
+from service.api.campaigns import ACTIONS
+from service.api.exports import CONTENT_TYPES
 from service.schemas import AnnotatorsCreate, CampaignCreate, RankingSubmit
 
 bp = Blueprint("openapi", __name__)
 
-OWNER: list[dict[str, list[str]]] = [{"ownerKey": []}]
-ANNOTATOR: list[dict[str, list[str]]] = [{"annotatorToken": []}]
-ERROR = {"$ref": "#/components/responses/Error"}
-CAMPAIGN_ID = {"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}
+JSON = "application/json"
+OWNER, ANNOTATOR = "ownerKey", "annotatorToken"  # the security schemes below
+REF = "#/components/schemas/{model}"
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True)
+class Reply:
+    """One status of an operation: a body of ``model`` in each of ``media`` (none: no body)."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media: tuple[str, ...] = (JSON,)
 
 
-def _op(
-    summary: str,
-    security: list,
-    responses: dict[str, Any],
-    body: str | None = None,
-    parameters: list | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "security": security,
-        "responses": {**responses, "4XX": ERROR},
-    }
-    if body:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    if parameters:
-        operation["parameters"] = parameters
-    return operation
+def ok(model: type[BaseModel]) -> dict[int, Reply]:
+    return {200: Reply("OK", model)}
 
 
-OBJ = {"type": "object"}
-CAMPAIGN = {"$ref": "#/components/schemas/Campaign"}
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # OpenAPI's {name} for path parameters, which are strings
+    summary: str
+    security: str | None  # OWNER, ANNOTATOR or None (public)
+    replies: dict[int, Reply]
+    body: type[BaseModel] | None = None
+    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> enum or ()
 
 
-def build_document() -> dict[str, Any]:
-    controls = {
-        f"/api/campaigns/{{campaign_id}}/{action}": {
-            "post": _op(
-                f"{action.title()} the campaign",
-                OWNER,
-                {"200": _json(CAMPAIGN)},
-                parameters=[CAMPAIGN_ID],
-            )
-        }
-        for action in ("start", "pause", "resume", "stop")
-    }
-    paths: dict[str, Any] = {
-        "/api/campaigns": {
-            "post": _op(
-                "Create a campaign", OWNER, {"201": _json(CAMPAIGN, "Created")}, "CampaignCreate"
-            ),
-            "get": _op(
-                "List campaigns",
-                OWNER,
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"campaigns": {"type": "array", "items": CAMPAIGN}},
-                        }
-                    )
-                },
-            ),
-        },
-        "/api/campaigns/{campaign_id}": {
-            "get": _op(
-                "Show a campaign: status, current round, best image, history",
-                OWNER,
-                {"200": _json(CAMPAIGN)},
-                parameters=[CAMPAIGN_ID],
-            ),
-        },
-        **controls,
-        "/api/campaigns/{campaign_id}/annotators": {
-            "post": _op(
-                "Create annotators and their task links",
-                OWNER,
-                {"201": _json({"$ref": "#/components/schemas/AnnotatorLinks"}, "Created")},
-                "AnnotatorsCreate",
-                [CAMPAIGN_ID],
-            ),
-            "get": _op(
-                "Annotators with reliability weight, throughput and flags",
-                OWNER,
-                {"200": _json(OBJ)},
-                parameters=[CAMPAIGN_ID],
-            ),
-        },
-        "/api/campaigns/{campaign_id}/recruit": {
-            "get": _op(
-                "The recruitment link for crowd platforms and its cap",
-                OWNER,
-                {"200": _json(OBJ)},
-                parameters=[CAMPAIGN_ID],
-            ),
-        },
-        "/api/campaigns/{campaign_id}/export": {
-            "get": _op(
-                "Every ranking as JSON lines (who, when, which images, order)",
-                OWNER,
-                {
-                    "200": {
-                        "description": "JSON lines",
-                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-                    }
-                },
-                parameters=[
-                    CAMPAIGN_ID,
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["jsonl"]},
-                    },
-                ],
-            ),
-        },
-        "/api/me": {
-            "get": _op(
-                "The annotator's progress and completion code", ANNOTATOR, {"200": _json(OBJ)}
-            ),
-        },
-        "/api/tasks/next": {
-            "get": _op(
-                "The next task (a lease), shuffled for this annotator",
-                ANNOTATOR,
-                {
-                    "200": _json({"$ref": "#/components/schemas/Task"}),
-                    "204": {"description": "Nothing open for this annotator now"},
-                },
-            ),
-        },
-        "/api/tasks/{task_id}/ranking": {
-            "post": _op(
-                "Submit a ranking (image ids, best first; a list is a tie)",
-                ANNOTATOR,
-                {"201": _json(OBJ, "Stored")},
-                "RankingSubmit",
-                [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            ),
-        },
-        "/api/openapi.json": {
-            "get": {"summary": "This document", "security": [], "responses": {"200": _json(OBJ)}}
-        },
-        "/join/{campaign_id}": {
-            "get": {
-                "summary": "Recruitment entry: creates (or finds) the participant's annotator, then redirects to the task page",
-                "security": [],
-                "parameters": [CAMPAIGN_ID]
-                + [
-                    {"name": p, "in": "query", "schema": {"type": "string"}}
-                    for p in ("PROLIFIC_PID", "workerId", "participant_id")
-                ],
-                "responses": {"302": {"description": "Redirect to /task#token=..."}, "4XX": ERROR},
-            }
-        },
-        "/objects/{key}": {
-            "get": {
-                "summary": "A round image or thumbnail from the local store (S3 stores hand out presigned URLs instead)",
-                "security": [],
-                "parameters": [
-                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The image",
-                        "content": {"image/png": {}, "image/webp": {}},
-                    },
-                    "4XX": ERROR,
-                },
-            }
-        },
-    }
-    schemas = {
-        name: _defs_to_components(
-            model.model_json_schema(ref_template="#/components/schemas/{model}")
+CAMPAIGN = "/api/campaigns/{campaign_id}"
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        "/api/campaigns",
+        "Create a campaign",
+        OWNER,
+        {201: Reply("Created", r.Campaign)},
+        body=CampaignCreate,
+    ),
+    Operation("get", "/api/campaigns", "List campaigns", OWNER, ok(r.CampaignList)),
+    Operation(
+        "get",
+        CAMPAIGN,
+        "Show a campaign: status, current round, best image, history",
+        OWNER,
+        ok(r.Campaign),
+    ),
+    *(
+        Operation(
+            "post", f"{CAMPAIGN}/{action}", f"{action.title()} the campaign", OWNER, ok(r.Campaign)
         )
-        for name, model in (
-            ("CampaignCreate", CampaignCreate),
-            ("AnnotatorsCreate", AnnotatorsCreate),
-            ("RankingSubmit", RankingSubmit),
-        )
-    }
-    schemas.update(
+        for action in ACTIONS
+    ),
+    Operation(
+        "post",
+        f"{CAMPAIGN}/annotators",
+        "Create annotators and their task links",
+        OWNER,
+        {201: Reply("Created", r.NewAnnotators)},
+        body=AnnotatorsCreate,
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/annotators",
+        "Annotators with reliability weight, throughput and flags",
+        OWNER,
+        ok(r.AnnotatorList),
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/recruit",
+        "The recruitment link for crowd platforms and its cap",
+        OWNER,
+        ok(r.RecruitLink),
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/export",
+        "Every ranking as JSON lines (who, when, which images, order)",
+        OWNER,
         {
-            "Campaign": {
-                "type": "object",
-                "required": ["id", "status", "settings"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "name": {"type": "string"},
-                    "prompt": {"type": "string"},
-                    "status": {
-                        "type": "string",
-                        "enum": ["draft", "running", "paused", "stopped", "finished", "failed"],
-                    },
-                    "settings": OBJ,
-                    "current_round": {"type": ["object", "null"]},
-                    "best_image_url": {
-                        "type": ["string", "null"],
-                        "description": "the consensus winner of the latest decided round",
-                    },
-                    "current_best_image_url": {
-                        "type": ["string", "null"],
-                        "description": "the optimizer's current point, rendered clean",
-                    },
-                    "history": {"type": "array", "items": OBJ},
-                },
-            },
-            "AnnotatorLinks": {
-                "type": "object",
-                "properties": {
-                    "annotators": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string"},
-                                "token": {"type": "string"},
-                                "link": {"type": "string"},
-                            },
-                        },
-                    }
-                },
-            },
-            "Task": {
-                "type": "object",
-                "required": ["task_id", "round", "images"],
-                "properties": {
-                    "task_id": {"type": "string"},
-                    "campaign_id": {"type": "string"},
-                    "round": {"type": "integer"},
-                    "k": {"type": ["integer", "null"]},
-                    "allow_ties": {"type": "boolean"},
-                    "expires_at": {"type": "string"},
-                    "prompt": {"type": "string"},
-                    "images": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string"},
-                                "url": {"type": "string"},
-                                "thumb_url": {"type": "string"},
-                                "alt": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "details": {},
-                        },
-                    }
-                },
-            },
-        }
-    )
+            200: Reply(
+                "JSON lines, one ExportRecord each", r.ExportRecord, ("application/x-ndjson",)
+            )
+        },
+        query={"format": ("jsonl",)},
+    ),
+    Operation(
+        "get", "/api/me", "The annotator's progress and completion code", ANNOTATOR, ok(r.Me)
+    ),
+    Operation(
+        "get",
+        "/api/tasks/next",
+        "The next task (a lease), shuffled for this annotator",
+        ANNOTATOR,
+        {**ok(r.Task), 204: Reply("Nothing open for this annotator now", media=())},
+    ),
+    Operation(
+        "post",
+        "/api/tasks/{task_id}/ranking",
+        "Submit a ranking (image ids, best first; a list is a tie)",
+        ANNOTATOR,
+        {201: Reply("Stored", r.RankingAccepted)},
+        body=RankingSubmit,
+    ),
+    Operation("get", "/api/openapi.json", "This document", None, {200: Reply("OpenAPI 3.1")}),
+    Operation(
+        "get",
+        "/join/{campaign_id}",
+        "Recruitment entry: creates (or finds) the participant's annotator, then redirects to "
+        "the task page",
+        None,
+        {302: Reply("Redirect to /task#token=...", media=())},
+        query={name: () for name in PARTICIPANT_PARAMS},
+    ),
+    Operation(
+        "get",
+        "/objects/{key}",
+        "A round image or thumbnail from the local store (S3 stores hand out presigned URLs "
+        "instead)",
+        None,
+        {200: Reply("The image", media=tuple(CONTENT_TYPES.values()))},
+    ),
+)
+
+
+@cache  # the same for the life of the process; readiness probes ask for it often
+def build_document() -> dict[str, Any]:
+    refs, schemas = _schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -294,14 +170,14 @@ def build_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"}, "Error (JSON)")},
+            "responses": {"Error": _reply(Reply("Error (JSON)", r.Error), refs)},
             "securitySchemes": {
-                "ownerKey": {
+                OWNER: {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "RANKLOOP_ADMIN_TOKEN or an owner key",
                 },
-                "annotatorToken": {
+                ANNOTATOR: {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The token from the task link",
@@ -311,11 +187,62 @@ def build_document() -> dict[str, Any]:
     }
 
 
-def _defs_to_components(schema: dict[str, Any]) -> dict[str, Any]:
-    # pydantic puts nested models under $defs; components hold them flat instead.
-    schema = dict(schema)
-    schema.pop("$defs", None)
-    return schema
+Refs = dict[type[BaseModel], dict[str, Any]]  # a model -> {"$ref": its place in components}
+
+
+def _schemas() -> tuple[Refs, dict[str, Any]]:
+    """Every model of the table, and those they nest, flat under ``components/schemas``."""
+    bodies = {op.body for op in OPERATIONS if op.body is not None}
+    replies = {reply.model for op in OPERATIONS for reply in op.replies.values() if reply.model}
+    # Requests are documented as they are validated, responses as they are serialized.
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        *((model, "validation") for model in sorted(bodies, key=_name)),
+        *((model, "serialization") for model in sorted(replies | {r.Error}, key=_name)),
+    ]
+    refs, top = models_json_schema(modes, ref_template=REF)
+    return {model: refs[model, mode] for model, mode in modes}, dict(sorted(top["$defs"].items()))
+
+
+def _name(model: type[BaseModel]) -> str:
+    return model.__name__
+
+
+def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
+    error = {"$ref": "#/components/responses/Error"}
+    document: dict[str, Any] = {
+        "summary": operation.summary,
+        "security": [{operation.security: []}] if operation.security else [],
+        "responses": {
+            **{str(status): _reply(reply, refs) for status, reply in operation.replies.items()},
+            "4XX": error,
+            "5XX": error,
+        },
+    }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", operation.path)
+    ]
+    for name, values in operation.query.items():
+        schema: dict[str, Any] = {"type": "string"}
+        if values:
+            schema["enum"] = list(values)
+        parameters.append({"name": name, "in": "query", "schema": schema})
+    if parameters:
+        document["parameters"] = parameters
+    if operation.body is not None:
+        document["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": refs[operation.body]}},
+        }
+    return document
+
+
+def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:
+    document: dict[str, Any] = {"description": reply.description}
+    if reply.media:
+        body = {} if reply.model is None else {"schema": refs[reply.model]}
+        document["content"] = {media: dict(body) for media in reply.media}
+    return document
 
 
 @bp.get("/api/openapi.json")

@@ -2,22 +2,27 @@
 
 The ranking is committed before anything else happens with it; only then may the round close
 (quorum) and the next render be sent. Both endpoints are the coordinator's hot path: they run
-the lean statements of :func:`service.rounds.lease_by_token` and
-:func:`service.rounds.submit_by_token` (no ORM objects; the annotator is found by its token
-hash inside the same statement that finds its lease or claims its task).
+the lean statements of :func:`service.leasing.lease_by_token` and
+:func:`service.fast_submission.submit_by_token` (no ORM objects; the annotator is found by its
+token hash inside the same statement that finds its lease or claims its task).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from sqlalchemy import select
 
 from rankloop.core.errors import InvalidInput, Unauthorized
-from service import rounds
+from service.api import responses
 from service.api.common import iso, json_body, object_url
+from service.api.responses import json_response
 from service.auth import bearer_token, hash_token
+from service.caches import round_images
 from service.db import get_session
+from service.fast_submission import submit_by_token
+from service.leasing import lease_by_token
 from service.models import Annotator
+from service.ranking_rules import display_order
 from service.schemas import RankingSubmit, validate
 from service.tasks import after_ranking
 
@@ -27,31 +32,31 @@ bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 @bp.get("/next")
 def next_task():
     session = get_session()
-    lease = rounds.lease_by_token(session, hash_token(bearer_token()))
+    lease = lease_by_token(session, hash_token(bearer_token()))
     if lease is None:
         return Response(status=204)
     campaign, round_ = lease.campaign, lease.round
     settings = campaign.settings
-    images = rounds.display_order(lease.annotator_id, round_, rounds.round_images(session, round_))
-    return jsonify(
-        {
-            "task_id": lease.task_id,
-            "campaign_id": campaign.id,
-            "round": round_.number,
-            "k": settings.get("k"),
-            "allow_ties": bool(settings.get("allow_ties")),
-            "expires_at": iso(lease.expires_at),
-            "prompt": campaign.prompt,
-            "images": [
-                {
-                    "id": image.id,
-                    "url": object_url(image.key),
-                    "thumb_url": object_url(image.thumb_key or image.key),
-                    "alt": f"candidate image {n + 1} of {len(images)}",
-                }
+    images = display_order(lease.annotator_id, round_.id, round_images(session, round_))
+    return json_response(
+        responses.Task(
+            task_id=lease.task_id,
+            campaign_id=campaign.id,
+            round=round_.number,
+            k=settings.get("k"),
+            allow_ties=bool(settings.get("allow_ties")),
+            expires_at=iso(lease.expires_at),
+            prompt=campaign.prompt,
+            images=[
+                responses.TaskImage(
+                    id=image.id,
+                    url=object_url(image.key),
+                    thumb_url=object_url(image.thumb_key or image.key),
+                    alt=f"candidate image {n + 1} of {len(images)}",
+                )
                 for n, image in enumerate(images)
             ],
-        }
+        )
     )
 
 
@@ -68,18 +73,17 @@ def submit_ranking(task_id: str):
                 "unknown annotator token: open the task link you were given again"
             ) from None
         raise
-    submitted = rounds.submit_by_token(session, token_hash, task_id, body.order)
+    submitted = submit_by_token(session, token_hash, task_id, body.order)
     session.close()
     if submitted.quorum_reached:
         after_ranking(submitted.round_id)
-    return jsonify(
-        {
-            "ranking_id": submitted.ranking_id,
-            "task_id": task_id,
-            "late": submitted.late,
-            "attention_passed": submitted.attention_passed,
-        }
-    ), 201
+    accepted = responses.RankingAccepted(
+        ranking_id=submitted.ranking_id,
+        task_id=task_id,
+        late=submitted.late,
+        attention_passed=submitted.attention_passed,
+    )
+    return json_response(accepted, 201)
 
 
 def _annotator_exists(token_hash: str):
