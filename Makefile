@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 # or run `make TORCH_SPEC=torch venv` with pip pointed at the matching CUDA index.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test lanes by marker (see [tool.pytest.ini_options]; tests/conftest.py marks `services`).
+UNIT_TESTS := not services and not browser and not slow and not gpu
+ALL_TESTS := not gpu and not bench
 
-.PHONY: venv demo test lint format system-deps bench clean
+.PHONY: venv demo test test-unit test-bench lint format system-deps bench clean
 
 $(BIN)/rankloop: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,13 +31,24 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The full lane: lint, then every test but the GPU ones and the load benchmark. Needs
+# PostgreSQL and Redis (see README); starts SeaweedFS, Celery workers and Chromium itself.
 test: venv system-deps lint
-	$(BIN)/pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "$(ALL_TESTS)" $(PYTEST_ARGS)
+
+# The fast lane: no PostgreSQL, Redis, SeaweedFS, worker process or browser.
+test-unit: venv
+	$(BIN)/pytest -m "$(UNIT_TESTS)" $(PYTEST_ARGS)
+
+# The load benchmark (`rankloop bench api --quick` under wrk): PostgreSQL, Redis and wrk.
+test-bench: venv system-deps
+	$(BIN)/pytest -m bench $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/rankloop bench optimizer --out bench-results/optimizer.json

@@ -7,13 +7,15 @@ never reaches a server log) and the owner key is typed into the dashboard; both 
 tab's ``sessionStorage`` and travel as ``Authorization: Bearer``. With no ambient credential
 there is nothing for a cross-site request to ride on, so no CSRF token is needed.
 
-The coordinator registers :data:`ui_blueprint` (no URL prefix); the routes are ``/task``,
-``/dashboard`` and ``/dashboard/<campaign_id>``; assets are under ``/ui-static/``.
+The coordinator's factory calls :func:`init_app` (it names this module in its ``UI_MODULE``
+setting instead of importing it), which registers :data:`ui_blueprint` (no URL prefix); the
+routes are ``/task``, ``/dashboard`` and ``/dashboard/<campaign_id>``; assets are under
+``/ui-static/``.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Flask, Response, render_template, request
 
 from annotator_ui.security import add_security_headers
 
@@ -52,4 +54,9 @@ def _secure(response: Response) -> Response:
     return add_security_headers(response)
 
 
-__all__ = ["ui_blueprint"]
+def init_app(app: Flask) -> None:
+    """Serve the pages from ``app`` (the coordinator's ``create_app`` calls this)."""
+    app.register_blueprint(ui_blueprint)
+
+
+__all__ = ["init_app", "ui_blueprint"]

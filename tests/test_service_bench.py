@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from rankloop.bench.api import api_command
 
 
+@pytest.mark.bench
 @pytest.mark.slow
 def test_bench_api_quick_accounts_for_every_ranking(tmp_path, postgres_url):
     out = tmp_path / "api.json"

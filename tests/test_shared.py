@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import click
-import pytest
 from click.testing import CliRunner
 
-from rankloop.core import errors
+from rankloop import __version__
 from rankloop.bench.report import format_table, save_results
 from rankloop.cli import LazyGroup, main
+from rankloop.core import errors
 
 
 def test_every_error_derives_from_rankloop_error_and_its_builtin():
@@ -51,11 +51,15 @@ def test_lazy_group_imports_subcommands_only_when_asked():
 
     assert group.list_commands(click.Context(group)) == ["ver"]
     result = CliRunner().invoke(group, ["ver", "--version"])
-    assert result.exit_code == 0
-    assert "rankloop" in result.output
-
-
-@pytest.mark.parametrize("args", [["--version"], ["--help"]])
-def test_main_command_answers(args):
-    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"rankloop, version {__version__}"
+
+
+def test_main_command_answers_with_its_version_and_its_subcommands():
+    version = CliRunner().invoke(main, ["--version"])
+    assert version.exit_code == 0, version.output
+    assert version.output.strip() == f"rankloop, version {__version__}"
+    usage = CliRunner().invoke(main, ["--help"])
+    assert usage.exit_code == 0, usage.output
+    listed = usage.output.split("Commands:", 1)[1].split()
+    assert {"up", "serve", "db", "simulate", "bench"} <= set(listed)

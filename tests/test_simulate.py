@@ -55,10 +55,18 @@ def test_campaign_is_reproducible_and_improves():
     assert [r.weights for r in first] == [r.weights for r in second]
     assert first[-1].f_ratio < 0.7
     assert {r.kind for r in first} == {"gradient", "line_search"}
-    # the attention item is stripped before the optimizer hears of it: taus use m points only
-    assert all(-1.0 <= r.tau <= 1.0 for r in first)
-    last_weights = first[-1].weights
-    assert last_weights.get("a0", -1.0) < 0 < last_weights.get("h0", 1.0)
+    # The consensus recovers the hidden order of the round's points far better than chance.
+    assert np.mean([r.tau for r in first]) > 0.5
+    # Whenever the adversary ranked, it votes with a negative weight, the honest with positive
+    # ones, and the spammer counts for less than any honest annotator (absent ones are skipped).
+    for record in first:
+        weights = record.weights
+        honest = [w for name, w in weights.items() if name.startswith("h")]
+        assert honest and min(honest) > 0
+        assert "s0" not in weights or weights["s0"] < min(honest)
+        assert "a0" not in weights or weights["a0"] < 0
+    for name in ("s0", "a0"):  # dropout skips some rounds, not most
+        assert sum(name in record.weights for record in first) > len(first) // 2
 
 
 @pytest.mark.parametrize("feed", ["order", "pairwise"])

@@ -14,19 +14,23 @@ STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
 
 
-@pytest.fixture()
-def client(tmp_path):
+def _app(tmp_path, **config):
     from service.app import create_app
 
-    app = create_app(
+    return create_app(
         {
             "TESTING": True,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'ui.sqlite'}",
             "STORE_URL": str(tmp_path / "objects"),
             "BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+            **config,
         }
     )
-    return app.test_client()
+
+
+@pytest.fixture()
+def client(tmp_path):
+    return _app(tmp_path).test_client()
 
 
 class _Assets(HTMLParser):
@@ -86,7 +90,9 @@ def test_page_loads_only_packaged_assets_and_nothing_inline(client, path):
         assert url.startswith("/ui-static/"), f"{url} is not shipped with the package"
         asset = client.get(url)
         assert asset.status_code == 200, url
-        assert "Content-Security-Policy" in asset.headers
+        # Assets carry the pages' policy, not the API's blanket default-src 'none'.
+        policy = content_security_policy(client.application.config)
+        assert asset.headers["Content-Security-Policy"] == policy, url
         asset.close()
 
 
@@ -134,3 +140,13 @@ def test_images_may_come_from_the_object_stores_public_endpoint_only():
     assert image_origins({"UI_IMAGE_ORIGINS": "https://cdn.example.org"}) == [
         "https://cdn.example.org"
     ]
+
+
+def test_the_pages_are_composed_by_setting_and_the_api_serves_alone(tmp_path):
+    """The coordinator names the UI module (``UI_MODULE``) instead of importing it; without
+    one it serves the API and no page."""
+    client = _app(tmp_path, UI_MODULE="").test_client()
+    assert client.get("/task").status_code == 404
+    assert client.get("/ui-static/js/task.js").status_code == 404
+    assert client.get("/api/openapi.json").status_code == 200
+    assert _app(tmp_path).test_client().get("/task").status_code == 200
