@@ -34,7 +34,7 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     lazy_subcommands={
         "up": "rankloop.up:up_command",
-        "serve": "rankloop.up:serve_command",
+        "serve": "rankloop.serve:serve_command",
         "db": "service.cli:db_group",
         "simulate": "rankloop.simulate:simulate_command",
         "bench": "rankloop.bench:bench_group",

@@ -1,4 +1,4 @@
-"""``rankloop up`` (everything on one machine) and ``rankloop serve`` (the production web tier).
+"""``rankloop up``: everything on one machine (``rankloop serve`` is the production web tier).
 
 ``up``: SQLite in ``var/rankloop.sqlite``, the local object store in ``var/objects``, Celery on
 kombu's SQLAlchemy transport (``var/broker.sqlite``) with two worker subprocesses (the GPU
@@ -27,6 +27,8 @@ from urllib.parse import quote
 
 import click
 
+from rankloop.core.settings import env_name, load_settings
+
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
 
 
@@ -53,15 +55,13 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
-    from service import rounds, tasks
-    from service.db import session_scope
+    from service.closing import sweep
+    from service.rendering import run_step
 
     while not stop.wait(every_s):
         try:
             with app.app_context():
-                with session_scope(app) as session:
-                    outcome = rounds.sweep(session)
-                tasks.send_renders(outcome.renders, app)
+                run_step(sweep, app=app)
         except Exception:  # keep sweeping; the next pass retries
             app.logger.exception("sweep failed")
 
@@ -70,10 +70,12 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
     """The campaign to show: the newest unfinished one, or a new cppn demo campaign."""
     from sqlalchemy import select
 
-    from service import rounds, tasks
     from service.db import session_scope
+    from service.lifecycle import start
     from service.models import Campaign
+    from service.rendering import run_step
     from service.schemas import CampaignCreate
+    from service.transitions import audit
 
     with app.app_context(), session_scope(app) as session:
         existing = session.scalar(
@@ -92,10 +94,9 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
         campaign = Campaign(name=body.name, prompt=body.prompt, settings=body.settings())
         session.add(campaign)
         session.flush()
-        rounds.audit(session, "campaign_created", campaign.id, actor="rankloop up")
+        audit(session, "campaign_created", campaign.id, actor="rankloop up")
         session.commit()
-        outcome = rounds.start(session, campaign.id, "rankloop up")
-        tasks.send_renders(outcome.renders, app)
+        run_step(start, campaign.id, "rankloop up", session=session, app=app)
         return campaign.id
 
 
@@ -114,9 +115,9 @@ def _new_annotators(app, campaign_id: str, count: int) -> list[str]:
 
 
 def _progress(app, campaign_id: str) -> dict[str, Any]:
+    from service.closing import winner_image
     from service.db import session_scope
     from service.models import Campaign
-    from service.rounds import winner_image
 
     with app.app_context(), session_scope(app) as session:
         campaign = session.get(Campaign, campaign_id)
@@ -148,19 +149,16 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     """Run rankloop on this machine: web app, workers, SQLite, local object store."""
     var = Path(var_dir).resolve()
     var.mkdir(parents=True, exist_ok=True)
-    admin = os.environ.get("RANKLOOP_ADMIN_TOKEN") or secrets.token_urlsafe(24)
-    env = {
-        "RANKLOOP_VAR_DIR": str(var),
-        "RANKLOOP_DATABASE_URL": os.environ.get("RANKLOOP_DATABASE_URL", f"sqlite:///{var / 'rankloop.sqlite'}"),
-        "RANKLOOP_STORE_URL": os.environ.get("RANKLOOP_STORE_URL", str(var / "objects")),
-        "RANKLOOP_BROKER_URL": os.environ.get("RANKLOOP_BROKER_URL", f"sqla+sqlite:///{var / 'broker.sqlite'}"),
-        "RANKLOOP_ADMIN_TOKEN": admin,
-    }  # fmt: skip
+    # Every process started here reads the same settings (rankloop.core.settings): the
+    # database, store and broker not set in the environment are the defaults under var/.
+    settings = load_settings(overrides={"VAR_DIR": var})
+    admin = settings.admin_token or secrets.token_urlsafe(24)
+    env = {env_name("var_dir"): str(var), env_name("admin_token"): admin}
     os.environ.update(env)
     from service.app import create_app
     from service.cli import upgrade
 
-    upgrade(env["RANKLOOP_DATABASE_URL"])
+    upgrade(settings.database_url)
     app = create_app({"BASE_URL": f"http://{host}:{port}"})
     from service.tasks import warm_up_consensus
 
@@ -249,36 +247,3 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
             if progress["error"]:
                 click.echo(f"error: {progress['error']}", err=True)
             return 0 if progress["status"] == "finished" else 1
-
-
-def _warm_up_gunicorn_worker(_worker) -> None:
-    from service.tasks import warm_up_consensus
-
-    warm_up_consensus()
-
-
-@click.command("serve")
-@click.option("--bind", default="127.0.0.1:8000", show_default=True)
-@click.option(
-    "--workers", default=None, type=int, help="gunicorn worker processes [default: 2 x cores]"
-)
-@click.option("--threads", default=4, show_default=True, type=int)
-def serve_command(bind: str, workers: int | None, threads: int) -> None:
-    """Run the web tier under gunicorn (production: PostgreSQL, Redis, S3 from RANKLOOP_*)."""
-    from gunicorn.app.base import BaseApplication
-
-    from service.app import create_app
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            options = {"bind": bind, "workers": workers or 2 * (os.cpu_count() or 1),
-                       "threads": threads, "worker_class": "gthread", "accesslog": "-",
-                       "preload_app": False}  # fmt: skip
-            for key, value in options.items():
-                self.cfg.set(key, value)
-            self.cfg.set("post_worker_init", _warm_up_gunicorn_worker)
-
-        def load(self):
-            return create_app()
-
-    Server().run()
