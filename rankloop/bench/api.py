@@ -22,221 +22,32 @@ Round turnaround overhead, measured with a real bookkeeping worker on the ``coor
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import runpy
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
+from rankloop.bench.load_drivers import (
+    ADMIN,
+    REPO,
+    WRK,
+    free_port,
+    run_locust,
+    run_wrk,
+    start_gunicorn,
+    stats_row,
+    stop_process,
+    wrk_row,
+)
 from rankloop.bench.report import format_table, save_results
-
-REPO = Path(__file__).resolve().parents[2]
-ADMIN = "bench-admin"
-WRK = shutil.which("wrk")
-
-
-def bare_app(environ, start_response):
-    """The floor: a WSGI app that reads the body and answers 201 with a small JSON document."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    environ["wsgi.input"].read(length)
-    body = b'{"ranking_id": 1}'
-    start_response(
-        "201 CREATED", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gunicorn(
-    target: str, port: int, env: dict[str, str], workers: int, log: Path
-) -> subprocess.Popen:
-    command = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "-c",
-        str(REPO / "infra" / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        target,
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
-        stdout=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
-        if log.read_text(errors="replace").count("Booting worker") >= workers and _answers(port):
-            time.sleep(2.0)  # the last workers finish importing the app
-            return process
-        time.sleep(0.3)
-    raise RuntimeError(f"gunicorn did not come up on {port}: {log.read_text()[-2000:]}")
-
-
-def _answers(port: int) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means a worker is serving
-    except OSError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-
-
-def _locust(
-    host: str, users: int, seconds: int, env: dict[str, str], out: Path
-) -> dict[str, dict[str, Any]]:
-    prefix = out / f"locust-{uuid.uuid4().hex[:6]}"
-    command = [
-        str(Path(sys.executable).parent / "locust"),
-        "-f",
-        str(REPO / "rankloop/bench/locustfile.py"),
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds}s",
-        "--host",
-        host,
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-        "--stop-timeout",
-        "5",
-    ]
-    subprocess.run(
-        command,
-        cwd=REPO,
-        env={**os.environ, **env},
-        check=False,
-        capture_output=True,
-        timeout=seconds + 120,
-    )
-    with open(f"{prefix}_stats.csv") as handle:
-        return {row["Name"]: row for row in csv.DictReader(handle)}
-
-
-def _wrk(
-    host: str, connections: int, seconds: int, env: dict[str, str], out: Path
-) -> tuple[dict[str, list[tuple[float, int]]], set[int]]:
-    """Run wrk with the annotator script; per endpoint (latency ms, status) samples, and the
-    ranking ids answered 201."""
-    folder = out / f"wrk-{uuid.uuid4().hex[:6]}"
-    folder.mkdir()
-    command = [
-        WRK or "wrk",
-        "-t",
-        str(connections),
-        "-c",
-        str(connections),
-        "-d",
-        f"{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(Path(__file__).with_name("annotators.lua")),
-        host,
-    ]
-    env = {
-        **env,
-        "RANKLOOP_BENCH_OUT": str(folder),
-        "RANKLOOP_BENCH_CONNECTIONS": str(connections),
-    }
-    run = subprocess.run(
-        command,
-        cwd=REPO,
-        env={**os.environ, **env},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr[-2000:]}")
-    samples: dict[str, list[tuple[float, int]]] = {}
-    acknowledged: set[int] = set()
-    for path in sorted(folder.glob("wrk-*.txt")):
-        for line in path.read_text().splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue  # a line cut short when wrk stopped
-            samples.setdefault(fields[0], []).append((float(fields[1]), int(fields[2])))
-            if fields[0] == "ranking" and fields[2] == "201" and fields[3:4] != ["-"]:
-                acknowledged.add(int(fields[3]))
-    return samples, acknowledged
-
-
-def _percentile(ordered: list[float], q: float) -> float | None:
-    """The nearest-rank percentile of already sorted values."""
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def _wrk_row(
-    name: str, samples: list[tuple[float, int]], ok: tuple[int, ...], seconds: float
-) -> dict[str, Any]:
-    latencies = sorted(ms for ms, _ in samples)
-    good = sum(1 for _, status in samples if status in ok)
-    return {
-        "what": name,
-        "requests": len(samples),
-        "failures": len(samples) - good,
-        "per second": good / seconds,
-        "p50 ms": _percentile(latencies, 0.50),
-        "p99 ms": _percentile(latencies, 0.99),
-    }
-
-
-def _row(name: str, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
-    ok = int(stats["Request Count"]) - int(stats["Failure Count"])
-    return {
-        "what": name,
-        "requests": int(stats["Request Count"]),
-        "failures": int(stats["Failure Count"]),
-        "per second": ok / seconds,
-        "p50 ms": float(stats["50%"]),
-        "p99 ms": float(stats["99%"]),
-    }
+from rankloop.bench.turnaround import render_result, turnaround
 
 
 def _create_database(admin_url: str) -> tuple[str, str]:
@@ -284,143 +95,10 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
             session.add(campaign)
             session.commit()
             start(session, campaign.id)  # its render message is not sent: we play the worker
-            round_rendered(session, _result(campaign.id, 0, m))
+            round_rendered(session, render_result(campaign.id, 0, m))
         session.add_all(Annotator(token_hash=hash_token(t)) for t in tokens)
         session.commit()
     return tokens
-
-
-def _result(campaign_id: str, number: int, m: int) -> dict[str, Any]:
-    prefix = f"campaigns/{campaign_id}/rounds/{number:04d}"
-    images = [
-        {
-            "index": i,
-            "key": f"{prefix}/images/{i:02d}.png",
-            "thumb_key": f"{prefix}/thumbs/{i:02d}.webp",
-            "role": "attention" if i == m else "candidate",
-        }
-        for i in range(m + 1)
-    ]
-    return {
-        "campaign_id": campaign_id,
-        "round_number": number,
-        "kind": "gradient",
-        "images": images,
-        "state_key": f"{prefix}/state.npz",
-        "manifest_key": f"{prefix}/manifest.json",
-        "stats": {},
-    }
-
-
-def _turnaround(
-    app, env: dict[str, str], rounds_n: int, m: int, log_dir: Path
-) -> dict[str, list[float]]:
-    """Median overheads of the two round transitions, with a real coord worker."""
-    import datetime as dt
-
-    from sqlalchemy import select
-
-    from service.db import session_scope
-    from service.lifecycle import start
-    from service.models import Campaign, Ranking, Round, utcnow
-    from service.schemas import CampaignCreate
-
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "service.worker",
-            "worker",
-            "-Q",
-            "coord",
-            "--pool",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=open(log_dir / "coord.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    from service.tasks import warm_up_consensus
-
-    warm_up_consensus()  # as gunicorn's post_worker_init and the coord worker do
-    celery = app.extensions["celery"]
-    client = app.test_client()
-    to_enqueue: list[float] = []
-    to_open: list[float] = []
-    try:
-        time.sleep(3)  # worker boot
-        with app.app_context(), session_scope(app) as session:
-            body = CampaignCreate(
-                prompt="turnaround",
-                m=m,
-                annotators_per_round=3,
-                rounds=rounds_n + 1,
-                tasks_per_annotator=rounds_n + 1,  # the same three annotators rank every round
-            )
-            campaign = Campaign(name="turnaround", prompt=body.prompt, settings=body.settings())
-            session.add(campaign)
-            session.commit()
-            start(session, campaign.id)  # (not sent: the render results are played below)
-            cid = campaign.id
-            tokens = [
-                client.post(
-                    f"/api/campaigns/{cid}/annotators",
-                    json={"count": 3},
-                    headers={"Authorization": f"Bearer {ADMIN}"},
-                ).json["annotators"]
-            ]
-            tokens = [a["token"] for a in tokens[0]]
-        for number in range(rounds_n):
-            sent = utcnow()
-            celery.send_task(
-                "rankloop.coord.round_rendered", args=(_result(cid, number, m),), queue="coord"
-            )
-            deadline = time.monotonic() + 30
-            with app.app_context(), session_scope(app) as session:
-                while time.monotonic() < deadline:
-                    round_ = session.scalar(
-                        select(Round).where(Round.campaign_id == cid, Round.number == number)
-                    )
-                    if round_ is not None and round_.opened_at is not None:
-                        to_open.append((round_.opened_at - sent) / dt.timedelta(milliseconds=1))
-                        break
-                    session.rollback()
-                    time.sleep(0.002)
-            for token in tokens:
-                headers = {"Authorization": f"Bearer {token}"}
-                task = client.get("/api/tasks/next", headers=headers).json
-                client.post(
-                    f"/api/tasks/{task['task_id']}/ranking",
-                    json={"order": [i["id"] for i in task["images"]]},
-                    headers=headers,
-                )
-            with app.app_context(), session_scope(app) as session:
-                last = session.scalar(
-                    select(Ranking.created_at)
-                    .join(Round, Round.id == Ranking.round_id)
-                    .where(Round.campaign_id == cid, Round.number == number)
-                    .order_by(Ranking.created_at.desc())
-                    .limit(1)
-                )
-                following = session.scalar(
-                    select(Round.render_enqueued_at).where(
-                        Round.campaign_id == cid, Round.number == number + 1
-                    )
-                )
-                if last is not None and following is not None:
-                    to_enqueue.append((following - last) / dt.timedelta(milliseconds=1))
-    finally:
-        _stop(worker)
-    return {"ranking in -> render enqueued": to_enqueue, "render done -> round open": to_open}
 
 
 @click.command("api")
@@ -525,37 +203,35 @@ def api_command(
         }
 
         bare_env = {"RANKLOOP_BENCH_BARE": "1"}
-        port = _free_port()
-        bare = _gunicorn("rankloop.bench.api:bare_app", port, env, workers, work / "bare.log")
+        port = free_port()
+        bare = start_gunicorn("rankloop.bench.load_drivers:bare_app", port, env, workers, work / "bare.log")
         try:
             if driver == "wrk":
-                samples, _ = _wrk(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
-                rows.append(
-                    _wrk_row("bare gunicorn POST", samples.get("bare", []), (201,), seconds)
-                )
+                samples, _ = run_wrk(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
+                rows.append(wrk_row("bare gunicorn POST", samples.get("bare", []), (201,), seconds))
             else:
-                stats = _locust(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
-                rows.append(_row("bare gunicorn POST", stats["bare POST"], seconds))
+                stats = run_locust(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)
+                rows.append(stats_row("bare gunicorn POST", stats["bare POST"], seconds))
         finally:
-            _stop(bare)
+            stop_process(bare)
 
-        port = _free_port()
-        server = _gunicorn("service.app:create_app()", port, env, workers, work / "app.log")
+        port = free_port()
+        server = start_gunicorn("service.app:create_app()", port, env, workers, work / "app.log")
         try:
             if driver == "wrk":
-                samples, acknowledged = _wrk(
+                samples, acknowledged = run_wrk(
                     f"http://127.0.0.1:{port}", users, seconds, load_env, work
                 )
             else:
-                stats = _locust(f"http://127.0.0.1:{port}", users, seconds, load_env, work)
+                stats = run_locust(f"http://127.0.0.1:{port}", users, seconds, load_env, work)
         finally:
-            _stop(server)
+            stop_process(server)
         if driver == "wrk":
             rows.append(
-                _wrk_row("GET /api/tasks/next", samples.get("next", []), (200, 204), seconds)
+                wrk_row("GET /api/tasks/next", samples.get("next", []), (200, 204), seconds)
             )
             rows.append(
-                _wrk_row("POST ranking (submissions)", samples.get("ranking", []), (201,), seconds)
+                wrk_row("POST ranking (submissions)", samples.get("ranking", []), (201,), seconds)
             )
             statuses: dict[str, int] = {}
             for kind, kind_samples in samples.items():
@@ -563,8 +239,8 @@ def api_command(
                     statuses[f"{kind} {status}"] = statuses.get(f"{kind} {status}", 0) + 1
             meta["statuses"] = statuses
         else:
-            rows.append(_row("GET /api/tasks/next", stats["GET next"], seconds))
-            rows.append(_row("POST ranking (submissions)", stats["POST ranking"], seconds))
+            rows.append(stats_row("GET /api/tasks/next", stats["GET next"], seconds))
+            rows.append(stats_row("POST ranking (submissions)", stats["POST ranking"], seconds))
             acknowledged = (
                 {int(line) for line in acks.read_text().split()} if acks.exists() else set()
             )
@@ -584,7 +260,7 @@ def api_command(
         meta["none_lost_or_duplicated"] = (
             meta["acknowledged_missing_from_db"] == 0 == meta["duplicated"]
         )
-        for name, values in _turnaround(app, env, rounds_n, m, work).items():
+        for name, values in turnaround(app, env, rounds_n, m, work).items():
             rows.append(
                 {
                     "what": f"turnaround: {name}",
