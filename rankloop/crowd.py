@@ -10,6 +10,9 @@ spammer
     A uniformly random ranking.
 adversary
     An honest-looking noisy ranking, reversed (worst first).
+careless
+    Honest in a round with probability ``1 - carelessness``, else a uniformly random ranking
+    (someone who clicks through half the time).
 
 Every annotator may drop out (no answer) with probability ``dropout`` and may declare ties:
 each adjacent pair of its answer is merged into one tie group with probability ``tie_rate``.
@@ -38,7 +41,7 @@ from rankloop.core.errors import InvalidInput
 
 __all__ = ["KINDS", "Crowd", "SimulatedAnnotator", "make_crowd"]
 
-KINDS = ("honest", "spammer", "adversary")
+KINDS = ("honest", "spammer", "adversary", "careless")
 ATTENTION_GAP = 3.0
 """How far (in within-round standard deviations) an attention item sits below the worst real item."""
 
@@ -60,6 +63,8 @@ class SimulatedAnnotator:
         Probability of giving no answer in a round.
     tie_rate : float
         Probability that two adjacent items of the answer are declared tied.
+    carelessness : float
+        For ``kind="careless"``: probability of answering at random in a round.
     """
 
     id: str
@@ -68,6 +73,7 @@ class SimulatedAnnotator:
     k: int | None = None
     dropout: float = 0.0
     tie_rate: float = 0.0
+    carelessness: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -78,6 +84,8 @@ class SimulatedAnnotator:
             raise InvalidInput(f"k must be None or >= 1, got {self.k}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.tie_rate <= 1.0:
             raise InvalidInput("dropout must be in [0, 1) and tie_rate in [0, 1]")
+        if not 0.0 <= self.carelessness <= 1.0:
+            raise InvalidInput(f"carelessness must be in [0, 1], got {self.carelessness}")
 
     def answer(self, utilities: np.ndarray, rng: np.random.Generator) -> list | None:
         """A best-first answer (ties as lists) for items of the given utilities, or None."""
@@ -85,7 +93,9 @@ class SimulatedAnnotator:
             return None
         n = len(utilities)
         gumbel = rng.gumbel(size=n)
-        if self.kind == "spammer":
+        # Drawn only for the careless kind: the other kinds' answers stay as they were.
+        careless = self.kind == "careless" and rng.random() < self.carelessness
+        if self.kind == "spammer" or careless:
             permutation = rng.permutation(n)
         else:
             permutation = np.argsort(-(utilities / self.temperature + gumbel), kind="stable")

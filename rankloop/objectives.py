@@ -82,20 +82,88 @@ def make_projected_quadratic(
     return projected_quadratic
 
 
+def make_shifted_sphere(dim: int, seed: int = 0) -> Objective:
+    """``|x - t|**2`` with a hidden centre ``t ~ N(0, I)`` (drawn from ``seed``)."""
+    target = np.random.default_rng([seed, 13]).standard_normal(dim)
+
+    def shifted_sphere(x: np.ndarray) -> np.ndarray:
+        z = np.asarray(x, dtype=np.float64) - target
+        return np.einsum("...i,...i->...", z, z)
+
+    return shifted_sphere
+
+
 @dataclass(frozen=True)
 class Problem:
-    """An objective with its dimension and a starting point."""
+    """An objective with its dimension and a starting point (and, for an image objective, the
+    renderer of its points: ``render(points) -> list of uint8 images``)."""
 
     name: str
     objective: Objective
     x0: np.ndarray
+    render: Callable[[np.ndarray], list[np.ndarray]] | None = None
 
     @property
     def dim(self) -> int:
         return self.x0.shape[-1]
 
 
-PROBLEM_NAMES = ("quadratic", "rotated_quadratic", "rosenbrock", "projected")
+def _colour_loss(image: np.ndarray) -> float:
+    """Warm colour: mean squared RGB distance to orange (1, 0.5, 0.1)."""
+    return float(np.mean(np.sum((image - np.array([1.0, 0.5, 0.1])) ** 2, axis=-1)))
+
+
+def _contrast_loss(image: np.ndarray) -> float:
+    """Contrast: how far the luminance's standard deviation is from its maximum, 0.5."""
+    luminance = image @ np.array([0.299, 0.587, 0.114])
+    return float((1.0 - float(luminance.std()) / 0.5) ** 2)
+
+
+def _structure_loss(image: np.ndarray) -> float:
+    """Structure: mirror symmetry, the mean absolute difference to the left-right mirror."""
+    return float(np.mean(np.abs(image - image[:, ::-1])))
+
+
+#: Tastes of a simulated crowd over ``cppn`` images: losses of an RGB image in [0, 1], >= 0.
+CPPN_TASTES = {"colour": _colour_loss, "contrast": _contrast_loss, "structure": _structure_loss}
+
+
+def make_cppn_problem(taste: str, seed: int = 0, size: int = 32) -> Problem:
+    """A crowd's taste over the built-in ``cppn`` generator's images, as a problem.
+
+    ``f(latent)`` renders the latent at ``size`` x ``size`` and scores it by
+    :data:`CPPN_TASTES` ``[taste]``; ``x0 ~ N(0, I)`` from ``seed``, as a campaign starts.
+    The problem renders (``render``), so simulations can measure the pixel effect.
+    """
+    if taste not in CPPN_TASTES:
+        raise InvalidInput(f"unknown taste {taste!r}; known: {', '.join(CPPN_TASTES)}")
+    from gpu_worker.generators.cppn import CppnFamily  # the tools layer may use the generator
+
+    family = CppnFamily()
+    loss = CPPN_TASTES[taste]
+    cache: dict[bytes, np.ndarray] = {}
+
+    def render(points: np.ndarray) -> list[np.ndarray]:
+        images = []
+        for point in np.asarray(points, dtype=np.float64).reshape(-1, family.latent_dim):
+            key = point.tobytes()
+            if key not in cache:
+                if len(cache) > 4096:
+                    cache.clear()
+                cache[key] = family.render(point, size, size)
+            images.append(cache[key])
+        return images
+
+    def objective(x: np.ndarray) -> np.ndarray:
+        points = np.asarray(x, dtype=np.float64)
+        values = [loss(image / 255.0) for image in render(points)]
+        return np.asarray(values).reshape(points.shape[:-1])
+
+    x0 = np.random.default_rng([seed, 7]).standard_normal(family.latent_dim)
+    return Problem(f"cppn {taste}", objective, x0, render)
+
+
+PROBLEM_NAMES = ("quadratic", "rotated_quadratic", "rosenbrock", "projected", "sphere")
 
 
 def make_problem(name: str, dim: int, seed: int = 0) -> Problem:
@@ -103,7 +171,8 @@ def make_problem(name: str, dim: int, seed: int = 0) -> Problem:
 
     ``name`` is ``"quadratic"`` (:func:`ill_conditioned_quadratic`), ``"rotated_quadratic"``
     (:func:`make_rotated_quadratic`, its basis fixed by ``seed``), ``"rosenbrock"`` or
-    ``"projected"`` (:func:`make_projected_quadratic`, its projection fixed by ``seed``).
+    ``"projected"`` (:func:`make_projected_quadratic`, its projection fixed by ``seed``) or
+    ``"sphere"`` (:func:`make_shifted_sphere`, its centre fixed by ``seed``).
     """
     rng = np.random.default_rng([seed, 7])
     x0 = rng.standard_normal(dim)
@@ -115,16 +184,21 @@ def make_problem(name: str, dim: int, seed: int = 0) -> Problem:
         return Problem(name, rosenbrock, x0)
     if name == "projected":
         return Problem(name, make_projected_quadratic(dim, seed=seed), x0)
+    if name == "sphere":
+        return Problem(name, make_shifted_sphere(dim, seed=seed), x0)
     raise InvalidInput(f"unknown problem {name!r}; known: {', '.join(PROBLEM_NAMES)}")
 
 
 __all__ = [
+    "CPPN_TASTES",
     "PROBLEM_NAMES",
     "Objective",
     "Problem",
     "ill_conditioned_quadratic",
+    "make_cppn_problem",
     "make_problem",
     "make_projected_quadratic",
     "make_rotated_quadratic",
+    "make_shifted_sphere",
     "rosenbrock",
 ]

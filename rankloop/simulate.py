@@ -21,9 +21,9 @@ from rankloop.core.consensus import METHODS, AnnotatorReliability, aggregate
 from rankloop.core.contracts import DEFAULT_FEED, FEEDS
 from rankloop.core.errors import InvalidInput
 from rankloop.core.optimizer import RankSGD
-from rankloop.core.round_step import candidate_feed, shown_items, tell
+from rankloop.core.round_step import candidate_feed, pixel_effect, shown_items, tell
 from rankloop.crowd import Crowd, make_crowd
-from rankloop.objectives import PROBLEM_NAMES, make_problem
+from rankloop.objectives import PROBLEM_NAMES, Problem, make_problem
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign", "simulate_command"]
 
@@ -68,6 +68,8 @@ def run_campaign(
     seed: int = 0,
     attention: bool = True,
     optimizer_options: dict[str, Any] | None = None,
+    problem: Problem | None = None,
+    optimizer: Any = None,
 ) -> Iterator[RoundRecord]:
     """Run a simulated campaign, yielding one :class:`RoundRecord` per round.
 
@@ -95,6 +97,13 @@ def run_campaign(
         Add a degraded copy of the best point to every round as an attention check.
     optimizer_options : dict, optional
         Passed to :class:`rankloop.core.optimizer.RankSGD`.
+    problem : Problem, optional
+        Instead of ``objective`` and ``dim``: a ready problem. When it can render its points
+        (``problem.render``), the optimizer is told the pixel effect of each round's
+        candidates (:func:`rankloop.core.round_step.pixel_effect`), as the render worker does.
+    optimizer : object, optional
+        Instead of a new ``RankSGD``: any object with ``ask()``, ``tell(order)`` /
+        ``tell(preferences=W)`` and ``x`` (say, a baseline loop), started at ``problem.x0``.
     """
     if method not in METHODS:
         raise InvalidInput(f"unknown consensus method {method!r}; use one of {', '.join(METHODS)}")
@@ -102,20 +111,27 @@ def run_campaign(
         raise InvalidInput(f"unknown feed {feed!r}; use one of {', '.join(FEEDS)}")
     if rounds < 1:
         raise InvalidInput(f"rounds must be >= 1, got {rounds}")
-    if dim < 1 or (objective == "projected" and dim < PROJECTED_MIN_DIM):
-        raise InvalidInput(
-            f"dim={dim} is too small for {objective!r}; use --dim {PROJECTED_MIN_DIM} or more"
-        )
-    problem = make_problem(objective, dim, seed=seed)
+    if problem is None:
+        if dim < 1 or (objective == "projected" and dim < PROJECTED_MIN_DIM):
+            raise InvalidInput(
+                f"dim={dim} is too small for {objective!r}; use --dim {PROJECTED_MIN_DIM} or more"
+            )
+        problem = make_problem(objective, dim, seed=seed)
     f: Callable[[np.ndarray], np.ndarray] = problem.objective
     f0 = float(f(problem.x0))
     if crowd is None:
         crowd = make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)
-    optimizer = RankSGD(problem.x0, m=m, k=k, seed=seed, **(optimizer_options or {}))
+    if optimizer is None:
+        optimizer = RankSGD(problem.x0, m=m, k=k, seed=seed, **(optimizer_options or {}))
     reliability = AnnotatorReliability()
     for _ in range(rounds):
         proposal = optimizer.ask()
         values = np.asarray(f(proposal.points), dtype=float)
+        if problem.render is not None and hasattr(optimizer, "note_pixel_effect"):
+            images = problem.render(np.concatenate([proposal.points, optimizer.x[None]]))
+            effect = pixel_effect(proposal.points, images[:-1], optimizer.x, images[-1])
+            if effect is not None:
+                optimizer.note_pixel_effect(effect)
         n = len(values)
         # The attention item is the last one; the crowd gives it a utility below every real one.
         shown_values = np.append(values, values.max()) if attention else values

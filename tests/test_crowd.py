@@ -137,3 +137,13 @@ def test_make_crowd_composition():
 def test_bad_settings_are_clear_errors(build):
     with pytest.raises(InvalidInput):
         build()
+
+
+def test_a_careless_annotator_answers_at_random_about_half_the_time():
+    careless = SimulatedAnnotator("c", "careless", temperature=0.05, carelessness=0.5)
+    utilities = np.arange(8, 0, -1, dtype=float)  # item 0 best, clearly
+    answers = [careless.answer(utilities, np.random.default_rng(i)) for i in range(400)]
+    honest = np.mean([answer == list(range(8)) for answer in answers])
+    assert 0.4 < honest < 0.6  # the careful half is (nearly) always right
+    with pytest.raises(InvalidInput):
+        SimulatedAnnotator("c", "careless", carelessness=1.5)

@@ -192,7 +192,7 @@ def test_same_seed_same_perturbations_other_round_or_seed_different():
 
 # ---------------------------------------------------------------------------- the loop
 def test_protocol_with_a_fake_oracle():
-    opt = RankSGD(np.ones(5), m=6, seed=1, gradient_rounds=2)
+    opt = RankSGD(np.ones(5), m=6, seed=1, gradient_rounds=2, schedule="two_phase")
     kinds = []
     for expected_round in range(9):
         first = opt.ask()
@@ -211,7 +211,9 @@ def test_protocol_with_a_fake_oracle():
 
 
 def test_line_search_maps_the_displayed_winner_back_through_the_shuffle():
-    opt = RankSGD(np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False)
+    opt = RankSGD(
+        np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False, schedule="two_phase"
+    )
     opt.tell(ranking(sphere, opt.ask().points))
     proposal = opt.ask()
     assert proposal.kind == LINE_SEARCH
@@ -219,13 +221,17 @@ def test_line_search_maps_the_displayed_winner_back_through_the_shuffle():
     opt.tell([chosen])
     np.testing.assert_array_equal(opt.x, proposal.points[chosen])
     # The shuffle is reproducible: another optimizer with the same seed shows the same order.
-    twin = RankSGD(np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False)
+    twin = RankSGD(
+        np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False, schedule="two_phase"
+    )
     twin.tell(ranking(sphere, twin.ask().points))
     np.testing.assert_array_equal(twin.ask().points, proposal.points)
 
 
 def test_line_search_where_staying_wins_keeps_x_and_shrinks_the_step():
-    opt = RankSGD(np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False)
+    opt = RankSGD(
+        np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False, schedule="two_phase"
+    )
     opt.tell(ranking(sphere, opt.ask().points))
     x_before, step_before = opt.x, opt.stats["step"]
     proposal = opt.ask()
@@ -237,7 +243,9 @@ def test_line_search_where_staying_wins_keeps_x_and_shrinks_the_step():
 
 
 def test_line_search_where_the_longest_step_wins_grows_the_step():
-    opt = RankSGD(np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False)
+    opt = RankSGD(
+        np.full(4, 2.0), m=6, seed=3, gradient_rounds=1, sgd_moves=False, schedule="two_phase"
+    )
     opt.tell(ranking(sphere, opt.ask().points))
     x_before, step_before = opt.x, opt.stats["step"]
     proposal = opt.ask()
@@ -392,7 +400,8 @@ def test_a_version_1_state_loads_and_continues_as_version_1_code_did():
     state = loads_state((DATA / "optimizer_state_v1.npz").read_bytes())
     assert state["version"] == 1
     opt = RankSGD.from_state_dict(state)
-    assert opt.state_dict()["version"] == 2
+    assert opt.state_dict()["version"] == 3
+    assert opt.state_dict()["options"]["schedule"] == "two_phase"  # as version 1 code ran
     for expected in golden["x_after_each_round"]:
         proposal = opt.ask()
         opt.tell(ranking(lambda x: sphere(np.asarray(x) - 0.5), proposal.points, k=3))
@@ -623,7 +632,7 @@ def test_rotated_quadratic_has_the_ellipsoid_spectrum_in_another_basis():
 
 def test_make_problem_rejects_unknown_names():
     with pytest.raises(InvalidInput, match="unknown problem"):
-        make_problem("sphere", 3)
+        make_problem("cube", 3)
 
 
 # ---------------------------------------------------------------------------- benchmark smoke
@@ -639,12 +648,12 @@ def test_bench_optimizer_quick_writes_a_table_and_json(tmp_path):
     document = json.loads(out.read_text())
     assert document["benchmark"] == "optimizer"
     assert document["meta"]["quick"] is True
-    assert len(document["rows"]) == 2
+    assert len(document["rows"]) == 3
     for row in document["rows"]:
-        for method in ("rankloop", "cma", "cma_tuned", "fixed_step", "authors_loop"):
+        for method in ("rankloop", "two_phase", "cma", "cma_tuned", "fixed_step", "authors_loop"):
             assert row[method] < 1.0  # a ratio f(x_T)/f(x_0): every method made progress
         assert row["target_met"] is (
-            row["rankloop"] <= 0.5 * row["cma"] and row["rankloop"] <= row["fixed_step"]
+            row["rankloop"] <= 0.5 * row["cma_tuned"] and row["rankloop"] <= row["fixed_step"]
         )
         assert row["vs_cma"] == pytest.approx(row["rankloop"] / row["cma"])
         assert row["rankloop_seeds"] == [row["rankloop"]]  # the median of one seed

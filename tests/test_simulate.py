@@ -23,7 +23,7 @@ def test_simulate_cli_smoke():
     assert lines[0].startswith("simulated campaign: projected d=16")
     table = [line.split() for line in lines[2:6]]
     assert [row[0] for row in table] == ["0", "1", "2", "3"]
-    assert {row[1] for row in table} <= {"gradient", "line_search"}
+    assert {row[1] for row in table} <= {"gradient", "line_search", "verified"}
     assert "honest" in lines[2] and "adversary" in lines[2]
     assert lines[-1].startswith("done in")
 
@@ -54,7 +54,7 @@ def test_campaign_is_reproducible_and_improves():
     assert [r.f_ratio for r in first] == [r.f_ratio for r in second]
     assert [r.weights for r in first] == [r.weights for r in second]
     assert first[-1].f_ratio < 0.7
-    assert {r.kind for r in first} == {"gradient", "line_search"}
+    assert {r.kind for r in first} == {"verified"}  # the default schedule (issue 12)
     # The consensus recovers the hidden order of the round's points far better than chance.
     assert np.mean([r.tau for r in first]) > 0.5
     # Whenever the adversary ranked, it votes with a negative weight, the honest with positive

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from rankloop.core.contracts import generator_defaults
 
@@ -123,12 +124,15 @@ class CppnFamily:
         rs = np.sqrt(xs**2 + ys**2)
         phase = np.full_like(xs, np.tanh(latent[:4].mean()), dtype=np.float32)
         features = np.stack([xs, ys, rs, np.ones_like(xs), phase]).reshape(N_INPUTS, -1)
-        # float32 halves the time; the bytes stay a deterministic function of the latent.
+        # float32 halves the time. One BLAS thread: a multithreaded product sums in an order that
+        # depends on the thread count (a worker's forked child runs one thread, a test or
+        # `rankloop replay` several), and one flipped rounding changes the bytes.
         weights = [w.astype(np.float32) for w in self.weights(latent)]
         h = features
-        for layer in range(self.layers):
-            h = _activations(weights[layer].T @ h, self._bounds[layer])
-        out = (weights[-1].T @ h).T
+        with threadpool_limits(limits=1, user_api="blas"):
+            for layer in range(self.layers):
+                h = _activations(weights[layer].T @ h, self._bounds[layer])
+            out = (weights[-1].T @ h).T
         # A smooth squashing to [0, 1]; the sine gives bands of saturated colour, as Picbreeder's.
         rgb = 0.5 + 0.5 * np.sin(OUTPUT_GAIN * out)
         image = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)

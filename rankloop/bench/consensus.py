@@ -26,13 +26,26 @@ from scipy.stats import wilcoxon
 
 from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
+from rankloop.core.consensus.evidence import parse_rankings
+from rankloop.core.consensus.scaled_pl import fit_round
 from rankloop.core.contracts import FEEDS
-from rankloop.crowd import make_crowd
+from rankloop.crowd import SimulatedAnnotator, make_crowd
 from rankloop.simulate import run_campaign
 
-QUALITY_METHODS = ("auto", "borda", "plackett_luce", "noisy_bt", "copeland", "kemeny")
+QUALITY_METHODS = (
+    "auto",
+    "weighted_kemeny",
+    "borda",
+    "plackett_luce",
+    "noisy_bt",
+    "copeland",
+    "kemeny",
+    "known_scale",
+)
 LABELS = {
     "auto": "rankloop auto",
+    "weighted_kemeny": "weighted Kemeny (old auto)",
+    "known_scale": "known-scale PL (limit)",
     "borda": "Borda",
     "plackett_luce": "choix PL-MLE",
     "noisy_bt": "crowd-kit NoisyBT",
@@ -40,6 +53,8 @@ LABELS = {
     "kemeny": "Kemeny",
 }
 BASELINES = ("borda", "plackett_luce", "noisy_bt")
+#: The issue's target: the default consensus within this much mean tau of the known-scale limit.
+LIMIT_GAP_TARGET = 0.03
 
 
 def _tau(order: list[int], values: np.ndarray) -> float:
@@ -88,11 +103,28 @@ def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> lis
     return orders
 
 
+def _true_scale(annotator: SimulatedAnnotator) -> float:
+    """The scale of the scaled Plackett–Luce model that generates this annotator's answers."""
+    if annotator.kind == "spammer":
+        return 0.0
+    sign = -1.0 if annotator.kind == "adversary" else 1.0
+    return sign / annotator.temperature
+
+
+def _known_scale_order(answers: list, m: int, scales: dict[str, float]) -> list[int]:
+    """The known-scale limit: the scaled Plackett–Luce fit told every annotator's true scale."""
+    parsed = parse_rankings(answers, m)
+    fixed = np.array([scales[str(a.annotator)] for a in parsed])
+    fit = fit_round(parsed, m, fixed, np.ones(len(parsed)), fixed_scales=fixed)
+    return [int(i) for i in np.argsort(-fit.utilities, kind="stable")]
+
+
 def quality_campaign(
     seed: int, rounds: int = 20, m: int = 8, k: int | None = None, temperature: float = 0.5
 ) -> dict[str, dict[str, list[float]]]:
     """One campaign: per method, per-round Kendall tau and top-1 hits to the hidden truth."""
     crowd = make_crowd(5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed)
+    true_scales = {a.id: _true_scale(a) for a in crowd.annotators}
     rng = np.random.default_rng([seed, 17])
     reliability = {method: AnnotatorReliability() for method in QUALITY_METHODS}
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -102,8 +134,11 @@ def quality_campaign(
         answers = crowd.rank(values, round_number)
         campaign.append((round_number, answers))
         truths.append(values)
+        oracle = _known_scale_order(answers, m, true_scales)
+        results["known_scale"]["tau"].append(_tau(oracle, values))
+        results["known_scale"]["top1"].append(float(oracle[0] == int(np.argmin(values))))
         for method in QUALITY_METHODS:
-            if method == "noisy_bt":
+            if method in ("noisy_bt", "known_scale"):
                 continue
             consensus = aggregate(answers, m, method=method, reliability=reliability[method])
             order = list(consensus.order)
@@ -218,6 +253,10 @@ def consensus_command(
         summary[setting] = {
             "best_baseline": LABELS[best_baseline],
             "auto_minus_best_baseline": means["auto"] - means[best_baseline],
+            "known_scale_limit": means["known_scale"],
+            "auto_gap_to_limit": means["known_scale"] - means["auto"],
+            "old_auto_gap_to_limit": means["known_scale"] - means["weighted_kemeny"],
+            "limit_target_met": bool(means["known_scale"] - means["auto"] <= LIMIT_GAP_TARGET),
         }
 
     end_methods = ("auto", "borda", "plackett_luce", "kemeny")
@@ -306,7 +345,10 @@ def consensus_command(
         click.echo(
             f"{setting}: rankloop auto mean tau minus best baseline "
             f"({summary[setting]['best_baseline']}) = "
-            f"{summary[setting]['auto_minus_best_baseline']:+.3f}"
+            f"{summary[setting]['auto_minus_best_baseline']:+.3f}; known-scale limit "
+            f"{summary[setting]['known_scale_limit']:.3f}, auto {summary[setting]['auto_gap_to_limit']:.3f} "
+            f"below it (old auto {summary[setting]['old_auto_gap_to_limit']:.3f}; target <= "
+            f"{LIMIT_GAP_TARGET}: {'met' if summary[setting]['limit_target_met'] else 'missed'})"
         )
     verdict = summary["feed"]
     click.echo(

@@ -6,7 +6,8 @@ which belongs below every candidate in an honest ranking. The consensus ranks al
 the optimizer must hear only about its candidates. The render worker
 (:mod:`gpu_worker.render`), the coordinator (which maps image positions to indices) and the
 simulator (:mod:`rankloop.simulate`) all go through these three functions, so the attention
-item goes in and comes out the same way everywhere.
+item goes in and comes out the same way everywhere. :func:`pixel_effect` measures, on a round's
+renders, how far a latent move moves the pixels (the optimizer keeps candidates visible with it).
 """
 
 from __future__ import annotations
@@ -106,4 +107,38 @@ def tell(optimizer: Any, consensus: ConsensusFeed, n: int) -> None:
     optimizer.tell(flat)
 
 
-__all__ = ["Item", "ShownItem", "candidate_feed", "shown_items", "tell"]
+def pixel_effect(
+    points: np.ndarray,
+    images: Sequence[np.ndarray],
+    centre: np.ndarray,
+    centre_image: np.ndarray,
+) -> float | None:
+    """The generator's pixel-space effect of a latent move, measured on one round's renders.
+
+    The median over the candidates that differ from ``centre`` of (RMS pixel change, on a 0..1
+    scale, against ``centre_image``) / (latent distance to ``centre``); ``None`` when no
+    candidate differs. The render worker notes it with ``optimizer.note_pixel_effect`` before
+    saving the state, so later rounds keep their candidates visibly different but close.
+
+    Parameters
+    ----------
+    points : (n, ...) array
+        The candidates' latents, in the proposal's order.
+    images : sequence of (h, w, c) uint8 arrays
+        Their renders, same order (the attention image, if any, left out).
+    centre, centre_image : array, (h, w, c) uint8 array
+        The current point and its render.
+    """
+    base = np.asarray(centre_image, dtype=np.float64) / 255.0
+    flat_centre = np.asarray(centre, dtype=np.float64).reshape(-1)
+    ratios = []
+    for point, image in zip(np.asarray(points), images, strict=True):
+        distance = float(np.linalg.norm(np.asarray(point, np.float64).reshape(-1) - flat_centre))
+        if distance > 0.0:
+            change = np.asarray(image, dtype=np.float64) / 255.0 - base
+            ratios.append(float(np.sqrt(np.mean(change**2))) / distance)
+    positive = [r for r in ratios if r > 0.0]
+    return float(np.median(positive)) if positive else None
+
+
+__all__ = ["Item", "ShownItem", "candidate_feed", "pixel_effect", "shown_items", "tell"]

@@ -19,9 +19,20 @@ from rankloop.core.consensus.kemeny import kemeny_order
 from rankloop.core.consensus.plackett_luce import plackett_luce_scores
 from rankloop.core.consensus.reliability import AnnotatorReliability, weigh_annotators
 from rankloop.core.consensus.rules import copeland_scores, net_wins, order_by
+from rankloop.core.consensus.scaled_pl import fit_round
 from rankloop.core.errors import InvalidInput
 
-METHODS = ("auto", "borda", "copeland", "plackett_luce", "kemeny")
+METHODS = (
+    "auto",
+    "scaled_pl",
+    "weighted_kemeny",
+    "borda",
+    "copeland",
+    "plackett_luce",
+    "kemeny",
+)
+#: What "auto" runs: the scaled Plackett–Luce model (measured closest to the known-scale limit).
+AUTO_METHOD = "scaled_pl"
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,10 +44,13 @@ class Consensus:
     order : tuple of int
         Every item, best first. Items in ``known_worst`` come last.
     scores : (n,) ndarray
-        One score per item, higher = better (method-specific scale: net wins for Borda,
-        Copeland score, PL log-strength, ``n - 1 - position`` for Kemeny and auto).
+        One score per item, higher = better (method-specific scale: the fitted utility for
+        ``"scaled_pl"`` and ``"auto"``, net wins for Borda, Copeland score, PL log-strength,
+        ``n - 1 - position`` for the Kemeny rules).
     weights : dict
-        annotator_id -> weight used (1.0 for the unweighted methods; log-odds for ``"auto"``).
+        annotator_id -> weight used: the learnt scale for ``"scaled_pl"`` and ``"auto"``
+        (``1 / temperature``; about 0 for a spammer, negative for an adversary), log-odds of
+        pairwise accuracy for ``"weighted_kemeny"``, 1.0 for the unweighted methods.
     agreement : float
         Kendall's W (tie-corrected) of the raw answers, in [0, 1]: 1 = all the same, about 0 =
         unrelated or opposed. For partial answers, shown-but-unranked items share the mid-rank
@@ -44,7 +58,7 @@ class Consensus:
         neutral mid-rank, so a top-k answer counts as a ranking with a tie at the bottom.
         Attention items (``known_worst``) are left out: W measures agreement on the real items.
     pairwise : (n, n) ndarray
-        ``pairwise[a, b] >= 0``: weighted evidence that ``a`` beats ``b`` (for ``"auto"``, a
+        ``pairwise[a, b] >= 0``: weighted evidence that ``a`` beats ``b`` (for the weighted rules, a
         negatively weighted annotator's vote counts, with the absolute weight, the other way).
         This is what ``RankSGD.tell(preferences=...)`` takes.
     method : str
@@ -88,8 +102,10 @@ def aggregate(
         Annotator ids are strings or integers, one answer each.
     n_items : int
         Number of items in the round (indices 0..n_items-1).
-    method : {"auto", "borda", "copeland", "plackett_luce", "kemeny"}
-        See :mod:`rankloop.core.consensus`. ``"auto"`` weights annotators by ``reliability``.
+    method : {"auto", "scaled_pl", "weighted_kemeny", "borda", "copeland", "plackett_luce", \
+"kemeny"}
+        See :mod:`rankloop.core.consensus`. ``"auto"`` (``"scaled_pl"``) and
+        ``"weighted_kemeny"`` weight annotators by what ``reliability`` learnt.
     reliability : AnnotatorReliability, optional
         The campaign's record; updated in place with this round's evidence (for every method:
         the evidence does not depend on the rule). Without one, ``"auto"`` uses a fresh record
@@ -108,7 +124,7 @@ def aggregate(
         Malformed rankings (see :func:`parse_ranking`), ``n_items < 1``, an unknown method, an
         annotator answering twice, a ``known_worst`` item out of range.
     ConvergenceError
-        The Plackett–Luce fit or the Kemeny program did not converge.
+        A Plackett–Luce fit or the Kemeny program did not converge.
 
     Notes
     -----
@@ -123,15 +139,27 @@ def aggregate(
     if reliability is None:
         reliability = AnnotatorReliability()
 
+    requested, method = method, (AUTO_METHOD if method == "auto" else method)
     weights, evidence = weigh_annotators(answers, reliability, worst, n_items)
     for answer, round_evidence in zip(answers, evidence, strict=True):
         reliability.record(answer.annotator, round_evidence)
-
-    if method != "auto":
+    if method == "scaled_pl":
+        beliefs = np.array([reliability.scale(a.annotator) for a in answers])
+        fit = fit_round(answers, n_items, beliefs[:, 0], beliefs[:, 1], worst)
+        for answer, mean, precision in zip(
+            answers, fit.scale_mean, fit.scale_precision, strict=True
+        ):
+            reliability.record_scale(answer.annotator, mean, precision)
+    if method == "scaled_pl":
+        weights = [float(s) for s in fit.scale_mean]
+    elif method != "weighted_kemeny":
         weights = [1.0] * len(answers)
     pairwise = weighted_pairwise(answers, weights)
     net = net_wins(pairwise)
-    if method == "borda":
+    if method == "scaled_pl":
+        scores = fit.utilities
+        order = order_by(scores, net)
+    elif method == "borda":
         scores = net
         order = order_by(scores)
     elif method == "copeland":
@@ -140,11 +168,11 @@ def aggregate(
     elif method == "plackett_luce":
         scores = plackett_luce_scores(answers, n_items)
         order = order_by(scores, net)
-    else:  # kemeny and auto
+    else:  # kemeny and weighted_kemeny
         order = kemeny_order(pairwise)
     if worst:
         order = [i for i in order if i not in worst] + [i for i in order if i in worst]
-    if method in ("kemeny", "auto"):
+    if method in ("kemeny", "weighted_kemeny"):
         scores = np.empty(n_items)
         scores[order] = np.arange(n_items - 1, -1, -1, dtype=float)
 
@@ -159,5 +187,5 @@ def aggregate(
         weights={a.annotator: float(w) for a, w in zip(answers, weights, strict=True)},
         agreement=agreement,
         pairwise=pairwise,
-        method=method,
+        method=requested,
     )

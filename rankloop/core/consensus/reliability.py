@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rankloop.core.consensus.evidence import Answer, annotator_key, signed_votes
+from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE
 from rankloop.core.errors import InvalidInput
 
 EM_PASSES = 8  # at most; the passes stop once no weight moves by 1e-4
@@ -90,8 +91,12 @@ class AnnotatorReliability:
     prior_disagree: float = 2.0
     _own: dict[str, Evidence] = field(default_factory=dict, init=False, repr=False)
     _seed: dict[str, Evidence] = field(default_factory=dict, init=False, repr=False)
+    # Scaled Plackett–Luce beliefs (scaled_pl.py): annotator -> (mean, precision) of the scale.
+    _scales: dict[str, tuple[float, float]] = field(default_factory=dict, init=False, repr=False)
 
-    VERSION = 1
+    VERSION = 2
+    #: Version 1 (no scale beliefs) still loads: its annotators start from the prior scale.
+    SUPPORTED_VERSIONS = (1, 2)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prior_discount <= 1.0:
@@ -103,6 +108,9 @@ class AnnotatorReliability:
             for key in set(seeded._own) | set(seeded._seed):
                 total = seeded._evidence(key)
                 self._seed[key] = Evidence().plus(total, self.prior_discount)
+            for key, (mean, precision) in seeded._scales.items():
+                # Discounted like the evidence; never below the prior's own precision.
+                self._scales[key] = (mean, max(PRIOR_PRECISION, precision * self.prior_discount))
             self.prior = None  # kept as evidence, not as a second copy of the dict
 
     # -- queries ---------------------------------------------------------------------------
@@ -131,6 +139,14 @@ class AnnotatorReliability:
         p = float(np.clip(self.accuracy(annotator_id, extra), *ACCURACY_CLIP))
         return math.log(p / (1.0 - p))
 
+    def scale(self, annotator_id: Hashable) -> tuple[float, float]:
+        """The scaled Plackett–Luce belief about the annotator's scale: (mean, precision)."""
+        return self._scales.get(annotator_key(annotator_id), (PRIOR_SCALE, PRIOR_PRECISION))
+
+    def record_scale(self, annotator_id: Hashable, mean: float, precision: float) -> None:
+        """Replace the annotator's scale belief (done by :func:`aggregate`)."""
+        self._scales[annotator_key(annotator_id)] = (float(mean), float(precision))
+
     def rounds(self, annotator_id: Hashable) -> int:
         """Rounds of this campaign in which the annotator answered."""
         own = self._own.get(annotator_key(annotator_id))
@@ -149,6 +165,7 @@ class AnnotatorReliability:
             out[key] = {
                 "accuracy": self.accuracy(key),
                 "weight": self.weight(key),
+                "scale": self.scale(key)[0],
                 "rounds": self.rounds(key),
                 "checks_passed": evidence.checks_passed,
                 "checks_failed": evidence.checks_failed,
@@ -169,12 +186,19 @@ class AnnotatorReliability:
 
         Only each campaign's own evidence is summed (never what it was seeded with), so pooling
         campaigns that were themselves seeded from the pool does not count anything twice.
+        Scale beliefs pool as independent Gaussian evidence (their information beyond the
+        prior adds up).
         """
         pool = cls()
         for record in records:
             campaign = cls.from_dict(record)
             for key, evidence in campaign._own.items():
                 pool._own[key] = pool._own.get(key, Evidence()).plus(evidence)
+            for key, (mean, precision) in campaign._scales.items():
+                old_mean, old_precision = pool.scale(key)
+                extra = max(precision - PRIOR_PRECISION, 0.0)
+                total = old_precision + extra
+                pool._scales[key] = ((old_mean * old_precision + mean * extra) / total, total)
         return pool
 
     # -- serialisation ----------------------------------------------------------------------
@@ -201,14 +225,18 @@ class AnnotatorReliability:
             "prior_discount": self.prior_discount,
             "annotators": dump(self._own),
             "seeded": dump(self._seed),
+            "scales": {
+                key: {"mean": mean, "precision": precision}
+                for key, (mean, precision) in sorted(self._scales.items())
+            },
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnnotatorReliability:
         """Inverse of :meth:`to_dict`."""
-        if not isinstance(data, Mapping) or data.get("version") != cls.VERSION:
+        if not isinstance(data, Mapping) or data.get("version") not in cls.SUPPORTED_VERSIONS:
             raise InvalidInput(
-                f"not an AnnotatorReliability dict of version {cls.VERSION}: "
+                f"not an AnnotatorReliability dict of version {list(cls.SUPPORTED_VERSIONS)}: "
                 f"{str(data)[:80]!r}; build it with AnnotatorReliability.to_dict()"
             )
         try:
@@ -232,6 +260,10 @@ class AnnotatorReliability:
 
             reliability._own = load(data["annotators"])
             reliability._seed = load(data.get("seeded", {}))
+            reliability._scales = {
+                str(key): (float(v["mean"]), float(v["precision"]))
+                for key, v in data.get("scales", {}).items()
+            }
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise InvalidInput(f"malformed AnnotatorReliability dict: {error!r}") from error
         return reliability

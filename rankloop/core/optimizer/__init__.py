@@ -3,14 +3,27 @@
 Reference: Z. Tang, D. Rybin, T.-H. Chang, "Zeroth-Order Optimization Meets Human Feedback:
 Provable Learning via Ranking Oracles", ICLR 2024 (arXiv 2303.03751).
 
-One module per part of the method: :mod:`.ranksgd` (the ask/tell loop), :mod:`.estimators`
-(rank-based gradient estimates), :mod:`.line_search` (its candidates and the step rule),
+One module per part of the method: :mod:`.ranksgd` (the ask/tell loop), :mod:`.verified` (the
+default round: estimate and a ranked move in every round), :mod:`.two_phase` (the authors'
+rounds), :mod:`.estimators` (rank-based gradient estimates), :mod:`.line_search` (the two-phase
+line search and its step rule),
 :mod:`.metric` (the learnt diagonal metric), :mod:`.noise` (the pinned generator),
 :mod:`.options` (static parameters) and :mod:`.state` (versioned saved state). The flat API
 below is the public one.
 
 The optimizer minimises ``f`` seen only through rankings of small sets of points: it never sees
-a function value. Two kinds of round alternate, as in the authors' practical loop:
+a function value. Two schedules (option ``schedule``):
+
+``"verified"`` (default)
+    every round shows the current point, trial steps along the learnt direction and
+    perturbations around the current point; the ranking of the perturbations and the current
+    point gives the next direction estimate, and the point moves only to a trial step the crowd
+    ranked above it (:mod:`.verified` derives it and says why it is correct). The step doubles,
+    stays or halves with what wins. Every round from the second on can move the delivered
+    point, and it never moves to a point nobody ranked above it.
+``"two_phase"``
+    the authors' loop, kept for comparison and for campaigns saved before it existed (version
+    1 and 2 states continue with it). Two kinds of round alternate:
 
 gradient round
     ``m`` points ``x + mu * xi_i`` with ``xi_i = D z_i``, ``z_i ~ N(0, I)`` and ``D`` a learnt
@@ -79,7 +92,8 @@ from rankloop.core.optimizer.metric import (
     SMALL_RADIUS_RATIO,
 )
 from rankloop.core.optimizer.noise import reproducible_permutation, standard_normals
-from rankloop.core.optimizer.ranksgd import GRADIENT, LINE_SEARCH, Proposal, RankSGD
+from rankloop.core.optimizer.options import SCHEDULES
+from rankloop.core.optimizer.ranksgd import GRADIENT, LINE_SEARCH, VERIFIED, Proposal, RankSGD
 from rankloop.core.optimizer.state import (
     STATE_VERSION,
     SUPPORTED_STATE_VERSIONS,
@@ -95,9 +109,11 @@ __all__ = [
     "MAX_METRIC_RATE",
     "METRIC_WARMUP_MIN_ROUNDS",
     "METRIC_WARMUP_PER_DIM",
+    "SCHEDULES",
     "SMALL_RADIUS_RATIO",
     "STATE_VERSION",
     "SUPPORTED_STATE_VERSIONS",
+    "VERIFIED",
     "Proposal",
     "RankSGD",
     "dag_weights",

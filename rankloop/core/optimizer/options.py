@@ -11,7 +11,15 @@ from typing import Any
 
 from rankloop.core.errors import InvalidInput
 
+#: Round schedules: every round verified (estimate and a ranked move), or the authors' loop of
+#: gradient rounds and line searches.
+SCHEDULES = ("verified", "two_phase")
+
 DEFAULT_OPTIONS: dict[str, Any] = {
+    # "verified": every round shows the current point, trial steps and perturbations, and moves
+    # only to a trial the crowd ranked above the current point (verified.py). "two_phase": the
+    # authors' gradient rounds and line searches (the options below marked two_phase).
+    "schedule": "verified",
     # Initial line-search step (a distance in x); None: derived from x0 (a tenth of |x0|).
     "step": None,
     # Smoothing radius as a fraction of the step: perturbations have norm ~ radius_ratio * step.
@@ -20,13 +28,14 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "radius_ratio": None,
     # Lower bound on the perturbation norm (e.g. so that humans still see a difference).
     "min_radius": 0.0,
-    # Gradient rounds before each line search.
+    # two_phase: gradient rounds before each line search.
     "gradient_rounds": 3,
     # Share of the averaged direction kept after a move (0: reset, the authors' rule). Keeping
     # some did not help in the benchmark: the step after a line search is tuned to that line.
     "momentum": 0.0,
-    # Also step along the averaged direction after the gradient rounds (SGD); line-search rounds
-    # then calibrate the step. False: move only in line searches (the authors' loop).
+    # two_phase: also step along the averaged direction after the gradient rounds (SGD);
+    # line-search rounds then calibrate the step. False: move only in line searches (the
+    # authors' loop).
     "sgd_moves": True,
     # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
     "shell": False,
@@ -35,6 +44,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "adapt_metric": None,
     # Learning rate of that metric, in units of sep-CMA-ES's rank-mu rate for the same d and m.
     "metric_rate": 10.0,
+    # Visibility band of a perturbation, as the RMS pixel change over the full range (0..1), used
+    # once the generator's pixel effect is known (RankSGD.note_pixel_effect): perturbations stay
+    # between the two, steps at least the lower one. 0 turns the bound off.
+    "min_visible": 0.03,
+    "max_visible": 0.12,
 }
 
 
@@ -81,6 +95,10 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput("step must be > 0 (a distance in x), or None to derive it from x0")
     if number("min_radius") < 0:
         raise InvalidInput("min_radius must be >= 0")
+    if opts["schedule"] not in SCHEDULES:
+        raise InvalidInput(f"schedule must be one of {list(SCHEDULES)}, got {opts['schedule']!r}")
+    if not 0.0 <= number("min_visible") <= number("max_visible"):
+        raise InvalidInput("min_visible and max_visible must satisfy 0 <= min <= max")
     return {
         "step": None if opts["step"] is None else float(opts["step"]),
         "radius_ratio": None if opts["radius_ratio"] is None else float(opts["radius_ratio"]),
@@ -91,4 +109,7 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "shell": bool(opts["shell"]),
         "adapt_metric": adapt_metric,
         "metric_rate": float(opts["metric_rate"]),
+        "schedule": str(opts["schedule"]),
+        "min_visible": float(opts["min_visible"]),
+        "max_visible": float(opts["max_visible"]),
     }

@@ -1,4 +1,5 @@
-"""RankSGD: ZO-RankSGD's ask/tell loop of gradient and line-search rounds (see the package).
+"""RankSGD: ZO-RankSGD's ask/tell loop, its state and its shared parts (see the package; the rounds
+of each schedule live in verified.py and two_phase.py).
 
 References
 ----------
@@ -16,18 +17,8 @@ from typing import Any
 import numpy as np
 
 from rankloop.core.errors import InvalidInput, ProtocolError
-from rankloop.core.optimizer.estimators import (
-    dag_weights,
-    preference_weights,
-    validate_order,
-    validate_preferences,
-)
-from rankloop.core.optimizer.line_search import (
-    candidate_labels,
-    display_order,
-    next_step,
-    step_factors,
-)
+from rankloop.core.optimizer.estimators import validate_order, validate_preferences
+from rankloop.core.optimizer.line_search import display_order
 from rankloop.core.optimizer.metric import (
     metric_learning_rate,
     metric_warmup,
@@ -37,9 +28,8 @@ from rankloop.core.optimizer.metric import (
 from rankloop.core.optimizer.noise import STREAM_PERTURBATIONS, standard_normals
 from rankloop.core.optimizer.options import resolve_options
 from rankloop.core.optimizer.state import STATE_VERSION, read_state_dict
-
-GRADIENT = "gradient"
-LINE_SEARCH = "line_search"
+from rankloop.core.optimizer.two_phase import GRADIENT, LINE_SEARCH, TwoPhaseRounds
+from rankloop.core.optimizer.verified import VERIFIED, VerifiedRounds
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,7 @@ class Proposal:
     round: int
 
 
-class RankSGD:
+class RankSGD(TwoPhaseRounds, VerifiedRounds):
     """ZO-RankSGD with gradient and line-search rounds and self-adapting step and radius.
 
     Parameters
@@ -83,7 +73,11 @@ class RankSGD:
         floor on the perturbation norm, e.g. so that people still see a difference (0);
         ``gradient_rounds``: gradient rounds per line search (3); ``sgd_moves``: move after the
         gradient rounds too (True); ``momentum``: share of the averaged direction kept after a
-        move (0); ``shell``: keep every point at norm ``sqrt(d)``, for Gaussian latents (False).
+        move (0); ``shell``: keep every point at norm ``sqrt(d)``, for Gaussian latents (False);
+        ``schedule``: ``"verified"`` (default) or ``"two_phase"`` (the options ``gradient_rounds``,
+        ``sgd_moves`` and ``momentum`` are the two-phase loop's); ``min_visible`` and
+        ``max_visible``: the RMS pixel change (0..1) that perturbations keep once the pixel
+        effect is known (0.03, 0.12; see :meth:`note_pixel_effect`).
 
     Raises
     ------
@@ -132,6 +126,11 @@ class RankSGD:
         self._winner: np.ndarray | None = None
         self._pending = False  # an ask is out and awaits its tell
         self._proposal: Proposal | None = None
+        # RMS pixel change (0..1) per unit of latent distance, measured at render time (None:
+        # unknown); a newly noted value waits for the pending round's tell, so a redelivered
+        # task still renders the points it rendered before.
+        self._pixel_effect: float | None = None
+        self._noted_effect: float | None = None
         self._stats: dict[str, Any] = {}
         self._update_stats(kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none")
 
@@ -162,6 +161,8 @@ class RankSGD:
     @property
     def next_kind(self) -> str:
         """Kind of the next proposal."""
+        if self._options["schedule"] == VERIFIED:
+            return VERIFIED
         return (
             LINE_SEARCH if self._gradient_streak >= self._options["gradient_rounds"] else GRADIENT
         )
@@ -171,7 +172,9 @@ class RankSGD:
         if self._pending and self._proposal is not None:
             return self._proposal
         kind = self.next_kind
-        if kind == GRADIENT:
+        if kind == VERIFIED:
+            points = self._verified_points()[self._display()]
+        elif kind == GRADIENT:
             points = self._gradient_points(self._round, self._radius())
         else:
             points = self._line_search_points()[display_order(self._seed, self._round, self._m)]
@@ -205,18 +208,16 @@ class RankSGD:
             )
         if order is not None:
             order = validate_order(order, n)
-            weights = dag_weights(order, n)
-            best = order[0]
-            ranked = len(order)
         else:
-            w = validate_preferences(preferences, n)
-            weights = preference_weights(w)
-            best = int(np.argmax(weights))
-            ranked = n
-        if proposal.kind == GRADIENT:
-            outcome = self._tell_gradient(weights, best, ranked)
+            preferences = validate_preferences(preferences, n)
+        if proposal.kind == VERIFIED:
+            outcome = self._tell_verified(order, preferences)
         else:
-            outcome = self._tell_line_search(best)
+            outcome = self._tell_two_phase(proposal.kind, order, preferences, n)
+        if self._noted_effect is not None:  # measured on this round's images: for the next ones
+            self._pixel_effect, self._noted_effect = self._noted_effect, None
+        # A step whose pixel change nobody could see wastes the next rounds' trials.
+        self._step = max(self._step, self._visible_band()[0])
         self._round += 1
         self._pending = False
         self._proposal = None
@@ -248,6 +249,8 @@ class RankSGD:
             "winner": None if self._winner is None else self._winner.copy(),
             "pending": self._pending,
             "stats": dict(self._stats),
+            "pixel_effect": self._pixel_effect,
+            "noted_effect": self._noted_effect,
         }
 
     @classmethod
@@ -274,7 +277,25 @@ class RankSGD:
         opt._pending = fields["pending"]
         opt._proposal = None
         opt._stats = fields["stats"]
+        opt._pixel_effect = fields["pixel_effect"]
+        opt._noted_effect = fields["noted_effect"]
         return opt
+
+    def note_pixel_effect(self, effect: float) -> None:
+        """Record the generator's pixel-space effect measured on this round's images.
+
+        ``effect`` is the RMS pixel change (values scaled to 0..1) per unit of latent distance
+        (:func:`rankloop.core.round_step.pixel_effect`). From the next round on, perturbations
+        keep an RMS pixel change within ``[min_visible, max_visible]`` and steps at least
+        ``min_visible``: a change nobody can see is a wasted round, a new picture is no longer
+        a local comparison. Several notes before one tell keep the last.
+        """
+        effect = float(effect)
+        if not (math.isfinite(effect) and effect > 0.0):
+            raise InvalidInput(f"pixel effect must be a positive finite number, got {effect!r}")
+        if self._pixel_effect is not None:  # smooth round-to-round variation (geometric mean)
+            effect = math.sqrt(effect * self._pixel_effect)
+        self._noted_effect = effect
 
     # ------------------------------------------------------------------ internals
     @property
@@ -292,7 +313,17 @@ class RankSGD:
     def _radius(self) -> float:
         """Perturbation scale ``mu``: points are ``x + mu * xi``, at distance ~``mu * sqrt(d)``."""
         norm = max(self._radius_ratio() * self._step, self._options["min_radius"])
+        low, high = self._visible_band()
+        norm = min(max(norm, low), max(high, low))
         return norm / math.sqrt(self._dim)
+
+    def _visible_band(self) -> tuple[float, float]:
+        """Latent distances whose pixel change is ``min_visible`` and ``max_visible`` (0, inf
+        while the pixel effect is unknown or the band is off)."""
+        effect, high = self._pixel_effect, self._options["max_visible"]
+        if effect is None or high <= 0.0:
+            return 0.0, math.inf
+        return self._options["min_visible"] / effect, high / effect
 
     def _metric_warmup(self) -> float:
         """0 -> 1 over the first ``max(200, 2 d)`` rounds; 0 when no metric is learnt."""
@@ -315,18 +346,15 @@ class RankSGD:
         norms = np.where(norms == 0.0, 1.0, norms)
         return points * (math.sqrt(self._dim) / norms)
 
-    def _perturbations(self, round_number: int) -> np.ndarray:
-        xi = standard_normals(self._seed, round_number, self._m * self._dim, STREAM_PERTURBATIONS)
-        xi = xi.reshape(self._m, self._dim) * self._scales
+    def _perturbations(self, round_number: int, count: int | None = None) -> np.ndarray:
+        count = self._m if count is None else count
+        xi = standard_normals(self._seed, round_number, count * self._dim, STREAM_PERTURBATIONS)
+        xi = xi.reshape(count, self._dim) * self._scales
         if self._options["shell"]:
             # Tangent perturbations: the radial part would only be undone by the projection.
             unit = self._x / np.linalg.norm(self._x)
             xi = xi - np.outer(xi @ unit, unit)
         return xi
-
-    def _gradient_points(self, round_number: int, radius: float) -> np.ndarray:
-        points = self._x + radius * self._perturbations(round_number)
-        return self._to_shell(points) if self._options["shell"] else points
 
     def _search_direction(self) -> np.ndarray:
         """Unit descent direction: the normalised (decayed) sum of descent estimates ``-g``."""
@@ -335,74 +363,20 @@ class RankSGD:
             return np.zeros_like(self._x)
         return self._direction_sum / norm
 
-    def _line_search_points(self) -> np.ndarray:
-        """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
-        direction = self._search_direction()
-        steps = self._step * step_factors(self._m)
-        points = self._x + steps[:, None] * direction[None, :]
-        if self._options["shell"]:
-            points = self._to_shell(points)
-        winner = self._x if self._winner is None else self._winner
-        return np.vstack([points, winner[None, :], self._x[None, :]])
-
-    def _tell_gradient(self, weights: np.ndarray, best: int, ranked: int) -> dict[str, Any]:
-        perturbations = self._perturbations(self._round)
-        points = self._x + self._radius() * perturbations
-        if self._options["shell"]:
-            points = self._to_shell(points)
-        self._winner = points[best].copy()
-        self._direction_sum += weights @ perturbations
-        self._direction_count += 1.0
-        if self._options["adapt_metric"]:
-            self._adapt_metric(weights, ranked)
-        self._gradient_streak += 1
-        moved = 0.0
-        # The round before a line search does not move: the search then probes a fresh direction
-        # (after a step along it, the best step along the same line would look shorter than it is).
-        if self._options["sgd_moves"] and self.next_kind == GRADIENT:
-            moved = self._move(self._x + self._step * self._search_direction())
-        return {"moved": moved, "picked_step": 0.0, "accepted": int(moved > 0), "picked": "none"}
-
-    def _move(self, target: np.ndarray) -> float:
-        """Move to ``target`` (projected on the shell if asked); decay the direction memory."""
-        if self._options["shell"]:
-            target = self._to_shell(target)
-        moved = float(np.linalg.norm(target - self._x))
-        self._x = target
-        momentum = self._options["momentum"]
-        self._direction_sum *= momentum
-        self._direction_count *= momentum
-        return moved
-
-    def _tell_line_search(self, displayed_best: int) -> dict[str, Any]:
-        chosen = int(display_order(self._seed, self._round, self._m)[displayed_best])
-        points = self._line_search_points()
-        label = candidate_labels(self._m)[chosen]
-        moved = float(np.linalg.norm(points[chosen] - self._x))
-        self._step, picked_step = next_step(self._step, label, self._m)
-        accepted = label != "best"
-        if accepted:
-            self._move(points[chosen].copy())
-        self._winner = None
-        self._gradient_streak = 0
-        return {
-            "moved": moved if accepted else 0.0,
-            "picked_step": picked_step,
-            "accepted": int(accepted),
-            "picked": label,
-        }
-
-    def _adapt_metric(self, weights: np.ndarray, ranked: int) -> None:
+    def _adapt_metric(self, weights: np.ndarray, ranked: int, count: int | None = None) -> None:
         """sep-CMA-ES's rank-mu update of the diagonal metric from this round's ranking
         (:func:`~rankloop.core.optimizer.metric.rank_mu_update`)."""
+        # The rate is the schedule's, per round of m points (a verified round selects among
+        # fewer perturbations, at the same pace).
         rate = metric_learning_rate(
             self._m, self._dim, self._options["metric_rate"], self._metric_warmup()
         )
+        count = self._m if count is None else count
         if rate == 0.0:
             return
-        z = standard_normals(self._seed, self._round, self._m * self._dim, STREAM_PERTURBATIONS)
+        z = standard_normals(self._seed, self._round, count * self._dim, STREAM_PERTURBATIONS)
         self._scales = rank_mu_update(
-            self._scales, z.reshape(self._m, self._dim), weights, ranked, rate
+            self._scales, z.reshape(count, self._dim), weights, ranked, rate
         )
 
     def _update_stats(self, **values: Any) -> None:

@@ -3,8 +3,8 @@
 A :meth:`RankSGD.state_dict` is an explicit, versioned dictionary of plain values and a few
 arrays (never a pickle); :func:`dumps_state` stores it as ``.npz`` (the arrays, plus a JSON
 header for the rest) and :func:`loads_state` reads it back, refusing damaged bytes and unknown
-versions. Version 2 added the learnt metric; version 1 still loads and continues exactly as it
-would have before (:func:`upgrade_state`).
+versions. Version 2 added the learnt metric, version 3 the round schedule and the pixel effect; versions
+1 and 2 still load and continue exactly as they would have before (:func:`upgrade_state`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,36 @@ import numpy as np
 
 from rankloop.core.errors import CorruptedObject, InvalidInput
 
-STATE_VERSION = 2
-#: Version 1 (no metric) still loads, and continues exactly as it would have before.
-SUPPORTED_STATE_VERSIONS = (1, 2)
+STATE_VERSION = 3
+#: Versions 1 (no metric) and 2 (no schedule, no pixel effect) still load, and continue exactly
+#: as they would have before.
+SUPPORTED_STATE_VERSIONS = (1, 2, 3)
 
 
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 -> 2: an identity metric that never adapts, the fixed radius ratio it had."""
-    if state["version"] == STATE_VERSION:
-        return state
-    options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
-    return {**state, "version": STATE_VERSION, "options": options, "scales": None}
+    """Upgrade an older state to the current version, keeping the behaviour it had.
+
+    1 -> 2: an identity metric that never adapts, the fixed radius ratio it had.
+    2 -> 3: the two-phase schedule (the only one then), no visibility band, no pixel effect.
+    """
+    if state["version"] == 1:
+        options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
+        state = {**state, "version": 2, "options": options, "scales": None}
+    if state["version"] == 2:
+        options = {
+            **state["options"],
+            "schedule": "two_phase",
+            "min_visible": 0.0,
+            "max_visible": 0.0,
+        }
+        state = {**state, "version": 3, "options": options}
+        state.setdefault("pixel_effect", None)
+        state.setdefault("noted_effect", None)
+    return state
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,6 +98,8 @@ def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
             ),
             "pending": bool(state["pending"]),
             "stats": dict(state["stats"]),
+            "pixel_effect": _optional_float(state["pixel_effect"]),
+            "noted_effect": _optional_float(state["noted_effect"]),
         }
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InvalidInput):

@@ -1,0 +1,98 @@
+"""The scaled Plackett–Luce consensus (rankloop/core/consensus/scaled_pl.py): annotator scales
+learnt with the items' utilities across a campaign's rounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from rankloop.core.consensus import AnnotatorReliability, aggregate
+from rankloop.core.consensus.evidence import parse_rankings
+from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE, fit_round
+from rankloop.crowd import make_crowd
+
+
+def campaign(k, seed, rounds=20, temperature=0.5):
+    crowd = make_crowd(5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed)
+    rng = np.random.default_rng([seed, 17])
+    reliability = AnnotatorReliability()
+    taus = []
+    for round_number in range(rounds):
+        values = rng.standard_normal(8)
+        consensus = aggregate(crowd.rank(values, round_number), 8, reliability=reliability)
+        taus.append(kendalltau(np.argsort(consensus.order), values).statistic)
+    return crowd, reliability, consensus, taus
+
+
+@pytest.mark.parametrize("k", [None, 3])
+def test_scales_are_learnt_across_rounds(k):
+    crowd, reliability, consensus, taus = campaign(k, seed=1)
+    scale = {a.id: reliability.scale(a.id)[0] for a in crowd.annotators}
+    honest = [a for a in crowd.annotators if a.kind == "honest"]
+    assert all(scale[a.id] > 0.8 for a in honest)
+    assert abs(scale["s0"]) < 0.3  # a spammer: near zero
+    assert scale["a0"] < -0.8  # an adversary: read backwards
+    # The default consensus reports the scales as the annotators' weights.
+    assert consensus.weights == pytest.approx({a: scale[a] for a in consensus.weights})
+    # Precision grows with the evidence: more certain after 20 rounds than the prior.
+    assert all(reliability.scale(a.id)[1] > 5 * PRIOR_PRECISION for a in crowd.annotators)
+    assert np.mean(taus) > 0.5
+
+
+def test_the_most_careful_honest_annotator_gets_the_largest_scale():
+    crowd, reliability, _, _ = campaign(None, seed=3, rounds=30)
+    honest = sorted(
+        (a for a in crowd.annotators if a.kind == "honest"), key=lambda a: a.temperature
+    )
+    scales = [reliability.scale(a.id)[0] for a in honest]
+    assert scales[0] == max(scales)
+
+
+def test_one_annotator_without_history_gives_their_own_order():
+    reliability = AnnotatorReliability()
+    consensus = aggregate([("solo", [3, 1, 0])], 5, reliability=reliability)
+    assert consensus.order == (3, 1, 0, 2, 4)  # unranked items follow in index order
+    assert reliability.scale("solo") == (PRIOR_SCALE, PRIOR_PRECISION)  # nothing to learn from
+
+
+def test_an_attention_item_is_placed_last_and_exposes_who_ranked_it_high():
+    answers = [("h0", [0, 1, 2, 3]), ("h1", [1, 0, 2, 3]), ("x", [3, 2, 1, 0])]
+    reliability = AnnotatorReliability()
+    for _ in range(3):
+        consensus = aggregate(answers, 4, reliability=reliability, known_worst=[3])
+    assert consensus.order[-1] == 3
+    assert reliability.scale("x")[0] < 0 < reliability.scale("h0")[0]
+
+
+def test_known_scales_fit_only_the_utilities():
+    parsed = parse_rankings([("a", [0, 1, 2]), ("b", [2, 1, 0])], 3)
+    fixed = np.array([2.0, 0.0])  # b is known to be a spammer: only a counts
+    fit = fit_round(parsed, 3, fixed, np.ones(2), fixed_scales=fixed)
+    assert list(np.argsort(-fit.utilities)) == [0, 1, 2]
+    np.testing.assert_array_equal(fit.scale_mean, fixed)
+
+
+def test_reliability_with_scales_round_trips_and_version_1_still_loads():
+    _, reliability, _, _ = campaign(3, seed=2, rounds=5)
+    data = json.loads(json.dumps(reliability.to_dict()))
+    assert data["version"] == 2
+    restored = AnnotatorReliability.from_dict(data)
+    assert restored.to_dict() == reliability.to_dict()
+    assert restored.scale("a0") == reliability.scale("a0")
+    old = {**data, "version": 1}
+    del old["scales"]
+    legacy = AnnotatorReliability.from_dict(old)
+    assert legacy.scale("a0") == (PRIOR_SCALE, PRIOR_PRECISION)
+    assert legacy.weight("a0") == reliability.weight("a0")  # the one-coin record is kept
+
+
+def test_a_pool_seeds_scales_discounted():
+    _, reliability, _, _ = campaign(None, seed=4, rounds=8)
+    pool = AnnotatorReliability.combine([reliability.to_dict()])
+    seeded = AnnotatorReliability(prior=pool.to_dict())
+    mean, precision = seeded.scale("a0")
+    assert mean < 0
+    assert PRIOR_PRECISION <= precision < reliability.scale("a0")[1]
