@@ -1,4 +1,4 @@
-"""Benchmarks: ``rankloop bench optimizer|consensus|render|api``.
+"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api``.
 
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
@@ -13,8 +13,10 @@ from rankloop.cli import LazyGroup
     lazy_subcommands={
         "optimizer": "rankloop.bench.optimizer:optimizer_command",
         "consensus": "rankloop.bench.consensus:consensus_command",
+        "campaign": "rankloop.bench.campaign:campaign_command",
         "render": "rankloop.bench.render:render_command",
         "api": "rankloop.bench.api:api_command",
+        "export": "rankloop.bench.export:export_command",
     },
 )
 def bench_group() -> None:

@@ -1,0 +1,193 @@
+"""``rankloop report <campaign>``: agreement and reliability, as a PNG of the campaign's
+progress (the dashboard's plots: agreement, latent moved, line-search step; plus Krippendorff's
+alpha) and a short Markdown summary.
+
+Per round: Kendall's W and Krippendorff's alpha (ordinal) of the answers over the candidates
+(the attention image left out: it would inflate both); for the campaign: alpha pooled over
+every round's images, and W averaged over rounds weighted by their rankings. Per annotator:
+rankings, failed attention checks, mean Kendall tau with the round's consensus, and the
+reliability weight of their last round.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from rankloop.agreement import krippendorff_alpha_ordinal, tau_with
+
+
+@dataclass
+class RoundRow:
+    round: int
+    rankings: int
+    kendall_w: float | None
+    alpha: float | None
+    moved: float | None
+    step: float | None
+
+
+@dataclass
+class AnnotatorRow:
+    rankings: int = 0
+    attention_failed: int = 0
+    taus: list[float] = field(default_factory=list)
+    weight: float | None = None
+
+
+def collect(
+    sessions, campaign_id: str
+) -> tuple[list[RoundRow], dict[str, AnnotatorRow], float | None]:
+    """The report's numbers, read through the export's batched source."""
+    from sqlalchemy import select
+
+    from rankloop.core.consensus import kendall_w
+    from rankloop.core.consensus.agreement import mid_ranks
+    from rankloop.core.consensus.evidence import parse_rankings
+    from service.datasets import CampaignSource
+    from service.models import Round
+
+    source = CampaignSource(sessions, campaign_id)
+    with sessions() as session:
+        stats = dict(
+            session.execute(
+                select(Round.id, Round.stats).where(Round.campaign_id == campaign_id)
+            ).all()
+        )
+    by_round: dict[int, list[Any]] = defaultdict(list)
+    for round_, ranking in source.rankings():
+        by_round[round_.id].append(ranking)
+    rounds: list[RoundRow] = []
+    annotators: defaultdict[str, AnnotatorRow] = defaultdict(AnnotatorRow)
+    pooled: list[np.ndarray] = []
+    for round_ in source.rounds():
+        rankings = by_round.pop(round_.id, [])
+        candidates = [i.position for i in round_.images if i.role == "candidate"]
+        round_stats = stats.get(round_.id) or {}
+        if not rankings or not candidates:
+            continue
+        answers = parse_rankings(
+            [(r.annotator_id, r.positions) for r in rankings], len(round_.images)
+        )
+        ranks = [mid_ranks(a, candidates) for a in answers]
+        units = [np.array([r[c] for r in ranks]) for c in range(len(candidates))]
+        pooled.extend(units)
+        reference = None
+        if round_.consensus is not None:
+            order = [p for p in round_.consensus.order if p in set(candidates)]
+            reference = np.array([order.index(p) + 1 for p in candidates], dtype=float)
+        for ranking, rank in zip(rankings, ranks, strict=True):
+            row = annotators[ranking.annotator_id]
+            row.rankings += 1
+            row.attention_failed += ranking.attention_passed is False
+            row.weight = round_.weight(ranking.annotator_id)
+            tau = None if reference is None else tau_with(rank, reference)
+            if tau is not None:
+                row.taus.append(tau)
+        rounds.append(RoundRow(
+            round_.number, len(rankings), kendall_w(ranks) if len(ranks) > 1 else None,
+            krippendorff_alpha_ordinal(units), _number(round_stats.get("moved")),
+            _number(round_stats.get("step")),
+        ))  # fmt: skip
+    return rounds, dict(annotators), krippendorff_alpha_ordinal(pooled)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def markdown(campaign_id: str, rounds: list[RoundRow], annotators: dict[str, AnnotatorRow],
+             alpha: float | None, png: str) -> str:  # fmt: skip
+    scored = [(r.kendall_w, r.rankings) for r in rounds if r.kendall_w is not None]
+    total = sum(n for _, n in scored)
+    w = sum(value * n for value, n in scored) / total if total else None
+    lines = [
+        f"# Campaign {campaign_id}", "",
+        f"{sum(r.rankings for r in rounds)} rankings over {len(rounds)} rounds by "
+        f"{len(annotators)} annotators. Kendall's W (mean over rounds, weighted by rankings): "
+        f"{_fmt(w)}; Krippendorff's alpha (ordinal, every round's images): {_fmt(alpha)}.", "",
+        f"![progress]({png})", "",
+        "| round | rankings | Kendall's W | alpha | moved | step |", "|---|---|---|---|---|---|",
+        *(f"| {r.round} | {r.rankings} | {_fmt(r.kendall_w)} | {_fmt(r.alpha)} | {_fmt(r.moved)} "
+          f"| {_fmt(r.step)} |" for r in rounds),
+        "", "| annotator | rankings | failed attention | mean tau with consensus | weight |",
+        "|---|---|---|---|---|",
+        *(f"| {a} | {row.rankings} | {row.attention_failed} | "
+          f"{_fmt(float(np.mean(row.taus)) if row.taus else None)} | {_fmt(row.weight)} |"
+          for a, row in sorted(annotators.items())),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+PANEL, MARGIN = 260, 36
+
+
+def plot(rounds: list[RoundRow], path: Path) -> Path:
+    """One small line chart per series, drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    series = {
+        "Kendall's W": [(r.round, r.kendall_w) for r in rounds],
+        "Krippendorff's alpha": [(r.round, r.alpha) for r in rounds],
+        "Latent moved": [(r.round, r.moved) for r in rounds],
+        "Line-search step": [(r.round, r.step) for r in rounds],
+    }
+    image = Image.new("RGB", (len(series) * (PANEL + MARGIN) + MARGIN, PANEL + 2 * MARGIN), "white")
+    draw = ImageDraw.Draw(image)
+    for column, (title, points) in enumerate(series.items()):
+        left, top = MARGIN + column * (PANEL + MARGIN), MARGIN
+        draw.rectangle((left, top, left + PANEL, top + PANEL), outline=(160, 160, 160))
+        draw.text((left, top - 16), title, fill="black")
+        known = [(x, y) for x, y in points if y is not None]
+        if not known:
+            continue
+        xs, ys = [x for x, _ in known], [y for _, y in known]
+        low, high = min(0.0, *ys), max(1.0 if "W" in title else 1e-9, *ys)
+        x_span = max(max(xs) - min(xs), 1)
+
+        def xy(x: float, y: float, left: int = left, top: int = top, low: float = low,
+               high: float = high, first: int = min(xs), x_span: int = x_span) -> tuple[float, float]:  # fmt: skip
+            return (left + (x - first) / x_span * PANEL,
+                    top + PANEL - (y - low) / (high - low or 1) * PANEL)  # fmt: skip
+
+        draw.text((left + 2, top + PANEL + 4), f"rounds {min(xs)}–{max(xs)}", fill="gray")
+        draw.text((left + 2, top + 2), f"{high:.2f}", fill="gray")
+        draw.text((left + 2, top + PANEL - 12), f"{low:.2f}", fill="gray")
+        coordinates = [xy(x, y) for x, y in known]
+        if len(coordinates) > 1:
+            draw.line(coordinates, fill=(31, 119, 180), width=2)
+        for cx, cy in coordinates:
+            draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), fill=(31, 119, 180))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@click.command("report")
+@click.argument("campaign_id")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="folder for report-<id>.md and report-<id>.png")  # fmt: skip
+@click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
+def report_command(campaign_id: str, out: Path, url: str | None) -> None:
+    """Agreement (Kendall's W, Krippendorff's alpha) and reliability: a PNG and Markdown."""
+    from service.cli import database_url
+    from service.datasets import sessions_for
+
+    sessions, dispose = sessions_for(database_url(url))
+    try:
+        rounds, annotators, alpha = collect(sessions, campaign_id)
+    finally:
+        dispose()
+    png = plot(rounds, out / f"report-{campaign_id}.png")
+    text = markdown(campaign_id, rounds, annotators, alpha, png.name)
+    (out / f"report-{campaign_id}.md").write_text(text, encoding="utf-8")
+    click.echo(text)

@@ -1,0 +1,77 @@
+"""Preference datasets: a campaign's data in the formats preference-tuning scripts read.
+
+- :mod:`service.datasets.source`: the campaign read in keyset batches (constant memory);
+- :mod:`service.datasets.rows`: the rows of each table (``rankings``, ``consensus``, ``pairs``)
+  and how images travel (``key``, ``url``, ``embed``);
+- :mod:`service.datasets.pairs`: how a ranking becomes pairwise preferences (Pick-a-Pic v2);
+- :mod:`service.datasets.formats`: JSON lines and Parquet as a stream of byte chunks;
+- :mod:`service.datasets.importer`: a rankings export back into a database;
+- :mod:`service.datasets.reconsensus`: the consensus of every round computed again, offline.
+
+The API (``GET /api/campaigns/<id>/export``) and ``rankloop export`` both call :func:`export`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from sqlalchemy.orm import Session
+
+from rankloop.core.errors import InvalidInput
+from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
+from service.datasets.rows import IMAGE_MODES, TABLES, Images
+from service.datasets.source import CampaignSource
+
+__all__ = ["FORMATS", "IMAGE_MODES", "TABLES", "CampaignSource", "Images", "export", "media_type"]
+
+
+def export(source: CampaignSource, table: str, fmt: str, images: Images,
+           progress: Callable[[int], None] | None = None) -> Iterator[bytes]:  # fmt: skip
+    """The bytes of ``table`` of the campaign in ``fmt``, chunk by chunk.
+
+    ``progress`` is called with 1 for each ranking read (rankings, pairs) or consensus row.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table {table!r}: use one of {', '.join(TABLES)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        _require_pyarrow()
+    rows = TABLES[table](source, images)
+    if progress is not None:
+        rows = _counting(rows, progress, table)
+    return chunks(rows, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
+
+
+def _require_pyarrow() -> None:
+    """Checked before the first byte: a stream cannot turn into an error response later."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise InvalidInput("Parquet needs pyarrow: pip install 'rankloop[export]'") from None
+
+
+def _counting(rows, progress, table):
+    """Count what the progress bar measures: a ranking (rankings, pairs) or a round (consensus
+    tables), whatever the number of rows each gives."""
+    unit = {"pairs": "ranking_id", "consensus_pairs": "round"}.get(table)
+    last = None
+    for row in rows:
+        if unit is None or row[unit] != last:
+            progress(1)
+            last = None if unit is None else row[unit]
+        yield row
+
+
+def media_type(fmt: str) -> str:
+    return {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}[fmt]
+
+
+def sessions_for(url: str) -> tuple[Callable[[], Session], Callable[[], None]]:
+    """A session factory for the database at ``url`` and the function that disposes of it."""
+    from sqlalchemy.orm import sessionmaker
+
+    from service.db import make_engine
+
+    engine = make_engine(url)
+    return sessionmaker(engine, expire_on_commit=False), engine.dispose

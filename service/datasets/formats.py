@@ -1,0 +1,147 @@
+"""The export formats: JSON lines and Parquet, both written as a stream of byte chunks.
+
+Parquet goes through ``pyarrow.parquet.ParquetWriter`` one row group per batch of rows, into a
+sink whose bytes are handed on after every batch: memory holds one batch, whatever the size of
+the campaign. pyarrow is imported here only (``pip install rankloop[export]``), never by the
+coordinator's other modules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+FORMATS = ("jsonl", "parquet")
+ROW_GROUP = 2000  # rows per Parquet row group (and per chunk of the stream)
+EMBEDDED_ROW_GROUP = 64  # with image bytes inside, a row weighs kilobytes to megabytes
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):  # naive UTC in the database
+        return value.isoformat() + "Z"
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def jsonl_chunks(rows: Iterable[dict[str, Any]], batch: int = ROW_GROUP) -> Iterator[bytes]:
+    lines: list[str] = []
+    for row in rows:
+        lines.append(json.dumps(row, default=_json_default))
+        if len(lines) >= batch:
+            yield ("\n".join(lines) + "\n").encode()
+            lines = []
+    if lines:
+        yield ("\n".join(lines) + "\n").encode()
+
+
+def schema(table: str):
+    """The Parquet schema of ``table`` (the JSONL rows have the same fields)."""
+    import pyarrow as pa
+
+    string, int64, float64, boolean = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+    timestamp = pa.timestamp("us", tz="UTC")
+    strings = pa.list_(string)
+    if table == "rankings":
+        fields = [
+            ("campaign_id", string), ("prompt", string), ("negative_prompt", string),
+            ("generator", string), ("model", string), ("round", int64),
+            ("round_kind", string), ("ranking_id", int64), ("settings", string),
+            ("seed", int64), ("state_key", string), ("previous_state_key", string),
+            ("image_ids", strings), ("image_keys", strings), ("image_roles", strings),
+            ("image_indices", pa.list_(int64)), ("image_refs", strings),
+            ("images", pa.list_(pa.binary())), ("annotator_id", string),
+            ("order", pa.list_(strings)), ("positions", pa.list_(pa.list_(int64))),
+            ("top_k", int64), ("n_ranked", int64), ("ties", boolean),
+            ("attention_passed", boolean), ("late", boolean), ("time_taken_s", float64),
+            ("leased_at", timestamp), ("submitted_at", timestamp), ("weight", float64),
+        ]  # fmt: skip
+    elif table == "consensus":
+        weight = pa.struct([("annotator_id", string), ("weight", float64)])
+        fields = [
+            ("campaign_id", string), ("round", int64), ("round_kind", string),
+            ("method", string), ("n_rankings", int64), ("order", pa.list_(int64)),
+            ("order_image_ids", strings), ("scores", pa.list_(float64)),
+            ("agreement", float64), ("weights", pa.list_(weight)),
+            ("winner_image_id", string), ("image_ids", strings), ("image_keys", strings),
+            ("image_roles", strings), ("image_refs", strings), ("created_at", timestamp),
+        ]  # fmt: skip
+    elif table in ("pairs", "consensus_pairs"):
+        fields = [
+            ("caption", string), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
+            ("label_0", float64), ("label_1", float64), ("image_0_uid", string),
+            ("image_1_uid", string), ("best_image_uid", string), ("model_0", string),
+            ("model_1", string), ("user_id", string), ("ranking_id", int64),
+            ("created_at", timestamp), ("are_different", boolean), ("has_label", boolean),
+            ("image_0_ref", string), ("image_1_ref", string), ("campaign_id", string),
+            ("round", int64), ("pair_source", string), ("attention_passed", boolean),
+            ("weight", float64),
+        ]  # fmt: skip
+    else:
+        raise ValueError(f"unknown table {table!r}")
+    return pa.schema(fields)
+
+
+class _Chunks:
+    """A write-only file for ParquetWriter that keeps what was written until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        self.parts.append(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def parquet_chunks(rows: Iterable[dict[str, Any]], table: str, batch: int = ROW_GROUP
+                   ) -> Iterator[bytes]:  # fmt: skip
+    """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table_schema = schema(table)
+    sink = _Chunks()
+    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), table_schema, compression="zstd")
+    buffered: list[dict[str, Any]] = []
+
+    def flush() -> bytes:
+        writer.write_batch(pa.RecordBatch.from_pylist(buffered, schema=table_schema))
+        buffered.clear()
+        return sink.take()
+
+    try:
+        for row in rows:
+            buffered.append(row)
+            if len(buffered) >= batch:
+                yield flush()
+        if buffered:
+            yield flush()
+    finally:
+        writer.close()
+    yield sink.take()
+
+
+def chunks(rows: Iterable[dict[str, Any]], table: str, fmt: str, batch: int = ROW_GROUP
+           ) -> Iterator[bytes]:  # fmt: skip
+    if fmt == "jsonl":
+        return jsonl_chunks(rows, batch)
+    if fmt == "parquet":
+        return parquet_chunks(rows, table, batch)
+    raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

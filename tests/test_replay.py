@@ -1,0 +1,166 @@
+"""``rankloop replay``: a cppn campaign rendered by the real render function (in process, no
+broker), two rounds ranked, then each round rendered again from the database and the store and
+compared with what was stored: the same bytes; a stored image changed afterwards is caught.
+"""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from gpu_worker.render import render_round
+from rankloop.core.errors import InvalidInput
+from rankloop.core.storage import round_prefix
+from rankloop.fork import fork_command
+from rankloop.replay import replay_command, replay_round
+from service import db
+from service.forking import fork
+from service.models import Campaign, Image, Round
+from service.rendering import render_message, round_rendered
+from tests.fixtures.coordinator import Owner, bearer
+
+M = 3
+
+
+def _render(app, campaign_id: str, number: int) -> None:
+    """What the worker does: render the round's message, report the result."""
+    store = app.extensions["rankloop_store"]
+    with app.app_context(), db.session_scope() as session:
+        campaign = session.get(Campaign, campaign_id)
+        round_ = session.scalar(
+            select(Round).where(Round.campaign_id == campaign_id, Round.number == number)
+        )
+        message = render_message(campaign, round_)
+        session.rollback()
+        result = render_round(
+            store, campaign_id, number, message.settings.model_dump(),
+            message.previous_state_key,
+            None if message.consensus is None else message.consensus.model_dump(),
+        )  # fmt: skip
+        assert round_rendered(session, result)
+
+
+def _rank_round(app, tokens: list[str]) -> None:
+    client = app.test_client()
+    for variant, token in enumerate(tokens):
+        task = client.get("/api/tasks/next", headers=bearer(token)).json
+        ids = [i["id"] for i in task["images"]]
+        order = sorted(ids) if variant == 0 else sorted(ids)[::-1]
+        posted = client.post(f"/api/tasks/{task['task_id']}/ranking", json={"order": order},
+                             headers=bearer(token))  # fmt: skip
+        assert posted.status_code == 201, posted.json
+
+
+@pytest.fixture
+def cppn_campaign(sqlite_app) -> str:
+    """A finished cppn campaign of two rounds, rendered in process."""
+    owner = Owner(sqlite_app.test_client())
+    campaign = owner.campaign(start=True, generator="cppn", width=64, height=64, m=M, seed=5,
+                              annotators_per_round=2, rounds=2, tasks_per_annotator=2)  # fmt: skip
+    tokens = owner.annotators(campaign["id"], 2)
+    for number in range(2):
+        _render(sqlite_app, campaign["id"], number)
+        _rank_round(sqlite_app, tokens)
+    return campaign["id"]
+
+
+def _images(app, campaign_id: str, number: int) -> dict[int, bytes]:
+    store = app.extensions["rankloop_store"]
+    with db.session_scope(app) as session:
+        round_id = session.scalar(
+            select(Round.id).where(Round.campaign_id == campaign_id, Round.number == number)
+        )
+        return {
+            i.index: store.get(i.key)
+            for i in session.scalars(select(Image).where(Image.round_id == round_id))
+        }
+
+
+def test_replay_gives_the_same_bytes_and_catches_a_change(sqlite_app, cppn_campaign):
+    cid = cppn_campaign
+    sessions = sqlite_app.extensions["rankloop_sessionmaker"]
+    store = sqlite_app.extensions["rankloop_store"]
+    for number in range(2):  # round 1 starts from round 0's state and consensus
+        checks = replay_round(sessions, store, cid, number)
+        assert len(checks) == M + 2  # candidates, the attention copy, the current best
+        assert all(c.same_bytes and c.max_pixel_difference == 0 for c in checks), checks
+
+    with db.session_scope(sqlite_app) as session:
+        round_id = session.scalar(
+            select(Round.id).where(Round.campaign_id == cid, Round.number == 1)
+        )
+        key = session.scalars(select(Image.key).where(Image.round_id == round_id)).first()
+    assert key is not None
+    store.put(key, _shifted(store.get(key)), "image/png")  # one pixel changed after the fact
+    arguments = [cid, "--round", "1", "--url", sqlite_app.config["DATABASE_URL"],
+                 "--store", sqlite_app.config["STORE_URL"]]  # fmt: skip
+    result = CliRunner().invoke(replay_command, arguments)
+    assert result.exit_code == 1 and "does not replay" in result.output, result.output
+    assert CliRunner().invoke(replay_command, [*arguments, "--tolerance", "255"]).exit_code == 0
+
+
+def test_fork_starts_from_the_round_and_continues(sqlite_app, cppn_campaign):
+    with sqlite_app.app_context(), db.session_scope() as session:
+        with pytest.raises(InvalidInput, match="keeps m"):
+            fork(session, cppn_campaign, 1, {"m": 5})
+        session.rollback()
+        outcome = fork(session, cppn_campaign, 1,
+                       {"prompt": "a green pear", "annotators_per_round": 1, "rounds": 3})  # fmt: skip
+    forked = outcome.campaign_id
+    assert [(m.campaign_id, m.round_number) for m in outcome.renders] == [(forked, 1)]
+    _render(sqlite_app, forked, 1)
+    # Before anyone ranks, the fork's round 1 is the source's round 1 (the same state and seed).
+    assert _images(sqlite_app, forked, 1) == _images(sqlite_app, cppn_campaign, 1)
+    owner = Owner(sqlite_app.test_client())
+    shown = owner.get(f"/api/campaigns/{forked}").json
+    assert shown["prompt"] == "a green pear" and shown["status"] == "running"
+    _rank_round(sqlite_app, owner.annotators(forked, 1))  # a quorum of one closes the round
+    shown = owner.get(f"/api/campaigns/{forked}").json
+    assert shown["current_round"]["number"] == 2 and shown["current_round"]["status"] == "rendering"
+    _render(sqlite_app, forked, 2)
+    with db.session_scope(sqlite_app) as session:
+        rounds = session.scalars(select(Round).where(Round.campaign_id == forked)).all()
+        assert sorted(r.number for r in rounds) == [1, 2]
+        second = next(r for r in rounds if r.number == 2)
+        assert second.previous_state_key == f"{round_prefix(forked, 1)}/state.npz"
+        assert second.status == "open"
+
+
+def _shifted(png: bytes) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    image = PILImage.open(io.BytesIO(png)).convert("RGB")
+    pixels = image.load()
+    r, g, b = pixels[0, 0]
+    pixels[0, 0] = ((r + 9) % 256, g, b)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_fork_command(sqlite_app, cppn_campaign, monkeypatch):
+    for name in ("DATABASE_URL", "STORE_URL", "BROKER_URL"):
+        monkeypatch.setenv(f"RANKLOOP_{name}", sqlite_app.config[name])
+    result = CliRunner().invoke(
+        fork_command, [cppn_campaign, "--round", "1", "--set", "rounds=4", "--prompt", "a fig"]
+    )
+    assert result.exit_code == 0, result.output
+    forked = result.output.strip()
+    shown = Owner(sqlite_app.test_client()).get(f"/api/campaigns/{forked}").json
+    assert shown["prompt"] == "a fig" and shown["settings"]["rounds"] == 4
+    assert shown["current_round"]["number"] == 1
+
+
+def test_the_fork_api_refuses_what_the_state_depends_on(sqlite_app, cppn_campaign):
+    owner = Owner(sqlite_app.test_client())
+    url = f"/api/campaigns/{cppn_campaign}/fork"
+    refused = owner.post(url, json={"round": 1, "m": 5})
+    assert refused.status_code == 422 and "m" in refused.json["error"]["message"]
+    missing = owner.post(url, json={"round": 7})
+    assert missing.status_code == 409
+    made = owner.post(url, json={"round": 1, "rounds": 3})
+    assert made.status_code == 201
+    assert made.json["current_round"]["number"] == 1 and made.json["settings"]["rounds"] == 3
