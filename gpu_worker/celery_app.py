@@ -23,9 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from rankloop.core.contracts import GPU_QUEUE, RENDER_TASK
 from rankloop.core.settings import Settings, broker_settings, load_settings, make_local_dirs
+from rankloop.core.startup import announce
 
 QUEUE = GPU_QUEUE
 TASK_NAME = RENDER_TASK
@@ -55,3 +57,9 @@ def make_celery(environ: Mapping[str, str] | None = None) -> Celery:
 
 
 app = make_celery()
+
+
+@worker_init.connect(weak=False)
+def _announce(**_: Any) -> None:
+    # One line at start: which broker (and key prefix) and store this worker uses.
+    announce("rankloop render worker", load_settings(), database=False)

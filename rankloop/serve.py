@@ -1,41 +1,51 @@
 """``rankloop serve``: the coordinator's web tier under gunicorn (production: PostgreSQL, Redis
-and S3 from the ``RANKLOOP_*`` settings)."""
+and S3 from the ``RANKLOOP_*`` settings).
+
+Its gunicorn settings are ``infra/gunicorn.conf.py``'s (the file ``gunicorn -c`` reads in the
+image and the cluster manifest), so both ways to start the web tier agree; ``--bind``,
+``--workers`` and ``--threads`` override that file's values when given.
+"""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import click
 
-
-def _warm_up_gunicorn_worker(_worker) -> None:
-    from service.tasks import warm_up_consensus
-
-    warm_up_consensus()
+GUNICORN_CONF = Path(__file__).resolve().parents[1] / "infra" / "gunicorn.conf.py"
 
 
 @click.command("serve")
-@click.option("--bind", default="127.0.0.1:8000", show_default=True)
-@click.option(
-    "--workers", default=None, type=int, help="gunicorn worker processes [default: 2 x cores]"
-)
-@click.option("--threads", default=4, show_default=True, type=int)
-def serve_command(bind: str, workers: int | None, threads: int) -> None:
+@click.option("--bind", default=None, help="[default: the config's, GUNICORN_BIND or 0.0.0.0:8000]")
+@click.option("--workers", default=None, type=int, help="[default: the config's, 2 x cores]")
+@click.option("--threads", default=None, type=int, help="[default: the config's, 4]")
+@click.option("--config", "config_path", default=str(GUNICORN_CONF), show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="gunicorn settings file")  # fmt: skip
+def serve_command(
+    bind: str | None, workers: int | None, threads: int | None, config_path: str
+) -> None:
     """Run the web tier under gunicorn (production: PostgreSQL, Redis, S3 from RANKLOOP_*)."""
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import Application
 
-    from service.app import create_app
+    from rankloop.core.settings import load_settings
+    from rankloop.core.startup import announce
 
-    class Server(BaseApplication):
+    announce("rankloop serve", load_settings())
+    overrides = {"bind": bind, "workers": workers, "threads": threads}
+
+    class Server(Application):
+        def init(self, parser, opts, args) -> None:  # no command line of gunicorn's own
+            return None
+
         def load_config(self) -> None:
-            options = {"bind": bind, "workers": workers or 2 * (os.cpu_count() or 1),
-                       "threads": threads, "worker_class": "gthread", "accesslog": "-",
-                       "preload_app": False}  # fmt: skip
-            for key, value in options.items():
-                self.cfg.set(key, value)
-            self.cfg.set("post_worker_init", _warm_up_gunicorn_worker)
+            self.load_config_from_file(config_path)
+            for key, value in overrides.items():
+                if value is not None:
+                    self.cfg.set(key, value)
 
         def load(self):
+            from service.app import create_app
+
             return create_app()
 
     Server().run()

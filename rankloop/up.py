@@ -43,6 +43,22 @@ def _celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path) ->
                             start_new_session=True)  # fmt: skip
 
 
+class Stopped(Exception):
+    """A stop signal arrived (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt): ``up`` stops
+    everything it started, as on Ctrl-C."""
+
+
+def _stop_on_signals() -> None:
+    def stop(signum: int, _frame: object) -> None:
+        # Once: a second signal while stopping must not interrupt the stop itself.
+        for name in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(name, signal.SIG_IGN)
+        raise Stopped(signal.Signals(signum).name)
+
+    for name in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(name, stop)
+
+
 def _stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
@@ -147,6 +163,7 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
 def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget: int | None,
                exit_when_done: bool) -> None:  # fmt: skip
     """Run rankloop on this machine: web app, workers, SQLite, local object store."""
+    _stop_on_signals()  # before anything is started: every child is stopped with this process
     var = Path(var_dir).resolve()
     var.mkdir(parents=True, exist_ok=True)
     # Every process started here reads the same settings (rankloop.core.settings): the
@@ -166,17 +183,36 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     quorum = max(1, min(simulate, 3)) if simulate else 1
     campaign_id = demo_campaign(app, rounds_budget or (12 if simulate else 20), quorum)
 
-    processes = [
-        _celery_worker("gpu_worker.celery_app", "gpu", env, var / "worker-gpu.log"),
-        _celery_worker("service.worker", "coord", env, var / "worker-coord.log"),
-    ]
+    processes: list[subprocess.Popen] = []
     stop = threading.Event()
-    from werkzeug.serving import make_server
+    server = None
+    try:
+        processes.append(
+            _celery_worker("gpu_worker.celery_app", "gpu", env, var / "worker-gpu.log")
+        )
+        processes.append(_celery_worker("service.worker", "coord", env, var / "worker-coord.log"))
+        from werkzeug.serving import make_server
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = make_server(host, port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
-    threading.Thread(target=_sweeper, args=(app, stop), name="sweeper", daemon=True).start()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        server = make_server(host, port, app, threaded=True)
+        threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+        threading.Thread(target=_sweeper, args=(app, stop), name="sweeper", daemon=True).start()
+        code = _serve(app, campaign_id, admin, host, port, var, simulate, exit_when_done, stop,
+                      processes)  # fmt: skip
+    except (KeyboardInterrupt, Stopped) as reason:
+        click.echo(f"stopping ({reason or 'interrupted'})")
+        code = 0
+    finally:
+        stop.set()
+        if server is not None:
+            server.shutdown()
+        _stop(processes)
+    sys.exit(code)
+
+
+def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, simulate: int,
+           exit_when_done: bool, stop: threading.Event, processes) -> int:  # fmt: skip
+    """Print the links, start the simulated annotators, and watch until done."""
     base = f"http://{host}:{port}"
     (link_token,) = _new_annotators(app, campaign_id, 1)
     click.echo(f"rankloop is up at {base}  (data in {var}, worker logs in {var}/worker-*.log)")
@@ -194,16 +230,7 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
             base, _new_annotators(app, campaign_id, simulate), stop_event=stop
         )
         click.echo(f"  {simulate} simulated annotators prefer warm, colourful images")
-    code = 0
-    try:
-        code = _watch(app, campaign_id, exit_when_done, workers, processes)
-    except KeyboardInterrupt:
-        click.echo("stopping")
-    finally:
-        stop.set()
-        server.shutdown()
-        _stop(processes)
-    sys.exit(code)
+    return _watch(app, campaign_id, exit_when_done, workers, processes)
 
 
 def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes) -> int:

@@ -46,6 +46,10 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True)
 def upgrade_command(url: str | None, revision: str) -> None:
     """Apply the migrations up to REVISION."""
+    from rankloop.core.startup import announce
+
+    if url is None:  # say which database the settings chose (and warn when no env was loaded)
+        announce("rankloop db upgrade", load_settings())
     url = database_url(url)
     upgrade(url, revision)
     click.echo(f"database at {revision}: {url.split('@')[-1]}")

@@ -6,6 +6,7 @@ bookkeeping worker can share the file; PostgreSQL gets a connection pool.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,9 +41,10 @@ def make_engine(url: str, **options) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # Pool size and pre-ping: rankloop.core.settings (DATABASE_POOL_SIZE, ...; no ping by
-    # default: a connection that died in the pool fails its first statement, SQLAlchemy drops
-    # the pool, and that request answers 503 with Retry-After, service.errors).
+    # Pool size and pre-ping: rankloop.core.settings (DATABASE_POOL_SIZE, ...). The web tier
+    # pings not (a connection that died in the pool fails its first statement, is dropped, and
+    # that request answers 503 with Retry-After, service.errors); the bookkeeping workers do
+    # (service.worker): a job that fails on a dead connection would be lost, not retried.
     return create_engine(url, **options)
 
 
@@ -84,8 +86,16 @@ def session_scope(app: Flask | None = None) -> Iterator[Session]:
 
 def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
-    if session is not None:
+    if session is None:
+        return
+    try:
         session.close()
+    except Exception:
+        # The connection died under the request (its answer, a 503, is already made): an error
+        # here would escape Flask and become the server's HTML 500. Throw the connection away.
+        current_app.logger.warning("closing a session on a dead connection", exc_info=True)
+        with contextlib.suppress(Exception):  # nothing left to release
+            session.invalidate()
 
 
 def create_all(app: Flask) -> None:

@@ -20,7 +20,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, String, bindparam, func, literal, select, update
+from sqlalchemy import DateTime, Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.errors import Conflict, Unauthorized
@@ -205,7 +205,35 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
     )
 
 
+def _withdraw_over_quorum_statement() -> Any:
+    """Expire the task just leased when the round now holds more running leases and rankings
+    than its quorum; returns its id when it did.
+
+    Two requests that choose the same round at once each count the other's lease as not yet
+    there (each statement sees what was committed when it began), so both insert and the round
+    is over-leased. Each checks again after its insert is committed: of two such leases at
+    least one sees the other and steps back (both may: then both look again), so running
+    leases never stay above the quorum."""
+    t, r = TASKS, ROUNDS
+    round_id, now = bindparam("round_id", type_=Integer), bindparam("now", type_=DateTime)
+    rankings = select(r.c.n_rankings).where(r.c.id == round_id).scalar_subquery()
+    running = (
+        select(func.count())
+        .select_from(t)
+        .where(t.c.round_id == round_id, t.c.status == "leased", t.c.expires_at > now)
+        .scalar_subquery()
+    )
+    return (
+        update(t)
+        .where(t.c.id == bindparam("task_id"), t.c.status == "leased")
+        .where(rankings + running > bindparam("quorum"))
+        .values(expires_at=t.c.created_at)
+        .returning(t.c.id)
+    )
+
+
 _CURRENT_LEASE = _current_lease_statement()
+_WITHDRAW_OVER_QUORUM = _withdraw_over_quorum_statement()
 _ROUND_TO_LEASE = {True: _round_to_lease(True), False: _round_to_lease(False)}
 _RENEW_EXPIRED_LEASE = _renew_expired_lease()
 _LEASE_ROUND_POSTGRES = {True: _lease_round_postgres(True), False: _lease_round_postgres(False)}
@@ -249,10 +277,16 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
         leased = run_on_driver(session, statement, **params).fetchone()
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
-            round_ = RoundRef(round_id, campaign_id, number)
-            return Lease(
-                annotator_id, task_id, expires_at, round_, campaign_view(session, campaign_id)
-            )
+            campaign = campaign_view(session, campaign_id)
+            quorum = int(campaign.settings["annotators_per_round"])
+            withdrawn = run_on_driver(
+                session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_id,
+                now=now, quorum=quorum,
+            ).fetchone()  # fmt: skip
+            if withdrawn is None:
+                round_ = RoundRef(round_id, campaign_id, number)
+                return Lease(annotator_id, task_id, expires_at, round_, campaign)
+            continue  # another annotator took the round's last place at the same instant
         # Nothing to lease, or a parallel request of this annotator leased that round between
         # the two statements: look for its lease once more before answering "nothing".
         looked_again = True

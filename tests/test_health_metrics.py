@@ -1,0 +1,158 @@
+"""What an operator sees: the probes, the metrics, the audit log, request ids, and a database
+that goes away under a running coordinator (a JSON 503, then recovery)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+
+import psycopg
+import pytest
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import logs
+from service.app import create_app
+from service.closing import sweep
+from service.models import utcnow
+from service.rendering import run_step
+from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+
+
+def samples(app: Flask) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def rank_all(app: Flask, tokens: list[str]) -> None:
+    client = app.test_client()
+    for token in tokens:
+        task = client.get("/api/tasks/next", headers=bearer(token)).json
+        order = {"order": [i["id"] for i in task["images"]]}
+        url = f"/api/tasks/{task['task_id']}/ranking"
+        assert client.post(url, json=order, headers=bearer(token)).status_code == 201
+
+
+def test_metrics_count_rounds_rankings_renders_and_errors(app, owner: Owner):
+    cid = owner.campaign(start=True)["id"]
+    before = samples(app)
+    assert before[("rankloop_rounds", (("status", "rendering"),))] == 1
+    render_round(app, cid, 0)
+    rank_all(app, owner.annotators(cid, 2))  # the quorum: round 0 closes, round 1 renders
+    assert owner.get("/api/campaigns/nope").status_code == 404
+    after = samples(app)
+    assert after[("rankloop_rankings_total", ())] == 2
+    assert after[("rankloop_rounds", (("status", "closed"),))] == 1
+    assert after[("rankloop_rounds", (("status", "rendering"),))] == 1
+    assert after[("rankloop_rounds", (("status", "open"),))] == 0
+    assert after[("rankloop_round_oldest_age_seconds", (("status", "open"),))] == 0
+    assert after[("rankloop_campaigns", (("status", "running"),))] == 1
+    # render_round reports 0.01 s: one render, in the first bucket
+    assert after[("rankloop_render_seconds_count", ())] == 1
+    assert after[("rankloop_render_seconds_sum", ())] == pytest.approx(0.01)
+    assert after[("rankloop_render_seconds_bucket", (("le", "1.0"),))] == 1
+    not_found = ("endpoint", "/api/campaigns/<campaign_id>"), ("status", "404")
+    assert after[("rankloop_http_responses_total", not_found)] == 1
+
+
+def test_a_stuck_render_shows_its_age_and_reason_and_the_audit_log(app, owner: Owner):
+    cid = owner.campaign(start=True, render_timeout_s=60)["id"]
+    later = utcnow() + dt.timedelta(seconds=120)
+    with app.app_context():
+        run_step(sweep, later, app=app)  # the render never came back: sent again
+        run_step(sweep, later + dt.timedelta(seconds=120), app=app)
+    current = owner.get(f"/api/campaigns/{cid}").json["current_round"]
+    assert current["status"] == "rendering"
+    assert current["problem"] == "render re-sent x2"
+    # Its age counts from the last send, as the metric's does.
+    age = samples(app)[("rankloop_round_oldest_age_seconds", (("status", "rendering"),))]
+    assert current["age_s"] >= 0 and age >= current["age_s"]
+    page = owner.get(f"/api/campaigns/{cid}/events?limit=2").json
+    assert [e["kind"] for e in page["events"]] == ["round_render_resent"] * 2
+    assert page["next_offset"] == 2 and page["events"][0]["round"] == 0
+    rest = owner.get(f"/api/campaigns/{cid}/events?offset=2").json
+    kinds = [e["kind"] for e in rest["events"]]
+    assert kinds[-1] == "campaign_created" and "campaign_started" in kinds
+    assert rest["next_offset"] is None
+    stranger = app.test_client().get(f"/api/campaigns/{cid}/events")
+    assert stranger.status_code == 401
+
+
+def test_healthz_is_alive_while_readyz_names_what_is_down(tmp_path):
+    app = make_app(tmp_path, BROKER_URL="redis://127.0.0.1:9/0")  # nothing listens there
+    client = app.test_client()
+    assert client.get("/healthz").json == {"status": "ok"}
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    body = response.json
+    assert body["status"] == "unavailable"
+    assert body["failed"] == ["broker", "migrations"]  # create_all: no Alembic revision
+    assert body["checks"]["database"] == {"ok": True, "error": None}
+    assert "rankloop db upgrade" in body["checks"]["migrations"]["error"]
+    # The database itself gone: healthz does not care.
+    dead = create_app({"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none",
+                       "STORE_URL": str(tmp_path / "objects"), "BROKER_URL": "memory://"})  # fmt: skip
+    assert dead.test_client().get("/healthz").status_code == 200
+    down = dead.test_client().get("/readyz").json
+    assert {"database", "migrations"} <= set(down["failed"])
+
+
+def _terminate_connections(url: str) -> int:
+    name = url.rsplit("/", 1)[-1]
+    admin = url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_lost_database_connection_is_a_json_503_then_recovers(tmp_path, postgres_url):
+    app = make_app(tmp_path, postgres_url)
+    owner = Owner(app.test_client())
+    cid = owner.campaign(start=True, annotators_per_round=3)["id"]
+    render_round(app, cid, 0)
+    (token,) = owner.annotators(cid, 1)
+    client = app.test_client()
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200  # a pooled connection
+    assert _terminate_connections(postgres_url) >= 1  # what a PostgreSQL restart does to them
+    response = client.get("/api/tasks/next", headers=bearer(token))
+    assert response.status_code == 503, response.data[:300]
+    assert response.json["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "2"
+    # The dead connection was thrown away: the next request is served.
+    assert client.get("/api/tasks/next", headers=bearer(token)).status_code == 200
+    assert _terminate_connections(postgres_url) >= 1  # and on an ORM path (owner endpoint)
+    statuses = [owner.get(f"/api/campaigns/{cid}").status_code for _ in range(2)]
+    assert statuses[0] in (200, 503) and statuses[-1] == 200
+
+
+def test_request_ids_and_json_log_lines(sqlite_app: Flask):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ContextFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    sqlite_app.logger.addHandler(handler)
+    try:
+        client = sqlite_app.test_client()
+        sent = client.get("/readyz", headers={"X-Request-Id": "probe-1"})  # logs its failure
+        assert sent.headers["X-Request-Id"] == "probe-1"
+        made = client.get("/healthz", headers={"X-Request-Id": "not an id"}).headers
+        assert made["X-Request-Id"] != "not an id" and len(made["X-Request-Id"]) == 16
+        with logs.bind(campaign_id="c1", round=3):
+            sqlite_app.logger.warning("round %s stuck", 3)
+    finally:
+        sqlite_app.logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["request_id"] == "probe-1" and lines[0]["level"] == "WARNING"
+    assert lines[-1]["message"] == "round 3 stuck"
+    assert (lines[-1]["campaign_id"], lines[-1]["round"]) == ("c1", 3)
+    assert "request_id" not in lines[-1]

@@ -1,0 +1,219 @@
+"""Operating rankloop: ``rankloop up`` stops what it started on any signal; production commands
+say what they use; the example env files load in a shell as the settings read them; the
+compose file and the cluster manifests hold together."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from rankloop.core.settings import load_settings
+from rankloop.core.startup import announce, redact
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+RANKLOOP = [sys.executable, "-m", "rankloop"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any RANKLOOP_* variable (the test's own settings only)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")}
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout_s: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no {text!r} within {timeout_s} s: {''.join(lines)[-2000:]}")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_rankloop_up_stops_every_process_it_started_on_any_signal(tmp_path, stop_signal):
+    up = subprocess.Popen(
+        [*RANKLOOP, "up", "--var", str(tmp_path / "var"), "--port", str(free_port())],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_line(up, "rankloop is up", timeout_s=120)
+        children = psutil.Process(up.pid).children(recursive=True)
+        commands = [" ".join(c.cmdline()) for c in children]
+        assert len(children) >= 2, commands  # the render and the bookkeeping worker
+        assert all("celery" in command for command in commands), commands
+        up.send_signal(stop_signal)
+        assert up.wait(timeout=60) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+        up.wait()
+
+
+def test_production_commands_say_what_they_use_and_warn_on_embedded_defaults(tmp_path):
+    bare = subprocess.run(
+        [*RANKLOOP, "db", "upgrade"], cwd=tmp_path, env=clean_env(), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr
+    assert "rankloop db upgrade: database sqlite:///" in bare.stderr
+    assert "WARNING" in bare.stderr and "no RANKLOOP_* variable is set" in bare.stderr
+    url = f"sqlite:///{tmp_path / 'configured.sqlite'}"
+    configured = subprocess.run(
+        [*RANKLOOP, "db", "upgrade"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=clean_env(RANKLOOP_DATABASE_URL=url),
+    )  # fmt: skip
+    assert configured.returncode == 0, configured.stderr
+    assert f"database {url}" in configured.stderr and "WARNING" not in configured.stderr
+
+
+@pytest.mark.timeout(120)
+def test_rankloop_serve_reads_the_gunicorn_config_file(tmp_path):
+    port = free_port()
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 1\nthreads = 2\n')
+    env = clean_env(RANKLOOP_VAR_DIR=str(tmp_path / "var"), RANKLOOP_BROKER_URL="memory://")
+    serve = subprocess.Popen(
+        [*RANKLOOP, "serve", "--config", str(config)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        lines = wait_for_line(serve, f"Listening at: http://127.0.0.1:{port}", timeout_s=60)
+        assert any(line.startswith("rankloop serve: database sqlite:///") for line in lines)
+        assert not any("WARNING" in line for line in lines)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=30)
+
+
+def test_announce_hides_passwords():
+    settings = load_settings(
+        {
+            "RANKLOOP_DATABASE_URL": "postgresql+psycopg://rankloop:s3cret@db:5432/rankloop",
+            "RANKLOOP_BROKER_URL": "redis://:pw@redis:6379/0",
+        }
+    )
+    (line,) = announce("web", settings, environ={"RANKLOOP_X": "1"})
+    assert "s3cret" not in line and "pw@" not in line
+    assert "postgresql+psycopg://rankloop:***@db:5432/rankloop" in line
+    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+@pytest.mark.parametrize(
+    "env_file", [INFRA / "rankloop.env.example", INFRA / "worker" / "worker.env.example"]
+)
+def test_example_env_files_load_in_a_shell_as_the_settings_read_them(env_file):
+    shell = subprocess.run(
+        ["bash", "-c", f"set -a; . {shlex.quote(str(env_file))}; env -0"],
+        env={"PATH": os.environ["PATH"]}, capture_output=True, check=True,
+    )  # fmt: skip
+    environ = dict(item.split("=", 1) for item in shell.stdout.decode().split("\0") if "=" in item)
+    loaded = {k: v for k, v in environ.items() if k.startswith("RANKLOOP_")}
+    assert loaded, "the file sets no RANKLOOP_* variable"
+    settings = load_settings(loaded)  # every value parses (JSON, rate strings, booleans)
+    assert settings.broker_transport_options.get("global_keyprefix") == "rankloop:"
+    if "RANKLOOP_RATELIMIT_ANNOTATOR" in loaded:
+        assert settings.ratelimit_annotator == "1200/minute"
+
+
+def _yaml_documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_compose_services_restart_and_long_running_ones_have_health_checks():
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        assert service.get("restart"), f"{name} has no restart policy"
+    for name in ("postgres", "redis", "web"):
+        assert "test" in services[name]["healthcheck"], name
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    for name in ("coord", "beat", "render-cpu"):
+        command = services[name]["command"]
+        assert "--loglevel INFO" in command or "--loglevel" in command, name
+        if name != "beat":
+            assert "--hostname" in command, name
+    assert "--schedule /var/lib/rankloop/celerybeat-schedule" in services["beat"]["command"]
+
+
+def test_k8s_manifests_are_valid_and_probe_health_endpoints():
+    documents = _yaml_documents(INFRA / "k8s" / "coordinator.yaml")
+    try:
+        import kubernetes_validate
+    except ImportError:  # not installable everywhere (it ships its schemas): the shape below
+        kubernetes_validate = None
+    for document in documents:
+        assert {"apiVersion", "kind", "metadata"} <= set(document), document
+        if kubernetes_validate is not None:
+            kubernetes_validate.validate(document, "1.30", strict=True)
+    (web,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] ==
+              "rankloop-web"]  # fmt: skip
+    (container,) = web["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for document in documents:
+        if document["kind"] == "Deployment":
+            labels = document["spec"]["selector"]["matchLabels"]
+            assert document["spec"]["template"]["metadata"]["labels"] == labels
+
+
+def test_parallel_lease_requests_never_lease_a_round_beyond_its_quorum(tmp_path, postgres_url):
+    import threading
+
+    from sqlalchemy import text
+
+    from service import db
+    from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+
+    app = make_app(tmp_path, postgres_url, RATELIMIT_ENABLED=False)
+    owner = Owner(app.test_client())
+    for attempt in range(5):  # a few rounds of 24 racing annotators, quorum 3
+        cid = owner.campaign(start=True, annotators_per_round=3)["id"]
+        render_round(app, cid, 0)
+        tokens = owner.annotators(cid, 24)
+        start = threading.Barrier(len(tokens))
+        statuses: list[int] = []
+
+        def fetch(token: str, start: threading.Barrier, statuses: list[int]) -> None:
+            client = app.test_client()
+            start.wait()
+            statuses.append(client.get("/api/tasks/next", headers=bearer(token)).status_code)
+
+        threads = [threading.Thread(target=fetch, args=(t, start, statuses)) for t in tokens]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with db.get_engine(app).connect() as connection:
+            running = connection.execute(
+                text("SELECT count(*) FROM assignments a JOIN rounds r ON r.id = a.round_id "
+                     "WHERE r.campaign_id = :c AND a.status = 'leased' AND a.expires_at > now() "
+                     "AT TIME ZONE 'UTC'"), {"c": cid},
+            ).scalar_one()  # fmt: skip
+        assert 1 <= running <= 3, (attempt, running, sorted(statuses))
+        assert statuses.count(200) == running and set(statuses) <= {200, 204, 409}
