@@ -10,9 +10,11 @@ call directly). It is idempotent by construction:
   samplers, deterministic encoders), so a re-render after a crash mid-write rewrites the same
   bytes on the same hardware.
 
-Object layout (see ``docs/architecture.md``): ``images/<ii>.png`` full size, ``thumbs/<ii>.webp``
-(at most 256 px), ``best.png`` and ``thumbs/best.webp`` (the optimizer's current point, rendered
-clean in the same batch), ``state.npz`` (the optimizer state after ``ask``, so that redelivery asks the
+Object layout (see ``docs/architecture.md`` and :mod:`rankloop.core.storage`):
+``images/<name>.png`` full size and ``thumbs/<name>.webp`` (at most 256 px) for every image shown
+and for the optimizer's current point (rendered clean in the same batch), where ``<name>`` is
+:func:`~rankloop.core.storage.image_name` (a keyed digest: no index or role in any URL),
+``state.npz`` (the optimizer state after ``ask``, so that redelivery asks the
 same question), ``manifest.json`` (the result dict).
 """
 
@@ -32,11 +34,12 @@ from rankloop.core.contracts import (
     RenderedImage,
     RenderMessage,
     RenderResult,
+    check_round_size,
     parse,
 )
 from rankloop.core.errors import CorruptedObject, InvalidInput
-from rankloop.core.round_step import shown_items, tell
-from rankloop.core.storage import ObjectStore, round_prefix
+from rankloop.core.round_step import pixel_effect, shown_items, tell
+from rankloop.core.storage import BEST, ObjectStore, image_name, round_prefix
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ def render_round(
 
     generator = load_generator(message.settings.model_dump())
     resolved = resolve_settings(message.settings.model_dump(), generator)
+    # Again here: a checkpoint's native size is known only now, and a message may be old.
+    check_round_size(resolved["generator"], resolved["m"], resolved["width"], resolved["height"])
 
     if round_number == 0:
         if message.previous_state_key or message.consensus:
@@ -143,21 +148,28 @@ def render_round(
     images = generator.render(latents, resolved)
     render_seconds = time.perf_counter() - started
     best_pixels = images.pop()
+    # How far a latent move moves the pixels here: the optimizer keeps later rounds' candidates
+    # visibly different but close (it applies from the next round, so a redelivery renders
+    # the same points).
+    effect = pixel_effect(points, images, np.asarray(optimizer.x), best_pixels)
+    if effect is not None:
+        optimizer.note_pixel_effect(effect)
     items = shown_items(n, resolved["attention_check"])
     if resolved["attention_check"]:
         seed = resolved["seed"] * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
         images.append(degrade(best_pixels, seed))
 
+    def name(index: int | str) -> str:
+        salt = message.settings.image_salt
+        return image_name(campaign_id, round_number, index, resolved["seed"], salt)
+
     entries = []
     for item, pixels in zip(items, images, strict=True):
-        key, thumb_key = _put_image(store, f"{prefix}/images/{item.index:02d}.png",
-                                    f"{prefix}/thumbs/{item.index:02d}.webp", pixels)  # fmt: skip
+        key, thumb_key = _put_image(store, prefix, name(item.index), pixels)
         entries.append(
             RenderedImage(index=item.index, key=key, thumb_key=thumb_key, role=item.role)
         )
-    best_key, best_thumb_key = _put_image(
-        store, f"{prefix}/best.png", f"{prefix}/thumbs/best.webp", best_pixels
-    )
+    best_key, best_thumb_key = _put_image(store, prefix, name(BEST), best_pixels)
 
     state_key = f"{prefix}/state.npz"
     store.put(state_key, opt_module.dumps_state(optimizer.state_dict()), "application/x-npz")
@@ -209,7 +221,8 @@ def _json_scalars(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- images ---------------------------------------------------------------------------------------
-def _put_image(store: ObjectStore, key: str, thumb_key: str, pixels: np.ndarray) -> tuple[str, str]:
+def _put_image(store: ObjectStore, prefix: str, name: str, pixels: np.ndarray) -> tuple[str, str]:
+    key, thumb_key = f"{prefix}/images/{name}.png", f"{prefix}/thumbs/{name}.webp"
     store.put(key, encode_png(pixels), "image/png")
     store.put(thumb_key, encode_thumbnail(pixels), "image/webp")
     return key, thumb_key

@@ -7,7 +7,13 @@ as is). Failures are recorded, never left as a stuck round:
 - bad settings, an unknown model, a corrupted state object, an image too large for the GPU:
   a :class:`~rankloop.core.errors.RankloopError` subclass, not retried (the coordinator's
   ``link_error`` records it);
-- a transient object-store error: retried with exponential backoff, then recorded.
+- a transient object-store error: retried with exponential backoff (capped at a minute, about
+  four minutes in all), then recorded; the coordinator leaves that round ``rendering`` and sends
+  it again (only the classes of ``contracts.PERMANENT_RENDER_ERRORS`` fail a campaign).
+
+While a render runs, a heartbeat object (``contracts.heartbeat_key``) is rewritten every
+``HEARTBEAT_EVERY_S``: the coordinator's sweep sends again a render whose heartbeat went stale
+(a worker killed mid-render) within seconds, not after the broker's visibility timeout.
 
 Models load once per worker process, after the fork (lazily on the first task, or at process
 start when ``RANKLOOP_WARMUP`` holds a JSON settings object to render once).
@@ -18,18 +24,25 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery.signals import worker_process_init
 
 from gpu_worker.celery_app import TASK_NAME, app
-from rankloop.core.errors import CorruptedObject, StorageError
+from rankloop.core.contracts import HEARTBEAT_EVERY_S, heartbeat_key, render_error_is_permanent
+from rankloop.core.errors import CorruptedObject, RankloopError, StorageError
 from rankloop.core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
-MAX_STORE_RETRIES = 5
+# 2, 4, 8, 16, 32, then 60 s between tries: an object store outage of about four minutes.
+MAX_STORE_RETRIES = 8
+MAX_RETRY_DELAY_S = 60
 
 
 @functools.cache
@@ -55,16 +68,71 @@ def render_round_task(
 
     if newer_fields:  # sent by a newer coordinator; this worker does not know them yet
         log.info("ignoring unknown task fields %s", sorted(newer_fields))
+    store = None
     try:
-        return render_round(
-            worker_store(), campaign_id, round_number, settings or {}, previous_state_key, consensus
-        )
-    except CorruptedObject:
+        store = worker_store()
+        with heartbeat(store, campaign_id, round_number, self.request.hostname):
+            return render_round(
+                store, campaign_id, round_number, settings or {}, previous_state_key, consensus
+            )
+    except CorruptedObject as error:
+        report_permanent(store, campaign_id, round_number, error)
         raise  # retrying cannot fix a damaged object
     except StorageError as error:
-        delay = min(60, 2 ** (self.request.retries + 1))
+        delay = min(MAX_RETRY_DELAY_S, 2 ** (self.request.retries + 1))
         log.warning("object store error (retry in %ss): %s", delay, error)
         raise self.retry(exc=error, countdown=delay) from error
+    except RankloopError as error:
+        report_permanent(store, campaign_id, round_number, error)
+        raise
+
+
+def report_permanent(store: Any, campaign_id: str, round_number: int, error: Exception) -> None:
+    """Leave a permanent error's class and message in the round's heartbeat object, where the
+    coordinator reads it when no result backend carries the exception (it then fails the
+    campaign instead of sending the render again)."""
+    described = f"{type(error).__name__}: {error}"
+    if store is None or not render_error_is_permanent(described):
+        return
+    try:
+        body = {"at": time.time(), "worker": socket.gethostname(), "error": described}
+        store.put(heartbeat_key(str(campaign_id), int(round_number)), json.dumps(body).encode())
+    except Exception as failure:
+        log.warning("could not report %s to the coordinator: %s", described, failure)
+
+
+@contextmanager
+def heartbeat(
+    store: Any, campaign_id: str, round_number: int, worker: str | None
+) -> Iterator[None]:
+    """Rewrite the round's heartbeat object every ``HEARTBEAT_EVERY_S`` while the block runs.
+    A write that fails (the store is down) is logged and skipped: the render's own store calls
+    say what happens next."""
+    try:
+        key = heartbeat_key(str(campaign_id), int(round_number))
+    except (TypeError, ValueError):  # a malformed message: render_round says what is wrong
+        yield
+        return
+    who = worker or socket.gethostname()
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                body = json.dumps({"at": time.time(), "worker": who}).encode()
+                store.put(key, body, "application/json")
+            except Exception as error:
+                log.warning("heartbeat %s not written: %s", key, error)
+            if done.wait(HEARTBEAT_EVERY_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=HEARTBEAT_EVERY_S)
 
 
 @worker_process_init.connect

@@ -1,20 +1,27 @@
 """A round closed: on its quorum (:func:`close_if_ready`, right after the ranking that brought
 it) or at its deadline (:func:`sweep`); the consensus of its rankings, then the next round's
 render or the campaign's end. A round short of its quorum at the deadline is extended, never
-guessed. The sweep also sends again the renders that never left or never came back.
+guessed. The sweep also sends again the renders that never left, never came back, or whose
+worker stopped beating (:func:`heartbeat_stale`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import ATTENTION, CAMPAIGN_ENDED, CANDIDATE
+from rankloop.core.contracts import (
+    ATTENTION,
+    CAMPAIGN_ENDED,
+    CANDIDATE,
+    HEARTBEAT_STALE_S,
+)
 from rankloop.core.round_step import candidate_feed
 from service.models import (
     Annotator,
@@ -26,13 +33,22 @@ from service.models import (
     Round,
     utcnow,
 )
-from service.rendering import Outcome, new_round, render_message
+from service.rendering import (
+    Outcome,
+    drop_heartbeat,
+    new_round,
+    render_heartbeat,
+    render_message,
+    render_slot_free,
+)
 from service.transitions import audit, compare_and_set, get_campaign
 
 log = logging.getLogger(__name__)
 
 # A render whose message never left (the broker was down at commit) is sent after this grace.
 UNSENT_GRACE = dt.timedelta(seconds=30)
+# A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
+HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
 
 
 def winner_image(round_: Round) -> Image | None:
@@ -72,49 +88,37 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
 
 def close_round(session: Session, round_: Round, now: dt.datetime | None = None) -> Outcome:
     """Close an open round: consensus, then the next render message or the campaign's end."""
-    # (Imported on first use: scipy's import takes about a second; see warm_up_consensus.)
-    from rankloop.core.consensus import AnnotatorReliability, aggregate
+    from rankloop.core.consensus import AnnotatorReliability
 
     now = now or utcnow()
     campaign = get_campaign(session, round_.campaign_id, lock=True)
     if not compare_and_set(session, round_, "open", status="closed", closed_at=now):
         session.rollback()
         return Outcome()
+    # An annotator the owner revoked and excluded counts in no consensus from then on.
     rankings = session.scalars(
-        select(Ranking).where(Ranking.round_id == round_.id).order_by(Ranking.id)
+        select(Ranking)
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .where(Ranking.round_id == round_.id, Annotator.excluded.is_(False))
+        .order_by(Ranking.id)
     ).all()
     images = list(round_.images)
     settings = campaign.settings
-    method = str(settings.get("consensus_method", "auto"))
     reliability = (
         AnnotatorReliability.from_dict(campaign.reliability)
         if campaign.reliability
         else AnnotatorReliability()
     )
-    attention = [i.position for i in images if i.role == ATTENTION]
-    result = aggregate(
+    row = round_consensus(
+        round_.id,
         [(r.annotator_id, r.positions) for r in rankings],
-        len(images),
-        method=method,
-        reliability=reliability,
-        known_worst=attention or None,
+        images,
+        str(settings.get("consensus_method", "auto")),
+        reliability,
     )
     campaign.reliability = reliability.to_dict()
-    order = [int(p) for p in result.order]  # positions, best first
-    pairwise = _as_list(getattr(result, "pairwise", None))
-    weights = {str(a): float(w) for a, w in dict(result.weights).items()}
-    session.add(
-        Consensus(
-            round_id=round_.id,
-            method=method,
-            order=order,
-            scores=_as_list(result.scores) or [],
-            weights=weights,
-            agreement=_as_float(result.agreement),
-            pairwise=pairwise,
-            n_rankings=len(rankings),
-        )
-    )
+    session.add(row)
+    order, pairwise, weights = row.order, row.pairwise, row.weights
     for annotator_id, weight in weights.items():
         session.execute(
             update(Annotator)
@@ -128,7 +132,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         campaign.id,
         round_.number,
         n_rankings=len(rankings),
-        agreement=_as_float(result.agreement),
+        agreement=row.agreement,
         winner=order[0] if order else None,
     )
     outcome = Outcome(events=["closed"])
@@ -144,6 +148,40 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
+
+
+def round_consensus(
+    round_id: int,
+    rankings: Sequence[tuple[str, Any]],
+    images: Sequence[Image],
+    method: str,
+    reliability: Any,
+) -> Consensus:
+    """One round's consensus as its database row, from its rankings ``(annotator id,
+    positions)`` in the order they were stored; ``reliability`` (the campaign's
+    :class:`~rankloop.core.consensus.AnnotatorReliability`) learns from the round. The live
+    close and the offline re-run (:mod:`service.datasets.reconsensus`) both call this."""
+    # (Imported on first use: scipy's import takes about a second; see warm_up_consensus.)
+    from rankloop.core.consensus import aggregate
+
+    attention = [i.position for i in images if i.role == ATTENTION]
+    result = aggregate(
+        list(rankings),
+        len(images),
+        method=method,
+        reliability=reliability,
+        known_worst=attention or None,
+    )
+    return Consensus(
+        round_id=round_id,
+        method=method,
+        order=[int(p) for p in result.order],  # positions, best first
+        scores=_as_list(result.scores) or [],
+        weights={str(a): float(w) for a, w in dict(result.weights).items()},
+        agreement=_as_float(result.agreement),
+        pairwise=_as_list(getattr(result, "pairwise", None)),
+        n_rankings=len(rankings),
+    )
 
 
 def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
@@ -183,24 +221,48 @@ def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
 
 
 def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
-    """A render that never left, or never came back within ``render_timeout_s``: sent again
-    (the render job is idempotent)."""
+    """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), or that
+    never came back within ``render_timeout_s``: sent again (the render job is idempotent, and a
+    second result for the same round is refused by :func:`service.rendering.round_rendered`)."""
     round_ = session.get(Round, round_id)
     if round_ is None or round_.status != "rendering":
         session.rollback()
         return Outcome()
     campaign = session.get(Campaign, round_.campaign_id)
     assert campaign is not None
+    if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
+        session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
+        return Outcome()
     timeout = dt.timedelta(seconds=float(campaign.settings.get("render_timeout_s", 900)))
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
+    lost = sent + timeout <= now or (
+        sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)
+    )
     outcome = Outcome()
-    if sent + timeout <= now and compare_and_set(
-        session, round_, "rendering", render_enqueued_at=now
-    ):
+    if lost and compare_and_set(session, round_, "rendering", render_enqueued_at=now):
         audit(session, "round_render_resent", campaign.id, round_.number)
         outcome.renders.append(render_message(campaign, round_))
+        session.commit()
+        # The next beat is the new render's own: until then it waits for render_timeout_s
+        # (a render queued behind others is not sent again and again).
+        drop_heartbeat(campaign.id, round_.number)
+        return outcome
     session.commit()
     return outcome
+
+
+def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
+    """Whether the round's render heartbeat exists and is older than ``HEARTBEAT_STALE``: its
+    worker died mid-render, or finished and its result was lost. No heartbeat (the render is
+    still queued, or the store cannot say) is not stale: ``render_timeout_s`` covers it."""
+    beat = render_heartbeat(campaign_id, round_number)
+    if beat is None:
+        return False
+    try:
+        at = float(beat["at"])
+    except (ValueError, KeyError, TypeError):
+        return True  # a damaged heartbeat beats no more
+    return now.replace(tzinfo=dt.UTC).timestamp() - at >= HEARTBEAT_STALE.total_seconds()
 
 
 def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
@@ -217,6 +279,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         select(Round.id)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(Round.status == "rendering", Campaign.status.in_(("running", "paused")))
+        .order_by(Round.id)  # the oldest waiting render takes a free render slot first
     ).all()
     session.rollback()
     outcome = Outcome()
@@ -226,18 +289,19 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
                 done = step(session, round_id, now)
             except Exception as error:
                 session.rollback()
-                _record_failure(session, round_id, error)
+                record_failure(session, round_id, error)
                 continue
             outcome.renders += done.renders
             outcome.events += done.events
     return outcome
 
 
-def _record_failure(session: Session, round_id: int, error: Exception) -> None:
-    """Log the failure, and audit it unless the round's last event is this same failure (a
-    round that keeps failing is not recorded again at every sweep)."""
-    log.exception("sweep: round %s failed", round_id)
-    message = f"{type(error).__name__}: {error}"
+def record_failure(session: Session, round_id: int, error: Exception, step: str = "sweep") -> None:
+    """Log the failure of ``step`` on a round, and audit it on its campaign (``<step>_failed``)
+    unless the round's last event is this same failure (a round that keeps failing is not
+    recorded again at every sweep)."""
+    log.exception("%s: round %s failed", step, round_id)
+    kind, message = f"{step}_failed", f"{type(error).__name__}: {error}"
     try:
         round_ = session.get(Round, round_id)
         if round_ is not None:
@@ -250,12 +314,12 @@ def _record_failure(session: Session, round_id: int, error: Exception) -> None:
                 .order_by(AuditEvent.id.desc())
                 .limit(1)
             )
-            if last is None or last.kind != "sweep_failed" or last.data != {"error": message}:
-                audit(session, "sweep_failed", round_.campaign_id, round_.number, error=message)
+            if last is None or last.kind != kind or last.data != {"error": message}:
+                audit(session, kind, round_.campaign_id, round_.number, error=message)
         session.commit()
     except Exception:  # the database itself is failing: the log has it
         session.rollback()
-        log.exception("sweep: could not record the failure of round %s", round_id)
+        log.exception("%s: could not record the failure of round %s", step, round_id)
 
 
 def _as_list(value: Any) -> Any:
@@ -266,4 +330,13 @@ def _as_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-__all__ = ["UNSENT_GRACE", "close_if_ready", "close_round", "sweep", "winner_image"]
+__all__ = [
+    "HEARTBEAT_STALE",
+    "UNSENT_GRACE",
+    "close_if_ready",
+    "close_round",
+    "heartbeat_stale",
+    "record_failure",
+    "sweep",
+    "winner_image",
+]

@@ -5,7 +5,8 @@ as the database allows, with the annotator found by its token hash inside the st
 claims its task. Only the common case runs here: a running lease of this annotator on an open
 round. Anything else (an unknown token, a foreign, repeated or late task, a closed round, a bad
 order) writes nothing here and goes to :func:`~service.submission.submit`, which finds out why,
-so every answer is the one the reference path gives.
+so every answer is the one the reference path gives (a repeat of the same order included: it is
+answered with the stored ranking, see :func:`~service.submission.repeated`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.errors import Conflict
 from service.models import utcnow
-from service.rendering import Outcome, new_round, render_message
+from service.rendering import Outcome, drop_heartbeat, new_round, render_message
 from service.transitions import audit, compare_and_set, get_campaign
 
 
@@ -57,6 +57,9 @@ def resume(session: Session, campaign_id: str, actor: str | None = None) -> Outc
     campaign.status = "running"
     audit(session, "campaign_resumed", campaign.id, actor=actor)
     session.commit()
+    for message in outcome.renders:
+        # The failed render's last heartbeat (with its error) would read as a lost render.
+        drop_heartbeat(message.campaign_id, message.round_number)
     return outcome
 
 

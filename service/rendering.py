@@ -10,14 +10,16 @@ that does not exist yet. A send that fails leaves the round ``rendering`` with n
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app
-from sqlalchemy import update
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import and_, func, not_, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
@@ -31,7 +33,9 @@ from rankloop.core.contracts import (
     RenderMessage,
     RenderResult,
     RenderSettings,
+    heartbeat_key,
     parse,
+    render_error_is_permanent,
 )
 from rankloop.core.errors import InvalidInput
 from service.db import session_scope
@@ -40,6 +44,8 @@ from service.transitions import audit, compare_and_set, find_round, get_campaign
 
 log = logging.getLogger(__name__)
 
+IMAGE_SALT = "image_salt"  # the settings key of RenderSettings.image_salt
+
 
 @dataclass
 class Outcome:
@@ -47,6 +53,7 @@ class Outcome:
 
     renders: list[RenderMessage] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    campaign_id: str | None = None  # the campaign a step created (a fork), if any
 
 
 def render_settings(campaign: Campaign) -> RenderSettings:
@@ -77,6 +84,10 @@ def new_round(
     consensus: ConsensusFeed | None,
 ) -> RenderMessage:
     """Add round ``number`` (rendering) to the step's transaction; its render message."""
+    if not campaign.settings.get(IMAGE_SALT):
+        # The campaign's secret for image names, made with its first round (and for campaigns
+        # older than it, with their next one); a new dict, so the JSON column sees the change.
+        campaign.settings = {**campaign.settings, IMAGE_SALT: secrets.token_hex(16)}
     round_ = Round(
         campaign_id=campaign.id,
         number=number,
@@ -148,13 +159,32 @@ def round_rendered(
     return True
 
 
-def round_failed(session: Session, campaign_id: str, round_number: int, error: str) -> bool:
-    """A render failed for good (the worker's retries are spent): fail the campaign visibly."""
+def round_failed(
+    session: Session,
+    campaign_id: str,
+    round_number: int,
+    error: str,
+    now: dt.datetime | None = None,
+) -> bool:
+    """A render failed after the worker's retries. A permanent error
+    (``contracts.render_error_is_permanent``: bad settings, unknown model, damaged object) fails
+    the round and its campaign visibly (the owner may resume it). Any other (the store or the
+    broker down, an error of unknown class) leaves the round ``rendering``, audited as
+    ``round_render_error``, and the sweep sends it again (:func:`service.closing.sweep`): an
+    outage pauses a campaign, never ends it. True when the round changed."""
     campaign = get_campaign(session, campaign_id, lock=True)
     round_ = find_round(session, campaign_id, round_number)
-    if round_ is None or not compare_and_set(
-        session, round_, "rendering", status="failed", error=error
-    ):
+    if round_ is None or round_.status != "rendering":
+        session.rollback()
+        return False
+    if not render_error_is_permanent(error):
+        if not compare_and_set(session, round_, "rendering", render_enqueued_at=now or utcnow()):
+            session.rollback()
+            return False
+        audit(session, "round_render_error", campaign_id, round_number, error=error)
+        session.commit()
+        return True
+    if not compare_and_set(session, round_, "rendering", status="failed", error=error):
         session.rollback()
         return False
     if campaign.status in ("running", "paused"):
@@ -163,6 +193,40 @@ def round_failed(session: Session, campaign_id: str, round_number: int, error: s
     audit(session, "round_failed", campaign_id, round_number, error=error)
     session.commit()
     return True
+
+
+def render_heartbeat(campaign_id: str, round_number: int) -> dict[str, Any] | None:
+    """The round's render heartbeat (``contracts.heartbeat_key``: ``at``, ``worker``, and
+    ``error`` when the render failed for good), or None when there is none or the store cannot
+    say."""
+    data = _store_call("get", heartbeat_key(campaign_id, round_number))
+    if data is None:
+        return None
+    try:
+        beat = json.loads(data)
+    except ValueError:
+        return {}  # a damaged heartbeat beats no more
+    return beat if isinstance(beat, dict) else {}
+
+
+def drop_heartbeat(campaign_id: str, round_number: int) -> None:
+    _store_call("delete", heartbeat_key(campaign_id, round_number))
+
+
+def _store_call(method: str, key: str) -> Any:
+    """``store.<method>(key)`` on the coordinator's store; None when it fails or is absent."""
+    if not has_app_context():
+        return None
+    store = current_app.extensions.get("rankloop_store")
+    if store is None:
+        return None
+    try:
+        if method == "get" and not store.exists(key):
+            return None
+        return getattr(store, method)(key)
+    except Exception as error:  # the store is down: the caller falls back (render_timeout_s)
+        log.warning("store %s %s failed: %s", method, key, error)
+        return None
 
 
 def mark_enqueued(session: Session, campaign_id: str, round_number: int, job_id: str) -> None:
@@ -179,13 +243,80 @@ def mark_enqueued(session: Session, campaign_id: str, round_number: int, job_id:
     session.commit()
 
 
+def mark_unsent(session: Session, campaign_id: str, round_number: int) -> None:
+    """Note that a render's message did not leave: the sweep sends it again soon, not after
+    ``render_timeout_s`` (a re-send stamps the round before it sends)."""
+    session.execute(
+        update(Round)
+        .where(
+            Round.campaign_id == campaign_id,
+            Round.number == round_number,
+            Round.status == "rendering",
+        )
+        .values(render_enqueued_at=None)
+    )
+    session.commit()
+
+
+def render_slot_free(
+    session: Session, campaign: Campaign, round_number: int, slots: int | None = None
+) -> bool:
+    """Whether the campaign's owner has fewer than ``slots`` (``RENDER_SLOTS_PER_OWNER``)
+    renders in flight (sent, not yet back) besides round ``round_number``: renders are
+    scheduled fairly across owners by this cap, oldest waiting round first (the sweep's
+    order)."""
+    if slots is None:
+        config = current_app.config if has_app_context() else {}
+        slots = int(config.get("RENDER_SLOTS_PER_OWNER", 0))
+    if slots <= 0:
+        return True
+    owner = campaign.owner_key_id
+    in_flight = session.scalar(
+        select(func.count())
+        .select_from(Round)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(
+            Campaign.owner_key_id.is_(None) if owner is None else Campaign.owner_key_id == owner,
+            # A stopped campaign's unfinished render holds no slot (its result changes nothing).
+            Campaign.status.in_(("running", "paused")),
+            Round.status == "rendering",
+            Round.render_enqueued_at.is_not(None),
+            not_(and_(Round.campaign_id == campaign.id, Round.number == round_number)),
+        )
+    )
+    return (in_flight or 0) < slots
+
+
+def _defer(session: Session, message: RenderMessage, slots: int) -> bool:
+    """Keep ``message`` waiting (unsent) when its owner's render slots are full."""
+    if slots <= 0:
+        return False
+    campaign = session.get(Campaign, message.campaign_id)
+    if campaign is None or render_slot_free(session, campaign, message.round_number, slots):
+        session.rollback()
+        return False
+    session.execute(
+        update(Round)
+        .where(Round.campaign_id == campaign.id, Round.number == message.round_number)
+        .values(render_enqueued_at=None)
+    )
+    audit(session, "round_render_waiting", campaign.id, message.round_number)
+    session.commit()
+    return True
+
+
 def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> list[str]:
     """Send render messages whose rows are committed; the ids of the jobs sent. A send that
-    fails is logged and left to the sweep."""
+    fails is logged and left to the sweep; so is a render whose owner has every render slot
+    busy (:func:`render_slot_free`): the sweep sends it once a slot frees."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     celery = app.extensions["celery"]
     sent = []
+    slots = int(app.config.get("RENDER_SLOTS_PER_OWNER", 0))
     for message in renders:
+        with session_scope(app) as session:
+            if _defer(session, message, slots):
+                continue
         job_id = f"render-{message.campaign_id}-{message.round_number:04d}-{uuid.uuid4().hex[:8]}"
         where = {"campaign_id": message.campaign_id, "round_number": message.round_number}
         try:
@@ -199,6 +330,8 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
             )
         except Exception:  # the broker is down: the sweep re-sends
             log.exception("could not send render %s", job_id)
+            with session_scope(app) as session:
+                mark_unsent(session, message.campaign_id, message.round_number)
             continue
         with session_scope(app) as session:
             mark_enqueued(session, message.campaign_id, message.round_number, job_id)
@@ -227,10 +360,14 @@ def run_step(
 
 __all__ = [
     "Outcome",
+    "drop_heartbeat",
     "mark_enqueued",
+    "mark_unsent",
     "new_round",
+    "render_heartbeat",
     "render_message",
     "render_settings",
+    "render_slot_free",
     "round_failed",
     "round_rendered",
     "run_step",

@@ -7,9 +7,11 @@ met). Those writes are the statements below, shared with the hot path
 (:mod:`service.fast_submission`), whose PostgreSQL statement spells them in SQL once more;
 ``tests/test_service_submission_paths.py`` runs both paths side by side.
 
-Answers: 404 an unknown task, 403 another annotator's, 409 already submitted, 410 the round is
-no longer open or the lease ran out and the task went to someone else. A late ranking whose
-round still needs it is stored (``late``).
+Answers: 404 an unknown task, 403 another annotator's, 409 already submitted with another
+order, 410 the round is no longer open or the lease ran out and the task went to someone else.
+A late ranking whose round still needs it is stored (``late``). The same order sent again for
+the same task by its annotator (a retry whose first answer was lost) is answered as the first
+time, with the stored ranking's id, and changes nothing: submissions are idempotent.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ class Submitted:
 
 def already_submitted() -> Conflict:
     return Conflict("this task already has your ranking; fetch the next task")
+
+
+def repeated(session: Session, task_id: str, order: list[Any]) -> Submitted:
+    """The stored ranking of ``task_id`` when it holds ``order`` (a retry), else Conflict."""
+    session.rollback()
+    stored = session.execute(
+        select(RANKINGS.c.id, RANKINGS.c.round_id, RANKINGS.c.order, RANKINGS.c.late)
+        .add_columns(RANKINGS.c.attention_passed)
+        .where(RANKINGS.c.assignment_id == task_id)
+    ).first()
+    session.rollback()
+    if stored is None or stored.order != list(order):
+        raise already_submitted()
+    # quorum_reached is False: the first answer already set off whatever the quorum sets off.
+    return Submitted(stored.id, stored.round_id, stored.late, stored.attention_passed, False)
 
 
 # -- the writes, shared by both paths --------------------------------------------------------------
@@ -138,7 +155,7 @@ def submit(
     if task.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
     if task.status == "submitted":
-        raise already_submitted()
+        return repeated(session, task_id, order)
     if round_.status != "open":
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
@@ -163,9 +180,8 @@ def submit(
         .where(TASKS.c.id == task.id, TASKS.c.status == "leased")
         .values(status="submitted")
     )
-    if rowcount(claimed) != 1:
-        session.rollback()
-        raise already_submitted()
+    if rowcount(claimed) != 1:  # submitted in parallel
+        return repeated(session, task_id, order)
     counted = session.execute(COUNT_RANKING, {"round_id": round_.id, "now": now}).first()
     if counted is None:  # closed since it was read above
         session.rollback()
@@ -194,8 +210,7 @@ def submit(
         )
         session.commit()
     except IntegrityError:
-        session.rollback()
-        raise already_submitted() from None
+        return repeated(session, task_id, order)
     return Submitted(
         ranking_id, round_.id, late, passed, quorum_reached(settings, counted.n_rankings)
     )
@@ -208,5 +223,6 @@ __all__ = [
     "Submitted",
     "credit",
     "quorum_reached",
+    "repeated",
     "submit",
 ]

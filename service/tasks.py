@@ -64,12 +64,21 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def after_ranking(round_id: int, app: Flask | None = None) -> None:
-    """Close the round if that ranking completed its quorum: inline (fast path) or queued."""
+    """Close the round if that ranking completed its quorum: inline (fast path) or queued.
+
+    The ranking is already committed, so a failure here never fails its submission: it is
+    recorded on the campaign (``close_failed``) and the sweep closes the round at its deadline.
+    """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    if app.config.get("INLINE_BOOKKEEPING", True):
-        rendering.run_step(closing.close_if_ready, round_id, app=app)
-    else:
-        app.extensions["celery"].send_task(CLOSE_ROUND_TASK, args=(round_id,), queue=COORD_QUEUE)
+    try:
+        if app.config.get("INLINE_BOOKKEEPING", True):
+            rendering.run_step(closing.close_if_ready, round_id, app=app)
+        else:
+            celery: Celery = app.extensions["celery"]
+            celery.send_task(CLOSE_ROUND_TASK, args=(round_id,), queue=COORD_QUEUE)
+    except Exception as error:
+        with session_scope(app) as session:
+            closing.record_failure(session, round_id, error, step="close")
 
 
 def warm_up_consensus(**_: Any) -> None:
@@ -101,11 +110,16 @@ def round_failed_task(
 ) -> bool:
     # Called with (request, exc, traceback) when this job is registered in the render worker,
     # else as a job with the failed job's id only (Celery's two errback conventions).
+    # The error's class name decides whether it fails the campaign (rendering.round_failed):
+    # from the exception, the result backend, or the worker's report in the round's heartbeat.
     if exc is not None:
         error = f"{type(exc).__name__}: {exc}"
     else:
-        error = _stored_error(str(request_or_task_id)) or (
-            f"render job {request_or_task_id} failed; see the GPU worker's log"
+        reported = (rendering.render_heartbeat(campaign_id, int(round_number)) or {}).get("error")
+        error = (
+            _stored_error(str(request_or_task_id))
+            or (str(reported) if reported else None)
+            or f"render job {request_or_task_id} failed; see the GPU worker's log"
         )
     with session_scope() as session:
         return rendering.round_failed(session, campaign_id, int(round_number), error)

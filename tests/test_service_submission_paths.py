@@ -187,7 +187,15 @@ def late_taken_over(p: Play) -> None:
 def repeated(p: Play) -> None:
     p.lease("a")
     p.submit("a")
+    p.submit("a", order="attention first")  # another order for the same task: refused
+
+
+def repeated_identical(p: Play) -> None:
+    p.lease("a")
     p.submit("a")
+    p.submit("a")  # a retry whose first answer was lost: answered as the first, stores nothing
+    p.close()
+    p.submit("a", MUCH_LATER)  # even after the round closed and the lease ran out
 
 
 def foreign_and_unknown_tasks(p: Play) -> None:
@@ -237,6 +245,11 @@ SCENARIOS: dict[str, tuple[Callable[[Play], None], dict[str, Any], list[str]]] =
         ["Gone", "stored quorum", "Gone"],
     ),
     "repeated": (repeated, {}, ["stored", "Conflict"]),
+    "repeated, identical": (
+        repeated_identical,
+        {"annotators_per_round": 1},
+        ["stored quorum", "stored", "stored"],
+    ),
     "foreign and unknown tasks": (
         foreign_and_unknown_tasks,
         {},
@@ -282,3 +295,19 @@ def test_the_completion_code_comes_with_the_ranking_that_meets_the_quota(app):
                 play.close()
                 play.render(1)
     assert credit == [(1, 0, False), (2, 0, True)]  # (tasks done, failed, has the code)
+
+
+def test_a_repeated_identical_ranking_is_answered_with_the_first_ones_id(app):
+    with app.app_context(), db.session_scope() as session:
+        play = Play(app, session, "fast, in steps")
+        play.lease("a")
+        task_id = play.tasks["a"]
+        ids = play._order(task_id, "honest")
+        token_hash = play.tokens["a"]
+        session.commit()
+        first = fast_submission.submit_by_token(session, token_hash, task_id, ids)
+        again = fast_submission.submit_by_token(session, token_hash, task_id, ids)
+        reference = submission.submit(session, play._annotator("a"), task_id, ids)
+        assert again.ranking_id == reference.ranking_id == first.ranking_id
+        assert (again.late, again.attention_passed) == (first.late, first.attention_passed)
+        assert play.record()["rounds"][0][2] == 1  # counted once
