@@ -1,5 +1,5 @@
 """The task page's failure paths in headless Chromium: a lease that runs out while the page is
-open, and a ranking the server turns down (4xx) on submit.
+open (the picks are kept), and a ranking the server turns down (4xx) on submit.
 
 The coordinator serves over HTTP from a thread (werkzeug ``make_server``) on a SQLite database
 of the test's own; rounds are rendered in process by ``render_round`` (the GPU worker's part),
@@ -157,7 +157,9 @@ def rank_all_by_keys(page, keys: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------- tests
 
 
-def test_a_lease_that_runs_out_gives_a_notice_and_the_set_again(server, context, screenshot_dir):
+def test_a_lease_that_runs_out_gives_a_notice_and_the_set_again_with_the_picks(
+    server, context, screenshot_dir
+):
     short = server.open_round(name="Short lease", prompt="a short-lived apple", lease_s=5)
     server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
     link, token = server.pool_link(short["id"])
@@ -170,21 +172,24 @@ def test_a_lease_that_runs_out_gives_a_notice_and_the_set_again(server, context,
     )
     assert page.text_content("#prompt") == "a short-lived apple"
     assert page.is_visible("#lease")
-    page.keyboard.press("1")  # a pick in progress is dropped with the lost lease
+    page.keyboard.press("1")  # a pick in progress outlives the lease
     page.screenshot(path=screenshot_dir / "task-lease-running.png")
 
     notice = wait_for_toast(page, "Time ran out")
-    assert notice == "Time ran out for this set. Here is a fresh one."
+    assert notice == (
+        "Time ran out, but this set is still yours: your picks are kept and the clock starts again."
+    )
     page.screenshot(path=screenshot_dir / "task-lease-ran-out.png")
 
     # Nobody else took the round, so the server renews this annotator's own lapsed lease (a
-    # small team's round could otherwise never reach its quorum): the same set, a fresh clock.
+    # small team's round could otherwise never reach its quorum): the same set, a fresh clock,
+    # the pick kept.
     page.wait_for_function(
         """() => {
             const task = document.querySelector('#task');
             const lease = document.querySelector('#lease').textContent;
             return !task.hidden && /^0:0[345] left$/.test(lease)
-                && !document.querySelector('.tile.ranked');
+                && document.querySelectorAll('.tile.ranked').length === 1;
         }""",
         timeout=WAIT_MS,
     )

@@ -1,18 +1,31 @@
 // Drag with pointer events, so mouse, pen and touch share one path. A mouse drag starts after a
 // few pixels of movement; a touch drag after a short press without movement (a moving finger
-// scrolls the page as usual). A tap never starts a drag and stays a plain click.
+// scrolls the page as usual). A tap never starts a drag and stays a plain click. A long press
+// only lifts the image: it becomes a drag once the finger moves, and letting go where it was
+// pressed is a tap however long it was held (a slow tap must never be lost).
 
 const MOUSE_SLOP_PX = 5;
 const TOUCH_SLOP_PX = 10;
 const LONG_PRESS_MS = 250;
 
-export function enableDrag(root, selector, { ghostFor, onMove, onDrop, onCancel }) {
-  let pending = null; // {element, pointerId, x, y, timer}
+export function enableDrag(root, selector, { ghostFor, onMove, onDrop, onCancel, onTap }) {
+  let pending = null; // {element, pointerId, x, y, type, timer, held}
   let active = null; // {element, pointerId, ghost}
+
+  // The click (if any) that follows a drag or a long press is not a tap of its own.
+  function swallowNextClick() {
+    const swallow = (e) => {
+      e.stopPropagation();
+      e.preventDefault();
+    };
+    window.addEventListener("click", swallow, { capture: true, once: true });
+    setTimeout(() => window.removeEventListener("click", swallow, { capture: true }), 0);
+  }
 
   function start(event) {
     const { element, pointerId } = pending;
     clearTimeout(pending.timer);
+    element.classList.remove("held");
     pending = null;
     const ghost = ghostFor(element);
     ghost.classList.add("drag-ghost");
@@ -39,13 +52,7 @@ export function enableDrag(root, selector, { ghostFor, onMove, onDrop, onCancel 
     ghost.remove();
     element.classList.remove("dragging");
     document.body.classList.remove("is-dragging");
-    // The click that follows a drag is not a tap.
-    const swallow = (e) => {
-      e.stopPropagation();
-      e.preventDefault();
-    };
-    window.addEventListener("click", swallow, { capture: true, once: true });
-    setTimeout(() => window.removeEventListener("click", swallow, { capture: true }), 0);
+    swallowNextClick();
     if (dropped) onDrop(element, event.clientX, event.clientY);
     else onCancel?.(element);
   }
@@ -56,8 +63,12 @@ export function enableDrag(root, selector, { ghostFor, onMove, onDrop, onCancel 
     if (!element || !root.contains(element)) return;
     pending = { element, pointerId: event.pointerId, x: event.clientX, y: event.clientY, type: event.pointerType };
     if (event.pointerType === "touch") {
-      const at = event;
-      pending.timer = setTimeout(() => pending && start(at), LONG_PRESS_MS);
+      // Held still: lift the image (a drag from here needs no more waiting), not a drag yet.
+      pending.timer = setTimeout(() => {
+        if (!pending) return;
+        pending.held = true;
+        pending.element.classList.add("held");
+      }, LONG_PRESS_MS);
     }
   });
 
@@ -69,32 +80,40 @@ export function enableDrag(root, selector, { ghostFor, onMove, onDrop, onCancel 
     if (!pending || event.pointerId !== pending.pointerId) return;
     const distance = Math.hypot(event.clientX - pending.x, event.clientY - pending.y);
     if (pending.type === "touch") {
-      if (distance > TOUCH_SLOP_PX) {
-        clearTimeout(pending.timer); // the finger moved first: a scroll, not a drag
-        pending = null;
-      }
+      if (distance <= TOUCH_SLOP_PX) return;
+      if (pending.held) start(event);
+      else drop(); // the finger moved first: a scroll, not a drag
     } else if (distance > MOUSE_SLOP_PX) start(event);
   });
+
+  function drop() {
+    clearTimeout(pending.timer);
+    pending.element.classList.remove("held");
+    pending = null;
+  }
 
   window.addEventListener("pointerup", (event) => {
     if (active && event.pointerId === active.pointerId) finish(event, true);
     else if (pending && event.pointerId === pending.pointerId) {
-      clearTimeout(pending.timer);
-      pending = null;
+      const { element, held } = pending;
+      drop();
+      // A long press that never moved is a tap: the browser may send no click after it.
+      if (held) {
+        swallowNextClick();
+        onTap?.(element);
+      }
     }
   });
 
   window.addEventListener("pointercancel", (event) => {
     if (active && event.pointerId === active.pointerId) finish(event, false);
-    if (pending && event.pointerId === pending.pointerId) {
-      clearTimeout(pending.timer);
-      pending = null;
-    }
+    if (pending && event.pointerId === pending.pointerId) drop();
   });
 
-  // Once a touch drag is under way the page must not scroll under the finger.
-  root.addEventListener("touchmove", (event) => active && event.preventDefault(), { passive: false });
-  document.addEventListener("touchmove", (event) => active && event.preventDefault(), { passive: false });
+  // Once a touch drag is under way (or an image is lifted) the page must not scroll under the
+  // finger.
+  const holding = (event) => (active || pending?.held) && event.preventDefault();
+  document.addEventListener("touchmove", holding, { passive: false });
   // A long press would otherwise open the image's context menu.
   root.addEventListener("contextmenu", (event) => {
     if (event.target.closest(selector)) event.preventDefault();

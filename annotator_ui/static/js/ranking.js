@@ -98,6 +98,27 @@ export class Ranking {
     return true;
   }
 
+  // Plain data for the tab's storage (see lease.js), and back; ids the task does not show and
+  // anything past the limit are left out, so a stale or edited copy cannot break the ranking.
+  toJSON() {
+    return { groups: this.groups.map((group) => [...group]), history: [...this.history] };
+  }
+
+  restore({ groups = [], history = [] } = {}) {
+    this.clear();
+    for (const group of Array.isArray(groups) ? groups : []) {
+      const ids = (Array.isArray(group) ? group : []).filter(
+        (id) => this.ids.includes(id) && this.rankOf(id) === null,
+      );
+      if (!ids.length || this.count + ids.length > this.limit) break;
+      this.groups.push(this.allowTies ? ids : ids.slice(0, 1));
+    }
+    const placed = this.groups.flat();
+    this.history = (Array.isArray(history) ? history : []).filter((id) => placed.includes(id));
+    for (const id of placed) if (!this.history.includes(id)) this.history.push(id);
+    return this;
+  }
+
   // The order the API takes: best first, a tied group as a list. With k = null the one image
   // left unranked is, by elimination, the last.
   toOrder() {

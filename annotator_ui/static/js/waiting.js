@@ -1,0 +1,100 @@
+// The page between tasks: which case the annotator is in (from `GET /api/me`'s `waiting`), and
+// when to look again. Short polls with backoff rather than a held connection: the coordinator's
+// workers are synchronous, and a page held open per waiting annotator would tie one up each,
+// while a poll is one indexed query. A failed poll is retried the same way, and said so.
+
+import { showStatus } from "./notices.js";
+
+const FIRST_MS = 1500;
+// A round renders and fills in seconds to minutes: look often. A paused or empty campaign may
+// stay so for long: look less often.
+const MAX_MS = { others_ranking: 6000, rendering: 6000 };
+const SLOW_MAX_MS = 15000;
+const RETRY_MAX_MS = 30000;
+
+let timer = null;
+let delay = FIRST_MS;
+let failures = 0;
+
+export function stopPolling() {
+  clearTimeout(timer);
+  timer = null;
+}
+
+// A task was shown or the annotator asked by hand: the next wait starts short again.
+export function resetPolling() {
+  stopPolling();
+  delay = FIRST_MS;
+  failures = 0;
+}
+
+function schedule(check, ms) {
+  stopPolling();
+  timer = setTimeout(check, ms);
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+// What to say when no task came back; returns whether the page should keep looking.
+export function showWaiting(me, check) {
+  failures = 0;
+  const waiting = me?.waiting ?? { reason: "none_open" };
+  const code = me?.completion_code;
+  const ended = ["finished", "quota_reached"].includes(waiting.reason);
+  if (code && ended) {
+    showStatus(
+      "All done. Thank you!",
+      "Copy your completion code above and paste it into the platform that sent you here. You can close this page.",
+      { kind: "done" },
+    );
+    return false;
+  }
+  if (waiting.reason === "finished") {
+    showStatus(
+      "This study has ended",
+      "It ended before you finished a set, so there is no completion code for you. You can close this page; if your platform asks for a code, contact the study's organiser.",
+      { kind: "ended" },
+    );
+    return false;
+  }
+  if (waiting.reason === "quota_reached") {
+    showStatus("You have done all your sets", "There is nothing more for you here. Thank you! You can close this page.", {
+      kind: "done",
+    });
+    return false;
+  }
+  const keepOpen = "This page shows the next set by itself as soon as it is ready: keep it open.";
+  const said = {
+    others_ranking: () => {
+      const n = waiting.rankings_needed ?? 0;
+      return n > 0
+        ? [`Waiting for ${plural(n, "more person", "more people")}`, `The next set is made once ${plural(n, "more person has", "more people have")} ranked this one. ${keepOpen}`]
+        : ["Waiting for others to finish", `Others are still ranking this set; the next one is made when they are done. ${keepOpen}`];
+    },
+    rendering: () => {
+      const s = waiting.render_estimate_s;
+      const estimate = s ? ` The last set took about ${Math.max(1, Math.round(s))} seconds.` : "";
+      return ["New images are being made", `The next set of images is being rendered.${estimate} ${keepOpen}`];
+    },
+    paused: () => ["The study is paused", `The organiser has paused it for now. ${keepOpen}`],
+    not_started: () => ["The study has not started yet", `The organiser has not started it yet. ${keepOpen}`],
+    none_open: () => ["No task is open right now", "There is nothing to rank at the moment. This page checks again by itself; keep it open, or come back later."],
+  }[waiting.reason] ?? (() => ["No task is open right now", keepOpen]);
+  const [title, text] = said();
+  showStatus(title, text, { retry: true, kind: waiting.reason });
+  schedule(check, delay);
+  delay = Math.min(MAX_MS[waiting.reason] ?? SLOW_MAX_MS, delay * 2);
+  return true;
+}
+
+// A request failed while the page was waiting or loading: say so and try again, later each time.
+export function showRetrying(err, check) {
+  failures += 1;
+  const wait = Math.min(RETRY_MAX_MS, FIRST_MS * 2 ** failures);
+  showStatus(
+    "Connection problem",
+    `${err?.message || "Something went wrong."} Trying again in ${Math.round(wait / 1000)} seconds (attempt ${failures + 1}); your place is kept.`,
+    { retry: true, kind: "retrying" },
+  );
+  schedule(check, wait);
+}
