@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -153,6 +154,10 @@ class Annotator(Base):
     completion_code: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    # Revoked by the owner: the token no longer resolves (its hash is replaced), and what the
+    # annotator gave stays, marked; ``excluded`` also keeps it out of every later consensus.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class Assignment(Base):

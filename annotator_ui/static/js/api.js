@@ -1,10 +1,11 @@
 // The JSON API, called with a Bearer credential kept in this tab's sessionStorage.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details; // a 422's per-field problems: [{field, message}]
   }
 }
 
@@ -32,16 +33,18 @@ export async function api(path, { method = "GET", body, credential, raw = false 
   if (!response.ok) {
     let code = `http_${response.status}`;
     let message = response.statusText || "Request failed";
+    let details = null;
     try {
       const data = await response.json();
       if (data && data.error) {
         code = data.error.code || code;
         message = data.error.message || message;
+        details = data.error.details ?? null;
       }
     } catch {
       // Not JSON (a proxy error page): keep the status text.
     }
-    throw new ApiError(response.status, code, message);
+    throw new ApiError(response.status, code, message, details);
   }
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   return { status: response.status, data, headers: response.headers };

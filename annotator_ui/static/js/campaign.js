@@ -1,24 +1,27 @@
 // One campaign on the owner dashboard: best image per round, the current round with its
-// consensus, progress plots, annotators and the controls.
+// consensus, a round in detail (round_detail.js), progress plots, annotators
+// (annotator_table.js) and the controls.
 
+import { renderAnnotators } from "./annotator_table.js";
 import { api } from "./api.js";
 import { $, clear, copyText, h } from "./dom.js";
 import {
+  FINAL,
   hideError,
   markRefreshed,
   ownerApi,
   ownerKey,
-  relativeTime,
   requireOwner,
+  roundStatus,
   showError,
   statusBadge,
 } from "./owner.js";
 import { lineChart } from "./plot.js";
+import { setupRoundDetail, updateRoundDetail } from "./round_detail.js";
 
 const campaignId = document.body.dataset.campaignId;
 const base = `/campaigns/${encodeURIComponent(campaignId)}`;
 const REFRESH_MS = 5000;
-const FINAL = new Set(["stopped", "finished", "failed"]);
 
 async function load() {
   const [campaign, annotators] = await Promise.all([ownerApi(base), ownerApi(`${base}/annotators`)]);
@@ -71,34 +74,68 @@ async function control(action) {
 
 // ---------------------------------------------------------------- rounds
 
+// The strip grows as rounds are decided: a figure already shown keeps its image element, so a
+// refresh never loads an image again (a presigned URL's new query included).
+const samePath = (a, b) => String(a || "").split("?")[0] === String(b || "").split("?")[0];
+
+function stripFigure(strip, selector, make) {
+  return strip.querySelector(selector) || make();
+}
+
+function setImage(img, url) {
+  if (!samePath(img.getAttribute("src"), url)) img.src = url;
+}
+
 function renderStrip(campaign) {
-  const strip = clear($("#strip"));
+  const strip = $("#strip");
+  strip.querySelector("p.hint")?.remove();
   // Rounds still open or rendering have no winner yet; the strip shows decided rounds.
   const history = [...(campaign.history || [])]
     .filter((round) => round.best_image_url)
     .sort((a, b) => a.number - b.number);
-  for (const round of history) {
-    const caption = `Round ${round.number}${Number.isFinite(round.agreement) ? ` · ${round.agreement.toFixed(2)}` : ""}`;
-    strip.append(
+  const figures = history.map((round) => {
+    const figure = stripFigure(strip, `figure[data-round="${round.number}"]`, () =>
       h(
         "figure",
         { dataset: { round: round.number } },
-        h("img", { src: round.best_image_url, alt: `Best image after round ${round.number}`, loading: "lazy" }),
-        h("figcaption", { text: caption }),
+        h("img", { alt: `Best image after round ${round.number}`, loading: "lazy" }),
+        h("figcaption", {}),
       ),
     );
-  }
-  if (campaign.current_best_image_url || campaign.best_image_url) {
-    strip.append(
+    setImage(figure.querySelector("img"), round.best_image_url);
+    const agreement = Number.isFinite(round.agreement) ? ` · ${round.agreement.toFixed(2)}` : "";
+    figure.querySelector("figcaption").textContent = `Round ${round.number}${agreement}`;
+    return figure;
+  });
+  const currentUrl = campaign.current_best_image_url || campaign.best_image_url;
+  if (currentUrl) {
+    const current = stripFigure(strip, "figure.current", () =>
       h(
         "figure",
         { className: "current" },
-        h("img", { src: campaign.current_best_image_url || campaign.best_image_url, alt: "Current best image" }),
+        h("img", { alt: "Current best image" }),
         h("figcaption", { text: "Current best" }),
       ),
     );
+    setImage(current.querySelector("img"), currentUrl);
+    figures.push(current);
   }
-  if (!strip.children.length) strip.append(h("p", { className: "hint", text: "No round has finished yet." }));
+  // In order, the current best last; append moves a figure that is already there.
+  for (const stale of [...strip.children]) if (!figures.includes(stale)) stale.remove();
+  strip.append(...figures);
+  if (!figures.length) strip.append(h("p", { className: "hint", text: "No round has finished yet." }));
+}
+
+function fmtAge(seconds) {
+  if (!Number.isFinite(seconds)) return "—";
+  if (seconds < 120) return `${Math.max(0, Math.round(seconds))} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function renderRoundAge(round) {
+  const cell = document.getElementById("round-age");
+  if (cell) cell.textContent = fmtAge(round?.age_s);
 }
 
 function renderRound(campaign) {
@@ -106,6 +143,7 @@ function renderRound(campaign) {
   const stats = clear($("#round-stats"));
   const grid = clear($("#round-images"));
   const hint = $("#round-hint");
+  $("#round-title").textContent = FINAL.has(campaign.status) ? "Last round" : "Current round";
   if (!round) {
     hint.textContent = campaign.status === "draft" ? "Start the campaign to render the first round." : "No round is open.";
     return;
@@ -114,10 +152,15 @@ function renderRound(campaign) {
   const stat = (label, value) => stats.append(h("div", {}, h("dt", { text: label }), h("dd", { text: value })));
   stat("Round", round.number);
   stat("Kind", round.kind || "—");
-  stat("Status", round.status || "—");
+  stat("Status", roundStatus(campaign.status, round.status));
   stat("Rankings", `${round.rankings_count ?? 0} / ${round.quorum ?? "?"}`);
   stat("Agreement", consensus ? fmtNumber(consensus.agreement) : "—");
-  stat("Deadline", round.deadline ? new Date(round.deadline).toLocaleTimeString() : "—");
+  const live = !FINAL.has(campaign.status) && round.status === "open";
+  stat("Deadline", live && round.deadline ? new Date(round.deadline).toLocaleTimeString() : "—");
+  stat("In this status", "—");
+  stats.lastElementChild.querySelector("dd").id = "round-age";
+  // A stuck or failed round says why (render re-sent, deadline extended, an error).
+  if (round.problem) stat("Problem", round.problem);
   hint.textContent = consensus
     ? "Images in consensus order, best first."
     : "Images as rendered; the consensus order appears when the round closes.";
@@ -160,55 +203,6 @@ function renderPlots(campaign) {
 }
 
 // ---------------------------------------------------------------- annotators
-
-// Rankings per hour between the annotator's arrival (or, when the API does not say, the
-// campaign's first round) and their last ranking.
-function perHour(annotator, campaignStart) {
-  const since = Date.parse(annotator.created_at || annotator.first_seen || campaignStart || "");
-  const until = Date.parse(annotator.last_seen || "");
-  if (!Number.isFinite(since) || !Number.isFinite(until) || !annotator.n_rankings) return "—";
-  const hours = Math.max((until - since) / 3.6e6, 1 / 60);
-  return (annotator.n_rankings / hours).toFixed(1);
-}
-
-function renderAnnotators(annotators, campaignStart) {
-  const body = clear($("#annotators tbody"));
-  $("#annotators-empty").hidden = annotators.length > 0;
-  $("#annotators").hidden = annotators.length === 0;
-  const sorted = [...annotators].sort((a, b) => (b.n_rankings ?? 0) - (a.n_rankings ?? 0));
-  for (const a of sorted) {
-    const weight = Number.isFinite(a.weight) ? a.weight : null;
-    const flags = Array.isArray(a.flags) ? a.flags : a.flags ? [a.flags] : [];
-    body.append(
-      h(
-        "tr",
-        { dataset: { annotatorId: a.id } },
-        h("td", {}, a.participant_id || a.id),
-        h(
-          "td",
-          {},
-          h("span", { className: "meter", "aria-hidden": "true" }, meterFill(weight)),
-          weight === null ? "—" : weight.toFixed(2),
-        ),
-        h("td", { className: "num", text: a.n_rankings ?? 0 }),
-        h("td", { className: "num", text: perHour(a, campaignStart) }),
-        h("td", { className: "num", text: a.n_attention_failed ?? 0 }),
-        h("td", { text: relativeTime(a.last_seen) }),
-        h("td", {}, flags.map((flag) => h("span", { className: "flag", text: flag }))),
-      ),
-    );
-  }
-}
-
-// Weights are log-odds of agreeing with the crowd: 0 is a coin flip, about 4 the most
-// reliable; a negative weight (a contrarian) shows as an empty bar and a flag.
-const WEIGHT_FULL = 4;
-function meterFill(weight) {
-  const fill = h("span", {});
-  fill.style.width = `${Math.round(Math.min(1, Math.max(0, (weight ?? 0) / WEIGHT_FULL)) * 100)}%`;
-  return fill;
-}
-
 async function addAnnotators(event) {
   event.preventDefault();
   const count = Number($("#add-count").value);
@@ -256,6 +250,14 @@ async function showRecruitLink() {
   try {
     const { data } = await ownerApi(`${base}/recruit`);
     if (!data?.link) return;
+    if (data.enabled === false) {
+      // Off unless the campaign was created with "recruit": true; the link would be refused.
+      $("#recruit-link").textContent =
+        'Recruitment is off for this campaign: create it with "recruit": true to open a link for crowd platforms.';
+      $("#copy-recruit").hidden = true;
+      $("#recruit").hidden = false;
+      return;
+    }
     $("#recruit-link").textContent = data.link;
     $("#campaign-code").textContent = data.completion_code || "";
     $("#copy-recruit").addEventListener("click", async (event) => {
@@ -267,13 +269,13 @@ async function showRecruitLink() {
   }
 }
 
-// The export needs the Bearer header, so it is fetched and handed over as a blob download.
-async function exportRankings() {
+// Downloads need the Bearer header, so they are fetched and handed over as blob downloads.
+async function download(path, filename) {
   try {
-    const response = await api(`${base}/export?format=jsonl`, { credential: ownerKey(), raw: true });
+    const response = await api(`${base}${path}`, { credential: ownerKey(), raw: true });
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
-    const link = h("a", { href: url, download: `rankloop-${campaignId}.jsonl` });
+    const link = h("a", { href: url, download: filename });
     document.body.append(link);
     link.click();
     link.remove();
@@ -289,8 +291,9 @@ async function exportRankings() {
 // the images from reloading (and flickering) on each refresh.
 const signatures = new Map();
 function changed(section, value) {
+  // Presigned URLs change their query, and a round's age every poll: neither is a change.
   const signature = JSON.stringify(value, (key, v) =>
-    typeof v === "string" && /url$/i.test(key) ? v.split("?")[0] : v,
+    key === "age_s" ? undefined : typeof v === "string" && /url$/i.test(key) ? v.split("?")[0] : v,
   );
   if (signatures.get(section) === signature) return false;
   signatures.set(section, signature);
@@ -303,9 +306,11 @@ function render({ campaign, annotators }) {
   renderHead(campaign);
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
+  renderRoundAge(campaign.current_round);
   if (changed("plots", campaign.history)) renderPlots(campaign);
+  updateRoundDetail(campaign);
   const firstRound = (campaign.history || []).find((round) => round.opened_at);
-  renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at);
+  renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at, { base, refresh });
   markRefreshed();
 }
 
@@ -314,12 +319,19 @@ async function refresh() {
 }
 
 requireOwner(load, (data) => {
+  setupRoundDetail(base);
   render(data);
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => control(button.dataset.action));
   }
   $("#add-form").addEventListener("submit", addAnnotators);
-  $("#export").addEventListener("click", exportRankings);
+  $("#export").addEventListener("click", () => download("/export?format=jsonl", `rankloop-${campaignId}.jsonl`));
+  // The delivered image of every round, full size, in a zip.
+  $("#download-images").addEventListener("click", () =>
+    download("/images.zip", `rankloop-${campaignId}-images.zip`),
+  );
+  const root = document.body.dataset.apiRoot.replace(/\/api$/, "");
+  $("#duplicate").href = `${root}/dashboard?duplicate=${encodeURIComponent(campaignId)}`;
   showRecruitLink();
   setInterval(() => {
     if (!document.hidden) refresh().catch(showError);

@@ -1,5 +1,6 @@
-// The owner's campaign list.
+// The owner's campaign list and the form that creates a campaign (campaign_form.js).
 
+import { setupCreateForm } from "./campaign_form.js";
 import { $, clear, h } from "./dom.js";
 import { hideError, markRefreshed, ownerApi, requireOwner, showError, statusBadge } from "./owner.js";
 
@@ -42,5 +43,6 @@ async function load() {
 
 requireOwner(load, (campaigns) => {
   render(campaigns);
+  setupCreateForm({ open: campaigns.length === 0 }).catch(showError);
   setInterval(() => load().then(render).catch(showError), 10000);
 });

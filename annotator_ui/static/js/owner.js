@@ -9,6 +9,16 @@ import { $ } from "./dom.js";
 
 const STORAGE_KEY = "rankloop.ownerKey";
 
+// Campaign statuses from which no round opens again.
+export const FINAL = new Set(["stopped", "finished", "failed"]);
+
+// A round's status as the dashboard says it: a round left open or rendering when its campaign
+// ended is over all the same, and never shows as "open" once nobody can rank it.
+export function roundStatus(campaignStatus, status) {
+  const over = FINAL.has(campaignStatus) && (status === "open" || status === "rendering");
+  return over ? `ended (campaign ${campaignStatus})` : status || "—";
+}
+
 export function ownerKey() {
   return takeFragmentCredential("key", STORAGE_KEY);
 }
@@ -42,12 +52,17 @@ export function requireOwner(probe, onReady) {
       logout.hidden = false;
       onReady(result);
     } catch (err) {
-      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      if (err instanceof ApiError && err.status === 401) {
         forgetKey();
         login.hidden = false;
-        error.textContent = err.status === 401 ? "That key was not accepted." : err.message;
+        error.textContent = "That key was not accepted.";
         error.hidden = false;
         input.focus();
+      } else if (err instanceof ApiError && err.status === 403) {
+        // A good key, another owner's campaign: the key stays in the tab for the owner's own.
+        login.hidden = true;
+        logout.hidden = false;
+        throw err;
       } else {
         throw err;
       }

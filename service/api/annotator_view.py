@@ -1,0 +1,67 @@
+"""Owner endpoint for one annotator of a campaign: their progress, access, and every ranking
+they gave it with the time it took and their reliability weight in that round's consensus."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from sqlalchemy import or_, select
+
+from rankloop.core.errors import NotFound
+from service.api import responses
+from service.api.campaigns import owned_campaign
+from service.api.common import iso
+from service.api.responses import json_response
+from service.db import get_session
+from service.models import Annotator, Assignment, Consensus, Ranking, Round
+
+bp = Blueprint("annotator_view", __name__, url_prefix="/api/campaigns")
+
+
+@bp.get("/<campaign_id>/annotators/<annotator_id>")
+def show_annotator(campaign_id: str, annotator_id: str):
+    campaign, _ = owned_campaign(campaign_id)
+    session = get_session()
+    rows = session.execute(
+        select(Ranking, Round.number, Assignment.created_at, Consensus.weights)
+        .join(Round, Round.id == Ranking.round_id)
+        .join(Assignment, Assignment.id == Ranking.assignment_id)
+        .outerjoin(Consensus, Consensus.round_id == Ranking.round_id)
+        .where(Round.campaign_id == campaign.id, Ranking.annotator_id == annotator_id)
+        .order_by(Ranking.id)
+    ).all()
+    annotator = session.scalar(
+        select(Annotator).where(
+            Annotator.id == annotator_id,
+            # The campaign's own annotators, and pool annotators (who may work on any campaign:
+            # their rankings here, if any; pool ids are random, so this reveals nothing).
+            or_(Annotator.campaign_id == campaign.id, Annotator.campaign_id.is_(None)),
+        )
+    )
+    if annotator is None:
+        raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
+    return json_response(
+        responses.AnnotatorDetail(
+            id=annotator.id,
+            participant_id=annotator.participant_id,
+            pool=annotator.campaign_id is None,
+            tasks_done=len(rows),
+            tasks_quota=int(campaign.settings["tasks_per_annotator"]),
+            completion_code=annotator.completion_code,
+            created_at=iso(annotator.created_at),
+            last_seen=iso(annotator.last_seen),
+            revoked_at=iso(annotator.revoked_at),
+            excluded=annotator.excluded,
+            rankings=[
+                responses.AnnotatorRanking(
+                    round=number,
+                    order=ranking.order,
+                    attention_passed=ranking.attention_passed,
+                    late=ranking.late,
+                    created_at=iso(ranking.created_at),
+                    seconds=max(0.0, (ranking.created_at - leased).total_seconds()),
+                    weight=(weights or {}).get(annotator.id),
+                )
+                for ranking, number, leased, weights in rows
+            ],
+        )
+    )

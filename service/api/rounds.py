@@ -1,0 +1,102 @@
+"""Owner endpoints for rounds: one round in detail (its images, every annotator's ranking side
+by side with the consensus, who passed the attention check, the optimizer's figures), and the
+images the campaign delivered, one per round, in a zip."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+
+from flask import Blueprint, send_file
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from rankloop.core.errors import NotFound
+from service.api import responses
+from service.api.campaigns import owned_campaign, round_response
+from service.api.common import iso, store
+from service.api.responses import json_response
+from service.db import get_session
+from service.models import Annotator, Ranking, Round
+
+bp = Blueprint("rounds", __name__, url_prefix="/api/campaigns")
+
+
+@bp.get("/<campaign_id>/rounds/<number>")
+def show_round(campaign_id: str, number: str):
+    campaign, _ = owned_campaign(campaign_id)
+    if not (number.isascii() and number.isdigit() and len(number) < 10):
+        raise NotFound(f"campaign {campaign.id!r} has no round {number[:20]!r}")
+    session = get_session()
+    round_ = session.scalar(
+        select(Round)
+        .where(Round.campaign_id == campaign.id, Round.number == int(number))
+        .options(selectinload(Round.images), selectinload(Round.consensus))
+    )
+    if round_ is None:
+        raise NotFound(f"campaign {campaign.id!r} has no round {number}")
+    rows = session.execute(
+        select(Ranking, Annotator.participant_id, Annotator.excluded)
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .where(Ranking.round_id == round_.id)
+        .order_by(Ranking.id)
+    ).all()
+    # The images and the consensus as the campaign shows its current round: one shape.
+    summary = round_response(round_, len(rows), int(campaign.settings["annotators_per_round"]))
+    return json_response(
+        responses.RoundDetail(
+            number=round_.number,
+            kind=round_.kind,
+            status=round_.status,
+            quorum=summary.quorum,
+            images=summary.images,
+            rankings=[
+                responses.RoundRanking(
+                    annotator_id=ranking.annotator_id,
+                    participant_id=participant,
+                    order=ranking.order,
+                    attention_passed=ranking.attention_passed,
+                    late=ranking.late,
+                    created_at=iso(ranking.created_at),
+                    excluded=excluded,
+                )
+                for ranking, participant, excluded in rows
+            ],
+            consensus=summary.consensus,
+            stats=round_.stats or {},
+            render_seconds=round_.render_seconds,
+            opened_at=iso(round_.opened_at),
+            closed_at=iso(round_.closed_at),
+        )
+    )
+
+
+# Held in memory up to this size, then on disk: a long campaign's images may be large.
+SPOOL_BYTES = 32 * 2**20
+
+
+@bp.get("/<campaign_id>/images.zip")
+def download_images(campaign_id: str):
+    """The delivered image of every rendered round (the optimizer's point, rendered clean), full
+    size, as ``round-NNNN.<ext>`` in a zip (stored: images are compressed already)."""
+    campaign, _ = owned_campaign(campaign_id)
+    session = get_session()
+    keys = session.execute(
+        select(Round.number, Round.best_key)
+        .where(Round.campaign_id == campaign.id, Round.best_key.is_not(None))
+        .order_by(Round.number)
+    ).all()
+    objects = store()
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (send_file closes it)
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+        for number, key in keys:
+            name = str(key).rsplit("/", 1)[-1]
+            extension = name.rsplit(".", 1)[-1] if "." in name else "png"
+            archive.writestr(f"round-{number:04d}.{extension}", objects.get(str(key)))
+    spool.seek(0)
+    return send_file(
+        spool,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"rankloop-{campaign.id}-images.zip",
+    )
