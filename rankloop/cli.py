@@ -38,6 +38,11 @@ class LazyGroup(click.Group):
         "db": "service.cli:db_group",
         "simulate": "rankloop.simulate:simulate_command",
         "bench": "rankloop.bench:bench_group",
+        "export": "rankloop.export:export_command",
+        "import": "rankloop.export:import_command",
+        "replay": "rankloop.replay:replay_command",
+        "fork": "rankloop.fork:fork_command",
+        "report": "rankloop.report:report_command",
     },
 )
 @click.version_option(__version__, prog_name="rankloop")

@@ -87,7 +87,7 @@ class S3Store:
             return response["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"no object {key!r} in bucket {self.bucket!r}") from None
+                raise NotFound(f"no object {key!r}") from None
             raise StorageError(f"get {key!r} failed: {error}") from error
         except BotoCoreError as error:
             raise StorageError(f"get {key!r} failed: {error}") from error

@@ -16,10 +16,12 @@ from flask import Flask, Response
 
 from rankloop.core.settings import Settings, load_settings, make_local_dirs
 from rankloop.stores import store_from_config
+from service.json import StrictJSONProvider
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)  # no NaN or Infinity in or out (service/json.py)
     settings = load_settings(overrides=test_config)
     app.config.from_mapping(settings.config())
     app.config["JSON_SORT_KEYS"] = False
@@ -29,15 +31,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
     app.extensions["rankloop_settings"] = settings
 
-    from service import db, errors, limits, tasks
+    from service import db, errors, health, limits, logs, metrics, tasks
     from service.api import register_api
 
     db.init_app(app)
     app.extensions["rankloop_store"] = store_from_config(settings)
     make_local_dirs(settings)
     tasks.celery_init_app(app)
+    logs.init_app(app)  # first: the request id is set before any other hook may log
     errors.init_app(app)
     register_api(app)
+    health.init_app(app)
+    metrics.init_app(app)
     limits.init_app(app)
 
     # The pages are a tier of their own, composed by name so that this tier never imports

@@ -29,12 +29,20 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def parse_bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, any
+    spaces around the token), or None. The one reading of the header: the rate limits key on
+    what authentication reads, so ``bearer x`` and ``Bearer  x`` count as ``Bearer x``."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = parse_bearer(request.headers.get("Authorization", ""))
+    if token is None:
         raise Unauthorized("send 'Authorization: Bearer <token>'")
-    return token.strip()
+    return token
 
 
 @dataclass(frozen=True)

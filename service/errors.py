@@ -2,16 +2,21 @@
 
 A :class:`rankloop.core.errors.RankloopError` carries its own status and code; HTTP errors raised by
 Flask (404 for an unknown route, 405, 413) keep theirs; anything else is a logged 500 that
-reveals nothing.
+reveals nothing. A database that cannot be reached (or a connection that died in the pool) is
+a 503 with ``Retry-After`` on every endpoint, whether SQLAlchemy or the driver raised it (the
+hot path runs some statements straight on psycopg, whose errors SQLAlchemy never wraps). A URL with a NUL byte (in its path or query) is refused before any view: no
+database can store or compare it (PostgreSQL refuses NUL in text).
 """
 
 from __future__ import annotations
 
-from flask import Flask
-from sqlalchemy.exc import OperationalError
+import contextlib
+
+from flask import Flask, g, request
+from sqlalchemy import exc as sa
 from werkzeug.exceptions import HTTPException
 
-from rankloop.core.errors import RankloopError
+from rankloop.core.errors import InvalidInput, RankloopError
 from service.api.responses import Error, ErrorBody, json_response
 
 
@@ -21,7 +26,41 @@ def error_response(status: int, code: str, message: str, details=None):
     )
 
 
+def database_unavailable_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "the database is down, busy or the connection died": a retry
+    later may succeed. Constraint and data errors are not among them (they are bugs or bad
+    input, answered elsewhere)."""
+    errors: list[type[Exception]] = [
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.DisconnectionError,
+        sa.TimeoutError,  # the pool had no connection to give within its timeout
+    ]
+    try:
+        import psycopg
+    except ImportError:  # SQLite only
+        return tuple(errors)
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _drop_dead_connection() -> None:
+    """Invalidate the request's connection: one that died must not go back to the pool (an
+    error raised by the driver itself never told SQLAlchemy it was dead)."""
+    session = g.pop("db_session", None)
+    if session is not None:
+        with contextlib.suppress(Exception):  # it is being thrown away either way
+            session.invalidate()
+
+
+def refuse_nul_bytes() -> None:
+    query = [text for name, values in request.args.lists() for text in (name, *values)]
+    if "\x00" in request.path or any("\x00" in text for text in query):
+        raise InvalidInput("a URL may not contain NUL bytes")
+
+
 def init_app(app: Flask) -> None:
+    app.before_request(refuse_nul_bytes)
+
     @app.errorhandler(RankloopError)
     def _rankloop_error(error: RankloopError):
         return error_response(
@@ -32,19 +71,29 @@ def init_app(app: Flask) -> None:
     def _http_error(error: HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         response = error_response(error.code or 500, code, error.description or error.name)
-        if error.code == 429:
-            response.headers.update(error.get_headers())
-            response.headers["Content-Type"] = "application/json"
+        # The error's own headers (Allow on a 405, Retry-After on a 429), with a JSON body.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
-    @app.errorhandler(OperationalError)
-    def _database_down(error: OperationalError):
-        app.logger.exception("database error")
+    def _database_down(error: Exception):
+        app.logger.exception("database unavailable")
+        _drop_dead_connection()
         response = error_response(
             503, "database_unavailable", "the database is busy or down; retry"
         )
         response.headers["Retry-After"] = "2"
         return response
+
+    for error_class in database_unavailable_errors():
+        app.register_error_handler(error_class, _database_down)
+
+    @app.errorhandler(sa.DBAPIError)
+    def _database_error(error: sa.DBAPIError):
+        if error.connection_invalidated:  # a disconnect the dialect recognised
+            return _database_down(error)
+        return _unexpected(error)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -1,6 +1,6 @@
-"""Rate limits on the annotator and recruitment endpoints, with the ``limits`` library (the
-engine under Flask-Limiter) called directly: no hook on every other request, one storage round
-trip per check at most.
+"""Rate limits on the annotator, owner and recruitment endpoints, and on failed
+authentication, with the ``limits`` library (the engine under Flask-Limiter) called directly: no
+hook on every other request, one storage round trip per check at most.
 
 Annotator endpoints (``RATELIMIT_ANNOTATOR``, per annotator token) are the hot path. By default
 (``RATELIMIT_ANNOTATOR_SCOPE=process``) each process keeps its own token buckets in memory: a
@@ -8,11 +8,23 @@ check costs microseconds and no round trip, and an annotator gets at most the li
 process (with W gunicorn processes, at most W times the limit in all). That is what the limit
 is for: a runaway script or a stuck retry loop is cut off at once. ``shared`` counts in a fixed
 window in ``RATELIMIT_STORAGE_URI`` instead (``redis://...`` in production): exact across
-processes, one Redis round trip per request.
+processes, one Redis round trip per request. Owner endpoints (``RATELIMIT_OWNER``, per owner
+key) are counted the same way. Both key on the token as authentication reads it
+(:func:`service.auth.parse_bearer`), so ``bearer x`` or extra spaces are the same bucket.
 
-The recruitment link (``RATELIMIT_JOIN``, per address) always counts in that shared storage:
+Failed authentication (``RATELIMIT_AUTH_FAILURES``, per client address, in each process): a
+request whose token is unknown or malformed spends from its address's bucket, and an address
+whose bucket is empty gets 429 on every authenticated endpoint until it refills, whatever token
+it sends: random-token guessing is throttled, honest clients (who fail rarely) are not.
+
+The recruitment link (``RATELIMIT_JOIN``, per address) always counts in the shared storage:
 it creates annotators, and it is not on the hot path. When the storage cannot be reached the
 request goes through and the error is logged: a limit guards capacity, not correctness.
+
+Client addresses: behind ``PROXY_COUNT`` trusted reverse proxies, Werkzeug's ``ProxyFix`` takes
+the address (and scheme, host, prefix) from their ``X-Forwarded-*`` headers, so participants
+behind one proxy do not share one join limit; with 0 those headers are ignored (a client could
+forge them).
 """
 
 from __future__ import annotations
@@ -31,9 +43,21 @@ from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from rankloop.core.errors import Unauthorized
+from service.auth import parse_bearer
 
 ANNOTATOR_ENDPOINTS = ("tasks.next_task", "tasks.submit_ranking", "annotators.me")
 JOIN_ENDPOINTS = ("annotators.join",)
+# Every endpoint an owner key opens: the campaigns blueprint, and these.
+OWNER_ENDPOINTS = (
+    "annotators.create_annotators",
+    "annotators.list_annotators",
+    "annotators.recruit_link",
+    "exports.export",
+)
+OWNER_BLUEPRINT = "campaigns"
 
 
 class TokenBuckets:
@@ -66,10 +90,23 @@ class TokenBuckets:
                 self._buckets.popitem(last=False)
         return wait
 
+    def peek(self, key: str, now: float | None = None) -> float:
+        """The seconds until ``key`` could spend a request (0.0: now), spending nothing."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.amount, now))
+        tokens = min(self.amount, tokens + (now - last) * self.per_second)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_second
+
 
 def init_app(app: Flask) -> None:
     """Wrap the limited views (call after the blueprints are registered); one set of counters
     per app (tests build many apps)."""
+    proxies = int(app.config.get("PROXY_COUNT") or 0)
+    if proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_prefix=proxies
+        )
     scope = app.config.get("RATELIMIT_ANNOTATOR_SCOPE", "process")
     if scope not in ("process", "shared"):
         raise ValueError(
@@ -81,21 +118,38 @@ def init_app(app: Flask) -> None:
         str(app.config.get("RATELIMIT_KEY_PREFIX") or ""),
     )
     app.extensions["rankloop_limits"] = shared
-    annotator_item = parse(app.config["RATELIMIT_ANNOTATOR"])
-    buckets = TokenBuckets(annotator_item.amount, float(annotator_item.get_expiry()))
-    join_item = parse(app.config["RATELIMIT_JOIN"])
+    failure_item = parse(app.config["RATELIMIT_AUTH_FAILURES"])
+    failures = TokenBuckets(failure_item.amount, float(failure_item.get_expiry()))
 
-    def annotator_check() -> float:
-        if scope == "process":
-            return buckets.take(annotator_key())
-        return shared.take(annotator_item, "annotator", annotator_key())
+    def per_credential(setting: str, name: str) -> Callable[[], float]:
+        item = parse(app.config[setting])
+        buckets = TokenBuckets(item.amount, float(item.get_expiry()))
+
+        def check() -> float:
+            if scope == "process":
+                return buckets.take(credential_key())
+            return shared.take(item, name, credential_key())
+
+        return check
+
+    join_item = parse(app.config["RATELIMIT_JOIN"])
 
     def join_check() -> float:
         return shared.take(join_item, "join", f"ip:{request.remote_addr}")
 
-    for endpoint in ANNOTATOR_ENDPOINTS:
-        view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = _limited(view, annotator_check, "RATELIMIT_ANNOTATOR")
+    annotator_check = per_credential("RATELIMIT_ANNOTATOR", "annotator")
+    owner_check = per_credential("RATELIMIT_OWNER", "owner")
+    owner_endpoints = [
+        *OWNER_ENDPOINTS,
+        *(e for e in app.view_functions if e.startswith(f"{OWNER_BLUEPRINT}.")),
+    ]
+    for endpoints, check, setting in (
+        (ANNOTATOR_ENDPOINTS, annotator_check, "RATELIMIT_ANNOTATOR"),
+        (owner_endpoints, owner_check, "RATELIMIT_OWNER"),
+    ):
+        for endpoint in endpoints:
+            view = _limited(app.view_functions[endpoint], check, setting)
+            app.view_functions[endpoint] = _authenticated(view, failures)
     for endpoint in JOIN_ENDPOINTS:
         app.view_functions[endpoint] = _limited(
             app.view_functions[endpoint], join_check, "RATELIMIT_JOIN"
@@ -147,9 +201,33 @@ def _limited(
     return limited
 
 
-def annotator_key() -> str:
-    """Per annotator token when one is sent (many annotators may share one NAT address)."""
-    header = request.headers.get("Authorization", "")
-    if header:
-        return "tok:" + hashlib.sha256(header.encode()).hexdigest()[:24]
+def _authenticated(view: Callable[..., Any], failures: TokenBuckets) -> Callable[..., Any]:
+    """``view`` refused to an address that sent too many unknown tokens, and counting them."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        enabled = current_app.config.get("RATELIMIT_ENABLED", True)
+        address = f"ip:{request.remote_addr}"
+        if enabled and (wait := failures.peek(address)):
+            raise TooManyRequests(
+                "too many requests with an unknown token from this address: at most "
+                f"{current_app.config['RATELIMIT_AUTH_FAILURES']}; retry later",
+                retry_after=math.ceil(wait),
+            )
+        try:
+            return view(*args, **kwargs)
+        except Unauthorized:
+            if enabled:
+                failures.take(address)
+            raise
+
+    return guarded
+
+
+def credential_key() -> str:
+    """Per token when one is sent (many annotators may share one NAT address), read as
+    authentication reads it; else per address."""
+    token = parse_bearer(request.headers.get("Authorization", ""))
+    if token is not None:
+        return "tok:" + hashlib.sha256(token.encode()).hexdigest()[:24]
     return f"ip:{request.remote_addr}"

@@ -5,7 +5,7 @@ whether it passed the attention check. No database here: images are anything wit
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -27,10 +27,15 @@ _I = TypeVar("_I", bound=ShownImage)
 
 def display_order(annotator_id: str, round_id: int, images: Sequence[_I]) -> list[_I]:
     """The round's images in this annotator's order: shuffled, the same on every reload (so
-    position bias averages out over annotators)."""
-    shuffled = list(images)
-    random.Random(f"{annotator_id}:{round_id}").shuffle(shuffled)
-    return shuffled
+    position bias averages out over annotators). Sorted by a digest of the image's random id,
+    never by shuffling the images in position order: an annotator who can reproduce the order
+    (their id is theirs to know) learns nothing about which image is which position, the
+    attention image's included."""
+
+    def key(image: _I) -> bytes:
+        return hashlib.sha256(f"{annotator_id}:{round_id}:{image.id}".encode()).digest()
+
+    return sorted(images, key=key)
 
 
 def parse_order(
@@ -64,14 +69,17 @@ def parse_order(
 
 
 def attention_passed(positions: list[Any], images: Sequence[ShownImage]) -> bool | None:
-    """False when the degraded copy is ranked above any candidate (ranked or not); None when
-    the round has no attention image."""
+    """False when the degraded copy is ranked above any candidate (ranked or not) or tied with
+    one (an all-tied answer must not pass without looking); None when the round has no
+    attention image."""
     attention = {i.position for i in images if i.role == ATTENTION}
     if not attention:
         return None
     flat = [p if isinstance(p, list) else [p] for p in positions]
     for rank, group in enumerate(flat):
         if attention & set(group):
+            if set(group) - attention:
+                return False
             below = {p for g in flat[rank + 1 :] for p in g}
             ranked = {p for g in flat for p in g}
             unranked_candidates = {i.position for i in images} - ranked - attention

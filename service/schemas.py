@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from rankloop.core.consensus import METHODS
 from rankloop.core.contracts import (
     DEFAULT_M,
     MAX_GUIDANCE,
@@ -15,80 +16,128 @@ from rankloop.core.contracts import (
     MIN_M,
     MIN_SIDE,
     SIDE_MULTIPLE,
+    check_round_size,
     with_generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
+from rankloop.core.optimizer_schema import Integer, OptimizerOptions
+
+# Text that a database can hold: PostgreSQL refuses NUL in text, so it is refused here, as the
+# document says, instead of failing in the driver.
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
+
+
+MAX_ROUNDS = 10_000  # a campaign's round budget
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON string is no number and no boolean ("m": "8", "start": "yes"), and a
+    # number is finite (the JSON parser refuses NaN and Infinity too: service/json.py).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class CampaignCreate(_Strict):
-    name: str = Field(default="", max_length=200)
-    prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str = Field(default="", max_length=2000)
+    """A campaign's settings. One rule ties two fields and the schema cannot say it: ``k``
+    is at most ``m`` (a 422 otherwise); ``optimizer`` has such rules of its own."""
+
+    name: Text = Field(default="", max_length=200)
+    prompt: Text = Field(min_length=1, max_length=2000)
+    negative_prompt: Text = Field(default="", max_length=2000)
     generator: Literal["cppn", "tiny-sd", "diffusers"] = "cppn"
-    model: str | None = Field(default=None, max_length=300)
-    m: int = Field(
+    model: Text | None = Field(default=None, max_length=300)
+    m: Integer = Field(
         default=DEFAULT_M, ge=MIN_M, le=MAX_M, description="perturbed points per gradient round"
     )
-    k: int | None = Field(
-        default=None, ge=1, le=MAX_M, description="ranked items per task; null = full"
+    k: Integer | None = Field(
+        default=None, ge=1, le=MAX_M, description="ranked items per task, at most m; null = full"
     )
-    annotators_per_round: int = Field(default=3, ge=1, le=1000, description="quorum of rankings")
-    rounds: int = Field(default=10, ge=1, le=10000, description="round budget")
+    annotators_per_round: Integer = Field(
+        default=3, ge=1, le=1000, description="quorum of rankings"
+    )
+    rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
     round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
     lease_s: float = Field(default=300.0, gt=0, le=24 * 3600)
     render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     allow_ties: bool = False
     attention_check: bool = True
-    tasks_per_annotator: int = Field(default=10, ge=1, le=100000)
-    recruit_cap: int = Field(default=100, ge=0, le=100000)
-    consensus_method: str = Field(default="auto", max_length=32)
+    tasks_per_annotator: Integer = Field(default=10, ge=1, le=100000)
+    # The recruitment link (/join) works only when the owner turns it on.
+    recruit: bool = Field(default=False, description="open the /join recruitment link")
+    recruit_cap: Integer = Field(default=100, ge=0, le=100000)
+    consensus_method: ConsensusMethod = "auto"
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: Literal["order", "pairwise"] = "pairwise"
     # Render settings: null takes the generator's default (rankloop.core.contracts), which the
     # stored campaign then shows; a diffusers size left null is the checkpoint's native size.
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    steps: Integer | None = Field(default=None, ge=1, le=MAX_STEPS)
     guidance: float | None = Field(default=None, ge=0, le=MAX_GUIDANCE)
-    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
-    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
-    scheduler: str | None = Field(default=None, max_length=64)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    optimizer: dict[str, Any] = Field(default_factory=dict)
+    width: Integer | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    height: Integer | None = Field(
+        default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE
+    )
+    scheduler: Text | None = Field(default=None, max_length=64)
+    seed: Integer = Field(default=0, ge=0, le=2**32 - 1)
+    optimizer: OptimizerOptions = Field(default_factory=OptimizerOptions)
     start: bool = False
 
     @model_validator(mode="after")
     def _k_fits(self) -> CampaignCreate:
         if self.k is not None and self.k > self.m:
             raise ValueError(f"k={self.k} exceeds m={self.m}: rank at most m images (or k=null)")
+        size = with_generator_defaults(
+            self.model_dump(include={"generator", "model", "width", "height"})
+        )
+        check_round_size(self.generator, self.m, size["width"], size["height"])
         return self
 
     def settings(self) -> dict[str, Any]:
         """What the campaign stores and its renders use: every unset render field resolved."""
-        settings = with_generator_defaults(self.model_dump(exclude={"name", "prompt", "start"}))
-        settings["optimizer"] = {**CAMPAIGN_OPTIMIZER_DEFAULTS, **settings["optimizer"]}
+        settings = with_generator_defaults(
+            self.model_dump(exclude={"name", "prompt", "start", "optimizer"})
+        )
+        # Only what the owner set: the optimizer's own defaults (rankloop.core.optimizer.options)
+        # are the campaign defaults; its default round schedule ("verified") moves the delivered
+        # image only to a point the crowd ranked above it.
+        settings["optimizer"] = self.optimizer.given()
         return settings
 
 
-# People see the current best after every round: it moves only when a ranked line search picks
-# a better point, never by an unconfirmed gradient step (which can overshoot and spoil the image
-# the crowd had agreed on). Owners may still set {"sgd_moves": true}.
-CAMPAIGN_OPTIMIZER_DEFAULTS: dict[str, Any] = {"sgd_moves": False}
+# What a fork cannot change: the optimizer state, or the renders it was made with, depend on it.
+FORK_KEEPS = ("generator", "model", "width", "height", "m", "k", "seed", "optimizer",
+              "attention_check", "steps", "guidance", "scheduler")  # fmt: skip
+
+# A fork's body: the round to start from, and any campaign setting a fork may change.
+ForkCreate = create_model(
+    "ForkCreate",
+    __base__=_Strict,
+    round=(Integer, Field(ge=0, lt=MAX_ROUNDS, description="the source round to start from")),
+    **{  # type: ignore[call-overload]
+        name: (Optional[info.rebuild_annotation()], Field(default=None))  # noqa: UP045
+        for name, info in CampaignCreate.model_fields.items()
+        if name not in (*FORK_KEEPS, "start")
+    },
+)
 
 
 class AnnotatorsCreate(_Strict):
-    count: int = Field(default=1, ge=1, le=1000)
+    count: Integer = Field(default=1, ge=1, le=1000)
     pool: bool = False
 
 
-TiedGroup = list[str]
+class AnnotatorRevoke(_Strict):
+    exclude: bool = Field(
+        default=False, description="also leave their rankings out of every later consensus"
+    )
+
+
+ImageId = Annotated[Text, Field(max_length=64)]
+TiedGroup = Annotated[list[ImageId], Field(min_length=1, max_length=64)]
 
 
 class RankingSubmit(_Strict):
-    order: list[str | TiedGroup] = Field(min_length=1, max_length=64)
+    order: list[ImageId | TiedGroup] = Field(min_length=1, max_length=64)
 
 
 def validate(model: type[BaseModel], payload: Any) -> Any:

@@ -25,7 +25,12 @@ def coordinator(tmp_path: Path, **config):
 
 def read_env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+    # Quoted values lose their quotes, as systemd, compose and a shell read them.
+    return {
+        key.strip(): value.strip().removeprefix("'").removesuffix("'")
+        for key, value in pairs
+        if not key.startswith("#")
+    }
 
 
 @pytest.mark.parametrize(

@@ -401,6 +401,11 @@ def test_rank_a_round_by_keyboard(desktop_tab, desktop, stack, screenshot_dir):
     assert focused != "none", "keyboard focus must be visible"
     desktop.screenshot(path=screenshot_dir / "task-desktop-keyboard.png")
 
+    # Enter on a focused tile would rank that tile: Tab on to Submit, then Enter sends.
+    for _ in range(4 * len(images)):
+        if desktop.evaluate("document.activeElement.id") == "submit":
+            break
+        desktop.keyboard.press("Tab")
     desktop.keyboard.press("Enter")
     wait_for_next_task(desktop, task["task_id"])
     assert stack.stored_order(task["task_id"]) == expected_full_order(picked, images)
@@ -487,11 +492,11 @@ def test_clear_messages_without_a_task(browser, stack, screenshot_dir):
         page.wait_for_function(
             "() => /not valid/.test(document.querySelector('#status-title').textContent)"
         )
-        # A campaign that has not started has nothing open yet.
+        # A campaign that has not started has nothing open yet, and the page says so.
         draft = stack.campaign(name="Not started", start=False)
         page.goto(stack.annotator_link(draft["id"]))
         page.wait_for_function(
-            "() => /No task is open/.test(document.querySelector('#status-title').textContent)"
+            "() => /not started/.test(document.querySelector('#status-title').textContent)"
         )
         assert page.is_visible("#status-retry")
         assert page.is_hidden("#task") and page.is_hidden("#tray")

@@ -204,7 +204,9 @@ def api_command(
 
         bare_env = {"RANKLOOP_BENCH_BARE": "1"}
         port = free_port()
-        bare = start_gunicorn("rankloop.bench.load_drivers:bare_app", port, env, workers, work / "bare.log")
+        bare = start_gunicorn(
+            "rankloop.bench.load_drivers:bare_app", port, env, workers, work / "bare.log"
+        )
         try:
             if driver == "wrk":
                 samples, _ = run_wrk(f"http://127.0.0.1:{port}", users, seconds, bare_env, work)

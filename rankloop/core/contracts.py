@@ -54,6 +54,30 @@ GENERATORS: Final = ("cppn", "tiny-sd", "diffusers")
 DEFAULT_GENERATOR: Final = "cppn"
 RENDER_FIELDS: Final = ("width", "height", "steps", "guidance", "scheduler")
 
+# Pixels of one round's candidates (m × width × height) per generator: a round holds one render
+# worker, so one campaign must not hold it for minutes while other owners' rounds wait (m = 32
+# at 2048² held a CPU worker for over a minute). Checked at create (422) and by the worker.
+MAX_ROUND_PIXELS: Final[dict[str, int]] = {
+    "cppn": 8 * 1024 * 1024,  # CPU: m = 8 at 1024², m = 32 at 512²
+    "tiny-sd": 32 * 256 * 256,  # the CPU stand-in of a diffusion model
+    "diffusers": 16 * 1024 * 1024,  # one GPU batch: m = 16 at SDXL's 1024²
+}
+
+
+def check_round_size(generator: str, m: int, width: int | None, height: int | None) -> None:
+    """Raise :class:`InvalidInput` when a round of ``m`` images of ``width`` × ``height`` is
+    over ``generator``'s budget; an unknown size (a checkpoint's native one) passes here and is
+    checked again by the worker, which knows it."""
+    limit = MAX_ROUND_PIXELS.get(generator)
+    if limit is None or width is None or height is None:
+        return
+    if m * width * height > limit:
+        raise InvalidInput(
+            f"m × width × height = {m} × {width} × {height} is over the {generator} generator's "
+            f"{limit:,} pixels per round: lower m or the size"
+        )
+
+
 # What each generator renders with when a campaign leaves a field unset (None). A size of None
 # for ``diffusers`` means the checkpoint's native size, which only the worker can read.
 _GENERATOR_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
@@ -117,6 +141,9 @@ class RenderSettings(_Message):
     k: int | None = Field(default=None, ge=1, le=MAX_M)
     attention_check: bool = True
     optimizer: dict[str, Any] = Field(default_factory=dict)
+    # The campaign's secret for image names (rankloop.core.storage.image_name); never shown to
+    # annotators. Empty from a coordinator that predates it: names are then still digests.
+    image_salt: str = ""
     # Test hook: a pause between a round's objects and its manifest, to kill a worker inside.
     test_delay_s: float = Field(default=0.0, ge=0.0)
 
@@ -175,3 +202,34 @@ def parse(model: type[_M], data: Any, what: str) -> _M:
             for e in error.errors(include_url=False, include_input=False)
         )
         raise InvalidInput(f"bad {what}: {problems}") from None
+
+
+# -- render failures and liveness ------------------------------------------------------------
+# A failed render's error reaches the coordinator as "<exception class name>: <message>". Only
+# these classes fail a campaign (bad settings, an unknown model, a damaged object, a round too
+# large for the machine): retrying cannot fix them. Every other failure (the object store or the
+# broker down, an error whose class is unknown) leaves the round ``rendering``, to be sent again.
+PERMANENT_RENDER_ERRORS: Final = (
+    "InvalidInput",
+    "ModelUnavailable",
+    "CorruptedObject",
+    "OutOfResources",
+)
+
+
+def render_error_is_permanent(error: str) -> bool:
+    """Whether a render failure reported as ``"<class name>: <message>"`` is permanent."""
+    return error.split(":", 1)[0].strip() in PERMANENT_RENDER_ERRORS
+
+
+# A render worker writes a heartbeat object (JSON ``{"at": <unix time>, "worker": ...}``) when it
+# starts a round's render and every HEARTBEAT_EVERY_S while it runs; the coordinator's sweep
+# treats a render whose heartbeat is older than HEARTBEAT_STALE_S as lost and sends it again.
+# Outside the round's prefix: a round's objects are exactly its images, state and manifest.
+HEARTBEAT_EVERY_S: Final = 3.0
+HEARTBEAT_STALE_S: Final = 15.0
+
+
+def heartbeat_key(campaign_id: str, round_number: int) -> str:
+    """The object store key of a round's render heartbeat."""
+    return f"heartbeats/{campaign_id}/{round_number:04d}.json"

@@ -81,16 +81,31 @@ class Settings(BaseSettings):
     base_url: str | None = None  # public URL for links; the request's host when unset
     presign_expires_s: int = Field(default=3600, ge=1)
     inline_bookkeeping: bool = True  # close rounds in the request that brought the quorum
+    # Renders one owner key (the admin token counts as one owner) may have on the render queue
+    # at once; the rest wait in the database and the sweep sends them as slots free, so one
+    # owner's many campaigns cannot queue every other owner's rounds behind them. 0: no cap.
+    render_slots_per_owner: int = Field(default=2, ge=0)
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
     ratelimit_key_prefix: str = ""
     ratelimit_annotator: str = "1200 per minute"
     ratelimit_join: str = "60 per minute"
+    # Owner endpoints, per owner key (a dashboard polls every 10 s: far below this).
+    ratelimit_owner: str = "600 per minute"
+    # Requests with an unknown or malformed token, per client address: token guessing stops.
+    ratelimit_auth_failures: str = "30 per minute"
+    # Reverse proxies in front of the coordinator that set X-Forwarded-For/-Proto/-Host/-Prefix
+    # (Werkzeug's ProxyFix): the client address the limits count is then the proxies' client's.
+    # 0 (no proxy) trusts no such header: a client could set it.
+    proxy_count: int = Field(default=0, ge=0, le=10)
     # "process": per process, no round trip; "shared": exact across processes, in the storage.
     ratelimit_annotator_scope: Literal["process", "shared"] = "process"
     max_content_length: int = Field(default=1 << 20, ge=1)
     ui_module: str = "annotator_ui"  # a module with init_app(app); "": the API alone
     ui_image_origins: str = ""  # space-separated origins allowed to serve images (a CDN)
+    # "json": one JSON object per log line with request, campaign and round ids (service.logs);
+    # "text" (the default, and what `rankloop up` prints) keeps plain lines.
+    log_format: Literal["text", "json"] = "text"
 
     # -- render worker -------------------------------------------------------------------------
     device: str | None = None  # None: CUDA when present, else the CPU

@@ -6,10 +6,18 @@ picks a backend from the settings live one layer up, in :mod:`rankloop.stores` (
 boto3, which the core does not).
 Keys are ``/``-separated relative paths; :func:`round_prefix` names the keys unique to one
 (campaign, round), which is what makes a redelivered render task idempotent.
+
+Key layout of a round, under ``round_prefix(campaign_id, round)``: ``images/<name>.png`` and
+``thumbs/<name>.webp`` for every image shown and for the current best, where ``<name>`` is
+:func:`image_name` (an unguessable digest: a URL says nothing about an image's index or role,
+so the attention copy cannot be spotted by its URL, and no image URL can be guessed from the
+campaign id); ``state.npz``; ``manifest.json`` (written last). The manifest maps each index
+to its key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +30,19 @@ from rankloop.core.errors import InvalidInput, NotFound
 def round_prefix(campaign_id: str | int, round_number: int) -> str:
     """Key prefix owned by one round of one campaign (images, state, manifest)."""
     return f"campaigns/{campaign_id}/rounds/{round_number:04d}"
+
+
+BEST: str = "best"  # the image_name "index" of the optimizer's current point
+
+
+def image_name(
+    campaign_id: str | int, round_number: int, index: int | str, seed: int, salt: str
+) -> str:
+    """The file name (without extension) of one image of a round: a digest of (campaign, round,
+    index, seed) keyed by the campaign's secret ``salt``, the same on every re-render (so a
+    redelivered render rewrites the same keys) and unguessable without the salt."""
+    message = f"{campaign_id}/{round_number}/{index}/{seed}".encode()
+    return hashlib.blake2b(message, key=salt.encode()[:64], digest_size=16).hexdigest()
 
 
 def check_key(key: str) -> str:
@@ -54,7 +75,11 @@ class LocalStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        path = self.root / check_key(key)
+        # A symbolic link inside the root must not lead out of it (to /etc, another tenant...).
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidInput(f"invalid object key {key!r}: it leads outside the store")
+        return path
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
@@ -72,10 +97,14 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.root}") from None
+            # Never the root's path: the message may reach a browser.
+            raise NotFound(f"no object {key!r}") from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return self._path(key).is_file()
+        except InvalidInput:
+            return False
 
     def list(self, prefix: str) -> list[str]:
         # A plain string prefix, as in S3: "a/b" matches "a/b/c" and "a/bc"; walk only the

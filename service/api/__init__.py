@@ -6,7 +6,16 @@ from flask import Flask
 
 
 def register_api(app: Flask) -> None:
-    from service.api import annotators, campaigns, exports, openapi, tasks
+    from service.api import (
+        annotator_view,
+        annotators,
+        campaigns,
+        events,
+        exports,
+        openapi,
+        rounds,
+        tasks,
+    )
 
-    for module in (campaigns, annotators, tasks, exports, openapi):
+    for module in (campaigns, rounds, annotators, annotator_view, tasks, exports, events, openapi):
         app.register_blueprint(module.bp)

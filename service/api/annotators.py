@@ -1,10 +1,16 @@
 """Annotators: owners create them or share a recruitment link; annotators ask who they are.
 
-``/join/<campaign_id>`` is the link for crowd platforms: it creates an annotator on the first
-visit (up to the campaign's ``recruit_cap``), keyed by the platform's participant id
-(Prolific ``PROLIFIC_PID``, MTurk ``workerId``), and redirects to the task page with a fresh
-token in the URL fragment. A second visit with the same participant id finds the same annotator
-(with a new token: only hashes are stored, so the old one cannot be shown again).
+``/join/<campaign_id>`` is the link for crowd platforms, open only when the owner created the
+campaign with ``recruit: true``. It needs the platform's participant id (Prolific
+``PROLIFIC_PID``, MTurk ``workerId``, or ``participant_id``) and creates that participant's
+annotator on the first visit (up to the campaign's ``recruit_cap``), then redirects to the task
+page with the token in the URL fragment, which the page keeps in the browser.
+
+A second visit with a participant id that already joined takes nothing from anybody: the
+holder's token stays valid and no new one is made (knowing somebody's participant id must not
+be enough to become them). It redirects to ``/task#rejoin=<campaign_id>``, where the page
+continues with the token this browser got on the first visit, or says to continue where the
+study was first opened.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import datetime as dt
 from flask import Blueprint, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
+from rankloop.core.contracts import CAMPAIGN_ENDED
+from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from service.api import responses
 from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
-from service.api.responses import json_response
+from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
-from service.schemas import AnnotatorsCreate, validate
+from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
 from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
@@ -59,7 +67,7 @@ def create_annotators(campaign_id: str):
     )
     session.commit()
     links = [responses.NewAnnotator(id=a.id, token=t, link=task_link(t)) for a, t in created]
-    return json_response(responses.NewAnnotators(annotators=links), 201)
+    return no_store(json_response(responses.NewAnnotators(annotators=links), 201))
 
 
 @bp.get("/api/campaigns/<campaign_id>/annotators")
@@ -107,9 +115,42 @@ def list_annotators(campaign_id: str):
                 last_seen=iso(a.last_seen),
                 pool=a.campaign_id is None,
                 flags=flags,
+                revoked_at=iso(a.revoked_at),
+                excluded=a.excluded,
             )
         )
     return json_response(responses.AnnotatorList(annotators=rows))
+
+
+@bp.post("/api/campaigns/<campaign_id>/annotators/<annotator_id>/revoke")
+def revoke_annotator(campaign_id: str, annotator_id: str):
+    """Refuse the annotator's later requests: their token's hash is replaced by one of a token
+    nobody holds, so every path that looks a token up (the hot paths too) answers 401. What they
+    gave stays; with ``exclude`` it counts in no consensus from then on."""
+    campaign, owner = owned_campaign(campaign_id)
+    body: AnnotatorRevoke = validate(AnnotatorRevoke, json_body())
+    session = get_session()
+    annotator = session.get(Annotator, annotator_id)
+    if annotator is None or annotator.campaign_id != campaign.id:
+        # A pool annotator works for every campaign: only the admin may end that (not here).
+        raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
+    annotator.token_hash = hash_token(new_token())
+    annotator.revoked_at = annotator.revoked_at or utcnow()
+    annotator.excluded = annotator.excluded or body.exclude
+    audit(
+        session,
+        "annotator_revoked",
+        campaign.id,
+        actor="admin" if owner.is_admin else f"owner-key:{owner.key_id}",
+        annotator=annotator.id,
+        exclude=annotator.excluded,
+    )
+    session.commit()
+    return json_response(
+        responses.AnnotatorRevoked(
+            id=annotator.id, revoked_at=iso(annotator.revoked_at), excluded=annotator.excluded
+        )
+    )
 
 
 def _campaign_weights(campaign: Campaign) -> dict[str, float]:
@@ -131,6 +172,7 @@ def recruit_link(campaign_id: str):
     )
     return json_response(
         responses.RecruitLink(
+            enabled=recruiting(campaign),
             link=f"{base_url()}/join/{campaign.id}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}",
             # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
             mturk_link=f"{base_url()}/join/{campaign.id}",
@@ -141,46 +183,57 @@ def recruit_link(campaign_id: str):
     )
 
 
+def recruiting(campaign: Campaign) -> bool:
+    """Whether ``/join`` admits participants: only when the owner turned it on."""
+    return bool(campaign.settings.get("recruit", False))
+
+
 @bp.get("/join/<campaign_id>")
 def join(campaign_id: str):
     session = get_session()
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"no campaign {campaign_id!r}")
-    if campaign.status in ("stopped", "finished", "failed"):
+    if campaign.status in CAMPAIGN_ENDED:
         raise Gone(f"this campaign is {campaign.status}; thank you for your interest")
+    if not recruiting(campaign):
+        raise Forbidden("this campaign does not recruit through a link: ask its organiser")
     participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
-    participant = participant[:128] if participant else None
+    if not participant or not participant.strip():
+        raise InvalidInput(
+            "this link needs your participant id (PROLIFIC_PID or workerId): open it from the "
+            "study page of your crowd platform"
+        )
+    participant = participant.strip()[:128]
+    known = session.scalar(
+        select(Annotator.id).where(
+            Annotator.campaign_id == campaign.id, Annotator.participant_id == participant
+        )
+    )
+    if known is not None:
+        # Never a new token: whoever holds the first one keeps it, and their task.
+        audit(session, "annotator_rejoin_refused", campaign.id, actor=known)
+        session.commit()
+        return no_store(redirect(f"{url_for('ui.task_page')}#rejoin={campaign.id}", code=302))
+    joined = session.scalar(
+        select(func.count()).select_from(Annotator).where(Annotator.campaign_id == campaign.id)
+    )
+    if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
+        raise Conflict("this campaign has all the annotators it needs; thank you")
     token = new_token()
-    annotator = None
-    if participant:
-        annotator = session.scalar(
-            select(Annotator).where(
-                Annotator.campaign_id == campaign.id, Annotator.participant_id == participant
-            )
-        )
-    if annotator is not None:
-        annotator.token_hash = hash_token(token)
-        audit(session, "annotator_rejoined", campaign.id, actor=annotator.id)
-    else:
-        joined = session.scalar(
-            select(func.count()).select_from(Annotator).where(Annotator.campaign_id == campaign.id)
-        )
-        if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
-            raise Conflict("this campaign has all the annotators it needs; thank you")
-        annotator = Annotator(
-            campaign_id=campaign.id, participant_id=participant, token_hash=hash_token(token)
-        )
-        session.add(annotator)
-        session.flush()
-        audit(session, "annotator_joined", campaign.id, actor=annotator.id, participant=participant)
+    annotator = Annotator(
+        campaign_id=campaign.id, participant_id=participant, token_hash=hash_token(token)
+    )
+    session.add(annotator)
+    session.flush()
+    audit(session, "annotator_joined", campaign.id, actor=annotator.id, participant=participant)
     try:
         session.commit()
-    except IntegrityError:  # the same participant joined twice at once: let them retry
+    except IntegrityError:  # the same participant joined twice at once: the first one won
         session.rollback()
         raise Conflict("you joined twice at the same moment; open the link again") from None
     # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
-    return redirect(f"{url_for('ui.task_page')}#token={token}", code=302)
+    return no_store(redirect(f"{url_for('ui.task_page')}#token={token}", code=302))
 
 
 @bp.get("/api/me")
@@ -198,12 +251,45 @@ def me():
     ):
         code = annotator.completion_code = campaign.completion_code
         session.commit()
-    return json_response(
-        responses.Me(
-            annotator_id=annotator.id,
-            campaign_id=annotator.campaign_id,
-            tasks_done=annotator.tasks_done,
-            tasks_quota=quota,
-            completion_code=code,
+    return no_store(
+        json_response(
+            responses.Me(
+                annotator_id=annotator.id,
+                campaign_id=annotator.campaign_id,
+                tasks_done=annotator.tasks_done,
+                tasks_quota=quota,
+                completion_code=code,
+                waiting=_waiting(session, annotator, campaign, quota),
+            )
         )
     )
+
+
+def _waiting(
+    session: Session, annotator: Annotator, campaign: Campaign | None, quota: int | None
+) -> responses.Waiting:
+    """Which case a page without a task is in (``GET /api/me``'s ``waiting``)."""
+
+    def said(
+        reason: responses.WaitingReason, needed: int | None = None, estimate: float | None = None
+    ) -> responses.Waiting:
+        return responses.Waiting(reason=reason, rankings_needed=needed, render_estimate_s=estimate)
+
+    if campaign is None:
+        return said("none_open")  # a pool annotator: whichever campaign opens a round next
+    if campaign.status in CAMPAIGN_ENDED:
+        return said("finished")
+    if campaign.status in ("draft", "paused"):
+        return said("not_started" if campaign.status == "draft" else "paused")
+    if quota is not None and annotator.tasks_done >= quota:
+        return said("quota_reached")
+    latest = session.scalars(
+        select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
+    ).all()
+    if latest and latest[0].status == "open":
+        quorum = int(campaign.settings["annotators_per_round"])
+        return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
+    if latest and latest[0].status in ("rendering", "closed"):
+        rendered = [r.render_seconds for r in latest if r.render_seconds is not None]
+        return said("rendering", estimate=rendered[0] if rendered else None)
+    return said("none_open")

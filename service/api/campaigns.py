@@ -7,15 +7,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from rankloop.core.errors import NotFound
-from service import closing, lifecycle
-from service.api import responses
-from service.api.common import iso, json_body, object_url
+from service import closing, forking, lifecycle
+from service.api import events, responses
+from service.api.common import iso, json_body, object_url, page_args
 from service.api.responses import json_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
 from service.rendering import run_step
-from service.schemas import CampaignCreate, validate
+from service.schemas import CampaignCreate, ForkCreate, validate
 from service.transitions import audit
 
 bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
@@ -55,11 +55,14 @@ def create_campaign():
 def list_campaigns():
     session = get_session()
     owner = require_owner(session)
-    query = select(Campaign).order_by(Campaign.created_at.desc())
+    limit, offset = page_args()
+    query = select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id)
     if not owner.is_admin:
         query = query.where(Campaign.owner_key_id == owner.key_id)
-    listed = [campaign_response(c, history=False) for c in session.scalars(query)]
-    return json_response(responses.CampaignList(campaigns=listed))
+    page = session.scalars(query.limit(limit + 1).offset(offset)).all()
+    listed = [campaign_response(c, history=False) for c in page[:limit]]
+    more = offset + limit if len(page) > limit else None
+    return json_response(responses.CampaignList(campaigns=listed, next_offset=more))
 
 
 @bp.get("/<campaign_id>")
@@ -68,15 +71,38 @@ def show_campaign(campaign_id: str):
     return json_response(campaign_response(campaign))
 
 
-@bp.post("/<campaign_id>/<action>")
+@bp.post("/<campaign_id>/fork")
+def fork_campaign(campaign_id: str):
+    """A new campaign from one of this campaign's rounds (:mod:`service.forking`)."""
+    campaign, owner = owned_campaign(campaign_id)
+    body = validate(ForkCreate, json_body())
+    changes = body.model_dump(exclude_unset=True, exclude={"round"})
+    session = get_session()
+    outcome = run_step(
+        forking.fork, campaign.id, body.round, changes, owner.key_id, _actor(owner), session=session
+    )
+    forked = session.get(Campaign, outcome.campaign_id)
+    assert forked is not None
+    return json_response(campaign_response(forked), 201)
+
+
 def control_campaign(campaign_id: str, action: str):
-    if action not in ACTIONS:
-        raise NotFound(f"no action {action!r}: use one of {', '.join(ACTIONS)}")
     campaign, owner = owned_campaign(campaign_id)
     session = get_session()
     run_step(ACTIONS[action], campaign.id, _actor(owner), session=session)
     session.expire_all()
     return json_response(campaign_response(campaign))
+
+
+# One route per action, so that a POST on another sub-resource (export) is a 405, not a 404.
+for _action in ACTIONS:
+    bp.add_url_rule(
+        f"/<campaign_id>/{_action}",
+        f"control_{_action}",
+        control_campaign,
+        methods=["POST"],
+        defaults={"action": _action},
+    )
 
 
 def _actor(owner: Owner) -> str:
@@ -100,6 +126,8 @@ def round_response(round_: Round, n_rankings: int, quorum: int) -> responses.Rou
         deadline=iso(round_.deadline),
         extensions=round_.extensions,
         error=round_.error,
+        age_s=events.round_age_s(round_),
+        problem=events.round_problem(get_session(), round_),
         images=[
             responses.RoundImage(
                 id=i.id,

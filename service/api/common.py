@@ -12,10 +12,13 @@ from rankloop.core.storage import ObjectStore
 
 
 def json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
+    """The request's JSON (parsed by the app's strict provider, service/json.py)."""
+    if not request.is_json:
         raise InvalidInput("send a JSON object with 'Content-Type: application/json'")
-    return body
+    try:
+        return current_app.json.loads(request.get_data(cache=True))
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
+        raise InvalidInput(f"the body is not valid JSON: {error}") from None
 
 
 @overload
@@ -43,6 +46,27 @@ def object_url(key: str | None) -> str | None:
     url = store().url(key, int(current_app.config["PRESIGN_EXPIRES_S"]))
     # The same as url_for("exports.get_object", key=key), without a routing lookup per image.
     return url or f"{request.script_root}/objects/{key}"
+
+
+PAGE_LIMIT, MAX_PAGE_LIMIT = 100, 500  # GET /api/campaigns: default and largest page
+MAX_OFFSET = 10**9  # within every database's integer
+
+
+def page_args() -> tuple[int, int]:
+    """``?limit=&offset=`` of a listed page, checked: (limit, offset)."""
+    return (
+        _int_arg("limit", PAGE_LIMIT, 1, MAX_PAGE_LIMIT),
+        _int_arg("offset", 0, 0, MAX_OFFSET),
+    )
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}, got {raw[:20]!r}")
+    return int(raw)
 
 
 def base_url() -> str:

@@ -20,17 +20,29 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from rankloop import __version__
+from service import datasets, health
 from service.api import responses as r
 from service.api.annotators import PARTICIPANT_PARAMS
 from service.api.campaigns import ACTIONS
+from service.api.common import MAX_OFFSET, MAX_PAGE_LIMIT
 from service.api.exports import CONTENT_TYPES
-from service.schemas import AnnotatorsCreate, CampaignCreate, RankingSubmit
+from service.schemas import (
+    AnnotatorRevoke,
+    AnnotatorsCreate,
+    CampaignCreate,
+    ForkCreate,
+    RankingSubmit,
+)
 
 bp = Blueprint("openapi", __name__)
 
 JSON = "application/json"
+NDJSON = "application/x-ndjson"
+JSON_MEDIA = (JSON, NDJSON)
 OWNER, ANNOTATOR = "ownerKey", "annotatorToken"  # the security schemes below
 REF = "#/components/schemas/{model}"
+# A string in a URL: never a NUL byte (refused before any view, service/errors.py).
+TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,8 @@ class Operation:
     security: str | None  # OWNER, ANNOTATOR or None (public)
     replies: dict[int, Reply]
     body: type[BaseModel] | None = None
-    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> enum or ()
+    # name -> a string enum, () for any string, or a JSON schema
+    query: Mapping[str, tuple[str, ...] | dict[str, Any]] = field(default_factory=dict)
 
 
 CAMPAIGN = "/api/campaigns/{campaign_id}"
@@ -67,7 +80,17 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: Reply("Created", r.Campaign)},
         body=CampaignCreate,
     ),
-    Operation("get", "/api/campaigns", "List campaigns", OWNER, ok(r.CampaignList)),
+    Operation(
+        "get",
+        "/api/campaigns",
+        "List campaigns, newest first, a page at a time (next_offset: the next page)",
+        OWNER,
+        ok(r.CampaignList),
+        query={
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+            "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        },
+    ),
     Operation(
         "get",
         CAMPAIGN,
@@ -80,6 +103,14 @@ OPERATIONS: tuple[Operation, ...] = (
             "post", f"{CAMPAIGN}/{action}", f"{action.title()} the campaign", OWNER, ok(r.Campaign)
         )
         for action in ACTIONS
+    ),
+    Operation(
+        "post",
+        f"{CAMPAIGN}/fork",
+        "A new campaign from round N of this one (same state; what may change: ForkCreate)",
+        OWNER,
+        {201: Reply("Created", r.Campaign)},
+        body=ForkCreate,
     ),
     Operation(
         "post",
@@ -98,6 +129,38 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        f"{CAMPAIGN}/annotators/{{annotator_id}}",
+        "One annotator: progress, quota, completion code, access, and every ranking with its "
+        "time on task and their weight in that round's consensus",
+        OWNER,
+        ok(r.AnnotatorDetail),
+    ),
+    Operation(
+        "post",
+        f"{CAMPAIGN}/annotators/{{annotator_id}}/revoke",
+        "Revoke an annotator of the campaign: their later requests answer 401; what they gave "
+        "stays, marked, and with exclude counts in no later consensus",
+        OWNER,
+        ok(r.AnnotatorRevoked),
+        body=AnnotatorRevoke,
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/rounds/{{number}}",
+        "One round in detail: its images, every ranking, the consensus and the optimizer's figures",
+        OWNER,
+        ok(r.RoundDetail),
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/images.zip",
+        "The delivered image of every rendered round (the optimizer's point, rendered clean), "
+        "full size, in a zip: round-NNNN.png",
+        OWNER,
+        {200: Reply("A zip archive", media=("application/zip",))},
+    ),
+    Operation(
+        "get",
         f"{CAMPAIGN}/recruit",
         "The recruitment link for crowd platforms and its cap",
         OWNER,
@@ -106,14 +169,21 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         f"{CAMPAIGN}/export",
-        "Every ranking as JSON lines (who, when, which images, order)",
+        "Every ranking as JSON lines (format=jsonl), or a dataset table (format=TABLE.FORMAT:"
+        " rankings, consensus, pairs in the Pick-a-Pic v2 layout, consensus_pairs; JSON lines"
+        " or Parquet, images by url, key or embedded in Parquet)",
         OWNER,
         {
             200: Reply(
-                "JSON lines, one ExportRecord each", r.ExportRecord, ("application/x-ndjson",)
+                "JSON lines (ExportRecord each with format=jsonl), or Parquet",
+                r.ExportRecord,
+                (NDJSON, datasets.media_type("parquet")),
             )
         },
-        query={"format": ("jsonl",)},
+        query={
+            "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
+            "images": datasets.IMAGE_MODES,
+        },
     ),
     Operation(
         "get", "/api/me", "The annotator's progress and completion code", ANNOTATOR, ok(r.Me)
@@ -128,19 +198,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/api/tasks/{task_id}/ranking",
-        "Submit a ranking (image ids, best first; a list is a tie)",
+        "Submit a ranking (image ids, best first; a list is a tie). Retry-safe: the same order "
+        "sent again for the same task answers 201 with the ranking stored first (nothing new is "
+        "stored); another order answers 409",
         ANNOTATOR,
-        {201: Reply("Stored", r.RankingAccepted)},
+        {201: Reply("Stored, or the first one for a repeat", r.RankingAccepted)},
         body=RankingSubmit,
     ),
     Operation("get", "/api/openapi.json", "This document", None, {200: Reply("OpenAPI 3.1")}),
     Operation(
         "get",
         "/join/{campaign_id}",
-        "Recruitment entry: creates (or finds) the participant's annotator, then redirects to "
-        "the task page",
+        "Recruitment entry (when the campaign's recruit setting is on; a participant id is "
+        "required): creates the participant's annotator and redirects to /task#token=...; a "
+        "participant who already joined is sent to /task#rejoin=<campaign_id>, and keeps "
+        "their token",
         None,
-        {302: Reply("Redirect to /task#token=...", media=())},
+        {302: Reply("Redirect to the task page (Cache-Control: no-store)", media=())},
         query={name: () for name in PARTICIPANT_PARAMS},
     ),
     Operation(
@@ -150,6 +224,32 @@ OPERATIONS: tuple[Operation, ...] = (
         "instead)",
         None,
         {200: Reply("The image", media=tuple(CONTENT_TYPES.values()))},
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/events",
+        "The campaign's audit log, newest first, a page at a time (next_offset: the next page)",
+        OWNER,
+        ok(r.EventList),
+        query={
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+            "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        },
+    ),
+    Operation("get", "/healthz", "Liveness: the process serves requests", None, ok(health.Alive)),
+    Operation(
+        "get",
+        "/readyz",
+        "Readiness: database, broker, object store reachable and migrations at head",
+        None,
+        {200: Reply("Ready", health.Readiness), 503: Reply("Not ready", health.Readiness)},
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "Prometheus metrics (text exposition format)",
+        None,
+        {200: Reply("Metrics", media=("text/plain",))},
     ),
 )
 
@@ -219,12 +319,14 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
         },
     }
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": dict(TEXT)}
         for name in re.findall(r"{(\w+)}", operation.path)
     ]
     for name, values in operation.query.items():
-        schema: dict[str, Any] = {"type": "string"}
-        if values:
+        schema: dict[str, Any] = dict(TEXT)
+        if isinstance(values, dict):
+            schema = dict(values)
+        elif values:
             schema["enum"] = list(values)
         parameters.append({"name": name, "in": "query", "schema": schema})
     if parameters:
@@ -241,7 +343,11 @@ def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:
     document: dict[str, Any] = {"description": reply.description}
     if reply.media:
         body = {} if reply.model is None else {"schema": refs[reply.model]}
-        document["content"] = {media: dict(body) for media in reply.media}
+        # The model describes the JSON media (an ndjson line is one object); Parquet, images
+        # and archives are bytes.
+        document["content"] = {
+            media: dict(body) if media in JSON_MEDIA else {} for media in reply.media
+        }
     return document
 
 

@@ -9,11 +9,12 @@ many or too few fails the schema (``tests/test_service_api.py`` checks real resp
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Response as FlaskResponse
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core.contracts import CAMPAIGN_STATUSES, IMAGE_ROLES, ROUND_STATUSES
 
@@ -61,6 +62,14 @@ class Round(_Response):
     error: str | None
     images: list[RoundImage]
     consensus: RoundConsensus | None
+    age_s: float | None = Field(
+        description="seconds the round has been in its status (rendering: since its render "
+        "was sent; open: since it opened; closed: since it closed)"
+    )
+    problem: str | None = Field(
+        description="its last problems from the audit log (render re-sent, deadline extended, "
+        "a failed step and its error), newest last; null when none"
+    )
 
 
 class HistoryEntry(_Response):
@@ -103,8 +112,27 @@ class Campaign(CampaignSummary):
     history: list[HistoryEntry]
 
 
+class Event(_Response):
+    id: int
+    at: Timestamp
+    kind: str = Field(description="e.g. round_render_resent, round_extended, round_failed")
+    round: int | None
+    actor: str | None
+    data: dict[str, Any] | None
+
+
+class EventList(_Response):
+    events: list[Event] = Field(description="newest first, at most `limit`")
+    next_offset: int | None = Field(
+        description="the `offset` of the next page; null on the last page"
+    )
+
+
 class CampaignList(_Response):
-    campaigns: list[CampaignSummary] = Field(description="newest first")
+    campaigns: list[CampaignSummary] = Field(description="newest first, at most `limit`")
+    next_offset: int | None = Field(
+        description="the `offset` of the next page; null on the last page"
+    )
 
 
 # -- annotators (owner) ------------------------------------------------------------------------
@@ -128,13 +156,82 @@ class AnnotatorRow(_Response):
     last_seen: Timestamp | None
     pool: bool = Field(description="works on every running campaign")
     flags: list[AnnotatorFlag]
+    revoked_at: Timestamp | None = Field(
+        description="when the owner revoked the token; null: active"
+    )
+    excluded: bool = Field(description="their rankings count in no consensus after the revocation")
 
 
 class AnnotatorList(_Response):
     annotators: list[AnnotatorRow]
 
 
+class AnnotatorRevoked(_Response):
+    id: str
+    revoked_at: Timestamp
+    excluded: bool
+
+
+class AnnotatorRanking(_Response):
+    round: int
+    order: Order
+    attention_passed: bool | None
+    late: bool
+    created_at: Timestamp
+    seconds: float = Field(description="from the task's lease to the ranking: time on the task")
+    weight: float | None = Field(
+        description="their reliability weight in that round's consensus; null: not in it"
+    )
+
+
+class AnnotatorDetail(_Response):
+    """One annotator as the owner drills into them: progress, access, every ranking."""
+
+    id: str
+    participant_id: str | None
+    pool: bool
+    tasks_done: int
+    tasks_quota: int
+    completion_code: str | None = Field(description="the code issued to them, once issued")
+    created_at: Timestamp
+    last_seen: Timestamp | None
+    revoked_at: Timestamp | None
+    excluded: bool
+    rankings: list[AnnotatorRanking] = Field(description="this campaign's, oldest first")
+
+
+# -- one round in detail (owner) ---------------------------------------------------------------
+class RoundRanking(_Response):
+    annotator_id: str
+    participant_id: str | None
+    order: Order
+    attention_passed: bool | None
+    late: bool
+    created_at: Timestamp
+    excluded: bool = Field(description="left out of consensus (an annotator revoked and excluded)")
+
+
+class RoundDetail(_Response):
+    """A round as the owner drills into it: images, every ranking, the consensus, the step."""
+
+    number: int
+    kind: str | None
+    status: RoundStatus
+    quorum: int
+    images: list[RoundImage]
+    rankings: list[RoundRanking] = Field(description="in the order they were submitted")
+    consensus: RoundConsensus | None
+    stats: dict[str, Any] = Field(description="the optimizer's figures for the round (step, ...)")
+    render_seconds: float | None
+    opened_at: Timestamp | None
+    closed_at: Timestamp | None
+
+
 class RecruitLink(_Response):
+    enabled: bool = Field(
+        description="whether /join admits participants (the campaign's recruit setting); "
+        "off by default"
+    )
     link: str = Field(description="for Prolific: PROLIFIC_PID is filled in by the platform")
     mturk_link: str = Field(description="for MTurk's ExternalQuestion, which appends workerId")
     cap: int
@@ -168,12 +265,32 @@ class ExportRecord(_Response):
 
 
 # -- annotators' own endpoints -----------------------------------------------------------------
+WaitingReason = Literal[
+    "others_ranking", "rendering", "not_started", "paused", "finished", "quota_reached", "none_open"
+]
+
+
+class Waiting(_Response):
+    """Why no task may be open for this annotator now, for the page to say so."""
+
+    reason: WaitingReason
+    rankings_needed: int | None = Field(
+        description="others_ranking: rankings the open round still needs before it closes"
+    )
+    render_estimate_s: float | None = Field(
+        description="rendering: how long the last round took to render; null if unknown"
+    )
+
+
 class Me(_Response):
     annotator_id: str
     campaign_id: str | None = Field(description="null for a pool annotator")
     tasks_done: int
     tasks_quota: int | None
     completion_code: str | None = Field(description="set once the campaign has ended")
+    waiting: Waiting = Field(
+        description="what a page with no task should say (a pool annotator: none_open)"
+    )
 
 
 class TaskImage(_Response):
@@ -210,6 +327,16 @@ class ErrorBody(_Response):
 
 class Error(_Response):
     error: ErrorBody
+
+
+_R = TypeVar("_R", bound=WerkzeugResponse)
+
+
+def no_store(response: _R) -> _R:
+    """``response`` marked never to be kept by a browser or proxy cache: it carries a token,
+    or tells whose token it is."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def json_response(model: BaseModel, status: int = 200) -> FlaskResponse:

@@ -1,0 +1,190 @@
+"""Identities (issue 13): recruitment only when the owner opens it, a rejoin takes nothing from
+the holder of an identity, and the attention check cannot be beaten without looking.
+
+The API tests run on SQLite and PostgreSQL (the ``app`` fixture of tests/fixtures/coordinator).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rankloop.core.storage import LocalStore, image_name
+from service.ranking_rules import attention_passed, display_order
+from tests.fixtures.coordinator import bearer, render_round
+
+
+def test_recruitment_is_off_until_the_owner_turns_it_on(app, owner):
+    closed = owner.campaign(start=True)["id"]
+    client = app.test_client()
+    refused = client.get(f"/join/{closed}?PROLIFIC_PID=p1")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert owner.get(f"/api/campaigns/{closed}/recruit").json["enabled"] is False
+    listed = owner.get(f"/api/campaigns/{closed}/annotators").json["annotators"]
+    assert listed == []  # nobody was minted
+
+    opened = owner.campaign(start=True, recruit=True)["id"]
+    assert owner.get(f"/api/campaigns/{opened}/recruit").json["enabled"] is True
+    for anonymous in (
+        f"/join/{opened}",
+        f"/join/{opened}?PROLIFIC_PID=",
+        f"/join/{opened}?workerId=%20",
+    ):
+        response = client.get(anonymous)
+        assert response.status_code == 400, anonymous
+    assert owner.get(f"/api/campaigns/{opened}/annotators").json["annotators"] == []
+    joined = client.get(f"/join/{opened}?PROLIFIC_PID=p1")
+    assert joined.status_code == 302 and joined.location.startswith("/task#token=")
+
+
+def test_a_rejoin_with_a_known_participant_id_takes_nothing_from_its_holder(app, owner):
+    cid = owner.campaign(start=True, recruit=True, annotators_per_round=1)["id"]
+    render_round(app, cid, 0)
+    holder, intruder = app.test_client(), app.test_client()
+    token = holder.get(f"/join/{cid}?PROLIFIC_PID=alice").location.split("#token=")[1]
+    task = holder.get("/api/tasks/next", headers=bearer(token)).json
+
+    again = intruder.get(f"/join/{cid}?PROLIFIC_PID=alice")
+    assert again.status_code == 302 and again.location == f"/task#rejoin={cid}"
+    assert "token=" not in again.location and again.headers["Cache-Control"] == "no-store"
+
+    # The holder keeps the identity and the leased task, and can finish it.
+    assert holder.get("/api/me", headers=bearer(token)).status_code == 200
+    same = holder.get("/api/tasks/next", headers=bearer(token)).json
+    assert same["task_id"] == task["task_id"]
+    order = {"order": [i["id"] for i in task["images"]]}
+    submitted = holder.post(
+        f"/api/tasks/{task['task_id']}/ranking", json=order, headers=bearer(token)
+    )
+    assert submitted.status_code == 201, submitted.json
+    annotators = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    assert [(a["participant_id"], a["n_rankings"]) for a in annotators] == [("alice", 1)]
+
+
+def test_token_bearing_responses_are_not_stored(app, owner):
+    cid = owner.campaign(start=True, recruit=True)["id"]
+    created = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 1})
+    assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
+    token = created.json["annotators"][0]["token"]
+    client = app.test_client()
+    assert client.get("/api/me", headers=bearer(token)).headers["Cache-Control"] == "no-store"
+    joined = client.get(f"/join/{cid}?workerId=w1")
+    assert joined.status_code == 302 and joined.headers["Cache-Control"] == "no-store"
+
+
+class _Shown:
+    def __init__(self, position: int, role: str) -> None:
+        self.id, self.position, self.role = f"i{position}", position, role
+
+
+def test_a_tie_with_the_attention_image_never_passes_it():
+    images = [_Shown(0, "candidate"), _Shown(1, "candidate"), _Shown(2, "attention")]
+    assert attention_passed([[0, 1, 2]], images) is False  # everything tied
+    assert attention_passed([0, [1, 2]], images) is False  # tied with the last candidate
+    assert attention_passed([0, 1, 2], images) is True
+    assert attention_passed([[0, 1], 2], images) is True  # candidates tied, attention last
+
+
+def test_the_display_order_says_nothing_about_positions():
+    # The same image ids at other positions (the attention image elsewhere): the same order on
+    # screen, so reproducing the order (its seed is the annotator's own id) reveals nothing.
+    ids = ["b1", "e7", "03", "9c", "d4"]
+    shown = [_Shown(p, "candidate") for p in range(5)]
+    moved = [_Shown(4 - p, "attention" if p == 0 else "candidate") for p in range(5)]
+    for image, other, image_id in zip(shown, moved, ids, strict=True):
+        image.id = other.id = image_id
+    first = [i.id for i in display_order("annotator", 7, shown)]
+    assert first == [i.id for i in display_order("annotator", 7, list(reversed(moved)))]
+    assert sorted(first) == sorted(ids)
+
+
+def test_an_all_tied_answer_fails_the_attention_check_through_the_api(app, owner):
+    cid = owner.campaign(start=True, allow_ties=True)["id"]
+    render_round(app, cid, 0)
+    token = owner.annotators(cid, 1)[0]
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(token)).json
+    tied = {"order": [[i["id"] for i in task["images"]]]}
+    response = client.post(
+        f"/api/tasks/{task['task_id']}/ranking", json=tied, headers=bearer(token)
+    )
+    assert response.status_code == 201 and response.json["attention_passed"] is False
+
+
+def test_image_keys_reveal_neither_index_nor_role(tmp_path):
+    from gpu_worker.render import render_round as worker_render
+
+    store = LocalStore(tmp_path)
+    settings = {"generator": "cppn", "m": 4, "width": 32, "height": 32, "image_salt": "s3cret"}
+    result = worker_render(store, "c" * 32, 0, settings)
+    keys = [i["key"] for i in result["images"]] + [i["thumb_key"] for i in result["images"]]
+    keys += [result["best"]["key"], result["best"]["thumb_key"]]
+    for key in keys:
+        name = key.rsplit("/", 1)[1]
+        assert re.fullmatch(r"[0-9a-f]{32}\.(png|webp)", name), key
+        assert store.exists(key)
+    # The names are a keyed digest: the same on a re-render, another without the campaign's salt.
+    attention = next(i for i in result["images"] if i["role"] == "attention")
+    name = image_name("c" * 32, 0, attention["index"], 0, "s3cret")
+    assert attention["key"].endswith(f"/images/{name}.png")
+    assert image_name("c" * 32, 0, attention["index"], 0, "") != name
+
+
+def test_the_coordinator_gives_each_campaign_a_secret_for_image_names(app, owner):
+    from service import db
+    from service.models import Campaign
+    from service.rendering import render_message
+
+    first, second = (owner.campaign(start=True)["id"] for _ in range(2))
+    with app.app_context(), db.session_scope() as session:
+        salts = []
+        for cid in (first, second):
+            campaign = session.get(Campaign, cid)
+            message = render_message(campaign, campaign.rounds[0])
+            salts.append(message.settings.image_salt)
+    assert all(len(s) >= 32 for s in salts) and salts[0] != salts[1]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_study_link_reopened_continues_in_the_same_browser_only(tmp_path, browser):
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from service import db
+    from tests.fixtures.coordinator import Owner, make_app
+
+    app = make_app(tmp_path)
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    same, other = browser.new_context(), browser.new_context()
+    try:
+        owner = Owner(app.test_client())
+        cid = owner.campaign(start=True, recruit=True, annotators_per_round=1)["id"]
+        render_round(app, cid, 0)
+        link = f"http://127.0.0.1:{http.server_port}/join/{cid}?PROLIFIC_PID=alice"
+        first = same.new_page()
+        first.goto(link)
+        first.wait_for_selector("#task:not([hidden]) .tile", timeout=20_000)
+        task_id = first.get_attribute("#task", "data-task-id")
+
+        # The same participant opens the study link again in the same browser: the same task.
+        again = same.new_page()
+        again.goto(link)
+        again.wait_for_selector("#task:not([hidden]) .tile", timeout=20_000)
+        assert again.get_attribute("#task", "data-task-id") == task_id
+        assert "rejoin" not in again.url and "token" not in again.url
+
+        # Somebody else with alice's participant id gets nothing of hers.
+        stranger = other.new_page()
+        stranger.goto(link)
+        stranger.wait_for_selector("#status:not([hidden])", timeout=20_000)
+        assert "already joined" in stranger.text_content("#status")
+        assert stranger.evaluate("sessionStorage.getItem('rankloop.token')") is None
+    finally:
+        same.close()
+        other.close()
+        http.shutdown()
+        db.get_engine(app).dispose()

@@ -1,0 +1,196 @@
+"""One tenant must not hurt the others (issue 13): bounded renders and fair render slots,
+rate limits that cannot be sidestepped, the object store's edges, a paginated campaign list.
+
+Tests with the ``app`` fixture run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from sqlalchemy import select
+
+from rankloop.core.errors import InvalidInput, NotFound
+from rankloop.core.storage import LocalStore
+from service import closing, db
+from service.auth import hash_token, new_token
+from service.models import AuditEvent, OwnerKey, Round
+from service.rendering import run_step
+from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
+
+
+@pytest.fixture
+def limited(tmp_path):
+    apps = []
+
+    def build(**config):
+        app = make_app(tmp_path / str(len(apps)), **config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        db.get_engine(app).dispose()
+
+
+# -- one campaign must not hold the render worker ----------------------------------------------
+def test_round_size_is_bounded_per_generator_at_create_and_in_the_worker(owner, tmp_path):
+    huge = owner.post(
+        "/api/campaigns", json={"prompt": "x", "m": 32, "width": 2048, "height": 2048}
+    )
+    assert huge.status_code == 422 and "pixels per round" in huge.json["error"]["message"]
+    assert (
+        owner.post("/api/campaigns", json={"prompt": "x", "m": 8, "width": 1024}).status_code == 201
+    )
+
+    from gpu_worker.render import render_round as worker_render
+
+    settings = {"generator": "cppn", "m": 32, "width": 2048, "height": 2048}
+    with pytest.raises(InvalidInput, match="pixels per round"):
+        worker_render(LocalStore(tmp_path / "objects"), "c" * 32, 0, settings)
+
+
+def _enqueued(app, campaign_id: str):
+    with app.app_context(), db.session_scope() as session:
+        return session.scalar(
+            select(Round.render_enqueued_at).where(Round.campaign_id == campaign_id)
+        )
+
+
+def test_renders_wait_for_a_slot_of_their_owner_and_other_owners_go_first(app, owner):
+    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    first = owner.campaign(start=True)["id"]
+    waiting = owner.campaign(start=True)["id"]
+    assert _enqueued(app, first) is not None
+    assert _enqueued(app, waiting) is None  # the admin's one slot is busy
+
+    # Another owner's render is not queued behind the admin's.
+    key = new_token()
+    with app.app_context(), db.session_scope() as session:
+        session.add(OwnerKey(name="lab b", key_hash=hash_token(key)))
+        session.commit()
+    other = app.test_client().post(
+        "/api/campaigns", json={"prompt": "a pear", "start": True}, headers=bearer(key)
+    )
+    assert other.status_code == 201 and _enqueued(app, other.json["id"]) is not None
+
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=5)
+    with app.app_context():
+        run_step(closing.sweep, later)
+        assert _enqueued(app, waiting) is None  # still busy: the sweep does not send it
+        render_round(app, first, 0)  # the slot frees
+        run_step(closing.sweep, later)
+    assert _enqueued(app, waiting) is not None
+    with app.app_context(), db.session_scope() as session:
+        kinds = session.scalars(
+            select(AuditEvent.kind).where(AuditEvent.campaign_id == waiting)
+        ).all()
+    assert "round_render_waiting" in kinds and "round_render_resent" in kinds
+
+
+def test_a_stopped_campaign_frees_its_render_slot(app, owner):
+    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    stopped = owner.campaign(start=True)["id"]
+    waiting = owner.campaign(start=True)["id"]
+    assert _enqueued(app, waiting) is None
+    assert owner.post(f"/api/campaigns/{stopped}/stop").status_code == 200
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=5)
+    with app.app_context():
+        run_step(closing.sweep, later)
+    assert _enqueued(app, waiting) is not None
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+def test_the_annotator_limit_keys_on_the_token_however_the_header_is_spelt(limited):
+    app = limited(RATELIMIT_ANNOTATOR="2 per minute")
+    owner = Owner(app.test_client())
+    cid = owner.campaign()["id"]
+    token = owner.annotators(cid, 1)[0]
+    client = app.test_client()
+    spellings = (f"Bearer {token}", f"bearer {token}", f"Bearer  {token}")
+    codes = [client.get("/api/me", headers={"Authorization": s}).status_code for s in spellings]
+    assert codes == [200, 200, 429]
+
+
+def test_failed_authentication_is_throttled_per_address(limited):
+    app = limited(RATELIMIT_AUTH_FAILURES="3 per minute")
+    owner = Owner(app.test_client())
+    cid = owner.campaign()["id"]
+    token = owner.annotators(cid, 1)[0]
+    guesser = {"REMOTE_ADDR": "203.0.113.9"}
+    client = app.test_client()
+    codes = [
+        client.get("/api/me", headers=bearer(new_token()), environ_base=guesser).status_code
+        for _ in range(5)
+    ]
+    assert codes == [401, 401, 401, 429, 429]
+    # The address is refused whatever it sends next, owner endpoints included...
+    assert client.get("/api/me", headers=bearer(token), environ_base=guesser).status_code == 429
+    refused = client.get("/api/campaigns", headers=bearer("nope"), environ_base=guesser)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    # ...and nobody else is.
+    other = {"REMOTE_ADDR": "198.51.100.7"}
+    assert client.get("/api/me", headers=bearer(token), environ_base=other).status_code == 200
+
+
+def test_owner_endpoints_are_limited(limited):
+    app = limited(RATELIMIT_OWNER="2 per minute")
+    owner = Owner(app.test_client())
+    assert [owner.get("/api/campaigns").status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(("proxies", "second"), [(1, 302), (0, 429)])
+def test_the_join_limit_counts_the_client_behind_trusted_proxies(limited, proxies, second):
+    app = limited(RATELIMIT_JOIN="1 per minute", PROXY_COUNT=proxies)
+    cid = Owner(app.test_client()).campaign(start=True, recruit=True)["id"]
+    client = app.test_client()
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request arrives from the proxy
+    codes = [
+        client.get(
+            f"/join/{cid}?PROLIFIC_PID=p{n}",
+            headers={"X-Forwarded-For": f"192.0.2.{n}"},
+            environ_base=proxy,
+        ).status_code
+        for n in (1, 2)
+    ]
+    assert codes == [302, second]
+
+
+# -- the object store ----------------------------------------------------------------------------
+def test_object_errors_do_not_reveal_the_store_path(app, owner):
+    cid = owner.campaign(start=True)["id"]
+    missing = app.test_client().get(f"/objects/campaigns/{cid}/rounds/0000/images/00.png")
+    root = str(app.extensions["rankloop_store"].root)
+    assert missing.status_code == 404 and root not in missing.get_data(as_text=True)
+    with pytest.raises(NotFound) as error:
+        LocalStore(root).get("campaigns/x/rounds/0000/images/00.png")
+    assert root not in str(error.value)
+
+
+def test_the_local_store_refuses_links_out_of_its_root(app, owner, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"not yours")
+    cid = owner.campaign(start=True)["id"]
+    store = app.extensions["rankloop_store"]
+    key = f"campaigns/{cid}/rounds/0000/images/linked.png"
+    (store.root / key).parent.mkdir(parents=True)
+    os.symlink(outside, store.root / key)
+    with pytest.raises(InvalidInput, match="outside the store"):
+        store.get(key)
+    assert not store.exists(key)
+    assert app.test_client().get(f"/objects/{key}").status_code == 404
+
+
+# -- the campaign list -----------------------------------------------------------------------------
+def test_the_campaign_list_is_paginated(app, owner):
+    ids = [owner.campaign(name=f"c{n}")["id"] for n in range(3)]
+    first = owner.get("/api/campaigns?limit=2").json
+    second = owner.get(f"/api/campaigns?limit=2&offset={first['next_offset']}").json
+    assert first["next_offset"] == 2 and second["next_offset"] is None
+    listed = [c["id"] for c in first["campaigns"] + second["campaigns"]]
+    assert sorted(listed) == sorted(ids) and len(set(listed)) == 3
+    assert owner.get("/api/campaigns").json["next_offset"] is None
+    for bad in ("limit=0", "limit=501", "limit=abc", "offset=-1", "limit=%C2%B2"):
+        assert owner.get(f"/api/campaigns?{bad}").status_code == 400, bad
