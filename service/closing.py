@@ -72,14 +72,23 @@ def _count_rankings(session: Session, round_id: int) -> int:
     )
 
 
-def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = None) -> Outcome:
-    """Close the round when its quorum is in; else nothing."""
+def _open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | None:
+    """The round and its campaign while the round is open; else None (and the read ends)."""
     round_ = session.get(Round, round_id)
     if round_ is None or round_.status != "open":
         session.rollback()
-        return Outcome()
+        return None
     campaign = session.get(Campaign, round_.campaign_id)
     assert campaign is not None
+    return round_, campaign
+
+
+def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = None) -> Outcome:
+    """Close the round when its quorum is in; else nothing."""
+    found = _open_round(session, round_id)
+    if found is None:
+        return Outcome()
+    round_, campaign = found
     if _count_rankings(session, round_id) < int(campaign.settings["annotators_per_round"]):
         session.rollback()
         return Outcome()
@@ -186,12 +195,10 @@ def round_consensus(
 
 def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     """Give an open round short of its quorum another deadline."""
-    round_ = session.get(Round, round_id)
-    if round_ is None or round_.status != "open":
-        session.rollback()
+    found = _open_round(session, round_id)
+    if found is None:
         return Outcome()
-    campaign = session.get(Campaign, round_.campaign_id)
-    assert campaign is not None
+    round_, campaign = found
     seconds = float(campaign.settings["round_deadline_s"])
     outcome = Outcome()
     if compare_and_set(

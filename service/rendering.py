@@ -231,21 +231,18 @@ def _store_call(method: str, key: str) -> Any:
 
 def mark_enqueued(session: Session, campaign_id: str, round_number: int, job_id: str) -> None:
     """Note that the render job ``job_id`` left (the sweep re-sends one that never did)."""
-    session.execute(
-        update(Round)
-        .where(
-            Round.campaign_id == campaign_id,
-            Round.number == round_number,
-            Round.status == "rendering",
-        )
-        .values(render_enqueued_at=utcnow(), render_task_id=job_id)
+    _mark_send(
+        session, campaign_id, round_number, render_enqueued_at=utcnow(), render_task_id=job_id
     )
-    session.commit()
 
 
 def mark_unsent(session: Session, campaign_id: str, round_number: int) -> None:
     """Note that a render's message did not leave: the sweep sends it again soon, not after
     ``render_timeout_s`` (a re-send stamps the round before it sends)."""
+    _mark_send(session, campaign_id, round_number, render_enqueued_at=None)
+
+
+def _mark_send(session: Session, campaign_id: str, round_number: int, **values: Any) -> None:
     session.execute(
         update(Round)
         .where(
@@ -253,7 +250,7 @@ def mark_unsent(session: Session, campaign_id: str, round_number: int) -> None:
             Round.number == round_number,
             Round.status == "rendering",
         )
-        .values(render_enqueued_at=None)
+        .values(**values)
     )
     session.commit()
 
