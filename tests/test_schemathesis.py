@@ -19,7 +19,7 @@ from schemathesis.transport.wsgi import WSGITransport
 from service import db
 from tests.fixtures.coordinator import ADMIN, Owner, _truncate, make_app, render_round, stamp_head
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 # What a well-formed request may still be refused with, because of a rule the document states
 # in words (JSON Schema cannot relate two fields, or a request to the server's state):
