@@ -51,6 +51,7 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout_s: float) -> lis
     raise AssertionError(f"no {text!r} within {timeout_s} s: {''.join(lines)[-2000:]}")
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_rankloop_up_stops_every_process_it_started_on_any_signal(tmp_path, stop_signal):
@@ -75,6 +76,7 @@ def test_rankloop_up_stops_every_process_it_started_on_any_signal(tmp_path, stop
         up.wait()
 
 
+@pytest.mark.slow  # starts processes
 def test_production_commands_say_what_they_use_and_warn_on_embedded_defaults(tmp_path):
     bare = subprocess.run(
         [*RANKLOOP, "db", "upgrade"], cwd=tmp_path, env=clean_env(), capture_output=True,
@@ -92,6 +94,7 @@ def test_production_commands_say_what_they_use_and_warn_on_embedded_defaults(tmp
     assert f"database {url}" in configured.stderr and "WARNING" not in configured.stderr
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.timeout(120)
 def test_rankloop_serve_reads_the_gunicorn_config_file(tmp_path):
     port = free_port()
