@@ -7,6 +7,7 @@ real render and bookkeeping workers, PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import shutil
 import socket
@@ -27,21 +28,13 @@ from rankloop.core.contracts import (
 from rankloop.core.storage import round_prefix
 from service import closing, db, lifecycle, rendering
 from service.models import AuditEvent, Campaign, Image, Round, utcnow
-from service.schemas import CampaignCreate
-from tests.fixtures.coordinator import _truncate, make_app
+from tests.fixtures.coordinator import _truncate, insert_campaign, make_app
 from tests.fixtures.workers import CeleryWorker, start_celery_worker
 
 SMALL = {"m": 4, "width": 64, "height": 64}
 
 
-def new_campaign(session, **settings) -> str:
-    body = CampaignCreate(
-        **{"prompt": "a red apple", "annotators_per_round": 2, "rounds": 3, **SMALL, **settings}
-    )
-    campaign = Campaign(name="t", prompt=body.prompt, settings=body.settings())
-    session.add(campaign)
-    session.commit()
-    return campaign.id
+new_campaign = functools.partial(insert_campaign, **SMALL)
 
 
 def events(session, cid: str, kind: str) -> int:

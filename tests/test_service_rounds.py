@@ -4,6 +4,7 @@ and PostgreSQL, without HTTP."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 
 import pytest
@@ -15,18 +16,9 @@ from rankloop.core.round_step import candidate_feed
 from service import caches, closing, db, leasing, lifecycle, ranking_rules, rendering, submission
 from service.auth import hash_token
 from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow
-from service.schemas import CampaignCreate
-from tests.fixtures.coordinator import render_round
+from tests.fixtures.coordinator import insert_campaign, render_round
 
-
-def new_campaign(session, **settings) -> str:
-    body = CampaignCreate(
-        **{"prompt": "a red apple", "m": 4, "annotators_per_round": 2, "rounds": 3, **settings}
-    )
-    campaign = Campaign(name="t", prompt=body.prompt, settings=body.settings())
-    session.add(campaign)
-    session.commit()
-    return campaign.id
+new_campaign = functools.partial(insert_campaign, m=4)
 
 
 def new_annotator(session, campaign_id: str | None, name: str) -> Annotator:
