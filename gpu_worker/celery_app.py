@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from rankloop.core.contracts import GPU_QUEUE, RENDER_TASK
+from rankloop.core.jsonlog import use_json
 from rankloop.core.settings import Settings, broker_settings, load_settings, make_local_dirs
 from rankloop.core.startup import announce
 
@@ -51,7 +52,7 @@ def make_celery(environ: Mapping[str, str] | None = None) -> Celery:
     environment; tests build one per environment)."""
     settings = load_settings(environ)
     make_local_dirs(settings)
-    app = Celery("rankloop_gpu", include=["gpu_worker.tasks"])
+    app = Celery("rankloop_gpu", include=["gpu_worker.tasks", "gpu_worker.liveness"])
     app.conf.update(celery_config(settings))
     return app
 
@@ -63,3 +64,11 @@ app = make_celery()
 def _announce(**_: Any) -> None:
     # One line at start: which broker (and key prefix) and store this worker uses.
     announce("rankloop render worker", load_settings(), database=False)
+
+
+@after_setup_logger.connect(weak=False)
+@after_setup_task_logger.connect(weak=False)
+def _log_format(logger: Any = None, **_: Any) -> None:
+    # RANKLOOP_LOG_FORMAT=json: one JSON object per line, as the coordinator's processes write.
+    if logger is not None and load_settings().log_format == "json":
+        use_json(logger)

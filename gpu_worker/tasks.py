@@ -7,8 +7,9 @@ as is). Failures are recorded, never left as a stuck round:
 - bad settings, an unknown model, a corrupted state object, an image too large for the GPU:
   a :class:`~rankloop.core.errors.RankloopError` subclass, not retried (the coordinator's
   ``link_error`` records it);
-- a transient object-store error: retried with exponential backoff (capped at a minute, about
-  four minutes in all), then recorded; the coordinator leaves that round ``rendering`` and sends
+- a transient object-store error: retried with exponential backoff (capped at 15 s, so a render
+  goes on within 15 s of the store's return; about three and a half minutes in all), then
+  recorded; the coordinator leaves that round ``rendering`` and sends
   it again (only the classes of ``contracts.PERMANENT_RENDER_ERRORS`` fail a campaign).
 
 While a render runs, a heartbeat object (``contracts.heartbeat_key``) is rewritten every
@@ -40,9 +41,10 @@ from rankloop.core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
-# 2, 4, 8, 16, 32, then 60 s between tries: an object store outage of about four minutes.
-MAX_STORE_RETRIES = 8
-MAX_RETRY_DELAY_S = 60
+# 2, 4, 8, then 15 s between tries: an object store outage of about three and a half minutes.
+# After that the round stays ``rendering`` and the coordinator's sweep sends it again.
+MAX_STORE_RETRIES = 16
+MAX_RETRY_DELAY_S = 15
 
 
 @functools.cache

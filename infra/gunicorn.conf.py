@@ -9,6 +9,8 @@ processes or pods; PostgreSQL, Redis and the object store hold all state.
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Requests are short and mostly wait on PostgreSQL: a few threads per process help. Measured
@@ -30,6 +32,57 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def _json_logging() -> dict:
+    """With ``RANKLOOP_LOG_FORMAT=json``, gunicorn's own lines (start, workers, access log) are
+    JSON objects too, in the app's format (``rankloop.core.jsonlog``)."""
+    from rankloop.core.settings import load_settings
+
+    if load_settings().log_format != "json":
+        return {}
+
+    def handler(stream: str) -> dict:
+        return {"class": "logging.StreamHandler", "formatter": "json", "stream": stream}
+
+    def logger(name: str, handler_name: str) -> dict:
+        return {"level": "INFO", "handlers": [handler_name], "propagate": False,
+                "qualname": name}  # fmt: skip
+
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "rankloop.core.jsonlog.JsonFormatter"}},
+        "handlers": {"stderr": handler("ext://sys.stderr"), "stdout": handler("ext://sys.stdout")},
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": logger("gunicorn.error", "stderr"),
+            "gunicorn.access": logger("gunicorn.access", "stdout"),
+        },
+    }
+
+
+logconfig_dict = _json_logging()
+
+
+# Prometheus: every process counts its error responses in files of one shared directory, which
+# /metrics sums (prometheus-client's multiprocess mode). Set here, before the workers fork, so
+# no operator has to; PROMETHEUS_MULTIPROC_DIR set by the operator wins.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rankloop-prometheus-")
+
+
+def on_starting(server):
+    # Counts left by an earlier run would be added to this one's: start empty.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

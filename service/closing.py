@@ -254,8 +254,33 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
         # (a render queued behind others is not sent again and again).
         drop_heartbeat(campaign.id, round_.number)
         return outcome
+    if round_.render_enqueued_at is not None and sent + HEARTBEAT_STALE <= now:
+        _check_pickup(session, round_)
     session.commit()
     return outcome
+
+
+PICKUP_FAILED = "render_pickup_failed"  # shown as the round's problem (service.api.events)
+
+
+def _check_pickup(session: Session, round_: Round) -> None:
+    """A render sent a while ago that no worker has started: when the render workers that beat
+    all listen on another route (a broker configuration mismatch), say so on the round, once."""
+    from service.health import render_workers
+
+    if render_heartbeat(round_.campaign_id, round_.number) is not None:
+        return
+    mismatch = render_workers().mismatch
+    if mismatch is None:
+        return
+    seen = select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.campaign_id == round_.campaign_id,
+        AuditEvent.round_number == round_.number,
+        AuditEvent.kind == PICKUP_FAILED,
+    )  # fmt: skip
+    if not session.scalar(seen):
+        log.error("round %s of %s: %s", round_.number, round_.campaign_id, mismatch)
+        audit(session, PICKUP_FAILED, round_.campaign_id, round_.number, error=mismatch)
 
 
 def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:

@@ -10,12 +10,22 @@ a load balancer takes the process out of rotation and an operator reads why.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Blueprint, Flask, current_app
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from rankloop.core.liveness import (
+    WORKER_BEAT_PREFIX,
+    WORKER_BEAT_STALE_S,
+    describe_route,
+    render_route,
+)
 from service.db import get_engine
 
 bp = Blueprint("health", __name__)
@@ -94,6 +104,60 @@ def readiness() -> Readiness:
             checks[name] = Check(ok=False, error=f"{type(error).__name__}: {error}"[:500])
     failed = [name for name, check in checks.items() if not check.ok]
     return Readiness(status="unavailable" if failed else "ready", failed=failed, checks=checks)
+
+
+@dataclass
+class RenderWorkers:
+    """The render workers whose heartbeat is fresh, on this coordinator's route or another."""
+
+    route: dict[str, Any]
+    same: list[dict[str, Any]] = field(default_factory=list)
+    other: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def mismatch(self) -> str | None:
+        """Why renders wait forever, when workers listen elsewhere and none here; else None."""
+        if self.same or not self.other:
+            return None
+        seen = "; ".join(
+            f"{beat.get('worker')} ({describe_route(beat.get('route') or {})})"
+            for beat in self.other[:5]
+        )
+        return (
+            f"no render worker reads this coordinator's renders ({describe_route(self.route)}); "
+            f"{len(self.other)} read another queue: {seen}. Give the workers the coordinator's "
+            "RANKLOOP_BROKER_URL and RANKLOOP_BROKER_TRANSPORT_OPTIONS"
+        )[:1000]
+
+
+_census: dict[int, tuple[float, RenderWorkers]] = {}
+CENSUS_TTL_S = 5.0  # one store listing per process every few seconds at most
+
+
+def render_workers(app: Flask | None = None) -> RenderWorkers:
+    """The render workers' heartbeats (``rankloop.core.liveness``) read from the store. A
+    store that cannot be read counts no worker (then no mismatch is claimed)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    cached = _census.get(id(app))
+    if cached and time.monotonic() - cached[0] < CENSUS_TTL_S:
+        return cached[1]
+    census = RenderWorkers(route=render_route(app.extensions["rankloop_settings"]))
+    store = app.extensions["rankloop_store"]
+    try:
+        keys = store.list(WORKER_BEAT_PREFIX)
+        now = time.time()
+        for key in keys:
+            try:
+                beat = json.loads(store.get(key))
+                fresh = now - float(beat["at"]) < WORKER_BEAT_STALE_S
+            except Exception:  # gone meanwhile, or not a heartbeat: no worker
+                continue
+            if fresh:
+                (census.same if beat.get("route") == census.route else census.other).append(beat)
+    except Exception as error:
+        app.logger.info("render worker heartbeats unreadable: %s", error)
+    _census[id(app)] = (time.monotonic(), census)
+    return census
 
 
 @bp.get("/healthz")

@@ -14,20 +14,19 @@ traceback); ``text``, the default, keeps the usual lines with the ids appended w
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from rankloop.core.jsonlog import FIELDS, JsonFormatter
+
 HEADER = "X-Request-Id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # what is safe to log and echo as is
-FIELDS = ("request_id", "campaign_id", "round")
 _bound: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "rankloop_log_fields", default=None
 )
@@ -56,26 +55,6 @@ class ContextFilter(logging.Filter):
             if getattr(record, name, None) is None:
                 setattr(record, name, value)
         return True
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name in FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-JsonFormatter.converter = time.gmtime  # timestamps in UTC, as the "Z" says
 
 
 class TextFormatter(logging.Formatter):

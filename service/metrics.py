@@ -12,7 +12,10 @@ process, a bookkeeping worker, a render worker):
   rankings per minute);
 - ``rankloop_render_seconds``: a histogram of the rounds' render times;
 - ``rankloop_queue_depth{queue}``: messages waiting on the render and bookkeeping queues, asked
-  of the broker (absent when the broker does not answer).
+  of the broker (absent when the broker does not answer);
+- ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
+  coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
+  when ``same`` is 0; ``service.health.render_workers``).
 
 The responses of this process (``rankloop_http_responses_total{endpoint, status}``, 4xx and
 5xx only) are counted where they happen: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory,
@@ -61,6 +64,7 @@ class DatabaseCollector(Collector):
             yield from _rankings(session)
             yield from _render_seconds(session)
         yield from _queue_depths(self.app)
+        yield from _render_workers(self.app)
 
 
 def _rounds(session, now: dt.datetime) -> Iterator:
@@ -125,6 +129,21 @@ def _queue_depths(app: Flask) -> Iterator:
         log.info("queue depth unavailable: %s", error)
         return
     yield depth
+
+
+def _render_workers(app: Flask) -> Iterator:
+    from service.health import render_workers
+
+    census = render_workers(app)
+    workers = GaugeMetricFamily(
+        "rankloop_render_workers",
+        "Render workers beating, on this coordinator's route (same) or another (other: a "
+        "broker configuration mismatch when same is 0)",
+        labels=["route"],
+    )
+    workers.add_metric(["same"], len(census.same))
+    workers.add_metric(["other"], len(census.other))
+    yield workers
 
 
 def _response_counter(registry: CollectorRegistry | None) -> Counter:

@@ -93,14 +93,41 @@ worker_init.connect(warm_up_consensus, weak=False)
 worker_process_init.connect(warm_up_consensus, weak=False)
 
 
-@shared_task(name=ROUND_RENDERED_TASK, ignore_result=True)
-def round_rendered_task(result: dict[str, Any]) -> bool:
-    with session_scope() as session:
-        return rendering.round_rendered(session, result)
+# A job that meets the database down (a PostgreSQL restart) is tried again: 1, 2, 4, 8 s, then
+# every 10 s for about five minutes. Acknowledged as failed instead, a round's render result
+# would be lost, and the sweep would send the render again once its heartbeat went stale.
+DATABASE_RETRIES = 32
+DATABASE_RETRY_MAX_S = 10
 
 
-@shared_task(name=ROUND_FAILED_TASK, ignore_result=True)
+def _retry_on_database_down(task: Task, error: Exception) -> None:
+    """Raise Celery's retry when ``error`` means the database is unreachable (else return)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.errors import database_unavailable_errors
+
+    down = isinstance(error, database_unavailable_errors()) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+    if down:
+        delay = min(DATABASE_RETRY_MAX_S, 2**task.request.retries)
+        log.warning("database unavailable (retry in %ss): %s", delay, error)
+        raise task.retry(exc=error, countdown=delay)
+
+
+@shared_task(bind=True, name=ROUND_RENDERED_TASK, ignore_result=True, max_retries=DATABASE_RETRIES)
+def round_rendered_task(self: Task, result: dict[str, Any]) -> bool:
+    try:
+        with session_scope() as session:
+            return rendering.round_rendered(session, result)
+    except Exception as error:
+        _retry_on_database_down(self, error)
+        raise
+
+
+@shared_task(bind=True, name=ROUND_FAILED_TASK, ignore_result=True, max_retries=DATABASE_RETRIES)
 def round_failed_task(
+    self: Task,
     request_or_task_id: Any = None,
     exc: BaseException | None = None,
     traceback: Any = None,
@@ -121,8 +148,12 @@ def round_failed_task(
             or (str(reported) if reported else None)
             or f"render job {request_or_task_id} failed; see the GPU worker's log"
         )
-    with session_scope() as session:
-        return rendering.round_failed(session, campaign_id, int(round_number), error)
+    try:
+        with session_scope() as session:
+            return rendering.round_failed(session, campaign_id, int(round_number), error)
+    except Exception as failure:
+        _retry_on_database_down(self, failure)
+        raise
 
 
 def _stored_error(job_id: str) -> str | None:
@@ -138,9 +169,13 @@ def _stored_error(job_id: str) -> str | None:
     return f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
 
 
-@shared_task(name=CLOSE_ROUND_TASK, ignore_result=True)
-def close_round_task(round_id: int) -> None:
-    rendering.run_step(closing.close_if_ready, int(round_id))
+@shared_task(bind=True, name=CLOSE_ROUND_TASK, ignore_result=True, max_retries=DATABASE_RETRIES)
+def close_round_task(self: Task, round_id: int) -> None:
+    try:
+        rendering.run_step(closing.close_if_ready, int(round_id))
+    except Exception as error:
+        _retry_on_database_down(self, error)
+        raise
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)

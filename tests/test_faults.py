@@ -7,14 +7,12 @@ real render and bookkeeping workers, PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -27,29 +25,9 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.storage import round_prefix
 from service import closing, db, lifecycle, rendering
-from service.models import AuditEvent, Campaign, Image, Round, utcnow
-from tests.fixtures.coordinator import _truncate, insert_campaign, make_app
-from tests.fixtures.workers import CeleryWorker, start_celery_worker
-
-SMALL = {"m": 4, "width": 64, "height": 64}
-
-
-new_campaign = functools.partial(insert_campaign, **SMALL)
-
-
-def events(session, cid: str, kind: str) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(AuditEvent)
-        .where(AuditEvent.campaign_id == cid, AuditEvent.kind == kind)
-    )
-
-
-def round_row(session, cid: str, number: int = 0) -> Round:
-    session.rollback()
-    found = session.scalar(select(Round).where(Round.campaign_id == cid, Round.number == number))
-    assert found is not None
-    return found
+from service.models import Campaign, Image, utcnow
+from tests.fixtures.fault_stack import SMALL, Stack, events, new_campaign, round_row
+from tests.fixtures.private_services import PrivateRedis
 
 
 @pytest.fixture
@@ -134,104 +112,6 @@ def test_only_a_permanent_render_error_fails_a_campaign(app, session):
     assert campaign.status == "running" and round_row(session, cid).status == "rendering"
 
 
-class Stack:
-    """A coordinator app on PostgreSQL, a bookkeeping worker and render workers on a broker
-    (Redis under a private key prefix, or RabbitMQ on a private vhost), sharing a local object
-    store; the test runs the sweep (beat's job)."""
-
-    def __init__(self, tmp_path: Path, postgres_url: str, broker_url: str, results: bool = True):
-        self.tmp_path, self.broker_url = tmp_path, broker_url
-        self.prefix = f"rankloop-faults-{uuid.uuid4().hex[:8]}:"
-        redis = broker_url.startswith("redis")
-        objects = str(tmp_path / "objects")
-        options = {"global_keyprefix": self.prefix} if redis else {}
-        backend = broker_url if results and redis else None
-        self.app = make_app(
-            tmp_path,
-            postgres_url,
-            STORE_URL=objects,
-            BROKER_URL=broker_url,
-            RESULT_BACKEND=backend,
-            BROKER_TRANSPORT_OPTIONS=options,
-        )
-        _truncate(self.app)
-        self.store = self.app.extensions["rankloop_store"]
-        self.env = {
-            "RANKLOOP_BROKER_URL": broker_url,
-            "RANKLOOP_RESULT_BACKEND": backend or "",
-            "RANKLOOP_BROKER_TRANSPORT_OPTIONS": json.dumps(options),
-            "RANKLOOP_STORE_URL": objects,
-            "RANKLOOP_DATABASE_URL": postgres_url,
-            "RANKLOOP_VAR_DIR": str(tmp_path / "var"),
-            "RANKLOOP_DEVICE": "cpu",
-            "OMP_NUM_THREADS": "1",
-        }
-        self.workers: list[CeleryWorker] = []
-        self.worker("service.worker", "coord")
-
-    def worker(self, app: str, queue: str = "gpu") -> CeleryWorker:
-        log_dir = self.tmp_path / f"{queue}{len(self.workers)}"
-        self.workers.append(start_celery_worker(app, self.env, log_dir, queues=[queue]))
-        return self.workers[-1]
-
-    def start_campaign(self, delay_s: float = 0.0, **settings: object) -> str:
-        with self.app.app_context():
-            with db.session_scope() as session:
-                cid = new_campaign(session)
-                campaign = session.get_one(Campaign, cid)
-                # test_delay_s: a test hook, a pause between the round's objects and manifest.
-                campaign.settings = {**campaign.settings, "test_delay_s": delay_s, **settings}
-                session.commit()
-            rendering.run_step(lifecycle.start, cid, app=self.app)
-        return cid
-
-    def wait_mid_render(self, cid: str) -> None:
-        state = f"{round_prefix(cid, 0)}/state.npz"
-        deadline = time.monotonic() + 120
-        while not (self.store.exists(state) and self.store.exists(heartbeat_key(cid, 0))):
-            assert time.monotonic() < deadline, self.logs()
-            time.sleep(0.1)
-
-    def wait_open(self, cid: str, since: float, bound_s: float = 180) -> float:
-        """Seconds from ``since`` until round 0 is open, running the sweep every second."""
-        with self.app.app_context():
-            while True:
-                with db.session_scope() as session:
-                    if round_row(session, cid).status == "open":
-                        return time.monotonic() - since
-                    assert session.get_one(Campaign, cid).status == "running"
-                assert time.monotonic() - since < bound_s, self.logs()
-                rendering.run_step(closing.sweep, app=self.app)  # beat's job (sends fail quietly)
-                time.sleep(1.0)
-
-    def check_opened_once(self, cid: str) -> None:
-        with self.app.app_context(), db.session_scope() as session:
-            assert events(session, cid, "round_opened") == 1
-            assert events(session, cid, "round_failed") == 0
-            round_id = round_row(session, cid).id
-            count = select(func.count()).select_from(Image).where(Image.round_id == round_id)
-            assert session.scalar(count) == SMALL["m"] + 1
-
-    def events(self, cid: str) -> list[str]:
-        with self.app.app_context(), db.session_scope() as session:
-            query = select(AuditEvent.kind).where(AuditEvent.campaign_id == cid)
-            return list(session.scalars(query.order_by(AuditEvent.id)))
-
-    def logs(self) -> str:
-        return "\n".join(w.log_text()[-2000:] for w in self.workers)
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        db.get_engine(self.app).dispose()
-        if self.broker_url.startswith("redis"):
-            import redis
-
-            client = redis.Redis.from_url(self.broker_url)
-            for key in client.scan_iter(match=f"{self.prefix}*", count=500):
-                client.delete(key)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_render_worker_killed_mid_render_work_again_within_seconds(
@@ -261,45 +141,6 @@ def kill_mid_render(stack: Stack) -> tuple[float, list[str]]:
     recovered = stack.wait_open(cid, killed)
     stack.check_opened_once(cid)
     return recovered, stack.events(cid)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own (append-only file in a temp dir), to restart."""
-
-    def __init__(self, directory: Path):
-        self.directory, self.port = directory, free_port()
-        directory.mkdir(parents=True, exist_ok=True)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.directory), "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "private redis-server did not start"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
 
 
 OUTAGE_S = 15.0  # longer than kombu rides out when it publishes a result

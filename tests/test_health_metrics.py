@@ -156,3 +156,40 @@ def test_request_ids_and_json_log_lines(sqlite_app: Flask):
     assert lines[-1]["message"] == "round 3 stuck"
     assert (lines[-1]["campaign_id"], lines[-1]["round"]) == ("c1", 3)
     assert "request_id" not in lines[-1]
+
+
+def test_render_workers_on_another_route_are_reported_on_the_waiting_round(app, owner: Owner):
+    """Worker heartbeats (rankloop.core.liveness) that all name another key prefix: the sweep
+    says so on the round that waits (once), and /metrics counts them; a stale heartbeat or one
+    on the coordinator's own route is no mismatch."""
+    import time
+
+    from rankloop.core.liveness import render_route, worker_beat_key
+    from service import health
+
+    cid = owner.campaign(start=True)["id"]
+    store = app.extensions["rankloop_store"]
+    route = render_route(app.extensions["rankloop_settings"])
+
+    def beat(worker: str, age_s: float = 0.0, **changes: str) -> None:
+        body = {"at": time.time() - age_s, "worker": worker, "route": {**route, **changes}}
+        store.put(worker_beat_key(worker), json.dumps(body).encode())
+        health._census.clear()  # read the store again, not the last few seconds' census
+
+    beat("old@host", age_s=120)  # gone: ignored
+    beat("w1@host", keyprefix="elsewhere:")
+    later = utcnow() + dt.timedelta(seconds=20)  # sent, and no round heartbeat since
+    with app.app_context():
+        run_step(sweep, later, app=app)
+        run_step(sweep, later + dt.timedelta(seconds=5), app=app)
+    problem = owner.get(f"/api/campaigns/{cid}").json["current_round"]["problem"]
+    assert problem.startswith("render pickup failed x1;")
+    assert "w1@host" in problem and "'elsewhere:'" in problem and "old@host" not in problem
+    found = samples(app)
+    assert found[("rankloop_render_workers", (("route", "other"),))] == 1
+    assert found[("rankloop_render_workers", (("route", "same"),))] == 0
+
+    beat("w2@host")  # one worker on the coordinator's route: renders are read
+    with app.app_context():
+        assert health.render_workers().mismatch is None
+        assert [w["worker"] for w in health.render_workers().same] == ["w2@host"]

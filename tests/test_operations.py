@@ -164,16 +164,23 @@ def test_compose_services_restart_and_long_running_ones_have_health_checks():
     assert "--schedule /var/lib/rankloop/celerybeat-schedule" in services["beat"]["command"]
 
 
+def test_compose_file_is_valid_against_the_compose_spec():
+    # check-jsonschema ships the Compose specification's JSON schema: checked offline.
+    checked = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+         "vendor.compose-spec", str(INFRA / "compose.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_k8s_manifests_are_valid_and_probe_health_endpoints():
-    documents = _yaml_documents(INFRA / "k8s" / "coordinator.yaml")
-    try:
-        import kubernetes_validate
-    except ImportError:  # not installable everywhere (it ships its schemas): the shape below
-        kubernetes_validate = None
+    import kubernetes_validate  # the schemas of every Kubernetes release, shipped offline
+
+    paths = sorted((INFRA / "k8s").glob("*.yaml"))
+    documents = [document for path in paths for document in _yaml_documents(path)]
     for document in documents:
-        assert {"apiVersion", "kind", "metadata"} <= set(document), document
-        if kubernetes_validate is not None:
-            kubernetes_validate.validate(document, "1.30", strict=True)
+        kubernetes_validate.validate(document, "1.30", strict=True)
     (web,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] ==
               "rankloop-web"]  # fmt: skip
     (container,) = web["spec"]["template"]["spec"]["containers"]
@@ -183,6 +190,17 @@ def test_k8s_manifests_are_valid_and_probe_health_endpoints():
         if document["kind"] == "Deployment":
             labels = document["spec"]["selector"]["matchLabels"]
             assert document["spec"]["template"]["metadata"]["labels"] == labels
+
+
+def test_kubernetes_validate_refuses_a_broken_manifest():
+    """The check above can fail: an unknown field and a missing container image are refused."""
+    import kubernetes_validate
+
+    (web,) = [d for d in _yaml_documents(INFRA / "k8s" / "coordinator.yaml")
+              if d["kind"] == "Deployment" and d["metadata"]["name"] == "rankloop-web"]  # fmt: skip
+    web["spec"]["replicaz"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(web, "1.30", strict=True)
 
 
 def test_parallel_lease_requests_never_lease_a_round_beyond_its_quorum(tmp_path, postgres_url):
