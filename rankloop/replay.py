@@ -2,9 +2,11 @@
 store kept (the campaign's settings and seed, the previous round's optimizer state, the
 consensus the round was told) and compare the images with the stored ones.
 
-The render runs into a scratch store, so nothing stored is touched. ``cppn`` and ``tiny-sd`` on
-the CPU give the same bytes (the render is deterministic, ``gpu_worker.render``); a GPU's
-kernels may differ in the last bits, so there ``--tolerance`` accepts decoded pixels within that
+The render runs into a scratch store, so nothing stored is touched. ``cppn`` gives the same
+bytes (the render is deterministic, ``gpu_worker.render``); so does ``tiny-sd`` on the CPU at the
+torch thread count the worker rendered with (``--threads``): oneDNN splits its sums by thread
+count, so at another count a pixel may move by one level (``tests/test_replay.py``). A GPU's
+kernels may differ in the last bits too, so ``--tolerance`` accepts decoded pixels within that
 many levels (of 255).
 """
 
@@ -90,14 +92,21 @@ def _compare(index: int | str, role: str, old: bytes, new: bytes) -> ImageCheck:
 @click.option("--round", "number", type=int, required=True, help="the round to render again")
 @click.option("--tolerance", type=int, default=0, show_default=True,
               help="largest pixel difference accepted (0: the same bytes)")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch CPU threads for a diffusion render (the worker's, for the same bytes)")  # fmt: skip
 @click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
-def replay_command(campaign_id: str, number: int, tolerance: int, url: str | None,
-                   store_url: str | None) -> None:  # fmt: skip
+def replay_command(campaign_id: str, number: int, tolerance: int, threads: int | None,
+                   url: str | None, store_url: str | None) -> None:  # fmt: skip
     """Regenerate a round's images from its stored state and seed; compare with the stored."""
     from rankloop.export import open_store
     from service.cli import database_url
     from service.datasets import sessions_for
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     sessions, dispose = sessions_for(database_url(url))
     try:

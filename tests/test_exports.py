@@ -265,3 +265,37 @@ def test_consensus_pairs_follow_each_rounds_consensus(app, owner, campaign, tmp_
         first, second = images[row.image_0_uid], images[row.image_1_uid]
         better = first if order.index(first.position) < order.index(second.position) else second
         assert row.best_image_uid == better.id and row.weight == consensus[row.round].agreement
+
+
+def test_column_shortcuts_give_what_the_python_lists_give():
+    """The export's shortcuts: orders without ties built in Arrow from flat values and offsets,
+    a value repeated in every row, and one JSON parse per batch, each against the plain path."""
+    pa = pytest.importorskip("pyarrow")
+    from service.datasets.rows import Groups, Repeat
+    from service.datasets.source import _json_all
+
+    order_type = formats.schema("rankings").field("order").type
+    positions_type = formats.schema("rankings").field("positions").type
+    orders, flat = _json_all(('["b", "a", "c"]', '["c", "b", "a"]', "[]", '["a"]'))
+    assert flat and orders[0] == ["b", "a", "c"]
+    fast = Groups(orders, flat=True)
+    assert fast.to_list() == [[["b"], ["a"], ["c"]], [["c"], ["b"], ["a"]], [], [["a"]]]
+    assert fast.to_arrow(order_type).equals(pa.array(fast.to_list(), order_type))
+    assert fast[1:3].to_arrow(order_type).equals(pa.array(fast.to_list()[1:3], order_type))
+    assert fast.n_ranked() == [3, 3, 0, 1] and fast.ties() == [False] * 4
+    positions, flat = _json_all(("[2, 0, 1]", "[1, 0, 2]"))
+    assert flat and Groups(positions, True).to_arrow(positions_type).equals(
+        pa.array([[[2], [0], [1]], [[1], [0], [2]]], positions_type)
+    )
+    # A tie anywhere in the batch takes the plain path, as does an already decoded column.
+    for stored in (('[["b", "a"], "c"]', '["a", "b"]'), ([["b", "a"], "c"], ["a", "b"])):
+        tied, flat = _json_all(stored)
+        assert not flat and tied == [[["b", "a"], "c"], ["a", "b"]]
+        slow = Groups(tied, flat)
+        assert slow.to_list() == [[["b", "a"], ["c"]], [["a"], ["b"]]]
+        assert slow.n_ranked() == [3, 2] and slow.ties() == [True, False]
+    assert _json_all((["a"], ["b", "c"])) == ([["a"], ["b", "c"]], True)
+    for value, type_ in ((["x", "y"], pa.list_(pa.string())), (None, pa.string()), (7, pa.int64())):
+        repeated = Repeat(value, 5)
+        assert repeated.to_list() == [value] * 5 and len(repeated[1:4]) == 3
+        assert repeated.to_arrow(type_).equals(pa.array([value] * 5, type_))

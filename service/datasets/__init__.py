@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput
 from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
-from service.datasets.rows import IMAGE_MODES, TABLES, Images
+from service.datasets.rows import IMAGE_MODES, TABLES, Batch, Images
 from service.datasets.source import CampaignSource
 
 __all__ = ["FORMATS", "IMAGE_MODES", "TABLES", "CampaignSource", "Images", "export", "media_type"]
@@ -29,7 +29,8 @@ def export(source: CampaignSource, table: str, fmt: str, images: Images,
            progress: Callable[[int], None] | None = None) -> Iterator[bytes]:  # fmt: skip
     """The bytes of ``table`` of the campaign in ``fmt``, chunk by chunk.
 
-    ``progress`` is called with 1 for each ranking read (rankings, pairs) or consensus row.
+    ``progress`` is called with the number of rankings read (rankings, pairs) or rounds
+    written (consensus tables) as they go.
     """
     if table not in TABLES:
         raise ValueError(f"table {table!r}: use one of {', '.join(TABLES)}")
@@ -37,10 +38,10 @@ def export(source: CampaignSource, table: str, fmt: str, images: Images,
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "parquet":
         _require_pyarrow()
-    rows = TABLES[table](source, images)
+    batches = TABLES[table](source, images)
     if progress is not None:
-        rows = _counting(rows, progress, table)
-    return chunks(rows, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
+        batches = _counting(batches, progress)
+    return chunks(batches, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
 
 
 def _require_pyarrow() -> None:
@@ -51,16 +52,10 @@ def _require_pyarrow() -> None:
         raise InvalidInput("Parquet needs pyarrow: pip install 'rankloop[export]'") from None
 
 
-def _counting(rows, progress, table):
-    """Count what the progress bar measures: a ranking (rankings, pairs) or a round (consensus
-    tables), whatever the number of rows each gives."""
-    unit = {"pairs": "ranking_id", "consensus_pairs": "round"}.get(table)
-    last = None
-    for row in rows:
-        if unit is None or row[unit] != last:
-            progress(1)
-            last = None if unit is None else row[unit]
-        yield row
+def _counting(batches: Iterator[Batch], progress: Callable[[int], None]) -> Iterator[Batch]:
+    for batch in batches:
+        progress(batch.units)
+        yield batch
 
 
 def media_type(fmt: str) -> str:

@@ -9,9 +9,13 @@ coordinator's other modules.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.datasets.rows import Batch
 
 FORMATS = ("jsonl", "parquet")
 ROW_GROUP = 2000  # rows per Parquet row group (and per chunk of the stream)
@@ -24,15 +28,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def jsonl_chunks(rows: Iterable[dict[str, Any]], batch: int = ROW_GROUP) -> Iterator[bytes]:
-    lines: list[str] = []
-    for row in rows:
-        lines.append(json.dumps(row, default=_json_default))
-        if len(lines) >= batch:
+def jsonl_chunks(batches: Iterable[Batch], batch: int = ROW_GROUP) -> Iterator[bytes]:
+    """JSON lines, a chunk per ``batch`` rows at most."""
+    for columns, rows, _ in batches:
+        names = list(columns)
+        values = zip(*(c if isinstance(c, list) else c.to_list() for c in columns.values()),
+                     strict=True)  # fmt: skip
+        for _ in range(0, rows, batch):
+            lines = [
+                json.dumps(dict(zip(names, row, strict=True)), default=_json_default)
+                for row in itertools.islice(values, batch)
+            ]
             yield ("\n".join(lines) + "\n").encode()
-            lines = []
-    if lines:
-        yield ("\n".join(lines) + "\n").encode()
 
 
 def schema(table: str):
@@ -110,38 +117,57 @@ class _Chunks:
         return data
 
 
-def parquet_chunks(rows: Iterable[dict[str, Any]], table: str, batch: int = ROW_GROUP
+def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
                    ) -> Iterator[bytes]:  # fmt: skip
-    """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC)."""
+    """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC).
+
+    The columns go to Arrow a row group's share at a time (``from_pydict``, no dict per row), so
+    that rows carrying image bytes are converted 64 at a time, whatever the batch they came in.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table_schema = schema(table)
     sink = _Chunks()
     writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), table_schema, compression="zstd")
-    buffered: list[dict[str, Any]] = []
+    pending: list[Any] = []  # record batches of the row group being filled
+    filled = 0
 
     def flush() -> bytes:
-        writer.write_batch(pa.RecordBatch.from_pylist(buffered, schema=table_schema))
-        buffered.clear()
+        writer.write_table(pa.Table.from_batches(pending, table_schema), row_group_size=batch)
+        pending.clear()
         return sink.take()
 
     try:
-        for row in rows:
-            buffered.append(row)
-            if len(buffered) >= batch:
-                yield flush()
-        if buffered:
+        for columns, rows, _ in batches:
+            start = 0
+            while start < rows:
+                take = min(rows - start, batch - filled)
+                part = (
+                    columns
+                    if take == rows
+                    else {k: v[start : start + take] for k, v in columns.items()}
+                )
+                arrays = {
+                    k: v if isinstance(v, list) else v.to_arrow(table_schema.field(k).type)
+                    for k, v in part.items()
+                }
+                pending.append(pa.RecordBatch.from_pydict(arrays, schema=table_schema))
+                start, filled = start + take, filled + take
+                if filled == batch:
+                    filled = 0
+                    yield flush()
+        if pending:
             yield flush()
     finally:
         writer.close()
     yield sink.take()
 
 
-def chunks(rows: Iterable[dict[str, Any]], table: str, fmt: str, batch: int = ROW_GROUP
+def chunks(batches: Iterable[Batch], table: str, fmt: str, batch: int = ROW_GROUP
            ) -> Iterator[bytes]:  # fmt: skip
     if fmt == "jsonl":
-        return jsonl_chunks(rows, batch)
+        return jsonl_chunks(batches, batch)
     if fmt == "parquet":
-        return parquet_chunks(rows, table, batch)
+        return parquet_chunks(batches, table, batch)
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,5 +1,8 @@
 """The rows of the three exports (rankings, consensus per round, pairwise preferences), built
-from a :class:`~service.datasets.source.CampaignSource` one at a time, and how images travel.
+from a :class:`~service.datasets.source.CampaignSource` a batch at a time, as columns
+(:class:`Batch`), and how images travel. A column is a list, or a value in every row
+(:class:`Repeat`) or orders (:class:`Groups`) that Arrow builds without a Python object per row:
+at a million rankings the per-row objects were most of the export's time.
 
 Every table has the same columns in JSONL and Parquet (``service.datasets.formats`` holds the
 Parquet schema of each); the column lists are in the README's "Datasets" section.
@@ -7,18 +10,94 @@ Parquet schema of each); the column lists are in the README's "Datasets" section
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rankloop.core.contracts import CANDIDATE
 from service.datasets.pairs import ranking_pairs
-from service.datasets.source import CampaignSource, RoundInfo
+from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
 from service.rendering import IMAGE_SALT
 
 IMAGE_MODES = ("key", "url", "embed")
+
+
+class Repeat:
+    """A column holding one value in every row: Arrow builds it without a Python object per row
+    (a round's image lists, the campaign's settings)."""
+
+    def __init__(self, value: Any, rows: int):
+        self.value, self.rows = value, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, part: slice) -> Repeat:
+        return Repeat(self.value, len(range(self.rows)[part]))
+
+    def to_list(self) -> list[Any]:
+        return [self.value] * self.rows
+
+    def to_arrow(self, type_: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.repeat(pa.scalar(self.value, type_), self.rows)
+
+
+class Groups:
+    """A column of stored orders (a list inside one is a tied group) as place groups: one list
+    per place. Without ties (``flat``) Arrow builds the nested lists from the flat values and
+    their lengths, and no Python list is made per place."""
+
+    def __init__(self, orders: list[list[Any]], flat: bool):
+        self.orders, self.flat = orders, flat
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def __getitem__(self, part: slice) -> Groups:
+        return Groups(self.orders[part], self.flat)
+
+    def to_list(self) -> list[list[list[Any]]]:
+        return [_id_groups(o) for o in self.orders]
+
+    def to_arrow(self, type_: Any) -> Any:
+        import pyarrow as pa
+
+        if not self.flat:
+            return pa.array(self.to_list(), type_)
+        values = list(itertools.chain.from_iterable(self.orders))
+        places = pa.ListArray.from_arrays(
+            pa.array(range(len(values) + 1), pa.int32()),
+            pa.array(values, type_.value_type.value_type),
+        )
+        offsets = itertools.accumulate(map(len, self.orders), initial=0)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), places).cast(type_)
+
+    def n_ranked(self) -> list[int]:
+        if self.flat:
+            return [len(o) for o in self.orders]
+        return [sum(map(len, o)) for o in self.to_list()]
+
+    def ties(self) -> list[bool]:
+        if self.flat:
+            return [False] * len(self.orders)
+        return [len(o) < sum(map(len, o)) for o in self.to_list()]
+
+
+Column = list[Any] | Repeat | Groups
+
+
+class Batch(NamedTuple):
+    """Rows of a table as columns (name to values, in the row's key order): a batch of one
+    round's rankings, or one round's consensus."""
+
+    columns: dict[str, Column]
+    rows: int
+    units: int  # what a progress bar counts: rankings (rankings, pairs) or rounds (consensus)
 
 
 class Images:
@@ -89,8 +168,8 @@ def _settings_columns(source: CampaignSource) -> dict[str, Any]:
     }
 
 
-def ranking_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, Any]]:
-    """One row per ranking."""
+def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
+    """One row per ranking, a batch of one round's rankings at a time."""
     settings = source.campaign.settings
     # The image salt is the campaign's secret (it keeps image URLs unguessable): never exported.
     public = {k: v for k, v in settings.items() if k != IMAGE_SALT}
@@ -102,7 +181,8 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, A
     }
     per_round: dict[str, Any] = {}
     current = None
-    for round_, ranking in source.rankings():
+    for batch in source.ranking_batches():
+        round_, n = batch.round, len(batch.ids)
         if round_.id != current:  # a round's columns are the same for each of its rankings
             current, shown = round_.id, round_.images
             per_round = {
@@ -117,31 +197,38 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, A
                 "image_refs": [images.ref(i.key) for i in shown],
                 "images": [images.data(i.key) for i in shown] if images.embedded else None,
             }
-        order = _id_groups(ranking.order)
-        taken = (
-            (ranking.submitted_at - ranking.leased_at).total_seconds()
-            if ranking.leased_at is not None
-            else None
+        order = Groups(batch.orders, batch.flat)
+        columns: dict[str, Column] = {k: Repeat(v, n) for k, v in common.items()}
+        columns.update((k, Repeat(v, n)) for k, v in per_round.items())
+        columns.update(
+            ranking_id=batch.ids,
+            annotator_id=batch.annotator_ids,
+            order=order,
+            positions=Groups(batch.positions, batch.flat),
+            n_ranked=order.n_ranked(),
+            ties=order.ties(),
+            attention_passed=batch.attention_passed,
+            late=batch.late,
+            time_taken_s=[
+                None if leased is None else (at - leased).total_seconds()
+                for at, leased in zip(batch.submitted_at, batch.leased_at, strict=True)
+            ],
+            leased_at=batch.leased_at,
+            submitted_at=batch.submitted_at,
+            weight=_weights(round_, batch.annotator_ids),
         )
-        yield {
-            **common,
-            **per_round,
-            "ranking_id": ranking.id,
-            "annotator_id": ranking.annotator_id,
-            "order": order,
-            "positions": _id_groups(ranking.positions),
-            "n_ranked": sum(len(g) for g in order),
-            "ties": len(order) < sum(len(g) for g in order),
-            "attention_passed": ranking.attention_passed,
-            "late": ranking.late,
-            "time_taken_s": taken,
-            "leased_at": ranking.leased_at,
-            "submitted_at": ranking.submitted_at,
-            "weight": round_.weight(ranking.annotator_id),
-        }
+        yield Batch(columns, n, n)
 
 
-def consensus_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, Any]]:
+def _weights(round_: RoundInfo, annotator_ids: list[str]) -> list[float | None]:
+    """Each annotator's reliability weight in the round (``None`` before its consensus)."""
+    if round_.consensus is None:
+        return [None] * len(annotator_ids)
+    weights = round_.consensus.weights
+    return [None if (w := weights.get(a)) is None else float(w) for a in annotator_ids]
+
+
+def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
     """One row per closed round: its consensus (positions best first, scores by position)."""
     for round_ in source.rounds():
         consensus = round_.consensus
@@ -153,7 +240,7 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[dict[str,
              if p in by_position and by_position[p].role == CANDIDATE),
             None,
         )  # fmt: skip
-        yield {
+        row = {
             "campaign_id": source.campaign.id,
             "round": round_.number,
             "round_kind": round_.kind,
@@ -174,68 +261,100 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[dict[str,
             "image_refs": [images.ref(i.key) for i in round_.images],
             "created_at": consensus.created_at,
         }
+        yield Batch({k: [v] for k, v in row.items()}, 1, 1)
 
 
-def pair_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, Any]]:
+def pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
     """Pick-a-Pic v2 rows, one answer at a time (``service.datasets.pairs`` says how a ranking
     becomes pairs); ``weight``: the annotator's reliability weight in that round."""
-    for round_, ranking in source.rankings():
-        yield from _pairs_of(
-            source, round_, images, ranking.positions, ranking.annotator_id, ranking.id,
-            ranking.submitted_at, ranking.attention_passed, round_.weight(ranking.annotator_id),
+    for batch in source.ranking_batches():
+        round_ = batch.round
+        yield _pairs_of(
+            source, round_, images, batch.positions, batch.annotator_ids, batch.ids,
+            batch.submitted_at, batch.attention_passed, _weights(round_, batch.annotator_ids),
         )  # fmt: skip
 
 
-def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[dict[str, Any]]:
+def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
     """The same layout from each round's consensus instead: ``user_id`` ``consensus``, no
     ``ranking_id``, and ``weight`` the round's agreement (Kendall's W)."""
     for round_ in source.rounds():
         consensus = round_.consensus
         if consensus is not None:
-            yield from _pairs_of(
-                source, round_, images, consensus.order, CONSENSUS_USER, None,
-                consensus.created_at, None, consensus.agreement,
+            yield _pairs_of(
+                source, round_, images, [consensus.order], [CONSENSUS_USER], [None],
+                [consensus.created_at], [None], [consensus.agreement],
             )  # fmt: skip
 
 
 CONSENSUS_USER = "consensus"
 
 
-def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images, positions: list[Any],
-              user_id: str, ranking_id: int | None, created_at: Any,
-              attention_passed: bool | None, weight: float | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
+              answers: Sequence[Any], user_ids: Sequence[str],
+              ranking_ids: Sequence[int | None], created_at: Sequence[Any],
+              attention_passed: Sequence[bool | None],
+              weights: Sequence[float | None]) -> Batch:  # fmt: skip
+    """The pairs of each answer (positions best first) of one round, as columns."""
     settings = source.campaign.settings
     model = str(settings.get("model") or settings.get("generator") or "")
     by_position = {i.position: i for i in round_.images}
     candidates = [i.position for i in round_.images if i.role == CANDIDATE]
-    for pair in ranking_pairs(positions, candidates):
-        first, second = by_position[pair.first], by_position[pair.second]
-        tie = pair.label_0 == 0.5
-        best = "" if tie else (first.id if pair.label_0 == 1.0 else second.id)
-        yield {
-            "caption": source.campaign.prompt,
-            "jpg_0": images.data(first.key),
-            "jpg_1": images.data(second.key),
-            "label_0": pair.label_0,
-            "label_1": 1.0 - pair.label_0,
-            "image_0_uid": first.id,
-            "image_1_uid": second.id,
-            "best_image_uid": best,
-            "model_0": model,
-            "model_1": model,
-            "user_id": user_id,
-            "ranking_id": ranking_id,
-            "created_at": created_at,
-            "are_different": first.key != second.key,
-            "has_label": True,
-            "image_0_ref": images.ref(first.key),
-            "image_1_ref": images.ref(second.key),
-            "campaign_id": source.campaign.id,
-            "round": round_.number,
-            "pair_source": pair.source,
-            "attention_passed": attention_passed,
-            "weight": weight,
-        }
+    refs: dict[str, str] = {}  # an image's reference, asked once (it may write a file)
+
+    def ref(image: ImageInfo) -> str:
+        found = refs.get(image.key)
+        if found is None:
+            found = refs[image.key] = images.ref(image.key)
+        return found
+
+    # Per answer: how many pairs it gave, so that its own columns repeat that many times.
+    counts: list[int] = []
+    firsts: list[ImageInfo] = []
+    seconds: list[ImageInfo] = []
+    labels: list[float] = []
+    kinds: list[str] = []
+    for positions in answers:
+        before = len(labels)
+        for pair in ranking_pairs(positions, candidates):
+            firsts.append(by_position[pair.first])
+            seconds.append(by_position[pair.second])
+            labels.append(pair.label_0)
+            kinds.append(pair.source)
+        counts.append(len(labels) - before)
+    n = len(labels)
+
+    def each(values: Sequence[Any]) -> list[Any]:
+        return [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
+
+    columns: dict[str, Column] = {
+        "caption": [source.campaign.prompt] * n,
+        "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
+        "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
+        "label_0": labels,
+        "label_1": [1.0 - label for label in labels],
+        "image_0_uid": [i.id for i in firsts],
+        "image_1_uid": [i.id for i in seconds],
+        "best_image_uid": [
+            "" if label == 0.5 else (a.id if label == 1.0 else b.id)
+            for a, b, label in zip(firsts, seconds, labels, strict=True)
+        ],
+        "model_0": [model] * n,
+        "model_1": [model] * n,
+        "user_id": each(user_ids),
+        "ranking_id": each(ranking_ids),
+        "created_at": each(created_at),
+        "are_different": [a.key != b.key for a, b in zip(firsts, seconds, strict=True)],
+        "has_label": [True] * n,
+        "image_0_ref": [ref(i) for i in firsts],
+        "image_1_ref": [ref(i) for i in seconds],
+        "campaign_id": [source.campaign.id] * n,
+        "round": [round_.number] * n,
+        "pair_source": kinds,
+        "attention_passed": each(attention_passed),
+        "weight": each(weights),
+    }
+    return Batch(columns, n, len(answers))
 
 
 def _id_groups(order: list[Any]) -> list[list[Any]]:
@@ -243,7 +362,7 @@ def _id_groups(order: list[Any]) -> list[list[Any]]:
     return [e if type(e) is list else [e] for e in order]
 
 
-TABLES: dict[str, Callable[[CampaignSource, Images], Iterator[dict[str, Any]]]] = {
+TABLES: dict[str, Callable[[CampaignSource, Images], Iterator[Batch]]] = {
     "rankings": ranking_rows,
     "consensus": consensus_rows,
     "pairs": pair_rows,

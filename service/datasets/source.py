@@ -67,6 +67,22 @@ class RankingInfo:
 
 
 @dataclass(frozen=True)
+class RankingBatch:
+    """Rankings of one round, as columns (the fields of :class:`RankingInfo`, in id order)."""
+
+    round: RoundInfo
+    ids: list[int]
+    annotator_ids: list[str]
+    orders: list[Any]
+    positions: list[Any]
+    attention_passed: list[bool | None]
+    late: list[bool]
+    submitted_at: list[dt.datetime]
+    leased_at: list[dt.datetime | None]
+    flat: bool  # no order or positions holds a group (no ties)
+
+
+@dataclass(frozen=True)
 class CampaignInfo:
     id: str
     name: str
@@ -101,16 +117,20 @@ class CampaignSource:
             self._rounds.move_to_end(round_id)
             return cached
         with self.sessions() as session:
-            round_ = session.get(Round, round_id)
-            assert round_ is not None
-            images = session.scalars(
-                select(Image).where(Image.round_id == round_id).order_by(Image.position)
+            # Plain rows for the round and its images (the ORM's identity map is not needed).
+            connection = session.connection()
+            fields = Round.number, Round.kind, Round.state_key, Round.previous_state_key
+            number, kind, state_key, previous_state_key = connection.execute(
+                select(*fields).where(Round.id == round_id)
+            ).one()
+            images = connection.execute(
+                select(Image.id, Image.position, Image.index, Image.role, Image.key)
+                .where(Image.round_id == round_id)
+                .order_by(Image.position)
             )
             info = RoundInfo(
-                round_.id, round_.number, round_.kind, round_.state_key,
-                round_.previous_state_key,
-                [ImageInfo(i.id, i.position, i.index, i.role, i.key) for i in images],
-                session.get(Consensus, round_id),
+                round_id, number, kind, state_key, previous_state_key,
+                [ImageInfo(*image) for image in images], session.get(Consensus, round_id),
             )  # fmt: skip
             session.expunge_all()
         self._rounds[round_id] = info
@@ -124,8 +144,22 @@ class CampaignSource:
 
     def rankings(self) -> Iterator[tuple[RoundInfo, RankingInfo]]:
         """Every ranking of the campaign, round by round, in id order within a round (the order
-        consensus reads them in). One keyset walk per round: the index on ``round_id`` serves
-        it, where a campaign-wide ``ORDER BY id`` would sort every ranking at every batch."""
+        consensus reads them in)."""
+        for batch in self.ranking_batches():
+            round_ = batch.round
+            for fields in zip(batch.ids, batch.annotator_ids, batch.orders, batch.positions,
+                              batch.attention_passed, batch.late, batch.submitted_at,
+                              batch.leased_at, strict=True):  # fmt: skip
+                id_, annotator, order, positions, passed, late, at, leased_at = fields
+                ranking = RankingInfo(
+                    id_, round_.id, annotator, order, positions, passed, late, at, leased_at
+                )
+                yield round_, ranking
+
+    def ranking_batches(self) -> Iterator[RankingBatch]:
+        """The rankings of :meth:`rankings`, a batch (of one round) at a time, as columns. One
+        keyset walk per round: the index on ``round_id`` serves it, where a campaign-wide
+        ``ORDER BY id`` would sort every ranking at every batch."""
         # JSON and timestamps come as the driver gives them and are decoded below: SQLAlchemy's
         # own processors (a regex per SQLite timestamp) took most of the time per row.
         raw = (
@@ -134,13 +168,13 @@ class CampaignSource:
         )
         order, positions, submitted, leased = raw
         columns = (
-            Ranking.id, Ranking.round_id, Ranking.annotator_id, order, positions,
+            Ranking.id, Ranking.annotator_id, order, positions,
             Ranking.attention_passed, Ranking.late, submitted, leased,
         )  # fmt: skip
         for round_id in self.round_ids:
-            yield from self._round_rankings(round_id, columns)
+            yield from self._round_batches(round_id, columns)
 
-    def _round_rankings(self, round_id: int, columns) -> Iterator[tuple[RoundInfo, RankingInfo]]:
+    def _round_batches(self, round_id: int, columns) -> Iterator[RankingBatch]:
         last = 0
         while True:
             with self.sessions() as session:
@@ -158,14 +192,15 @@ class CampaignSource:
                 )
             if not rows:
                 return
-            round_ = self.round(round_id)
-            for id_, _, annotator, order_, positions_, passed, late, at, leased_at in rows:
-                ranking = RankingInfo(
-                    id_, round_id, annotator, _json(order_), _json(positions_),
-                    None if passed is None else bool(passed), bool(late), _time(at),
-                    None if leased_at is None else _time(leased_at),
-                )  # fmt: skip
-                yield round_, ranking
+            ids, annotators, orders, positions, passed, late, at, leased = zip(*rows, strict=True)
+            orders_, flat_orders = _json_all(orders)
+            positions_, flat_positions = _json_all(positions)
+            yield RankingBatch(
+                self.round(round_id), list(ids), list(annotators), orders_, positions_,
+                [None if p is None else bool(p) for p in passed], [bool(x) for x in late],
+                [_time(t) for t in at], [None if t is None else _time(t) for t in leased],
+                flat_orders and flat_positions,
+            )  # fmt: skip
             if len(rows) < self.batch:
                 return
             last = rows[-1][0]
@@ -185,8 +220,16 @@ class CampaignSource:
             )
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value  # SQLite: text
+def _json_all(values: tuple[Any, ...]) -> tuple[list[Any], bool]:
+    """Lists stored as JSON, decoded, and whether none holds a list. SQLite gives text, parsed
+    in one call for the batch (a call per value cost more than the parsing); PostgreSQL's
+    driver has decoded them already."""
+    if all(type(v) is str for v in values):
+        text = ",".join(values)
+        # Each value opens one "[": any more is a nested list (or, harmlessly, a "[" in a name).
+        return json.loads("[" + text + "]"), text.count("[") == len(values)
+    decoded = [json.loads(v) if isinstance(v, str | bytes) else v for v in values]
+    return decoded, not any(type(e) is list for v in decoded for e in v)
 
 
 def _time(value: Any) -> dt.datetime:
