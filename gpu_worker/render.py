@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -184,6 +185,7 @@ def render_round(
         state_key=state_key,
         manifest_key=manifest_key,
         render_seconds=round(render_seconds, 4),
+        torch_threads=_torch_threads(),
         images=entries,
         # The optimizer's current point before this round's ranking: not shown to annotators.
         best=BestImage(key=best_key, thumb_key=best_thumb_key),
@@ -191,6 +193,12 @@ def render_round(
     ).model_dump(mode="json")
     store.put(manifest_key, json.dumps(result, sort_keys=True).encode(), "application/json")
     return result
+
+
+def _torch_threads() -> int | None:
+    """torch's CPU thread count if torch is loaded (a diffusion render), else None (cppn)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
 
 
 def load_manifest(store: ObjectStore, key: str) -> dict[str, Any]:

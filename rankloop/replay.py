@@ -4,17 +4,19 @@ consensus the round was told) and compare the images with the stored ones.
 
 The render runs into a scratch store, so nothing stored is touched. ``cppn`` gives the same
 bytes (the render is deterministic, ``gpu_worker.render``); so does ``tiny-sd`` on the CPU at the
-torch thread count the worker rendered with (``--threads``): oneDNN splits its sums by thread
-count, so at another count a pixel may move by one level (``tests/test_replay.py``). A GPU's
+torch thread count the worker rendered with, which the round's manifest records and the replay
+uses unless ``--threads`` says otherwise: oneDNN splits its sums by thread count, so at another
+count a pixel may move by one level (``tests/test_replay.py``). A GPU's
 kernels may differ in the last bits too, so ``--tolerance`` accepts decoded pixels within that
 many levels (of 255).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
@@ -22,6 +24,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RenderResult
 from rankloop.core.errors import NotFound
 from rankloop.core.storage import LocalStore, ObjectStore
 
@@ -35,8 +38,11 @@ class ImageCheck:
 
 
 def replay_round(sessions: Callable[[], Session], store: ObjectStore, campaign_id: str,
-                 number: int) -> list[ImageCheck]:  # fmt: skip
-    """Render round ``number`` again into a scratch store; one check per stored image."""
+                 number: int, threads: int | None = None) -> list[ImageCheck]:  # fmt: skip
+    """Render round ``number`` again into a scratch store; one check per stored image.
+
+    A diffusion render runs at ``threads`` torch CPU threads, by default the count the worker
+    recorded in the round's manifest."""
     from gpu_worker.render import render_round
     from service.models import Campaign, Image, Round
     from service.rendering import render_message
@@ -54,7 +60,11 @@ def replay_round(sessions: Callable[[], Session], store: ObjectStore, campaign_i
             for i in session.scalars(select(Image).where(Image.round_id == round_.id))
         }
         best_key = round_.best_key
-    with tempfile.TemporaryDirectory(prefix="rankloop-replay-") as scratch_dir:
+        recorded = RenderResult.model_validate_json(store.get(round_.manifest_key))
+    with (
+        tempfile.TemporaryDirectory(prefix="rankloop-replay-") as scratch_dir,
+        _torch_threads(threads or recorded.torch_threads),
+    ):
         scratch = LocalStore(scratch_dir)
         if message.previous_state_key:
             scratch.put(message.previous_state_key, store.get(message.previous_state_key))
@@ -76,6 +86,22 @@ def replay_round(sessions: Callable[[], Session], store: ObjectStore, campaign_i
     return checks
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch at ``count`` CPU threads for the block (nothing when None: cppn needs no torch)."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _compare(index: int | str, role: str, old: bytes, new: bytes) -> ImageCheck:
     from PIL import Image
 
@@ -93,7 +119,8 @@ def _compare(index: int | str, role: str, old: bytes, new: bytes) -> ImageCheck:
 @click.option("--tolerance", type=int, default=0, show_default=True,
               help="largest pixel difference accepted (0: the same bytes)")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1),
-              help="torch CPU threads for a diffusion render (the worker's, for the same bytes)")  # fmt: skip
+              help="torch CPU threads for a diffusion render (default: the count the worker "
+                   "recorded, which gives the same bytes)")  # fmt: skip
 @click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
 def replay_command(campaign_id: str, number: int, tolerance: int, threads: int | None,
@@ -103,14 +130,9 @@ def replay_command(campaign_id: str, number: int, tolerance: int, threads: int |
     from service.cli import database_url
     from service.datasets import sessions_for
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
     sessions, dispose = sessions_for(database_url(url))
     try:
-        checks = replay_round(sessions, open_store(store_url), campaign_id, number)
+        checks = replay_round(sessions, open_store(store_url), campaign_id, number, threads)
     finally:
         dispose()
     for check in checks:

@@ -109,8 +109,9 @@ def test_replay_gives_the_same_bytes_and_catches_a_change(sqlite_app, cppn_campa
 @pytest.mark.slow
 def test_tiny_sd_replays_bit_exact_on_the_cpu(sqlite_app):
     """tiny-sd (the real diffusers pipeline, random weights built from configs) replays to the
-    same bytes at the thread count it rendered with. At another thread count oneDNN's kernels
-    sum in another order and a pixel may move by one level: that is the stated tolerance."""
+    same bytes at the thread count it rendered with, which the manifest records and the replay
+    uses by default. At another thread count oneDNN's kernels sum in another order and a pixel
+    may move by one level: that is the stated tolerance."""
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     sessions = sqlite_app.extensions["rankloop_sessionmaker"]
@@ -118,10 +119,12 @@ def test_tiny_sd_replays_bit_exact_on_the_cpu(sqlite_app):
     try:
         torch.set_num_threads(1)  # two cores are shared by the whole test run
         cid = _two_rounds(sqlite_app, generator="tiny-sd", steps=2)
+        torch.set_num_threads(2)  # the replay goes back to the recorded count by itself
         for number in range(2):  # round 1 starts from round 0's state and consensus
             checks = replay_round(sessions, store, cid, number)
             assert len(checks) == M + 2
             assert all(c.same_bytes for c in checks), checks
+        assert torch.get_num_threads() == 2
         arguments = [cid, "--round", "1", "--threads", "2", "--tolerance", "1",
                      "--url", sqlite_app.config["DATABASE_URL"],
                      "--store", sqlite_app.config["STORE_URL"]]  # fmt: skip
