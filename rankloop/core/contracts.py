@@ -186,6 +186,9 @@ class RenderResult(_Message):
     state_key: str | None = None
     manifest_key: str | None = None
     render_seconds: float | None = None
+    # torch's CPU thread count for a diffusion render (None when torch did not render): oneDNN
+    # splits its sums by thread count, so a replay needs the same count for the same bytes.
+    torch_threads: int | None = None
     images: list[RenderedImage]
     # The optimizer's current point rendered clean in the same batch (never shown to annotators).
     best: BestImage | None = None
