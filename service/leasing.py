@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from rankloop.core.errors import Conflict, Unauthorized
+from rankloop.core.contracts import MAX_LOAD_CREDIT_S
+from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
 from service.caches import CampaignView, RoundRef, campaign_view
 from service.driver import (
     ANNOTATORS,
@@ -169,7 +170,12 @@ def _renew_expired_lease() -> dict[str, Any]:
     excluded = pg_insert(TASKS).excluded
     return {
         "index_elements": ["round_id", "annotator_id"],
-        "set_": {"created_at": excluded.created_at, "expires_at": excluded.expires_at},
+        # A renewed lease starts afresh: the page reports its images' loading time again.
+        "set_": {
+            "created_at": excluded.created_at,
+            "expires_at": excluded.expires_at,
+            "shown_at": None,
+        },
         "where": (TASKS.c.status == "leased") & (TASKS.c.expires_at <= excluded.created_at),
     }
 
@@ -342,4 +348,37 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
     raise Conflict("could not lease a task for a busy annotator; fetch the next task again")
 
 
-__all__ = ["LAST_SEEN_EVERY", "Lease", "lease", "lease_by_token"]
+# -- the images' loading time ----------------------------------------------------------------
+
+
+def credit_loading(
+    session: Session, token_hash: str, task_id: str, load_s: float, now: dt.datetime | None = None
+) -> dt.datetime:
+    """Extend the running lease on ``task_id`` by the time its images took to appear on the
+    annotator's screen (the clock started when the task was handed out: on a slow phone
+    connection that was many seconds of blank page). Once per lease, and never by more than
+    the lease has run (the images cannot have loaded for longer) or
+    :data:`~rankloop.core.contracts.MAX_LOAD_CREDIT_S`. A second report changes nothing.
+    Returns the lease's end."""
+    now = now or utcnow()
+    annotator_id = session.scalar(select(Annotator.id).where(Annotator.token_hash == token_hash))
+    if annotator_id is None:
+        raise _unknown_token()
+    task = session.get(Assignment, task_id, with_for_update=True)
+    if task is None:
+        raise NotFound(f"no task {task_id!r}")
+    if task.annotator_id != annotator_id:
+        raise Forbidden("this task was given to another annotator")
+    if task.status != "leased" or task.expires_at <= now:
+        raise Gone("this task's lease is over: fetch the next task")
+    if task.shown_at is None:
+        elapsed = max(0.0, (now - task.created_at).total_seconds())
+        credit = min(load_s, elapsed, MAX_LOAD_CREDIT_S)
+        task.expires_at += dt.timedelta(seconds=credit)
+        task.shown_at = now
+    expires_at = task.expires_at
+    session.commit()
+    return expires_at
+
+
+__all__ = ["LAST_SEEN_EVERY", "Lease", "credit_loading", "lease", "lease_by_token"]

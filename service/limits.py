@@ -48,7 +48,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from rankloop.core.errors import Unauthorized
 from service.auth import parse_bearer
 
-ANNOTATOR_ENDPOINTS = ("tasks.next_task", "tasks.submit_ranking", "annotators.me")
+ANNOTATOR_ENDPOINTS = (
+    "tasks.next_task",
+    "tasks.submit_ranking",
+    "tasks.task_shown",
+    "annotators.me",
+    "stream.task_ticket",
+    "stream.task_stream",
+)
 JOIN_ENDPOINTS = ("annotators.join",)
 # Every endpoint an owner key opens: the campaigns blueprint, and these.
 OWNER_ENDPOINTS = (
@@ -56,6 +63,10 @@ OWNER_ENDPOINTS = (
     "annotators.list_annotators",
     "annotators.recruit_link",
     "exports.export",
+    "stream.campaign_ticket",
+    "stream.campaign_stream",
+    "previews.create_preview",  # a preview spends GPU time: the owner's limit holds it back
+    "previews.show_preview",
 )
 OWNER_BLUEPRINT = "campaigns"
 

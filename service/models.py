@@ -76,6 +76,17 @@ class Campaign(Base):
 
     rounds: Mapped[list[Round]] = relationship(back_populates="campaign", order_by="Round.number")
 
+    def __init__(self, **fields: Any) -> None:
+        # An owner-set completion code arrives with the validated settings; it is kept once, in
+        # its column (the random default otherwise), not in the settings as well.
+        settings = dict(fields.get("settings") or {})
+        code = settings.pop("completion_code", None)
+        if "settings" in fields:
+            fields["settings"] = settings
+        if code is not None:
+            fields.setdefault("completion_code", code)
+        super().__init__(**fields)
+
 
 class Round(Base):
     __tablename__ = "rounds"
@@ -147,6 +158,9 @@ class Annotator(Base):
         ForeignKey("campaigns.id"), index=True, default=None
     )
     participant_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # What the crowd platform said about the visit that joined (Prolific STUDY_ID, SESSION_ID;
+    # MTurk assignmentId, hitId): to match payments and returns with what was ranked.
+    participant_context: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     weight: Mapped[float | None] = mapped_column(Float, default=None)
     tasks_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -176,6 +190,9 @@ class Assignment(Base):
     status: Mapped[str] = mapped_column(String(16), default="leased")  # contracts.TASK_STATUSES
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # When the page said its images were on screen (the lease was then extended by their
+    # loading time, once); NULL until then, and again when a lapsed lease is renewed.
+    shown_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
 
 
 class Ranking(Base):

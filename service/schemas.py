@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
@@ -10,6 +12,7 @@ from rankloop.core.consensus import METHODS
 from rankloop.core.contracts import (
     DEFAULT_M,
     MAX_GUIDANCE,
+    MAX_LOAD_CREDIT_S,
     MAX_M,
     MAX_SIDE,
     MAX_STEPS,
@@ -17,6 +20,7 @@ from rankloop.core.contracts import (
     MIN_SIDE,
     SIDE_MULTIPLE,
     check_round_size,
+    default_lease_s,
     with_generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
@@ -29,6 +33,12 @@ ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
 
 
 MAX_ROUNDS = 10_000  # a campaign's round budget
+MAX_LEASE_S = 24 * 3600  # a task's lease, at most
+# A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
+# where a finished worker is sent: https only (a worker's browser follows it unasked).
+COMPLETION_CODE = r"^[A-Za-z0-9_-]{1,32}$"
+CompletionCode = Annotated[str, Field(pattern=COMPLETION_CODE)]
+CompletionUrl = Annotated[str, Field(pattern=r"^https://[^\s\x00]+$", max_length=2000)]
 
 
 class _Strict(BaseModel):
@@ -57,14 +67,32 @@ class CampaignCreate(_Strict):
     )
     rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
     round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
-    lease_s: float = Field(default=300.0, gt=0, le=24 * 3600)
+    lease_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LEASE_S,
+        description="seconds a task stays an annotator's; null: derived from m, k and the image "
+        "size (rankloop.core.contracts.default_lease_s), extended by the images' loading time",
+    )
     render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
     allow_ties: bool = False
     attention_check: bool = True
     tasks_per_annotator: Integer = Field(default=10, ge=1, le=100000)
     # The recruitment link (/join) works only when the owner turns it on.
     recruit: bool = Field(default=False, description="open the /join recruitment link")
-    recruit_cap: Integer = Field(default=100, ge=0, le=100000)
+    recruit_cap: Integer = Field(
+        default=100, ge=0, le=100000, description="participants /join admits (owner links apart)"
+    )
+    completion_code: CompletionCode | None = Field(
+        default=None,
+        description="the code a finished participant gets (e.g. Prolific's completion code); "
+        "null: the cc of completion_url, else a random one",
+    )
+    completion_url: CompletionUrl | None = Field(
+        default=None,
+        description="where the task page sends a finished participant, e.g. "
+        "https://app.prolific.com/submissions/complete?cc=CODE; null: the code is shown",
+    )
     consensus_method: ConsensusMethod = "auto"
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
@@ -90,7 +118,29 @@ class CampaignCreate(_Strict):
             self.model_dump(include={"generator", "model", "width", "height"})
         )
         check_round_size(self.generator, self.m, size["width"], size["height"])
+        self._completion_fits()
         return self
+
+    def _completion_fits(self) -> None:
+        """Prolific's completion URL carries its code (``cc``): a code set too must be that one
+        (else workers would be sent on with one code and shown another); unset, it is taken."""
+        if self.completion_url is None:
+            return
+        url = urlsplit(self.completion_url)
+        if not url.hostname:
+            raise ValueError("completion_url: an https URL with a host")
+        carried = parse_qs(url.query).get("cc", [None])[0]
+        if carried is None:
+            return
+        if self.completion_code is None:
+            if not re.fullmatch(COMPLETION_CODE, carried):
+                raise ValueError(f"completion_url: its cc {carried!r} is no completion code")
+            self.completion_code = carried
+        elif self.completion_code != carried:
+            raise ValueError(
+                f"completion_code {self.completion_code!r} differs from the cc of completion_url "
+                f"({carried!r}): give the code the platform issued once"
+            )
 
     def settings(self) -> dict[str, Any]:
         """What the campaign stores and its renders use: every unset render field resolved."""
@@ -101,6 +151,10 @@ class CampaignCreate(_Strict):
         # are the campaign defaults; its default round schedule ("verified") moves the delivered
         # image only to a point the crowd ranked above it.
         settings["optimizer"] = self.optimizer.given()
+        if settings.get("lease_s") is None:
+            settings["lease_s"] = default_lease_s(
+                self.m, self.k, settings["width"], settings["height"], self.attention_check
+            )
         return settings
 
 
@@ -138,6 +192,18 @@ TiedGroup = Annotated[list[ImageId], Field(min_length=1, max_length=64)]
 
 class RankingSubmit(_Strict):
     order: list[ImageId | TiedGroup] = Field(min_length=1, max_length=64)
+
+
+class TaskShown(_Strict):
+    """The task page's one report that a task's images are on screen: how long they took."""
+
+    load_s: float = Field(
+        ge=0,
+        le=MAX_LEASE_S,
+        description="seconds from the task's arrival to its images on screen; the lease is "
+        "extended by this much, once, but never by more than the lease has run or "
+        f"{MAX_LOAD_CREDIT_S:.0f} s",
+    )
 
 
 def validate(model: type[BaseModel], payload: Any) -> Any:

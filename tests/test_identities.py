@@ -73,6 +73,109 @@ def test_token_bearing_responses_are_not_stored(app, owner):
     assert joined.status_code == 302 and joined.headers["Cache-Control"] == "no-store"
 
 
+PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc=C0FFEE12"
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_the_owner_sets_the_completion_code_and_url(app, owner):
+    # The code comes from the URL's cc when only the URL is given, and must agree with it.
+    made = owner.campaign(completion_url=PROLIFIC_DONE)
+    assert made["completion_code"] == "C0FFEE12"
+    assert made["settings"]["completion_url"] == PROLIFIC_DONE
+    assert "completion_code" not in made["settings"]  # kept once, in its own field
+    assert owner.campaign(completion_code="MTURK-7")["completion_code"] == "MTURK-7"
+    for wrong in (
+        {"completion_url": PROLIFIC_DONE, "completion_code": "OTHER"},
+        {"completion_url": "http://app.prolific.com/submissions/complete?cc=X"},  # not https
+        {"completion_url": "javascript:alert(1)"},
+        {"completion_url": "https://x.example/?cc=no%20code"},
+        {"completion_code": "has space"},
+        {"completion_code": "x" * 33},
+    ):
+        response = owner.post("/api/campaigns", json={"prompt": "p", **wrong})
+        assert response.status_code == 422, (wrong, response.json)
+
+    cid = owner.campaign(start=True, recruit=True, tasks_per_annotator=1,
+                         annotators_per_round=1, completion_url=PROLIFIC_DONE)["id"]  # fmt: skip
+    render_round(app, cid, 0)
+    recruit = owner.get(f"/api/campaigns/{cid}/recruit").json
+    assert recruit["completion_url"] == PROLIFIC_DONE and recruit["completion_code"] == "C0FFEE12"
+    client = app.test_client()
+    token = client.get(f"/join/{cid}?PROLIFIC_PID=p1").location.split("#token=")[1]
+    before = client.get("/api/me", headers=bearer(token)).json
+    assert before["completion_code"] is None and before["completion_url"] is None
+    task = client.get("/api/tasks/next", headers=bearer(token)).json
+    order = {"order": [i["id"] for i in task["images"]]}
+    client.post(f"/api/tasks/{task['task_id']}/ranking", json=order, headers=bearer(token))
+    after = client.get("/api/me", headers=bearer(token)).json
+    assert (after["completion_code"], after["completion_url"]) == ("C0FFEE12", PROLIFIC_DONE)
+
+
+def test_join_keeps_the_platforms_ids_and_the_cap_counts_participants_only(app, owner):
+    cid = owner.campaign(start=True, recruit=True, recruit_cap=2)["id"]
+    owner.annotators(cid, 3)  # links made by hand: not the crowd the cap is for
+    client = app.test_client()
+    prolific = client.get(f"/join/{cid}?PROLIFIC_PID=p1&STUDY_ID=s1&SESSION_ID=x1&other=1")
+    mturk = client.get(f"/join/{cid}?workerId=w1&assignmentId=a1&hitId=h1")
+    assert prolific.status_code == 302 and mturk.status_code == 302
+    full = client.get(f"/join/{cid}?PROLIFIC_PID=p3")
+    assert full.status_code == 409 and full.json["error"]["code"] == "conflict"
+    recruit = owner.get(f"/api/campaigns/{cid}/recruit").json
+    assert (recruit["cap"], recruit["joined"], recruit["owner_links"]) == (2, 2, 3)
+    assert "STUDY_ID={{%STUDY_ID%}}" in recruit["link"]
+    assert "SESSION_ID={{%SESSION_ID%}}" in recruit["link"]
+    listed = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    contexts = {
+        a["participant_id"]: owner.get(f"/api/campaigns/{cid}/annotators/{a['id']}").json[
+            "participant_context"
+        ]
+        for a in listed
+        if a["participant_id"]
+    }
+    assert contexts == {
+        "p1": {"study_id": "s1", "session_id": "x1"},
+        "w1": {"assignment_id": "a1", "hit_id": "h1"},
+    }
+
+
+def test_join_refusals_are_pages_in_the_workers_language(app, owner):
+    from service.join_pages import PAGES
+
+    client = app.test_client()
+    ended = owner.campaign(start=True, recruit=True)["id"]
+    assert owner.post(f"/api/campaigns/{ended}/stop").status_code == 200
+    closed = owner.campaign(start=True)["id"]
+    full = owner.campaign(start=True, recruit=True, recruit_cap=0)["id"]
+    opened = owner.campaign(start=True, recruit=True)["id"]
+    cases = {
+        "/join/nope?PROLIFIC_PID=p": ("unknown", 404),
+        f"/join/{ended}?PROLIFIC_PID=p": ("ended", 410),
+        f"/join/{closed}?PROLIFIC_PID=p": ("not_recruiting", 403),
+        f"/join/{full}?PROLIFIC_PID=p": ("full", 409),
+        f"/join/{opened}": ("no_participant", 400),
+    }
+    for language, asked in (("en", "en-GB,en;q=0.9"), ("de", "de-DE,de;q=0.9,en;q=0.5"),
+                            ("es", "es"), ("en", "fr-FR,fr;q=0.9")):  # fmt: skip
+        for url, (reason, status) in cases.items():
+            page = client.get(url, headers={**BROWSER, "Accept-Language": asked})
+            title, _text = PAGES[language][reason]
+            html = page.get_data(as_text=True)
+            assert (page.status_code, page.mimetype) == (status, "text/html"), (url, asked)
+            assert (
+                f'<html lang="{language}">' in html and f'<h1 id="join-title">{title}</h1>' in html
+            )
+            assert "{" not in html.split("<body", 1)[1]  # no JSON, no template left unfilled
+            assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    # An API client (asking for JSON, or for nothing) still gets the JSON error.
+    for headers in ({"Accept": "application/json"}, {}):
+        response = client.get(f"/join/{full}?PROLIFIC_PID=p", headers=headers)
+        assert response.status_code == 409 and response.json["error"]["code"] == "conflict"
+    # MTurk's preview (the HIT not yet accepted) admits nobody and says to accept it.
+    preview = client.get(f"/join/{opened}?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=h")
+    assert preview.status_code == 200 and PAGES["en"]["preview"][0] in preview.get_data(True)
+    assert owner.get(f"/api/campaigns/{opened}/recruit").json["joined"] == 0
+
+
 class _Shown:
     def __init__(self, position: int, role: str) -> None:
         self.id, self.position, self.role = f"i{position}", position, role

@@ -96,7 +96,9 @@ def check_again(page) -> None:
     """Press "Check again" as a worker would, unless the page's own poll already moved on.
 
     The waiting page polls by itself, so the button can vanish between a look and a click."""
-    page.evaluate("() => { const b = document.querySelector('#status-retry'); if (!b.hidden) b.click(); }")
+    page.evaluate(
+        "() => { const b = document.querySelector('#status-retry'); if (!b.hidden) b.click(); }"
+    )
 
 
 def status_title(page, pattern: str) -> str:
@@ -346,3 +348,54 @@ def test_focus_stays_above_the_tray_and_the_viewer_fills_the_screen(server, devi
     assert shown >= 0.8 * min(screen["width"], screen["height"] - 160)
     page.screenshot(path=screenshot_dir / f"task-{name}-viewer.png")
     assert errors == []
+
+
+PROLIFIC = "https://app.prolific.com/submissions/complete?cc=DONE2024"
+
+
+def test_a_finished_participant_is_sent_to_the_completion_url(server, device, screenshot_dir):
+    name, context = device
+    campaign = server.open_round(name="Prolific", prompt="a prolific pear", recruit=True,
+                                 tasks_per_annotator=1, completion_url=PROLIFIC)  # fmt: skip
+    arrived: list[str] = []
+
+    def platform(route):  # Prolific's page, as far as this test needs it
+        arrived.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<h1>Prolific</h1>")
+
+    context.route("https://app.prolific.com/**", platform)
+    join = f"{server.base_url}/join/{campaign['id']}?PROLIFIC_PID=pp1&STUDY_ID=st&SESSION_ID=se"
+    page, errors = open_page(context, join)
+    shown_task(page)
+    for tile in range(5):
+        tap(page, name, page.locator(".tile-pick").nth(tile))
+    page.click("#submit")
+    # The code and a link stay on the page until the browser leaves it.
+    page.wait_for_selector("#completion-link:not([hidden])", timeout=WAIT_MS)
+    assert page.text_content("#completion-code") == "DONE2024"
+    assert page.get_attribute("#completion-link", "href") == PROLIFIC
+    page.screenshot(path=screenshot_dir / f"task-{name}-completion-redirect.png")
+    page.wait_for_url(PROLIFIC, timeout=WAIT_MS)
+    assert arrived == [PROLIFIC] and errors == []
+    annotators = server.owner.get(f"/api/campaigns/{campaign['id']}/annotators").json
+    (joined,) = annotators["annotators"]
+    detail = server.owner.get(f"/api/campaigns/{campaign['id']}/annotators/{joined['id']}").json
+    assert detail["participant_context"] == {"study_id": "st", "session_id": "se"}
+
+
+@pytest.mark.parametrize(("locale", "title"), [("de-DE", "Diese Studie ist voll"),
+                                               ("en-US", "This study is full")])  # fmt: skip
+def test_a_join_refusal_is_a_page_in_the_workers_language(
+    server, browser, screenshot_dir, locale, title
+):
+    context = browser.new_context(**VIEWPORTS["phone"], locale=locale)
+    try:
+        campaign = server.open_round(name="Full", prompt="a full fig", recruit=True, recruit_cap=0)
+        page = context.new_page()
+        response = page.goto(f"{server.base_url}/join/{campaign['id']}?PROLIFIC_PID=late")
+        assert response.status == 409 and page.text_content("h1") == title
+        assert page.get_attribute("html", "lang") == locale[:2]
+        assert axe_violations(page) == []
+        page.screenshot(path=screenshot_dir / f"join-full-{locale}.png")
+    finally:
+        context.close()

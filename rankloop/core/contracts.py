@@ -8,6 +8,7 @@ statuses, limits, the generators and their defaults, and the render message and 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -76,6 +77,38 @@ def check_round_size(generator: str, m: int, width: int | None, height: int | No
             f"m × width × height = {m} × {width} × {height} is over the {generator} generator's "
             f"{limit:,} pixels per round: lower m or the size"
         )
+
+
+# -- leases ----------------------------------------------------------------------------------
+# A task's lease when the owner sets no ``lease_s``: long enough for a careful worker on a phone
+# to look at every image and rank, short enough that a page left alone hands its round on soon.
+# Looking takes longer the more images there are and the more detail each holds (by side
+# length, between half and twice a 512² image's time); picking takes longer the more picks.
+LEASE_BASE_S: Final = 45.0  # read the prompt and the instructions, then send
+LEASE_PER_IMAGE_S: Final = 8.0  # compare one 512² image with the others
+LEASE_PER_PICK_S: Final = 3.0  # one tap or drag, with second thoughts
+LEASE_SLACK: Final = 2.0  # the lease bounds an abandoned page, not the median worker
+MIN_DERIVED_LEASE_S: Final = 60.0
+MAX_DERIVED_LEASE_S: Final = 1800.0
+UNKNOWN_SIDE: Final = 1024  # a checkpoint's native size, unknown here: assume a large one
+# The most a page's report of its images' loading time (POST /api/tasks/<id>/shown) may add to
+# a lease: a slow phone connection takes seconds to tens of seconds for a round's images.
+MAX_LOAD_CREDIT_S: Final = 120.0
+
+
+def default_lease_s(
+    m: int, k: int | None, width: int | None, height: int | None, attention_check: bool = True
+) -> float:
+    """The lease, in seconds, of a campaign that sets none (a multiple of 10 s)."""
+    shown = m + (1 if attention_check else 0)  # the attention copy is looked at too
+    picks = shown if k is None else min(k, shown)
+    side = math.sqrt((width or UNKNOWN_SIDE) * (height or UNKNOWN_SIDE))
+    detail = min(2.0, max(0.5, side / 512))
+    seconds = LEASE_SLACK * (
+        LEASE_BASE_S + shown * LEASE_PER_IMAGE_S * detail + picks * LEASE_PER_PICK_S
+    )
+    seconds = 10.0 * math.ceil(seconds / 10.0)
+    return min(MAX_DERIVED_LEASE_S, max(MIN_DERIVED_LEASE_S, seconds))
 
 
 # What each generator renders with when a campaign leaves a field unset (None). A size of None

@@ -43,6 +43,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
         responses.AnnotatorDetail(
             id=annotator.id,
             participant_id=annotator.participant_id,
+            participant_context=annotator.participant_context,
             pool=annotator.campaign_id is None,
             tasks_done=len(rows),
             tasks_quota=int(campaign.settings["tasks_per_annotator"]),

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, redirect, request, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import CAMPAIGN_ENDED
-from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
+from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
+from service import join_pages
 from service.api import responses
 from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
@@ -37,6 +38,15 @@ from service.transitions import audit
 bp = Blueprint("annotators", __name__)
 
 PARTICIPANT_PARAMS = ("PROLIFIC_PID", "workerId", "participant_id")
+# What else the platform says about the visit, kept with a new participant (under these names):
+# Prolific's study and session, MTurk's assignment and HIT, to match payments with rankings.
+CONTEXT_PARAMS = {
+    "STUDY_ID": "study_id",
+    "SESSION_ID": "session_id",
+    "assignmentId": "assignment_id",
+    "hitId": "hit_id",
+}
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId before the HIT is accepted
 IDLE_AFTER = dt.timedelta(minutes=10)
 
 
@@ -165,20 +175,27 @@ def _campaign_weights(campaign: Campaign) -> dict[str, float]:
 @bp.get("/api/campaigns/<campaign_id>/recruit")
 def recruit_link(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
-    joined = get_session().scalar(
-        select(func.count())
-        .select_from(Annotator)
-        .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
+    counts = dict(
+        get_session()
+        .execute(
+            select(Annotator.participant_id.is_not(None), func.count())
+            .where(Annotator.campaign_id == campaign.id)
+            .group_by(Annotator.participant_id.is_not(None))
+        )
+        .all()
     )
+    prolific = "&".join(f"{p}={{{{%{p}%}}}}" for p in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
     return json_response(
         responses.RecruitLink(
             enabled=recruiting(campaign),
-            link=f"{base_url()}/join/{campaign.id}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}",
+            link=f"{base_url()}/join/{campaign.id}?{prolific}",
             # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
             mturk_link=f"{base_url()}/join/{campaign.id}",
             cap=int(campaign.settings.get("recruit_cap", 0)),
-            joined=joined or 0,
+            joined=counts.get(True, 0),
+            owner_links=counts.get(False, 0),
             completion_code=campaign.completion_code,
+            completion_url=campaign.settings.get("completion_url"),
         )
     )
 
@@ -188,21 +205,48 @@ def recruiting(campaign: Campaign) -> bool:
     return bool(campaign.settings.get("recruit", False))
 
 
+def _refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
+    """A refusal: a page in the worker's language for a browser, the JSON error otherwise."""
+    if join_pages.wants_page():
+        return join_pages.join_page(reason, error.http_status)
+    raise error
+
+
+def _participant_context() -> dict[str, str] | None:
+    context = {
+        name: value.strip()[:128]
+        for param, name in CONTEXT_PARAMS.items()
+        if (value := request.args.get(param)) and value.strip()
+    }
+    return context or None
+
+
 @bp.get("/join/<campaign_id>")
 def join(campaign_id: str):
     session = get_session()
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
-        raise NotFound(f"no campaign {campaign_id!r}")
+        return _refuse("unknown", NotFound(f"no campaign {campaign_id!r}"))
     if campaign.status in CAMPAIGN_ENDED:
-        raise Gone(f"this campaign is {campaign.status}; thank you for your interest")
+        return _refuse(
+            "ended", Gone(f"this campaign is {campaign.status}; thank you for your interest")
+        )
     if not recruiting(campaign):
-        raise Forbidden("this campaign does not recruit through a link: ask its organiser")
+        return _refuse(
+            "not_recruiting",
+            Forbidden("this campaign does not recruit through a link: ask its organiser"),
+        )
+    if request.args.get("assignmentId") == MTURK_PREVIEW:
+        # MTurk shows the HIT before a worker accepts it: no worker id yet, nobody to admit.
+        return join_pages.join_page("preview", 200)
     participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
     if not participant or not participant.strip():
-        raise InvalidInput(
-            "this link needs your participant id (PROLIFIC_PID or workerId): open it from the "
-            "study page of your crowd platform"
+        return _refuse(
+            "no_participant",
+            InvalidInput(
+                "this link needs your participant id (PROLIFIC_PID or workerId): open it from "
+                "the study page of your crowd platform"
+            ),
         )
     participant = participant.strip()[:128]
     known = session.scalar(
@@ -215,23 +259,37 @@ def join(campaign_id: str):
         audit(session, "annotator_rejoin_refused", campaign.id, actor=known)
         session.commit()
         return no_store(redirect(f"{url_for('ui.task_page')}#rejoin={campaign.id}", code=302))
+    # The cap counts recruited participants only: links the owner made by hand are apart.
     joined = session.scalar(
-        select(func.count()).select_from(Annotator).where(Annotator.campaign_id == campaign.id)
+        select(func.count())
+        .select_from(Annotator)
+        .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
     )
     if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
-        raise Conflict("this campaign has all the annotators it needs; thank you")
+        return _refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
     token = new_token()
+    context = _participant_context()
     annotator = Annotator(
-        campaign_id=campaign.id, participant_id=participant, token_hash=hash_token(token)
+        campaign_id=campaign.id,
+        participant_id=participant,
+        participant_context=context,
+        token_hash=hash_token(token),
     )
     session.add(annotator)
     session.flush()
-    audit(session, "annotator_joined", campaign.id, actor=annotator.id, participant=participant)
+    audit(
+        session,
+        "annotator_joined",
+        campaign.id,
+        actor=annotator.id,
+        participant=participant,
+        context=context,
+    )
     try:
         session.commit()
     except IntegrityError:  # the same participant joined twice at once: the first one won
         session.rollback()
-        raise Conflict("you joined twice at the same moment; open the link again") from None
+        return _refuse("busy", Conflict("you joined twice at the same moment; open the link again"))
     # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
     return no_store(redirect(f"{url_for('ui.task_page')}#token={token}", code=302))
 
@@ -259,6 +317,9 @@ def me():
                 tasks_done=annotator.tasks_done,
                 tasks_quota=quota,
                 completion_code=code,
+                completion_url=campaign.settings.get("completion_url")
+                if code and campaign
+                else None,
                 waiting=_waiting(session, annotator, campaign, quota),
             )
         )

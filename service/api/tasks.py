@@ -1,4 +1,4 @@
-"""Annotator endpoints: fetch the next task, submit a ranking.
+"""Annotator endpoints: fetch the next task, report its images shown, submit a ranking.
 
 The ranking is committed before anything else happens with it; only then may the round close
 (quorum) and the next render be sent. Both endpoints are the coordinator's hot path: they run
@@ -20,10 +20,10 @@ from service.auth import bearer_token, hash_token
 from service.caches import round_images
 from service.db import get_session
 from service.fast_submission import submit_by_token
-from service.leasing import lease_by_token
+from service.leasing import credit_loading, lease_by_token
 from service.models import Annotator
 from service.ranking_rules import display_order
-from service.schemas import RankingSubmit, validate
+from service.schemas import RankingSubmit, TaskShown, validate
 from service.tasks import after_ranking
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
@@ -84,6 +84,17 @@ def submit_ranking(task_id: str):
         attention_passed=submitted.attention_passed,
     )
     return json_response(accepted, 201)
+
+
+@bp.post("/<task_id>/shown")
+def task_shown(task_id: str):
+    """The page's report that the task's images are on screen, and how long they took: the
+    lease is extended by that much, once (:func:`service.leasing.credit_loading`)."""
+    token_hash = hash_token(bearer_token())
+    session = get_session()
+    body: TaskShown = validate(TaskShown, json_body())
+    expires_at = credit_loading(session, token_hash, task_id, body.load_s)
+    return json_response(responses.TaskShownAck(task_id=task_id, expires_at=iso(expires_at)))
 
 
 def _annotator_exists(token_hash: str):

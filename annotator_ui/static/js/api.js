@@ -13,19 +13,30 @@ export function apiRoot() {
   return document.body.dataset.apiRoot || "/api";
 }
 
+// The answer early.js got for this very request, once; else null.
+function earlyAnswer(method, path, credential) {
+  const early = window.rankloopEarly;
+  if (!early || method !== "GET" || early.path !== path || early.credential !== credential) return null;
+  window.rankloopEarly = null;
+  return early.response;
+}
+
+// The answer: `{status, data, headers, receivedAt}` (receivedAt: performance.now() when it came).
 export async function api(path, { method = "GET", body, credential, raw = false } = {}) {
   const headers = { Accept: "application/json" };
   if (credential) headers.Authorization = `Bearer ${credential}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(`${apiRoot()}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "omit",
-      cache: "no-store",
-    });
+    response =
+      (await earlyAnswer(method, path, credential)) ||
+      (await fetch(`${apiRoot()}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit",
+        cache: "no-store",
+      }));
   } catch (err) {
     throw new ApiError(0, "network", "The server could not be reached. Check your connection.");
   }
@@ -46,8 +57,9 @@ export async function api(path, { method = "GET", body, credential, raw = false 
     }
     throw new ApiError(response.status, code, message, details);
   }
+  const receivedAt = response.receivedAt ?? performance.now();
   const data = response.status === 204 ? null : await response.json().catch(() => null);
-  return { status: response.status, data, headers: response.headers };
+  return { status: response.status, data, headers: response.headers, receivedAt };
 }
 
 // A credential from the URL fragment (#token=...) moves into sessionStorage and out of the

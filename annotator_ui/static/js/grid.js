@@ -8,32 +8,58 @@ const PRELOAD_TIMEOUT_MS = 15000;
 const grid = $("#grid");
 const tray = $("#tray");
 
-export function preload(urls) {
-  const one = (url) =>
-    new Promise((resolve) => {
+// Start loading `urls`; resolves with the first image that arrives (for the grid's aspect
+// ratio), or null when none does in time. The tiles then show each image as it arrives.
+export function firstLoaded(urls) {
+  return new Promise((resolve) => {
+    let left = urls.length;
+    const timer = setTimeout(() => resolve(null), PRELOAD_TIMEOUT_MS);
+    const done = (img) => {
+      left -= 1;
+      if (img || left === 0) {
+        clearTimeout(timer);
+        resolve(img);
+      }
+    };
+    if (!left) done(null);
+    for (const url of urls) {
       const img = new Image();
-      img.onload = () => resolve(img);
-      img.onerror = () => resolve(null);
+      img.onload = () => done(img);
+      img.onerror = () => done(null);
       img.src = url;
-    });
-  const all = Promise.all(urls.map(one));
-  const timeout = new Promise((resolve) => setTimeout(() => resolve([]), PRELOAD_TIMEOUT_MS));
-  return Promise.race([all, timeout]);
+    }
+  });
 }
 
 export function altText(image, index) {
   return image.alt || `Image ${label(index)}`;
 }
 
+// A tile first shows its thumbnail (a small WebP, loaded before the task was shown), then its
+// full-size image as soon as that arrives: on a slow connection the worker can start at once.
+function sharpen(img, url) {
+  const full = new Image();
+  full.decoding = "async";
+  full.onload = () => {
+    if (!img.isConnected) return;
+    img.src = url;
+    img.dataset.sharp = "true";
+  };
+  full.src = url;
+}
+
 function tile(image, index, onPick) {
   const key = label(index);
+  const img = h("img", { src: image.thumb_url || image.url, alt: altText(image, index), draggable: "false", decoding: "async" });
+  if (image.thumb_url && image.thumb_url !== image.url) sharpen(img, image.url);
+  else img.dataset.sharp = "true";
   return h(
     "div",
     { className: "tile", role: "listitem", dataset: { id: image.id } },
     h(
       "button",
       { type: "button", className: "tile-pick", dataset: { dragId: image.id }, onclick: () => onPick(image.id) },
-      h("img", { src: image.url, alt: altText(image, index), draggable: "false", decoding: "async" }),
+      img,
       h("span", { className: "tile-key", "aria-hidden": "true", text: key }),
       h("span", { className: "tile-rank", "aria-hidden": "true" }),
     ),

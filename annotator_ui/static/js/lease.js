@@ -1,10 +1,13 @@
 // The lease on the task shown: its countdown, and the picks that outlive it. A lease that runs
 // out costs the annotator nothing: the picks stay in this tab's storage (also across a reload),
-// keyed by task id, and come back when the same task is shown again.
+// keyed by task id, and come back when the same task is shown again. Images that were slow to
+// arrive cost nothing either: the server extends the lease by their loading time.
 
+import { api } from "./api.js";
 import { $ } from "./dom.js";
 
 const PICKS = "rankloop.picks.";
+const REPORT_FROM_S = 1; // a shorter wait is not worth a request
 const node = $("#lease");
 let timer = null;
 let end = null; // performance.now() at which the lease runs out
@@ -32,6 +35,38 @@ export function startLease(expiresAt, serverNow, receivedAt, onExpire) {
   };
   tick();
   timer = setInterval(tick, 1000);
+}
+
+// Once the grid's images are in: if they took a second or more since the task arrived
+// (`receivedAt`), tell the server (POST /tasks/<id>/shown), which extends the lease by as much
+// (its clock started when it handed the task out), and count down to the new end while
+// `current()` (the task is still on screen).
+export async function reportShown(taskId, receivedAt, { credential, current, onExpire }) {
+  const images = [...document.querySelectorAll("#grid img")];
+  await Promise.all(
+    images.map((img) =>
+      img.complete
+        ? null
+        : new Promise((resolve) => {
+            img.addEventListener("load", resolve, { once: true });
+            img.addEventListener("error", resolve, { once: true });
+          }),
+    ),
+  );
+  const loadS = (performance.now() - receivedAt) / 1000;
+  if (!current() || loadS < REPORT_FROM_S) return;
+  try {
+    const { data, headers, receivedAt: at } = await api(`/tasks/${encodeURIComponent(taskId)}/shown`, {
+      method: "POST",
+      body: { load_s: Math.round(loadS * 100) / 100 },
+      credential,
+    });
+    if (!current() || !data) return;
+    const date = Date.parse(headers.get("Date") || "");
+    startLease(data.expires_at, Number.isFinite(date) ? date : Date.now(), at, onExpire);
+  } catch {
+    // The lease stays as it was, and so does the countdown on screen.
+  }
 }
 
 export function stopLease() {

@@ -4,10 +4,10 @@
 
 import { ApiError, api, takeFragmentCredential } from "./api.js";
 import { $, copyText, ordinal } from "./dom.js";
-import { altText, layoutGrid, markTiles, preload, showTiles } from "./grid.js";
+import { altText, firstLoaded, layoutGrid, markTiles, showTiles } from "./grid.js";
 import { forgetToken, rejoinedToken, rememberCampaign } from "./identity.js";
 import { enableInput, label } from "./input.js";
-import { forgetPicks, keptPicks, savePicks, startLease, stopLease } from "./lease.js";
+import { forgetPicks, keptPicks, reportShown, savePicks, startLease, stopLease } from "./lease.js";
 import { announce, asSentence, showStatus, toast } from "./notices.js";
 import { Ranking } from "./ranking.js";
 import { renderTray } from "./tray.js";
@@ -38,7 +38,9 @@ const ui = {
   status: $("#status"),
   codeBanner: $("#code-banner"),
   code: $("#completion-code"),
+  completionLink: $("#completion-link"),
 };
+const REDIRECT_AFTER_MS = 1500; // long enough to see the code; the platform waits for the visit
 
 function updateDoneCount() {
   ui.done.textContent = `${state.doneThisVisit} done this visit`;
@@ -94,7 +96,7 @@ async function loadNext() {
       handleFatal(err);
       return null;
     }
-    showWaiting(me, loadNext);
+    if (!goToCompletion(me)) showWaiting(me, loadNext);
     return null;
   }
   resetPolling();
@@ -102,15 +104,38 @@ async function loadNext() {
   // The Date header is truncated to the second, so the server's clock read at least that: counting
   // from it the page never ends a lease before the server does (ending it early fetched the same,
   // still running lease again and again until it really ran out).
-  const receivedAt = performance.now();
+  const { receivedAt } = response;
   const dateHeader = Date.parse(response.headers.get("Date") || "");
   const serverNow = Number.isFinite(dateHeader) ? dateHeader : Date.now();
-  const loaded = await preload(task.images.map((image) => image.url));
-  const first = loaded.find(Boolean);
+  // The thumbnails first (small WebP): the task shows once one is in (its shape sizes the grid),
+  // each tile shows its own as it arrives, then swaps in the full-size image (grid.js).
+  const first = await firstLoaded(task.images.map((image) => image.thumb_url || image.url));
   state.aspect = first ? first.naturalWidth / first.naturalHeight : 1;
-  preload(task.images.map((image) => image.thumb_url).filter(Boolean));
   showTask(task, serverNow, receivedAt);
   return task;
+}
+
+// Done, and the owner gave a completion URL (Prolific's, say): go there, as the platform expects;
+// the code stays on the page, with a link, in case the browser does not follow.
+function goToCompletion(me) {
+  const url = me?.completion_code && me.completion_url;
+  let target;
+  try {
+    target = url && new URL(url);
+  } catch {
+    target = null;
+  }
+  if (!target || target.protocol !== "https:") return false;
+  showStatus(
+    "All done. Thank you!",
+    "Taking you back to the study platform to confirm your work. If nothing happens, use the link above, or copy your completion code.",
+    { kind: "redirect" },
+  );
+  ui.completionLink.href = target.href;
+  ui.completionLink.hidden = false;
+  announce("All done. Taking you back to the study platform.");
+  setTimeout(() => window.location.assign(target.href), REDIRECT_AFTER_MS);
+  return true;
 }
 
 function handleFatal(err) {
@@ -159,6 +184,12 @@ function showTask(task, serverNow, receivedAt) {
   render();
   // The countdown shows only once the images do (before, the page showed nothing to rank).
   startLease(task.expires_at, serverNow, receivedAt, leaseRanOut);
+  // The images took this long to appear: the server extends the lease by as much (lease.js).
+  reportShown(task.task_id, receivedAt, {
+    credential: state.token,
+    current: () => state.task?.task_id === task.task_id && !state.sending,
+    onExpire: leaseRanOut,
+  });
   // Focus on the page, not on a tile: Enter then sends, and never ranks the first image.
   ui.main.focus({ preventScroll: true });
 }
@@ -330,12 +361,9 @@ async function main() {
     );
     return;
   }
-  try {
-    await refreshMe();
-  } catch (err) {
-    handleFatal(err);
-    return;
-  }
+  // Both at once (a round trip saved on a slow connection): a token that is not valid is told
+  // by loadNext, which gets the same 401.
+  refreshMe().catch(() => null);
   await loadNext();
 }
 

@@ -1,0 +1,39 @@
+// The first task, asked for while the page's other modules are still on their way (on a slow
+// phone connection they take seconds, and the images can only start after the task's answer),
+// and its thumbnails as soon as that answer is in. This module imports nothing, so it runs as
+// soon as it arrives. api.js hands the answer to the first `GET /tasks/next` made with the same
+// credential (task.js); nothing else uses it. The credential is read the way task.js reads it
+// (the link's #token=, else the tab's); a rejoin link (#rejoin=) brings none, so nothing is
+// asked for early then.
+
+const fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
+const credential =
+  fragment.get("token") || (fragment.has("rejoin") ? null : sessionStorage.getItem("rankloop.token"));
+
+function fetchThumbnails(response) {
+  if (response.status !== 200) return;
+  response
+    .clone()
+    .json()
+    .then((task) =>
+      task.images.forEach((image) => {
+        new Image().src = image.thumb_url || image.url;
+      }),
+    )
+    .catch(() => {});
+}
+
+if (credential) {
+  const root = document.body?.dataset.apiRoot || "/api";
+  const response = fetch(`${root}/tasks/next`, {
+    headers: { Accept: "application/json", Authorization: `Bearer ${credential}` },
+    credentials: "omit",
+    cache: "no-store",
+  }).then((answer) => {
+    fetchThumbnails(answer);
+    return Object.assign(answer, { receivedAt: performance.now() });
+  });
+  // A failure is api.js's to report when task.js takes the answer, not an uncaught error now.
+  response.catch(() => {});
+  window.rankloopEarly = { path: "/tasks/next", credential, response };
+}
