@@ -27,8 +27,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 STATED_RULES = {
     # k <= m, RankSGD's rules between options, a round's size per generator: 422.
     ("POST", "/api/campaigns"): ["422"],
+    # A preview takes a campaign's settings: the same rules (422).
+    ("POST", "/api/previews"): ["422"],
     # The order names exactly the task's images (400); a lease past its time is gone (410).
     ("POST", "/api/tasks/{task_id}/ranking"): ["400", "410"],
+    # A lease that is over is not extended by its images' loading time (410).
+    ("POST", "/api/tasks/{task_id}/shown"): ["410"],
     # A campaign that has ended or does not recruit takes nobody (410).
     ("GET", "/join/{campaign_id}"): ["410"],
     # images=embed needs a Parquet format (400).
@@ -43,9 +47,10 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 def app(request, tmp_path):
     """The coordinator on both databases, without rate limits: thousands of requests from one
     address and one key in a minute are what this run is, and the limits have tests of their
-    own."""
+    own; with streams that end at once (tests/test_stream.py reads them live)."""
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    application = make_app(tmp_path, url, RATELIMIT_ENABLED=False)
+    # Live streams end at once (their lifetime otherwise holds each case for 25 s).
+    application = make_app(tmp_path, url, RATELIMIT_ENABLED=False, STREAM_LIFETIME_S=0)
     if url:
         _truncate(application)
     stamp_head(application)  # migrations at head: /readyz answers 200

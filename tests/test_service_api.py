@@ -18,6 +18,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.routing import Rule
 from werkzeug.test import TestResponse
 
+from rankloop.core.contracts import heartbeat_key
 from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round, stamp_head
 
 
@@ -88,7 +89,7 @@ def test_annotator_links_me_and_completion_code(app, owner):
     code = owner.get(f"/api/campaigns/{cid}").json["completion_code"]
     waiting = {"reason": "quota_reached", "rankings_needed": None, "render_estimate_s": None}
     assert me == {"annotator_id": links[0]["id"], "campaign_id": cid, "tasks_done": 1,
-                  "tasks_quota": 1, "completion_code": code, "waiting": waiting}  # fmt: skip
+                  "tasks_quota": 1, "completion_code": code, "completion_url": None, "waiting": waiting}  # fmt: skip
     listed = {a["id"]: a for a in owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]}
     assert listed[links[0]["id"]]["n_rankings"] == 1 and "idle" in listed[links[1]["id"]]["flags"]
 
@@ -354,6 +355,9 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     for token in tokens:  # two rankings make the quorum: the round closes, the campaign ends
         task = api.call("get", "/api/tasks/next", token=token).json
         tasks.append(task)
+        reported = api.call("post", "/api/tasks/{task_id}/shown", token=token,
+                            json={"load_s": 0.5}, task_id=task["task_id"]).json  # fmt: skip
+        assert reported["task_id"] == task["task_id"]
         order = {"order": [i["id"] for i in task["images"]]}
         rankings_sent.append(order)
         ranking = "/api/tasks/{task_id}/ranking"
@@ -385,6 +389,16 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     api.call("get", "/objects/{key}", token=None, key=image)
     api.call("get", "/api/openapi.json", token=None)
     api.call("get", f"{campaign}/events", query="?limit=2", campaign_id=cid)
+    app.config["STREAM_LIFETIME_S"] = 0  # whole streams are read: they end at once
+    ticket = api.call("post", f"{campaign}/stream-ticket", campaign_id=cid).json["ticket"]
+    api.call("get", f"{campaign}/stream", None, f"?ticket={ticket}", campaign_id=cid)
+    ticket = api.call("post", "/api/tasks/stream-ticket", token=tokens[0]).json["ticket"]
+    api.call("get", "/api/tasks/stream", None, f"?ticket={ticket}")
+    preview = api.call("post", "/api/previews", json={"prompt": "a pear"}).json["id"]
+    api.call("get", "/api/previews/{preview_id}", preview_id=preview)  # 202: rendering
+    failure = b'{"error": "ModelUnavailable: no such model"}'  # as a worker reports one
+    app.extensions["rankloop_store"].put(heartbeat_key(preview.split("-")[0], 0), failure)
+    api.call("get", "/api/previews/{preview_id}", preview_id=preview)  # 200: failed
     fork = {"round": 0, "prompt": "a red apple, again"}
     forked = api.call("post", f"{campaign}/fork", json=fork, campaign_id=cid).json
     assert (
@@ -404,6 +418,8 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     ).json
     join = "/join/{campaign_id}"
     assert api.call("get", join, None, "?workerId=w", campaign_id=plum["id"]).status_code == 302
+    preview = "?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE"
+    assert api.call("get", join, None, preview, campaign_id=plum["id"]).status_code == 200
 
     foreign = {"order": [i["id"] for i in tasks[1]["images"]]}
     errors = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -305,4 +306,70 @@ def test_the_page_follows_the_rounds_without_reloading_and_downloads_the_images(
         page.click("#download-images")
     names = zipfile.ZipFile(download.value.path()).namelist()
     assert names == ["round-0000.png", "round-0001.png", "round-0002.png"]
+    assert errors == []
+
+
+def test_every_export_the_api_offers_downloads_from_the_page(server, tab):
+    from service import datasets
+
+    page, errors = tab
+    cid = server.open_round(annotators_per_round=1)["id"]
+    ((_, token),) = annotators(server, cid, 1)
+    rank(server, token)
+    sign_in(page, f"{server.base_url}/dashboard/{cid}")
+    page.wait_for_selector("#export-form:not([hidden])", timeout=WAIT_MS)
+    offered = page.eval_on_selector_all("#export-format option", "o => o.map(x => x.value)")
+    tables = [f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS]
+    assert offered == ["jsonl", *tables]
+    assert page.is_disabled("#export-images")  # the original JSON lines have no image choice
+    for fmt in offered:
+        page.select_option("#export-format", fmt)
+        # Image bytes go only into Parquet.
+        embed = page.is_disabled("#export-images option[value=embed]")
+        assert embed == (not fmt.endswith(".parquet"))
+        if fmt.endswith(".parquet"):
+            page.select_option("#export-images", "embed")
+        with page.expect_download() as download:
+            page.click("#export")
+        data = Path(download.value.path()).read_bytes()
+        assert download.value.suggested_filename == (
+            f"rankloop-{cid}.jsonl" if fmt == "jsonl" else f"rankloop-{cid}-{fmt}"
+        )
+        assert data.startswith(b"PAR1") if fmt.endswith(".parquet") else data.startswith(b"{")
+    assert axe_violations(page) == []
+    assert errors == []
+
+
+def test_preview_the_starting_image_from_the_form(server, tab):
+    from gpu_worker.render import render_round as worker_render
+    from tests.test_previews import queued
+
+    page, errors = tab
+    sign_in(page, f"{server.base_url}/dashboard")
+    page.wait_for_selector("#create[open]")
+    page.click("#preview")  # no prompt yet: refused as a campaign would be
+    assert "at least 1 character" in error_of(page, "prompt")
+    page.fill("#f-prompt", "a lighthouse at dusk")
+    page.click("#create-form details.advanced summary")
+    page.fill("#f-width", "64")
+    page.fill("#f-height", "64")
+    with page.expect_response(lambda r: r.url.endswith("/api/previews")) as asked:
+        page.click("#preview")
+    render_id = asked.value.json()["id"].split("-")[0]
+    page.wait_for_function(
+        "() => document.querySelector('#preview-status').textContent.startsWith('Rendering')",
+        timeout=WAIT_MS,
+    )
+    # A render worker takes the message off the queue and renders it, as for a round.
+    message = queued(server.app, render_id)
+    store = server.app.extensions["rankloop_store"]
+    worker_render(store, message["campaign_id"], 0, message["settings"], None, None)
+    page.wait_for_selector("#preview-figure:not([hidden])", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#preview-image').naturalWidth === 64", timeout=WAIT_MS
+    )
+    assert "Rendered in" in page.text_content("#preview-status")
+    values = page.eval_on_selector_all("#estimate dd", "nodes => nodes.map(n => n.textContent)")
+    assert values[2] != "—"  # render time per round, from the preview
+    assert axe_violations(page) == []
     assert errors == []

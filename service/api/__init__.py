@@ -13,9 +13,22 @@ def register_api(app: Flask) -> None:
         events,
         exports,
         openapi,
+        previews,
         rounds,
+        stream,
         tasks,
     )
 
-    for module in (campaigns, rounds, annotators, annotator_view, tasks, exports, events, openapi):
+    for module in (
+        campaigns,
+        rounds,
+        annotators,
+        annotator_view,
+        tasks,
+        exports,
+        events,
+        stream,
+        previews,
+        openapi,
+    ):
         app.register_blueprint(module.bp)

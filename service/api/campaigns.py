@@ -109,9 +109,11 @@ def _actor(owner: Owner) -> str:
     return "admin" if owner.is_admin else f"owner-key:{owner.key_id}"
 
 
-def _winner_url(round_: Round) -> str | None:
+def _winner_url(round_: Round, thumb: bool = False) -> str | None:
     winner = closing.winner_image(round_)
-    return None if winner is None else object_url(winner.key)
+    if winner is None:
+        return None
+    return object_url((winner.thumb_key or winner.key) if thumb else winner.key)
 
 
 def round_response(round_: Round, n_rankings: int, quorum: int) -> responses.Round:
@@ -198,6 +200,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
                 kind=r.kind,
                 status=r.status,
                 best_image_url=_winner_url(r),
+                best_thumb_url=_winner_url(r, thumb=True),
                 current_best_url=object_url(r.best_thumb_key or r.best_key) if r.best_key else None,
                 agreement=r.consensus.agreement if r.consensus else None,
                 n_rankings=counts.get(r.id, 0),

@@ -22,16 +22,18 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from rankloop import __version__
 from service import datasets, health
 from service.api import responses as r
-from service.api.annotators import PARTICIPANT_PARAMS
+from service.api.annotators import CONTEXT_PARAMS, PARTICIPANT_PARAMS
 from service.api.campaigns import ACTIONS
 from service.api.common import MAX_OFFSET, MAX_PAGE_LIMIT
 from service.api.exports import CONTENT_TYPES
+from service.api.stream import EVENT_STREAM
 from service.schemas import (
     AnnotatorRevoke,
     AnnotatorsCreate,
     CampaignCreate,
     ForkCreate,
     RankingSubmit,
+    TaskShown,
 )
 
 bp = Blueprint("openapi", __name__)
@@ -205,6 +207,16 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: Reply("Stored, or the first one for a repeat", r.RankingAccepted)},
         body=RankingSubmit,
     ),
+    Operation(
+        "post",
+        "/api/tasks/{task_id}/shown",
+        "Report that the task's images are on screen and how long they took to load: the "
+        "lease is extended by that much, once per lease (at most the time it has run, and "
+        "MAX_LOAD_CREDIT_S); a repeat changes nothing",
+        ANNOTATOR,
+        ok(r.TaskShownAck),
+        body=TaskShown,
+    ),
     Operation("get", "/api/openapi.json", "This document", None, {200: Reply("OpenAPI 3.1")}),
     Operation(
         "get",
@@ -212,10 +224,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "Recruitment entry (when the campaign's recruit setting is on; a participant id is "
         "required): creates the participant's annotator and redirects to /task#token=...; a "
         "participant who already joined is sent to /task#rejoin=<campaign_id>, and keeps "
-        "their token",
+        "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId and hitId "
+        "are kept with a new participant. A refusal (4xx) is a page in the worker's language "
+        "(Accept-Language) for a client that prefers text/html, the JSON error otherwise",
         None,
-        {302: Reply("Redirect to the task page (Cache-Control: no-store)", media=())},
-        query={name: () for name in PARTICIPANT_PARAMS},
+        {
+            200: Reply(
+                "MTurk's preview (assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE): a page that says to "
+                "accept the HIT; nobody joins",
+                media=("text/html",),
+            ),
+            302: Reply("Redirect to the task page (Cache-Control: no-store)", media=()),
+        },
+        query={name: () for name in (*PARTICIPANT_PARAMS, *CONTEXT_PARAMS)},
     ),
     Operation(
         "get",
@@ -235,6 +256,60 @@ OPERATIONS: tuple[Operation, ...] = (
             "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
             "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
         },
+    ),
+    Operation(
+        "post",
+        f"{CAMPAIGN}/stream-ticket",
+        "A ticket that opens the campaign's live stream for a minute (EventSource cannot send "
+        "an Authorization header; the key never goes in a URL)",
+        OWNER,
+        ok(r.StreamTicket),
+    ),
+    Operation(
+        "get",
+        f"{CAMPAIGN}/stream",
+        "Live updates, server-sent events: `campaign` (status, current round and its status, "
+        "rankings in it) first and on every change, heartbeat comments, `end` after about 25 s "
+        "(open a new stream). Authorized by ?ticket= from stream-ticket, or Bearer. 503 with "
+        "Retry-After when the server holds too many streams: poll instead",
+        OWNER,
+        {200: Reply("An event stream", media=(EVENT_STREAM,))},
+        query={"ticket": ()},
+    ),
+    Operation(
+        "post",
+        "/api/tasks/stream-ticket",
+        "A ticket that opens this annotator's live stream for a minute",
+        ANNOTATOR,
+        ok(r.StreamTicket),
+    ),
+    Operation(
+        "get",
+        "/api/tasks/stream",
+        "Live updates for a waiting annotator, server-sent events: `waiting` first and on "
+        "every change of what waiting depends on (their campaign's status and round; for a pool "
+        "annotator the open rounds of running campaigns): ask GET /api/tasks/next again then; "
+        "`end` after about 25 s or when the token is revoked. Authorized by ?ticket= from "
+        "stream-ticket, or Bearer; 503 with Retry-After: poll instead",
+        ANNOTATOR,
+        {200: Reply("An event stream", media=(EVENT_STREAM,))},
+        query={"ticket": ()},
+    ),
+    Operation(
+        "post",
+        "/api/previews",
+        "Render a campaign's starting image before creating it (the settings of POST "
+        "/api/campaigns, validated the same; rendered by the workers: poll GET /api/previews/ID)",
+        OWNER,
+        {202: Reply("Queued", r.Preview)},
+        body=CampaignCreate,
+    ),
+    Operation(
+        "get",
+        "/api/previews/{preview_id}",
+        "A preview: 202 while rendering, 200 when ready (the image) or failed (the error)",
+        OWNER,
+        {200: Reply("Ready or failed", r.Preview), 202: Reply("Still rendering", r.Preview)},
     ),
     Operation("get", "/healthz", "Liveness: the process serves requests", None, ok(health.Alive)),
     Operation(

@@ -77,6 +77,7 @@ class HistoryEntry(_Response):
     kind: str | None
     status: RoundStatus
     best_image_url: str | None = Field(description="the round's consensus winner")
+    best_thumb_url: str | None = Field(description="the winner's thumbnail")
     current_best_url: str | None = Field(description="the optimizer's point after the round")
     agreement: float | None
     n_rankings: int
@@ -189,6 +190,10 @@ class AnnotatorDetail(_Response):
 
     id: str
     participant_id: str | None
+    participant_context: dict[str, str] | None = Field(
+        description="what the crowd platform passed to /join: study_id, session_id (Prolific), "
+        "assignment_id, hit_id (MTurk), whichever came"
+    )
     pool: bool
     tasks_done: int
     tasks_quota: int
@@ -234,9 +239,11 @@ class RecruitLink(_Response):
     )
     link: str = Field(description="for Prolific: PROLIFIC_PID is filled in by the platform")
     mturk_link: str = Field(description="for MTurk's ExternalQuestion, which appends workerId")
-    cap: int
-    joined: int
+    cap: int = Field(description="participants /join admits")
+    joined: int = Field(description="participants who joined through /join (counted by the cap)")
+    owner_links: int = Field(description="task links the owner made (not counted by the cap)")
     completion_code: str
+    completion_url: str | None = Field(description="where finished participants are sent")
 
 
 # -- exports (owner) ---------------------------------------------------------------------------
@@ -287,7 +294,12 @@ class Me(_Response):
     campaign_id: str | None = Field(description="null for a pool annotator")
     tasks_done: int
     tasks_quota: int | None
-    completion_code: str | None = Field(description="set once the campaign has ended")
+    completion_code: str | None = Field(
+        description="set once this annotator is done (quota met, or the campaign ended)"
+    )
+    completion_url: str | None = Field(
+        description="with the code: the owner's completion URL (e.g. Prolific's), to go to"
+    )
     waiting: Waiting = Field(
         description="what a page with no task should say (a pool annotator: none_open)"
     )
@@ -316,6 +328,33 @@ class RankingAccepted(_Response):
     task_id: str
     late: bool
     attention_passed: bool | None
+
+
+class TaskShownAck(_Response):
+    task_id: str
+    expires_at: Timestamp = Field(description="the lease's end, extended by the loading time")
+
+
+# -- live updates (service/api/stream.py) -----------------------------------------------------
+class StreamTicket(_Response):
+    """Opens one server-sent event stream, for a minute after it was made: for EventSource,
+    which cannot send an Authorization header (the key itself never goes in a URL)."""
+
+    ticket: str
+    url: str = Field(description="the stream's URL with the ticket, relative to the server")
+    expires_at: Timestamp
+
+
+# -- previews (service/api/previews.py) ---------------------------------------------------------
+class Preview(_Response):
+    """The starting image of a campaign not yet created, rendered by the workers."""
+
+    id: str
+    status: Literal["rendering", "ready", "failed"]
+    image_url: str | None = Field(description="the starting image, full size, once ready")
+    thumb_url: str | None
+    render_seconds: float | None
+    error: str | None = Field(description="the worker's message, when the render failed")
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 // One campaign on the owner dashboard: best image per round, the current round with its
 // consensus, a round in detail (round_detail.js), progress plots, annotators
-// (annotator_table.js) and the controls.
+// (annotator_table.js), the controls and the downloads. Live: a server-sent event stream
+// (live.js) says when the campaign or its round changed, and the page refreshes then; without
+// a stream it polls every few seconds.
 
 import { renderAnnotators } from "./annotator_table.js";
-import { api } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { $, clear, copyText, h } from "./dom.js";
+import { openLive } from "./live.js";
 import {
   FINAL,
   hideError,
@@ -21,7 +24,8 @@ import { setupRoundDetail, updateRoundDetail } from "./round_detail.js";
 
 const campaignId = document.body.dataset.campaignId;
 const base = `/campaigns/${encodeURIComponent(campaignId)}`;
-const REFRESH_MS = 5000;
+const REFRESH_MS = 5000; // polling, without a stream
+const LIVE_REFRESH_MS = 30000; // with a stream: only for what it does not announce (ages, last seen)
 
 async function load() {
   const [campaign, annotators] = await Promise.all([ownerApi(base), ownerApi(`${base}/annotators`)]);
@@ -98,26 +102,35 @@ function renderStrip(campaign) {
       h(
         "figure",
         { dataset: { round: round.number } },
-        h("img", { alt: `Best image after round ${round.number}`, loading: "lazy" }),
+        h("a", { target: "_blank", rel: "noopener noreferrer" },
+          h("img", { alt: `Best image of round ${round.number} (full size)`, loading: "lazy" }),
+        ),
         h("figcaption", {}),
       ),
     );
-    setImage(figure.querySelector("img"), round.best_image_url);
+    // The thumbnail in the strip; the link opens the image full size.
+    setImage(figure.querySelector("img"), round.best_thumb_url || round.best_image_url);
+    figure.querySelector("a").href = round.best_image_url;
     const agreement = Number.isFinite(round.agreement) ? ` · ${round.agreement.toFixed(2)}` : "";
     figure.querySelector("figcaption").textContent = `Round ${round.number}${agreement}`;
     return figure;
   });
   const currentUrl = campaign.current_best_image_url || campaign.best_image_url;
   if (currentUrl) {
+    // The latest render's thumbnail (history's current_best_url), full size behind the link.
+    const latest = [...(campaign.history || [])].reverse().find((round) => round.current_best_url);
     const current = stripFigure(strip, "figure.current", () =>
       h(
         "figure",
         { className: "current" },
-        h("img", { alt: "Current best image" }),
+        h("a", { target: "_blank", rel: "noopener noreferrer" },
+          h("img", { alt: "Current best image (full size)" }),
+        ),
         h("figcaption", { text: "Current best" }),
       ),
     );
-    setImage(current.querySelector("img"), currentUrl);
+    setImage(current.querySelector("img"), latest?.current_best_url || currentUrl);
+    current.querySelector("a").href = currentUrl;
     figures.push(current);
   }
   // In order, the current best last; append moves a figure that is already there.
@@ -285,6 +298,45 @@ async function download(path, filename) {
   }
 }
 
+// Every export the API offers, as its document lists them (`format` and `images` of the
+// export operation): the list is written once, in service.datasets.
+async function setupExports() {
+  const form = $("#export-form");
+  const formats = $("#export-format");
+  const images = $("#export-images");
+  try {
+    const { data } = await api("/openapi.json");
+    const operation = data.paths["/api/campaigns/{campaign_id}/export"].get;
+    const values = (name) => operation.parameters.find((p) => p.name === name)?.schema?.enum || [];
+    clear(formats).append(...values("format").map((value) => h("option", { value, text: value })));
+    clear(images).append(...values("images").map((value) => h("option", { value, text: value })));
+    images.value = operation.parameters.find((p) => p.name === "images")?.schema?.default || "url";
+  } catch {
+    // The document could not be read: the original export only.
+    clear(formats).append(h("option", { value: "jsonl", text: "jsonl" }));
+    clear(images).append(h("option", { value: "url", text: "url" }));
+  }
+  // Image bytes go only into Parquet; the JSON lines of rankings carry no image choice.
+  const sync = () => {
+    const parquet = formats.value.endsWith(".parquet");
+    const embed = images.querySelector('option[value="embed"]');
+    if (embed) embed.disabled = !parquet;
+    if (!parquet && images.value === "embed") images.value = "url";
+    images.disabled = formats.value === "jsonl";
+  };
+  formats.addEventListener("change", sync);
+  sync();
+  form.hidden = false;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const format = formats.value;
+    const query = new URLSearchParams({ format });
+    if (format !== "jsonl") query.set("images", images.value);
+    const name = format === "jsonl" ? `rankloop-${campaignId}.jsonl` : `rankloop-${campaignId}-${format}`;
+    download(`/export?${query}`, name);
+  });
+}
+
 // ---------------------------------------------------------------- refresh loop
 
 // Presigned image URLs change on every response; redrawing only what really changed keeps
@@ -300,7 +352,11 @@ function changed(section, value) {
   return true;
 }
 
+let live = false;
+let lastRefresh = 0;
+
 function render({ campaign, annotators }) {
+  lastRefresh = Date.now();
   hideError();
   $("#campaign").hidden = false;
   renderHead(campaign);
@@ -311,11 +367,50 @@ function render({ campaign, annotators }) {
   updateRoundDetail(campaign);
   const firstRound = (campaign.history || []).find((round) => round.opened_at);
   renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at, { base, refresh });
-  markRefreshed();
+  markRefreshed(live);
 }
 
+// One refresh at a time; events that come during one ask for one more after it.
+let running = null;
+let again = false;
 async function refresh() {
-  render(await load());
+  if (running) {
+    again = true;
+    return running;
+  }
+  running = (async () => {
+    try {
+      do {
+        again = false;
+        render(await load());
+      } while (again);
+    } finally {
+      running = null;
+    }
+  })();
+  return running;
+}
+
+function goLive() {
+  openLive({
+    // A key the server turns down: the page's own requests say so; no stream.
+    getTicket: async () => {
+      try {
+        return (await ownerApi(`${base}/stream-ticket`, { method: "POST" })).data.url;
+      } catch (err) {
+        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
+        throw err;
+      }
+    },
+    events: ["campaign"],
+    // Each event is a change (or a new stream's first state): fetch the campaign once more.
+    onEvent: () => refresh().catch(showError),
+    onLive: (on) => {
+      live = on;
+      document.body.dataset.live = on ? "stream" : "polling";
+      markRefreshed(live, { now: false });
+    },
+  });
 }
 
 requireOwner(load, (data) => {
@@ -325,7 +420,7 @@ requireOwner(load, (data) => {
     button.addEventListener("click", () => control(button.dataset.action));
   }
   $("#add-form").addEventListener("submit", addAnnotators);
-  $("#export").addEventListener("click", () => download("/export?format=jsonl", `rankloop-${campaignId}.jsonl`));
+  setupExports();
   // The delivered image of every round, full size, in a zip.
   $("#download-images").addEventListener("click", () =>
     download("/images.zip", `rankloop-${campaignId}-images.zip`),
@@ -333,7 +428,10 @@ requireOwner(load, (data) => {
   const root = document.body.dataset.apiRoot.replace(/\/api$/, "");
   $("#duplicate").href = `${root}/dashboard?duplicate=${encodeURIComponent(campaignId)}`;
   showRecruitLink();
+  document.body.dataset.live = "polling";
+  goLive();
   setInterval(() => {
-    if (!document.hidden) refresh().catch(showError);
+    if (document.hidden || (live && Date.now() - lastRefresh < LIVE_REFRESH_MS)) return;
+    refresh().catch(showError);
   }, REFRESH_MS);
 });

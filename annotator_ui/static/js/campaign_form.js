@@ -1,6 +1,8 @@
 // The "New campaign" form on the dashboard. The limits, defaults and choices of its fields come
 // from the API's own document (/api/openapi.json, the CampaignCreate schema), so the form offers
 // what the API takes; the API validates, and its 422 messages are shown next to their fields.
+// "Preview the starting image" has the render workers render it (POST /api/previews), and its
+// render time feeds the estimate until a campaign's own history does.
 
 import { ApiError, api } from "./api.js";
 import { $, clear, h } from "./dom.js";
@@ -147,7 +149,8 @@ function renderEstimate() {
   const stat = (label, value) => list.append(h("div", {}, h("dt", { text: label }), h("dd", { text: value })));
   const needed = rounds > 0 && quorum > 0 ? rounds * quorum : null;
   stat("Rankings needed", needed ?? "—");
-  const { minutesPerRanking: perRanking, renderSeconds: render } = basis;
+  const { minutesPerRanking: perRanking } = basis;
+  const render = Number.isFinite(basis.renderSeconds) ? basis.renderSeconds : previewRender();
   stat("Minutes per ranking", Number.isFinite(perRanking) ? perRanking.toFixed(1) : "—");
   stat("Render per round", fmtDuration(render));
   const known = needed && Number.isFinite(perRanking) && Number.isFinite(render);
@@ -155,7 +158,73 @@ function renderEstimate() {
   $("#estimate-hint").textContent = basis.from
     ? `Minutes per ranking and render time measured on “${basis.from}”.`
     : "Rankings needed = rounds × annotators per round. Minutes per ranking and render time " +
-      "come from a campaign's history: duplicate a campaign that has run to see them.";
+      "come from a campaign's history: duplicate a campaign that has run to see them (or preview " +
+      "the starting image for the render time)." +
+      (Number.isFinite(render) ? " Render time from the preview, scaled to this round's images." : "");
+}
+
+// ---------------------------------------------------------------- the preview
+
+const PREVIEW_POLL_MS = 1500;
+const PREVIEW_TRIES = 200; // about five minutes: a cold worker loads its model first
+let previewRun = 0;
+let previewed = null; // { seconds, images }: the preview's render time and how many it rendered
+
+// A round renders m candidates, the attention image and the clean best image; the preview
+// rendered the fewest candidates (the form's minimum m) and the best image.
+function previewRender() {
+  if (!previewed) return null;
+  const m = Number(form().elements.m.value) || Number(form().elements.m.min) || 1;
+  const attention = form().elements.attention_check?.checked ? 1 : 0;
+  return (previewed.seconds / previewed.images) * (m + attention + 1);
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function preview() {
+  clearErrors();
+  const run = ++previewRun;
+  const status = $("#preview-status");
+  const figure = $("#preview-figure");
+  let asked;
+  try {
+    asked = (await ownerApi("/previews", { method: "POST", body: body() })).data;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 422) showErrors(err);
+    else status.textContent = err.message || String(err);
+    return;
+  }
+  figure.hidden = true;
+  status.textContent = "Rendering the starting image…";
+  for (let tries = 0; tries < PREVIEW_TRIES; tries += 1) {
+    await pause(PREVIEW_POLL_MS);
+    if (run !== previewRun) return; // a newer preview was asked for
+    let shown;
+    try {
+      shown = (await ownerApi(`/previews/${encodeURIComponent(asked.id)}`)).data;
+    } catch (err) {
+      status.textContent = `${err.message || err} Still trying…`;
+      continue;
+    }
+    if (shown.status === "failed") {
+      status.textContent = `The render failed: ${shown.error || "no reason given"}`;
+      return;
+    }
+    if (shown.status === "ready") {
+      $("#preview-image").src = shown.image_url;
+      $("#preview-link").href = shown.image_url;
+      figure.hidden = false;
+      const seconds = shown.render_seconds;
+      const minimum = Number(form().elements.m.min) || 2;
+      previewed = Number.isFinite(seconds) ? { seconds, images: minimum + 1 } : null;
+      status.textContent = Number.isFinite(seconds)
+        ? `Rendered in ${seconds.toFixed(1)} s with these settings.`
+        : "Rendered with these settings.";
+      renderEstimate();
+      return;
+    }
+  }
+  if (run === previewRun) status.textContent = "No render worker has answered yet: is one running? Try again later.";
 }
 
 // ---------------------------------------------------------------- setup
@@ -180,6 +249,7 @@ export async function setupCreateForm({ open = false } = {}) {
   if (open) $("#create").open = true;
   renderEstimate();
   form().addEventListener("input", renderEstimate);
+  $("#preview").addEventListener("click", preview);
   form().addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();

@@ -96,10 +96,14 @@ export function hideError() {
   $("#error").hidden = true;
 }
 
-export function markRefreshed() {
+// "Updated <time>", after "Live ·" while a stream (live.js) tells the page of changes.
+let refreshedAt = null;
+export function markRefreshed(live = false, { now = true } = {}) {
+  if (now || !refreshedAt) refreshedAt = new Date();
   const pill = $("#refreshed");
   pill.hidden = false;
-  pill.textContent = `Updated ${new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
+  const time = refreshedAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  pill.textContent = `${live ? "Live · " : ""}Updated ${time}`;
 }
 
 export function statusBadge(node, status) {

@@ -1,8 +1,12 @@
 // The page between tasks: which case the annotator is in (from `GET /api/me`'s `waiting`), and
-// when to look again. Short polls with backoff rather than a held connection: the coordinator's
-// workers are synchronous, and a page held open per waiting annotator would tie one up each,
-// while a poll is one indexed query. A failed poll is retried the same way, and said so.
+// when to look again. A server-sent event stream (live.js, `GET /api/tasks/stream`) says when a
+// round opens or closes or the campaign changes status, and the page looks at once; short
+// polls with backoff remain, slower while the stream is live, and alone when it is not (a
+// server keeps only a few streams per process, since each holds a worker thread). A failed
+// poll is retried the same way, and said so.
 
+import { ApiError, api } from "./api.js";
+import { openLive } from "./live.js";
 import { showStatus } from "./notices.js";
 
 const FIRST_MS = 1500;
@@ -11,19 +15,70 @@ const FIRST_MS = 1500;
 const MAX_MS = { others_ranking: 6000, rendering: 6000 };
 const SLOW_MAX_MS = 15000;
 const RETRY_MAX_MS = 30000;
+const LIVE_MS = 30000; // polling while the stream is live: only a safety net
+const TOKEN_KEY = "rankloop.token"; // where the task page keeps the annotator's token
 
 let timer = null;
 let delay = FIRST_MS;
 let failures = 0;
+
+// The stream while the page waits: opened by showWaiting, closed when a task is shown.
+let stream = null;
+let live = false;
+let lastSeen = null; // the open rounds last announced, so that a reconnect is no news
+let onChange = null; // the page's check, the latest showWaiting was given
+
+function watch(check) {
+  onChange = check;
+  if (stream) return;
+  lastSeen = null;
+  stream = openLive({
+    // No token, or one the server turned down: the page's own requests say so; no stream.
+    getTicket: async () => {
+      const credential = sessionStorage.getItem(TOKEN_KEY);
+      if (!credential) return null;
+      try {
+        const { data } = await api("/tasks/stream-ticket", { method: "POST", credential });
+        return data.url;
+      } catch (err) {
+        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
+        throw err;
+      }
+    },
+    events: ["waiting"],
+    // A change (a round opened or closed, the campaign paused, resumed or ended): a task may
+    // be there, or the reason to wait changed. A new stream's first state is news only when
+    // it differs from the last one seen.
+    onEvent: (_name, data) => {
+      const seen = JSON.stringify(data);
+      if (seen === lastSeen) return;
+      const first = lastSeen === null;
+      lastSeen = seen;
+      if (!first || data.open_rounds > 0 || data.round_status === "open") onChange?.();
+    },
+    onLive: (on) => {
+      live = on;
+      document.body.dataset.live = on ? "stream" : "polling";
+    },
+  });
+}
+
+function unwatch() {
+  stream?.stop();
+  stream = null;
+  live = false;
+}
 
 export function stopPolling() {
   clearTimeout(timer);
   timer = null;
 }
 
-// A task was shown or the annotator asked by hand: the next wait starts short again.
+// A task was shown or the annotator asked by hand: the next wait starts short again (and
+// opens a new stream: the token may have changed too).
 export function resetPolling() {
   stopPolling();
+  unwatch();
   delay = FIRST_MS;
   failures = 0;
 }
@@ -41,6 +96,7 @@ export function showWaiting(me, check) {
   const waiting = me?.waiting ?? { reason: "none_open" };
   const code = me?.completion_code;
   const ended = ["finished", "quota_reached"].includes(waiting.reason);
+  if (ended) unwatch();
   if (code && ended) {
     showStatus(
       "All done. Thank you!",
@@ -82,7 +138,8 @@ export function showWaiting(me, check) {
   }[waiting.reason] ?? (() => ["No task is open right now", keepOpen]);
   const [title, text] = said();
   showStatus(title, text, { retry: true, kind: waiting.reason });
-  schedule(check, delay);
+  watch(check);
+  schedule(check, live ? Math.max(delay, LIVE_MS) : delay);
   delay = Math.min(MAX_MS[waiting.reason] ?? SLOW_MAX_MS, delay * 2);
   return true;
 }
