@@ -104,7 +104,7 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
             return existing.id
         body = CampaignCreate(name="demo", prompt=DEMO_PROMPT, generator="cppn", m=8, k=None,
                               annotators_per_round=quorum, rounds=rounds_budget, width=128,
-                              height=128, round_deadline_s=120, lease_s=60, recruit_cap=50,
+                              height=128, round_deadline_s=120, recruit_cap=50,
                               # Every annotator may rank every round (simulated ones must).
                               tasks_per_annotator=rounds_budget)  # fmt: skip
         campaign = Campaign(name=body.name, prompt=body.prompt, settings=body.settings())
