@@ -185,7 +185,7 @@ def render_round(
         state_key=state_key,
         manifest_key=manifest_key,
         render_seconds=round(render_seconds, 4),
-        torch_threads=_torch_threads(),
+        torch_threads=_torch_threads() if getattr(generator, "device", None) == "cpu" else None,
         images=entries,
         # The optimizer's current point before this round's ranking: not shown to annotators.
         best=BestImage(key=best_key, thumb_key=best_thumb_key),
@@ -196,7 +196,8 @@ def render_round(
 
 
 def _torch_threads() -> int | None:
-    """torch's CPU thread count if torch is loaded (a diffusion render), else None (cppn)."""
+    """torch's CPU thread count (asked of a diffusion render on the CPU: cppn needs no torch,
+    and a GPU's kernels do not split their sums by CPU threads)."""
     torch = sys.modules.get("torch")
     return None if torch is None else int(torch.get_num_threads())
 

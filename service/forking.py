@@ -47,6 +47,10 @@ def fork(session: Session, source_id: str, round_number: int, changes: dict[str,
         "prompt": source.prompt,
         **changes,
     }
+    if not {"completion_code", "completion_url"} & set(changes):
+        # The code a crowd platform expects (kept in its column, not in the settings) carries
+        # over like every other setting, unless the fork names another code or URL.
+        body["completion_code"] = source.completion_code
     create: CampaignCreate = validate(CampaignCreate, body)
     if create.rounds <= round_number:
         raise InvalidInput(f"rounds counts from 0: a fork at round {round_number} needs more")

@@ -12,6 +12,7 @@ from rankloop.core.consensus import METHODS
 from rankloop.core.contracts import (
     DEFAULT_M,
     MAX_GUIDANCE,
+    MAX_LEASE_S,
     MAX_LOAD_CREDIT_S,
     MAX_M,
     MAX_SIDE,
@@ -33,7 +34,6 @@ ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
 
 
 MAX_ROUNDS = 10_000  # a campaign's round budget
-MAX_LEASE_S = 24 * 3600  # a task's lease, at most
 # A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
 # where a finished worker is sent: https only (a worker's browser follows it unasked).
 COMPLETION_CODE = r"^[A-Za-z0-9_-]{1,32}$"

@@ -7,9 +7,9 @@ The API tests run on SQLite and PostgreSQL (the ``app`` fixture of tests/fixture
 from __future__ import annotations
 
 import datetime as dt
+import time
 
-from rankloop.core.contracts import MAX_LOAD_CREDIT_S, default_lease_s
-from service.schemas import MAX_LEASE_S
+from rankloop.core.contracts import MAX_LEASE_S, MAX_LOAD_CREDIT_S, default_lease_s
 from tests.fixtures.coordinator import bearer, render_round
 
 
@@ -55,6 +55,7 @@ def test_the_images_loading_time_extends_the_lease_once(app, owner):
     client = app.test_client()
     task = client.get("/api/tasks/next", headers=bearer(mine)).json
     shown = f"/api/tasks/{task['task_id']}/shown"
+    began = time.monotonic()
     _backdate(app, task["task_id"], 30)
     start = client.get("/api/tasks/next", headers=bearer(mine))
     assert start.json["task_id"] == task["task_id"]
@@ -72,7 +73,8 @@ def test_the_images_loading_time_extends_the_lease_once(app, owner):
     first = client.post(shown, json={"load_s": 100}, headers=bearer(mine))
     assert first.status_code == 200
     credit = (_end(first) - _end(start)).total_seconds()
-    assert 30 <= credit < 31
+    # 30 s and however long this test's requests took since (a loaded machine is slow).
+    assert 30 <= credit <= 30 + (time.monotonic() - began) + 1
     again = client.post(shown, json={"load_s": 20}, headers=bearer(mine))
     assert again.status_code == 200 and _end(again) == _end(first)  # once per lease
     assert (

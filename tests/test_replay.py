@@ -149,6 +149,12 @@ def test_fork_starts_from_the_round_and_continues(sqlite_app, cppn_campaign):
     owner = Owner(sqlite_app.test_client())
     shown = owner.get(f"/api/campaigns/{forked}").json
     assert shown["prompt"] == "a green pear" and shown["status"] == "running"
+    # The code the crowd platform expects carries over; a fork may name another.
+    source_code = owner.get(f"/api/campaigns/{cppn_campaign}").json["completion_code"]
+    assert shown["completion_code"] == source_code
+    with sqlite_app.app_context(), db.session_scope() as session:
+        other = fork(session, cppn_campaign, 1, {"completion_code": "NEWCREW1"})
+    assert owner.get(f"/api/campaigns/{other.campaign_id}").json["completion_code"] == "NEWCREW1"
     _rank_round(sqlite_app, owner.annotators(forked, 1))  # a quorum of one closes the round
     shown = owner.get(f"/api/campaigns/{forked}").json
     assert shown["current_round"]["number"] == 2 and shown["current_round"]["status"] == "rendering"

@@ -174,16 +174,43 @@ def test_a_pool_annotators_stream_follows_every_running_campaign(app: Flask, own
 
 
 def test_a_process_holds_a_bounded_number_of_streams(app: Flask, owner: Owner):
-    cid = owner.campaign()["id"]
-    url = f"/api/campaigns/{cid}/stream"
-    held = [open_stream(owner, url, **bearer(ADMIN)) for _ in range(stream.MAX_OPEN_STREAMS)]
-    refused = owner.get(url)
+    urls = [f"/api/campaigns/{owner.campaign()['id']}/stream" for _ in range(3)]
+    held = [open_stream(owner, url, **bearer(ADMIN)) for url in urls[: stream.MAX_OPEN_STREAMS]]
+    refused = owner.get(urls[-1])
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert refused.get_json()["error"]["message"].endswith("poll instead")
     held.pop().close()  # a closed stream frees its place
-    open_stream(owner, url, **bearer(ADMIN)).close()
+    open_stream(owner, urls[-1], **bearer(ADMIN)).close()
     for events in held:
         events.close()
+
+
+def test_one_annotator_holds_one_stream_and_leaves_the_others_theirs(app: Flask, owner: Owner):
+    cid = owner.campaign(start=True)["id"]
+    response = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 2})
+    tokens = [a["token"] for a in response.get_json()["annotators"]]
+    mine = open_stream(owner, "/api/tasks/stream", **bearer(tokens[0]))
+    try:
+        again = owner.client.get("/api/tasks/stream", headers=bearer(tokens[0]))
+        assert again.status_code == 503 and again.headers["Retry-After"]
+        open_stream(owner, "/api/tasks/stream", **bearer(tokens[1])).close()  # a slot was left
+    finally:
+        mine.close()
+    open_stream(owner, "/api/tasks/stream", **bearer(tokens[0])).close()  # freed on close
+
+
+def test_a_malformed_ticket_is_refused_never_a_server_error(app: Flask, owner: Owner):
+    cid = owner.campaign()["id"]
+    good = campaign_ticket(owner, cid)["url"].split("ticket=")[1]
+    kind, subject, expires, mac = good.split(".")
+    for bad in (
+        f"{kind}.{subject}.\u00b2.{mac}",  # a digit to str.isdigit, not to int()
+        f"{kind}.{subject}.{expires}.{mac[:-1]}\u00e9",  # a non-ASCII MAC
+        f"{kind}.{subject}.{expires}",
+        "",
+    ):
+        response = owner.client.get(f"/api/campaigns/{cid}/stream", query_string={"ticket": bad})
+        assert response.status_code == 401, (bad, response.status_code)
 
 
 def test_the_streams_answer_as_the_document_says(app: Flask, owner: Owner):

@@ -78,7 +78,15 @@ def read_ticket(ticket: str, kind: str, secret: Callable[[str], str | None]) -> 
     """The subject of a valid, unexpired ``ticket`` of ``kind``; ``secret(subject)`` is the
     credential hash it must be signed with (None: no such credential any more)."""
     parts = ticket.split(".")
-    if len(parts) != 4 or parts[0] != kind or not parts[2].isdigit() or len(parts[2]) > 12:
+    # ASCII only: str.isdigit() takes "²", which int() refuses, and compare_digest refuses
+    # non-ASCII str; either would answer 500 instead of 401.
+    if (
+        not ticket.isascii()
+        or len(parts) != 4
+        or parts[0] != kind
+        or not parts[2].isdigit()
+        or len(parts[2]) > 12
+    ):
         raise Unauthorized("malformed stream ticket: ask for a new one (POST .../stream-ticket)")
     _, subject, expires, mac = parts
     secret_hash = secret(subject)
@@ -134,15 +142,16 @@ def campaign_stream(campaign_id: str):
     session = get_session()
     ticket = request.args.get("ticket")
     if ticket is None:
-        campaign, _ = owned_campaign(campaign_id)  # Bearer, for clients that send headers
+        campaign, owner = owned_campaign(campaign_id)  # Bearer, for clients that send headers
         campaign_id = campaign.id
+        subject = f"{campaign.id}:{ADMIN_SUBJECT if owner.is_admin else owner.key_id}"
     else:
         subject = read_ticket(ticket, OWNER, lambda s: _owner_secret(session, s))
         if subject.partition(":")[0] != campaign_id:
             raise Unauthorized("this stream ticket is for another campaign")
         if session.get(Campaign, campaign_id) is None:
             raise NotFound(f"no campaign {campaign_id!r}")
-    return _stream(lambda s: _campaign_state(s, campaign_id), "campaign")
+    return _stream(lambda s: _campaign_state(s, campaign_id), "campaign", f"o:{subject}")
 
 
 def _campaign_state(
@@ -200,7 +209,9 @@ def task_stream():
         token_hash = session.scalar(
             select(Annotator.token_hash).where(Annotator.id == annotator_id)
         )
-    return _stream(lambda s: _annotator_state(s, annotator_id, str(token_hash)), "waiting")
+    return _stream(
+        lambda s: _annotator_state(s, annotator_id, str(token_hash)), "waiting", f"a:{annotator_id}"
+    )
 
 
 def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> dict[str, Any] | None:
@@ -227,13 +238,15 @@ def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> di
 _slots_lock = threading.Lock()
 
 
-def _slots() -> threading.BoundedSemaphore:
-    """This app's stream slots (one app per process when served; tests build many)."""
+def _slots() -> tuple[threading.BoundedSemaphore, set[str]]:
+    """This app's stream slots and who holds them (one app per process when served; tests
+    build many)."""
     with _slots_lock:
         slots = current_app.extensions.get("rankloop_streams")
         if slots is None:
-            slots = current_app.extensions["rankloop_streams"] = threading.BoundedSemaphore(
-                MAX_OPEN_STREAMS
+            slots = current_app.extensions["rankloop_streams"] = (
+                threading.BoundedSemaphore(MAX_OPEN_STREAMS),
+                set(),
             )
         return slots
 
@@ -242,20 +255,30 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, sort_keys=True)}\n\n".encode()
 
 
-def _stream(state: Callable[[Session], dict[str, Any] | None], event: str) -> Response:
+def _stream(state: Callable[[Session], dict[str, Any] | None], event: str, holder: str) -> Response:
     """A ``text/event-stream`` response that sends ``event`` with ``state`` first and on every
-    change, read every :data:`POLL_S` in a short session of its own."""
-    slots = _slots()
-    if not slots.acquire(blocking=False):
-        raise ServiceUnavailable(
-            "too many live streams on this server now: poll instead", retry_after=30
-        )
+    change, read every :data:`POLL_S` in a short session of its own. One stream per
+    ``holder`` (a campaign's owner page, an annotator) in a process, so nobody holds the
+    slots of everybody else."""
+    slots, holders = _slots()
+    with _slots_lock:
+        if holder in holders:
+            raise ServiceUnavailable(
+                "a live stream for this page is already open here: poll instead", retry_after=30
+            )
+        if not slots.acquire(blocking=False):
+            raise ServiceUnavailable(
+                "too many live streams on this server now: poll instead", retry_after=30
+            )
+        holders.add(holder)
     released = threading.Event()
 
     def release() -> None:  # once, whether or not the body was ever read
-        if not released.is_set():
-            released.set()
-            slots.release()
+        with _slots_lock:
+            if not released.is_set():
+                released.set()
+                holders.discard(holder)
+                slots.release()
 
     get_session().close()  # no transaction is held while the stream is open
     make_session: sessionmaker[Session] = current_app.extensions["rankloop_sessionmaker"]
