@@ -34,7 +34,8 @@ from tests.fixtures.workers import CELERY, REPO_ROOT, CeleryWorker, start_celery
 
 CAMPAIGNS = int(os.environ.get("RANKLOOP_SOAK_CAMPAIGNS", 4))
 ANNOTATORS = int(os.environ.get("RANKLOOP_SOAK_ANNOTATORS", 40))  # in all, spread evenly
-BOUND_S = float(os.environ.get("RANKLOOP_SOAK_BOUND_S", 75))
+# A bound against a hang, not a speed target: a loaded CI machine may take several times longer.
+BOUND_S = float(os.environ.get("RANKLOOP_SOAK_BOUND_S", 300))
 ROUNDS, QUORUM = 3, 3
 OWNER = {"Authorization": f"Bearer {ADMIN}"}
 
