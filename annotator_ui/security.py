@@ -2,8 +2,10 @@
 
 The Content-Security-Policy allows scripts and styles from this origin only (no inline script,
 no ``eval``), API calls to this origin only, and images from this origin plus the object store's
-public endpoint when images are served from S3 by presigned URL. Forms may not post anywhere:
-the pages only ever talk to the API through ``fetch``.
+public endpoint when images are served from S3 by presigned URL. Forms may not post anywhere
+(the pages talk to the API through ``fetch``) and no site may frame a page, except on the task
+page: MTurk shows it in a frame of its worker site and takes the finished assignment as a posted
+form, so there MTurk's origins (:mod:`rankloop.core.mturk`) may frame it and receive a form.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Response, current_app
+from flask import Response, current_app, request
+
+from rankloop.core import mturk
+
+# Pages a crowd platform shows in a frame of its own (MTurk's ExternalQuestion).
+FRAMED_BY_MTURK = ("ui.task_page",)
 
 
 def image_origins(config: Mapping[str, Any]) -> list[str]:
@@ -33,8 +40,9 @@ def image_origins(config: Mapping[str, Any]) -> list[str]:
     return origins
 
 
-def content_security_policy(config: Mapping[str, Any]) -> str:
-    """The CSP header value for the UI."""
+def content_security_policy(config: Mapping[str, Any], framed_by_mturk: bool = False) -> str:
+    """The CSP header value for the UI; ``framed_by_mturk`` for the task page."""
+    mturk_origins = " ".join(mturk.site_origins(config)) if framed_by_mturk else "'none'"
     img_src = " ".join(["'self'", "data:", "blob:", *image_origins(config)])
     directives = {
         "default-src": "'none'",
@@ -43,8 +51,8 @@ def content_security_policy(config: Mapping[str, Any]) -> str:
         "img-src": img_src,
         "connect-src": "'self'",
         "font-src": "'self'",
-        "form-action": "'none'",
-        "frame-ancestors": "'none'",
+        "form-action": mturk_origins,
+        "frame-ancestors": mturk_origins,
         "base-uri": "'none'",
         "object-src": "'none'",
     }
@@ -54,9 +62,14 @@ def content_security_policy(config: Mapping[str, Any]) -> str:
 def add_security_headers(response: Response) -> Response:
     """Set CSP and the usual hardening headers; pages (HTML) are never cached."""
     headers = response.headers
-    headers["Content-Security-Policy"] = content_security_policy(current_app.config)
+    framed = request.endpoint in FRAMED_BY_MTURK
+    headers["Content-Security-Policy"] = content_security_policy(current_app.config, framed)
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
+    if framed:
+        # X-Frame-Options cannot name an origin (ALLOW-FROM is gone): the CSP decides.
+        headers.pop("X-Frame-Options", None)
+    else:
+        headers["X-Frame-Options"] = "DENY"
     # The annotator token sits in the URL fragment, which browsers never send as a referrer,
     # but "no-referrer" also keeps task and campaign paths from leaking to image hosts.
     headers["Referrer-Policy"] = "no-referrer"

@@ -57,8 +57,11 @@ def _security_headers(response: Response) -> Response:
     # Pages set their own, stricter policy (annotator_ui); these cover the JSON API and images.
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    # A response that lets a site frame it says so in its own CSP (/join and /task, for MTurk's
+    # frame); X-Frame-Options cannot name a site, so it is left out there and DENY elsewhere.
+    if "frame-ancestors 'none'" in headers["Content-Security-Policy"]:
+        headers.setdefault("X-Frame-Options", "DENY")
     return response

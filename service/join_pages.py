@@ -5,15 +5,24 @@ says what happened and what to do on the platform, in the language the browser a
 (``Accept-Language``; English when none of the table's fits). A client that asks for JSON (or
 for nothing in particular, as API clients and the tests do) gets the API's JSON error instead.
 Every string is in :data:`PAGES`, one row per language: a new language is one more row.
+
+MTurk shows ``/join`` (and the task page it leads to) in a frame of its worker site: these
+pages and the redirect may be framed by MTurk's origins (:mod:`rankloop.core.mturk`), by no one
+else.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
-from flask import Response, render_template, request
+from flask import Response, current_app, render_template, request
+from werkzeug.wrappers import Response as AnyResponse
 
-Reason = Literal["unknown", "ended", "not_recruiting", "full", "no_participant", "busy", "preview"]
+from rankloop.core import mturk
+
+Reason = Literal[
+    "unknown", "ended", "not_recruiting", "full", "no_participant", "busy", "preview", "too_many"
+]
 
 _RETURN_EN = "Please return the study on your platform, so that it does not count against you."
 _RETURN_DE = (
@@ -56,6 +65,10 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "Accept the HIT to start",
             "This is a preview. Accept the HIT, and the task opens here.",
         ),
+        "too_many": (
+            "Too many tries",
+            "This link was opened too often from your connection. Please try again in a minute.",
+        ),
     },
     "de": {
         "page": ("Studienlink", "rankloop-Studie"),
@@ -93,6 +106,11 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "Nehmen Sie den HIT an, um zu beginnen",
             "Dies ist eine Vorschau. Nehmen Sie den HIT an, dann öffnet sich die Aufgabe hier.",
         ),
+        "too_many": (
+            "Zu viele Versuche",
+            "Dieser Link wurde von Ihrer Verbindung aus zu oft geöffnet. Bitte versuchen Sie es "
+            "in einer Minute erneut.",
+        ),
     },
     "es": {
         "page": ("Enlace del estudio", "estudio de rankloop"),
@@ -127,16 +145,31 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "Acepte el HIT para empezar",
             "Esto es una vista previa. Acepte el HIT y la tarea se abrirá aquí.",
         ),
+        "too_many": (
+            "Demasiados intentos",
+            "Este enlace se abrió demasiadas veces desde su conexión. Vuelva a intentarlo en un "
+            "minuto.",
+        ),
     },
 }
 FALLBACK: Final = "en"
 
-# The page links only its own stylesheet and icon; it runs no script and may not be framed
-# (MTurk's preview frame aside: see the README's crowd-platform paragraph).
+# The page links only its own stylesheet and icon and runs no script; MTurk's worker site may
+# frame it (the HIT's preview, say), no other site.
 _POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
 )
+
+
+_R = TypeVar("_R", bound=AnyResponse)
+
+
+def framed_by_mturk(response: _R, policy: str = "default-src 'none'") -> _R:
+    """``response`` with ``policy`` plus ``frame-ancestors`` MTurk's origins (and, for lack of a
+    way to name them, no X-Frame-Options: service/app.py adds DENY only where framing is off)."""
+    ancestors = " ".join(mturk.site_origins(current_app.config))
+    response.headers["Content-Security-Policy"] = f"{policy}; frame-ancestors {ancestors}"
+    return response
 
 
 def wants_page() -> bool:
@@ -166,7 +199,15 @@ def join_page(reason: Reason, status: int) -> Response:
         api_root="",
     )
     response = Response(body, status=status, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = _POLICY
     response.headers["Cache-Control"] = "no-store"
     response.headers["Vary"] = "Accept, Accept-Language"
+    return framed_by_mturk(response, _POLICY)
+
+
+def too_many_tries(retry_after: int) -> Response | None:
+    """The rate limit's 429 as a page for a browser (None: the API's JSON error for the rest)."""
+    if not wants_page():
+        return None
+    response = join_page("too_many", 429)
+    response.headers["Retry-After"] = str(retry_after)
     return response

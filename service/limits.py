@@ -38,7 +38,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -46,6 +46,7 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from rankloop.core.errors import Unauthorized
+from service import join_pages
 from service.auth import parse_bearer
 
 ANNOTATOR_ENDPOINTS = (
@@ -162,8 +163,9 @@ def init_app(app: Flask) -> None:
             view = _limited(app.view_functions[endpoint], check, setting)
             app.view_functions[endpoint] = _authenticated(view, failures)
     for endpoint in JOIN_ENDPOINTS:
+        # A participant's browser gets a page that says to try again (join_pages), not JSON.
         app.view_functions[endpoint] = _limited(
-            app.view_functions[endpoint], join_check, "RATELIMIT_JOIN"
+            app.view_functions[endpoint], join_check, "RATELIMIT_JOIN", join_pages.too_many_tries
         )
 
 
@@ -196,12 +198,20 @@ class SharedLimits:
 
 
 def _limited(
-    view: Callable[..., Any], check: Callable[[], float], setting: str
+    view: Callable[..., Any],
+    check: Callable[[], float],
+    setting: str,
+    page: Callable[[int], Response | None] | None = None,
 ) -> Callable[..., Any]:
+    """``view`` behind ``check``; over the limit, ``page(retry_after)`` answers when it gives a
+    response, else the API's JSON 429."""
+
     @wraps(view)
     def limited(*args: Any, **kwargs: Any) -> Any:
         if current_app.config.get("RATELIMIT_ENABLED", True):
             wait = check()
+            if wait and page is not None and (answer := page(math.ceil(wait))) is not None:
+                return answer
             if wait:
                 raise TooManyRequests(
                     f"too many requests: at most {current_app.config[setting]}; retry later",

@@ -373,3 +373,31 @@ def test_preview_the_starting_image_from_the_form(server, tab):
     assert values[2] != "—"  # render time per round, from the preview
     assert axe_violations(page) == []
     assert errors == []
+
+
+def test_the_recruit_panel_shows_cap_joined_owner_links_and_completion(server, tab):
+    page, errors = tab
+    url = "https://app.prolific.com/submissions/complete?cc=PLUM42"
+    cid = server.open_round(recruit=True, recruit_cap=3, completion_url=url)["id"]
+    joined = server.app.test_client().get(f"/join/{cid}?PROLIFIC_PID=p1&STUDY_ID=s")
+    assert joined.status_code == 302
+    annotators(server, cid, 2)  # made by hand: apart from the cap
+    sign_in(page, f"{server.base_url}/dashboard/{cid}")
+    page.wait_for_selector("#recruit-stats:not([hidden])", timeout=WAIT_MS)
+    shown = dict(
+        zip(
+            page.locator("#recruit-stats dt").all_text_contents(),
+            page.locator("#recruit-stats dd").all_text_contents(),
+            strict=True,
+        )
+    )
+    assert shown == {
+        "Recruitment cap": "3",
+        "Joined through the link": "1",
+        "Links made by hand": "2",
+        "Completion code": "PLUM42",
+        "Completion URL": url,
+    }
+    assert page.is_visible("#recruit-url")
+    assert axe_violations(page) == []
+    assert errors == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from annotator_ui.security import content_security_policy, image_origins
+from rankloop.core import mturk
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
@@ -73,7 +74,12 @@ def test_page_sends_a_strict_content_security_policy(client, path):
     assert directives["script-src"] == "'self'"
     assert directives["style-src"] == "'self'"
     assert directives["default-src"] == "'none'"
-    assert directives["frame-ancestors"] == "'none'"
+    # Only the task page may be framed, and only by MTurk (its ExternalQuestion HITs), to
+    # which alone it may post its form.
+    framed = " ".join(mturk.SITE_ORIGINS) if path == "/task" else "'none'"
+    assert directives["frame-ancestors"] == framed
+    assert directives.get("form-action", "'none'") == framed
+    assert ("X-Frame-Options" in response.headers) == (path != "/task")
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"

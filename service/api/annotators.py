@@ -10,18 +10,22 @@ A second visit with a participant id that already joined takes nothing from anyb
 holder's token stays valid and no new one is made (knowing somebody's participant id must not
 be enough to become them). It redirects to ``/task#rejoin=<campaign_id>``, where the page
 continues with the token this browser got on the first visit, or says to continue where the
-study was first opened.
+study was first opened. From an MTurk HIT (ExternalQuestion) the redirect also carries the
+assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished assignment back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, request, url_for
+from flask import Blueprint, Response, current_app, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as WerkzeugResponse
 
+from rankloop.core import mturk
 from rankloop.core.contracts import CAMPAIGN_ENDED
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
 from service import join_pages
@@ -45,6 +49,7 @@ CONTEXT_PARAMS = {
     "SESSION_ID": "session_id",
     "assignmentId": "assignment_id",
     "hitId": "hit_id",
+    "turkSubmitTo": "turk_submit_to",  # kept only when it is MTurk's (rankloop.core.mturk)
 }
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId before the HIT is accepted
 IDLE_AFTER = dt.timedelta(minutes=10)
@@ -218,7 +223,22 @@ def _participant_context() -> dict[str, str] | None:
         for param, name in CONTEXT_PARAMS.items()
         if (value := request.args.get(param)) and value.strip()
     }
+    if "turk_submit_to" in context:
+        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), current_app.config)
+        context.update({"turk_submit_to": submit_to} if submit_to else {})
     return context or None
+
+
+def _to_task_page(fragment: str) -> WerkzeugResponse:
+    """The redirect to the task page, with MTurk's assignment when it came from an MTurk HIT:
+    the page posts it back to MTurk when the worker is done (task page, notices.js)."""
+    assignment = request.args.get("assignmentId", "").strip()[:128]
+    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), current_app.config)
+    if assignment and assignment != MTURK_PREVIEW and submit_to:
+        fragment += "&" + urlencode({"assignmentId": assignment, "turkSubmitTo": submit_to})
+    # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
+    response = no_store(redirect(f"{url_for('ui.task_page')}#{fragment}", code=302))
+    return join_pages.framed_by_mturk(response)
 
 
 @bp.get("/join/<campaign_id>")
@@ -258,7 +278,7 @@ def join(campaign_id: str):
         # Never a new token: whoever holds the first one keeps it, and their task.
         audit(session, "annotator_rejoin_refused", campaign.id, actor=known)
         session.commit()
-        return no_store(redirect(f"{url_for('ui.task_page')}#rejoin={campaign.id}", code=302))
+        return _to_task_page(f"rejoin={campaign.id}")
     # The cap counts recruited participants only: links the owner made by hand are apart.
     joined = session.scalar(
         select(func.count())
@@ -290,8 +310,7 @@ def join(campaign_id: str):
     except IntegrityError:  # the same participant joined twice at once: the first one won
         session.rollback()
         return _refuse("busy", Conflict("you joined twice at the same moment; open the link again"))
-    # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
-    return no_store(redirect(f"{url_for('ui.task_page')}#token={token}", code=302))
+    return _to_task_page(f"token={token}")
 
 
 @bp.get("/api/me")

@@ -224,9 +224,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "Recruitment entry (when the campaign's recruit setting is on; a participant id is "
         "required): creates the participant's annotator and redirects to /task#token=...; a "
         "participant who already joined is sent to /task#rejoin=<campaign_id>, and keeps "
-        "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId and hitId "
-        "are kept with a new participant. A refusal (4xx) is a page in the worker's language "
-        "(Accept-Language) for a client that prefers text/html, the JSON error otherwise",
+        "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId, hitId and "
+        "turkSubmitTo (only when it is MTurk's) are kept with a new participant; with an "
+        "assignmentId and MTurk's turkSubmitTo the redirect's fragment carries both, for the "
+        "task page to post the finished assignment to MTurk. A refusal (4xx, the join rate "
+        "limit's 429 too) is a page in the worker's language (Accept-Language) for a client "
+        "that prefers text/html, the JSON error otherwise",
         None,
         {
             200: Reply(

@@ -273,6 +273,7 @@ async function showRecruitLink() {
     }
     $("#recruit-link").textContent = data.link;
     $("#campaign-code").textContent = data.completion_code || "";
+    showRecruitStats(data);
     $("#copy-recruit").addEventListener("click", async (event) => {
       event.target.textContent = (await copyText(data.link)) ? "Copied" : "Copy failed";
     });
@@ -280,6 +281,18 @@ async function showRecruitLink() {
   } catch {
     // Not offered by this server: nothing to show.
   }
+}
+
+// Cap and joined count recruited participants only; links the owner made by hand are apart.
+function showRecruitStats(data) {
+  const count = (n) => (Number.isFinite(n) ? String(n) : "—");
+  $("#recruit-cap").textContent = count(data.cap);
+  $("#recruit-joined").textContent = count(data.joined);
+  $("#recruit-owner-links").textContent = count(data.owner_links);
+  $("#recruit-code").textContent = data.completion_code || "—";
+  $("#recruit-url").textContent = data.completion_url || "";
+  $("#recruit-url-row").hidden = !data.completion_url;
+  $("#recruit-stats").hidden = false;
 }
 
 // Downloads need the Bearer header, so they are fetched and handed over as blob downloads.

@@ -8,7 +8,7 @@ import { altText, firstLoaded, layoutGrid, markTiles, showTiles } from "./grid.j
 import { forgetToken, rejoinedToken, rememberCampaign } from "./identity.js";
 import { enableInput, label } from "./input.js";
 import { forgetPicks, keptPicks, reportShown, savePicks, startLease, stopLease } from "./lease.js";
-import { announce, asSentence, showStatus, toast } from "./notices.js";
+import { announce, asSentence, keepMturkAssignment, showStatus, submitToMturk, toast } from "./notices.js";
 import { Ranking } from "./ranking.js";
 import { renderTray } from "./tray.js";
 import { closeViewer, initViewer } from "./viewer.js";
@@ -115,9 +115,11 @@ async function loadNext() {
   return task;
 }
 
-// Done, and the owner gave a completion URL (Prolific's, say): go there, as the platform expects;
-// the code stays on the page, with a link, in case the browser does not follow.
+// Done, from an MTurk HIT: the assignment goes back to MTurk (notices.js). Done, and the owner gave
+// a completion URL (Prolific's, say): go there, as the platform expects; the code stays on the
+// page, with a link, in case the browser does not follow.
 function goToCompletion(me) {
+  if (me?.completion_code && submitToMturk(me.completion_code, REDIRECT_AFTER_MS)) return true;
   const url = me?.completion_code && me.completion_url;
   let target;
   try {
@@ -345,6 +347,7 @@ window.addEventListener("resize", () => {
 
 async function main() {
   updateDoneCount();
+  keepMturkAssignment(); // before the token and rejoin are read: they clear the fragment
   const rejoined = rejoinedToken();
   if (rejoined === "") {
     showStatus(
