@@ -70,6 +70,7 @@ OWNER_ENDPOINTS = (
     "previews.show_preview",
 )
 OWNER_BLUEPRINT = "campaigns"
+PREVIEW_ENDPOINT = "previews.create_preview"  # also under RATELIMIT_PREVIEW: it costs a render
 
 
 class TokenBuckets:
@@ -162,6 +163,10 @@ def init_app(app: Flask) -> None:
         for endpoint in endpoints:
             view = _limited(app.view_functions[endpoint], check, setting)
             app.view_functions[endpoint] = _authenticated(view, failures)
+    preview_check = per_credential("RATELIMIT_PREVIEW", "preview")
+    app.view_functions[PREVIEW_ENDPOINT] = _limited(
+        app.view_functions[PREVIEW_ENDPOINT], preview_check, "RATELIMIT_PREVIEW"
+    )
     for endpoint in JOIN_ENDPOINTS:
         # A participant's browser gets a page that says to try again (join_pages), not JSON.
         app.view_functions[endpoint] = _limited(

@@ -141,6 +141,14 @@ def test_owner_endpoints_are_limited(limited):
     assert [owner.get("/api/campaigns").status_code for _ in range(3)] == [200, 200, 429]
 
 
+def test_preview_renders_have_a_tighter_limit_of_their_own(limited):
+    app = limited(RATELIMIT_PREVIEW="2 per minute")
+    owner = Owner(app.test_client())
+    codes = [owner.post("/api/previews", json={"prompt": "a pear"}).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    assert owner.get("/api/campaigns").status_code == 200  # the owner's other calls go on
+
+
 @pytest.mark.parametrize(("proxies", "second"), [(1, 302), (0, 429)])
 def test_the_join_limit_counts_the_client_behind_trusted_proxies(limited, proxies, second):
     app = limited(RATELIMIT_JOIN="1 per minute", PROXY_COUNT=proxies)
