@@ -42,6 +42,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 JSON_MEDIA = (JSON, NDJSON)
 OWNER, ANNOTATOR = "ownerKey", "annotatorToken"  # the security schemes below
+TICKET = "streamTicket"  # ?ticket= from a stream-ticket call: a stream's alternative to Bearer
 REF = "#/components/schemas/{model}"
 # A string in a URL: never a NUL byte (refused before any view, service/errors.py).
 TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
@@ -65,7 +66,7 @@ class Operation:
     method: str
     path: str  # OpenAPI's {name} for path parameters, which are strings
     summary: str
-    security: str | None  # OWNER, ANNOTATOR or None (public)
+    security: str | tuple[str, ...] | None  # OWNER, ANNOTATOR, alternatives, or None (public)
     replies: dict[int, Reply]
     body: type[BaseModel] | None = None
     # name -> a string enum, () for any string, or a JSON schema
@@ -275,9 +276,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "rankings in it) first and on every change, heartbeat comments, `end` after about 25 s "
         "(open a new stream). Authorized by ?ticket= from stream-ticket, or Bearer. 503 with "
         "Retry-After when the server holds too many streams: poll instead",
-        OWNER,
+        (OWNER, TICKET),
         {200: Reply("An event stream", media=(EVENT_STREAM,))},
-        query={"ticket": ()},
     ),
     Operation(
         "post",
@@ -294,9 +294,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "annotator the open rounds of running campaigns): ask GET /api/tasks/next again then; "
         "`end` after about 25 s or when the token is revoked. Authorized by ?ticket= from "
         "stream-ticket, or Bearer; 503 with Retry-After: poll instead",
-        ANNOTATOR,
+        (ANNOTATOR, TICKET),
         {200: Reply("An event stream", media=(EVENT_STREAM,))},
-        query={"ticket": ()},
     ),
     Operation(
         "post",
@@ -360,6 +359,13 @@ def build_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "The token from the task link",
                 },
+                TICKET: {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "ticket",
+                    "description": "A stream ticket (POST .../stream-ticket): EventSource "
+                    "cannot send an Authorization header, and a key never goes in a URL",
+                },
             },
         },
     }
@@ -389,7 +395,7 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
     error = {"$ref": "#/components/responses/Error"}
     document: dict[str, Any] = {
         "summary": operation.summary,
-        "security": [{operation.security: []}] if operation.security else [],
+        "security": [{scheme: []} for scheme in _alternatives(operation.security)],
         "responses": {
             **{str(status): _reply(reply, refs) for status, reply in operation.replies.items()},
             "4XX": error,
@@ -415,6 +421,10 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
             "content": {JSON: {"schema": refs[operation.body]}},
         }
     return document
+
+
+def _alternatives(security: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    return (security,) if isinstance(security, str) else security or ()
 
 
 def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:

@@ -120,6 +120,12 @@ def owner_secret_hash(session: Session, owner: Owner) -> str:
     return secret
 
 
+def _ticket() -> str | None:
+    """The request's ticket, unless it sends an Authorization header: then that header is the
+    credential (a wrong one answers 401 whatever ticket comes with it)."""
+    return None if "Authorization" in request.headers else request.args.get("ticket")
+
+
 def _ticket_reply(ticket: str, url: str) -> Response:
     expires = utcnow() + dt.timedelta(seconds=TICKET_TTL_S)
     return json_response(responses.StreamTicket(ticket=ticket, url=url, expires_at=iso(expires)))
@@ -140,7 +146,7 @@ def campaign_stream(campaign_id: str):
     """Events: ``campaign`` (its status, current round, rankings in it) first and on every
     change; ``end`` before the stream closes."""
     session = get_session()
-    ticket = request.args.get("ticket")
+    ticket = _ticket()
     if ticket is None:
         campaign, owner = owned_campaign(campaign_id)  # Bearer, for clients that send headers
         campaign_id = campaign.id
@@ -196,7 +202,7 @@ def task_stream():
     to wait changed (``GET /api/me``); ``end`` before the stream closes, also when the token
     was revoked."""
     session = get_session()
-    ticket = request.args.get("ticket")
+    ticket = _ticket()
     if ticket is None:
         annotator = require_annotator(session)
         annotator_id, token_hash = annotator.id, annotator.token_hash
