@@ -8,7 +8,7 @@
 
 const fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
 const credential =
-  fragment.get("token") || (fragment.has("rejoin") ? null : sessionStorage.getItem("rankloop.token"));
+  fragment.get("token") || (fragment.has("rejoin") ? null : sessionStorage.getItem("rankloop.token")); // identity.js TOKEN_KEY
 
 function fetchThumbnails(response) {
   if (response.status !== 200) return;

@@ -5,6 +5,8 @@
 // (a second join never takes over an identity): the token this browser got for that campaign
 // on the first visit, kept in localStorage, continues the study.
 const CAMPAIGN_TOKEN = "rankloop.campaign.";
+// Where the tab keeps the annotator's token (early.js, which imports nothing, reads it too).
+export const TOKEN_KEY = "rankloop.token";
 
 export function rejoinedToken() {
   const params = new URLSearchParams(window.location.hash.replace(/^#/, ""));
@@ -12,7 +14,7 @@ export function rejoinedToken() {
   if (!campaign) return null;
   history.replaceState(null, "", window.location.pathname + window.location.search);
   const token = localStorage.getItem(CAMPAIGN_TOKEN + campaign);
-  if (token) sessionStorage.setItem("rankloop.token", token);
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
   return token || "";
 }
 
@@ -28,5 +30,5 @@ export function forgetToken(token) {
       localStorage.removeItem(key);
     }
   }
-  sessionStorage.removeItem("rankloop.token");
+  sessionStorage.removeItem(TOKEN_KEY);
 }

@@ -5,7 +5,7 @@
 import { ApiError, api, takeFragmentCredential } from "./api.js";
 import { $, copyText, ordinal } from "./dom.js";
 import { altText, firstLoaded, layoutGrid, markTiles, showTiles } from "./grid.js";
-import { forgetToken, rejoinedToken, rememberCampaign } from "./identity.js";
+import { TOKEN_KEY, forgetToken, rejoinedToken, rememberCampaign } from "./identity.js";
 import { enableInput, label } from "./input.js";
 import { forgetPicks, keptPicks, reportShown, savePicks, startLease, stopLease } from "./lease.js";
 import { announce, asSentence, keepMturkAssignment, showStatus, submitToMturk, toast } from "./notices.js";
@@ -356,7 +356,7 @@ async function main() {
     );
     return;
   }
-  state.token = rejoined || takeFragmentCredential("token", "rankloop.token");
+  state.token = rejoined || takeFragmentCredential("token", TOKEN_KEY);
   if (!state.token) {
     showStatus(
       "Open your personal task link",
@@ -375,7 +375,7 @@ window.addEventListener("hashchange", () => {
   if (!/(^#|&)(token|rejoin)=/.test(window.location.hash)) return;
   resetPolling();
   stopLease();
-  sessionStorage.removeItem("rankloop.token");
+  sessionStorage.removeItem(TOKEN_KEY);
   main();
 });
 

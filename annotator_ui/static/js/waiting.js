@@ -6,6 +6,7 @@
 // poll is retried the same way, and said so.
 
 import { ApiError, api } from "./api.js";
+import { TOKEN_KEY } from "./identity.js";
 import { openLive } from "./live.js";
 import { showStatus } from "./notices.js";
 
@@ -16,7 +17,6 @@ const MAX_MS = { others_ranking: 6000, rendering: 6000 };
 const SLOW_MAX_MS = 15000;
 const RETRY_MAX_MS = 30000;
 const LIVE_MS = 30000; // polling while the stream is live: only a safety net
-const TOKEN_KEY = "rankloop.token"; // where the task page keeps the annotator's token
 
 let timer = null;
 let delay = FIRST_MS;
