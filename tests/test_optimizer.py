@@ -15,6 +15,7 @@ from rankloop.core.errors import CorruptedObject, InvalidInput, ProtocolError
 from rankloop.core.optimizer import (
     GRADIENT,
     LINE_SEARCH,
+    STATE_VERSION,
     RankSGD,
     dag_weights,
     dumps_state,
@@ -400,7 +401,7 @@ def test_a_version_1_state_loads_and_continues_as_version_1_code_did():
     state = loads_state((DATA / "optimizer_state_v1.npz").read_bytes())
     assert state["version"] == 1
     opt = RankSGD.from_state_dict(state)
-    assert opt.state_dict()["version"] == 3
+    assert opt.state_dict()["version"] == STATE_VERSION
     assert opt.state_dict()["options"]["schedule"] == "two_phase"  # as version 1 code ran
     for expected in golden["x_after_each_round"]:
         proposal = opt.ask()
@@ -424,7 +425,7 @@ def test_metric_learns_the_scales_of_an_axis_aligned_ellipsoid():
     d, condition = 10, 1e4
     f = axis_ellipsoid(condition)
     x0 = np.ones(d)
-    learnt = RankSGD(x0, m=8, seed=3)
+    learnt = RankSGD(x0, m=8, seed=3, adapt_metric=True)
     isotropic = RankSGD(x0, m=8, seed=3, adapt_metric=False)
     run(learnt, f, 600)
     run(isotropic, f, 600)
@@ -440,10 +441,10 @@ def test_metric_learns_the_scales_of_an_axis_aligned_ellipsoid():
 def test_metric_invents_no_conditioning_on_a_sphere_or_from_random_rankings():
     # The controls for the test above: a well-conditioned f, or rankings that ignore f.
     d = 10
-    on_sphere = RankSGD(np.ones(d), m=8, seed=3)
+    on_sphere = RankSGD(np.ones(d), m=8, seed=3, adapt_metric=True)
     run(on_sphere, sphere, 600)
     assert on_sphere.stats["metric_spread"] < 0.4
-    at_random = RankSGD(np.ones(d), m=8, seed=3)
+    at_random = RankSGD(np.ones(d), m=8, seed=3, adapt_metric=True)
     rng = np.random.default_rng(0)
     for _ in range(600):
         at_random.ask()
@@ -456,8 +457,8 @@ def test_metric_invents_no_conditioning_on_a_sphere_or_from_random_rankings():
 def test_metric_uses_only_the_ranked_items_of_a_top_k_ranking():
     # Unranked items are tied; which of them came first in the proposal must not matter.
     d = 6
-    a = RankSGD(np.ones(d), m=8, k=2, seed=5)
-    b = RankSGD(np.ones(d), m=8, k=2, seed=5)
+    a = RankSGD(np.ones(d), m=8, k=2, seed=5, adapt_metric=True)
+    b = RankSGD(np.ones(d), m=8, k=2, seed=5, adapt_metric=True)
     for _ in range(260):  # past the warm-up, so the metric moves
         pa, pb = a.ask(), b.ask()
         np.testing.assert_array_equal(pa.points, pb.points)

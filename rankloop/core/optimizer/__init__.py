@@ -7,7 +7,8 @@ One module per part of the method: :mod:`.ranksgd` (the ask/tell loop), :mod:`.v
 default round: estimate and a ranked move in every round), :mod:`.two_phase` (the authors'
 rounds), :mod:`.estimators` (rank-based gradient estimates), :mod:`.line_search` (the two-phase
 line search and its step rule),
-:mod:`.metric` (the learnt diagonal metric), :mod:`.noise` (the pinned generator),
+:mod:`.metric` (the learnt diagonal metric), :mod:`.path` (the verified rounds' path of moves
+and its rank-one metric), :mod:`.noise` (the pinned generator),
 :mod:`.options` (static parameters) and :mod:`.state` (versioned saved state). The flat API
 below is the public one.
 
@@ -15,12 +16,14 @@ The optimizer minimises ``f`` seen only through rankings of small sets of points
 a function value. Two schedules (option ``schedule``):
 
 ``"verified"`` (default)
-    every round shows the current point, trial steps along the learnt direction and
-    perturbations around the current point; the ranking of the perturbations and the current
-    point gives the next direction estimate, and the point moves only to a trial step the crowd
-    ranked above it (:mod:`.verified` derives it and says why it is correct). The step doubles,
-    stays or halves with what wins. Every round from the second on can move the delivered
-    point, and it never moves to a point nobody ranked above it.
+    every round shows the current point, two trial steps along the learnt direction and
+    perturbations around the shorter step (the *anchor*; version 3 states keep the
+    ``"centred"`` layout, perturbations around the current point); the ranking
+    of the perturbations and the anchor gives the next direction estimate, and the point moves
+    only to a trial step (or a nearby perturbation) the crowd ranked above it (:mod:`.verified`
+    derives it and says why it is correct). The step doubles, stays or halves with what wins.
+    Every round from the second on can move the delivered point, and it never moves to a point
+    nobody ranked above it.
 ``"two_phase"``
     the authors' loop, kept for comparison and for campaigns saved before it existed (version
     1 and 2 states continue with it). Two kinds of round alternate:
@@ -44,7 +47,9 @@ Defaults that need no tuning (``gradient_rounds = 3``):
   the longest step won -> ``eta`` becomes four times the old one; another step won -> ``eta``
   becomes that step; staying at the current best (or a random perturbation) won -> halve;
 - the smoothing radius follows the step: perturbations have norm ``radius_ratio * eta``;
-- the metric ``D`` (``adapt_metric``, on unless ``shell``) is learnt by sep-CMA-ES's rank-mu
+- the metric ``D`` (``adapt_metric``: by default on for this schedule unless ``shell``; the
+  verified schedule learns a rank-one metric along its path of moves instead) is learnt by
+  sep-CMA-ES's rank-mu
   update (Ros & Hansen, PPSN 2008) from each gradient round's best ``min(m // 2, k)``
   perturbations, at ten times sep-CMA's rate (at most 0.1 per round); it keeps
   ``mean(D**2) = 1`` and a condition of at most 1e4. Selection reveals curvature only where
@@ -68,8 +73,7 @@ Randomness is regenerated from ``(seed, round)``: raw 64-bit words of
 versions, NEP 19), turned into uniforms with 53-bit resolution and into normals by Box–Muller
 (:func:`standard_normals`). The state therefore holds no perturbation vectors: the current
 point, one averaged direction, the diagonal metric, the last gradient round's best point and a
-few scalars (state version 2; version 1 still loads and continues exactly as before, with no
-metric).
+few scalars (state version 4; versions 1 to 3 still load and continue exactly as before).
 
 Diffusion latents (``shell=True``) keep an isotropic metric by default: the model expects an
 isotropic Gaussian latent, a campaign lasts far fewer rounds than the warm-up (``d`` = 16,384),

@@ -40,7 +40,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # Keep every point on the sphere of radius sqrt(d) (Gaussian latents of diffusion models).
     "shell": False,
     # Learn a diagonal metric for the perturbations from the rankings (sep-CMA's rank-mu
-    # update); None: on unless shell (a latent's coordinates should stay exchangeable).
+    # update); None: on for the two_phase schedule unless shell (a latent's coordinates should
+    # stay exchangeable); the verified schedule learns a rank-one metric along its moves instead.
     "adapt_metric": None,
     # Learning rate of that metric, in units of sep-CMA-ES's rank-mu rate for the same d and m.
     "metric_rate": 10.0,
@@ -84,8 +85,12 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput("gradient_rounds must be >= 1")
     if not 0.0 <= number("momentum") < 1.0:
         raise InvalidInput("momentum must be in [0, 1)")
+    # The verified schedule learns a rank-one metric along its path of moves instead (verified.py):
+    # the diagonal one needs perturbations wider than the step, which top-k answers rarely rank.
     adapt_metric = (
-        not bool(opts["shell"]) if opts["adapt_metric"] is None else bool(opts["adapt_metric"])
+        (not bool(opts["shell"]) and opts["schedule"] == "two_phase")
+        if opts["adapt_metric"] is None
+        else bool(opts["adapt_metric"])
     )
     if opts["radius_ratio"] is not None and number("radius_ratio") <= 0:
         raise InvalidInput("radius_ratio must be > 0")

@@ -27,9 +27,10 @@ from rankloop.core.optimizer.metric import (
 )
 from rankloop.core.optimizer.noise import STREAM_PERTURBATIONS, standard_normals
 from rankloop.core.optimizer.options import resolve_options
+from rankloop.core.optimizer.path import stretch_along_path
 from rankloop.core.optimizer.state import STATE_VERSION, read_state_dict
 from rankloop.core.optimizer.two_phase import GRADIENT, LINE_SEARCH, TwoPhaseRounds
-from rankloop.core.optimizer.verified import VERIFIED, VerifiedRounds
+from rankloop.core.optimizer.verified import ANCHORED, VERIFIED, VerifiedRounds
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
     **options
         ``step``: initial step, a distance (default ``0.1 * |x0|``, or ``0.1 * sqrt(d)`` if
         ``x0 = 0``); ``radius_ratio``: perturbation norm over the step (default: 0.2, widening
-        to 2 as the metric warms up); ``adapt_metric``: learn a diagonal metric (default: unless
-        ``shell``); ``metric_rate``: its rate in units of sep-CMA-ES's (10); ``min_radius``:
+        to 2 as the metric warms up); ``adapt_metric``: learn a diagonal metric (default: for the
+        two-phase schedule, unless ``shell``; verified rounds stretch their perturbations along
+        the path of moves instead); ``metric_rate``: its rate in units of sep-CMA-ES's (10); ``min_radius``:
         floor on the perturbation norm, e.g. so that people still see a difference (0);
         ``gradient_rounds``: gradient rounds per line search (3); ``sgd_moves``: move after the
         gradient rounds too (True); ``momentum``: share of the averaged direction kept after a
@@ -110,6 +112,8 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         self._k = None if k is None else int(k)
         self._seed = int(seed)
         self._options: dict[str, Any] = options
+        # Verified rounds show their perturbations around the anchor (version 3 states: "centred").
+        self._layout_name = ANCHORED
         x = x0.reshape(-1).copy()
         if self._options["shell"]:
             x = self._to_shell(x)
@@ -118,6 +122,10 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         self._direction_count = 0.0  # number of estimates in that sum
         # Diagonal metric: perturbations are scales * z with z ~ N(0, I); mean(scales**2) = 1.
         self._scales = np.ones_like(x)
+        # Path of the verified rounds' moves (verified.py): perturbations stretch along it.
+        self._path: np.ndarray | None = (
+            np.zeros_like(x) if self._options["schedule"] == VERIFIED else None
+        )
         step = self._options["step"]
         self._step = float(step) if step is not None else self._initial_step(x)
         self._round = 0
@@ -251,6 +259,8 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
             "stats": dict(self._stats),
             "pixel_effect": self._pixel_effect,
             "noted_effect": self._noted_effect,
+            "layout": self._layout_name,
+            "path": None if self._path is None else self._path.copy(),
         }
 
     @classmethod
@@ -279,6 +289,8 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         opt._stats = fields["stats"]
         opt._pixel_effect = fields["pixel_effect"]
         opt._noted_effect = fields["noted_effect"]
+        opt._layout_name = fields["layout"]
+        opt._path = fields["path"]
         return opt
 
     def note_pixel_effect(self, effect: float) -> None:
@@ -350,6 +362,8 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         count = self._m if count is None else count
         xi = standard_normals(self._seed, round_number, count * self._dim, STREAM_PERTURBATIONS)
         xi = xi.reshape(count, self._dim) * self._scales
+        if self._path is not None:
+            xi = stretch_along_path(xi, self._path)
         if self._options["shell"]:
             # Tangent perturbations: the radial part would only be undone by the projection.
             unit = self._x / np.linalg.norm(self._x)

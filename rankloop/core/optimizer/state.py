@@ -3,8 +3,9 @@
 A :meth:`RankSGD.state_dict` is an explicit, versioned dictionary of plain values and a few
 arrays (never a pickle); :func:`dumps_state` stores it as ``.npz`` (the arrays, plus a JSON
 header for the rest) and :func:`loads_state` reads it back, refusing damaged bytes and unknown
-versions. Version 2 added the learnt metric, version 3 the round schedule and the pixel effect; versions
-1 and 2 still load and continue exactly as they would have before (:func:`upgrade_state`).
+versions. Version 2 added the learnt metric, version 3 the round schedule and the pixel effect,
+version 4 the anchored layout of a verified round; versions 1 to 3 still load and continue
+exactly as they would have before (:func:`upgrade_state`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from rankloop.core.errors import CorruptedObject, InvalidInput
+from rankloop.core.optimizer.verified import CENTRED, LAYOUTS
 
-STATE_VERSION = 3
-#: Versions 1 (no metric) and 2 (no schedule, no pixel effect) still load, and continue exactly
-#: as they would have before.
-SUPPORTED_STATE_VERSIONS = (1, 2, 3)
+STATE_VERSION = 4
+#: Versions 1 (no metric), 2 (no schedule, no pixel effect) and 3 (verified rounds centred on
+#: the current point) still load, and continue exactly as they would have before.
+SUPPORTED_STATE_VERSIONS = (1, 2, 3, 4)
 
 
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +32,7 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
 
     1 -> 2: an identity metric that never adapts, the fixed radius ratio it had.
     2 -> 3: the two-phase schedule (the only one then), no visibility band, no pixel effect.
+    3 -> 4: verified rounds keep the layout they had, perturbations around the current point.
     """
     if state["version"] == 1:
         options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
@@ -44,6 +47,8 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
         state = {**state, "version": 3, "options": options}
         state.setdefault("pixel_effect", None)
         state.setdefault("noted_effect", None)
+    if state["version"] == 3:
+        state = {**state, "version": 4, "layout": CENTRED, "path": None}
     return state
 
 
@@ -100,11 +105,19 @@ def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
             "stats": dict(state["stats"]),
             "pixel_effect": _optional_float(state["pixel_effect"]),
             "noted_effect": _optional_float(state["noted_effect"]),
+            "layout": str(state["layout"]),
+            "path": (
+                None if state["path"] is None else np.array(state["path"], np.float64).reshape(-1)
+            ),
         }
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InvalidInput):
             raise
         raise InvalidInput(f"not a RankSGD state dictionary: {exc!r}") from exc
+    if fields["layout"] not in LAYOUTS:
+        raise InvalidInput(f"verified-round layout must be one of {list(LAYOUTS)}")
+    if fields["path"] is not None and fields["path"].size != x.size:
+        raise InvalidInput("RankSGD state arrays do not match its shape")
     if x.size != math.prod(shape) or not (
         fields["direction_sum"].size == fields["scales"].size == x.size
     ):
