@@ -7,9 +7,9 @@ file serves a laptop, the compose stack and a cluster. The app is stateless: sca
 processes or pods; PostgreSQL, Redis and the object store hold all state.
 """
 
+import glob
 import multiprocessing
 import os
-import shutil
 import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
@@ -73,10 +73,12 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
-    # Counts left by an earlier run would be added to this one's: start empty.
+    # Counts left by an earlier run would be added to this one's: start with none. Only the
+    # counters' files go (prometheus-client's *.db), never the directory an operator chose.
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
 
 
 def child_exit(server, worker):

@@ -238,3 +238,36 @@ def test_parallel_lease_requests_never_lease_a_round_beyond_its_quorum(tmp_path,
             ).scalar_one()  # fmt: skip
         assert 1 <= running <= 3, (attempt, running, sorted(statuses))
         assert statuses.count(200) == running and set(statuses) <= {200, 204, 409}
+
+
+def test_parallel_joins_never_take_a_campaign_past_its_recruitment_cap(tmp_path, postgres_url):
+    import threading
+
+    from sqlalchemy import func, select
+
+    from service import db
+    from service.models import Annotator
+    from tests.fixtures.coordinator import Owner, make_app
+
+    app = make_app(tmp_path, postgres_url, RATELIMIT_ENABLED=False)
+    owner = Owner(app.test_client())
+    cid = owner.campaign(start=True, recruit=True, recruit_cap=3)["id"]
+    start = threading.Barrier(16)
+    statuses: list[int] = []
+
+    def join(participant: str) -> None:
+        client = app.test_client()
+        start.wait()
+        response = client.get(f"/join/{cid}?PROLIFIC_PID={participant}")
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=join, args=(f"p{n}",)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with db.session_scope(app) as session:
+        joined = session.scalar(
+            select(func.count()).select_from(Annotator).where(Annotator.campaign_id == cid)
+        )
+    assert joined == 3 and sorted(statuses) == [302] * 3 + [409] * 13, (joined, statuses)

@@ -280,6 +280,9 @@ def join(campaign_id: str):
         session.commit()
         return _to_task_page(f"rejoin={campaign.id}")
     # The cap counts recruited participants only: links the owner made by hand are apart.
+    # The campaign's row is locked first, so joins at the same moment count one after another
+    # and never take the campaign past its cap (PostgreSQL; SQLite has one writer anyway).
+    session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
     joined = session.scalar(
         select(func.count())
         .select_from(Annotator)
