@@ -298,14 +298,27 @@ def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bo
 
 
 def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
-    """Deadlines and lost renders, one round at a time, each in its own transaction. A round
-    whose step fails is logged and recorded in the audit log (``sweep_failed``), and the sweep
-    goes on with the others; the next sweep tries that round again."""
+    """Deadlines, lost closes and lost renders, one round at a time, each in its own
+    transaction. A round whose step fails is logged and recorded in the audit log
+    (``sweep_failed``), and the sweep goes on with the others; the next sweep tries that round
+    again."""
     now = now or utcnow()
     due = session.scalars(
         select(Round.id)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(Campaign.status == "running", Round.status == "open", Round.deadline <= now)
+    ).all()
+    # Quorum in but still open: the close (inline, after the last ranking's commit) died with
+    # its web process. Closed now, not at the deadline.
+    full = session.scalars(
+        select(Round.id)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(
+            Campaign.status == "running",
+            Round.status == "open",
+            Round.deadline > now,
+            Round.n_rankings >= Campaign.settings["annotators_per_round"].as_integer(),
+        )
     ).all()
     rendering = session.scalars(
         select(Round.id)
@@ -315,7 +328,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     ).all()
     session.rollback()
     outcome = Outcome()
-    for step, round_ids in ((_due, due), (_resend, rendering)):
+    for step, round_ids in ((_due, due), (close_if_ready, full), (_resend, rendering)):
         for round_id in round_ids:
             try:
                 done = step(session, round_id, now)

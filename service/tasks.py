@@ -67,7 +67,8 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
     """Close the round if that ranking completed its quorum: inline (fast path) or queued.
 
     The ranking is already committed, so a failure here never fails its submission: it is
-    recorded on the campaign (``close_failed``) and the sweep closes the round at its deadline.
+    recorded on the campaign (``close_failed``) and the next sweep closes the round (a round
+    whose quorum is in is closed by the sweep, deadline or not: ``closing.sweep``).
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
