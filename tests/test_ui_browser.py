@@ -328,7 +328,9 @@ def test_task_page_has_a_strict_csp_and_shows_the_prompt_as_text(
     headers = desktop_tab.first_response.headers
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    assert headers["x-frame-options"] == "DENY"
+    # Framed by MTurk's worker sites only (ExternalQuestion HITs), by no one else.
+    assert "x-frame-options" not in headers
+    assert "frame-ancestors https://www.mturk.com " in csp
     current_task(desktop)
     assert desktop.text_content("#prompt") == PROMPT
     assert desktop.evaluate("window.__pwned") is None
