@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from rankloop.core.liveness import (
+    WORKER_BEAT_FORGET_S,
     WORKER_BEAT_PREFIX,
     WORKER_BEAT_STALE_S,
     describe_route,
@@ -149,9 +150,13 @@ def render_workers(app: Flask | None = None) -> RenderWorkers:
         for key in keys:
             try:
                 beat = json.loads(store.get(key))
-                fresh = now - float(beat["at"]) < WORKER_BEAT_STALE_S
+                age = now - float(beat["at"])
             except Exception:  # gone meanwhile, or not a heartbeat: no worker
                 continue
+            if age > WORKER_BEAT_FORGET_S:  # a worker long gone: its file is read no more
+                store.delete(key)
+                continue
+            fresh = age < WORKER_BEAT_STALE_S
             if fresh:
                 (census.same if beat.get("route") == census.route else census.other).append(beat)
     except Exception as error:

@@ -177,6 +177,7 @@ def test_render_workers_on_another_route_are_reported_on_the_waiting_round(app, 
         health._census.clear()  # read the store again, not the last few seconds' census
 
     beat("old@host", age_s=120)  # gone: ignored
+    beat("ancient@host", age_s=2 * 24 * 3600)  # gone for days: its file is deleted
     beat("w1@host", keyprefix="elsewhere:")
     later = utcnow() + dt.timedelta(seconds=20)  # sent, and no round heartbeat since
     with app.app_context():
@@ -185,6 +186,8 @@ def test_render_workers_on_another_route_are_reported_on_the_waiting_round(app, 
     problem = owner.get(f"/api/campaigns/{cid}").json["current_round"]["problem"]
     assert problem.startswith("render pickup failed x1;")
     assert "w1@host" in problem and "'elsewhere:'" in problem and "old@host" not in problem
+    assert not store.exists(worker_beat_key("ancient@host"))
+    assert store.exists(worker_beat_key("old@host"))  # kept a day: a worker may come back
     found = samples(app)
     assert found[("rankloop_render_workers", (("route", "other"),))] == 1
     assert found[("rankloop_render_workers", (("route", "same"),))] == 0

@@ -22,6 +22,7 @@ from rankloop.core.settings import Settings
 WORKER_BEAT_PREFIX: Final = "workers/"
 WORKER_BEAT_EVERY_S: Final = 10.0
 WORKER_BEAT_STALE_S: Final = 35.0  # three beats missed: the worker is gone
+WORKER_BEAT_FORGET_S: Final = 24 * 3600.0  # and its heartbeat deleted a day later
 
 
 def worker_beat_key(worker: str) -> str:
@@ -50,6 +51,7 @@ def describe_route(route: dict[str, Any]) -> str:
 
 __all__ = [
     "WORKER_BEAT_EVERY_S",
+    "WORKER_BEAT_FORGET_S",
     "WORKER_BEAT_PREFIX",
     "WORKER_BEAT_STALE_S",
     "describe_route",
