@@ -269,7 +269,16 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
         if task_id is not None:
             round_ = RoundRef(row[5], row[7], row[6])
             campaign = campaign_view(session, round_.campaign_id)
-            return Lease(annotator_id, task_id, expires_at, round_, campaign)
+            # A lease whose request died between its insert and its quorum check below (a web
+            # process killed there) is checked when its annotator asks again: else it would
+            # stay, and rank, beyond the quorum.
+            withdrawn = run_on_driver(
+                session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_.id, now=now,
+                quorum=int(campaign.settings["annotators_per_round"]),
+            ).fetchone()  # fmt: skip
+            if withdrawn is None:
+                return Lease(annotator_id, task_id, expires_at, round_, campaign)
+            continue  # over the quorum: look for another round
         if looked_again:
             return None
         params: dict[str, Any] = {

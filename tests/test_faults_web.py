@@ -65,15 +65,18 @@ class RetryingCrowd:
         self.base, self.tokens = base, tokens
         self.accepted: dict[int, tuple[str, list[str], str]] = {}  # id -> task, order, token
         self.retried: list[dict] = []  # one per submission sent more than once
-        self.statuses: dict[int, int] = {}
+        self.statuses: dict[int, int] = {}  # every answer
+        self.submit_statuses: dict[int, int] = {}  # the answers to submissions alone
         self.work_at: list[float] = []  # monotonic times of 200s on /api/tasks/next
         self.unanswered = 0
         self.posting = 0  # submissions on the wire now
         self.lock, self.stop = threading.Lock(), threading.Event()
 
-    def count(self, status: int) -> None:
+    def count(self, status: int, submit: bool = False) -> None:
         with self.lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
+            if submit:
+                self.submit_statuses[status] = self.submit_statuses.get(status, 0) + 1
 
     def annotator(self, token: str, seed: int) -> None:
         rng, http, headers = random.Random(seed), requests.Session(), bearer(token)
@@ -116,7 +119,7 @@ class RetryingCrowd:
                         self.posting -= 1
             if sent is None:
                 continue
-            self.count(sent.status_code)
+            self.count(sent.status_code, submit=True)
             body = sent.json() if sent.headers.get("Content-Type", "").startswith("app") else {}
             with self.lock:
                 if sent.status_code == 201:
@@ -160,7 +163,7 @@ def stop_group(process: subprocess.Popen) -> None:
 
 
 CAMPAIGNS, ROUNDS, QUORUM, ANNOTATORS = 2, 6, 5, 20
-KILLS, KILL_EVERY_S = 6, 1.5
+KILLS, KILL_EVERY_S = 6, 1.0
 
 
 @pytest.mark.timeout(150)
@@ -237,14 +240,18 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
         # Each kill takes every gunicorn worker while a ranking is on the wire (then a moment
         # later, at random): its answer is lost before, during or after its transaction.
         master, rng = psutil.Process(web.pid), random.Random(14)
-        killed, last_kill = 0, 0.0
+        killed, last_kill, all_ranked = 0, 0.0, False
         for _ in range(KILLS):
             time.sleep(KILL_EVERY_S)
             while not crowd.posting:
-                ranked = len(crowd.accepted)
-                assert ranked < CAMPAIGNS * ROUNDS * QUORUM, f"all ranked after {killed} kills"
+                # A quick crowd may rank everything before the last kill: then the kills end.
+                all_ranked = len(crowd.accepted) >= CAMPAIGNS * ROUNDS * QUORUM
+                if all_ranked:
+                    break
                 assert time.monotonic() - started < 90, crowd.statuses
                 time.sleep(0.001)
+            if all_ranked:
+                break
             time.sleep(rng.uniform(0, 0.03))
             for victim in master.children():
                 try:
@@ -253,6 +260,7 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
                 except psutil.NoSuchProcess:
                     pass
             last_kill = time.monotonic()
+        assert killed >= 2, f"the crowd ranked everything after {killed} kills"
         finished_at_last_kill = sum(
             http.get(f"{base}/api/campaigns/{cid}", headers=OWNER, timeout=30).json()["status"]
             == "finished"
@@ -324,13 +332,18 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
         "finished_at_last_kill": finished_at_last_kill,
         "rankings": len(stored),
         "statuses": crowd.statuses,
+        "submit_statuses": crowd.submit_statuses,
     }
     report_recovery("fault_gunicorn_kills", figures)
-    assert killed >= KILLS and crowd.retried  # the kills did cut submissions off
+    assert crowd.retried  # the kills did cut submissions off
     assert crowd.unanswered == 0
     assert set(crowd.accepted) == set(stored)  # every 201 stored, every stored ranking answered
     assert all(status in (201, 410) for status in (r["status"] for r in crowd.retried))
-    assert 500 not in crowd.statuses and 409 not in crowd.statuses, crowd.statuses
+    # No 500 anywhere. A submission, retried or not, is never refused as a conflict; fetching a
+    # task may be (409 "fetch the next task again", while a killed process's transaction of the
+    # same annotator is still being rolled back), as documented.
+    assert 500 not in crowd.statuses, crowd.statuses
+    assert 409 not in crowd.submit_statuses, crowd.submit_statuses
     assert again == [(201, ranking_id, ranking_id) for _, ranking_id, _ in again]
     assert finished_at_last_kill < CAMPAIGNS  # there was work left to hand out after the kills
     assert work_again and work_again[0] < WORK_AGAIN_S

@@ -33,8 +33,9 @@ STATED_RULES = {
     ("POST", "/api/tasks/{task_id}/ranking"): ["400", "410"],
     # A lease that is over is not extended by its images' loading time (410).
     ("POST", "/api/tasks/{task_id}/shown"): ["410"],
-    # A campaign that has ended or does not recruit takes nobody (410).
-    ("GET", "/join/{campaign_id}"): ["410"],
+    # A campaign that has ended or does not recruit takes nobody (410); one of the participant
+    # id parameters (PROLIFIC_PID, workerId, participant_id) is needed (400).
+    ("GET", "/join/{campaign_id}"): ["400", "410"],
     # images=embed needs a Parquet format (400).
     ("GET", "/api/campaigns/{campaign_id}/export"): ["400"],
     # A fork's settings are a campaign's: the same rules between fields (422).
