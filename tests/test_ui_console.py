@@ -9,6 +9,7 @@ are rendered in process (``render_round``), as in ``tests/test_ui_failure_paths.
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,15 +31,23 @@ server = failure_paths.server  # the coordinator over HTTP
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-@pytest.fixture
-def tab(browser) -> Iterator[tuple[Any, list[str]]]:
+@contextlib.contextmanager
+def desktop_tab(browser) -> Iterator[tuple[Any, list[str]]]:
     """A desktop tab, and the script errors it raised."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page, errors
-    context.close()
+    try:
+        yield page, errors
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def tab(browser) -> Iterator[tuple[Any, list[str]]]:
+    with desktop_tab(browser) as opened:
+        yield opened
 
 
 def sign_in(page, url: str, key: str = ADMIN) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests import test_ui_failure_paths as failure_paths
 from tests.fixtures.coordinator import render_round
-from tests.test_ui_console import annotators, rank, sign_in
+from tests.test_ui_console import annotators, desktop_tab, rank, sign_in
 from tests.test_ui_failure_paths import WAIT_MS
 
 server = failure_paths.server  # the coordinator over HTTP
@@ -26,13 +26,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def tab(browser) -> Iterator[tuple[Any, list[str]]]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.clock.install()  # runs as usual until paused
-    yield page, errors
-    context.close()
+    with desktop_tab(browser) as (page, errors):
+        page.clock.install()  # runs as usual until paused
+        yield page, errors
 
 
 def pause_timers(page) -> None:
