@@ -9,7 +9,8 @@ rounds), :mod:`.estimators` (rank-based gradient estimates), :mod:`.line_search`
 line search and its step rule),
 :mod:`.metric` (the learnt diagonal metric), :mod:`.path` (the verified rounds' path of moves
 and its rank-one metric), :mod:`.noise` (the pinned generator),
-:mod:`.options` (static parameters) and :mod:`.state` (versioned saved state). The flat API
+:mod:`.options` (static parameters), :mod:`.parts` (what the rounds share) and :mod:`.state`
+(versioned saved state). The flat API
 below is the public one.
 
 The optimizer minimises ``f`` seen only through rankings of small sets of points: it never sees

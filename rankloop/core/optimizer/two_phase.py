@@ -23,36 +23,22 @@ from rankloop.core.optimizer.line_search import (
     next_step,
     step_factors,
 )
+from rankloop.core.optimizer.parts import RoundParts
 
 GRADIENT = "gradient"
 LINE_SEARCH = "line_search"
 
 
-class TwoPhaseRounds:
+class TwoPhaseRounds(RoundParts):
     """The two-phase rounds of :class:`~rankloop.core.optimizer.RankSGD` (a mixin: it uses
     the optimizer's state and shared helpers)."""
 
     if TYPE_CHECKING:
-        _x: np.ndarray
-        _m: int
-        _seed: int
-        _round: int
-        _step: float
-        _options: dict[str, Any]
-        _direction_sum: np.ndarray
-        _direction_count: float
         _gradient_streak: int
         _winner: np.ndarray | None
 
         @property
         def next_kind(self) -> str: ...
-        def _radius(self) -> float: ...
-        def _perturbations(self, round_number: int, count: int | None = None) -> np.ndarray: ...
-        def _to_shell(self, points: np.ndarray) -> np.ndarray: ...
-        def _search_direction(self) -> np.ndarray: ...
-        def _adapt_metric(
-            self, weights: np.ndarray, ranked: int, count: int | None = None
-        ) -> None: ...
 
     def _gradient_points(self, round_number: int, radius: float) -> np.ndarray:
         points = self._x + radius * self._perturbations(round_number)

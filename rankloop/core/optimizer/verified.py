@@ -114,11 +114,10 @@ import numpy as np
 
 from rankloop.core.optimizer.estimators import dag_weights, preference_weights
 from rankloop.core.optimizer.noise import reproducible_permutation
+from rankloop.core.optimizer.parts import RoundParts
 from rankloop.core.optimizer.path import update_path
 
 VERIFIED = "verified"
-#: Layouts of a verified round: perturbations around the anchor (the default since state
-#: version 4) or around the centre (version 3 states continue with it).
 #: Layouts of a verified round: perturbations around the anchor (new optimizers, state
 #: version 4) or around the centre (version 3 states continue with it). Part of the state, not
 #: an option: it records which round a campaign runs, and no owner needs to choose it.
@@ -300,29 +299,13 @@ def settled(chosen: int, lay: Layout) -> bool:
     return chosen != lay.centre and not (lay.trials > 1 and chosen == lay.trial(0))
 
 
-class VerifiedRounds:
+class VerifiedRounds(RoundParts):
     """The verified rounds of :class:`~rankloop.core.optimizer.RankSGD` (a mixin: it uses the
     optimizer's state and shared helpers)."""
 
     if TYPE_CHECKING:
-        _x: np.ndarray
-        _m: int
-        _seed: int
-        _round: int
-        _step: float
-        _options: dict[str, Any]
         _layout_name: str
-        _direction_sum: np.ndarray
-        _direction_count: float
         _path: np.ndarray | None
-
-        def _radius(self) -> float: ...
-        def _perturbations(self, round_number: int, count: int | None = None) -> np.ndarray: ...
-        def _to_shell(self, points: np.ndarray) -> np.ndarray: ...
-        def _search_direction(self) -> np.ndarray: ...
-        def _adapt_metric(
-            self, weights: np.ndarray, ranked: int, count: int | None = None
-        ) -> None: ...
 
     def _layout(self) -> Layout:
         has_direction = bool(np.any(self._direction_sum))
