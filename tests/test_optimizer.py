@@ -658,6 +658,8 @@ def test_bench_optimizer_quick_writes_a_table_and_json(tmp_path):
         )
         assert row["vs_cma"] == pytest.approx(row["rankloop"] / row["cma"])
         assert row["rankloop_seeds"] == [row["rankloop"]]  # the median of one seed
+        assert row["seeds"] == len(row["cma_tuned_seeds"]) == 1  # both on the same seeds
+        assert row["cma_tuned"] == row["cma_tuned_seeds"][0]
 
 
 def test_optimizer_module_imports_no_heavy_or_service_dependencies():
