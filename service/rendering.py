@@ -10,6 +10,7 @@ that does not exist yet. A send that fails leaves the round ``rendering`` with n
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import secrets
@@ -40,7 +41,7 @@ from rankloop.core.contracts import (
 from rankloop.core.errors import InvalidInput
 from service.db import session_scope
 from service.models import Campaign, Image, Round, utcnow
-from service.transitions import audit, compare_and_set, find_round, get_campaign
+from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,12 @@ def render_slot_free(
     if slots <= 0:
         return True
     owner = campaign.owner_key_id
+    if is_postgres(session):
+        # One check of an owner's slots at a time, across coordinators: the caller's transaction
+        # holds the lock until it commits the slot it takes (or rolls back), so a second check
+        # counts the first one's render instead of taking the same free slot.
+        key = hashlib.blake2b(f"render-slots:{owner}".encode(), digest_size=8).digest()
+        session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(key, signed=True))))
     in_flight = session.scalar(
         select(func.count())
         .select_from(Round)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.storage import LocalStore
 from service import closing, db
 from service.auth import hash_token, new_token
-from service.models import AuditEvent, OwnerKey, Round
-from service.rendering import run_step
+from service.models import AuditEvent, Campaign, OwnerKey, Round
+from service.rendering import render_slot_free, run_step
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 
@@ -100,6 +101,45 @@ def test_a_stopped_campaign_frees_its_render_slot(app, owner):
     with app.app_context():
         run_step(closing.sweep, later)
     assert _enqueued(app, waiting) is not None
+
+
+def test_two_coordinators_checking_one_owners_last_slot_at_once_take_it_once(app, owner):
+    """Two sweeps (two coordinators) each find one of an owner's waiting renders and its one
+    free slot: the second check waits for the first's transaction and then sees the slot taken
+    (without the lock both saw it free and the owner had two renders in flight)."""
+    if db.get_engine(app).dialect.name != "postgresql":
+        pytest.skip("the lock is PostgreSQL's: SQLite serves the one-process demo")
+    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    first = owner.campaign(start=True)["id"]
+    waiting = [owner.campaign(start=True)["id"] for _ in range(2)]
+    assert [_enqueued(app, cid) for cid in waiting] == [None, None]
+    render_round(app, first, 0)  # the one slot frees; both renders wait for it
+
+    def check(session, cid: str) -> bool:
+        campaign = session.get(Campaign, cid)
+        return render_slot_free(session, campaign, 0)
+
+    second: dict[str, bool] = {}
+    with app.app_context(), db.session_scope() as one:
+        assert check(one, waiting[0])  # the first check finds the slot free and holds the lock
+
+        def other() -> None:
+            with app.app_context(), db.session_scope() as two:
+                second["free"] = check(two, waiting[1])
+                two.rollback()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive() and not second  # waiting for the first's transaction
+        one.execute(
+            update(Round)
+            .where(Round.campaign_id == waiting[0], Round.number == 0)
+            .values(render_enqueued_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        )
+        one.commit()  # the first takes the slot
+    thread.join(timeout=30)
+    assert second == {"free": False}
 
 
 # -- rate limits ---------------------------------------------------------------------------------
