@@ -1,7 +1,7 @@
 """Live updates (service/api/stream.py): a campaign's stream sends an event when its round opens
 and fills and when the campaign stops; an annotator's stream when a round opens for them, and
 ends when their token is revoked; tickets open one stream of one credential, for a minute; a
-process holds a bounded number of streams.
+process holds a bounded number of streams; a revoked owner key's open stream ends.
 
 Streams are read as they come (``buffered=False``): each read waits for the stream's next poll
 of the database, which sees what the test changed in between.
@@ -125,11 +125,16 @@ def test_a_ticket_opens_one_campaigns_stream_of_its_own_owner_for_a_minute(
     )
     theirs = owner.client.post("/api/campaigns", json={"prompt": "a pear"}, headers=bearer(key))
     their_url = campaign_ticket(owner, theirs.get_json()["id"], key)["url"]
-    open_stream(owner, their_url).close()
-    with app.app_context(), db.session_scope() as session:
-        row = session.query(OwnerKey).filter_by(key_hash=hash_token(key)).one()
-        row.revoked_at = row.created_at
-        session.commit()
+    events = open_stream(owner, their_url)
+    try:
+        assert events.next()[0] == "campaign"
+        with app.app_context(), db.session_scope() as session:
+            row = session.query(OwnerKey).filter_by(key_hash=hash_token(key)).one()
+            row.revoked_at = row.created_at
+            session.commit()
+        assert events.next() == ("end", {"reason": "gone"})  # the open stream ends at once
+    finally:
+        events.close()
     assert owner.client.get(their_url).status_code == 401
 
 

@@ -144,7 +144,7 @@ def campaign_ticket(campaign_id: str):
 @bp.get("/campaigns/<campaign_id>/stream")
 def campaign_stream(campaign_id: str):
     """Events: ``campaign`` (its status, current round, rankings in it) first and on every
-    change; ``end`` before the stream closes."""
+    change; ``end`` before the stream closes, also within a poll of the owner key's revoke."""
     session = get_session()
     ticket = _ticket()
     if ticket is None:
@@ -157,7 +157,19 @@ def campaign_stream(campaign_id: str):
             raise Unauthorized("this stream ticket is for another campaign")
         if session.get(Campaign, campaign_id) is None:
             raise NotFound(f"no campaign {campaign_id!r}")
-    return _stream(lambda s: _campaign_state(s, campaign_id), "campaign", f"o:{subject}")
+
+    def state(session: Session) -> dict[str, Any] | None:
+        if not _credential_live(session, subject):  # the key was revoked: the stream ends
+            return None
+        return _campaign_state(session, campaign_id)
+
+    return _stream(state, "campaign", f"o:{subject}")
+
+
+def _credential_live(session: Session, subject: str) -> bool:
+    """Whether the owner credential of a stream's subject still holds (the admin token lives
+    as long as the configuration)."""
+    return subject.endswith(f":{ADMIN_SUBJECT}") or _owner_secret(session, subject) is not None
 
 
 def _campaign_state(
