@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, render_template, request
 
+from annotator_ui.inline_scripts import inline_script
 from annotator_ui.security import add_security_headers
 
 ui_blueprint = Blueprint(
@@ -47,6 +48,11 @@ def campaign_page(campaign_id: str) -> str:
     return render_template(
         "campaign.html", api_root=f"{request.script_root}/api", campaign_id=campaign_id
     )
+
+
+@ui_blueprint.context_processor
+def _template_helpers() -> dict[str, object]:
+    return {"inline_script": inline_script}
 
 
 @ui_blueprint.after_request

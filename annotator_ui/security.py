@@ -1,21 +1,24 @@
 """Security headers for the UI's pages and assets.
 
-The Content-Security-Policy allows scripts and styles from this origin only (no inline script,
-no ``eval``), API calls to this origin only, and images from this origin plus the object store's
-public endpoint when images are served from S3 by presigned URL. Forms may not post anywhere
-(the pages talk to the API through ``fetch``) and no site may frame a page, except on the task
-page: MTurk shows it in a frame of its worker site and takes the finished assignment as a posted
-form, so there MTurk's origins (:mod:`rankloop.core.mturk`) may frame it and receive a form.
+The Content-Security-Policy allows scripts and styles from this origin only (no ``eval``, and
+no inline script but those a page inlines by :func:`annotator_ui.inline_scripts.inline_script`,
+each allowed by its own hash in that page's header), API calls to this origin only, and images
+from this origin plus the object store's public endpoint when images are served from S3 by
+presigned URL. Forms may not post anywhere (the pages talk to the API through ``fetch``) and
+no site may frame a page, except on the task page: MTurk shows it in a frame of its worker site
+and takes the finished assignment as a posted form, so there MTurk's origins
+(:mod:`rankloop.core.mturk`) may frame it and receive a form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, request
 
+from annotator_ui.inline_scripts import inlined_script_sources
 from rankloop.core import mturk
 
 # Pages a crowd platform shows in a frame of its own (MTurk's ExternalQuestion).
@@ -40,13 +43,18 @@ def image_origins(config: Mapping[str, Any]) -> list[str]:
     return origins
 
 
-def content_security_policy(config: Mapping[str, Any], framed_by_mturk: bool = False) -> str:
-    """The CSP header value for the UI; ``framed_by_mturk`` for the task page."""
+def content_security_policy(
+    config: Mapping[str, Any], framed_by_mturk: bool = False, script_hashes: Sequence[str] = ()
+) -> str:
+    """The CSP header value for the UI; ``framed_by_mturk`` for the task page.
+
+    ``script_hashes``: the hash-sources (``'sha256-...'``) of the scripts the page inlines.
+    """
     mturk_origins = " ".join(mturk.site_origins(config)) if framed_by_mturk else "'none'"
     img_src = " ".join(["'self'", "data:", "blob:", *image_origins(config)])
     directives = {
         "default-src": "'none'",
-        "script-src": "'self'",
+        "script-src": " ".join(["'self'", *script_hashes]),
         "style-src": "'self'",
         "img-src": img_src,
         "connect-src": "'self'",
@@ -63,7 +71,9 @@ def add_security_headers(response: Response) -> Response:
     """Set CSP and the usual hardening headers; pages (HTML) are never cached."""
     headers = response.headers
     framed = request.endpoint in FRAMED_BY_MTURK
-    headers["Content-Security-Policy"] = content_security_policy(current_app.config, framed)
+    headers["Content-Security-Policy"] = content_security_policy(
+        current_app.config, framed, inlined_script_sources()
+    )
     headers["X-Content-Type-Options"] = "nosniff"
     if framed:
         # X-Frame-Options cannot name an origin (ALLOW-FROM is gone): the CSP decides.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,7 +14,12 @@ from annotator_ui.security import content_security_policy, image_origins
 from rankloop.core import mturk
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
+_EARLY_JS = (STATIC / "js" / "early.js").read_bytes()
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
+
+
+def _sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def _app(tmp_path, **config):
@@ -71,7 +78,10 @@ def test_page_sends_a_strict_content_security_policy(client, path):
     assert response.status_code == 200
     csp = response.headers["Content-Security-Policy"]
     directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
-    assert directives["script-src"] == "'self'"
+    # Scripts from this origin, plus on the task page early.js inline, by its hash alone
+    # (tests/test_task_page_assets.py checks the hash against the page).
+    hashes = [f"'sha256-{_sha256(_EARLY_JS)}'"] if path == "/task" else []
+    assert directives["script-src"].split() == ["'self'", *hashes]
     assert directives["style-src"] == "'self'"
     assert directives["default-src"] == "'none'"
     # Only the task page may be framed, and only by MTurk (its ExternalQuestion HITs), to
@@ -90,7 +100,8 @@ def test_page_sends_a_strict_content_security_policy(client, path):
 def test_page_loads_only_packaged_assets_and_nothing_inline(client, path):
     page = _Assets()
     page.feed(client.get(path).get_data(as_text=True))
-    assert page.inline == []
+    # The task page's one inline script is early.js, allowed by its hash (see above).
+    assert page.inline == (["inline <script>"] if path == "/task" else [])
     assert page.urls, "the page should load its script and stylesheet"
     for url in page.urls:
         assert url.startswith("/ui-static/"), f"{url} is not shipped with the package"

@@ -350,6 +350,34 @@ def test_focus_stays_above_the_tray_and_the_viewer_fills_the_screen(server, devi
     assert errors == []
 
 
+def test_on_a_phone_the_first_images_show_without_scrolling(server, browser, screenshot_dir):
+    context = browser.new_context(**VIEWPORTS["phone"])
+    try:
+        # A prompt of two lines on a phone, as real prompts often are, and ties (the longest
+        # instructions).
+        prompt = "a ripe plum on a blue ceramic plate, soft morning light from a window"
+        campaign = server.open_round(name="First screen", prompt=prompt, allow_ties=True)
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        tops = page.evaluate(
+            """() => Object.fromEntries(['#prompt', '#instructions', '#grid > :first-child']
+                   .map(s => [s, document.querySelector(s).getBoundingClientRect()])
+                   .map(([s, r]) => [s, {top: r.top, height: r.height}]))"""
+        )
+        page.screenshot(path=screenshot_dir / "task-phone-first-screen.png")
+    finally:
+        context.close()
+    tile = tops["#grid > :first-child"]["top"]
+    print(f"\nfirst tile's top on a 390x844 phone: {tile:.0f} px")
+    # The prompt and the instructions are still there, above the images...
+    assert tops["#prompt"]["height"] > 0 and tops["#instructions"]["height"] > 0
+    assert tops["#instructions"]["top"] < tile
+    # ...and the first row of images starts in the top half of the screen.
+    assert tile < VIEWPORTS["phone"]["viewport"]["height"] / 2
+    assert errors == []
+
+
 PROLIFIC = "https://app.prolific.com/submissions/complete?cc=DONE2024"
 
 

@@ -1,7 +1,10 @@
 // The first task, asked for while the page's other modules are still on their way (on a slow
 // phone connection they take seconds, and the images can only start after the task's answer),
-// and its thumbnails as soon as that answer is in. This module imports nothing, so it runs as
-// soon as it arrives. api.js hands the answer to the first `GET /tasks/next` made with the same
+// and its thumbnails as soon as that answer is in. task.html carries this module inline (an
+// async module, allowed by the hash of this file's exact text in the page's CSP:
+// annotator_ui/inline_scripts.py), so it runs as the page is parsed, with no request of its own;
+// it must import nothing, nor hold a script end tag or a comment opener (inline_scripts.py
+// refuses it then). api.js hands the answer to the first `GET /tasks/next` made with the same
 // credential (task.js); nothing else uses it. The credential is read the way task.js reads it
 // (the link's #token=, else the tab's); a rejoin link (#rejoin=) brings none, so nothing is
 // asked for early then.
