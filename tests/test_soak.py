@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,16 +26,15 @@ from sqlalchemy import select
 
 from service import db
 from service.models import Ranking, Round
-from tests.fixtures.coordinator import ADMIN, _truncate, make_app
-from tests.fixtures.private_services import free_port, report_recovery
-from tests.fixtures.workers import CELERY, REPO_ROOT, CeleryWorker, start_celery_worker
+from tests.fixtures.coordinator import _truncate, make_app
+from tests.fixtures.private_services import report_recovery
+from tests.fixtures.web_stack import OWNER, WebStack
 
 CAMPAIGNS = int(os.environ.get("RANKLOOP_SOAK_CAMPAIGNS", 4))
 ANNOTATORS = int(os.environ.get("RANKLOOP_SOAK_ANNOTATORS", 40))  # in all, spread evenly
 # A bound against a hang, not a speed target: a loaded CI machine may take several times longer.
 BOUND_S = float(os.environ.get("RANKLOOP_SOAK_BOUND_S", 300))
 ROUNDS, QUORUM = 3, 3
-OWNER = {"Authorization": f"Bearer {ADMIN}"}
 
 
 class Crowd:
@@ -119,19 +116,6 @@ class Memory:
             self.sample()
 
 
-def wait_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not up: {log.read_text()[-3000:]}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_soak_every_201_is_stored_and_exported_and_memory_stays_flat(
@@ -142,149 +126,91 @@ def test_soak_every_201_is_stored_and_exported_and_memory_stays_flat(
     _truncate(setup)
     db.get_engine(setup).dispose()
     bucket = seaweed.make_bucket()
-    prefix = f"{redis_prefix}soak:"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RANKLOOP_")},
-        "RANKLOOP_DATABASE_URL": postgres_url,
-        "RANKLOOP_BROKER_URL": redis_url,
-        "RANKLOOP_RESULT_BACKEND": redis_url,
-        "RANKLOOP_BROKER_TRANSPORT_OPTIONS": json.dumps({"global_keyprefix": prefix}),
-        "RANKLOOP_ADMIN_TOKEN": ADMIN,
-        "RANKLOOP_VAR_DIR": str(tmp_path / "var"),
-        "RANKLOOP_DEVICE": "cpu",
-        "RANKLOOP_LOG_FORMAT": "json",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        **seaweed.env(bucket),
-    }
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    web_log = logs / "web.log"
-    web = subprocess.Popen(
-        [sys.executable, "-m", "rankloop", "serve", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--threads", "4"],
-        cwd=REPO_ROOT, env=env, stdout=web_log.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    beat_log = logs / "beat.log"
-    beat = subprocess.Popen(
-        [str(CELERY), "-A", "service.worker", "beat", "--loglevel", "INFO",
-         "--schedule", str(tmp_path / "celerybeat-schedule")],
-        cwd=REPO_ROOT, env=env, stdout=beat_log.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    workers: list[CeleryWorker] = []
-    crowd = None
-    memory = None
-    try:
-        # Started together, then waited for: start-up is most of the test's time otherwise.
-        workers.append(
-            start_celery_worker("service.worker", env, logs, queues=["coord"], wait=False)
-        )
-        for _ in range(2):
-            workers.append(start_celery_worker("gpu_worker.celery_app", env, logs, wait=False))
-        for worker in workers:
-            worker.wait_ready()
-        wait_http(f"{base}/healthz", web, web_log)
-        processes = {"web": web.pid, "beat": beat.pid}
-        processes |= {f"worker{n}": w.process.pid for n, w in enumerate(workers)}
-        memory = Memory(processes)
-        memory.sample()
-        memory.thread.start()
+    extra_env = {"RANKLOOP_LOG_FORMAT": "json", **seaweed.env(bucket)}
+    with WebStack(tmp_path, postgres_url, redis_url, f"{redis_prefix}soak:", extra_env) as stack:
+        base = stack.base
+        crowd = None
+        memory = None
+        try:
+            processes = {"web": stack.web.pid, "beat": stack.beat.pid}
+            processes |= {f"worker{n}": w.process.pid for n, w in enumerate(stack.workers)}
+            memory = Memory(processes)
+            memory.sample()
+            memory.thread.start()
 
-        http = requests.Session()
-        tokens: dict[str, list[str]] = {}
-        for n in range(CAMPAIGNS):
-            body = {"name": f"soak {n}", "prompt": "a red apple", "m": 4, "width": 64,
-                    "height": 64, "annotators_per_round": QUORUM, "rounds": ROUNDS,
-                    "attention_check": False, "start": True}  # fmt: skip
-            made = http.post(f"{base}/api/campaigns", json=body, headers=OWNER, timeout=30)
-            assert made.status_code == 201, made.text
-            cid = made.json()["id"]
-            count = {"count": ANNOTATORS // CAMPAIGNS}
-            people = http.post(f"{base}/api/campaigns/{cid}/annotators", json=count,
-                               headers=OWNER, timeout=30)  # fmt: skip
-            assert people.status_code == 201, people.text
-            tokens[cid] = [a["token"] for a in people.json()["annotators"]]
-
-        started = time.monotonic()
-        crowd = Crowd(base, tokens)
-        threads = crowd.start()
-        warm: dict[str, float] = {}
-        while True:
-            states = {
-                cid: http.get(f"{base}/api/campaigns/{cid}", headers=OWNER, timeout=30).json()
-                for cid in tokens
-            }
-            if not warm and crowd.accepted:  # once warm: every process has done some work
-                memory.sample()
-                warm = {name: values[-1] for name, values in memory.samples.items()}
-            if all(state["status"] == "finished" for state in states.values()):
-                break
-            assert not any(state["status"] == "failed" for state in states.values()), states
-            assert time.monotonic() - started < BOUND_S, (
-                {cid: (s["status"], s.get("current_round")) for cid, s in states.items()},
-                crowd.statuses,
+            tokens = stack.make_campaigns(
+                "soak", CAMPAIGNS, QUORUM, ROUNDS, ANNOTATORS // CAMPAIGNS
             )
-            time.sleep(1.0)
-        elapsed = time.monotonic() - started
-        crowd.stop.set()
-        for thread in threads:
-            thread.join(timeout=35)
-        memory.stop.set()
-        memory.thread.join()
 
-        # Every 201 is in the database and in the export, and nothing else is.
-        with setup.app_context(), db.session_scope(setup) as session:
-            stored = dict(
-                session.execute(
-                    select(Ranking.id, Round.campaign_id).join(Round, Round.id == Ranking.round_id)
-                ).all()
-            )
-        exported: dict[int, str] = {}
-        for cid in tokens:
-            dump = http.get(f"{base}/api/campaigns/{cid}/export?format=jsonl", headers=OWNER,
-                            timeout=60)  # fmt: skip
-            assert dump.status_code == 200, dump.text[:500]
-            for line in dump.text.splitlines():
-                record = json.loads(line)
-                exported[record["ranking_id"]] = record["campaign_id"]
-
-        # /metrics sums both gunicorn processes' response counts (PROMETHEUS_MULTIPROC_DIR,
-        # set by infra/gunicorn.conf.py): 20 404s however they were spread.
-        for _ in range(20):
-            assert requests.get(f"{base}/api/campaigns/nope", headers=OWNER).status_code == 404
-        scraped = requests.get(f"{base}/metrics", timeout=30).text
-        not_found = [
-            s.value
-            for family in text_string_to_metric_families(scraped)
-            for s in family.samples
-            if s.name == "rankloop_http_responses_total"
-            and s.labels == {"endpoint": "/api/campaigns/<campaign_id>", "status": "404"}
-        ]
-        web_lines = web_log.read_text().splitlines()
-        # Each worker's lines about the jobs it ran ("Task ... received") are JSON objects.
-        received = [
-            [line for line in worker.log_text().splitlines() if "] received" in line]
-            for worker in workers
-        ]
-    finally:
-        if crowd is not None:
+            http = requests.Session()
+            started = time.monotonic()
+            crowd = Crowd(base, tokens)
+            threads = crowd.start()
+            warm: dict[str, float] = {}
+            while True:
+                states = {
+                    cid: http.get(f"{base}/api/campaigns/{cid}", headers=OWNER, timeout=30).json()
+                    for cid in tokens
+                }
+                if not warm and crowd.accepted:  # once warm: every process has done some work
+                    memory.sample()
+                    warm = {name: values[-1] for name, values in memory.samples.items()}
+                if all(state["status"] == "finished" for state in states.values()):
+                    break
+                assert not any(state["status"] == "failed" for state in states.values()), states
+                assert time.monotonic() - started < BOUND_S, (
+                    {cid: (s["status"], s.get("current_round")) for cid, s in states.items()},
+                    crowd.statuses,
+                )
+                time.sleep(1.0)
+            elapsed = time.monotonic() - started
             crowd.stop.set()
-        if memory is not None:
+            for thread in threads:
+                thread.join(timeout=35)
             memory.stop.set()
-        for worker in workers:
-            worker.stop()
-        for process in (web, beat):
-            if process.poll() is None:
-                os.killpg(process.pid, 15)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, 9)
-                    process.wait()
+            memory.thread.join()
+
+            # Every 201 is in the database and in the export, and nothing else is.
+            with setup.app_context(), db.session_scope(setup) as session:
+                stored = dict(
+                    session.execute(
+                        select(Ranking.id, Round.campaign_id).join(
+                            Round, Round.id == Ranking.round_id
+                        )
+                    ).all()
+                )
+            exported: dict[int, str] = {}
+            for cid in tokens:
+                dump = http.get(f"{base}/api/campaigns/{cid}/export?format=jsonl",
+                                headers=OWNER, timeout=60)  # fmt: skip
+                assert dump.status_code == 200, dump.text[:500]
+                for line in dump.text.splitlines():
+                    record = json.loads(line)
+                    exported[record["ranking_id"]] = record["campaign_id"]
+
+            # /metrics sums both gunicorn processes' response counts (PROMETHEUS_MULTIPROC_DIR,
+            # set by infra/gunicorn.conf.py): 20 404s however they were spread.
+            for _ in range(20):
+                assert requests.get(f"{base}/api/campaigns/nope", headers=OWNER).status_code == 404
+            scraped = requests.get(f"{base}/metrics", timeout=30).text
+            not_found = [
+                s.value
+                for family in text_string_to_metric_families(scraped)
+                for s in family.samples
+                if s.name == "rankloop_http_responses_total"
+                and s.labels == {"endpoint": "/api/campaigns/<campaign_id>", "status": "404"}
+            ]
+            web_lines = stack.web_log.read_text().splitlines()
+            # Each worker's lines about the jobs it ran ("Task ... received") are JSON objects.
+            received = [
+                [line for line in worker.log_text().splitlines() if "] received" in line]
+                for worker in stack.workers
+            ]
+        finally:
+            if crowd is not None:
+                crowd.stop.set()
+            if memory is not None:
+                memory.stop.set()
     assert crowd.accepted == stored == exported
     assert len(stored) == CAMPAIGNS * ROUNDS * QUORUM  # no round closed over its quorum
     assert not_found == [20.0]

@@ -86,13 +86,16 @@ def answers_http(port: int) -> bool:
         return False
 
 
-def stop_process(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM the process's group, then SIGKILL it if the leader is not gone in ``timeout_s``;
+    the leader is reaped either way (no zombie left behind)."""
     if process.poll() is None:
         os.killpg(process.pid, 15)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
+            process.wait()
 
 
 def run_locust(
