@@ -293,7 +293,7 @@ def test_render_worker_child_killed_mid_render_round_rendered_and_accepted_once(
     sweep), the round opens once with one set of images, and more annotators than its quorum
     asking at once never close it over its quorum (closed by the ranking that completed the
     quorum, or by the next sweep)."""
-    quorum, crowd = 3, 6
+    quorum, crowd, asks = 3, 6, 4  # asks 0.3 s apart: well within the next render's 4 s
     stack = Stack(tmp_path, postgres_url, redis_url)
     try:
         worker = stack.worker("gpu_worker.celery_app")
@@ -317,12 +317,17 @@ def test_render_worker_child_killed_mid_render_round_rendered_and_accepted_once(
         def annotate(token: str) -> None:
             client = stack.app.test_client()
             barrier.wait(timeout=30)
-            task = client.get("/api/tasks/next", headers=bearer(token))
-            sent = None
-            if task.status_code == 200:
-                order = [image["id"] for image in task.json["images"]]
-                path = f"/api/tasks/{task.json['task_id']}/ranking"
-                sent = client.post(path, json={"order": order}, headers=bearer(token))
+            # Asked all at once, two leases may both step back from the quorum (leasing.py):
+            # a page told "no task" asks again a moment later, as the waiting page does.
+            for _ in range(asks):
+                task = client.get("/api/tasks/next", headers=bearer(token))
+                sent = None
+                if task.status_code == 200:
+                    order = [image["id"] for image in task.json["images"]]
+                    path = f"/api/tasks/{task.json['task_id']}/ranking"
+                    sent = client.post(path, json={"order": order}, headers=bearer(token))
+                    break
+                time.sleep(0.3)
             with lock:
                 answers.append((task.status_code, sent and sent.status_code))
 
