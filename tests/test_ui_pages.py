@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from annotator_ui.inline_scripts import read_inline_script
 from annotator_ui.security import content_security_policy, image_origins
 from rankloop.core import mturk
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
-_EARLY_JS = (STATIC / "js" / "early.js").read_bytes()
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
-
-
-def _sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def _app(tmp_path, **config):
@@ -80,7 +74,7 @@ def test_page_sends_a_strict_content_security_policy(client, path):
     directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
     # Scripts from this origin, plus on the task page early.js inline, by its hash alone
     # (tests/test_task_page_assets.py checks the hash against the page).
-    hashes = [f"'sha256-{_sha256(_EARLY_JS)}'"] if path == "/task" else []
+    hashes = [read_inline_script("js/early.js").csp_source] if path == "/task" else []
     assert directives["script-src"].split() == ["'self'", *hashes]
     assert directives["style-src"] == "'self'"
     assert directives["default-src"] == "'none'"

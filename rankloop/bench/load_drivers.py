@@ -95,7 +95,7 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
-            process.wait()
+            process.wait(timeout=10)
 
 
 def run_locust(
