@@ -1,5 +1,5 @@
 """``python -m rankloop``: the same as the ``rankloop`` command."""
 
-from rankloop.cli import main
+from rankloop.commands.cli import main
 
 main()

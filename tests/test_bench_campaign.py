@@ -16,7 +16,7 @@ from rankloop.bench.campaign import (
     summarise,
 )
 from rankloop.bench.campaign_plot import plot_improvements
-from rankloop.objectives import CPPN_TASTES, make_cppn_problem
+from rankloop.simulation.objectives import CPPN_TASTES, make_cppn_problem
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -66,7 +66,7 @@ def test_summary_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_bench_campaign_quick_writes_json_and_png(tmp_path):
-    from rankloop.cli import main
+    from rankloop.commands.cli import main
 
     out = tmp_path / "campaign.json"
     result = CliRunner().invoke(

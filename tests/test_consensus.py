@@ -21,7 +21,7 @@ from rankloop.core.consensus import (
     parse_ranking,
 )
 from rankloop.core.errors import InvalidInput
-from rankloop.crowd import make_crowd
+from rankloop.simulation.crowd import make_crowd
 
 
 def _kemeny_cost(order, pairwise):

@@ -8,7 +8,7 @@ from scipy.stats import kendalltau
 
 from rankloop.core.consensus import parse_ranking
 from rankloop.core.errors import InvalidInput
-from rankloop.crowd import Crowd, SimulatedAnnotator, make_crowd
+from rankloop.simulation.crowd import Crowd, SimulatedAnnotator, make_crowd
 
 
 def _mean_tau(annotator, rounds=60, n=8, scale="relative"):

@@ -16,7 +16,7 @@ from flask import Flask
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from rankloop.export import export_command, import_command
+from rankloop.commands.export import export_command, import_command
 from service import db
 from service.datasets import formats
 from service.datasets.pairs import OVER_UNRANKED, RANKED, TIE, ranking_pairs
@@ -230,7 +230,7 @@ def test_pairs_rule():
 
 
 def test_report_writes_png_and_markdown(app, campaign, tmp_path):
-    from rankloop.report import collect, report_command
+    from rankloop.commands.report import collect, report_command
 
     result = CliRunner().invoke(
         report_command, [campaign, "--out", str(tmp_path), "--url", app.config["DATABASE_URL"]]

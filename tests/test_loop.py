@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rankloop.core.optimizer import VERIFIED
-from rankloop.simulated_annotators import Http, start_simulated
+from rankloop.simulation.http_annotators import Http, start_simulated
 from service import db
 from service.app import create_app
 from service.cli import upgrade

@@ -24,7 +24,7 @@ from rankloop.core.optimizer import (
     reproducible_permutation,
     standard_normals,
 )
-from rankloop.objectives import (
+from rankloop.simulation.objectives import (
     ill_conditioned_quadratic,
     make_problem,
     make_projected_quadratic,
@@ -667,7 +667,7 @@ def test_optimizer_module_imports_no_heavy_or_service_dependencies():
     import sys
 
     code = (
-        "import sys, rankloop.core.optimizer, rankloop.objectives; "
+        "import sys, rankloop.core.optimizer, rankloop.simulation.objectives; "
         "print(sorted(m for m in ('torch', 'celery', 'boto3', 'flask', 'sqlalchemy', 'diffusers')"
         " if m in sys.modules))"
     )

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from gpu_worker.render import render_round
+from rankloop.commands.fork import fork_command
+from rankloop.commands.replay import replay_command, replay_round
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import round_prefix
-from rankloop.fork import fork_command
-from rankloop.replay import replay_command, replay_round
 from service import db
 from service.forking import fork
 from service.models import Campaign, Image, Round

@@ -12,7 +12,7 @@ from scipy.stats import kendalltau
 from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.core.consensus.evidence import parse_rankings
 from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE, fit_round
-from rankloop.crowd import make_crowd
+from rankloop.simulation.crowd import make_crowd
 
 
 def campaign(k, seed, rounds=20, temperature=0.5):

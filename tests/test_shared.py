@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from rankloop import __version__
 from rankloop.bench.report import format_table, save_results
-from rankloop.cli import LazyGroup, main
+from rankloop.commands.cli import LazyGroup, main
 from rankloop.core import errors
 
 
@@ -45,7 +45,7 @@ def test_save_results_writes_rows_and_meta(tmp_path):
 
 
 def test_lazy_group_imports_subcommands_only_when_asked():
-    @click.group(cls=LazyGroup, lazy_subcommands={"ver": "rankloop.cli:main"})
+    @click.group(cls=LazyGroup, lazy_subcommands={"ver": "rankloop.commands.cli:main"})
     def group():
         pass
 

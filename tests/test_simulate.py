@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rankloop.cli import main
+from rankloop.commands.cli import main
 from rankloop.core.errors import InvalidInput
-from rankloop.crowd import make_crowd
-from rankloop.simulate import run_campaign
+from rankloop.simulation.campaign import run_campaign
+from rankloop.simulation.crowd import make_crowd
 
 
 def test_simulate_cli_smoke():

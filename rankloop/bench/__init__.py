@@ -5,7 +5,7 @@ Each prints a table and saves JSON (``--out``), comparing methods side by side i
 
 import click
 
-from rankloop.cli import LazyGroup
+from rankloop.commands.cli import LazyGroup
 
 
 @click.group(

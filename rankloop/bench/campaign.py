@@ -5,7 +5,7 @@ half the time; ``--adversary`` adds one who answers backwards) gives top-3 answe
 of m = 8 candidates plus the attention image, as in a campaign created over the HTTP API. It
 steers
 
-- ``cppn`` toward three tastes (:data:`rankloop.objectives.CPPN_TASTES`: warm colour, contrast,
+- ``cppn`` toward three tastes (:data:`rankloop.simulation.objectives.CPPN_TASTES`: warm colour, contrast,
   mirror-symmetric structure), the images rendered and scored at 32 x 32; and
 - the d = 16,384 latent objective of ``bench optimizer`` (a quadratic of a 10-dimensional
   projection of a diffusion-sized latent, points kept on the Gaussian shell),
@@ -44,9 +44,9 @@ import numpy as np
 from rankloop.bench.campaign_plot import plot_improvements
 from rankloop.bench.optimizer import AuthorsLoop
 from rankloop.bench.report import format_table, save_results
-from rankloop.crowd import Crowd, SimulatedAnnotator
-from rankloop.objectives import CPPN_TASTES, Problem, make_cppn_problem, make_problem
-from rankloop.simulate import run_campaign
+from rankloop.simulation.campaign import run_campaign
+from rankloop.simulation.crowd import Crowd, SimulatedAnnotator
+from rankloop.simulation.objectives import CPPN_TASTES, Problem, make_cppn_problem, make_problem
 
 M, K, LATENT_DIM = 8, 3, 16_384
 CHECKPOINTS = (5, 10, 20)

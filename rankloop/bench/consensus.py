@@ -29,8 +29,8 @@ from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.core.consensus.evidence import parse_rankings
 from rankloop.core.consensus.scaled_pl import fit_round
 from rankloop.core.contracts import FEEDS
-from rankloop.crowd import SimulatedAnnotator, make_crowd
-from rankloop.simulate import run_campaign
+from rankloop.simulation.campaign import run_campaign
+from rankloop.simulation.crowd import SimulatedAnnotator, make_crowd
 
 QUALITY_METHODS = (
     "auto",

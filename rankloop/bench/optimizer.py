@@ -41,7 +41,7 @@ import numpy as np
 
 from rankloop.bench.report import format_table, save_results
 from rankloop.core.optimizer import RankSGD, dag_weights, standard_normals
-from rankloop.objectives import Problem, make_problem
+from rankloop.simulation.objectives import Problem, make_problem
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ when attention checks are on, one more item at index ``n``: a degraded copy of t
 which belongs below every candidate in an honest ranking. The consensus ranks all shown items;
 the optimizer must hear only about its candidates. The render worker
 (:mod:`gpu_worker.render`), the coordinator (which maps image positions to indices) and the
-simulator (:mod:`rankloop.simulate`) all go through these three functions, so the attention
+simulator (:mod:`rankloop.simulation.campaign`) all go through these three functions, so the attention
 item goes in and comes out the same way everywhere. :func:`pixel_effect` measures, on a round's
 renders, how far a latent move moves the pixels (the optimizer keeps candidates visible with it).
 """

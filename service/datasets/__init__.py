@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from sqlalchemy.orm import Session
 
-from rankloop.core.errors import InvalidInput
+from rankloop.core.errors import InvalidInput, NotFound
 from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
 from service.datasets.rows import IMAGE_MODES, TABLES, Batch, Images
 from service.datasets.source import CampaignSource
@@ -63,10 +63,24 @@ def media_type(fmt: str) -> str:
 
 
 def sessions_for(url: str) -> tuple[Callable[[], Session], Callable[[], None]]:
-    """A session factory for the database at ``url`` and the function that disposes of it."""
+    """A session factory for the rankloop database at ``url`` and the function that disposes of
+    it. A database that does not exist, or holds no rankloop tables, is :class:`NotFound` with
+    the command that creates it (a SQLite file is never created here as a side effect)."""
+    from sqlalchemy import inspect
     from sqlalchemy.orm import sessionmaker
 
-    from service.db import make_engine
+    from service.db import make_engine, sqlite_path
+    from service.models import Campaign
 
+    upgrade = f"create it with `rankloop db upgrade --url {url}`"
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise NotFound(f"no database at {path}: {upgrade}")
     engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table(Campaign.__tablename__):
+            raise NotFound(f"the database {engine.url!r} has no rankloop tables: {upgrade}")
+    except BaseException:
+        engine.dispose()
+        raise
     return sessionmaker(engine, expire_on_commit=False), engine.dispose

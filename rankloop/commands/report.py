@@ -19,7 +19,8 @@ from typing import Any
 import click
 import numpy as np
 
-from rankloop.agreement import krippendorff_alpha_ordinal, tau_with
+from rankloop.commands.errors import CampaignId, atomic_output
+from rankloop.core.consensus.krippendorff import krippendorff_alpha_ordinal, tau_with
 
 
 @dataclass
@@ -173,7 +174,7 @@ def plot(rounds: list[RoundRow], path: Path) -> Path:
 
 
 @click.command("report")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CampaignId())
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="folder for report-<id>.md and report-<id>.png")  # fmt: skip
 @click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
@@ -187,7 +188,9 @@ def report_command(campaign_id: str, out: Path, url: str | None) -> None:
         rounds, annotators, alpha = collect(sessions, campaign_id)
     finally:
         dispose()
-    png = plot(rounds, out / f"report-{campaign_id}.png")
+    png = out / f"report-{campaign_id}.png"
     text = markdown(campaign_id, rounds, annotators, alpha, png.name)
-    (out / f"report-{campaign_id}.md").write_text(text, encoding="utf-8")
+    with atomic_output(png) as partial_png, atomic_output(png.with_suffix(".md")) as partial_md:
+        plot(rounds, partial_png)
+        partial_md.write_text(text, encoding="utf-8")
     click.echo(text)

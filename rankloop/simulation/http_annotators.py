@@ -4,7 +4,7 @@ Each is a thread that does what a person on the task page does: fetch the next t
 the images, rank them, submit, repeat. What they "prefer" is a simple property of the image
 itself: colourful images whose average colour is close to a warm target (a sunset orange).
 :func:`preference_cost` scores an image (lower = better); the noise of a human judge comes from
-:mod:`rankloop.crowd` (Plackett–Luce at a temperature). The attention check needs no special
+:mod:`rankloop.simulation.crowd` (Plackett–Luce at a temperature). The attention check needs no special
 case: the degraded copy is grey and washed out, so it scores badly on its own.
 
 Only the standard library talks HTTP here, so the embedded default needs no extra package.
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rankloop.crowd import Crowd, SimulatedAnnotator
+from rankloop.simulation.crowd import Crowd, SimulatedAnnotator
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rankloop.commands.errors import CampaignId
 from rankloop.core.contracts import RenderResult
 from rankloop.core.errors import NotFound
 from rankloop.core.storage import LocalStore, ObjectStore
@@ -114,7 +115,7 @@ def _compare(index: int | str, role: str, old: bytes, new: bytes) -> ImageCheck:
 
 
 @click.command("replay")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CampaignId())
 @click.option("--round", "number", type=int, required=True, help="the round to render again")
 @click.option("--tolerance", type=int, default=0, show_default=True,
               help="largest pixel difference accepted (0: the same bytes)")  # fmt: skip
@@ -126,7 +127,7 @@ def _compare(index: int | str, role: str, old: bytes, new: bytes) -> ImageCheck:
 def replay_command(campaign_id: str, number: int, tolerance: int, threads: int | None,
                    url: str | None, store_url: str | None) -> None:  # fmt: skip
     """Regenerate a round's images from its stored state and seed; compare with the stored."""
-    from rankloop.export import open_store
+    from rankloop.commands.export import open_store
     from service.cli import database_url
     from service.datasets import sessions_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-GUNICORN_CONF = Path(__file__).resolve().parents[1] / "infra" / "gunicorn.conf.py"
+GUNICORN_CONF = Path(__file__).resolve().parents[2] / "infra" / "gunicorn.conf.py"
 
 
 @click.command("serve")

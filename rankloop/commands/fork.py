@@ -7,9 +7,11 @@ import json
 
 import click
 
+from rankloop.commands.errors import CampaignId
+
 
 @click.command("fork")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CampaignId())
 @click.option("--round", "number", type=int, required=True, help="the round to start from")
 @click.option("--prompt", help="a new prompt")
 @click.option("--set", "pairs", multiple=True, metavar="NAME=JSON",

@@ -224,7 +224,7 @@ def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, s
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
     workers = []
     if simulate:
-        from rankloop.simulated_annotators import start_simulated
+        from rankloop.simulation.http_annotators import start_simulated
 
         workers = start_simulated(
             base, _new_annotators(app, campaign_id, simulate), stop_event=stop
@@ -234,7 +234,7 @@ def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, s
 
 
 def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes) -> int:
-    from rankloop.simulated_annotators import preference_cost
+    from rankloop.simulation.http_annotators import preference_cost
 
     store = app.extensions["rankloop_store"]
     reported: set[int] = set()

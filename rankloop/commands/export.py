@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from rankloop.commands.errors import CampaignId, atomic_output
 from rankloop.core.settings import load_settings
 from service.datasets import FORMATS, IMAGE_MODES, TABLES
 
@@ -25,7 +26,7 @@ def open_store(store_url: str | None):
 
 
 @click.command("export")
-@click.argument("campaign_id")
+@click.argument("campaign_id", type=CampaignId())
 @click.option("--table", type=click.Choice(list(TABLES)),
               default="rankings", show_default=True)  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="parquet",
@@ -67,9 +68,12 @@ def export_command(campaign_id: str, table: str, fmt: str, images: str, base_url
             url=by_url if store is not None else None,
             folder=out.parent if fmt == "jsonl" else None,
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
         label = f"{table} of {campaign_id}"
-        with click.progressbar(length=total, label=label) as bar, out.open("wb") as file:
+        with (
+            atomic_output(out) as partial,
+            click.progressbar(length=total, label=label) as bar,
+            partial.open("wb") as file,
+        ):
             for chunk in datasets.export(source, table, fmt, policy, progress=bar.update):
                 file.write(chunk)
     finally:

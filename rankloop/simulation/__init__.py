@@ -1,0 +1,6 @@
+"""Simulated crowds and objectives: the algorithm without people, and annotators over HTTP.
+
+``crowd`` (simulated annotators' answers), ``objectives`` (synthetic problems), ``campaign``
+(optimizer + crowd + consensus round by round) and ``http_annotators`` (simulated annotators
+who rank over the real API). Above the tiers, below the commands and the benchmarks.
+"""
