@@ -100,3 +100,12 @@ def test_the_gpu_worker_loads_no_database_and_no_coordinator():
 def test_the_pages_load_neither_the_coordinator_nor_the_gpu_worker():
     forbidden = {"service", "gpu_worker", "sqlalchemy", "torch"}
     assert loaded(modules_of("annotator_ui"), forbidden) == {}
+
+
+def test_the_rankloop_package_shows_its_floors():
+    """``rankloop/`` reads as its floors: no loose module of the top floor beside the core."""
+    root = ROOT / "rankloop"
+    entries = {p.stem for p in root.glob("*.py")} | {
+        p.name for p in root.iterdir() if (p / "__init__.py").exists()
+    }
+    assert entries == {"__init__", "__main__", "stores", "core", "commands", "simulation", "bench"}
