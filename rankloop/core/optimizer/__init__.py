@@ -9,9 +9,10 @@ rounds), :mod:`.estimators` (rank-based gradient estimates), :mod:`.line_search`
 line search and its step rule),
 :mod:`.metric` (the learnt diagonal metric), :mod:`.path` (the verified rounds' path of moves
 and its rank-one metric), :mod:`.noise` (the pinned generator),
-:mod:`.options` (static parameters), :mod:`.parts` (what the rounds share) and :mod:`.state`
-(versioned saved state). The flat API
-below is the public one.
+:mod:`.options` (static parameters), :mod:`.parts` (:class:`~.parts.OptimizerState`, the one
+state every round reads and changes, and what the rounds derive from it) and :mod:`.state`
+(the versioned saved state). The rounds are functions of that state; :class:`RankSGD` owns it
+and adds the ask/tell protocol. The flat API below is the public one.
 
 The optimizer minimises ``f`` seen only through rankings of small sets of points: it never sees
 a function value. Two schedules (option ``schedule``):
@@ -98,13 +99,15 @@ from rankloop.core.optimizer.metric import (
 )
 from rankloop.core.optimizer.noise import reproducible_permutation, standard_normals
 from rankloop.core.optimizer.options import SCHEDULES
-from rankloop.core.optimizer.ranksgd import GRADIENT, LINE_SEARCH, VERIFIED, Proposal, RankSGD
+from rankloop.core.optimizer.ranksgd import Proposal, RankSGD
 from rankloop.core.optimizer.state import (
     STATE_VERSION,
     SUPPORTED_STATE_VERSIONS,
     dumps_state,
     loads_state,
 )
+from rankloop.core.optimizer.two_phase import GRADIENT, LINE_SEARCH
+from rankloop.core.optimizer.verified import VERIFIED
 
 __all__ = [
     "GRADIENT",

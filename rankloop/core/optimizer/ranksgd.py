@@ -1,5 +1,7 @@
-"""RankSGD: ZO-RankSGD's ask/tell loop, its state and its shared parts (see the package; the rounds
-of each schedule live in verified.py and two_phase.py).
+"""RankSGD: ZO-RankSGD's ask/tell loop (see the package). It owns an
+:class:`~rankloop.core.optimizer.parts.OptimizerState` and adds the protocol: the pending
+proposal, the stats, the saved state. The rounds of each schedule live in verified.py and
+two_phase.py, as functions of that state; state.py writes and reads the versioned dictionary.
 
 References
 ----------
@@ -17,20 +19,12 @@ from typing import Any
 import numpy as np
 
 from rankloop.core.errors import InvalidInput, ProtocolError
+from rankloop.core.optimizer import two_phase, verified
 from rankloop.core.optimizer.estimators import validate_order, validate_preferences
-from rankloop.core.optimizer.line_search import display_order
-from rankloop.core.optimizer.metric import (
-    metric_learning_rate,
-    metric_warmup,
-    rank_mu_update,
-    widening_radius_ratio,
-)
-from rankloop.core.optimizer.noise import STREAM_PERTURBATIONS, standard_normals
 from rankloop.core.optimizer.options import resolve_options
-from rankloop.core.optimizer.path import stretch_along_path
-from rankloop.core.optimizer.state import STATE_VERSION, read_state_dict
-from rankloop.core.optimizer.two_phase import GRADIENT, LINE_SEARCH, TwoPhaseRounds
-from rankloop.core.optimizer.verified import ANCHORED, VERIFIED, VerifiedRounds
+from rankloop.core.optimizer.parts import OptimizerState, initial_step, to_shell
+from rankloop.core.optimizer.state import read_state_dict, write_state_dict
+from rankloop.core.optimizer.verified import ANCHORED, VERIFIED, Layout
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ class Proposal:
     round: int
 
 
-class RankSGD(TwoPhaseRounds, VerifiedRounds):
+class RankSGD:
     """ZO-RankSGD with gradient and line-search rounds and self-adapting step and radius.
 
     Parameters
@@ -107,38 +101,39 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
 
-        self._shape = tuple(x0.shape)
-        self._m = int(m)
-        self._k = None if k is None else int(k)
-        self._seed = int(seed)
-        self._options: dict[str, Any] = options
-        # Verified rounds show their perturbations around the anchor (version 3 states: "centred").
-        self._layout_name = ANCHORED
+        shape = tuple(x0.shape)
+        dim = math.prod(shape)
         x = x0.reshape(-1).copy()
-        if self._options["shell"]:
-            x = self._to_shell(x)
-        self._x = x
-        self._direction_sum = np.zeros_like(x)  # sum of descent estimates (decayed by momentum)
-        self._direction_count = 0.0  # number of estimates in that sum
-        # Diagonal metric: perturbations are scales * z with z ~ N(0, I); mean(scales**2) = 1.
-        self._scales = np.ones_like(x)
-        # Path of the verified rounds' moves (verified.py): perturbations stretch along it.
-        self._path: np.ndarray | None = (
-            np.zeros_like(x) if self._options["schedule"] == VERIFIED else None
+        if options["shell"]:
+            x = to_shell(x, dim)
+        step = options["step"]
+        self._state = OptimizerState(
+            shape=shape,
+            m=int(m),
+            k=None if k is None else int(k),
+            seed=int(seed),
+            options=options,
+            x=x,
+            direction_sum=np.zeros_like(x),
+            direction_count=0.0,
+            scales=np.ones_like(x),
+            # Path of the verified rounds' moves (verified.py): perturbations stretch along it.
+            path=np.zeros_like(x) if options["schedule"] == VERIFIED else None,
+            step=float(step) if step is not None else initial_step(x, dim),
+            round=0,
+            gradient_streak=0,
+            winner=None,
+            # RMS pixel change (0..1) per unit of latent distance, measured at render time
+            # (None: unknown); a newly noted value waits for the pending round's tell, so a
+            # redelivered task still renders the points it rendered before.
+            pixel_effect=None,
+            noted_effect=None,
+            # Verified rounds show their perturbations around the anchor (version 3 states:
+            # "centred").
+            layout=ANCHORED,
         )
-        step = self._options["step"]
-        self._step = float(step) if step is not None else self._initial_step(x)
-        self._round = 0
-        self._gradient_streak = 0  # gradient rounds since the last line search
-        # Best point of the last gradient round, a line-search candidate (None after a line search).
-        self._winner: np.ndarray | None = None
         self._pending = False  # an ask is out and awaits its tell
         self._proposal: Proposal | None = None
-        # RMS pixel change (0..1) per unit of latent distance, measured at render time (None:
-        # unknown); a newly noted value waits for the pending round's tell, so a redelivered
-        # task still renders the points it rendered before.
-        self._pixel_effect: float | None = None
-        self._noted_effect: float | None = None
         self._stats: dict[str, Any] = {}
         self._update_stats(kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none")
 
@@ -146,12 +141,12 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
     @property
     def x(self) -> np.ndarray:
         """Current best point, shape of ``x0`` (a copy)."""
-        return self._x.reshape(self._shape).copy()
+        return self._state.x.reshape(self._state.shape).copy()
 
     @property
     def round(self) -> int:
         """Number of completed rounds (the next proposal's round)."""
-        return self._round
+        return self._state.round
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -160,20 +155,18 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
 
     @property
     def m(self) -> int:
-        return self._m
+        return self._state.m
 
     @property
     def k(self) -> int | None:
-        return self._k
+        return self._state.k
 
     @property
     def next_kind(self) -> str:
         """Kind of the next proposal."""
-        if self._options["schedule"] == VERIFIED:
+        if self._state.options["schedule"] == VERIFIED:
             return VERIFIED
-        return (
-            LINE_SEARCH if self._gradient_streak >= self._options["gradient_rounds"] else GRADIENT
-        )
+        return two_phase.next_kind(self._state)
 
     def ask(self) -> Proposal:
         """Return this round's points; asking again before ``tell`` returns the same proposal."""
@@ -181,14 +174,12 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
             return self._proposal
         kind = self.next_kind
         if kind == VERIFIED:
-            points = self._verified_points()[self._display()]
-        elif kind == GRADIENT:
-            points = self._gradient_points(self._round, self._radius())
+            points = verified.shown_points(self._state)
         else:
-            points = self._line_search_points()[display_order(self._seed, self._round, self._m)]
-        points = points.reshape((len(points), *self._shape))
+            points = two_phase.shown_points(self._state, kind)
+        points = points.reshape((len(points), *self._state.shape))
         points.setflags(write=False)
-        self._proposal = Proposal(points=points, kind=kind, round=self._round)
+        self._proposal = Proposal(points=points, kind=kind, round=self._state.round)
         self._pending = True
         return self._proposal
 
@@ -219,49 +210,23 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         else:
             preferences = validate_preferences(preferences, n)
         if proposal.kind == VERIFIED:
-            outcome = self._tell_verified(order, preferences)
+            outcome = verified.tell_verified(self._state, order, preferences)
         else:
-            outcome = self._tell_two_phase(proposal.kind, order, preferences, n)
-        if self._noted_effect is not None:  # measured on this round's images: for the next ones
-            self._pixel_effect, self._noted_effect = self._noted_effect, None
-        # A step whose pixel change nobody could see wastes the next rounds' trials.
-        self._step = max(self._step, self._visible_band()[0])
-        self._round += 1
+            outcome = two_phase.tell_two_phase(self._state, proposal.kind, order, preferences, n)
+        self._state.end_round()
         self._pending = False
         self._proposal = None
         self._update_stats(kind=proposal.kind, **outcome)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """A versioned dictionary of plain values and four arrays of ``d`` numbers (exact).
+        """A versioned dictionary of plain values and a few arrays of ``d`` numbers (exact).
 
         The arrays are the point, the averaged direction, the diagonal metric (``None`` when
-        it is not learnt) and the last gradient round's best point (``None`` after a line
-        search).
+        it is not learnt), the last gradient round's best point (``None`` after a line
+        search) and the verified rounds' path of moves (``None`` for the two-phase schedule).
         """
-        return {
-            "version": STATE_VERSION,
-            "shape": list(self._shape),
-            "m": self._m,
-            "k": self._k,
-            "seed": self._seed,
-            "options": dict(self._options),
-            "x": self._x.copy(),
-            "direction_sum": self._direction_sum.copy(),
-            "direction_count": self._direction_count,
-            # None while the metric is off (shell campaigns): their states stay as small as before.
-            "scales": self._scales.copy() if self._options["adapt_metric"] else None,
-            "step": self._step,
-            "round": self._round,
-            "gradient_streak": self._gradient_streak,
-            "winner": None if self._winner is None else self._winner.copy(),
-            "pending": self._pending,
-            "stats": dict(self._stats),
-            "pixel_effect": self._pixel_effect,
-            "noted_effect": self._noted_effect,
-            "layout": self._layout_name,
-            "path": None if self._path is None else self._path.copy(),
-        }
+        return write_state_dict(self._state, self._pending, self._stats)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> RankSGD:
@@ -269,28 +234,12 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
 
         Raises :class:`InvalidInput` for an unsupported version or a malformed dictionary.
         """
-        fields = read_state_dict(state)
+        saved = read_state_dict(state)
         opt = cls.__new__(cls)
-        opt._shape = fields["shape"]
-        opt._m = fields["m"]
-        opt._k = fields["k"]
-        opt._seed = fields["seed"]
-        opt._options = fields["options"]
-        opt._x = fields["x"]
-        opt._direction_sum = fields["direction_sum"]
-        opt._direction_count = fields["direction_count"]
-        opt._scales = fields["scales"]
-        opt._step = fields["step"]
-        opt._round = fields["round"]
-        opt._gradient_streak = fields["gradient_streak"]
-        opt._winner = fields["winner"]
-        opt._pending = fields["pending"]
+        opt._state = saved.state
+        opt._pending = saved.pending
         opt._proposal = None
-        opt._stats = fields["stats"]
-        opt._pixel_effect = fields["pixel_effect"]
-        opt._noted_effect = fields["noted_effect"]
-        opt._layout_name = fields["layout"]
-        opt._path = fields["path"]
+        opt._stats = saved.stats
         return opt
 
     def note_pixel_effect(self, effect: float) -> None:
@@ -305,102 +254,28 @@ class RankSGD(TwoPhaseRounds, VerifiedRounds):
         effect = float(effect)
         if not (math.isfinite(effect) and effect > 0.0):
             raise InvalidInput(f"pixel effect must be a positive finite number, got {effect!r}")
-        if self._pixel_effect is not None:  # smooth round-to-round variation (geometric mean)
-            effect = math.sqrt(effect * self._pixel_effect)
-        self._noted_effect = effect
+        if self._state.pixel_effect is not None:  # smooth round-to-round variation (geometric mean)
+            effect = math.sqrt(effect * self._state.pixel_effect)
+        self._state.noted_effect = effect
 
     # ------------------------------------------------------------------ internals
-    @property
-    def _dim(self) -> int:
-        return math.prod(self._shape)
+    def _layout(self) -> Layout:
+        """The layout of the next (or pending) verified round."""
+        return verified.current_layout(self._state)
 
-    def _initial_step(self, x: np.ndarray) -> float:
-        # A tenth of the scale of x0 (or of a standard normal vector when x0 = 0); the line search
-        # doubles or halves it within a few rounds.
-        scale = float(np.linalg.norm(x))
-        if scale == 0.0:
-            scale = math.sqrt(self._dim)
-        return 0.1 * scale
-
-    def _radius(self) -> float:
-        """Perturbation scale ``mu``: points are ``x + mu * xi``, at distance ~``mu * sqrt(d)``."""
-        norm = max(self._radius_ratio() * self._step, self._options["min_radius"])
-        low, high = self._visible_band()
-        norm = min(max(norm, low), max(high, low))
-        return norm / math.sqrt(self._dim)
-
-    def _visible_band(self) -> tuple[float, float]:
-        """Latent distances whose pixel change is ``min_visible`` and ``max_visible`` (0, inf
-        while the pixel effect is unknown or the band is off)."""
-        effect, high = self._pixel_effect, self._options["max_visible"]
-        if effect is None or high <= 0.0:
-            return 0.0, math.inf
-        return self._options["min_visible"] / effect, high / effect
-
-    def _metric_warmup(self) -> float:
-        """0 -> 1 over the first ``max(200, 2 d)`` rounds; 0 when no metric is learnt."""
-        if not self._options["adapt_metric"]:
-            return 0.0
-        return metric_warmup(self._round, self._dim)
-
-    def _radius_ratio(self) -> float:
-        """Perturbation norm over the step: the option, or widening from 0.2 to 2 with the metric.
-
-        A short campaign (or a large ``d``, where the metric would need thousands of rounds)
-        keeps the small perturbations that give the sharpest gradient estimate.
-        """
-        if self._options["radius_ratio"] is not None:
-            return self._options["radius_ratio"]
-        return widening_radius_ratio(self._metric_warmup())
-
-    def _to_shell(self, points: np.ndarray) -> np.ndarray:
-        norms = np.linalg.norm(points, axis=-1, keepdims=True)
-        norms = np.where(norms == 0.0, 1.0, norms)
-        return points * (math.sqrt(self._dim) / norms)
-
-    def _perturbations(self, round_number: int, count: int | None = None) -> np.ndarray:
-        count = self._m if count is None else count
-        xi = standard_normals(self._seed, round_number, count * self._dim, STREAM_PERTURBATIONS)
-        xi = xi.reshape(count, self._dim) * self._scales
-        if self._path is not None:
-            xi = stretch_along_path(xi, self._path)
-        if self._options["shell"]:
-            # Tangent perturbations: the radial part would only be undone by the projection.
-            unit = self._x / np.linalg.norm(self._x)
-            xi = xi - np.outer(xi @ unit, unit)
-        return xi
-
-    def _search_direction(self) -> np.ndarray:
-        """Unit descent direction: the normalised (decayed) sum of descent estimates ``-g``."""
-        norm = float(np.linalg.norm(self._direction_sum))
-        if norm == 0.0:
-            return np.zeros_like(self._x)
-        return self._direction_sum / norm
-
-    def _adapt_metric(self, weights: np.ndarray, ranked: int, count: int | None = None) -> None:
-        """sep-CMA-ES's rank-mu update of the diagonal metric from this round's ranking
-        (:func:`~rankloop.core.optimizer.metric.rank_mu_update`)."""
-        # The rate is the schedule's, per round of m points (a verified round selects among
-        # fewer perturbations, at the same pace).
-        rate = metric_learning_rate(
-            self._m, self._dim, self._options["metric_rate"], self._metric_warmup()
-        )
-        count = self._m if count is None else count
-        if rate == 0.0:
-            return
-        z = standard_normals(self._seed, self._round, count * self._dim, STREAM_PERTURBATIONS)
-        self._scales = rank_mu_update(
-            self._scales, z.reshape(count, self._dim), weights, ranked, rate
-        )
+    def _display(self) -> np.ndarray:
+        """Unshuffled point shown at each position of the next (or pending) verified round."""
+        return verified.display(self._state)
 
     def _update_stats(self, **values: Any) -> None:
+        state = self._state
         self._stats = {
-            "round": self._round,
-            "step": float(self._step),
-            "radius": float(self._radius() * math.sqrt(self._dim)),
+            "round": state.round,
+            "step": float(state.step),
+            "radius": float(state.radius() * math.sqrt(state.dim)),
             # Spread of the learnt metric: the standard deviation of log(scales) (0: isotropic).
-            "metric_spread": float(np.std(np.log(self._scales))),
-            "estimates_averaged": float(self._direction_count),
-            "x_norm": float(np.linalg.norm(self._x)),
+            "metric_spread": float(np.std(np.log(state.scales))),
+            "estimates_averaged": float(state.direction_count),
+            "x_norm": float(np.linalg.norm(state.x)),
             **{k: (float(v) if isinstance(v, float) else v) for k, v in values.items()},
         }

@@ -14,11 +14,12 @@ import io
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from rankloop.core.errors import CorruptedObject, InvalidInput
+from rankloop.core.optimizer.parts import OptimizerState
 from rankloop.core.optimizer.verified import CENTRED, LAYOUTS
 
 STATE_VERSION = 4
@@ -56,8 +57,51 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A :meth:`RankSGD.state_dict` of any supported version as the current version's fields.
+class SavedState(NamedTuple):
+    """A state dictionary read back: the optimizer's state, and its ask/tell protocol's."""
+
+    state: OptimizerState
+    #: An ask is out and awaits its tell.
+    pending: bool
+    #: The stats after the last tell.
+    stats: dict[str, Any]
+
+
+def write_state_dict(state: OptimizerState, pending: bool, stats: dict[str, Any]) -> dict[str, Any]:
+    """The current version's dictionary of ``state`` (arrays copied), the protocol's ``pending``
+    flag and ``stats``: plain values and a few flat arrays of ``d`` numbers.
+
+    The arrays are the point, the averaged direction, the diagonal metric (``None`` when it is
+    not learnt), the last gradient round's best point (``None`` after a line search) and the
+    path of moves (``None`` for the two-phase schedule).
+    """
+    return {
+        "version": STATE_VERSION,
+        "shape": list(state.shape),
+        "m": state.m,
+        "k": state.k,
+        "seed": state.seed,
+        "options": dict(state.options),
+        "x": state.x.copy(),
+        "direction_sum": state.direction_sum.copy(),
+        "direction_count": state.direction_count,
+        # None while the metric is off (shell campaigns): their states stay as small as before.
+        "scales": state.scales.copy() if state.options["adapt_metric"] else None,
+        "step": state.step,
+        "round": state.round,
+        "gradient_streak": state.gradient_streak,
+        "winner": None if state.winner is None else state.winner.copy(),
+        "pending": pending,
+        "stats": dict(stats),
+        "pixel_effect": state.pixel_effect,
+        "noted_effect": state.noted_effect,
+        "layout": state.layout,
+        "path": None if state.path is None else state.path.copy(),
+    }
+
+
+def read_state_dict(state: Mapping[str, Any]) -> SavedState:
+    """A :meth:`RankSGD.state_dict` of any supported version, as the current version's state.
 
     Values come back typed (``int``, ``float``, flat ``float64`` arrays, ``tuple`` shape) and
     copied, never sharing memory with ``state``; a missing metric (version 1, or a campaign
@@ -122,7 +166,9 @@ def read_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
         fields["direction_sum"].size == fields["scales"].size == x.size
     ):
         raise InvalidInput("RankSGD state arrays do not match its shape")
-    return fields
+    pending = fields.pop("pending")
+    stats = fields.pop("stats")
+    return SavedState(state=OptimizerState(**fields), pending=pending, stats=stats)
 
 
 def dumps_state(state: dict[str, Any]) -> bytes:

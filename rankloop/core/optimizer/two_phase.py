@@ -2,7 +2,8 @@
 
 Kept for comparison and for campaigns saved before the verified schedule existed (version 1 and 2
 states continue with it). The package docstring describes the rounds; this module holds their
-points and their updates, as a part of :class:`~rankloop.core.optimizer.RankSGD`.
+points and their updates, as functions of the optimizer's
+:class:`~rankloop.core.optimizer.parts.OptimizerState`.
 
 References
 ----------
@@ -12,7 +13,7 @@ provable learning via ranking oracles. *ICLR* (arXiv 2303.03751).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,93 +24,109 @@ from rankloop.core.optimizer.line_search import (
     next_step,
     step_factors,
 )
-from rankloop.core.optimizer.parts import RoundParts
+from rankloop.core.optimizer.parts import OptimizerState
 
 GRADIENT = "gradient"
 LINE_SEARCH = "line_search"
 
 
-class TwoPhaseRounds(RoundParts):
-    """The two-phase rounds of :class:`~rankloop.core.optimizer.RankSGD` (a mixin: it uses
-    the optimizer's state and shared helpers)."""
+def next_kind(state: OptimizerState) -> str:
+    """Kind of the next round: a line search after ``gradient_rounds`` gradient rounds."""
+    if state.gradient_streak >= state.options["gradient_rounds"]:
+        return LINE_SEARCH
+    return GRADIENT
 
-    if TYPE_CHECKING:
-        _gradient_streak: int
-        _winner: np.ndarray | None
 
-        @property
-        def next_kind(self) -> str: ...
+def shown_points(state: OptimizerState, kind: str) -> np.ndarray:
+    """The points of the next round of ``kind``, flat, in the order they are shown."""
+    if kind == GRADIENT:
+        return gradient_points(state, state.round, state.radius())
+    return line_search_points(state)[display_order(state.seed, state.round, state.m)]
 
-    def _gradient_points(self, round_number: int, radius: float) -> np.ndarray:
-        points = self._x + radius * self._perturbations(round_number)
-        return self._to_shell(points) if self._options["shell"] else points
 
-    def _line_search_points(self) -> np.ndarray:
-        """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
-        direction = self._search_direction()
-        steps = self._step * step_factors(self._m)
-        points = self._x + steps[:, None] * direction[None, :]
-        if self._options["shell"]:
-            points = self._to_shell(points)
-        winner = self._x if self._winner is None else self._winner
-        return np.vstack([points, winner[None, :], self._x[None, :]])
+def gradient_points(state: OptimizerState, round_number: int, radius: float) -> np.ndarray:
+    points = state.x + radius * state.perturbations(round_number)
+    return state.to_shell(points) if state.options["shell"] else points
 
-    def _tell_two_phase(
-        self, kind: str, order: list[int] | None, preferences: np.ndarray | None, n: int
-    ) -> dict[str, Any]:
-        if order is not None:
-            weights, best, ranked = dag_weights(order, n), order[0], len(order)
-        else:
-            assert preferences is not None
-            weights = preference_weights(preferences)
-            best, ranked = int(np.argmax(weights)), n
-        if kind == GRADIENT:
-            return self._tell_gradient(weights, best, ranked)
-        return self._tell_line_search(best)
 
-    def _tell_gradient(self, weights: np.ndarray, best: int, ranked: int) -> dict[str, Any]:
-        perturbations = self._perturbations(self._round)
-        points = self._x + self._radius() * perturbations
-        if self._options["shell"]:
-            points = self._to_shell(points)
-        self._winner = points[best].copy()
-        self._direction_sum += weights @ perturbations
-        self._direction_count += 1.0
-        if self._options["adapt_metric"]:
-            self._adapt_metric(weights, ranked)
-        self._gradient_streak += 1
-        moved = 0.0
-        # The round before a line search does not move: the search then probes a fresh direction
-        # (after a step along it, the best step along the same line would look shorter than it is).
-        if self._options["sgd_moves"] and self.next_kind == GRADIENT:
-            moved = self._move(self._x + self._step * self._search_direction())
-        return {"moved": moved, "picked_step": 0.0, "accepted": int(moved > 0), "picked": "none"}
+def line_search_points(state: OptimizerState) -> np.ndarray:
+    """Unshuffled line-search points: steps (longest first), gradient winner, current best."""
+    direction = state.search_direction()
+    steps = state.step * step_factors(state.m)
+    points = state.x + steps[:, None] * direction[None, :]
+    if state.options["shell"]:
+        points = state.to_shell(points)
+    winner = state.x if state.winner is None else state.winner
+    return np.vstack([points, winner[None, :], state.x[None, :]])
 
-    def _move(self, target: np.ndarray) -> float:
-        """Move to ``target`` (projected on the shell if asked); decay the direction memory."""
-        if self._options["shell"]:
-            target = self._to_shell(target)
-        moved = float(np.linalg.norm(target - self._x))
-        self._x = target
-        momentum = self._options["momentum"]
-        self._direction_sum *= momentum
-        self._direction_count *= momentum
-        return moved
 
-    def _tell_line_search(self, displayed_best: int) -> dict[str, Any]:
-        chosen = int(display_order(self._seed, self._round, self._m)[displayed_best])
-        points = self._line_search_points()
-        label = candidate_labels(self._m)[chosen]
-        moved = float(np.linalg.norm(points[chosen] - self._x))
-        self._step, picked_step = next_step(self._step, label, self._m)
-        accepted = label != "best"
-        if accepted:
-            self._move(points[chosen].copy())
-        self._winner = None
-        self._gradient_streak = 0
-        return {
-            "moved": moved if accepted else 0.0,
-            "picked_step": picked_step,
-            "accepted": int(accepted),
-            "picked": label,
-        }
+def tell_two_phase(
+    state: OptimizerState,
+    kind: str,
+    order: list[int] | None,
+    preferences: np.ndarray | None,
+    n: int,
+) -> dict[str, Any]:
+    """Update ``state`` from the ranking of a round of ``kind`` (``n`` points shown); return
+    the round's outcome for the stats (moved, picked_step, accepted, picked)."""
+    if order is not None:
+        weights, best, ranked = dag_weights(order, n), order[0], len(order)
+    else:
+        assert preferences is not None
+        weights = preference_weights(preferences)
+        best, ranked = int(np.argmax(weights)), n
+    if kind == GRADIENT:
+        return _tell_gradient(state, weights, best, ranked)
+    return _tell_line_search(state, best)
+
+
+def _tell_gradient(
+    state: OptimizerState, weights: np.ndarray, best: int, ranked: int
+) -> dict[str, Any]:
+    perturbations = state.perturbations(state.round)
+    points = state.x + state.radius() * perturbations
+    if state.options["shell"]:
+        points = state.to_shell(points)
+    state.winner = points[best].copy()
+    state.direction_sum += weights @ perturbations
+    state.direction_count += 1.0
+    if state.options["adapt_metric"]:
+        state.adapt_metric(weights, ranked)
+    state.gradient_streak += 1
+    moved = 0.0
+    # The round before a line search does not move: the search then probes a fresh direction
+    # (after a step along it, the best step along the same line would look shorter than it is).
+    if state.options["sgd_moves"] and next_kind(state) == GRADIENT:
+        moved = _move(state, state.x + state.step * state.search_direction())
+    return {"moved": moved, "picked_step": 0.0, "accepted": int(moved > 0), "picked": "none"}
+
+
+def _move(state: OptimizerState, target: np.ndarray) -> float:
+    """Move to ``target`` (projected on the shell if asked); decay the direction memory."""
+    if state.options["shell"]:
+        target = state.to_shell(target)
+    moved = float(np.linalg.norm(target - state.x))
+    state.x = target
+    momentum = state.options["momentum"]
+    state.direction_sum *= momentum
+    state.direction_count *= momentum
+    return moved
+
+
+def _tell_line_search(state: OptimizerState, displayed_best: int) -> dict[str, Any]:
+    chosen = int(display_order(state.seed, state.round, state.m)[displayed_best])
+    points = line_search_points(state)
+    label = candidate_labels(state.m)[chosen]
+    moved = float(np.linalg.norm(points[chosen] - state.x))
+    state.step, picked_step = next_step(state.step, label, state.m)
+    accepted = label != "best"
+    if accepted:
+        _move(state, points[chosen].copy())
+    state.winner = None
+    state.gradient_streak = 0
+    return {
+        "moved": moved if accepted else 0.0,
+        "picked_step": picked_step,
+        "accepted": int(accepted),
+        "picked": label,
+    }

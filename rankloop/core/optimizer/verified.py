@@ -108,13 +108,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rankloop.core.optimizer.estimators import dag_weights, preference_weights
 from rankloop.core.optimizer.noise import reproducible_permutation
-from rankloop.core.optimizer.parts import RoundParts
+from rankloop.core.optimizer.parts import OptimizerState
 from rankloop.core.optimizer.path import update_path
 
 VERIFIED = "verified"
@@ -299,91 +299,96 @@ def settled(chosen: int, lay: Layout) -> bool:
     return chosen != lay.centre and not (lay.trials > 1 and chosen == lay.trial(0))
 
 
-class VerifiedRounds(RoundParts):
-    """The verified rounds of :class:`~rankloop.core.optimizer.RankSGD` (a mixin: it uses the
-    optimizer's state and shared helpers)."""
+def current_layout(state: OptimizerState) -> Layout:
+    """The layout of the state's next (or pending) verified round."""
+    has_direction = bool(np.any(state.direction_sum))
+    anchored = state.layout == ANCHORED
+    # A perturbation is a move candidate only while it lies within a step of the anchor (a
+    # move to it is then a step along u, give or take a little): while a learnt metric warms
+    # up, perturbations widen to twice the step and a move to one would be a random jump.
+    near = state.radius() * math.sqrt(state.x.size) <= state.step
+    return layout(state.m, state.round, has_direction, anchored, near)
 
-    if TYPE_CHECKING:
-        _layout_name: str
-        _path: np.ndarray | None
 
-    def _layout(self) -> Layout:
-        has_direction = bool(np.any(self._direction_sum))
-        anchored = self._layout_name == ANCHORED
-        # A perturbation is a move candidate only while it lies within a step of the anchor (a
-        # move to it is then a step along u, give or take a little): while a learnt metric warms
-        # up, perturbations widen to twice the step and a move to one would be a random jump.
-        near = self._radius() * math.sqrt(self._x.size) <= self._step
-        return layout(self._m, self._round, has_direction, anchored, near)
+def display(state: OptimizerState) -> np.ndarray:
+    """Unshuffled point shown at each position of the state's verified round."""
+    return reproducible_permutation(state.seed, state.round, state.m)
 
-    def _display(self) -> np.ndarray:
-        """Unshuffled point shown at each position of a verified round."""
-        return reproducible_permutation(self._seed, self._round, self._m)
 
-    def _trial_points(self, lay: Layout) -> np.ndarray:
-        steps = trial_steps(self._step, lay.trials)
-        points = self._x + steps[:, None] * self._search_direction()[None, :]
-        return self._to_shell(points) if self._options["shell"] else points
+def shown_points(state: OptimizerState) -> np.ndarray:
+    """The round's points, flat, in the order they are shown."""
+    return verified_points(state)[display(state)]
 
-    def _verified_points(self, perturbations: np.ndarray | None = None) -> np.ndarray:
-        """Unshuffled points: the centre, the trial steps (longest first), the perturbations
-        (around the centre, or around the anchor in the anchored layout)."""
-        lay = self._layout()
-        if perturbations is None:
-            perturbations = self._perturbations(self._round, lay.perturbations)
-        trials = self._trial_points(lay)
-        base = trials[-1] if lay.base != lay.centre else self._x
-        around = base + self._radius() * perturbations
-        if self._options["shell"]:
-            around = self._to_shell(around)
-        return np.vstack([self._x[None, :], trials, around])
 
-    def _tell_verified(
-        self, order: list[int] | None, preferences: np.ndarray | None
-    ) -> dict[str, Any]:
-        lay = self._layout()
-        display = self._display()
-        if order is not None:
-            unshuffled = [int(display[i]) for i in order]
-            weights = estimator_weights_from_order(unshuffled, lay)
-            chosen = chosen_from_order(unshuffled, lay)
-            ranked = sum(i > lay.trials for i in unshuffled)  # perturbations ranked
-        else:
-            assert preferences is not None
-            w = np.empty_like(preferences)
-            w[np.ix_(display, display)] = preferences
-            weights = estimator_weights_from_preferences(w, lay)
-            chosen = chosen_from_preferences(w, lay)
-            ranked = self._m
-        estimate = np.zeros_like(self._x)
-        perturbations = self._perturbations(self._round, lay.perturbations)
-        if weights is not None and lay.perturbations > 0:
-            estimate = weights[1:] @ perturbations  # the base point's xi is 0
-            if self._options["adapt_metric"]:
-                self._adapt_metric(weights[1:], ranked, lay.perturbations)
-        moved = 0.0
-        memory = self._direction_sum * DIRECTION_MEMORY
-        if chosen is not None and chosen != lay.centre:
-            target = self._verified_points(perturbations)[chosen]
-            moved = float(np.linalg.norm(target - self._x))
-            if self._path is not None and moved > 0.0:
-                self._path = update_path(self._path, target - self._x)
-            self._x = target.copy()
-            if settled(chosen, lay):
-                # A line search along u that stopped short of its longest trial leaves (on a
-                # quadratic, nearly) no slope along u: what the memory and this estimate say
-                # about u is spent; what they say about the other directions still holds.
-                u = self._search_direction()
-                memory -= (memory @ u) * u
-                if not lay.anchored:  # an anchored estimate was read at the new point already
-                    estimate -= (estimate @ u) * u
-        self._direction_sum = memory + estimate
-        self._direction_count = self._direction_count * DIRECTION_MEMORY + 1.0
-        self._step, picked_step = next_step(self._step, chosen, lay)
-        label = "none" if chosen is None else lay.label(chosen)
-        return {
-            "moved": moved,
-            "picked_step": picked_step,
-            "accepted": int(moved > 0),
-            "picked": label,
-        }
+def trial_points(state: OptimizerState, lay: Layout) -> np.ndarray:
+    steps = trial_steps(state.step, lay.trials)
+    points = state.x + steps[:, None] * state.search_direction()[None, :]
+    return state.to_shell(points) if state.options["shell"] else points
+
+
+def verified_points(state: OptimizerState, perturbations: np.ndarray | None = None) -> np.ndarray:
+    """Unshuffled points: the centre, the trial steps (longest first), the perturbations
+    (around the centre, or around the anchor in the anchored layout)."""
+    lay = current_layout(state)
+    if perturbations is None:
+        perturbations = state.perturbations(state.round, lay.perturbations)
+    trials = trial_points(state, lay)
+    base = trials[-1] if lay.base != lay.centre else state.x
+    around = base + state.radius() * perturbations
+    if state.options["shell"]:
+        around = state.to_shell(around)
+    return np.vstack([state.x[None, :], trials, around])
+
+
+def tell_verified(
+    state: OptimizerState, order: list[int] | None, preferences: np.ndarray | None
+) -> dict[str, Any]:
+    """Update ``state`` from the ranking of its verified round (``order`` or ``preferences`` in
+    shown positions); return the round's outcome for the stats (moved, picked_step, accepted,
+    picked)."""
+    lay = current_layout(state)
+    shown = display(state)
+    if order is not None:
+        unshuffled = [int(shown[i]) for i in order]
+        weights = estimator_weights_from_order(unshuffled, lay)
+        chosen = chosen_from_order(unshuffled, lay)
+        ranked = sum(i > lay.trials for i in unshuffled)  # perturbations ranked
+    else:
+        assert preferences is not None
+        w = np.empty_like(preferences)
+        w[np.ix_(shown, shown)] = preferences
+        weights = estimator_weights_from_preferences(w, lay)
+        chosen = chosen_from_preferences(w, lay)
+        ranked = state.m
+    estimate = np.zeros_like(state.x)
+    perturbations = state.perturbations(state.round, lay.perturbations)
+    if weights is not None and lay.perturbations > 0:
+        estimate = weights[1:] @ perturbations  # the base point's xi is 0
+        if state.options["adapt_metric"]:
+            state.adapt_metric(weights[1:], ranked, lay.perturbations)
+    moved = 0.0
+    memory = state.direction_sum * DIRECTION_MEMORY
+    if chosen is not None and chosen != lay.centre:
+        target = verified_points(state, perturbations)[chosen]
+        moved = float(np.linalg.norm(target - state.x))
+        if state.path is not None and moved > 0.0:
+            state.path = update_path(state.path, target - state.x)
+        state.x = target.copy()
+        if settled(chosen, lay):
+            # A line search along u that stopped short of its longest trial leaves (on a
+            # quadratic, nearly) no slope along u: what the memory and this estimate say
+            # about u is spent; what they say about the other directions still holds.
+            u = state.search_direction()
+            memory -= (memory @ u) * u
+            if not lay.anchored:  # an anchored estimate was read at the new point already
+                estimate -= (estimate @ u) * u
+    state.direction_sum = memory + estimate
+    state.direction_count = state.direction_count * DIRECTION_MEMORY + 1.0
+    state.step, picked_step = next_step(state.step, chosen, lay)
+    label = "none" if chosen is None else lay.label(chosen)
+    return {
+        "moved": moved,
+        "picked_step": picked_step,
+        "accepted": int(moved > 0),
+        "picked": label,
+    }
