@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from rankloop import __version__
+from rankloop.core.version import __version__
 from service.api import responses as r
 from service.api.operations import (
     ANNOTATOR,
