@@ -50,6 +50,11 @@ def object_url(key: str | None) -> str | None:
 
 PAGE_LIMIT, MAX_PAGE_LIMIT = 100, 500  # GET /api/campaigns: default and largest page
 MAX_OFFSET = 10**9  # within every database's integer
+# page_args' parameters, as an operation's query (service.routing.operation)
+PAGE_QUERY = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+    "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+}
 
 
 def page_args() -> tuple[int, int]:

@@ -43,6 +43,7 @@ from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.rendering import IMAGE_SALT
+from service.routing import Reply, operation
 from service.schemas import CampaignCreate, validate
 
 bp = Blueprint("previews", __name__, url_prefix="/api/previews")
@@ -56,7 +57,18 @@ def _mac(owner: Owner, render_id: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-@bp.post("")
+@operation(
+    bp,
+    "POST",
+    "",
+    summary=(
+        "Render a campaign's starting image before creating it (the settings of POST "
+        "/api/campaigns, validated the same; rendered by the workers: poll GET /api/previews/ID)"
+    ),
+    auth="owner",
+    body=CampaignCreate,
+    responses={202: Reply("Queued", responses.Preview)},
+)
 def create_preview():
     owner = require_owner(get_session())
     body: CampaignCreate = validate(CampaignCreate, json_body())
@@ -87,7 +99,17 @@ def create_preview():
     return json_response(_pending(preview_id), 202)
 
 
-@bp.get("/<preview_id>")
+@operation(
+    bp,
+    "GET",
+    "/<preview_id>",
+    summary="A preview: 202 while rendering, 200 when ready (the image) or failed (the error)",
+    auth="owner",
+    responses={
+        200: Reply("Ready or failed", responses.Preview),
+        202: Reply("Still rendering", responses.Preview),
+    },
+)
 def show_preview(preview_id: str):
     owner = require_owner(get_session())
     match = PREVIEW_ID.match(preview_id)
