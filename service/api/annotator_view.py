@@ -8,8 +8,7 @@ from sqlalchemy import or_, select
 
 from rankloop.core.errors import NotFound
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import iso
+from service.api.common import iso, owned_campaign
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round

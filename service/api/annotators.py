@@ -30,8 +30,7 @@ from rankloop.core.contracts import CAMPAIGN_ENDED
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
 from service import join_pages
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import base_url, iso, json_body, task_link
+from service.api.common import base_url, iso, json_body, owned_campaign, task_link
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
 from service.db import get_session

@@ -6,10 +6,9 @@ from flask import Blueprint
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from rankloop.core.errors import NotFound
 from service import closing, forking, lifecycle
 from service.api import events, responses
-from service.api.common import PAGE_QUERY, iso, json_body, object_url, page_args
+from service.api.common import PAGE_QUERY, iso, json_body, object_url, owned_campaign, page_args
 from service.api.responses import json_response
 from service.auth import Owner, require_owner
 from service.db import get_session
@@ -22,16 +21,6 @@ from service.transitions import audit
 bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
 
 ACTIONS = lifecycle.CONTROLS
-
-
-def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
-    session = get_session()
-    owner = require_owner(session)
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFound(f"no campaign {campaign_id!r}")
-    owner.check(campaign)
-    return campaign, owner
 
 
 @operation(

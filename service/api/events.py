@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api import responses
-from service.api.common import PAGE_QUERY, iso, page_args
+from service.api.common import PAGE_QUERY, iso, owned_campaign, page_args
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import AuditEvent, Round, utcnow
@@ -75,8 +75,6 @@ def round_problem(session: Session, round_: Round) -> str | None:
     responses=ok(responses.EventList),
 )
 def list_events(campaign_id: str):
-    from service.api.campaigns import owned_campaign
-
     campaign, _ = owned_campaign(campaign_id)
     limit, offset = page_args()
     rows = (

@@ -20,8 +20,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import base_url, iso, object_url, store
+from service.api.common import base_url, iso, object_url, owned_campaign, store
 from service.db import get_session
 from service.routing import NDJSON, Reply, operation
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import selectinload
 
 from rankloop.core.errors import NotFound
 from service.api import responses
-from service.api.campaigns import owned_campaign, round_response
-from service.api.common import iso, store
+from service.api.campaigns import round_response
+from service.api.common import iso, owned_campaign, store
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import Annotator, Ranking, Round

@@ -41,8 +41,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from rankloop.core.errors import NotFound, Unauthorized
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import iso
+from service.api.common import iso, owned_campaign
 from service.api.responses import json_response
 from service.auth import Owner, hash_token, require_annotator
 from service.db import get_session
