@@ -25,9 +25,7 @@ import secrets
 from flask import Blueprint, current_app
 
 from rankloop.core.contracts import (
-    GPU_QUEUE,
     MIN_M,
-    RENDER_TASK,
     RenderMessage,
     RenderResult,
     RenderSettings,
@@ -42,6 +40,7 @@ from service.api.responses import json_response
 from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
 from service.db import get_session
+from service.jobs import send_render
 from service.rendering import IMAGE_SALT
 from service.routing import Reply, operation
 from service.schemas import CampaignCreate, validate
@@ -87,12 +86,7 @@ def create_preview():
         settings=parse(RenderSettings, settings, "campaign settings"),
     )
     try:
-        current_app.extensions["celery"].send_task(
-            RENDER_TASK,
-            kwargs=message.model_dump(mode="json"),
-            queue=GPU_QUEUE,
-            task_id=f"preview-{render_id}",
-        )
+        send_render(current_app, message, f"preview-{render_id}", linked=False)
     except Exception as error:  # the broker is down
         raise StorageError(f"could not queue the preview render: {error}") from None
     preview_id = f"{render_id}-{_mac(owner, render_id)}"

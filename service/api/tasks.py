@@ -18,6 +18,7 @@ from service.api.common import iso, json_body, object_url
 from service.api.responses import json_response
 from service.auth import bearer_token, hash_token
 from service.caches import round_images
+from service.closing import after_ranking
 from service.db import get_session
 from service.fast_submission import submit_by_token
 from service.leasing import credit_loading, lease_by_token
@@ -25,7 +26,6 @@ from service.models import Annotator
 from service.ranking_rules import display_order
 from service.routing import Reply, ok, operation
 from service.schemas import RankingSubmit, TaskShown, validate
-from service.tasks import after_ranking
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 
