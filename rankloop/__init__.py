@@ -5,4 +5,6 @@ object-store backend; the rest of this package is the top layer: the command lin
 ``rankloop up``, the simulators and the benchmarks.
 """
 
-__version__ = "0.1.0"
+from rankloop.core.version import __version__
+
+__all__ = ["__version__"]

@@ -15,7 +15,10 @@ The data path, one module per job:
 - :mod:`service.transitions`: what every step uses (the campaign lock, compare-and-set on a
   round, the audit log); :mod:`service.caches` and :mod:`service.driver`: the hot path's
   per-process caches and its driver-level execution; :mod:`service.tasks`: the Celery
-  bookkeeping jobs.
+  bookkeeping jobs; :mod:`service.jobs`: every Celery job sent, by name (the bottom of the
+  ranking's way: views and jobs -> steps -> rendering -> jobs);
+- :mod:`service.routing`: the ``operation`` decorator that routes a view and declares its
+  contract, from which the OpenAPI document is built.
 
 Glossary (one concept, one name; database columns and API fields keep their names):
 

@@ -1,8 +1,8 @@
-"""A round closed: on its quorum (:func:`close_if_ready`, right after the ranking that brought
-it) or at its deadline (:func:`sweep`); the consensus of its rankings, then the next round's
-render or the campaign's end. A round short of its quorum at the deadline is extended, never
-guessed. The sweep also sends again the renders that never left, never came back, or whose
-worker stopped beating (:func:`heartbeat_stale`).
+"""A round closed: on its quorum (:func:`close_if_ready`, right after the ranking that brought it:
+:func:`after_ranking`) or at its deadline (:func:`sweep`); the consensus of its rankings, then
+the next round's render or the campaign's end. A round short of its quorum at the deadline is
+extended, never guessed. The sweep also sends again the renders that never left, never came
+back, or whose worker stopped beating (:func:`heartbeat_stale`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from flask import Flask, current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,8 @@ from rankloop.core.contracts import (
     HEARTBEAT_STALE_S,
 )
 from rankloop.core.round_step import candidate_feed
+from service.db import session_scope
+from service.jobs import send_close_round
 from service.models import (
     Annotator,
     AuditEvent,
@@ -40,6 +43,7 @@ from service.rendering import (
     render_heartbeat,
     render_message,
     render_slot_free,
+    run_step,
 )
 from service.transitions import audit, compare_and_set, get_campaign
 
@@ -93,6 +97,25 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
         session.rollback()
         return Outcome()
     return close_round(session, round_, now)
+
+
+def after_ranking(round_id: int, app: Flask | None = None) -> None:
+    """Close the round if that ranking completed its quorum: inline (fast path) or queued
+    (``rankloop.coord.close_round``, :func:`service.jobs.send_close_round`).
+
+    The ranking is already committed, so a failure here never fails its submission: it is
+    recorded on the campaign (``close_failed``) and the next sweep closes the round (a round
+    whose quorum is in is closed by the sweep, deadline or not: :func:`sweep`).
+    """
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        if app.config.get("INLINE_BOOKKEEPING", True):
+            run_step(close_if_ready, round_id, app=app)
+        else:
+            send_close_round(app, round_id)
+    except Exception as error:
+        with session_scope(app) as session:
+            record_failure(session, round_id, error, step="close")
 
 
 def close_round(session: Session, round_: Round, now: dt.datetime | None = None) -> Outcome:

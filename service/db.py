@@ -1,4 +1,6 @@
-"""Database wiring: one engine per app, one session per request (closed at teardown).
+"""Database wiring: one engine per app, one session per request (closed at teardown), and
+which errors mean the database is unavailable (:func:`database_unavailable_errors`: the API's
+503, the bookkeeping jobs' retry).
 
 SQLite (the embedded default) gets WAL and a busy timeout so that the web threads and the
 bookkeeping worker can share the file; PostgreSQL gets a connection pool.
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -104,6 +107,23 @@ def _close_session(_exc: BaseException | None) -> None:
         current_app.logger.warning("closing a session on a dead connection", exc_info=True)
         with contextlib.suppress(Exception):  # nothing left to release
             session.invalidate()
+
+
+def database_unavailable_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "the database is down, busy or the connection died": a retry
+    later may succeed. Constraint and data errors are not among them (they are bugs or bad
+    input, answered elsewhere)."""
+    errors: list[type[Exception]] = [
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.DisconnectionError,
+        sa.TimeoutError,  # the pool had no connection to give within its timeout
+    ]
+    try:
+        import psycopg
+    except ImportError:  # SQLite only
+        return tuple(errors)
+    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def create_all(app: Flask) -> None:

@@ -18,29 +18,13 @@ from werkzeug.exceptions import HTTPException
 
 from rankloop.core.errors import InvalidInput, RankloopError
 from service.api.responses import Error, ErrorBody, json_response
+from service.db import database_unavailable_errors
 
 
 def error_response(status: int, code: str, message: str, details=None):
     return json_response(
         Error(error=ErrorBody(code=code, message=message, details=details)), status
     )
-
-
-def database_unavailable_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean "the database is down, busy or the connection died": a retry
-    later may succeed. Constraint and data errors are not among them (they are bugs or bad
-    input, answered elsewhere)."""
-    errors: list[type[Exception]] = [
-        sa.OperationalError,
-        sa.InterfaceError,
-        sa.DisconnectionError,
-        sa.TimeoutError,  # the pool had no connection to give within its timeout
-    ]
-    try:
-        import psycopg
-    except ImportError:  # SQLite only
-        return tuple(errors)
-    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def _drop_dead_connection() -> None:

@@ -28,6 +28,7 @@ from rankloop.core.liveness import (
     render_route,
 )
 from service.db import get_engine
+from service.routing import Reply, ok, operation
 
 bp = Blueprint("health", __name__)
 
@@ -165,12 +166,24 @@ def render_workers(app: Flask | None = None) -> RenderWorkers:
     return census
 
 
-@bp.get("/healthz")
+@operation(
+    bp,
+    "GET",
+    "/healthz",
+    summary="Liveness: the process serves requests",
+    responses=ok(Alive),
+)
 def healthz():
     return Alive(status="ok").model_dump(mode="json")
 
 
-@bp.get("/readyz")
+@operation(
+    bp,
+    "GET",
+    "/readyz",
+    summary="Readiness: database, broker, object store reachable and migrations at head",
+    responses={200: Reply("Ready", Readiness), 503: Reply("Not ready", Readiness)},
+)
 def readyz():
     result = readiness()
     response = current_app.json.response(result.model_dump(mode="json"))

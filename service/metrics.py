@@ -40,6 +40,7 @@ from sqlalchemy import case, func, select
 from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, ROUND_STATUSES
 from service.db import session_scope
 from service.models import Campaign, Ranking, Round, utcnow
+from service.routing import Reply, operation
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -178,7 +179,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-@bp.get("/metrics")
+@operation(
+    bp,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    responses={200: Reply("Metrics", media=("text/plain",))},
+)
 def metrics() -> Response:
     registry: CollectorRegistry = current_app.extensions["rankloop_metrics"]
     return Response(generate_latest(registry), content_type=CONTENT_TYPE)

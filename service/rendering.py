@@ -25,11 +25,6 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
     CANDIDATE,
-    COORD_QUEUE,
-    GPU_QUEUE,
-    RENDER_TASK,
-    ROUND_FAILED_TASK,
-    ROUND_RENDERED_TASK,
     ConsensusFeed,
     RenderMessage,
     RenderResult,
@@ -40,6 +35,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.errors import InvalidInput
 from service.db import session_scope
+from service.jobs import send_render
 from service.models import Campaign, Image, Round, utcnow
 from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
 
@@ -314,7 +310,6 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
     fails is logged and left to the sweep; so is a render whose owner has every render slot
     busy (:func:`render_slot_free`): the sweep sends it once a slot frees."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    celery = app.extensions["celery"]
     sent = []
     slots = int(app.config.get("RENDER_SLOTS_PER_OWNER", 0))
     for message in renders:
@@ -322,16 +317,8 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
             if _defer(session, message, slots):
                 continue
         job_id = f"render-{message.campaign_id}-{message.round_number:04d}-{uuid.uuid4().hex[:8]}"
-        where = {"campaign_id": message.campaign_id, "round_number": message.round_number}
         try:
-            celery.send_task(
-                RENDER_TASK,
-                kwargs=message.model_dump(mode="json"),
-                queue=GPU_QUEUE,
-                task_id=job_id,
-                link=celery.signature(ROUND_RENDERED_TASK, queue=COORD_QUEUE),
-                link_error=celery.signature(ROUND_FAILED_TASK, kwargs=where, queue=COORD_QUEUE),
-            )
+            send_render(app, message, job_id)
         except Exception:  # the broker is down: the sweep re-sends
             log.exception("could not send render %s", job_id)
             with session_scope(app) as session:

@@ -1,11 +1,12 @@
 """The Celery jobs of the coordinator: bookkeeping on the ``coord`` queue.
 
 Flask's Celery pattern: :func:`celery_init_app` gives every job an app context and keeps the
-Celery app in ``app.extensions["celery"]``. Render jobs are sent by name
-(:func:`service.rendering.send_renders`; this process never imports ``gpu_worker``), linked to
-:func:`round_rendered_task` and, on final failure, to :func:`round_failed_task`, so the GPU
-worker never touches the database. Each job reloads what it needs by key and returns early when
-the work is already done, so redelivery is harmless.
+Celery app in ``app.extensions["celery"]``. Jobs are sent by name (:mod:`service.jobs`; this
+process never imports ``gpu_worker``); a render is linked to :func:`round_rendered_task` and, on
+final failure, to :func:`round_failed_task`, so the GPU worker never touches the database. This
+module is an entry point, as the views are: it calls the steps, and no step imports it. Each job
+reloads what it needs by key and returns early when the work is already done, so redelivery is
+harmless.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.settings import Settings, broker_settings
 from service import closing, rendering
-from service.db import session_scope
+from service.db import database_unavailable_errors, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +64,6 @@ def celery_init_app(app: Flask) -> Celery:
     return celery_app
 
 
-def after_ranking(round_id: int, app: Flask | None = None) -> None:
-    """Close the round if that ranking completed its quorum: inline (fast path) or queued.
-
-    The ranking is already committed, so a failure here never fails its submission: it is
-    recorded on the campaign (``close_failed``) and the next sweep closes the round (a round
-    whose quorum is in is closed by the sweep, deadline or not: ``closing.sweep``).
-    """
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        if app.config.get("INLINE_BOOKKEEPING", True):
-            rendering.run_step(closing.close_if_ready, round_id, app=app)
-        else:
-            celery: Celery = app.extensions["celery"]
-            celery.send_task(CLOSE_ROUND_TASK, args=(round_id,), queue=COORD_QUEUE)
-    except Exception as error:
-        with session_scope(app) as session:
-            closing.record_failure(session, round_id, error, step="close")
-
-
 def warm_up_consensus(**_: Any) -> None:
     """Pay the consensus engine's first-call cost (scipy's MILP import, about a second) at
     process start instead of in the first round transition."""
@@ -104,8 +86,6 @@ DATABASE_RETRY_MAX_S = 10
 def _retry_on_database_down(task: Task, error: Exception) -> None:
     """Raise Celery's retry when ``error`` means the database is unreachable (else return)."""
     from sqlalchemy.exc import DBAPIError
-
-    from service.errors import database_unavailable_errors
 
     down = isinstance(error, database_unavailable_errors()) or (
         isinstance(error, DBAPIError) and error.connection_invalidated

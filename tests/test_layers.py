@@ -109,3 +109,28 @@ def test_the_rankloop_package_shows_its_floors():
         p.name for p in root.iterdir() if (p / "__init__.py").exists()
     }
     assert entries == {"__init__", "__main__", "stores", "core", "commands", "simulation", "bench"}
+
+
+def import_cycles(graph, package: str) -> list[tuple[str, str]]:
+    """The imports between modules of ``package`` that close a cycle: ``a`` imports ``b`` and
+    ``b`` leads back to ``a`` (function-level imports included, as grimp reads them)."""
+    modules = {m for m in graph.modules if m == package or m.startswith(f"{package}.")}
+    return sorted(
+        (importer, imported)
+        for importer in modules
+        for imported in graph.find_modules_directly_imported_by(importer) & modules
+        if graph.chain_exists(importer=imported, imported=importer)
+    )
+
+
+def test_the_coordinator_has_no_import_cycles():
+    """One direction everywhere in ``service`` (``make lint`` checks the same between sibling
+    packages with its acyclic_siblings contract): views and jobs > steps > rendering > the job
+    sending, with no module that leads back to one that imports it."""
+    import grimp
+
+    graph = grimp.build_graph("service", cache_dir=None)
+    assert import_cycles(graph, "service") == []
+    # The check can fail: a step that reached back up to a view would be found.
+    graph.add_import(importer="service.jobs", imported="service.api.tasks")
+    assert ("service.jobs", "service.api.tasks") in import_cycles(graph, "service")

@@ -1,6 +1,7 @@
 """Operating rankloop: ``rankloop up`` stops what it started on any signal; production commands
 say what they use; the example env files load in a shell as the settings read them; the
-compose file and the cluster manifests hold together."""
+compose file and the cluster manifests hold together; every route of the coordinator has its
+operation (its contract in the OpenAPI document) and every operation its route."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 
 from rankloop.core.settings import load_settings
 from rankloop.core.startup import announce, redact
+from service import routing
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -271,3 +273,66 @@ def test_parallel_joins_never_take_a_campaign_past_its_recruitment_cap(tmp_path,
             select(func.count()).select_from(Annotator).where(Annotator.campaign_id == cid)
         )
     assert joined == 3 and sorted(statuses) == [302] * 3 + [409] * 13, (joined, statuses)
+
+
+def test_every_coordinator_route_has_its_operation_and_every_operation_its_route(tmp_path):
+    from tests.fixtures.coordinator import make_app
+
+    app = make_app(tmp_path)
+    assert routing.drift(app) == []
+    # Every route that is not the pages tier's or Flask's own static files is the coordinator's.
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint != "static" and not rule.endpoint.startswith("ui."):
+            assert rule.endpoint in routing.OPERATIONS, rule.rule
+    document = app.test_client().get("/api/openapi.json").json
+    documented = routing.documented_rules(app)
+    declared = {(routing.openapi_path(rule), op.method.lower()) for rule, op in documented}
+    served = {(path, method) for path, ops in document["paths"].items() for method in ops}
+    assert served == declared and len(served) == len(documented)  # one entry per operation
+
+
+def test_the_drift_check_finds_a_route_without_contract_and_a_contract_without_route(monkeypatch):
+    """The check above can fail: on a toy app, each way a route and its contract part."""
+    from flask import Blueprint, Flask
+    from pydantic import BaseModel
+
+    class Thing(BaseModel):
+        name: str
+
+    monkeypatch.setattr(routing, "OPERATIONS", {})  # the toy's operations only
+    toy, unserved = Blueprint("toy", __name__, url_prefix="/api/toy"), Blueprint("gone", __name__)
+
+    @routing.operation(toy, "GET", "/<thing_id>", summary="A thing", auth="owner",
+                       responses=routing.ok(Thing))  # fmt: skip
+    def show_thing(thing_id: str):
+        return {"name": thing_id}
+
+    @toy.post("/<thing_id>/poke")  # routed the Flask way only: no contract
+    def poke_thing(thing_id: str):
+        return {"name": thing_id}
+
+    @routing.operation(unserved, "GET", "/gone", summary="Never served", responses={})
+    def gone():
+        return {}
+
+    app = Flask(__name__)
+    app.register_blueprint(toy)
+    assert routing.drift(app, packages=(__name__,)) == [
+        "POST /api/toy/<thing_id>/poke (toy.poke_thing): no operation",
+        "GET (gone.gone): an operation with no route",
+    ]
+    assert app.test_client().get("/api/toy/x").json == {"name": "x"}
+    ((rule, declared),) = routing.documented_rules(app)
+    assert routing.openapi_path(rule) == "/api/toy/{thing_id}" and declared.security == ("owner",)
+
+    # Another method routed to a declared endpoint is drift too; one endpoint declared twice is
+    # refused at import.
+    other = Flask(__name__)
+    other.register_blueprint(toy)
+    other.add_url_rule("/api/toy/<thing_id>", "toy.show_thing", show_thing, methods=["DELETE"])
+    assert "DELETE /api/toy/<thing_id> (toy.show_thing): its operation is GET" in (
+        routing.drift(other, packages=(__name__,))
+    )
+    with pytest.raises(ValueError, match="declared twice"):
+        routing.operation(toy, "GET", "/again", summary="Again", responses={},
+                          endpoint="show_thing")(show_thing)  # fmt: skip

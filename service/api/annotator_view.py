@@ -8,16 +8,26 @@ from sqlalchemy import or_, select
 
 from rankloop.core.errors import NotFound
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import iso
+from service.api.common import iso, owned_campaign
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round
+from service.routing import ok, operation
 
 bp = Blueprint("annotator_view", __name__, url_prefix="/api/campaigns")
 
 
-@bp.get("/<campaign_id>/annotators/<annotator_id>")
+@operation(
+    bp,
+    "GET",
+    "/<campaign_id>/annotators/<annotator_id>",
+    summary=(
+        "One annotator: progress, quota, completion code, access, and every ranking with its "
+        "time on task and their weight in that round's consensus"
+    ),
+    auth="owner",
+    responses=ok(responses.AnnotatorDetail),
+)
 def show_annotator(campaign_id: str, annotator_id: str):
     campaign, _ = owned_campaign(campaign_id)
     session = get_session()

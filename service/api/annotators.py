@@ -30,12 +30,12 @@ from rankloop.core.contracts import CAMPAIGN_ENDED
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
 from service import join_pages
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import base_url, iso, json_body, task_link
+from service.api.common import base_url, iso, json_body, owned_campaign, task_link
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
+from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
 from service.transitions import audit
 
@@ -55,7 +55,15 @@ MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId before the
 IDLE_AFTER = dt.timedelta(minutes=10)
 
 
-@bp.post("/api/campaigns/<campaign_id>/annotators")
+@operation(
+    bp,
+    "POST",
+    "/api/campaigns/<campaign_id>/annotators",
+    summary="Create annotators and their task links",
+    auth="owner",
+    body=AnnotatorsCreate,
+    responses={201: Reply("Created", responses.NewAnnotators)},
+)
 def create_annotators(campaign_id: str):
     campaign, owner = owned_campaign(campaign_id)
     body: AnnotatorsCreate = validate(AnnotatorsCreate, json_body())
@@ -85,7 +93,14 @@ def create_annotators(campaign_id: str):
     return no_store(json_response(responses.NewAnnotators(annotators=links), 201))
 
 
-@bp.get("/api/campaigns/<campaign_id>/annotators")
+@operation(
+    bp,
+    "GET",
+    "/api/campaigns/<campaign_id>/annotators",
+    summary="Annotators with reliability weight, throughput and flags",
+    auth="owner",
+    responses=ok(responses.AnnotatorList),
+)
 def list_annotators(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
     session = get_session()
@@ -137,7 +152,18 @@ def list_annotators(campaign_id: str):
     return json_response(responses.AnnotatorList(annotators=rows))
 
 
-@bp.post("/api/campaigns/<campaign_id>/annotators/<annotator_id>/revoke")
+@operation(
+    bp,
+    "POST",
+    "/api/campaigns/<campaign_id>/annotators/<annotator_id>/revoke",
+    summary=(
+        "Revoke an annotator of the campaign: their later requests answer 401; what they gave "
+        "stays, marked, and with exclude counts in no later consensus"
+    ),
+    auth="owner",
+    body=AnnotatorRevoke,
+    responses=ok(responses.AnnotatorRevoked),
+)
 def revoke_annotator(campaign_id: str, annotator_id: str):
     """Refuse the annotator's later requests: their token's hash is replaced by one of a token
     nobody holds, so every path that looks a token up (the hot paths too) answers 401. What they
@@ -177,7 +203,14 @@ def _campaign_weights(campaign: Campaign) -> dict[str, float]:
     return {str(a): float(reliability.weight(a)) for a in reliability.annotators}
 
 
-@bp.get("/api/campaigns/<campaign_id>/recruit")
+@operation(
+    bp,
+    "GET",
+    "/api/campaigns/<campaign_id>/recruit",
+    summary="The recruitment link for crowd platforms and its cap",
+    auth="owner",
+    responses=ok(responses.RecruitLink),
+)
 def recruit_link(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
     counts = dict(
@@ -241,7 +274,31 @@ def _to_task_page(fragment: str) -> WerkzeugResponse:
     return join_pages.framed_by_mturk(response)
 
 
-@bp.get("/join/<campaign_id>")
+@operation(
+    bp,
+    "GET",
+    "/join/<campaign_id>",
+    summary=(
+        "Recruitment entry (when the campaign's recruit setting is on; a participant id is "
+        "required): creates the participant's annotator and redirects to /task#token=...; a "
+        "participant who already joined is sent to /task#rejoin=<campaign_id>, and keeps "
+        "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId, hitId and "
+        "turkSubmitTo (only when it is MTurk's) are kept with a new participant; with an "
+        "assignmentId and MTurk's turkSubmitTo the redirect's fragment carries both, for the "
+        "task page to post the finished assignment to MTurk. A refusal (4xx, the join rate "
+        "limit's 429 too) is a page in the worker's language (Accept-Language) for a client "
+        "that prefers text/html, the JSON error otherwise"
+    ),
+    query={name: () for name in (*PARTICIPANT_PARAMS, *CONTEXT_PARAMS)},
+    responses={
+        200: Reply(
+            "MTurk's preview (assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE): a page that says to "
+            "accept the HIT; nobody joins",
+            media=("text/html",),
+        ),
+        302: Reply("Redirect to the task page (Cache-Control: no-store)", media=()),
+    },
+)
 def join(campaign_id: str):
     session = get_session()
     campaign = session.get(Campaign, campaign_id)
@@ -316,7 +373,14 @@ def join(campaign_id: str):
     return _to_task_page(f"token={token}")
 
 
-@bp.get("/api/me")
+@operation(
+    bp,
+    "GET",
+    "/api/me",
+    summary="The annotator's progress and completion code",
+    auth="annotator",
+    responses=ok(responses.Me),
+)
 def me():
     session = get_session()
     annotator = require_annotator(session)

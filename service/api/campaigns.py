@@ -6,15 +6,15 @@ from flask import Blueprint
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from rankloop.core.errors import NotFound
 from service import closing, forking, lifecycle
 from service.api import events, responses
-from service.api.common import iso, json_body, object_url, page_args
+from service.api.common import PAGE_QUERY, iso, json_body, object_url, owned_campaign, page_args
 from service.api.responses import json_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
 from service.rendering import run_step
+from service.routing import Reply, ok, operation
 from service.schemas import CampaignCreate, ForkCreate, validate
 from service.transitions import audit
 
@@ -23,17 +23,15 @@ bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
 ACTIONS = lifecycle.CONTROLS
 
 
-def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
-    session = get_session()
-    owner = require_owner(session)
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFound(f"no campaign {campaign_id!r}")
-    owner.check(campaign)
-    return campaign, owner
-
-
-@bp.post("")
+@operation(
+    bp,
+    "POST",
+    "",
+    summary="Create a campaign",
+    auth="owner",
+    body=CampaignCreate,
+    responses={201: Reply("Created", responses.Campaign)},
+)
 def create_campaign():
     session = get_session()
     owner = require_owner(session)
@@ -51,7 +49,15 @@ def create_campaign():
     return json_response(campaign_response(campaign), 201)
 
 
-@bp.get("")
+@operation(
+    bp,
+    "GET",
+    "",
+    summary="List campaigns, newest first, a page at a time (next_offset: the next page)",
+    auth="owner",
+    query=PAGE_QUERY,
+    responses=ok(responses.CampaignList),
+)
 def list_campaigns():
     session = get_session()
     owner = require_owner(session)
@@ -65,13 +71,28 @@ def list_campaigns():
     return json_response(responses.CampaignList(campaigns=listed, next_offset=more))
 
 
-@bp.get("/<campaign_id>")
+@operation(
+    bp,
+    "GET",
+    "/<campaign_id>",
+    summary="Show a campaign: status, current round, best image, history",
+    auth="owner",
+    responses=ok(responses.Campaign),
+)
 def show_campaign(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
     return json_response(campaign_response(campaign))
 
 
-@bp.post("/<campaign_id>/fork")
+@operation(
+    bp,
+    "POST",
+    "/<campaign_id>/fork",
+    summary="A new campaign from round N of this one (same state; what may change: ForkCreate)",
+    auth="owner",
+    body=ForkCreate,
+    responses={201: Reply("Created", responses.Campaign)},
+)
 def fork_campaign(campaign_id: str):
     """A new campaign from one of this campaign's rounds (:mod:`service.forking`)."""
     campaign, owner = owned_campaign(campaign_id)
@@ -96,13 +117,16 @@ def control_campaign(campaign_id: str, action: str):
 
 # One route per action, so that a POST on another sub-resource (export) is a 405, not a 404.
 for _action in ACTIONS:
-    bp.add_url_rule(
+    operation(
+        bp,
+        "POST",
         f"/<campaign_id>/{_action}",
-        f"control_{_action}",
-        control_campaign,
-        methods=["POST"],
+        summary=f"{_action.title()} the campaign",
+        auth="owner",
+        responses=ok(responses.Campaign),
+        endpoint=f"control_{_action}",
         defaults={"action": _action},
-    )
+    )(control_campaign)
 
 
 def _actor(owner: Owner) -> str:

@@ -1,4 +1,5 @@
-"""What every blueprint shares: the JSON body, URLs for images and links, time formatting."""
+"""What every blueprint shares: the JSON body, the owner's campaign, URLs for images and links,
+time formatting, pages."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Any, overload
 
 from flask import current_app, request
 
-from rankloop.core.errors import InvalidInput
+from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.storage import ObjectStore
+from service.auth import Owner, require_owner
+from service.db import get_session
+from service.models import Campaign
 
 
 def json_body() -> Any:
@@ -19,6 +23,18 @@ def json_body() -> Any:
         return current_app.json.loads(request.get_data(cache=True))
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
         raise InvalidInput(f"the body is not valid JSON: {error}") from None
+
+
+def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
+    """The campaign the request's owner asks for, and that owner: 401 without an owner's key,
+    404 for no such campaign, 403 for another owner's."""
+    session = get_session()
+    owner = require_owner(session)
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id!r}")
+    owner.check(campaign)
+    return campaign, owner
 
 
 @overload
@@ -50,6 +66,11 @@ def object_url(key: str | None) -> str | None:
 
 PAGE_LIMIT, MAX_PAGE_LIMIT = 100, 500  # GET /api/campaigns: default and largest page
 MAX_OFFSET = 10**9  # within every database's integer
+# page_args' parameters, as an operation's query (service.routing.operation)
+PAGE_QUERY = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+    "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+}
 
 
 def page_args() -> tuple[int, int]:

@@ -15,10 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api import responses
-from service.api.common import iso, page_args
+from service.api.common import PAGE_QUERY, iso, owned_campaign, page_args
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import AuditEvent, Round, utcnow
+from service.routing import ok, operation
 
 bp = Blueprint("events", __name__, url_prefix="/api/campaigns")
 
@@ -64,10 +65,16 @@ def round_problem(session: Session, round_: Round) -> str | None:
     return "; ".join(parts)
 
 
-@bp.get("/<campaign_id>/events")
+@operation(
+    bp,
+    "GET",
+    "/<campaign_id>/events",
+    summary="The campaign's audit log, newest first, a page at a time (next_offset: the next page)",
+    auth="owner",
+    query=PAGE_QUERY,
+    responses=ok(responses.EventList),
+)
 def list_events(campaign_id: str):
-    from service.api.campaigns import owned_campaign
-
     campaign, _ = owned_campaign(campaign_id)
     limit, offset = page_args()
     rows = (

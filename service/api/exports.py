@@ -20,9 +20,9 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import base_url, iso, object_url, store
+from service.api.common import base_url, iso, object_url, owned_campaign, store
 from service.db import get_session
+from service.routing import NDJSON, Reply, operation
 
 bp = Blueprint("exports", __name__)
 
@@ -33,7 +33,16 @@ OBJECT_KEY = re.compile(
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
 
 
-@bp.get("/objects/<path:key>")
+@operation(
+    bp,
+    "GET",
+    "/objects/<path:key>",
+    summary=(
+        "A round image or thumbnail from the local store (S3 stores hand out presigned URLs "
+        "instead)"
+    ),
+    responses={200: Reply("The image", media=tuple(CONTENT_TYPES.values()))},
+)
 def get_object(key: str):
     if not OBJECT_KEY.match(key) or ".." in key:
         raise NotFound("no such image")
@@ -46,7 +55,28 @@ def get_object(key: str):
     return response
 
 
-@bp.get("/api/campaigns/<campaign_id>/export")
+@operation(
+    bp,
+    "GET",
+    "/api/campaigns/<campaign_id>/export",
+    summary=(
+        "Every ranking as JSON lines (format=jsonl), or a dataset table (format=TABLE.FORMAT:"
+        " rankings, consensus, pairs in the Pick-a-Pic v2 layout, consensus_pairs; JSON lines"
+        " or Parquet, images by url, key or embedded in Parquet)"
+    ),
+    auth="owner",
+    query={
+        "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
+        "images": datasets.IMAGE_MODES,
+    },
+    responses={
+        200: Reply(
+            "JSON lines (ExportRecord each with format=jsonl), or Parquet",
+            responses.ExportRecord,
+            (NDJSON, datasets.media_type("parquet")),
+        )
+    },
+)
 def export(campaign_id: str):
     """Stream an export (``service.datasets``): ``format=jsonl`` (the default) is the original
     JSON lines of :class:`~service.api.responses.ExportRecord`; ``format=<table>.<jsonl|parquet>``

@@ -1,46 +1,62 @@
 """The OpenAPI 3.1 document of the JSON API, served at ``/api/openapi.json``, generated.
 
-Every schema in it comes from a pydantic model: the request bodies from :mod:`service.schemas`
-(the models that validate requests), the responses from :mod:`service.api.responses` (the
-models that build them). Only the table of operations (:mod:`service.api.operations`) is written
-by hand. Tests check that every route is in the table, that the document validates, and that
-real responses of every endpoint match it.
+Every operation comes from its view: the :func:`service.routing.operation` decorator that
+routes it records its contract (summary, security, request model, query parameters, replies),
+and the document lists the app's routes that have one, at the paths the app serves them. Every
+schema in it comes from a pydantic model: the request bodies from :mod:`service.schemas` (the
+models that validate requests), the responses from :mod:`service.api.responses` (the models that
+build them). Tests check that every route has its operation and every operation its route, that
+the document validates, and that real responses of every endpoint match it.
 """
 
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from rankloop import __version__
+from rankloop.core.version import __version__
 from service.api import responses as r
-from service.api.operations import (
-    ANNOTATOR,
+from service.routing import (
     JSON,
-    JSON_MEDIA,
-    OPERATIONS,
-    OWNER,
-    REF,
-    TEXT,
-    TICKET,
+    NDJSON,
+    SCHEMES,
     Operation,
     Reply,
+    documented_rules,
+    openapi_path,
+    operation,
 )
 
 bp = Blueprint("openapi", __name__)
 
+JSON_MEDIA = (JSON, NDJSON)
+REF = "#/components/schemas/{model}"
+# A string in a URL: never a NUL byte (refused before any view, service/errors.py).
+TEXT = {"type": "string", "pattern": "^[^\\x00]*$"}
+DOCUMENT = "rankloop_openapi"  # app.extensions: the app's document, built once
 
-@cache  # the same for the life of the process; readiness probes ask for it often
-def build_document() -> dict[str, Any]:
-    refs, schemas = _schemas()
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The document of ``app``'s routes, built on the first call (readiness probes and pages
+    ask for it often; the routes are fixed once the app is made)."""
+    document = app.extensions.get(DOCUMENT)
+    if document is None:
+        document = app.extensions[DOCUMENT] = _document(app)
+    return document
+
+
+def _document(app: Flask) -> dict[str, Any]:
+    documented = documented_rules(app)
+    operations = [declared for _, declared in documented]
+    refs, schemas = _schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
-    for operation in OPERATIONS:
-        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, refs)
+    for rule, declared in documented:
+        path = openapi_path(rule)
+        paths.setdefault(path, {})[declared.method.lower()] = _operation(declared, path, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -53,17 +69,17 @@ def build_document() -> dict[str, Any]:
             "schemas": schemas,
             "responses": {"Error": _reply(Reply("Error (JSON)", r.Error), refs)},
             "securitySchemes": {
-                OWNER: {
+                SCHEMES["owner"]: {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "RANKLOOP_ADMIN_TOKEN or an owner key",
                 },
-                ANNOTATOR: {
+                SCHEMES["annotator"]: {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The token from the task link",
                 },
-                TICKET: {
+                SCHEMES["ticket"]: {
                     "type": "apiKey",
                     "in": "query",
                     "name": "ticket",
@@ -78,10 +94,10 @@ def build_document() -> dict[str, Any]:
 Refs = dict[type[BaseModel], dict[str, Any]]  # a model -> {"$ref": its place in components}
 
 
-def _schemas() -> tuple[Refs, dict[str, Any]]:
-    """Every model of the table, and those they nest, flat under ``components/schemas``."""
-    bodies = {op.body for op in OPERATIONS if op.body is not None}
-    replies = {reply.model for op in OPERATIONS for reply in op.replies.values() if reply.model}
+def _schemas(operations: list[Operation]) -> tuple[Refs, dict[str, Any]]:
+    """Every model of ``operations``, and those they nest, flat under ``components/schemas``."""
+    bodies = {op.body for op in operations if op.body is not None}
+    replies = {reply.model for op in operations for reply in op.responses.values() if reply.model}
     # Requests are documented as they are validated, responses as they are serialized.
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((model, "validation") for model in sorted(bodies, key=_name)),
@@ -95,22 +111,22 @@ def _name(model: type[BaseModel]) -> str:
     return model.__name__
 
 
-def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
+def _operation(declared: Operation, path: str, refs: Refs) -> dict[str, Any]:
     error = {"$ref": "#/components/responses/Error"}
     document: dict[str, Any] = {
-        "summary": operation.summary,
-        "security": [{scheme: []} for scheme in _alternatives(operation.security)],
+        "summary": declared.summary,
+        "security": [{SCHEMES[auth]: []} for auth in declared.security],
         "responses": {
-            **{str(status): _reply(reply, refs) for status, reply in operation.replies.items()},
+            **{str(status): _reply(reply, refs) for status, reply in declared.responses.items()},
             "4XX": error,
             "5XX": error,
         },
     }
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": dict(TEXT)}
-        for name in re.findall(r"{(\w+)}", operation.path)
+        for name in re.findall(r"{(\w+)}", path)
     ]
-    for name, values in operation.query.items():
+    for name, values in declared.query.items():
         schema: dict[str, Any] = dict(TEXT)
         if isinstance(values, dict):
             schema = dict(values)
@@ -119,16 +135,12 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
         parameters.append({"name": name, "in": "query", "schema": schema})
     if parameters:
         document["parameters"] = parameters
-    if operation.body is not None:
+    if declared.body is not None:
         document["requestBody"] = {
             "required": True,
-            "content": {JSON: {"schema": refs[operation.body]}},
+            "content": {JSON: {"schema": refs[declared.body]}},
         }
     return document
-
-
-def _alternatives(security: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    return (security,) if isinstance(security, str) else security or ()
 
 
 def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:
@@ -143,6 +155,12 @@ def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:
     return document
 
 
-@bp.get("/api/openapi.json")
+@operation(
+    bp,
+    "GET",
+    "/api/openapi.json",
+    summary="This document",
+    responses={200: Reply("OpenAPI 3.1")},
+)
 def openapi_document():
-    return jsonify(build_document())
+    return jsonify(build_document(current_app))

@@ -25,9 +25,7 @@ import secrets
 from flask import Blueprint, current_app
 
 from rankloop.core.contracts import (
-    GPU_QUEUE,
     MIN_M,
-    RENDER_TASK,
     RenderMessage,
     RenderResult,
     RenderSettings,
@@ -42,7 +40,9 @@ from service.api.responses import json_response
 from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
 from service.db import get_session
+from service.jobs import send_render
 from service.rendering import IMAGE_SALT
+from service.routing import Reply, operation
 from service.schemas import CampaignCreate, validate
 
 bp = Blueprint("previews", __name__, url_prefix="/api/previews")
@@ -56,7 +56,18 @@ def _mac(owner: Owner, render_id: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-@bp.post("")
+@operation(
+    bp,
+    "POST",
+    "",
+    summary=(
+        "Render a campaign's starting image before creating it (the settings of POST "
+        "/api/campaigns, validated the same; rendered by the workers: poll GET /api/previews/ID)"
+    ),
+    auth="owner",
+    body=CampaignCreate,
+    responses={202: Reply("Queued", responses.Preview)},
+)
 def create_preview():
     owner = require_owner(get_session())
     body: CampaignCreate = validate(CampaignCreate, json_body())
@@ -75,19 +86,24 @@ def create_preview():
         settings=parse(RenderSettings, settings, "campaign settings"),
     )
     try:
-        current_app.extensions["celery"].send_task(
-            RENDER_TASK,
-            kwargs=message.model_dump(mode="json"),
-            queue=GPU_QUEUE,
-            task_id=f"preview-{render_id}",
-        )
+        send_render(current_app, message, f"preview-{render_id}", linked=False)
     except Exception as error:  # the broker is down
         raise StorageError(f"could not queue the preview render: {error}") from None
     preview_id = f"{render_id}-{_mac(owner, render_id)}"
     return json_response(_pending(preview_id), 202)
 
 
-@bp.get("/<preview_id>")
+@operation(
+    bp,
+    "GET",
+    "/<preview_id>",
+    summary="A preview: 202 while rendering, 200 when ready (the image) or failed (the error)",
+    auth="owner",
+    responses={
+        200: Reply("Ready or failed", responses.Preview),
+        202: Reply("Still rendering", responses.Preview),
+    },
+)
 def show_preview(preview_id: str):
     owner = require_owner(get_session())
     match = PREVIEW_ID.match(preview_id)

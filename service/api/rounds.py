@@ -13,16 +13,26 @@ from sqlalchemy.orm import selectinload
 
 from rankloop.core.errors import NotFound
 from service.api import responses
-from service.api.campaigns import owned_campaign, round_response
-from service.api.common import iso, store
+from service.api.campaigns import round_response
+from service.api.common import iso, owned_campaign, store
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import Annotator, Ranking, Round
+from service.routing import Reply, ok, operation
 
 bp = Blueprint("rounds", __name__, url_prefix="/api/campaigns")
 
 
-@bp.get("/<campaign_id>/rounds/<number>")
+@operation(
+    bp,
+    "GET",
+    "/<campaign_id>/rounds/<number>",
+    summary=(
+        "One round in detail: its images, every ranking, the consensus and the optimizer's figures"
+    ),
+    auth="owner",
+    responses=ok(responses.RoundDetail),
+)
 def show_round(campaign_id: str, number: str):
     campaign, _ = owned_campaign(campaign_id)
     if not (number.isascii() and number.isdigit() and len(number) < 10):
@@ -75,7 +85,17 @@ def show_round(campaign_id: str, number: str):
 SPOOL_BYTES = 32 * 2**20
 
 
-@bp.get("/<campaign_id>/images.zip")
+@operation(
+    bp,
+    "GET",
+    "/<campaign_id>/images.zip",
+    summary=(
+        "The delivered image of every rendered round (the optimizer's point, rendered clean), "
+        "full size, in a zip: round-NNNN.png"
+    ),
+    auth="owner",
+    responses={200: Reply("A zip archive", media=("application/zip",))},
+)
 def download_images(campaign_id: str):
     """The delivered image of every rendered round (the optimizer's point, rendered clean), full
     size, as ``round-NNNN.<ext>`` in a zip (stored: images are compressed already)."""

@@ -41,12 +41,12 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from rankloop.core.errors import NotFound, Unauthorized
 from service.api import responses
-from service.api.campaigns import owned_campaign
-from service.api.common import iso
+from service.api.common import iso, owned_campaign
 from service.api.responses import json_response
 from service.auth import Owner, hash_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, OwnerKey, Ranking, Round, utcnow
+from service.routing import Reply, ok, operation
 
 bp = Blueprint("stream", __name__, url_prefix="/api")
 
@@ -132,7 +132,17 @@ def _ticket_reply(ticket: str, url: str) -> Response:
 
 
 # -- the owner's stream ----------------------------------------------------------------------
-@bp.post("/campaigns/<campaign_id>/stream-ticket")
+@operation(
+    bp,
+    "POST",
+    "/campaigns/<campaign_id>/stream-ticket",
+    summary=(
+        "A ticket that opens the campaign's live stream for a minute (EventSource cannot send "
+        "an Authorization header; the key never goes in a URL)"
+    ),
+    auth="owner",
+    responses=ok(responses.StreamTicket),
+)
 def campaign_ticket(campaign_id: str):
     campaign, owner = owned_campaign(campaign_id)
     subject = f"{campaign.id}:{ADMIN_SUBJECT if owner.is_admin else owner.key_id}"
@@ -141,7 +151,19 @@ def campaign_ticket(campaign_id: str):
     return _ticket_reply(ticket, url)
 
 
-@bp.get("/campaigns/<campaign_id>/stream")
+@operation(
+    bp,
+    "GET",
+    "/campaigns/<campaign_id>/stream",
+    summary=(
+        "Live updates, server-sent events: `campaign` (status, current round and its status, "
+        "rankings in it) first and on every change, heartbeat comments, `end` after about 25 s "
+        "(open a new stream). Authorized by ?ticket= from stream-ticket, or Bearer. 503 with "
+        "Retry-After when the server holds too many streams: poll instead"
+    ),
+    auth=("owner", "ticket"),
+    responses={200: Reply("An event stream", media=(EVENT_STREAM,))},
+)
 def campaign_stream(campaign_id: str):
     """Events: ``campaign`` (its status, current round, rankings in it) first and on every
     change; ``end`` before the stream closes, also within a poll of the owner key's revoke."""
@@ -199,14 +221,34 @@ def _campaign_state(
 
 
 # -- the annotator's stream ------------------------------------------------------------------
-@bp.post("/tasks/stream-ticket")
+@operation(
+    bp,
+    "POST",
+    "/tasks/stream-ticket",
+    summary="A ticket that opens this annotator's live stream for a minute",
+    auth="annotator",
+    responses=ok(responses.StreamTicket),
+)
 def task_ticket():
     annotator = require_annotator(get_session())
     ticket = make_ticket(annotator.token_hash, ANNOTATOR, annotator.id)
     return _ticket_reply(ticket, url_for("stream.task_stream", ticket=ticket))
 
 
-@bp.get("/tasks/stream")
+@operation(
+    bp,
+    "GET",
+    "/tasks/stream",
+    summary=(
+        "Live updates for a waiting annotator, server-sent events: `waiting` first and on "
+        "every change of what waiting depends on (their campaign's status and round; for a pool "
+        "annotator the open rounds of running campaigns): ask GET /api/tasks/next again then; "
+        "`end` after about 25 s or when the token is revoked. Authorized by ?ticket= from "
+        "stream-ticket, or Bearer; 503 with Retry-After: poll instead"
+    ),
+    auth=("annotator", "ticket"),
+    responses={200: Reply("An event stream", media=(EVENT_STREAM,))},
+)
 def task_stream():
     """Events: ``waiting`` first and whenever what a waiting page depends on changed (their
     campaign's status and current round; for a pool annotator, the open rounds of every

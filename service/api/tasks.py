@@ -18,18 +18,26 @@ from service.api.common import iso, json_body, object_url
 from service.api.responses import json_response
 from service.auth import bearer_token, hash_token
 from service.caches import round_images
+from service.closing import after_ranking
 from service.db import get_session
 from service.fast_submission import submit_by_token
 from service.leasing import credit_loading, lease_by_token
 from service.models import Annotator
 from service.ranking_rules import display_order
+from service.routing import Reply, ok, operation
 from service.schemas import RankingSubmit, TaskShown, validate
-from service.tasks import after_ranking
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 
 
-@bp.get("/next")
+@operation(
+    bp,
+    "GET",
+    "/next",
+    summary="The next task (a lease), shuffled for this annotator",
+    auth="annotator",
+    responses={**ok(responses.Task), 204: Reply("Nothing open for this annotator now", media=())},
+)
 def next_task():
     session = get_session()
     lease = lease_by_token(session, hash_token(bearer_token()))
@@ -60,7 +68,19 @@ def next_task():
     )
 
 
-@bp.post("/<task_id>/ranking")
+@operation(
+    bp,
+    "POST",
+    "/<task_id>/ranking",
+    summary=(
+        "Submit a ranking (image ids, best first; a list is a tie). Retry-safe: the same order "
+        "sent again for the same task answers 201 with the ranking stored first (nothing new is "
+        "stored); another order answers 409"
+    ),
+    auth="annotator",
+    body=RankingSubmit,
+    responses={201: Reply("Stored, or the first one for a repeat", responses.RankingAccepted)},
+)
 def submit_ranking(task_id: str):
     token_hash = hash_token(bearer_token())
     session = get_session()
@@ -86,7 +106,19 @@ def submit_ranking(task_id: str):
     return json_response(accepted, 201)
 
 
-@bp.post("/<task_id>/shown")
+@operation(
+    bp,
+    "POST",
+    "/<task_id>/shown",
+    summary=(
+        "Report that the task's images are on screen and how long they took to load: the "
+        "lease is extended by that much, once per lease (at most the time it has run, and "
+        "MAX_LOAD_CREDIT_S); a repeat changes nothing"
+    ),
+    auth="annotator",
+    body=TaskShown,
+    responses=ok(responses.TaskShownAck),
+)
 def task_shown(task_id: str):
     """The page's report that the task's images are on screen, and how long they took: the
     lease is extended by that much, once (:func:`service.leasing.credit_loading`)."""
