@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from rankloop.agreement import krippendorff_alpha_ordinal, tau_with
+from rankloop.core.contracts import ImageRole
 
 
 @dataclass
@@ -67,7 +68,7 @@ def collect(
     pooled: list[np.ndarray] = []
     for round_ in source.rounds():
         rankings = by_round.pop(round_.id, [])
-        candidates = [i.position for i in round_.images if i.role == "candidate"]
+        candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
         round_stats = stats.get(round_.id) or {}
         if not rankings or not candidates:
             continue

@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, bindparam, select, text, update
+from sqlalchemy import JSON, DateTime, Integer, String, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus, TaskStatus
 from rankloop.core.errors import InvalidInput, Unauthorized
 from service.caches import RoundRef, campaign_view, round_images
 from service.driver import ANNOTATORS, ROUNDS, TASKS, autocommit_on_postgres, run_on_driver
@@ -65,14 +66,14 @@ _CLAIM = (
     update(TASKS)
     .where(
         TASKS.c.id == bindparam("task_id"),
-        TASKS.c.status == "leased",
+        TASKS.c.status == TaskStatus.LEASED,
         TASKS.c.expires_at > bindparam("now", type_=DateTime),
         TASKS.c.annotator_id
         == select(ANNOTATORS.c.id)
         .where(ANNOTATORS.c.token_hash == bindparam("token_hash"))
         .scalar_subquery(),
     )
-    .values(status="submitted")
+    .values(status=TaskStatus.SUBMITTED)
     .returning(TASKS.c.round_id, TASKS.c.annotator_id)
 )
 
@@ -150,11 +151,11 @@ WITH target AS (
     SELECT assignments.id, assignments.round_id, assignments.annotator_id
     FROM assignments JOIN rounds ON rounds.id = assignments.round_id
     WHERE assignments.id = :task_id AND assignments.annotator_id = :annotator_id
-      AND assignments.status = 'leased' AND assignments.expires_at > :now
-      AND rounds.status = 'open'
+      AND assignments.status = :leased AND assignments.expires_at > :now
+      AND rounds.status = :open
     FOR UPDATE OF assignments, rounds
 ), claimed AS (
-    UPDATE assignments SET status = 'submitted'
+    UPDATE assignments SET status = :submitted
     WHERE id IN (SELECT id FROM target) RETURNING id
 ), counted AS (
     UPDATE rounds SET n_rankings = n_rankings + 1, last_ranking_at = :now
@@ -177,6 +178,9 @@ WITH target AS (
 )
 SELECT stored.id, counted.n_rankings FROM stored, counted, claimed, credited
 """).bindparams(
+    bindparam("leased", TaskStatus.LEASED, type_=String),
+    bindparam("submitted", TaskStatus.SUBMITTED, type_=String),
+    bindparam("open", RoundStatus.OPEN, type_=String),
     bindparam("now", type_=DateTime),
     bindparam("failed", type_=Integer),
     bindparam("quota", type_=Integer),

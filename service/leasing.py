@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import MAX_LOAD_CREDIT_S
+from rankloop.core.contracts import MAX_LOAD_CREDIT_S, CampaignStatus, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
 from service.caches import CampaignView, RoundRef, campaign_view
 from service.driver import (
@@ -104,10 +104,10 @@ def _current_lease_statement() -> Any:
             a.outerjoin(
                 running,
                 (t.c.annotator_id == a.c.id)
-                & (t.c.status == "leased")
+                & (t.c.status == TaskStatus.LEASED)
                 & (t.c.expires_at > bindparam("now", type_=DateTime))
-                & (r.c.status == "open")
-                & (c.c.status == "running")
+                & (r.c.status == RoundStatus.OPEN)
+                & (c.c.status == CampaignStatus.RUNNING)
                 & ((a.c.campaign_id.is_(None)) | (r.c.campaign_id == a.c.campaign_id)),
             )
         )
@@ -125,7 +125,9 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     leased = (
         select(t.c.round_id, func.count().label("leased"))
         .join(r, r.c.id == t.c.round_id)
-        .where(r.c.status == "open", t.c.status == "leased", t.c.expires_at > now)
+        .where(
+            r.c.status == RoundStatus.OPEN, t.c.status == TaskStatus.LEASED, t.c.expires_at > now
+        )
         .group_by(t.c.round_id)
         .subquery()
     )
@@ -134,7 +136,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     mine = select(t.c.id).where(
         t.c.round_id == r.c.id,
         t.c.annotator_id == annotator_id,
-        (t.c.status != "leased") | (t.c.expires_at > now),
+        (t.c.status != TaskStatus.LEASED) | (t.c.expires_at > now),
     )
     ranked_round = r.alias("ranked_round")
     done_here = (
@@ -143,7 +145,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .where(rk.c.annotator_id == annotator_id, ranked_round.c.campaign_id == r.c.campaign_id)
         .scalar_subquery()
     )
-    eligible = [c.c.status == "running", r.c.status == "open"]
+    eligible = [c.c.status == CampaignStatus.RUNNING, r.c.status == RoundStatus.OPEN]
     if own_campaign:
         eligible.append(r.c.campaign_id == bindparam("annotator_campaign_id"))
     return (
@@ -176,7 +178,8 @@ def _renew_expired_lease() -> dict[str, Any]:
             "expires_at": excluded.expires_at,
             "shown_at": None,
         },
-        "where": (TASKS.c.status == "leased") & (TASKS.c.expires_at <= excluded.created_at),
+        "where": (TASKS.c.status == TaskStatus.LEASED)
+        & (TASKS.c.expires_at <= excluded.created_at),
     }
 
 
@@ -193,7 +196,7 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
         bindparam("task_id", type_=String),
         r.c.id,
         bindparam("annotator_id", type_=String),
-        literal("leased", String),
+        literal(TaskStatus.LEASED, String),
         now,
         now + func.make_interval(0, 0, 0, 0, 0, 0, lease_s),
     )
@@ -226,12 +229,12 @@ def _withdraw_over_quorum_statement() -> Any:
     running = (
         select(func.count())
         .select_from(t)
-        .where(t.c.round_id == round_id, t.c.status == "leased", t.c.expires_at > now)
+        .where(t.c.round_id == round_id, t.c.status == TaskStatus.LEASED, t.c.expires_at > now)
         .scalar_subquery()
     )
     return (
         update(t)
-        .where(t.c.id == bindparam("task_id"), t.c.status == "leased")
+        .where(t.c.id == bindparam("task_id"), t.c.status == TaskStatus.LEASED)
         .where(rankings + running > bindparam("quorum"))
         .values(expires_at=t.c.created_at)
         .returning(t.c.id)
@@ -343,7 +346,7 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
                 id=new_short_id(),
                 round_id=round_.id,
                 annotator_id=annotator_id,
-                status="leased",
+                status=TaskStatus.LEASED,
                 created_at=now,
                 expires_at=expires_at,
             )
@@ -378,7 +381,7 @@ def credit_loading(
         raise NotFound(f"no task {task_id!r}")
     if task.annotator_id != annotator_id:
         raise Forbidden("this task was given to another annotator")
-    if task.status != "leased" or task.expires_at <= now:
+    if task.status != TaskStatus.LEASED or task.expires_at <= now:
         raise Gone("this task's lease is over: fetch the next task")
     if task.shown_at is None:
         elapsed = max(0.0, (now - task.created_at).total_seconds())

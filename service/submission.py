@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
 from service.driver import ANNOTATORS, RANKINGS, ROUNDS, TASKS
@@ -78,7 +79,7 @@ def repeated(session: Session, task_id: str, order: list[Any]) -> Submitted:
 
 COUNT_RANKING = (
     update(ROUNDS)
-    .where(ROUNDS.c.id == bindparam("round_id"), ROUNDS.c.status == "open")
+    .where(ROUNDS.c.id == bindparam("round_id"), ROUNDS.c.status == RoundStatus.OPEN)
     .values(n_rankings=ROUNDS.c.n_rankings + 1, last_ranking_at=bindparam("now", type_=DateTime))
     .returning(ROUNDS.c.campaign_id, ROUNDS.c.number, ROUNDS.c.n_rankings)
 )
@@ -154,9 +155,9 @@ def submit(
     settings = campaign.settings
     if task.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
-    if task.status == "submitted":
+    if task.status == TaskStatus.SUBMITTED:
         return repeated(session, task_id, order)
-    if round_.status != "open":
+    if round_.status != RoundStatus.OPEN:
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
     if late:
@@ -166,7 +167,7 @@ def submit(
             .where(
                 Assignment.round_id == round_.id,
                 Assignment.id != task.id,
-                Assignment.status == "leased",
+                Assignment.status == TaskStatus.LEASED,
                 Assignment.expires_at > now,
             )
         )
@@ -177,8 +178,8 @@ def submit(
     passed = attention_passed(positions, images)
     claimed = session.execute(
         update(TASKS)
-        .where(TASKS.c.id == task.id, TASKS.c.status == "leased")
-        .values(status="submitted")
+        .where(TASKS.c.id == task.id, TASKS.c.status == TaskStatus.LEASED)
+        .values(status=TaskStatus.SUBMITTED)
     )
     if rowcount(claimed) != 1:  # submitted in parallel
         return repeated(session, task_id, order)

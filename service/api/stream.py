@@ -39,6 +39,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import ServiceUnavailable
 
+from rankloop.core.contracts import CampaignStatus, RoundStatus
 from rankloop.core.errors import NotFound, Unauthorized
 from service.api import responses
 from service.api.campaigns import owned_campaign
@@ -247,7 +248,7 @@ def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> di
     count, latest = session.execute(
         select(func.count(), func.max(Round.id))
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Round.status == "open", Campaign.status == "running")
+        .where(Round.status == RoundStatus.OPEN, Campaign.status == CampaignStatus.RUNNING)
     ).one()
     return {"pool": True, "open_rounds": count, "latest_round": latest}
 

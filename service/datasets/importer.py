@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, InvalidInput
 from service.auth import hash_token
 from service.models import Annotator, Assignment, Campaign, Image, Ranking, Round
@@ -94,7 +95,7 @@ def _campaign(session: Session, row: dict[str, Any]) -> str:
             id=campaign_id,
             name=f"imported {campaign_id}",
             prompt=row["prompt"],
-            status="stopped",
+            status=CampaignStatus.STOPPED,
             settings=json.loads(row["settings"]),
         )
     )
@@ -105,7 +106,7 @@ def _campaign(session: Session, row: dict[str, Any]) -> str:
 def _round(session: Session, campaign_id: str, row: dict[str, Any]) -> Round:
     round_ = Round(
         campaign_id=campaign_id, number=int(row["round"]), kind=row["round_kind"],
-        status="closed", state_key=row["state_key"],
+        status=RoundStatus.CLOSED, state_key=row["state_key"],
         previous_state_key=row["previous_state_key"],
     )  # fmt: skip
     session.add(round_)
@@ -150,7 +151,7 @@ def _ranking(session: Session, round_: Round, row: dict[str, Any]) -> None:
     submitted = _naive(row["submitted_at"])
     leased = _naive(row["leased_at"]) if row.get("leased_at") else submitted
     assignment = Assignment(
-        round_id=round_.id, annotator_id=row["annotator_id"], status="submitted",
+        round_id=round_.id, annotator_id=row["annotator_id"], status=TaskStatus.SUBMITTED,
         created_at=leased, expires_at=submitted,
     )  # fmt: skip
     session.add(assignment)
