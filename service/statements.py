@@ -30,8 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import FromClause
 
-from rankloop.core.contracts import RoundStatus, TaskStatus
-from service.driver import ANNOTATORS, RANKINGS, ROUNDS, TASKS
+from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
+from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
 
 
 def now_param() -> Any:
@@ -40,6 +40,12 @@ def now_param() -> Any:
 
 
 # -- leases ------------------------------------------------------------------------------------
+
+
+def round_leasable(rounds: FromClause = ROUNDS, campaigns: FromClause = CAMPAIGNS) -> Any:
+    """A round annotators are given tasks on (joined with its campaign): open, and its campaign
+    running (a paused campaign's open round waits)."""
+    return (rounds.c.status == RoundStatus.OPEN) & (campaigns.c.status == CampaignStatus.RUNNING)
 
 
 def lease_running(now: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
@@ -165,4 +171,5 @@ __all__ = [
     "lease_running",
     "now_param",
     "ranking_row",
+    "round_leasable",
 ]

@@ -39,7 +39,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import ServiceUnavailable
 
-from rankloop.core.contracts import CampaignStatus, RoundStatus
 from rankloop.core.errors import NotFound, Unauthorized
 from service.api import responses
 from service.api.campaigns import owned_campaign
@@ -48,6 +47,7 @@ from service.api.responses import json_response
 from service.auth import Owner, hash_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, OwnerKey, Ranking, Round, utcnow
+from service.statements import round_leasable
 
 bp = Blueprint("stream", __name__, url_prefix="/api")
 
@@ -248,7 +248,7 @@ def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> di
     count, latest = session.execute(
         select(func.count(), func.max(Round.id))
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Round.status == RoundStatus.OPEN, Campaign.status == CampaignStatus.RUNNING)
+        .where(round_leasable())
     ).one()
     return {"pool": True, "open_rounds": count, "latest_round": latest}
 
