@@ -69,8 +69,10 @@ class Feed(StrEnum):
     PAIRWISE = "pairwise"  # its weighted pairwise matrix
 
 
-FEEDS: Final = tuple(feed.value for feed in Feed)  # plain words, for click's choices
-DEFAULT_FEED: Final = Feed.PAIRWISE  # beat the order alone in `rankloop bench consensus`
+# Plain words (click's choices and defaults refuse a member); the pairwise default beat the order
+# alone in `rankloop bench consensus`.
+FEEDS: Final = tuple(feed.value for feed in Feed)
+DEFAULT_FEED: Final = Feed.PAIRWISE.value
 
 # -- limits ----------------------------------------------------------------------------------
 MIN_M: Final = 2
