@@ -378,12 +378,18 @@ def credit_loading(
     annotator_id = session.scalar(select(Annotator.id).where(Annotator.token_hash == token_hash))
     if annotator_id is None:
         raise _unknown_token()
-    task = session.get(Assignment, task_id, with_for_update=True)
-    if task is None:
+    found = session.execute(
+        select(Assignment, lease_running(now).label("running"))
+        .where(Assignment.id == task_id)
+        .with_for_update(of=Assignment)
+        .execution_options(populate_existing=True)
+    ).first()
+    if found is None:
         raise NotFound(f"no task {task_id!r}")
+    task, running = found
     if task.annotator_id != annotator_id:
         raise Forbidden("this task was given to another annotator")
-    if task.status != TaskStatus.LEASED or task.expires_at <= now:
+    if not running:
         raise Gone("this task's lease is over: fetch the next task")
     if task.shown_at is None:
         elapsed = max(0.0, (now - task.created_at).total_seconds())
