@@ -37,13 +37,9 @@ def pause(session: Session, campaign_id: str, actor: str | None = None) -> Outco
 
 
 def stop(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
-    return _set_status(
-        session,
-        campaign_id,
-        (CampaignStatus.DRAFT, *CAMPAIGN_LIVE, CampaignStatus.FAILED),
-        CampaignStatus.STOPPED,
-        actor,
-    )
+    # A campaign not yet ended, or a failed one (its owner gives up on it).
+    allowed = (CampaignStatus.DRAFT, *CAMPAIGN_LIVE, CampaignStatus.FAILED)
+    return _set_status(session, campaign_id, allowed, CampaignStatus.STOPPED, actor)
 
 
 def resume(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
