@@ -25,7 +25,7 @@ Glossary (one concept, one name; database columns and API fields keep their name
 task
     What an annotator is given: one round to rank, held under a *lease* until ``expires_at``.
     A row of the ``assignments`` table (model :class:`~service.models.Assignment`), called
-    ``task_id`` in the API. Its statuses are ``contracts.TASK_STATUSES``.
+    ``task_id`` in the API. Its statuses are ``contracts.TaskStatus``.
 Celery job
     A message on the broker (the render job on the ``gpu`` queue, the bookkeeping jobs on the
     ``coord`` queue); Celery calls them tasks, :mod:`service.tasks` (Flask's name for that

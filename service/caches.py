@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
 from service.models import Campaign, Image
 
@@ -49,7 +50,7 @@ class RoundRef:
     id: int
     campaign_id: str
     number: int
-    status: str = "open"
+    status: str = RoundStatus.OPEN
 
 
 class RoundLike(Protocol):
@@ -106,7 +107,7 @@ def round_images(session: Session, round_: RoundLike) -> tuple[ImageView, ...]:
         .order_by(Image.position)
     ).all()
     images = tuple(ImageView(*row) for row in rows)
-    if images and round_.status != "rendering":
+    if images and round_.status != RoundStatus.RENDERING:
         _remember(_IMAGES, cache_key, images)
     return images
 

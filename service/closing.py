@@ -18,10 +18,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
-    ATTENTION,
     CAMPAIGN_ENDED,
-    CANDIDATE,
+    CAMPAIGN_LIVE,
     HEARTBEAT_STALE_S,
+    CampaignStatus,
+    ImageRole,
+    RoundStatus,
 )
 from rankloop.core.round_step import candidate_feed
 from service.db import session_scope
@@ -62,7 +64,7 @@ def winner_image(round_: Round) -> Image | None:
     by_position = {image.position: image for image in round_.images}
     for position in round_.consensus.order:
         image = by_position.get(position)
-        if image is not None and image.role == CANDIDATE:
+        if image is not None and image.role == ImageRole.CANDIDATE:
             return image
     return None
 
@@ -79,7 +81,7 @@ def _count_rankings(session: Session, round_id: int) -> int:
 def _open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | None:
     """The round and its campaign while the round is open; else None (and the read ends)."""
     round_ = session.get(Round, round_id)
-    if round_ is None or round_.status != "open":
+    if round_ is None or round_.status != RoundStatus.OPEN:
         session.rollback()
         return None
     campaign = session.get(Campaign, round_.campaign_id)
@@ -124,7 +126,9 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
 
     now = now or utcnow()
     campaign = get_campaign(session, round_.campaign_id, lock=True)
-    if not compare_and_set(session, round_, "open", status="closed", closed_at=now):
+    if not compare_and_set(
+        session, round_, RoundStatus.OPEN, status=RoundStatus.CLOSED, closed_at=now
+    ):
         session.rollback()
         return Outcome()
     # An annotator the owner revoked and excluded counts in no consensus from then on.
@@ -171,7 +175,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
     if campaign.status in CAMPAIGN_ENDED:
         pass
     elif round_.number + 1 >= int(settings["rounds"]):
-        campaign.status, campaign.finished_at = "finished", now
+        campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
         audit(session, "campaign_finished", campaign.id, round_.number)
         outcome.events.append("finished")
     else:
@@ -196,7 +200,7 @@ def round_consensus(
     # (Imported on first use: scipy's import takes about a second; see warm_up_consensus.)
     from rankloop.core.consensus import aggregate
 
-    attention = [i.position for i in images if i.role == ATTENTION]
+    attention = [i.position for i in images if i.role == ImageRole.ATTENTION]
     result = aggregate(
         list(rankings),
         len(images),
@@ -227,7 +231,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     if compare_and_set(
         session,
         round_,
-        "open",
+        RoundStatus.OPEN,
         deadline=now + dt.timedelta(seconds=seconds),
         extensions=round_.extensions + 1,
     ):
@@ -255,7 +259,7 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     never came back within ``render_timeout_s``: sent again (the render job is idempotent, and a
     second result for the same round is refused by :func:`service.rendering.round_rendered`)."""
     round_ = session.get(Round, round_id)
-    if round_ is None or round_.status != "rendering":
+    if round_ is None or round_.status != RoundStatus.RENDERING:
         session.rollback()
         return Outcome()
     campaign = session.get(Campaign, round_.campaign_id)
@@ -269,7 +273,7 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
         sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)
     )
     outcome = Outcome()
-    if lost and compare_and_set(session, round_, "rendering", render_enqueued_at=now):
+    if lost and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
         audit(session, "round_render_resent", campaign.id, round_.number)
         outcome.renders.append(render_message(campaign, round_))
         session.commit()
@@ -329,7 +333,11 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     due = session.scalars(
         select(Round.id)
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Campaign.status == "running", Round.status == "open", Round.deadline <= now)
+        .where(
+            Campaign.status == CampaignStatus.RUNNING,
+            Round.status == RoundStatus.OPEN,
+            Round.deadline <= now,
+        )
     ).all()
     # Quorum in but still open: the close (inline, after the last ranking's commit) died with
     # its web process. Closed now, not at the deadline.
@@ -337,8 +345,8 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         select(Round.id)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(
-            Campaign.status == "running",
-            Round.status == "open",
+            Campaign.status == CampaignStatus.RUNNING,
+            Round.status == RoundStatus.OPEN,
             Round.deadline > now,
             Round.n_rankings >= Campaign.settings["annotators_per_round"].as_integer(),
         )
@@ -346,7 +354,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     rendering = session.scalars(
         select(Round.id)
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Round.status == "rendering", Campaign.status.in_(("running", "paused")))
+        .where(Round.status == RoundStatus.RENDERING, Campaign.status.in_(CAMPAIGN_LIVE))
         .order_by(Round.id)  # the oldest waiting render takes a free render slot first
     ).all()
     session.rollback()

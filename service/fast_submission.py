@@ -14,23 +14,35 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, bindparam, select, text, update
+from sqlalchemy import bindparam, false, insert, select, true
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import InvalidInput, Unauthorized
 from service.caches import RoundRef, campaign_view, round_images
-from service.driver import ANNOTATORS, ROUNDS, TASKS, autocommit_on_postgres, run_on_driver
+from service.driver import (
+    ANNOTATORS,
+    RANKINGS,
+    ROUNDS,
+    TASKS,
+    autocommit_on_postgres,
+    run_on_driver,
+)
 from service.models import Annotator, utcnow
 from service.ranking_rules import attention_passed, parse_order
-from service.submission import (
+from service.statements import (
     COUNT_RANKING,
     CREDIT_ANNOTATOR,
     INSERT_RANKING,
-    Submitted,
+    claim_task,
+    count_ranking,
     credit,
-    quorum_reached,
-    submit,
+    credit_annotator,
+    lease_running,
+    now_param,
+    ranking_row,
 )
+from service.submission import Submitted, quorum_reached, submit
 
 
 def submit_by_token(
@@ -61,20 +73,14 @@ def _reference_path(
 # -- one short transaction -------------------------------------------------------------------------
 
 # Claims a running lease of this annotator (and, on PostgreSQL, locks it).
-_CLAIM = (
-    update(TASKS)
-    .where(
-        TASKS.c.id == bindparam("task_id"),
-        TASKS.c.status == "leased",
-        TASKS.c.expires_at > bindparam("now", type_=DateTime),
-        TASKS.c.annotator_id
-        == select(ANNOTATORS.c.id)
-        .where(ANNOTATORS.c.token_hash == bindparam("token_hash"))
-        .scalar_subquery(),
-    )
-    .values(status="submitted")
-    .returning(TASKS.c.round_id, TASKS.c.annotator_id)
-)
+_CLAIM = claim_task(
+    TASKS.c.id == bindparam("task_id"),
+    lease_running(now_param()),
+    TASKS.c.annotator_id
+    == select(ANNOTATORS.c.id)
+    .where(ANNOTATORS.c.token_hash == bindparam("token_hash"))
+    .scalar_subquery(),
+).returning(TASKS.c.round_id, TASKS.c.annotator_id)
 
 
 def _submit_in_steps(
@@ -140,49 +146,51 @@ _TASK_OF_TOKEN = (
     .where(ANNOTATORS.c.token_hash == bindparam("token_hash"))
 )
 
-# Everything a stored ranking changes, in one statement (so, on its own, one transaction): the
-# writes of service.submission (_CLAIM, COUNT_RANKING, CREDIT_ANNOTATOR, INSERT_RANKING) in SQL.
-# `target` locks the task and its round and re-checks both after any wait (READ COMMITTED
-# re-evaluates a locked row's conditions on its newest version): a parallel submission of the
-# same task, or a round closed meanwhile, leaves it empty, and then nothing is written.
-_SUBMIT_POSTGRES = text("""
-WITH target AS (
-    SELECT assignments.id, assignments.round_id, assignments.annotator_id
-    FROM assignments JOIN rounds ON rounds.id = assignments.round_id
-    WHERE assignments.id = :task_id AND assignments.annotator_id = :annotator_id
-      AND assignments.status = 'leased' AND assignments.expires_at > :now
-      AND rounds.status = 'open'
-    FOR UPDATE OF assignments, rounds
-), claimed AS (
-    UPDATE assignments SET status = 'submitted'
-    WHERE id IN (SELECT id FROM target) RETURNING id
-), counted AS (
-    UPDATE rounds SET n_rankings = n_rankings + 1, last_ranking_at = :now
-    WHERE id IN (SELECT round_id FROM target) RETURNING n_rankings
-), credited AS (
-    UPDATE annotators SET
-        tasks_done = tasks_done + 1,
-        last_seen = :now,
-        attention_failed = attention_failed + :failed,
-        completion_code = CASE WHEN completion_code IS NULL AND tasks_done + 1 >= :quota
-                               THEN CAST(:code AS VARCHAR) ELSE completion_code END
-    WHERE id IN (SELECT annotator_id FROM target) RETURNING id
-), stored AS (
-    INSERT INTO rankings (assignment_id, round_id, annotator_id, "order", positions,
-                          attention_passed, late, created_at)
-    SELECT id, round_id, annotator_id, CAST(:order AS JSON), CAST(:positions AS JSON),
-           CAST(:passed AS BOOLEAN), false, :now
-    FROM target
-    RETURNING id
-)
-SELECT stored.id, counted.n_rankings FROM stored, counted, claimed, credited
-""").bindparams(
-    bindparam("now", type_=DateTime),
-    bindparam("failed", type_=Integer),
-    bindparam("quota", type_=Integer),
-    bindparam("order", type_=JSON),
-    bindparam("positions", type_=JSON),
-)
+
+def _submit_postgres_statement() -> Any:
+    """Everything a stored ranking changes, in one statement (so, on its own, one transaction):
+    the writes of the steps above, as data-modifying CTEs built from the same statements.
+    ``target`` locks the task and its round and re-checks both after any wait (READ COMMITTED
+    re-evaluates a locked row's conditions on its newest version): a parallel submission of the
+    same task, or a round closed meanwhile, leaves it empty, and then nothing is written."""
+    t, r = TASKS, ROUNDS
+    target = (
+        select(t.c.id, t.c.round_id, t.c.annotator_id)
+        .join(r, r.c.id == t.c.round_id)
+        .where(
+            t.c.id == bindparam("task_id"),
+            t.c.annotator_id == bindparam("annotator_id"),
+            lease_running(now_param()),
+            r.c.status == RoundStatus.OPEN,
+        )
+        .with_for_update(of=[t, r])
+        .cte("target")
+    )
+    claimed = claim_task(t.c.id.in_(select(target.c.id))).returning(t.c.id).cte("claimed")
+    counted = (
+        count_ranking(r.c.id.in_(select(target.c.round_id)))
+        .returning(r.c.n_rankings)
+        .cte("counted")
+    )
+    credited = (
+        credit_annotator(ANNOTATORS.c.id.in_(select(target.c.annotator_id)))
+        .returning(ANNOTATORS.c.id)
+        .cte("credited")
+    )
+    row = ranking_row(target.c.id, target.c.round_id, target.c.annotator_id, false())
+    stored = (
+        insert(RANKINGS)
+        .from_select(list(row), select(*row.values()))
+        .returning(RANKINGS.c.id)
+        .cte("stored")
+    )
+    # Joined, not just selected: a CTE that wrote nothing empties the answer.
+    return select(stored.c.id, counted.c.n_rankings).select_from(
+        stored.join(counted, true()).join(claimed, true()).join(credited, true())
+    )
+
+
+_SUBMIT_POSTGRES = _submit_postgres_statement()
 
 
 def _submit_postgres(

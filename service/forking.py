@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import ConsensusFeed
+from rankloop.core.contracts import CampaignStatus, ConsensusFeed
 from rankloop.core.errors import Conflict, InvalidInput
 from service.models import Campaign
 from service.rendering import Outcome, new_round
@@ -55,7 +55,7 @@ def fork(session: Session, source_id: str, round_number: int, changes: dict[str,
     if create.rounds <= round_number:
         raise InvalidInput(f"rounds counts from 0: a fork at round {round_number} needs more")
     campaign = Campaign(name=create.name, prompt=create.prompt, settings=create.settings(),
-                        owner_key_id=owner_key_id, status="running")  # fmt: skip
+                        owner_key_id=owner_key_id, status=CampaignStatus.RUNNING)  # fmt: skip
     session.add(campaign)
     session.flush()
     audit(session, "campaign_forked", campaign.id, round_number, actor=actor,

@@ -20,10 +20,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, bindparam, func, literal, select, update
+from sqlalchemy import Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import MAX_LOAD_CREDIT_S
+from rankloop.core.contracts import MAX_LOAD_CREDIT_S, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
 from service.caches import CampaignView, RoundRef, campaign_view
 from service.driver import (
@@ -37,6 +37,14 @@ from service.driver import (
     run_on_driver,
 )
 from service.models import Annotator, Assignment, Campaign, Round, new_short_id, utcnow
+from service.statements import (
+    lease_ends,
+    lease_ends_sql,
+    lease_lapsed,
+    lease_running,
+    now_param,
+    round_leasable,
+)
 
 LAST_SEEN_EVERY = dt.timedelta(seconds=60)  # ``annotators.last_seen``: one write a minute at most
 
@@ -104,10 +112,8 @@ def _current_lease_statement() -> Any:
             a.outerjoin(
                 running,
                 (t.c.annotator_id == a.c.id)
-                & (t.c.status == "leased")
-                & (t.c.expires_at > bindparam("now", type_=DateTime))
-                & (r.c.status == "open")
-                & (c.c.status == "running")
+                & lease_running(now_param())
+                & round_leasable()
                 & ((a.c.campaign_id.is_(None)) | (r.c.campaign_id == a.c.campaign_id)),
             )
         )
@@ -120,21 +126,20 @@ def _current_lease_statement() -> Any:
 def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     """The open round that most needs this annotator's ranking (see the module's docstring)."""
     t, r, c, rk = TASKS, ROUNDS, CAMPAIGNS, RANKINGS
-    now = bindparam("now", type_=DateTime)
+    now = now_param()
     annotator_id = bindparam("annotator_id", type_=String)
     leased = (
         select(t.c.round_id, func.count().label("leased"))
         .join(r, r.c.id == t.c.round_id)
-        .where(r.c.status == "open", t.c.status == "leased", t.c.expires_at > now)
+        .where(r.c.status == RoundStatus.OPEN, lease_running(now))
         .group_by(t.c.round_id)
         .subquery()
     )
     quorum = c.c.settings["annotators_per_round"].as_integer()
     need = quorum - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
+    # This annotator's task on the round, but a lapsed lease (that one is renewed instead).
     mine = select(t.c.id).where(
-        t.c.round_id == r.c.id,
-        t.c.annotator_id == annotator_id,
-        (t.c.status != "leased") | (t.c.expires_at > now),
+        t.c.round_id == r.c.id, t.c.annotator_id == annotator_id, ~lease_lapsed(now)
     )
     ranked_round = r.alias("ranked_round")
     done_here = (
@@ -143,7 +148,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .where(rk.c.annotator_id == annotator_id, ranked_round.c.campaign_id == r.c.campaign_id)
         .scalar_subquery()
     )
-    eligible = [c.c.status == "running", r.c.status == "open"]
+    eligible = [round_leasable()]
     if own_campaign:
         eligible.append(r.c.campaign_id == bindparam("annotator_campaign_id"))
     return (
@@ -176,7 +181,7 @@ def _renew_expired_lease() -> dict[str, Any]:
             "expires_at": excluded.expires_at,
             "shown_at": None,
         },
-        "where": (TASKS.c.status == "leased") & (TASKS.c.expires_at <= excluded.created_at),
+        "where": lease_lapsed(excluded.created_at),
     }
 
 
@@ -186,16 +191,16 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     t, r, c = TASKS, ROUNDS, CAMPAIGNS
-    now = bindparam("now", type_=DateTime)
+    now = now_param()
     lease_s = c.c.settings["lease_s"].as_float()
     choice = _round_to_lease(
         own_campaign,
         bindparam("task_id", type_=String),
         r.c.id,
         bindparam("annotator_id", type_=String),
-        literal("leased", String),
+        literal(TaskStatus.LEASED, String),
         now,
-        now + func.make_interval(0, 0, 0, 0, 0, 0, lease_s),
+        lease_ends_sql(now, lease_s),
     )
     inserted = (
         pg_insert(t)
@@ -221,17 +226,17 @@ def _withdraw_over_quorum_statement() -> Any:
     least one sees the other and steps back (both may: then both look again), so running
     leases never stay above the quorum."""
     t, r = TASKS, ROUNDS
-    round_id, now = bindparam("round_id", type_=Integer), bindparam("now", type_=DateTime)
+    round_id, now = bindparam("round_id", type_=Integer), now_param()
     rankings = select(r.c.n_rankings).where(r.c.id == round_id).scalar_subquery()
     running = (
         select(func.count())
         .select_from(t)
-        .where(t.c.round_id == round_id, t.c.status == "leased", t.c.expires_at > now)
+        .where(t.c.round_id == round_id, lease_running(now))
         .scalar_subquery()
     )
     return (
         update(t)
-        .where(t.c.id == bindparam("task_id"), t.c.status == "leased")
+        .where(t.c.id == bindparam("task_id"), t.c.status == TaskStatus.LEASED)
         .where(rankings + running > bindparam("quorum"))
         .values(expires_at=t.c.created_at)
         .returning(t.c.id)
@@ -246,7 +251,7 @@ _LEASE_ROUND_POSTGRES = {True: _lease_round_postgres(True), False: _lease_round_
 _TOUCH_ANNOTATOR = (
     update(ANNOTATORS)
     .where(ANNOTATORS.c.id == bindparam("annotator_id"))
-    .values(last_seen=bindparam("now", type_=DateTime))
+    .values(last_seen=now_param())
 )
 
 
@@ -336,14 +341,14 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
             continue
         round_ = RoundRef(target.id, target.campaign_id, target.number)
         campaign = campaign_view(session, round_.campaign_id)
-        expires_at = now + dt.timedelta(seconds=float(campaign.settings["lease_s"]))
+        expires_at = lease_ends(now, float(campaign.settings["lease_s"]))
         inserted = session.execute(
             insert_on_conflict(session, TASKS)
             .values(
                 id=new_short_id(),
                 round_id=round_.id,
                 annotator_id=annotator_id,
-                status="leased",
+                status=TaskStatus.LEASED,
                 created_at=now,
                 expires_at=expires_at,
             )
@@ -373,12 +378,18 @@ def credit_loading(
     annotator_id = session.scalar(select(Annotator.id).where(Annotator.token_hash == token_hash))
     if annotator_id is None:
         raise _unknown_token()
-    task = session.get(Assignment, task_id, with_for_update=True)
-    if task is None:
+    found = session.execute(
+        select(Assignment, lease_running(now).label("running"))
+        .where(Assignment.id == task_id)
+        .with_for_update(of=Assignment)
+        .execution_options(populate_existing=True)
+    ).first()
+    if found is None:
         raise NotFound(f"no task {task_id!r}")
+    task, running = found
     if task.annotator_id != annotator_id:
         raise Forbidden("this task was given to another annotator")
-    if task.status != "leased" or task.expires_at <= now:
+    if not running:
         raise Gone("this task's lease is over: fetch the next task")
     if task.shown_at is None:
         elapsed = max(0.0, (now - task.created_at).total_seconds())

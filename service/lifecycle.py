@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import CAMPAIGN_LIVE, CampaignStatus, RoundStatus
 from rankloop.core.errors import Conflict
 from service.models import utcnow
 from service.rendering import Outcome, drop_heartbeat, new_round, render_message
@@ -18,10 +19,10 @@ from service.transitions import audit, compare_and_set, get_campaign
 def start(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
     """Draft or paused -> running; the first round's render when there is none yet."""
     campaign = get_campaign(session, campaign_id, lock=True)
-    if campaign.status not in ("draft", "paused"):
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise Conflict(f"campaign is {campaign.status}: only a draft or paused campaign starts")
     outcome = Outcome()
-    campaign.status = "running"
+    campaign.status = CampaignStatus.RUNNING
     audit(session, "campaign_started", campaign.id, actor=actor)
     if not campaign.rounds:
         outcome.renders.append(new_round(session, campaign, 0, None, None))
@@ -30,31 +31,38 @@ def start(session: Session, campaign_id: str, actor: str | None = None) -> Outco
 
 
 def pause(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
-    return _set_status(session, campaign_id, ("running",), "paused", actor)
+    return _set_status(
+        session, campaign_id, (CampaignStatus.RUNNING,), CampaignStatus.PAUSED, actor
+    )
 
 
 def stop(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
-    return _set_status(
-        session, campaign_id, ("draft", "running", "paused", "failed"), "stopped", actor
-    )
+    # A campaign not yet ended, or a failed one (its owner gives up on it).
+    allowed = (CampaignStatus.DRAFT, *CAMPAIGN_LIVE, CampaignStatus.FAILED)
+    return _set_status(session, campaign_id, allowed, CampaignStatus.STOPPED, actor)
 
 
 def resume(session: Session, campaign_id: str, actor: str | None = None) -> Outcome:
     """Paused -> running; failed -> running with the failed round's render sent again."""
     campaign = get_campaign(session, campaign_id, lock=True)
-    if campaign.status not in ("paused", "failed"):
+    if campaign.status not in (CampaignStatus.PAUSED, CampaignStatus.FAILED):
         raise Conflict(f"campaign is {campaign.status}: only a paused or failed campaign resumes")
     outcome = Outcome()
-    if campaign.status == "failed":
+    if campaign.status == CampaignStatus.FAILED:
         for round_ in campaign.rounds:
-            if round_.status == "failed" and compare_and_set(
-                session, round_, "failed", status="rendering", error=None, render_enqueued_at=None
+            if round_.status == RoundStatus.FAILED and compare_and_set(
+                session,
+                round_,
+                RoundStatus.FAILED,
+                status=RoundStatus.RENDERING,
+                error=None,
+                render_enqueued_at=None,
             ):
                 outcome.renders.append(render_message(campaign, round_))
         campaign.error = None
     if not campaign.rounds:
         outcome.renders.append(new_round(session, campaign, 0, None, None))
-    campaign.status = "running"
+    campaign.status = CampaignStatus.RUNNING
     audit(session, "campaign_resumed", campaign.id, actor=actor)
     session.commit()
     for message in outcome.renders:
@@ -64,13 +72,17 @@ def resume(session: Session, campaign_id: str, actor: str | None = None) -> Outc
 
 
 def _set_status(
-    session: Session, campaign_id: str, allowed: tuple[str, ...], status: str, actor: str | None
+    session: Session,
+    campaign_id: str,
+    allowed: tuple[CampaignStatus, ...],
+    status: CampaignStatus,
+    actor: str | None,
 ) -> Outcome:
     campaign = get_campaign(session, campaign_id, lock=True)
     if campaign.status not in allowed:
         raise Conflict(f"campaign is {campaign.status}: cannot go to {status} from there")
     campaign.status = status
-    if status == "stopped":
+    if status == CampaignStatus.STOPPED:
         campaign.finished_at = utcnow()
     audit(session, f"campaign_{status}", campaign.id, actor=actor)
     session.commit()

@@ -37,7 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, ROUND_STATUSES
+from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
 from service.db import session_scope
 from service.models import Campaign, Ranking, Round, utcnow
 from service.routing import Reply, operation
@@ -48,8 +48,8 @@ bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RENDER_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 # Since when a round has been in its state, for the states a round leaves by itself.
-_SINCE = {"rendering": func.coalesce(Round.render_enqueued_at, Round.created_at),
-          "open": Round.opened_at}  # fmt: skip
+_SINCE = {RoundStatus.RENDERING: func.coalesce(Round.render_enqueued_at, Round.created_at),
+          RoundStatus.OPEN: Round.opened_at}  # fmt: skip
 
 
 class DatabaseCollector(Collector):
@@ -71,7 +71,7 @@ class DatabaseCollector(Collector):
 def _rounds(session, now: dt.datetime) -> Iterator:
     counts = dict(session.execute(select(Round.status, func.count()).group_by(Round.status)).all())
     rounds = GaugeMetricFamily("rankloop_rounds", "Rounds by status", labels=["status"])
-    for status in ROUND_STATUSES:
+    for status in RoundStatus:
         rounds.add_metric([status], counts.get(status, 0))
     yield rounds
     ages = GaugeMetricFamily(

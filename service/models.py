@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from rankloop.core.contracts import CampaignStatus, ImageRole, RoundStatus, TaskStatus
+
 
 def utcnow() -> dt.datetime:
     """Now, as naive UTC (the form every timestamp column stores)."""
@@ -50,17 +52,13 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-CAMPAIGN_STATUSES = ("draft", "running", "paused", "stopped", "finished", "failed")
-ROUND_STATUSES = ("rendering", "open", "closed", "failed")
-
-
 class Campaign(Base):
     __tablename__ = "campaigns"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), default="")
     prompt: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT, index=True)
     # Campaign settings exactly as validated by service.schemas.CampaignCreate.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AnnotatorReliability.to_dict(): evidence about annotators pooled over every round.
@@ -96,7 +94,7 @@ class Round(Base):
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str | None] = mapped_column(String(16), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="rendering", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RoundStatus.RENDERING, index=True)
     # Bumped by every conditional transition: a stale writer's UPDATE matches no row.
     version: Mapped[int] = mapped_column(Integer, default=0)
     previous_state_key: Mapped[str | None] = mapped_column(String(300), default=None)
@@ -139,7 +137,7 @@ class Image(Base):
     position: Mapped[int] = mapped_column(Integer)
     # The worker's index: for a candidate, the optimizer's index into the proposal.
     index: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(16), default="candidate")
+    role: Mapped[str] = mapped_column(String(16), default=ImageRole.CANDIDATE)
     key: Mapped[str] = mapped_column(String(300))
     thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
 
@@ -187,7 +185,7 @@ class Assignment(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
     annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="leased")  # contracts.TASK_STATUSES
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.LEASED)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
     # When the page said its images were on screen (the lease was then extended by their

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from rankloop.core.contracts import ATTENTION
+from rankloop.core.contracts import ImageRole
 from rankloop.core.errors import InvalidInput
 
 
@@ -72,7 +72,7 @@ def attention_passed(positions: list[Any], images: Sequence[ShownImage]) -> bool
     """False when the degraded copy is ranked above any candidate (ranked or not) or tied with
     one (an all-tied answer must not pass without looking); None when the round has no
     attention image."""
-    attention = {i.position for i in images if i.role == ATTENTION}
+    attention = {i.position for i in images if i.role == ImageRole.ATTENTION}
     if not attention:
         return None
     flat = [p if isinstance(p, list) else [p] for p in positions]

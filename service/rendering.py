@@ -24,11 +24,14 @@ from sqlalchemy import and_, func, not_, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
-    CANDIDATE,
+    CAMPAIGN_LIVE,
+    CampaignStatus,
     ConsensusFeed,
+    ImageRole,
     RenderMessage,
     RenderResult,
     RenderSettings,
+    RoundStatus,
     heartbeat_key,
     parse,
     render_error_is_permanent,
@@ -88,7 +91,7 @@ def new_round(
     round_ = Round(
         campaign_id=campaign.id,
         number=number,
-        status="rendering",
+        status=RoundStatus.RENDERING,
         previous_state_key=previous.state_key if previous else None,
         consensus_in=None if consensus is None else consensus.model_dump(),
     )
@@ -107,18 +110,18 @@ def round_rendered(
         raise InvalidInput(f"render result for round {rendered.round_number} holds no images")
     campaign = get_campaign(session, rendered.campaign_id, lock=True)
     round_ = find_round(session, rendered.campaign_id, rendered.round_number)
-    if round_ is None or round_.status != "rendering":
+    if round_ is None or round_.status != RoundStatus.RENDERING:
         session.rollback()
         return False
     # Positions: the candidates in index order, then the attention image.
-    images = sorted(rendered.images, key=lambda i: (i.role != CANDIDATE, i.index))
+    images = sorted(rendered.images, key=lambda i: (i.role != ImageRole.CANDIDATE, i.index))
     deadline = now + dt.timedelta(seconds=float(campaign.settings["round_deadline_s"]))
     best = rendered.best
     won = compare_and_set(
         session,
         round_,
-        "rendering",
-        status="open",
+        RoundStatus.RENDERING,
+        status=RoundStatus.OPEN,
         kind=rendered.kind,
         state_key=rendered.state_key,
         manifest_key=rendered.manifest_key,
@@ -171,21 +174,25 @@ def round_failed(
     outage pauses a campaign, never ends it. True when the round changed."""
     campaign = get_campaign(session, campaign_id, lock=True)
     round_ = find_round(session, campaign_id, round_number)
-    if round_ is None or round_.status != "rendering":
+    if round_ is None or round_.status != RoundStatus.RENDERING:
         session.rollback()
         return False
     if not render_error_is_permanent(error):
-        if not compare_and_set(session, round_, "rendering", render_enqueued_at=now or utcnow()):
+        if not compare_and_set(
+            session, round_, RoundStatus.RENDERING, render_enqueued_at=now or utcnow()
+        ):
             session.rollback()
             return False
         audit(session, "round_render_error", campaign_id, round_number, error=error)
         session.commit()
         return True
-    if not compare_and_set(session, round_, "rendering", status="failed", error=error):
+    if not compare_and_set(
+        session, round_, RoundStatus.RENDERING, status=RoundStatus.FAILED, error=error
+    ):
         session.rollback()
         return False
-    if campaign.status in ("running", "paused"):
-        campaign.status = "failed"
+    if campaign.status in CAMPAIGN_LIVE:
+        campaign.status = CampaignStatus.FAILED
     campaign.error = f"round {round_number}: {error}"
     audit(session, "round_failed", campaign_id, round_number, error=error)
     session.commit()
@@ -245,7 +252,7 @@ def _mark_send(session: Session, campaign_id: str, round_number: int, **values: 
         .where(
             Round.campaign_id == campaign_id,
             Round.number == round_number,
-            Round.status == "rendering",
+            Round.status == RoundStatus.RENDERING,
         )
         .values(**values)
     )
@@ -278,8 +285,8 @@ def render_slot_free(
         .where(
             Campaign.owner_key_id.is_(None) if owner is None else Campaign.owner_key_id == owner,
             # A stopped campaign's unfinished render holds no slot (its result changes nothing).
-            Campaign.status.in_(("running", "paused")),
-            Round.status == "rendering",
+            Campaign.status.in_(CAMPAIGN_LIVE),
+            Round.status == RoundStatus.RENDERING,
             Round.render_enqueued_at.is_not(None),
             not_(and_(Round.campaign_id == campaign.id, Round.number == round_number)),
         )

@@ -3,8 +3,8 @@
 What a stored ranking changes, in one transaction: the task is marked submitted, the ranking
 row is inserted, the round counts it (only while it is open), and the annotator is credited
 (tasks done, attention checks failed, and the campaign's completion code once the quota is
-met). Those writes are the statements below, shared with the hot path
-(:mod:`service.fast_submission`), whose PostgreSQL statement spells them in SQL once more;
+met). Those writes are built from :mod:`service.statements`, as the hot path's are
+(:mod:`service.fast_submission`, its single PostgreSQL statement included);
 ``tests/test_service_submission_paths.py`` runs both paths side by side.
 
 Answers: 404 an unknown task, 403 another annotator's, 409 already submitted with another
@@ -20,27 +20,24 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Integer,
-    String,
-    bindparam,
-    case,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
-from service.driver import ANNOTATORS, RANKINGS, ROUNDS, TASKS
+from service.driver import RANKINGS, TASKS
 from service.models import Annotator, Assignment, Campaign, Round, utcnow
 from service.ranking_rules import attention_passed, parse_order
+from service.statements import (
+    COUNT_RANKING,
+    CREDIT_ANNOTATOR,
+    INSERT_RANKING,
+    claim_task,
+    credit,
+    lease_running,
+)
 from service.transitions import rowcount
 
 
@@ -74,57 +71,6 @@ def repeated(session: Session, task_id: str, order: list[Any]) -> Submitted:
     return Submitted(stored.id, stored.round_id, stored.late, stored.attention_passed, False)
 
 
-# -- the writes, shared by both paths --------------------------------------------------------------
-
-COUNT_RANKING = (
-    update(ROUNDS)
-    .where(ROUNDS.c.id == bindparam("round_id"), ROUNDS.c.status == "open")
-    .values(n_rankings=ROUNDS.c.n_rankings + 1, last_ranking_at=bindparam("now", type_=DateTime))
-    .returning(ROUNDS.c.campaign_id, ROUNDS.c.number, ROUNDS.c.n_rankings)
-)
-INSERT_RANKING = (
-    insert(RANKINGS)
-    .values(
-        assignment_id=bindparam("task_id", type_=String),
-        round_id=bindparam("round_id", type_=Integer),
-        annotator_id=bindparam("annotator_id", type_=String),
-        order=bindparam("order", type_=JSON),
-        positions=bindparam("positions", type_=JSON),
-        attention_passed=bindparam("passed", type_=Boolean),
-        late=bindparam("late", type_=Boolean),
-        created_at=bindparam("now", type_=DateTime),
-    )
-    .returning(RANKINGS.c.id)
-)
-CREDIT_ANNOTATOR = (
-    update(ANNOTATORS)
-    .where(ANNOTATORS.c.id == bindparam("annotator_id"))
-    .values(
-        tasks_done=ANNOTATORS.c.tasks_done + 1,
-        last_seen=bindparam("now", type_=DateTime),
-        attention_failed=ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer),
-        # The quota met with this ranking: the crowd platform's completion code, once.
-        completion_code=case(
-            (
-                ANNOTATORS.c.completion_code.is_(None)
-                & (ANNOTATORS.c.tasks_done + 1 >= bindparam("quota", type_=Integer)),
-                bindparam("code", type_=String),
-            ),
-            else_=ANNOTATORS.c.completion_code,
-        ),
-    )
-)
-
-
-def credit(settings: dict[str, Any], completion_code: str, passed: bool | None) -> dict[str, Any]:
-    """The parameters of :data:`CREDIT_ANNOTATOR` (but ``annotator_id`` and ``now``)."""
-    return {
-        "failed": int(passed is False),
-        "quota": int(settings["tasks_per_annotator"]),
-        "code": completion_code,
-    }
-
-
 def quorum_reached(settings: dict[str, Any], n_rankings: int) -> bool:
     return n_rankings >= int(settings["annotators_per_round"])
 
@@ -154,32 +100,23 @@ def submit(
     settings = campaign.settings
     if task.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
-    if task.status == "submitted":
+    if task.status == TaskStatus.SUBMITTED:
         return repeated(session, task_id, order)
-    if round_.status != "open":
+    if round_.status != RoundStatus.OPEN:
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
     if late:
         others_leased = session.scalar(
             select(func.count())
-            .select_from(Assignment)
-            .where(
-                Assignment.round_id == round_.id,
-                Assignment.id != task.id,
-                Assignment.status == "leased",
-                Assignment.expires_at > now,
-            )
+            .select_from(TASKS)
+            .where(TASKS.c.round_id == round_.id, TASKS.c.id != task.id, lease_running(now))
         )
         if quorum_reached(settings, round_.n_rankings + (others_leased or 0)):
             raise Gone("your lease expired and the task went to someone else")
     images = round_images(session, round_)
     positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
     passed = attention_passed(positions, images)
-    claimed = session.execute(
-        update(TASKS)
-        .where(TASKS.c.id == task.id, TASKS.c.status == "leased")
-        .values(status="submitted")
-    )
+    claimed = session.execute(claim_task(TASKS.c.id == task.id))
     if rowcount(claimed) != 1:  # submitted in parallel
         return repeated(session, task_id, order)
     counted = session.execute(COUNT_RANKING, {"round_id": round_.id, "now": now}).first()
@@ -217,11 +154,7 @@ def submit(
 
 
 __all__ = [
-    "COUNT_RANKING",
-    "CREDIT_ANNOTATOR",
-    "INSERT_RANKING",
     "Submitted",
-    "credit",
     "quorum_reached",
     "repeated",
     "submit",

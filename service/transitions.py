@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
 from service.models import AuditEvent, Campaign, Round
 
@@ -63,7 +64,9 @@ def rowcount(result: Any) -> int:
     return int(result.rowcount)  # a CursorResult: UPDATE reports the rows it matched
 
 
-def compare_and_set(session: Session, round_: Round, expected_status: str, **values: Any) -> bool:
+def compare_and_set(
+    session: Session, round_: Round, expected_status: RoundStatus, **values: Any
+) -> bool:
     """Move ``round_`` on when it is still ``expected_status`` at the version this caller read:
     True when this caller won the transition (and ``round_`` is reloaded)."""
     result = session.execute(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from rankloop.core.contracts import ATTENTION
+from rankloop.core.contracts import ImageRole
 from rankloop.core.errors import RankloopError
 from service import closing, db, fast_submission, leasing, lifecycle, submission
 from service.auth import hash_token
@@ -104,7 +104,7 @@ class Play:
         images = self.session.scalars(
             select(Image).where(Image.round_id == round_id).order_by(Image.position)
         ).all()
-        honest = sorted(images, key=lambda i: (i.role == ATTENTION, i.index))
+        honest = sorted(images, key=lambda i: (i.role == ImageRole.ATTENTION, i.index))
         ids = [i.id for i in honest]
         if kind == "attention first":
             return ids[-1:] + ids[:-1]

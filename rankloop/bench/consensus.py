@@ -28,7 +28,7 @@ from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.core.consensus.evidence import parse_rankings
 from rankloop.core.consensus.scaled_pl import fit_round
-from rankloop.core.contracts import FEEDS
+from rankloop.core.contracts import FEEDS, Feed
 from rankloop.simulation.campaign import run_campaign
 from rankloop.simulation.crowd import SimulatedAnnotator, make_crowd
 
@@ -181,10 +181,10 @@ def feed_study(
         )
         for feed in FEEDS
     }
-    paired = ratios["pairwise"] / ratios["order"]
+    paired = ratios[Feed.PAIRWISE] / ratios[Feed.ORDER]
     return {
-        "order median": float(np.median(ratios["order"])),
-        "pairwise median": float(np.median(ratios["pairwise"])),
+        "order median": float(np.median(ratios[Feed.ORDER])),
+        "pairwise median": float(np.median(ratios[Feed.PAIRWISE])),
         "geo-mean pref/order": float(np.exp(np.mean(np.log(paired)))),
         "pref wins": float(np.mean(paired < 1.0)),
         "log ratios": np.log(paired).tolist(),
@@ -296,7 +296,7 @@ def consensus_command(
         float(wilcoxon(log_ratios).pvalue) if len(log_ratios) > 1 and np.any(log_ratios) else 1.0
     )
     summary["feed"] = {
-        "winner": "pairwise" if log_ratios.mean() < 0 else "order",
+        "winner": (Feed.PAIRWISE if log_ratios.mean() < 0 else Feed.ORDER).value,
         "pooled_runs": len(log_ratios),
         "pooled_geo_mean_pref_over_order": float(np.exp(log_ratios.mean())),
         "pooled_pref_wins": float(np.mean(log_ratios < 0)),

@@ -21,6 +21,7 @@ import click
 import numpy as np
 
 from rankloop.bench.report import format_table, save_results
+from rankloop.core.contracts import CampaignStatus, ImageRole, RoundStatus, TaskStatus
 
 M = 8
 TARGET_S, TARGET_MB = 120.0, 500.0
@@ -66,14 +67,14 @@ def build(url: str, n_rankings: int, per_round: int, seed: int = 0) -> str:
         stamp = _sqlite_datetime(connection, Ranking)
         connection.execute(insert(Campaign), [
             {"id": campaign_id, "prompt": "a benchmark", "settings": settings,
-             "status": "finished"}
+             "status": CampaignStatus.FINISHED}
         ])  # fmt: skip
         connection.execute(insert(Annotator), [
             {"id": a, "campaign_id": campaign_id, "token_hash": f"h{a}"} for a in annotators
         ])  # fmt: skip
         connection.execute(insert(Round), [
             {"id": number + 1, "campaign_id": campaign_id, "number": number, "kind": "gradient",
-             "status": "closed",
+             "status": RoundStatus.CLOSED,
              "state_key": f"campaigns/{campaign_id}/rounds/{number:04d}/state.npz"}
             for number in range(n_rounds)
         ])  # fmt: skip
@@ -83,7 +84,7 @@ def build(url: str, n_rankings: int, per_round: int, seed: int = 0) -> str:
             ids = [f"{number:08x}{i:08x}" for i in range(M + 1)]
             connection.execute(insert(Image), [
                 {"id": image_id, "round_id": round_id, "position": i, "index": i,
-                 "role": "attention" if i == M else "candidate",
+                 "role": ImageRole.ATTENTION if i == M else ImageRole.CANDIDATE,
                  "key": f"{prefix}/images/{image_id}.png"}
                 for i, image_id in enumerate(ids)
             ])  # fmt: skip
@@ -96,7 +97,9 @@ def build(url: str, n_rankings: int, per_round: int, seed: int = 0) -> str:
                 positions = [*order, M]
                 when = stamp(start + dt.timedelta(seconds=ranking_id))
                 task = f"t{ranking_id:010d}"
-                assignments.append((task, round_id, annotators[j], "submitted", when, when))
+                assignments.append(
+                    (task, round_id, annotators[j], TaskStatus.SUBMITTED, when, when)
+                )
                 rankings.append((task, round_id, annotators[j], json.dumps(positions),
                                  json.dumps([ids[p] for p in positions]), True, False, when))  # fmt: skip
             connection.exec_driver_sql(assignment_sql, assignments)

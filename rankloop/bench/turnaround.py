@@ -16,6 +16,7 @@ from rankloop.bench.load_drivers import (
     REPO,
     stop_process,
 )
+from rankloop.core.contracts import ImageRole
 
 
 def render_result(campaign_id: str, number: int, m: int) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def render_result(campaign_id: str, number: int, m: int) -> dict[str, Any]:
             "index": i,
             "key": f"{prefix}/images/{i:02d}.png",
             "thumb_key": f"{prefix}/thumbs/{i:02d}.webp",
-            "role": "attention" if i == m else "candidate",
+            "role": ImageRole.ATTENTION if i == m else ImageRole.CANDIDATE,
         }
         for i in range(m + 1)
     ]

@@ -21,6 +21,7 @@ import numpy as np
 
 from rankloop.commands.errors import CampaignId, atomic_output
 from rankloop.core.consensus.krippendorff import krippendorff_alpha_ordinal, tau_with
+from rankloop.core.contracts import ImageRole
 
 
 @dataclass
@@ -68,7 +69,7 @@ def collect(
     pooled: list[np.ndarray] = []
     for round_ in source.rounds():
         rankings = by_round.pop(round_.id, [])
-        candidates = [i.position for i in round_.images if i.role == "candidate"]
+        candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
         round_stats = stats.get(round_.id) or {}
         if not rankings or not candidates:
             continue

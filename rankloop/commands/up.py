@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import click
 
+from rankloop.core.contracts import CAMPAIGN_ENDED, CampaignStatus, RoundStatus
 from rankloop.core.settings import env_name, load_settings
 
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
@@ -96,7 +97,7 @@ def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
     with app.app_context(), session_scope(app) as session:
         existing = session.scalar(
             select(Campaign)
-            .where(Campaign.status.in_(("draft", "running", "paused")))
+            .where(Campaign.status.not_in(CAMPAIGN_ENDED))
             .order_by(Campaign.created_at.desc())
             .limit(1)
         )
@@ -252,7 +253,7 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
             return 1
         progress = _progress(app, campaign_id)
         for row in progress["rounds"]:
-            if row["status"] == "closed" and row["number"] not in reported:
+            if row["status"] == RoundStatus.CLOSED and row["number"] not in reported:
                 reported.add(row["number"])
                 # "best" is the optimizer's point this round was built around (rendered clean);
                 # "winner" is the image the crowd put first in this round.
@@ -264,7 +265,7 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
                            f"{'n/a' if agreement is None else f'{agreement:.2f}'}  "
                            f"best cost {best_costs[-1]:+.3f}  winner cost {last_winner_cost:+.3f}  "
                            f"({time.monotonic() - started:.0f}s)")  # fmt: skip
-        if progress["status"] in ("finished", "failed", "stopped") and exit_when_done:
+        if progress["status"] in CAMPAIGN_ENDED and exit_when_done:
             submitted = sum(w.submitted for w in workers)
             first, last = (best_costs[0], best_costs[-1]) if best_costs else (float("nan"),) * 2
             click.echo(f"campaign {progress['status']}: {len(reported)} rounds, {submitted} simulated "
@@ -273,4 +274,4 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
                        f"{time.monotonic() - started:.0f}s")  # fmt: skip
             if progress["error"]:
                 click.echo(f"error: {progress['error']}", err=True)
-            return 0 if progress["status"] == "finished" else 1
+            return 0 if progress["status"] == CampaignStatus.FINISHED else 1

@@ -9,6 +9,7 @@ statuses, limits, the generators and their defaults, and the render message and 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,21 +25,54 @@ ROUND_FAILED_TASK: Final = "rankloop.coord.round_failed"
 CLOSE_ROUND_TASK: Final = "rankloop.coord.close_round"
 SWEEP_TASK: Final = "rankloop.coord.sweep"
 
+
 # -- statuses ----------------------------------------------------------------------------------
-CAMPAIGN_STATUSES: Final = ("draft", "running", "paused", "stopped", "finished", "failed")
-CAMPAIGN_ENDED: Final = ("stopped", "finished", "failed")  # no new round starts from these
-ROUND_STATUSES: Final = ("rendering", "open", "closed", "failed")
-# An annotator's leased task ("assignment" in the database): leased until submitted.
-TASK_STATUSES: Final = ("leased", "submitted")
+# StrEnums: a member equals its word, so the columns stay strings and the wire shows the word.
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+# No new round starts from an ended campaign. A live one (started, not ended) has its rounds
+# rendered, a paused one's too (so it resumes where it stopped), and fails with a failed render.
+CAMPAIGN_ENDED: Final = (CampaignStatus.STOPPED, CampaignStatus.FINISHED, CampaignStatus.FAILED)
+CAMPAIGN_LIVE: Final = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+
+
+class RoundStatus(StrEnum):
+    RENDERING = "rendering"
+    OPEN = "open"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class TaskStatus(StrEnum):
+    """An annotator's leased task ("assignment" in the database): leased until submitted."""
+
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+
 
 # -- a round's images ------------------------------------------------------------------------
-CANDIDATE: Final = "candidate"  # an optimizer point; its ``index`` is the optimizer's index
-ATTENTION: Final = "attention"  # the degraded copy of the current best (attention check)
-IMAGE_ROLES: Final = (CANDIDATE, ATTENTION)
+class ImageRole(StrEnum):
+    CANDIDATE = "candidate"  # an optimizer point; its ``index`` is the optimizer's index
+    ATTENTION = "attention"  # the degraded copy of the current best (attention check)
+
 
 # -- what the optimizer is told --------------------------------------------------------------
-FEEDS: Final = ("order", "pairwise")  # the consensus order, or its weighted pairwise matrix
-DEFAULT_FEED: Final = "pairwise"  # beat the order alone in `rankloop bench consensus`
+class Feed(StrEnum):
+    ORDER = "order"  # the consensus order
+    PAIRWISE = "pairwise"  # its weighted pairwise matrix
+
+
+# Plain words (click's choices and defaults refuse a member); the pairwise default beat the order
+# alone in `rankloop bench consensus`.
+FEEDS: Final = tuple(feed.value for feed in Feed)
+DEFAULT_FEED: Final = Feed.PAIRWISE.value
 
 # -- limits ----------------------------------------------------------------------------------
 MIN_M: Final = 2
@@ -203,7 +237,7 @@ class RenderedImage(_Message):
     index: int  # a candidate's index is the optimizer's index; the attention image comes last
     key: str
     thumb_key: str | None = None
-    role: str = CANDIDATE
+    role: str = ImageRole.CANDIDATE
 
 
 class BestImage(_Message):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rankloop.core.contracts import ATTENTION, CANDIDATE, ConsensusFeed
+from rankloop.core.contracts import ConsensusFeed, Feed, ImageRole
 from rankloop.core.errors import InvalidInput
 
 
@@ -44,9 +44,9 @@ class Item:
 def shown_items(n: int, attention: bool) -> list[Item]:
     """The items of a round of ``n`` candidates, in worker order: candidates, then the
     attention item (index ``n``) when ``attention`` is on."""
-    items = [Item(i, i, CANDIDATE) for i in range(n)]
+    items = [Item(i, i, ImageRole.CANDIDATE) for i in range(n)]
     if attention:
-        items.append(Item(n, n, ATTENTION))
+        items.append(Item(n, n, ImageRole.ATTENTION))
     return items
 
 
@@ -70,10 +70,10 @@ def candidate_feed(
         ``"pairwise"`` passes the candidates' sub-matrix on as well (when it holds any
         evidence); ``"order"`` passes only the order.
     """
-    candidates = sorted((i for i in items if i.role == CANDIDATE), key=lambda i: i.index)
+    candidates = sorted((i for i in items if i.role == ImageRole.CANDIDATE), key=lambda i: i.index)
     by_position = {i.position: i for i in candidates}
     result = ConsensusFeed(order=[by_position[p].index for p in order if p in by_position])
-    if feed == "pairwise" and pairwise is not None:
+    if feed == Feed.PAIRWISE and pairwise is not None:
         matrix = np.asarray(pairwise, dtype=float)
         positions = [i.position for i in candidates]
         sub = matrix[np.ix_(positions, positions)]

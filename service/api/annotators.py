@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core import mturk
-from rankloop.core.contracts import CAMPAIGN_ENDED
+from rankloop.core.contracts import CAMPAIGN_ENDED, CampaignStatus, RoundStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
 from service import join_pages
 from service.api import responses
@@ -390,7 +390,7 @@ def me():
     if (
         code is None
         and campaign is not None
-        and campaign.status in ("finished", "stopped")
+        and campaign.status in (CampaignStatus.FINISHED, CampaignStatus.STOPPED)
         and annotator.tasks_done
     ):
         code = annotator.completion_code = campaign.completion_code
@@ -426,17 +426,17 @@ def _waiting(
         return said("none_open")  # a pool annotator: whichever campaign opens a round next
     if campaign.status in CAMPAIGN_ENDED:
         return said("finished")
-    if campaign.status in ("draft", "paused"):
-        return said("not_started" if campaign.status == "draft" else "paused")
+    if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+        return said("not_started" if campaign.status == CampaignStatus.DRAFT else "paused")
     if quota is not None and annotator.tasks_done >= quota:
         return said("quota_reached")
     latest = session.scalars(
         select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
     ).all()
-    if latest and latest[0].status == "open":
+    if latest and latest[0].status == RoundStatus.OPEN:
         quorum = int(campaign.settings["annotators_per_round"])
         return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
-    if latest and latest[0].status in ("rendering", "closed"):
+    if latest and latest[0].status in (RoundStatus.RENDERING, RoundStatus.CLOSED):
         rendered = [r.render_seconds for r in latest if r.render_seconds is not None]
         return said("rendering", estimate=rendered[0] if rendered else None)
     return said("none_open")

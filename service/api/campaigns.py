@@ -6,6 +6,7 @@ from flask import Blueprint
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from rankloop.core.contracts import RoundStatus
 from service import closing, forking, lifecycle
 from service.api import events, responses
 from service.api.common import PAGE_QUERY, iso, json_body, object_url, owned_campaign, page_args
@@ -206,7 +207,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
         finished_at=iso(campaign.finished_at),
         settings=campaign.settings,
         completion_code=campaign.completion_code,
-        rounds_done=sum(1 for r in all_rounds if r.status == "closed"),
+        rounds_done=sum(1 for r in all_rounds if r.status == RoundStatus.CLOSED),
         current_round=None
         if current is None
         else round_response(current, counts.get(current.id, 0), quorum),

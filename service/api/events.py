@@ -14,6 +14,7 @@ from flask import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import RoundStatus
 from service.api import responses
 from service.api.common import PAGE_QUERY, iso, owned_campaign, page_args
 from service.api.responses import json_response
@@ -35,11 +36,12 @@ FAILED_STEP = "_failed"  # close_failed, sweep_failed, ...: a step that raised (
 
 def round_age_s(round_: Round, now: dt.datetime | None = None) -> float | None:
     """Seconds ``round_`` has been in its status, when the row says since when."""
-    since = {
-        "rendering": round_.render_enqueued_at or round_.created_at,
-        "open": round_.opened_at,
-        "closed": round_.closed_at,
-    }.get(round_.status)
+    since_by_status: dict[str, dt.datetime | None] = {
+        RoundStatus.RENDERING: round_.render_enqueued_at or round_.created_at,
+        RoundStatus.OPEN: round_.opened_at,
+        RoundStatus.CLOSED: round_.closed_at,
+    }
+    since = since_by_status.get(round_.status)
     return None if since is None else round(((now or utcnow()) - since).total_seconds(), 3)
 
 

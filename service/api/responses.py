@@ -9,6 +9,7 @@ many or too few fails the schema (``tests/test_service_api.py`` checks real resp
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Response as FlaskResponse
@@ -16,20 +17,24 @@ from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from rankloop.core.contracts import CAMPAIGN_STATUSES, IMAGE_ROLES, ROUND_STATUSES
+from rankloop.core import contracts
 
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _words(family: type[StrEnum]) -> list[str]:
+    return [member.value for member in family]
+
+
 # Names from the contracts appear in the document as enums; the test checks real values.
 Timestamp = Annotated[
     str, Field(json_schema_extra={"format": "date-time"}, description="UTC, ISO 8601, ends in Z")
 ]
-CampaignStatus = Annotated[str, Field(json_schema_extra={"enum": list(CAMPAIGN_STATUSES)})]
-RoundStatus = Annotated[str, Field(json_schema_extra={"enum": list(ROUND_STATUSES)})]
-ImageRole = Annotated[str, Field(json_schema_extra={"enum": list(IMAGE_ROLES)})]
+CampaignStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.CampaignStatus)})]
+RoundStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.RoundStatus)})]
+ImageRole = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.ImageRole)})]
 AnnotatorFlag = Literal["failed_attention_checks", "contrarian", "low_weight", "idle"]
 # A ranking: image ids best first; a list inside it is a group of tied images.
 Order = list[str | list[str]]

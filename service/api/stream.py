@@ -47,6 +47,7 @@ from service.auth import Owner, hash_token, require_annotator
 from service.db import get_session
 from service.models import Annotator, Campaign, OwnerKey, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
+from service.statements import round_leasable
 
 bp = Blueprint("stream", __name__, url_prefix="/api")
 
@@ -289,7 +290,7 @@ def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> di
     count, latest = session.execute(
         select(func.count(), func.max(Round.id))
         .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Round.status == "open", Campaign.status == "running")
+        .where(round_leasable())
     ).one()
     return {"pool": True, "open_rounds": count, "latest_round": latest}
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, InvalidInput
 from service.auth import hash_token
 from service.models import Annotator, Assignment, Campaign, Image, Ranking, Round
@@ -180,7 +181,7 @@ def _campaign(session: Session, row: ExportedRanking) -> str:
             id=campaign_id,
             name=f"imported {campaign_id}",
             prompt=row.prompt,
-            status="stopped",
+            status=CampaignStatus.STOPPED,
             settings=row.settings,
         )
     )
@@ -191,7 +192,7 @@ def _campaign(session: Session, row: ExportedRanking) -> str:
 def _round(session: Session, campaign_id: str, row: ExportedRanking) -> Round:
     round_ = Round(
         campaign_id=campaign_id, number=row.round, kind=row.round_kind,
-        status="closed", state_key=row.state_key,
+        status=RoundStatus.CLOSED, state_key=row.state_key,
         previous_state_key=row.previous_state_key,
     )  # fmt: skip
     session.add(round_)
@@ -236,7 +237,7 @@ def _ranking(session: Session, round_: Round, row: ExportedRanking) -> None:
     submitted = _naive(row.submitted_at)
     leased = _naive(row.leased_at) if row.leased_at else submitted
     assignment = Assignment(
-        round_id=round_.id, annotator_id=row.annotator_id, status="submitted",
+        round_id=round_.id, annotator_id=row.annotator_id, status=TaskStatus.SUBMITTED,
         created_at=leased, expires_at=submitted,
     )  # fmt: skip
     session.add(assignment)

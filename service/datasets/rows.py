@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rankloop.core.contracts import CANDIDATE
+from rankloop.core.contracts import ImageRole
 from service.datasets.pairs import ranking_pairs
 from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
 from service.rendering import IMAGE_SALT
@@ -237,7 +237,7 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
         by_position = {i.position: i for i in round_.images}
         winner = next(
             (by_position[p].id for p in consensus.order
-             if p in by_position and by_position[p].role == CANDIDATE),
+             if p in by_position and by_position[p].role == ImageRole.CANDIDATE),
             None,
         )  # fmt: skip
         row = {
@@ -299,7 +299,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
     settings = source.campaign.settings
     model = str(settings.get("model") or settings.get("generator") or "")
     by_position = {i.position: i for i in round_.images}
-    candidates = [i.position for i in round_.images if i.role == CANDIDATE]
+    candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
     refs: dict[str, str] = {}  # an image's reference, asked once (it may write a file)
 
     def ref(image: ImageInfo) -> str:

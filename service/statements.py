@@ -1,0 +1,175 @@
+"""The rules of a task's life, each written once as SQLAlchemy Core, for every path that runs it.
+
+Leasing (:mod:`service.leasing`) and submitting run on the annotator's hot path in several
+shapes: ORM rows and checks (:mod:`service.submission`, the reference), Core statements in one
+short transaction, and a single PostgreSQL statement (:mod:`service.fast_submission`). Each
+shape is built from the predicates and statements here, so a rule (which lease is running,
+when a lease ends, how a task is claimed, how a round counts a ranking, how an annotator is
+credited, how a ranking row is written) cannot differ between them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Integer,
+    String,
+    Update,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    update,
+)
+from sqlalchemy.sql.expression import FromClause
+
+from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
+from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
+
+
+def now_param() -> Any:
+    """The statement's clock (``now``): one for every path, never the database's own."""
+    return bindparam("now", type_=DateTime)
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+def round_leasable(rounds: FromClause = ROUNDS, campaigns: FromClause = CAMPAIGNS) -> Any:
+    """A round annotators are given tasks on (joined with its campaign): open, and its campaign
+    running (a paused campaign's open round waits)."""
+    return (rounds.c.status == RoundStatus.OPEN) & (campaigns.c.status == CampaignStatus.RUNNING)
+
+
+def lease_running(now: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
+    """A task whose lease runs at ``now``: leased, and ending after it."""
+    return (tasks.c.status == TaskStatus.LEASED) & (tasks.c.expires_at > now)
+
+
+def lease_lapsed(at: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
+    """A task whose lease ran out unused by ``at``: still leased, ended at or before it."""
+    return (tasks.c.status == TaskStatus.LEASED) & (tasks.c.expires_at <= at)
+
+
+def lease_ends(start: dt.datetime, lease_s: float) -> dt.datetime:
+    """When a lease of ``lease_s`` seconds from ``start`` ends."""
+    return start + dt.timedelta(seconds=float(lease_s))
+
+
+def lease_ends_sql(start: Any, lease_s: Any) -> Any:
+    """:func:`lease_ends` inside a PostgreSQL statement, for a lease whose campaign (and so
+    ``lease_s``) the statement itself chooses."""
+    return start + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)
+
+
+# -- a ranking stored ----------------------------------------------------------------------------
+
+
+def claim_task(*where: Any) -> Update:
+    """Mark the task submitted: only a leased one, so a task is submitted once."""
+    return (
+        update(TASKS)
+        .where(TASKS.c.status == TaskStatus.LEASED, *where)
+        .values(status=TaskStatus.SUBMITTED)
+    )
+
+
+def count_ranking(*where: Any) -> Update:
+    """Count a ranking on its round: only while the round is open (a closed round's rankings
+    are final, its consensus made from them)."""
+    return (
+        update(ROUNDS)
+        .where(ROUNDS.c.status == RoundStatus.OPEN, *where)
+        .values(n_rankings=ROUNDS.c.n_rankings + 1, last_ranking_at=now_param())
+    )
+
+
+def credit_annotator(*where: Any) -> Update:
+    """Credit the annotator with a ranking (parameters from :func:`credit`)."""
+    return (
+        update(ANNOTATORS)
+        .where(*where)
+        .values(
+            tasks_done=ANNOTATORS.c.tasks_done + 1,
+            last_seen=now_param(),
+            attention_failed=ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer),
+            # The quota met with this ranking: the crowd platform's completion code, once.
+            completion_code=case(
+                (
+                    ANNOTATORS.c.completion_code.is_(None)
+                    & (ANNOTATORS.c.tasks_done + 1 >= bindparam("quota", type_=Integer)),
+                    bindparam("code", type_=String),
+                ),
+                else_=ANNOTATORS.c.completion_code,
+            ),
+        )
+    )
+
+
+def credit(settings: dict[str, Any], completion_code: str, passed: bool | None) -> dict[str, Any]:
+    """The parameters of :func:`credit_annotator` (but ``now``)."""
+    return {
+        "failed": int(passed is False),
+        "quota": int(settings["tasks_per_annotator"]),
+        "code": completion_code,
+    }
+
+
+def ranking_row(task_id: Any, round_id: Any, annotator_id: Any, late: Any) -> dict[str, Any]:
+    """A ranking row's columns: the task's (values or a claimed task's columns), then the order
+    and its checks from the parameters ``order``, ``positions``, ``passed`` and ``now``."""
+    return {
+        "assignment_id": task_id,
+        "round_id": round_id,
+        "annotator_id": annotator_id,
+        "order": bindparam("order", type_=JSON),
+        "positions": bindparam("positions", type_=JSON),
+        # Cast: a NULL (no attention check) selected into INSERT ... SELECT is typed text.
+        "attention_passed": cast(bindparam("passed", type_=Boolean), Boolean),
+        "late": late,
+        "created_at": now_param(),
+    }
+
+
+# The statements on one row, as the reference path and the hot path's steps run them.
+COUNT_RANKING = count_ranking(ROUNDS.c.id == bindparam("round_id")).returning(
+    ROUNDS.c.campaign_id, ROUNDS.c.number, ROUNDS.c.n_rankings
+)
+INSERT_RANKING = (
+    insert(RANKINGS)
+    .values(
+        ranking_row(
+            bindparam("task_id", type_=String),
+            bindparam("round_id", type_=Integer),
+            bindparam("annotator_id", type_=String),
+            bindparam("late", type_=Boolean),
+        )
+    )
+    .returning(RANKINGS.c.id)
+)
+CREDIT_ANNOTATOR = credit_annotator(ANNOTATORS.c.id == bindparam("annotator_id"))
+
+
+__all__ = [
+    "COUNT_RANKING",
+    "CREDIT_ANNOTATOR",
+    "INSERT_RANKING",
+    "claim_task",
+    "count_ranking",
+    "credit",
+    "credit_annotator",
+    "lease_ends",
+    "lease_ends_sql",
+    "lease_lapsed",
+    "lease_running",
+    "now_param",
+    "ranking_row",
+    "round_leasable",
+]
