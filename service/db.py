@@ -15,6 +15,8 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from rankloop.core.settings import settings_of
+
 
 def make_engine(url: str, **options) -> Engine:
     """An engine for ``url`` with the settings rankloop relies on."""
@@ -49,7 +51,7 @@ def make_engine(url: str, **options) -> Engine:
 
 
 def init_app(app: Flask) -> None:
-    settings = app.extensions["rankloop_settings"]
+    settings = settings_of(app)
     options = {}
     if not settings.database_url.startswith("sqlite"):
         options = {

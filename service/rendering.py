@@ -39,6 +39,8 @@ from rankloop.core.contracts import (
     render_error_is_permanent,
 )
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settings import load_settings
+from service.config import app_settings, settings_of
 from service.db import session_scope
 from service.models import Campaign, Image, Round, utcnow
 from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
@@ -264,8 +266,8 @@ def render_slot_free(
     scheduled fairly across owners by this cap, oldest waiting round first (the sweep's
     order)."""
     if slots is None:
-        config = current_app.config if has_app_context() else {}
-        slots = int(config.get("RENDER_SLOTS_PER_OWNER", 0))
+        # Outside an app (a script's session), this process's settings: the cap holds there too.
+        slots = (app_settings() if has_app_context() else load_settings()).render_slots_per_owner
     if slots <= 0:
         return True
     owner = campaign.owner_key_id
@@ -316,7 +318,7 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     celery = app.extensions["celery"]
     sent = []
-    slots = int(app.config.get("RENDER_SLOTS_PER_OWNER", 0))
+    slots = settings_of(app).render_slots_per_owner
     for message in renders:
         with session_scope(app) as session:
             if _defer(session, message, slots):

@@ -26,6 +26,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.settings import Settings, broker_settings
 from service import closing, rendering
+from service.config import settings_of
 from service.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.config_from_object(celery_config(app.extensions["rankloop_settings"]))
+    celery_app.config_from_object(celery_config(settings_of(app)))
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
@@ -72,7 +73,7 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        if app.config.get("INLINE_BOOKKEEPING", True):
+        if settings_of(app).inline_bookkeeping:
             rendering.run_step(closing.close_if_ready, round_id, app=app)
         else:
             celery: Celery = app.extensions["celery"]

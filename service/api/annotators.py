@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, request, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from service.api.campaigns import owned_campaign
 from service.api.common import base_url, iso, json_body, task_link
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
+from service.config import mturk_stand_in
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
@@ -224,7 +225,7 @@ def _participant_context() -> dict[str, str] | None:
         if (value := request.args.get(param)) and value.strip()
     }
     if "turk_submit_to" in context:
-        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), current_app.config)
+        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), mturk_stand_in())
         context.update({"turk_submit_to": submit_to} if submit_to else {})
     return context or None
 
@@ -233,7 +234,7 @@ def _to_task_page(fragment: str) -> WerkzeugResponse:
     """The redirect to the task page, with MTurk's assignment when it came from an MTurk HIT:
     the page posts it back to MTurk when the worker is done (task page, notices.js)."""
     assignment = request.args.get("assignmentId", "").strip()[:128]
-    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), current_app.config)
+    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), mturk_stand_in())
     if assignment and assignment != MTURK_PREVIEW and submit_to:
         fragment += "&" + urlencode({"assignmentId": assignment, "turkSubmitTo": submit_to})
     # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.

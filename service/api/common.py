@@ -9,6 +9,7 @@ from flask import current_app, request
 
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import ObjectStore
+from service.config import app_settings
 
 
 def json_body() -> Any:
@@ -43,7 +44,7 @@ def object_url(key: str | None) -> str | None:
     """The store's presigned URL when it has one (S3), else the coordinator's ``/objects/``."""
     if not key:
         return None
-    url = store().url(key, int(current_app.config["PRESIGN_EXPIRES_S"]))
+    url = store().url(key, app_settings().presign_expires_s)
     # The same as url_for("exports.get_object", key=key), without a routing lookup per image.
     return url or f"{request.script_root}/objects/{key}"
 
@@ -70,7 +71,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 def base_url() -> str:
-    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+    return (app_settings().base_url or request.host_url).rstrip("/")
 
 
 def task_link(token: str) -> str:
