@@ -89,7 +89,7 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
     if found is None:
         return Outcome()
     round_, campaign = found
-    if _count_rankings(session, round_id) < int(campaign.settings["annotators_per_round"]):
+    if _count_rankings(session, round_id) < campaign.config.annotators_per_round:
         session.rollback()
         return Outcome()
     return close_round(session, round_, now)
@@ -112,7 +112,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         .order_by(Ranking.id)
     ).all()
     images = list(round_.images)
-    settings = campaign.settings
+    settings = campaign.config
     reliability = (
         AnnotatorReliability.from_dict(campaign.reliability)
         if campaign.reliability
@@ -122,7 +122,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         round_.id,
         [(r.annotator_id, r.positions) for r in rankings],
         images,
-        str(settings.get("consensus_method", "auto")),
+        settings.consensus_method,
         reliability,
     )
     campaign.reliability = reliability.to_dict()
@@ -147,13 +147,12 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
     outcome = Outcome(events=["closed"])
     if campaign.status in CAMPAIGN_ENDED:
         pass
-    elif round_.number + 1 >= int(settings["rounds"]):
+    elif round_.number + 1 >= settings.rounds:
         campaign.status, campaign.finished_at = "finished", now
         audit(session, "campaign_finished", campaign.id, round_.number)
         outcome.events.append("finished")
     else:
-        # (A campaign from before the setting existed was told the order.)
-        feed = candidate_feed(order, pairwise, images, settings.get("consensus_feed", "order"))
+        feed = candidate_feed(order, pairwise, images, settings.consensus_feed)
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
@@ -199,7 +198,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     if found is None:
         return Outcome()
     round_, campaign = found
-    seconds = float(campaign.settings["round_deadline_s"])
+    seconds = campaign.config.round_deadline_s
     outcome = Outcome()
     if compare_and_set(
         session,
@@ -214,7 +213,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
             campaign.id,
             round_.number,
             n_rankings=_count_rankings(session, round_id),
-            quorum=campaign.settings["annotators_per_round"],
+            quorum=campaign.config.annotators_per_round,
         )
         outcome.events.append("extended")
     session.commit()
@@ -240,7 +239,7 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
         session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
         return Outcome()
-    timeout = dt.timedelta(seconds=float(campaign.settings.get("render_timeout_s", 900)))
+    timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
     lost = sent + timeout <= now or (
         sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)

@@ -60,7 +60,8 @@ class Outcome:
 
 
 def render_settings(campaign: Campaign) -> RenderSettings:
-    """The campaign settings a render worker gets (the rest stays with the coordinator)."""
+    """The campaign settings a render worker gets (the rest stays with the coordinator),
+    parsed from the stored JSON as it is: a test hook stored there (``test_delay_s``) goes too."""
     return parse(
         RenderSettings, {**campaign.settings, "prompt": campaign.prompt}, "campaign settings"
     )
@@ -87,7 +88,7 @@ def new_round(
     consensus: ConsensusFeed | None,
 ) -> RenderMessage:
     """Add round ``number`` (rendering) to the step's transaction; its render message."""
-    if not campaign.settings.get(IMAGE_SALT):
+    if not campaign.config.image_salt:
         # The campaign's secret for image names, made with its first round (and for campaigns
         # older than it, with their next one); a new dict, so the JSON column sees the change.
         campaign.settings = {**campaign.settings, IMAGE_SALT: secrets.token_hex(16)}
@@ -118,7 +119,7 @@ def round_rendered(
         return False
     # Positions: the candidates in index order, then the attention image.
     images = sorted(rendered.images, key=lambda i: (i.role != CANDIDATE, i.index))
-    deadline = now + dt.timedelta(seconds=float(campaign.settings["round_deadline_s"]))
+    deadline = now + dt.timedelta(seconds=campaign.config.round_deadline_s)
     best = rendered.best
     won = compare_and_set(
         session,

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
 from service.driver import ANNOTATORS, RANKINGS, ROUNDS, TASKS
@@ -116,17 +117,17 @@ CREDIT_ANNOTATOR = (
 )
 
 
-def credit(settings: dict[str, Any], completion_code: str, passed: bool | None) -> dict[str, Any]:
+def credit(settings: CampaignSettings, completion_code: str, passed: bool | None) -> dict[str, Any]:
     """The parameters of :data:`CREDIT_ANNOTATOR` (but ``annotator_id`` and ``now``)."""
     return {
         "failed": int(passed is False),
-        "quota": int(settings["tasks_per_annotator"]),
+        "quota": settings.tasks_per_annotator,
         "code": completion_code,
     }
 
 
-def quorum_reached(settings: dict[str, Any], n_rankings: int) -> bool:
-    return n_rankings >= int(settings["annotators_per_round"])
+def quorum_reached(settings: CampaignSettings, n_rankings: int) -> bool:
+    return n_rankings >= settings.annotators_per_round
 
 
 # -- the reference path --------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def submit(
     if row is None:
         raise NotFound(f"no task {task_id!r}")
     task, round_, campaign = row
-    settings = campaign.settings
+    settings = campaign.config
     if task.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
     if task.status == "submitted":
@@ -173,7 +174,7 @@ def submit(
         if quorum_reached(settings, round_.n_rankings + (others_leased or 0)):
             raise Gone("your lease expired and the task went to someone else")
     images = round_images(session, round_)
-    positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
+    positions = parse_order(order, images, settings.k, settings.allow_ties)
     passed = attention_passed(positions, images)
     claimed = session.execute(
         update(TASKS)

@@ -197,18 +197,18 @@ def recruit_link(campaign_id: str):
             link=f"{base_url()}/join/{campaign.id}?{prolific}",
             # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
             mturk_link=f"{base_url()}/join/{campaign.id}",
-            cap=int(campaign.settings.get("recruit_cap", 0)),
+            cap=campaign.config.recruit_cap,
             joined=counts.get(True, 0),
             owner_links=counts.get(False, 0),
             completion_code=campaign.completion_code,
-            completion_url=campaign.settings.get("completion_url"),
+            completion_url=campaign.config.completion_url,
         )
     )
 
 
 def recruiting(campaign: Campaign) -> bool:
     """Whether ``/join`` admits participants: only when the owner turned it on."""
-    return bool(campaign.settings.get("recruit", False))
+    return campaign.config.recruit
 
 
 def _refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
@@ -289,7 +289,7 @@ def join(campaign_id: str):
         .select_from(Annotator)
         .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
     )
-    if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
+    if (joined or 0) >= campaign.config.recruit_cap:
         return _refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
     token = new_token()
     context = _participant_context()
@@ -322,7 +322,7 @@ def me():
     session = get_session()
     annotator = require_annotator(session)
     campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
-    quota = int(campaign.settings["tasks_per_annotator"]) if campaign else None
+    quota = campaign.config.tasks_per_annotator if campaign else None
     code = annotator.completion_code
     if (
         code is None
@@ -340,9 +340,7 @@ def me():
                 tasks_done=annotator.tasks_done,
                 tasks_quota=quota,
                 completion_code=code,
-                completion_url=campaign.settings.get("completion_url")
-                if code and campaign
-                else None,
+                completion_url=campaign.config.completion_url if code and campaign else None,
                 waiting=_waiting(session, annotator, campaign, quota),
             )
         )
@@ -371,7 +369,7 @@ def _waiting(
         select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
     ).all()
     if latest and latest[0].status == "open":
-        quorum = int(campaign.settings["annotators_per_round"])
+        quorum = campaign.config.annotators_per_round
         return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
     if latest and latest[0].status in ("rendering", "closed"):
         rendered = [r.render_seconds for r in latest if r.render_seconds is not None]
