@@ -153,12 +153,6 @@ class Settings(BaseSettings):
         self.inductor_cache = self.inductor_cache or str(var / "inductor-cache")
         return self
 
-    def config(self) -> dict[str, Any]:
-        """The settings as upper-case keys without the prefix (as ``load_settings`` takes them)."""
-        values = self.model_dump()
-        values["var_dir"] = str(self.var_dir)
-        return {name.upper(): value for name, value in values.items()}
-
 
 class _HasExtensions(Protocol):
     extensions: dict[str, Any]
