@@ -5,8 +5,8 @@
 same upper-case names) become the app's one typed :class:`~rankloop.core.settings.Settings`
 (``service.config.app_settings()``; only Flask's own keys go to the Flask config); then the
 database, the object store, Celery, rate limits, the API blueprints and the pages
-(``UI_MODULE``). Nothing is created at import
-time, and nothing here imports torch, diffusers, ``gpu_worker`` or ``annotator_ui``.
+(``UI_MODULE``). Nothing is created at import time, and nothing here imports torch,
+diffusers, ``gpu_worker`` or ``annotator_ui``.
 """
 
 from __future__ import annotations
