@@ -12,20 +12,20 @@ and takes the finished assignment as a posted form, so there MTurk's origins
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, request
 
 from annotator_ui.inline_scripts import inlined_script_sources
 from rankloop.core import mturk
+from rankloop.core.settings import Settings, settings_of
 
 # Pages a crowd platform shows in a frame of its own (MTurk's ExternalQuestion).
 FRAMED_BY_MTURK = ("ui.task_page",)
 
 
-def image_origins(config: Mapping[str, Any]) -> list[str]:
+def image_origins(settings: Settings) -> list[str]:
     """Origins, besides this one, that images may come from.
 
     The object store's public endpoint (``S3_PUBLIC_ENDPOINT_URL``, else ``S3_ENDPOINT_URL``)
@@ -33,25 +33,29 @@ def image_origins(config: Mapping[str, Any]) -> list[str]:
     ``UI_IMAGE_ORIGINS`` (a CDN in front of the store, say).
     """
     origins: list[str] = []
-    if str(config.get("STORE_URL") or "").startswith("s3://"):
-        endpoint = config.get("S3_PUBLIC_ENDPOINT_URL") or config.get("S3_ENDPOINT_URL")
+    if settings.store_url.startswith("s3://"):
+        endpoint = settings.s3_public_endpoint_url or settings.s3_endpoint_url
         if endpoint:
             parts = urlsplit(str(endpoint))
             if parts.scheme and parts.netloc:
                 origins.append(f"{parts.scheme}://{parts.netloc}")
-    origins.extend(str(config.get("UI_IMAGE_ORIGINS") or "").split())
+    origins.extend(settings.ui_image_origins.split())
     return origins
 
 
 def content_security_policy(
-    config: Mapping[str, Any], framed_by_mturk: bool = False, script_hashes: Sequence[str] = ()
+    settings: Settings,
+    framed_by_mturk: bool = False,
+    script_hashes: Sequence[str] = (),
+    mturk_stand_in: str | None = None,
 ) -> str:
     """The CSP header value for the UI; ``framed_by_mturk`` for the task page.
 
-    ``script_hashes``: the hash-sources (``'sha256-...'``) of the scripts the page inlines.
+    ``script_hashes``: the hash-sources (``'sha256-...'``) of the scripts the page inlines;
+    ``mturk_stand_in``: a test's stand-in for MTurk (:func:`rankloop.core.mturk.stand_in_origin`).
     """
-    mturk_origins = " ".join(mturk.site_origins(config)) if framed_by_mturk else "'none'"
-    img_src = " ".join(["'self'", "data:", "blob:", *image_origins(config)])
+    framers = " ".join(mturk.site_origins(mturk_stand_in)) if framed_by_mturk else "'none'"
+    img_src = " ".join(["'self'", "data:", "blob:", *image_origins(settings)])
     directives = {
         "default-src": "'none'",
         "script-src": " ".join(["'self'", *script_hashes]),
@@ -59,8 +63,8 @@ def content_security_policy(
         "img-src": img_src,
         "connect-src": "'self'",
         "font-src": "'self'",
-        "form-action": mturk_origins,
-        "frame-ancestors": mturk_origins,
+        "form-action": framers,
+        "frame-ancestors": framers,
         "base-uri": "'none'",
         "object-src": "'none'",
     }
@@ -71,8 +75,10 @@ def add_security_headers(response: Response) -> Response:
     """Set CSP and the usual hardening headers; pages (HTML) are never cached."""
     headers = response.headers
     framed = request.endpoint in FRAMED_BY_MTURK
+    settings = settings_of(current_app)
+    stand_in = mturk.stand_in_origin(settings.mturk_test_origin, current_app.testing)
     headers["Content-Security-Policy"] = content_security_policy(
-        current_app.config, framed, inlined_script_sources()
+        settings, framed, inlined_script_sources(), stand_in
     )
     headers["X-Content-Type-Options"] = "nosniff"
     if framed:

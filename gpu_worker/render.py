@@ -98,8 +98,8 @@ def render_round(
     if store.exists(manifest_key):
         return load_manifest(store, manifest_key)
 
-    generator = load_generator(message.settings.model_dump())
-    resolved = resolve_settings(message.settings.model_dump(), generator)
+    generator = load_generator(message.settings)
+    resolved = resolve_settings(message.settings, generator)
     # Again here: a checkpoint's native size is known only now, and a message may be old.
     check_round_size(resolved["generator"], resolved["m"], resolved["width"], resolved["height"])
 

@@ -2,9 +2,11 @@
 
 ``create_app(test_config=None)``: the settings (:func:`rankloop.core.settings.load_settings`:
 ``RANKLOOP_*`` environment variables over the defaults, then ``test_config``, a mapping of the
-same upper-case names) become the Flask config; then the database, the object store, Celery,
-rate limits, the API blueprints and the pages (``UI_MODULE``). Nothing is created at import
-time, and nothing here imports torch, diffusers, ``gpu_worker`` or ``annotator_ui``.
+same upper-case names) become the app's one typed :class:`~rankloop.core.settings.Settings`
+(``service.config.app_settings()``; only Flask's own keys go to the Flask config); then the
+database, the object store, Celery, rate limits, the API blueprints and the pages
+(``UI_MODULE``). Nothing is created at import time, and nothing here imports torch,
+diffusers, ``gpu_worker`` or ``annotator_ui``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from typing import Any
 
 from flask import Flask, Response
 
-from rankloop.core.settings import Settings, load_settings, make_local_dirs
+from rankloop.core.settings import (
+    SETTINGS_EXTENSION,
+    Settings,
+    load_settings,
+    make_local_dirs,
+)
 from rankloop.stores import store_from_config
 from service.json import StrictJSONProvider
 
@@ -23,13 +30,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.json = StrictJSONProvider(app)  # no NaN or Infinity in or out (service/json.py)
     settings = load_settings(overrides=test_config)
-    app.config.from_mapping(settings.config())
-    app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # Flask reads it there
     if test_config:  # keys that are no rankloop setting (TESTING, ...) go to Flask as given
         app.config.from_mapping(
             {k: v for k, v in test_config.items() if k.lower() not in Settings.model_fields}
         )
-    app.extensions["rankloop_settings"] = settings
+    app.extensions[SETTINGS_EXTENSION] = settings
 
     from service import db, errors, health, limits, logs, metrics, tasks
     from service.api import register_api

@@ -13,11 +13,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rankloop.core.errors import Forbidden, Unauthorized
+from service.config import app_settings
 from service.models import Annotator, Campaign, OwnerKey
 
 
@@ -60,7 +61,7 @@ class Owner:
 
 def require_owner(session: Session) -> Owner:
     token = bearer_token()
-    admin = current_app.config.get("ADMIN_TOKEN")
+    admin = app_settings().admin_token
     if admin and hmac.compare_digest(token.encode(), str(admin).encode()):
         return Owner(key_id=None)
     key = session.scalar(

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
 from service.models import Campaign, Image
@@ -27,7 +28,7 @@ class CampaignView:
 
     id: str
     prompt: str
-    settings: dict[str, Any]
+    config: CampaignSettings  # the stored settings, parsed once (rankloop.core.campaign_settings)
     completion_code: str
 
 
@@ -88,7 +89,9 @@ def campaign_view(session: Session, campaign_id: str) -> CampaignView:
     ).first()
     if row is None:
         raise NotFound(f"no campaign {campaign_id!r}")
-    view = CampaignView(*row)
+    view = CampaignView(
+        row.id, row.prompt, CampaignSettings.from_stored(row.settings or {}), row.completion_code
+    )
     _remember(_CAMPAIGNS, campaign_id, view)
     return view
 

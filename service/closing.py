@@ -26,6 +26,7 @@ from rankloop.core.contracts import (
     RoundStatus,
 )
 from rankloop.core.round_step import candidate_feed
+from service.config import settings_of
 from service.db import session_scope
 from service.jobs import send_close_round
 from service.models import (
@@ -95,7 +96,7 @@ def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = No
     if found is None:
         return Outcome()
     round_, campaign = found
-    if _count_rankings(session, round_id) < int(campaign.settings["annotators_per_round"]):
+    if _count_rankings(session, round_id) < campaign.config.annotators_per_round:
         session.rollback()
         return Outcome()
     return close_round(session, round_, now)
@@ -111,7 +112,7 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        if app.config.get("INLINE_BOOKKEEPING", True):
+        if settings_of(app).inline_bookkeeping:
             run_step(close_if_ready, round_id, app=app)
         else:
             send_close_round(app, round_id)
@@ -139,7 +140,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         .order_by(Ranking.id)
     ).all()
     images = list(round_.images)
-    settings = campaign.settings
+    settings = campaign.config
     reliability = (
         AnnotatorReliability.from_dict(campaign.reliability)
         if campaign.reliability
@@ -149,7 +150,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         round_.id,
         [(r.annotator_id, r.positions) for r in rankings],
         images,
-        str(settings.get("consensus_method", "auto")),
+        settings.consensus_method,
         reliability,
     )
     campaign.reliability = reliability.to_dict()
@@ -174,13 +175,12 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
     outcome = Outcome(events=["closed"])
     if campaign.status in CAMPAIGN_ENDED:
         pass
-    elif round_.number + 1 >= int(settings["rounds"]):
+    elif round_.number + 1 >= settings.rounds:
         campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
         audit(session, "campaign_finished", campaign.id, round_.number)
         outcome.events.append("finished")
     else:
-        # (A campaign from before the setting existed was told the order.)
-        feed = candidate_feed(order, pairwise, images, settings.get("consensus_feed", "order"))
+        feed = candidate_feed(order, pairwise, images, settings.consensus_feed)
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
@@ -226,7 +226,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     if found is None:
         return Outcome()
     round_, campaign = found
-    seconds = float(campaign.settings["round_deadline_s"])
+    seconds = campaign.config.round_deadline_s
     outcome = Outcome()
     if compare_and_set(
         session,
@@ -241,7 +241,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
             campaign.id,
             round_.number,
             n_rankings=_count_rankings(session, round_id),
-            quorum=campaign.settings["annotators_per_round"],
+            quorum=campaign.config.annotators_per_round,
         )
         outcome.events.append("extended")
     session.commit()
@@ -267,7 +267,7 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
         session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
         return Outcome()
-    timeout = dt.timedelta(seconds=float(campaign.settings.get("render_timeout_s", 900)))
+    timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
     lost = sent + timeout <= now or (
         sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from rankloop.core.settings import settings_of
+
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite ``url`` (None for another database or an in-memory one)."""
@@ -60,7 +62,7 @@ def make_engine(url: str, **options) -> Engine:
 
 
 def init_app(app: Flask) -> None:
-    settings = app.extensions["rankloop_settings"]
+    settings = settings_of(app)
     options = {}
     if not settings.database_url.startswith("sqlite"):
         options = {

@@ -98,10 +98,10 @@ def _submit_in_steps(
         return _reference_path(session, token_hash, task_id, order, now)
     round_ = RoundRef(claimed.round_id, counted.campaign_id, counted.number)
     campaign = campaign_view(session, round_.campaign_id)
-    settings = campaign.settings
+    settings = campaign.config
     images = round_images(session, round_)
     try:
-        positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
+        positions = parse_order(order, images, settings.k, settings.allow_ties)
     except InvalidInput:
         session.rollback()
         raise
@@ -206,10 +206,10 @@ def _submit_postgres(
     annotator_id, round_id, campaign_id, number = task
     round_ = RoundRef(round_id, campaign_id, number)
     campaign = campaign_view(session, round_.campaign_id)
-    settings = campaign.settings
+    settings = campaign.config
     images = round_images(session, round_)
     try:
-        positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
+        positions = parse_order(order, images, settings.k, settings.allow_ties)
     except InvalidInput:  # a repeated or late task is told so first, as it always was
         return _reference_path(session, token_hash, task_id, order, now)
     passed = attention_passed(positions, images)

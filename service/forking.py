@@ -42,7 +42,7 @@ def fork(session: Session, source_id: str, round_number: int, changes: dict[str,
         raise Conflict(f"round {round_number} has no stored state to start from")
     fields = set(CampaignCreate.model_fields) - {"start"}
     body = {
-        **{k: v for k, v in source.settings.items() if k in fields},
+        **source.config.model_dump(include=fields, exclude_none=True),
         "name": f"fork of {source.name or source.id} at round {round_number}",
         "prompt": source.prompt,
         **changes,

@@ -27,6 +27,7 @@ from rankloop.core.liveness import (
     describe_route,
     render_route,
 )
+from service.config import settings_of
 from service.db import get_engine
 from service.routing import Reply, ok, operation
 
@@ -143,7 +144,7 @@ def render_workers(app: Flask | None = None) -> RenderWorkers:
     cached = _census.get(id(app))
     if cached and time.monotonic() - cached[0] < CENSUS_TTL_S:
         return cached[1]
-    census = RenderWorkers(route=render_route(app.extensions["rankloop_settings"]))
+    census = RenderWorkers(route=render_route(settings_of(app)))
     store = app.extensions["rankloop_store"]
     try:
         keys = store.list(WORKER_BEAT_PREFIX)

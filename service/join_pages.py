@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeVar
 
-from flask import Response, current_app, render_template, request
+from flask import Response, render_template, request
 from werkzeug.wrappers import Response as AnyResponse
 
 from rankloop.core import mturk
+from service.config import mturk_stand_in
 
 Reason = Literal[
     "unknown", "ended", "not_recruiting", "full", "no_participant", "busy", "preview", "too_many"
@@ -167,7 +168,7 @@ _R = TypeVar("_R", bound=AnyResponse)
 def framed_by_mturk(response: _R, policy: str = "default-src 'none'") -> _R:
     """``response`` with ``policy`` plus ``frame-ancestors`` MTurk's origins (and, for lack of a
     way to name them, no X-Frame-Options: service/app.py adds DENY only where framing is off)."""
-    ancestors = " ".join(mturk.site_origins(current_app.config))
+    ancestors = " ".join(mturk.site_origins(mturk_stand_in()))
     response.headers["Content-Security-Policy"] = f"{policy}; frame-ancestors {ancestors}"
     return response
 

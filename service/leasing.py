@@ -279,7 +279,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             # stay, and rank, beyond the quorum.
             withdrawn = run_on_driver(
                 session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_.id, now=now,
-                quorum=int(campaign.settings["annotators_per_round"]),
+                quorum=campaign.config.annotators_per_round,
             ).fetchone()  # fmt: skip
             if withdrawn is None:
                 return Lease(annotator_id, task_id, expires_at, round_, campaign)
@@ -298,7 +298,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
             campaign = campaign_view(session, campaign_id)
-            quorum = int(campaign.settings["annotators_per_round"])
+            quorum = campaign.config.annotators_per_round
             withdrawn = run_on_driver(
                 session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_id,
                 now=now, quorum=quorum,
@@ -341,7 +341,7 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
             continue
         round_ = RoundRef(target.id, target.campaign_id, target.number)
         campaign = campaign_view(session, round_.campaign_id)
-        expires_at = lease_ends(now, float(campaign.settings["lease_s"]))
+        expires_at = lease_ends(now, campaign.config.lease_s)
         inserted = session.execute(
             insert_on_conflict(session, TASKS)
             .values(

@@ -48,6 +48,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from rankloop.core.errors import Unauthorized
 from service import join_pages
 from service.auth import parse_bearer
+from service.config import app_settings, settings_of
 
 ANNOTATOR_ENDPOINTS = (
     "tasks.next_task",
@@ -115,27 +116,21 @@ class TokenBuckets:
 def init_app(app: Flask) -> None:
     """Wrap the limited views (call after the blueprints are registered); one set of counters
     per app (tests build many apps)."""
-    proxies = int(app.config.get("PROXY_COUNT") or 0)
+    settings = settings_of(app)
+    proxies = settings.proxy_count
     if proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_prefix=proxies
         )
-    scope = app.config.get("RATELIMIT_ANNOTATOR_SCOPE", "process")
-    if scope not in ("process", "shared"):
-        raise ValueError(
-            f"RATELIMIT_ANNOTATOR_SCOPE={scope!r}: use 'process' (in memory, per process) or "
-            "'shared' (counted in RATELIMIT_STORAGE_URI)"
-        )
-    shared = SharedLimits(
-        str(app.config.get("RATELIMIT_STORAGE_URI") or "memory://"),
-        str(app.config.get("RATELIMIT_KEY_PREFIX") or ""),
-    )
+    scope = settings.ratelimit_annotator_scope  # "process" or "shared" (Settings checks)
+    shared = SharedLimits(settings.ratelimit_storage_uri, settings.ratelimit_key_prefix)
     app.extensions["rankloop_limits"] = shared
-    failure_item = parse(app.config["RATELIMIT_AUTH_FAILURES"])
+    failure_item = parse(settings.ratelimit_auth_failures)
     failures = TokenBuckets(failure_item.amount, float(failure_item.get_expiry()))
+    failures_limit = settings.ratelimit_auth_failures
 
-    def per_credential(setting: str, name: str) -> Callable[[], float]:
-        item = parse(app.config[setting])
+    def per_credential(limit: str, name: str) -> Callable[[], float]:
+        item = parse(limit)
         buckets = TokenBuckets(item.amount, float(item.get_expiry()))
 
         def check() -> float:
@@ -145,32 +140,35 @@ def init_app(app: Flask) -> None:
 
         return check
 
-    join_item = parse(app.config["RATELIMIT_JOIN"])
+    join_item = parse(settings.ratelimit_join)
 
     def join_check() -> float:
         return shared.take(join_item, "join", f"ip:{request.remote_addr}")
 
-    annotator_check = per_credential("RATELIMIT_ANNOTATOR", "annotator")
-    owner_check = per_credential("RATELIMIT_OWNER", "owner")
+    annotator_check = per_credential(settings.ratelimit_annotator, "annotator")
+    owner_check = per_credential(settings.ratelimit_owner, "owner")
     owner_endpoints = [
         *OWNER_ENDPOINTS,
         *(e for e in app.view_functions if e.startswith(f"{OWNER_BLUEPRINT}.")),
     ]
-    for endpoints, check, setting in (
-        (ANNOTATOR_ENDPOINTS, annotator_check, "RATELIMIT_ANNOTATOR"),
-        (owner_endpoints, owner_check, "RATELIMIT_OWNER"),
+    for endpoints, check, limit in (
+        (ANNOTATOR_ENDPOINTS, annotator_check, settings.ratelimit_annotator),
+        (owner_endpoints, owner_check, settings.ratelimit_owner),
     ):
         for endpoint in endpoints:
-            view = _limited(app.view_functions[endpoint], check, setting)
-            app.view_functions[endpoint] = _authenticated(view, failures)
-    preview_check = per_credential("RATELIMIT_PREVIEW", "preview")
+            view = _limited(app.view_functions[endpoint], check, limit)
+            app.view_functions[endpoint] = _authenticated(view, failures, failures_limit)
+    preview_check = per_credential(settings.ratelimit_preview, "preview")
     app.view_functions[PREVIEW_ENDPOINT] = _limited(
-        app.view_functions[PREVIEW_ENDPOINT], preview_check, "RATELIMIT_PREVIEW"
+        app.view_functions[PREVIEW_ENDPOINT], preview_check, settings.ratelimit_preview
     )
     for endpoint in JOIN_ENDPOINTS:
         # A participant's browser gets a page that says to try again (join_pages), not JSON.
         app.view_functions[endpoint] = _limited(
-            app.view_functions[endpoint], join_check, "RATELIMIT_JOIN", join_pages.too_many_tries
+            app.view_functions[endpoint],
+            join_check,
+            settings.ratelimit_join,
+            join_pages.too_many_tries,
         )
 
 
@@ -205,21 +203,21 @@ class SharedLimits:
 def _limited(
     view: Callable[..., Any],
     check: Callable[[], float],
-    setting: str,
+    limit: str,
     page: Callable[[int], Response | None] | None = None,
 ) -> Callable[..., Any]:
-    """``view`` behind ``check``; over the limit, ``page(retry_after)`` answers when it gives a
-    response, else the API's JSON 429."""
+    """``view`` behind ``check`` (which counts ``limit``, e.g. "60 per minute"); over the limit,
+    ``page(retry_after)`` answers when it gives a response, else the API's JSON 429."""
 
     @wraps(view)
     def limited(*args: Any, **kwargs: Any) -> Any:
-        if current_app.config.get("RATELIMIT_ENABLED", True):
+        if app_settings().ratelimit_enabled:
             wait = check()
             if wait and page is not None and (answer := page(math.ceil(wait))) is not None:
                 return answer
             if wait:
                 raise TooManyRequests(
-                    f"too many requests: at most {current_app.config[setting]}; retry later",
+                    f"too many requests: at most {limit}; retry later",
                     retry_after=math.ceil(wait),
                 )
         return view(*args, **kwargs)
@@ -227,17 +225,19 @@ def _limited(
     return limited
 
 
-def _authenticated(view: Callable[..., Any], failures: TokenBuckets) -> Callable[..., Any]:
+def _authenticated(
+    view: Callable[..., Any], failures: TokenBuckets, limit: str
+) -> Callable[..., Any]:
     """``view`` refused to an address that sent too many unknown tokens, and counting them."""
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        enabled = current_app.config.get("RATELIMIT_ENABLED", True)
+        enabled = app_settings().ratelimit_enabled
         address = f"ip:{request.remote_addr}"
         if enabled and (wait := failures.peek(address)):
             raise TooManyRequests(
                 "too many requests with an unknown token from this address: at most "
-                f"{current_app.config['RATELIMIT_AUTH_FAILURES']}; retry later",
+                f"{limit}; retry later",
                 retry_after=math.ceil(wait),
             )
         try:

@@ -24,6 +24,7 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 
 from rankloop.core.jsonlog import FIELDS, JsonFormatter
+from rankloop.core.settings import settings_of
 
 HEADER = "X-Request-Id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # what is safe to log and echo as is
@@ -105,5 +106,5 @@ def init_app(app: Flask) -> None:
     leaves the process's logging as its runner set it up: ``rankloop up``, gunicorn)."""
     app.before_request(_request_id)
     app.after_request(_echo_request_id)
-    if app.config.get("LOG_FORMAT") == "json":
+    if settings_of(app).log_format == "json":
         configure("json")

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import CampaignStatus, ImageRole, RoundStatus, TaskStatus
 
 
@@ -59,7 +60,8 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     prompt: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT, index=True)
-    # Campaign settings exactly as validated by service.schemas.CampaignCreate.
+    # Campaign settings exactly as validated by service.schemas.CampaignCreate (the stored JSON;
+    # read them typed through `config`, rankloop.core.campaign_settings).
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AnnotatorReliability.to_dict(): evidence about annotators pooled over every round.
     # Deferred: it grows with the crowd, and only closing a round needs it.
@@ -73,6 +75,19 @@ class Campaign(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
 
     rounds: Mapped[list[Round]] = relationship(back_populates="campaign", order_by="Round.number")
+
+    @property
+    def config(self) -> CampaignSettings:
+        """The stored ``settings``, typed: parsed once per loaded (or assigned) settings object,
+        so a reassigned ``settings`` (``campaign.settings = {**campaign.settings, ...}``) or a
+        refreshed row is parsed again. Keys an older row lacks take the model's defaults."""
+        source = self.settings
+        cached = self.__dict__.get("_config")
+        if cached is None or cached[0] is not source:
+            cached = (source, CampaignSettings.from_stored(source or {}))
+            self.__dict__["_config"] = cached
+        config: CampaignSettings = cached[1]
+        return config
 
     def __init__(self, **fields: Any) -> None:
         # An owner-set completion code arrives with the validated settings; it is kept once, in

@@ -37,6 +37,8 @@ from rankloop.core.contracts import (
     render_error_is_permanent,
 )
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settings import load_settings
+from service.config import app_settings, settings_of
 from service.db import session_scope
 from service.jobs import send_render
 from service.models import Campaign, Image, Round, utcnow
@@ -57,7 +59,8 @@ class Outcome:
 
 
 def render_settings(campaign: Campaign) -> RenderSettings:
-    """The campaign settings a render worker gets (the rest stays with the coordinator)."""
+    """The campaign settings a render worker gets (the rest stays with the coordinator),
+    parsed from the stored JSON as it is: a test hook stored there (``test_delay_s``) goes too."""
     return parse(
         RenderSettings, {**campaign.settings, "prompt": campaign.prompt}, "campaign settings"
     )
@@ -84,7 +87,7 @@ def new_round(
     consensus: ConsensusFeed | None,
 ) -> RenderMessage:
     """Add round ``number`` (rendering) to the step's transaction; its render message."""
-    if not campaign.settings.get(IMAGE_SALT):
+    if not campaign.config.image_salt:
         # The campaign's secret for image names, made with its first round (and for campaigns
         # older than it, with their next one); a new dict, so the JSON column sees the change.
         campaign.settings = {**campaign.settings, IMAGE_SALT: secrets.token_hex(16)}
@@ -115,7 +118,7 @@ def round_rendered(
         return False
     # Positions: the candidates in index order, then the attention image.
     images = sorted(rendered.images, key=lambda i: (i.role != ImageRole.CANDIDATE, i.index))
-    deadline = now + dt.timedelta(seconds=float(campaign.settings["round_deadline_s"]))
+    deadline = now + dt.timedelta(seconds=campaign.config.round_deadline_s)
     best = rendered.best
     won = compare_and_set(
         session,
@@ -267,8 +270,8 @@ def render_slot_free(
     scheduled fairly across owners by this cap, oldest waiting round first (the sweep's
     order)."""
     if slots is None:
-        config = current_app.config if has_app_context() else {}
-        slots = int(config.get("RENDER_SLOTS_PER_OWNER", 0))
+        # Outside an app (a script's session), this process's settings: the cap holds there too.
+        slots = (app_settings() if has_app_context() else load_settings()).render_slots_per_owner
     if slots <= 0:
         return True
     owner = campaign.owner_key_id
@@ -318,7 +321,7 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
     busy (:func:`render_slot_free`): the sweep sends it once a slot frees."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     sent = []
-    slots = int(app.config.get("RENDER_SLOTS_PER_OWNER", 0))
+    slots = settings_of(app).render_slots_per_owner
     for message in renders:
         with session_scope(app) as session:
             if _defer(session, message, slots):

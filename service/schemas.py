@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from rankloop.core.consensus import METHODS
+from rankloop.core.campaign_settings import (
+    COMPLETION_CODE,
+    MAX_ROUNDS,
+    CampaignFields,
+)
 from rankloop.core.contracts import (
-    DEFAULT_M,
-    MAX_GUIDANCE,
     MAX_LEASE_S,
     MAX_LOAD_CREDIT_S,
-    MAX_M,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_M,
-    MIN_SIDE,
-    SIDE_MULTIPLE,
+    MAX_PROMPT,
+    Text,
     check_round_size,
     default_lease_s,
     with_generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
 from rankloop.core.optimizer_schema import Integer, OptimizerOptions
-
-# Text that a database can hold: PostgreSQL refuses NUL in text, so it is refused here, as the
-# document says, instead of failing in the driver.
-Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
-ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
-
-
-MAX_ROUNDS = 10_000  # a campaign's round budget
-# A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
-# where a finished worker is sent: https only (a worker's browser follows it unasked).
-COMPLETION_CODE = r"^[A-Za-z0-9_-]{1,32}$"
-CompletionCode = Annotated[str, Field(pattern=COMPLETION_CODE)]
-CompletionUrl = Annotated[str, Field(pattern=r"^https://[^\s\x00]+$", max_length=2000)]
 
 
 class _Strict(BaseModel):
@@ -47,73 +32,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class CampaignCreate(_Strict):
+# Every field's default and bounds: rankloop.core.campaign_settings.CampaignFields (and, for the
+# render fields, rankloop.core.contracts.RenderFields), which the stored settings share.
+class CampaignCreate(CampaignFields):
     """A campaign's settings. One rule ties two fields and the schema cannot say it: ``k``
     is at most ``m`` (a 422 otherwise); ``optimizer`` has such rules of its own."""
 
+    model_config = _Strict.model_config
+
     name: Text = Field(default="", max_length=200)
-    prompt: Text = Field(min_length=1, max_length=2000)
-    negative_prompt: Text = Field(default="", max_length=2000)
-    generator: Literal["cppn", "tiny-sd", "diffusers"] = "cppn"
-    model: Text | None = Field(default=None, max_length=300)
-    m: Integer = Field(
-        default=DEFAULT_M, ge=MIN_M, le=MAX_M, description="perturbed points per gradient round"
-    )
-    k: Integer | None = Field(
-        default=None, ge=1, le=MAX_M, description="ranked items per task, at most m; null = full"
-    )
-    annotators_per_round: Integer = Field(
-        default=3, ge=1, le=1000, description="quorum of rankings"
-    )
-    rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
-    round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
-    lease_s: float | None = Field(
-        default=None,
-        gt=0,
-        le=MAX_LEASE_S,
-        description="seconds a task stays an annotator's; null: derived from m, k and the image "
-        "size (rankloop.core.contracts.default_lease_s), extended by the images' loading time",
-    )
-    render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
-    allow_ties: bool = False
-    attention_check: bool = True
-    tasks_per_annotator: Integer = Field(default=10, ge=1, le=100000)
-    # The recruitment link (/join) works only when the owner turns it on.
-    recruit: bool = Field(default=False, description="open the /join recruitment link")
-    recruit_cap: Integer = Field(
-        default=100, ge=0, le=100000, description="participants /join admits (owner links apart)"
-    )
-    completion_code: CompletionCode | None = Field(
-        default=None,
-        description="the code a finished participant gets (e.g. Prolific's completion code); "
-        "null: the cc of completion_url, else a random one",
-    )
-    completion_url: CompletionUrl | None = Field(
-        default=None,
-        description="where the task page sends a finished participant, e.g. "
-        "https://app.prolific.com/submissions/complete?cc=CODE; null: the code is shown",
-    )
-    consensus_method: ConsensusMethod = "auto"
-    # What the optimizer is told: the weighted pairwise matrix beat the order alone in
-    # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
-    consensus_feed: Literal["order", "pairwise"] = "pairwise"
-    # Render settings: null takes the generator's default (rankloop.core.contracts), which the
-    # stored campaign then shows; a diffusers size left null is the checkpoint's native size.
-    steps: Integer | None = Field(default=None, ge=1, le=MAX_STEPS)
-    guidance: float | None = Field(default=None, ge=0, le=MAX_GUIDANCE)
-    width: Integer | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
-    height: Integer | None = Field(
-        default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE
-    )
-    scheduler: Text | None = Field(default=None, max_length=64)
-    seed: Integer = Field(default=0, ge=0, le=2**32 - 1)
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT)
     optimizer: OptimizerOptions = Field(default_factory=OptimizerOptions)
     start: bool = False
 
     @model_validator(mode="after")
-    def _k_fits(self) -> CampaignCreate:
-        if self.k is not None and self.k > self.m:
-            raise ValueError(f"k={self.k} exceeds m={self.m}: rank at most m images (or k=null)")
+    def _fits(self) -> CampaignCreate:
+        # (k <= m: RenderFields checks it first.)
         size = with_generator_defaults(
             self.model_dump(include={"generator", "model", "width", "height"})
         )

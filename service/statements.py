@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import FromClause
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
 from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
 
@@ -113,11 +114,11 @@ def credit_annotator(*where: Any) -> Update:
     )
 
 
-def credit(settings: dict[str, Any], completion_code: str, passed: bool | None) -> dict[str, Any]:
+def credit(settings: CampaignSettings, completion_code: str, passed: bool | None) -> dict[str, Any]:
     """The parameters of :func:`credit_annotator` (but ``now``)."""
     return {
         "failed": int(passed is False),
-        "quota": int(settings["tasks_per_annotator"]),
+        "quota": settings.tasks_per_annotator,
         "code": completion_code,
     }
 

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
@@ -71,8 +72,8 @@ def repeated(session: Session, task_id: str, order: list[Any]) -> Submitted:
     return Submitted(stored.id, stored.round_id, stored.late, stored.attention_passed, False)
 
 
-def quorum_reached(settings: dict[str, Any], n_rankings: int) -> bool:
-    return n_rankings >= int(settings["annotators_per_round"])
+def quorum_reached(settings: CampaignSettings, n_rankings: int) -> bool:
+    return n_rankings >= settings.annotators_per_round
 
 
 # -- the reference path --------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def submit(
     if row is None:
         raise NotFound(f"no task {task_id!r}")
     task, round_, campaign = row
-    settings = campaign.settings
+    settings = campaign.config
     if task.annotator_id != annotator.id:
         raise Forbidden("this task was given to another annotator")
     if task.status == TaskStatus.SUBMITTED:
@@ -114,7 +115,7 @@ def submit(
         if quorum_reached(settings, round_.n_rankings + (others_leased or 0)):
             raise Gone("your lease expired and the task went to someone else")
     images = round_images(session, round_)
-    positions = parse_order(order, images, settings.get("k"), settings["allow_ties"])
+    positions = parse_order(order, images, settings.k, settings.allow_ties)
     passed = attention_passed(positions, images)
     claimed = session.execute(claim_task(TASKS.c.id == task.id))
     if rowcount(claimed) != 1:  # submitted in parallel

@@ -27,6 +27,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.settings import Settings, broker_settings
 from service import closing, rendering
+from service.config import settings_of
 from service.db import database_unavailable_errors, session_scope
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.config_from_object(celery_config(app.extensions["rankloop_settings"]))
+    celery_app.config_from_object(celery_config(settings_of(app)))
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

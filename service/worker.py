@@ -15,13 +15,14 @@ from celery.signals import after_setup_logger
 from rankloop.core.startup import announce
 from service import logs
 from service.app import create_app
+from service.config import settings_of
 
 flask_app = create_app({"DATABASE_PRE_PING": True})
 celery_app = flask_app.extensions["celery"]
-announce("rankloop bookkeeping worker / beat", flask_app.extensions["rankloop_settings"])
+announce("rankloop bookkeeping worker / beat", settings_of(flask_app))
 
 
 @after_setup_logger.connect(weak=False)
 def _log_format(**_: object) -> None:
     # Celery sets up its own handlers: give them the ids and the format of LOG_FORMAT.
-    logs.configure(flask_app.config["LOG_FORMAT"])
+    logs.configure(settings_of(flask_app).log_format)

@@ -17,8 +17,18 @@ from PIL import Image
 
 from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import render_round
-from rankloop.core.contracts import GENERATORS, GPU_QUEUE, RENDER_TASK, generator_defaults
+from rankloop.core.campaign_settings import CampaignFields, CampaignSettings
+from rankloop.core.contracts import (
+    GENERATORS,
+    GPU_QUEUE,
+    RENDER_TASK,
+    RenderSettings,
+    default_lease_s,
+    generator_defaults,
+)
+from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import LocalStore
+from service.models import Campaign
 from service.schemas import CampaignCreate
 
 TURBO = "stabilityai/sd-turbo"
@@ -117,6 +127,105 @@ def test_cppn_campaign_has_no_diffusion_settings(owner):
     for settings in (stored, message["settings"]):
         assert (settings["width"], settings["height"]) == (256, 256)
         assert settings["steps"] is None and settings["guidance"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"m": 33}, "m: Input should be less than or equal to 32"),
+        ({"m": "8"}, "m: Input should be a valid integer"),
+        ({"k": 9, "m": 8}, "k=9 exceeds m=8: rank at most m images (or k=null)"),
+        ({"width": 100}, "width: Input should be a multiple of 8"),
+        ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+        ({"generator": "dall-e"}, "generator: Input should be 'cppn', 'tiny-sd' or 'diffusers'"),
+        ({"recruit_cap": -1}, "recruit_cap: Input should be greater than or equal to 0"),
+        ({"annotators_per_round": 1001}, "annotators_per_round: Input should be less than or"),
+        ({"lease_s": 0}, "lease_s: Input should be greater than 0"),
+        ({"render_timeout_s": 86401}, "render_timeout_s: Input should be less than or equal"),
+        ({"consensus_feed": "votes"}, "consensus_feed: Input should be 'order' or 'pairwise'"),
+        ({"consensus_method": "vibes"}, "consensus_method: Input should be 'auto'"),
+        ({"negative_prompt": "a\x00b"}, "negative_prompt: String should match pattern"),
+        ({"image_salt": "mine"}, "image_salt: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_settings_are_a_422_that_names_the_bound(owner, body, message):
+    response = owner.post("/api/campaigns", json={"prompt": "x", **body})
+    assert response.status_code == 422, response.json
+    assert message in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "name", ["m", "k", "width", "height", "steps", "guidance", "seed", "scheduler", "model"]
+)
+def test_create_stored_and_render_settings_share_each_bound(name):
+    """The create request, the stored settings and the render message are one set of fields:
+    each bound is written once (RenderFields, CampaignFields)."""
+    create = CampaignCreate.model_fields[name]
+    for model in (CampaignSettings, RenderSettings):
+        field = model.model_fields[name]
+        assert (field.annotation, field.metadata) == (create.annotation, create.metadata), model
+        assert field.get_default() == create.get_default()
+
+
+def test_create_and_stored_settings_share_each_campaign_field():
+    shared = set(CampaignFields.model_fields) - {"lease_s"}  # resolved when stored
+    for name in shared:
+        create, stored = CampaignCreate.model_fields[name], CampaignSettings.model_fields[name]
+        assert (create.metadata, create.get_default()) == (stored.metadata, stored.get_default())
+
+
+def test_a_stored_row_missing_keys_loads_with_the_model_defaults():
+    """A campaign stored by an older release: the keys it lacks take their defaults (one place:
+    CampaignFields), its render fields the generator's, its lease the derived one; keys this
+    release does not know are ignored (and stay in the stored JSON)."""
+    stored = {"m": 4, "rounds": 3, "optimizer": {}, "from_the_future": 1}
+    campaign = Campaign(name="old", prompt="x", settings=stored)
+    config = campaign.config
+    assert config.recruit_cap == 100  # was 0 in /join, 100 at create
+    assert config.render_timeout_s == 900.0 and config.round_deadline_s == 600.0
+    assert (config.annotators_per_round, config.tasks_per_annotator) == (3, 10)
+    assert (config.recruit, config.allow_ties, config.attention_check) == (False, False, True)
+    assert config.consensus_method == "auto"
+    assert config.consensus_feed == "order"  # older than the setting: it was told the order
+    assert (config.width, config.height) == (256, 256)  # the cppn defaults
+    assert config.lease_s == default_lease_s(4, None, 256, 256, True)
+    assert config.image_salt == ""
+    assert not hasattr(config, "from_the_future")
+    assert campaign.settings["from_the_future"] == 1
+    # What a campaign created now stores loads as itself.
+    created = CampaignCreate(prompt="x", m=4, recruit_cap=7).settings()
+    assert CampaignSettings.from_stored(created).model_dump(exclude={"image_salt"}) == {
+        **created,
+        "completion_code": None,
+    }
+
+
+def test_campaign_config_is_parsed_once_and_again_after_the_settings_change():
+    campaign = Campaign(name="c", prompt="x", settings=CampaignCreate(prompt="x").settings())
+    assert campaign.config is campaign.config
+    campaign.settings = {**campaign.settings, "image_salt": "s3cret"}
+    assert campaign.config.image_salt == "s3cret"
+
+
+def test_a_stored_value_the_model_refuses_is_kept_as_stored(caplog):
+    """``rankloop bench api`` stores a quorum beyond the API's cap, and a row stored before a
+    choice was checked may hold an unknown one: loading keeps them (and logs), so the row fails
+    only where the value is used (test_hostile_input: the close fails and is recorded)."""
+    stored = {**CampaignCreate(prompt="x").settings(), "annotators_per_round": 10**9}
+    assert CampaignSettings.from_stored(stored).annotators_per_round == 10**9
+    odd = CampaignSettings.from_stored({**stored, "consensus_method": "no-such"})
+    assert odd.consensus_method == "no-such" and odd.annotators_per_round == 10**9
+    assert "kept as stored" in caplog.text
+
+
+def test_the_worker_rejects_out_of_bounds_render_settings_by_the_model(tmp_path):
+    """The render worker trusts the validated message: a bound broken in a message (an old or
+    foreign coordinator) is an InvalidInput naming the field, before anything renders."""
+    store = LocalStore(tmp_path / "objects")
+    for bad, field in (({"width": 62}, "width"), ({"m": 33}, "m"), ({"seed": -1}, "seed")):
+        with pytest.raises(InvalidInput, match=rf"settings\.{field}: Input should be"):
+            render_round(store, "c" * 32, 0, {"generator": "cppn", **bad})
+    assert store.list("") == []
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from rankloop.commands.export import export_command, import_command
+from rankloop.core.settings import settings_of
 from service import db
 from service.datasets import formats
 from service.datasets.pairs import OVER_UNRANKED, RANKED, TIE, ranking_pairs
@@ -174,7 +175,7 @@ def test_cli_jsonl_export_bundles_images(app, campaign, tmp_path):
     out = tmp_path / "bundle" / "pairs.jsonl"
     result = CliRunner().invoke(export_command, [
         campaign, "--table", "pairs", "--format", "jsonl", "--images", "embed", "--out", str(out),
-        "--url", app.config["DATABASE_URL"], "--store", app.config["STORE_URL"],
+        "--url", settings_of(app).database_url, "--store", settings_of(app).store_url,
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -191,12 +192,12 @@ def test_cli_jsonl_export_bundles_images(app, campaign, tmp_path):
 def test_round_trip_export_import_same_consensus(app, campaign, tmp_path, fmt):
     out = tmp_path / f"rankings.{fmt}"
     exported = CliRunner().invoke(export_command, [
-        campaign, "--format", fmt, "--out", str(out), "--url", app.config["DATABASE_URL"],
+        campaign, "--format", fmt, "--out", str(out), "--url", settings_of(app).database_url,
     ])  # fmt: skip
     assert exported.exit_code == 0, exported.output
     target = make_app(tmp_path / "target")  # another database
     imported = CliRunner().invoke(
-        import_command, [str(out), "--url", target.config["DATABASE_URL"]]
+        import_command, [str(out), "--url", settings_of(target).database_url]
     )
     assert imported.exit_code == 0, imported.output
     _, source_consensus, _ = _database(app, campaign)
@@ -233,7 +234,7 @@ def test_report_writes_png_and_markdown(app, campaign, tmp_path):
     from rankloop.commands.report import collect, report_command
 
     result = CliRunner().invoke(
-        report_command, [campaign, "--out", str(tmp_path), "--url", app.config["DATABASE_URL"]]
+        report_command, [campaign, "--out", str(tmp_path), "--url", settings_of(app).database_url]
     )
     assert result.exit_code == 0, result.output
     assert PILImage.open(tmp_path / f"report-{campaign}.png").size[0] > 0

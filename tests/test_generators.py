@@ -118,14 +118,21 @@ def test_tiny_sd_batch_split_on_out_of_memory(tiny, monkeypatch):
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [
-        ({"m": 1}, "settings.m"),
-        ({"m": "eight"}, "settings.m"),
-        ({"width": 0}, "settings.width"),
-        ({"guidance": "lots"}, "settings.guidance"),
-        ({"k": 9, "m": 8}, "settings.k"),
-        ({"optimizer": [1, 2]}, "settings.optimizer"),
+        ({"m": 1}, "m: Input should be greater than or equal to 2"),
+        ({"m": 33}, "m: Input should be less than or equal to 32"),
+        ({"m": "eight"}, "m: Input should be a valid integer"),
+        ({"m": 7.5}, "m: Input should be a valid integer"),
+        ({"width": 0}, "width: Input should be greater than or equal to 16"),
+        ({"height": 4096}, "height: Input should be less than or equal to 2048"),
+        ({"steps": 0}, "steps: Input should be greater than or equal to 1"),
+        ({"guidance": "lots"}, "guidance: Input should be a valid number"),
+        ({"guidance": 51}, "guidance: Input should be less than or equal to 50"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"k": 9, "m": 8}, "k=9 exceeds m=8"),
+        ({"optimizer": [1, 2]}, "optimizer: Input should be a valid dictionary"),
+        ({"generator": "dall-e"}, "generator: Input should be 'cppn', 'tiny-sd' or 'diffusers'"),
         ({"scheduler": "dpm"}, "unknown scheduler"),
-        ({"width": 62}, "multiples of 4"),
+        ({"width": 62}, "width: Input should be a multiple of 8"),
     ],
 )
 def test_bad_settings_name_the_field(tiny, settings, fragment):

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from rankloop.core.settings import settings_of
 from service import logs
 from service.app import create_app
 from service.closing import sweep
@@ -169,7 +170,7 @@ def test_render_workers_on_another_route_are_reported_on_the_waiting_round(app, 
 
     cid = owner.campaign(start=True)["id"]
     store = app.extensions["rankloop_store"]
-    route = render_route(app.extensions["rankloop_settings"])
+    route = render_route(settings_of(app))
 
     def beat(worker: str, age_s: float = 0.0, **changes: str) -> None:
         body = {"at": time.time() - age_s, "worker": worker, "route": {**route, **changes}}

@@ -90,10 +90,11 @@ def test_an_mturk_worker_is_sent_to_the_task_page_with_the_assignment(app, owner
 
 def test_a_stand_in_for_mturk_is_allowed_in_tests_only():
     stand_in = "http://localhost:8765"
-    testing = {"TESTING": True, mturk.TEST_ORIGIN_KEY: stand_in}
+    testing = mturk.stand_in_origin(stand_in + "/", testing=True)
     assert mturk.submit_origin(stand_in + "/", testing) == stand_in
     assert stand_in in mturk.site_origins(testing)
-    production = {mturk.TEST_ORIGIN_KEY: stand_in}  # set, but not a test: ignored
+    production = mturk.stand_in_origin(stand_in, testing=False)  # set, but not a test: ignored
+    assert production is None
     assert mturk.submit_origin(stand_in, production) is None
     assert mturk.site_origins(production) == mturk.SITE_ORIGINS
     # worker.mturk.com frames HITs but is not where MTurk says to post.

@@ -178,7 +178,7 @@ def test_round_chain_with_consensus(client, worker, seaweed, tmp_path):
 @pytest.mark.parametrize(
     ("settings", "error", "fragment"),
     [
-        ({**CPPN, "generator": "stable-nope"}, ModelUnavailable, "unknown generator"),
+        ({**CPPN, "generator": "stable-nope"}, InvalidInput, "settings.generator: Input should be"),
         (
             {"generator": "diffusers", "model": "/nonexistent/model-dir"},
             ModelUnavailable,

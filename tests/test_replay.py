@@ -14,6 +14,7 @@ from gpu_worker.render import render_round
 from rankloop.commands.fork import fork_command
 from rankloop.commands.replay import replay_command, replay_round
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settings import settings_of
 from rankloop.core.storage import round_prefix
 from service import db
 from service.forking import fork
@@ -99,8 +100,8 @@ def test_replay_gives_the_same_bytes_and_catches_a_change(sqlite_app, cppn_campa
         key = session.scalars(select(Image.key).where(Image.round_id == round_id)).first()
     assert key is not None
     store.put(key, _shifted(store.get(key)), "image/png")  # one pixel changed after the fact
-    arguments = [cid, "--round", "1", "--url", sqlite_app.config["DATABASE_URL"],
-                 "--store", sqlite_app.config["STORE_URL"]]  # fmt: skip
+    arguments = [cid, "--round", "1", "--url", settings_of(sqlite_app).database_url,
+                 "--store", settings_of(sqlite_app).store_url]  # fmt: skip
     result = CliRunner().invoke(replay_command, arguments)
     assert result.exit_code == 1 and "does not replay" in result.output, result.output
     assert CliRunner().invoke(replay_command, [*arguments, "--tolerance", "255"]).exit_code == 0
@@ -126,8 +127,8 @@ def test_tiny_sd_replays_bit_exact_on_the_cpu(sqlite_app):
             assert all(c.same_bytes for c in checks), checks
         assert torch.get_num_threads() == 2
         arguments = [cid, "--round", "1", "--threads", "2", "--tolerance", "1",
-                     "--url", sqlite_app.config["DATABASE_URL"],
-                     "--store", sqlite_app.config["STORE_URL"]]  # fmt: skip
+                     "--url", settings_of(sqlite_app).database_url,
+                     "--store", settings_of(sqlite_app).store_url]  # fmt: skip
         result = CliRunner().invoke(replay_command, arguments)
         assert result.exit_code == 0 and "round 1 replays" in result.output, result.output
     finally:
@@ -183,7 +184,7 @@ def _shifted(png: bytes) -> bytes:
 
 def test_fork_command(sqlite_app, cppn_campaign, monkeypatch):
     for name in ("DATABASE_URL", "STORE_URL", "BROKER_URL"):
-        monkeypatch.setenv(f"RANKLOOP_{name}", sqlite_app.config[name])
+        monkeypatch.setenv(f"RANKLOOP_{name}", getattr(settings_of(sqlite_app), name.lower()))
     result = CliRunner().invoke(
         fork_command, [cppn_campaign, "--round", "1", "--set", "rounds=4", "--prompt", "a fig"]
     )

@@ -19,12 +19,13 @@ from werkzeug.routing import Rule
 from werkzeug.test import TestResponse
 
 from rankloop.core.contracts import heartbeat_key
+from rankloop.core.settings import settings_of
 from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round, stamp_head
 
 
 @pytest.fixture
 def app(app: Flask) -> Flask:  # the coordinator's, on both databases, with a public address
-    app.config["BASE_URL"] = "https://rank.example"
+    settings_of(app).base_url = "https://rank.example"
     return app
 
 
@@ -176,7 +177,7 @@ def test_owner_keys_see_only_their_campaigns(app, owner):
     from service.cli import db_group
 
     result = CliRunner().invoke(
-        db_group, ["create-owner-key", "--url", app.config["DATABASE_URL"], "--name", "lab"]
+        db_group, ["create-owner-key", "--url", settings_of(app).database_url, "--name", "lab"]
     )
     assert result.exit_code == 0, result.output
     key = result.output.strip()
@@ -389,7 +390,7 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     api.call("get", "/objects/{key}", token=None, key=image)
     api.call("get", "/api/openapi.json", token=None)
     api.call("get", f"{campaign}/events", query="?limit=2", campaign_id=cid)
-    app.config["STREAM_LIFETIME_S"] = 0  # whole streams are read: they end at once
+    settings_of(app).stream_lifetime_s = 0  # whole streams are read: they end at once
     ticket = api.call("post", f"{campaign}/stream-ticket", campaign_id=cid).json["ticket"]
     api.call("get", f"{campaign}/stream", None, f"?ticket={ticket}", campaign_id=cid)
     ticket = api.call("post", "/api/tasks/stream-ticket", token=tokens[0]).json["ticket"]

@@ -3,6 +3,7 @@ coordinator and the render workers read the same values the same way and meet on
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from gpu_worker import tasks as worker_tasks
 from gpu_worker.celery_app import make_celery
 from rankloop.core.contracts import GPU_QUEUE, RENDER_TASK
 from rankloop.core.errors import InvalidInput
-from rankloop.core.settings import broker_settings, load_settings
+from rankloop.core.settings import Settings, broker_settings, load_settings, settings_of
 from service import db
 from service.app import create_app
 
@@ -41,7 +42,7 @@ def test_both_tiers_read_create_bucket_the_same(text, value, tmp_path, monkeypat
     monkeypatch.setenv("RANKLOOP_S3_CREATE_BUCKET", text)
     assert load_settings().s3_create_bucket is value  # the worker's store reads these
     app = coordinator(tmp_path)
-    assert app.config["S3_CREATE_BUCKET"] is value
+    assert settings_of(app).s3_create_bucket is value
     db.get_engine(app).dispose()
 
 
@@ -127,10 +128,11 @@ def test_overrides_win_over_the_environment_and_are_typed(tmp_path, monkeypatch)
     monkeypatch.setenv("RANKLOOP_INLINE_BOOKKEEPING", "false")
     monkeypatch.setenv("RANKLOOP_PRESIGN_EXPIRES_S", "60")
     app = coordinator(tmp_path, BASE_URL="https://override.example", TESTING=True)
-    assert app.config["BASE_URL"] == "https://override.example"
-    assert app.config["INLINE_BOOKKEEPING"] is False
-    assert app.config["PRESIGN_EXPIRES_S"] == 60
-    assert app.config["TESTING"] is True
+    settings = settings_of(app)
+    assert settings.base_url == "https://override.example"
+    assert settings.inline_bookkeeping is False
+    assert settings.presign_expires_s == 60
+    assert app.testing is True  # Flask's own key, as given
     db.get_engine(app).dispose()
 
 
@@ -162,3 +164,26 @@ def test_empty_optional_values_are_unset_and_paths_live_under_var_dir(tmp_path):
     assert settings.database_url == f"sqlite:///{tmp_path / 'rankloop.sqlite'}"
     assert settings.store_url == str(tmp_path / "objects")
     assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+
+
+def test_no_tier_reads_a_setting_from_the_flask_config_by_key():
+    """Settings are fields of the one Settings object (service.config.app_settings,
+    rankloop.core.settings.settings_of), never string keys of the Flask config; the app factory
+    alone writes the one key Flask reads itself (MAX_CONTENT_LENGTH)."""
+    root = Path(__file__).resolve().parents[1]
+    by_key = re.compile(r"""\bconfig(\[|\.get\()\s*["'A-Z]|\w*app\.config\b""")
+    offenders = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for package in ("service", "annotator_ui", "gpu_worker", "rankloop")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.relative_to(root).as_posix() not in ("service/app.py",)
+        and "migrations" not in path.parts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if by_key.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_render_slot_default_is_written_once():
+    assert Settings().render_slots_per_owner == 2
+    assert load_settings({}).render_slots_per_owner == 2

@@ -179,3 +179,13 @@ def test_groups_are_statuses_of_their_family():
     assert not set(CAMPAIGN_ENDED) & set(CAMPAIGN_LIVE)
     # A member is its word: columns, JSON and SQL parameters see the plain string.
     assert RoundStatus.OPEN == "open" and f"{TaskStatus.LEASED}" == "leased"
+
+
+def test_the_feed_literal_names_the_feed_words():
+    """Pydantic fields name feeds by a Literal (strict mode refuses a plain word for an enum);
+    it holds exactly the enum's words."""
+    from typing import get_args
+
+    from rankloop.core.contracts import FEEDS, Feed, FeedName
+
+    assert set(get_args(FeedName)) == {feed.value for feed in Feed} == set(FEEDS)

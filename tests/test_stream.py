@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask
 
+from rankloop.core.settings import settings_of
 from service import db
 from service.api import stream
 from service.auth import hash_token, new_token
@@ -221,7 +222,7 @@ def test_a_malformed_ticket_is_refused_never_a_server_error(app: Flask, owner: O
 def test_the_streams_answer_as_the_document_says(app: Flask, owner: Owner):
     from tests.test_service_api import Contract
 
-    app.config[stream.LIFETIME_CONFIG] = 0  # whole streams are read: end them at once
+    settings_of(app).stream_lifetime_s = 0  # whole streams are read: end them at once
     api = Contract(app)
     cid = owner.campaign(start=True)["id"]
     (token,) = owner.annotators(cid, 1)

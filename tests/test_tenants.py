@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from rankloop.core.errors import InvalidInput, NotFound
+from rankloop.core.settings import settings_of
 from rankloop.core.storage import LocalStore
 from service import closing, db
 from service.auth import hash_token, new_token
@@ -61,7 +62,7 @@ def _enqueued(app, campaign_id: str):
 
 
 def test_renders_wait_for_a_slot_of_their_owner_and_other_owners_go_first(app, owner):
-    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    settings_of(app).render_slots_per_owner = 1
     first = owner.campaign(start=True)["id"]
     waiting = owner.campaign(start=True)["id"]
     assert _enqueued(app, first) is not None
@@ -91,8 +92,24 @@ def test_renders_wait_for_a_slot_of_their_owner_and_other_owners_go_first(app, o
     assert "round_render_waiting" in kinds and "round_render_resent" in kinds
 
 
+def test_a_session_outside_the_app_counts_render_slots_by_the_settings_default(
+    app, owner, monkeypatch
+):
+    """Outside an app context (a script's session) the cap is the setting's, 2 by default: it
+    was 0 there (no cap), while the app itself capped at 2."""
+    monkeypatch.delenv("RANKLOOP_RENDER_SLOTS_PER_OWNER", raising=False)
+    assert settings_of(app).render_slots_per_owner == 2
+    ids = [owner.campaign(start=True)["id"] for _ in range(3)]
+    assert [_enqueued(app, cid) is not None for cid in ids] == [True, True, False]
+    with db.session_scope(app) as session:
+        third = session.get(Campaign, ids[2])
+        assert third is not None
+        assert not render_slot_free(session, third, 0)  # two in flight: no slot
+        assert render_slot_free(session, third, 0, slots=3)
+
+
 def test_a_stopped_campaign_frees_its_render_slot(app, owner):
-    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    settings_of(app).render_slots_per_owner = 1
     stopped = owner.campaign(start=True)["id"]
     waiting = owner.campaign(start=True)["id"]
     assert _enqueued(app, waiting) is None
@@ -109,7 +126,7 @@ def test_two_coordinators_checking_one_owners_last_slot_at_once_take_it_once(app
     (without the lock both saw it free and the owner had two renders in flight)."""
     if db.get_engine(app).dialect.name != "postgresql":
         pytest.skip("the lock is PostgreSQL's: SQLite serves the one-process demo")
-    app.config["RENDER_SLOTS_PER_OWNER"] = 1
+    settings_of(app).render_slots_per_owner = 1
     first = owner.campaign(start=True)["id"]
     waiting = [owner.campaign(start=True)["id"] for _ in range(2)]
     assert [_enqueued(app, cid) for cid in waiting] == [None, None]

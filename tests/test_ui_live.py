@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from rankloop.core.settings import settings_of
 from tests import test_ui_failure_paths as failure_paths
 from tests.fixtures.coordinator import render_round
 from tests.test_ui_console import annotators, desktop_tab, rank, sign_in
@@ -93,7 +94,7 @@ def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab):
 
 def test_the_page_opens_a_new_stream_when_one_ends(server, tab):
     page, errors = tab
-    server.app.config["STREAM_LIFETIME_S"] = 1  # each stream ends after about a second
+    settings_of(server.app).stream_lifetime_s = 1  # each stream ends after about a second
     cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
     ((_, token),) = annotators(server, cid, 1)
     tickets: list[str] = []

@@ -78,7 +78,7 @@ def sites(tmp_path) -> Iterator[tuple[Server, StandIn, StandIn]]:
     from service import db
 
     (turk, turk_http), (other, other_http) = serve_stand_in(), serve_stand_in()
-    app = make_app(tmp_path, **{mturk.TEST_ORIGIN_KEY: turk.origin})
+    app = make_app(tmp_path, MTURK_TEST_ORIGIN=turk.origin)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     try:

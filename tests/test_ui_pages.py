@@ -11,6 +11,7 @@ import pytest
 from annotator_ui.inline_scripts import read_inline_script
 from annotator_ui.security import content_security_policy, image_origins
 from rankloop.core import mturk
+from rankloop.core.settings import Settings, load_settings, settings_of
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
@@ -102,7 +103,7 @@ def test_page_loads_only_packaged_assets_and_nothing_inline(client, path):
         asset = client.get(url)
         assert asset.status_code == 200, url
         # Assets carry the pages' policy, not the API's blanket default-src 'none'.
-        policy = content_security_policy(client.application.config)
+        policy = content_security_policy(settings_of(client.application))
         assert asset.headers["Content-Security-Policy"] == policy, url
         asset.close()
 
@@ -143,12 +144,18 @@ def test_images_may_come_from_the_object_stores_public_endpoint_only():
         "S3_ENDPOINT_URL": "http://seaweed.internal:8333",
         "S3_PUBLIC_ENDPOINT_URL": "https://images.example.org/store",
     }
-    assert image_origins(s3) == ["https://images.example.org"]
-    assert "img-src 'self' data: blob: https://images.example.org;" in content_security_policy(s3)
-    assert image_origins({**s3, "S3_PUBLIC_ENDPOINT_URL": None}) == ["http://seaweed.internal:8333"]
+
+    def settings(**values: object) -> Settings:
+        return load_settings({}, values)
+
+    assert image_origins(settings(**s3)) == ["https://images.example.org"]
+    policy = content_security_policy(settings(**s3))
+    assert "img-src 'self' data: blob: https://images.example.org;" in policy
+    unset = settings(**{**s3, "S3_PUBLIC_ENDPOINT_URL": None})
+    assert image_origins(unset) == ["http://seaweed.internal:8333"]
     local = {"STORE_URL": "/var/objects", "S3_ENDPOINT_URL": "http://seaweed.internal:8333"}
-    assert image_origins(local) == []
-    assert image_origins({"UI_IMAGE_ORIGINS": "https://cdn.example.org"}) == [
+    assert image_origins(settings(**local)) == []
+    assert image_origins(settings(UI_IMAGE_ORIGINS="https://cdn.example.org")) == [
         "https://cdn.example.org"
     ]
 

@@ -8,26 +8,23 @@
 
 :func:`load_generator` caches one loaded generator per (name, model, device) in the process,
 so a worker loads its model once (after the fork) and keeps it. :func:`resolve_settings` fills
-each generator's defaults and rejects bad settings with :class:`~rankloop.core.errors.InvalidInput`.
+each generator's defaults into the settings a render message carries, validated by
+:class:`~rankloop.core.contracts.RenderSettings` (every bound, written once).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from rankloop.core.contracts import (
     DEFAULT_GENERATOR,
-    DEFAULT_M,
     GENERATORS,
-    MAX_GUIDANCE,
-    MAX_M,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_M,
-    MIN_SIDE,
+    RenderSettings,
+    parse,
     with_generator_defaults,
 )
 from rankloop.core.errors import InvalidInput, ModelUnavailable
@@ -56,10 +53,11 @@ def _device_for(name: str) -> str:
     return default_device()
 
 
-def load_generator(settings: dict[str, Any]) -> Generator:
+def load_generator(settings: RenderSettings | Mapping[str, Any]) -> Generator:
     """The generator named by ``settings["generator"]``, loaded once per process and cached."""
     name = _generator_name(settings)
-    model = str(settings.get("model") or "") if name == "diffusers" else ""
+    given = settings.model if isinstance(settings, RenderSettings) else settings.get("model")
+    model = str(given or "") if name == "diffusers" else ""
     device = _device_for(name)
     key = (name, model, device)
     with _cache_lock:
@@ -80,7 +78,9 @@ def _load(name: str, model: str, device: str) -> Generator:
     return diffusion.load_pretrained(model, device=device)
 
 
-def _generator_name(settings: dict[str, Any]) -> str:
+def _generator_name(settings: RenderSettings | Mapping[str, Any]) -> str:
+    if isinstance(settings, RenderSettings):
+        return settings.generator
     name = settings.get("generator") or DEFAULT_GENERATOR
     if name not in GENERATORS:
         raise ModelUnavailable(f"unknown generator {name!r}: use one of {', '.join(GENERATORS)}")
@@ -93,75 +93,29 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def resolve_settings(settings: dict[str, Any], generator: Generator) -> dict[str, Any]:
-    """``settings`` with the generator's defaults filled in, validated.
+def resolve_settings(
+    settings: RenderSettings | Mapping[str, Any], generator: Generator
+) -> dict[str, Any]:
+    """``settings`` (a render message's, validated by :class:`RenderSettings` with every bound)
+    with the generator's defaults filled in.
 
     Raises
     ------
     InvalidInput
-        A value of the wrong type or out of range; the message names the field and the fix.
+        A value of the wrong type or out of range (from :class:`RenderSettings`); the message
+        names the field.
     """
-    if not isinstance(settings, dict):
-        raise InvalidInput("settings must be a JSON object")
-    _generator_name(settings)
+    if not isinstance(settings, RenderSettings):
+        if not isinstance(settings, Mapping):
+            raise InvalidInput("settings must be a JSON object")
+        settings = parse(RenderSettings, settings, "render settings")
     # The same rule the coordinator applied when the campaign was created (a message from an
     # older coordinator may still leave fields unset), then what only the model knows.
-    out = with_generator_defaults(settings)
+    out = with_generator_defaults(settings.model_dump())
     for field, value in generator.defaults.items():
         if out.get(field) is None:
             out[field] = value
-    out["prompt"] = str(out.get("prompt") or "")
-    out["negative_prompt"] = str(out.get("negative_prompt") or "")
-    out["seed"] = _int(out, "seed", 0, minimum=0)
-    out["m"] = _int(out, "m", DEFAULT_M, minimum=MIN_M, maximum=MAX_M)
-    k = out.get("k")
-    out["k"] = None if k is None else _int(out, "k", None, minimum=1, maximum=out["m"])
-    out["width"] = _int(out, "width", None, minimum=MIN_SIDE, maximum=MAX_SIDE)
-    out["height"] = _int(out, "height", None, minimum=MIN_SIDE, maximum=MAX_SIDE)
-    if out.get("steps") is not None:
-        out["steps"] = _int(out, "steps", None, minimum=1, maximum=MAX_STEPS)
-    if out.get("guidance") is not None:
-        try:
-            out["guidance"] = float(out["guidance"])
-        except (TypeError, ValueError):
-            raise InvalidInput(
-                f"settings.guidance must be a number, got {out['guidance']!r}"
-            ) from None
-        if not 0.0 <= out["guidance"] <= MAX_GUIDANCE:
-            raise InvalidInput(
-                f"settings.guidance must be in [0, {MAX_GUIDANCE:g}], got {out['guidance']}"
-            )
-    out["attention_check"] = bool(out.get("attention_check", True))
-    optimizer = out.get("optimizer") or {}
-    if not isinstance(optimizer, dict):
-        raise InvalidInput("settings.optimizer must be an object of RankSGD options")
-    out["optimizer"] = optimizer
-    delay = out.get("test_delay_s") or 0.0
-    try:
-        out["test_delay_s"] = float(delay)
-    except (TypeError, ValueError):
-        raise InvalidInput("settings.test_delay_s must be a number of seconds") from None
     return out
-
-
-def _int(
-    settings: dict[str, Any],
-    field: str,
-    default: int | None,
-    *,
-    minimum: int,
-    maximum: int | None = None,
-) -> int:
-    value = settings.get(field)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise InvalidInput(f"settings.{field} must be an integer, got {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise InvalidInput(f"settings.{field} must be >= {minimum}{upper}, got {value}")
-    return value
 
 
 __all__ = ["GENERATORS", "Generator", "clear_cache", "load_generator", "resolve_settings"]

@@ -172,7 +172,7 @@ def feed_study(
     seeds: int, rounds: int, objective: str, dim: int, temperature: float, k: int | None
 ) -> dict[str, Any]:
     """Paired comparison of ``tell(preferences=W)`` and ``tell(order)`` under "auto"."""
-    ratios = {
+    ratios: dict[str, np.ndarray] = {
         feed: np.array(
             [
                 end_effect(s, "auto", feed, rounds, objective, dim, temperature, k)

@@ -148,7 +148,7 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
                          "winner_key": winner.key if winner else None,
                          "best_key": r.best_key})  # fmt: skip
         return {"status": campaign.status, "error": campaign.error,
-                "budget": campaign.settings["rounds"], "rounds": rows}  # fmt: skip
+                "budget": campaign.config.rounds, "rounds": rows}  # fmt: skip
 
 
 @click.command("up")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rankloop.core.errors import InvalidInput
+from rankloop.core.optimizer_schema import Integer
 
 # -- broker: task and queue names ------------------------------------------------------------
 GPU_QUEUE: Final = "gpu"  # render workers listen here
@@ -69,10 +70,11 @@ class Feed(StrEnum):
     PAIRWISE = "pairwise"  # its weighted pairwise matrix
 
 
-# Plain words (click's choices and defaults refuse a member); the pairwise default beat the order
-# alone in `rankloop bench consensus`.
-FEEDS: Final = tuple(feed.value for feed in Feed)
-DEFAULT_FEED: Final = Feed.PAIRWISE.value
+# The same words as a Literal, for pydantic fields in strict mode (tests/test_status_words.py
+# checks the two agree); plain words for click's choices and defaults, which refuse a member.
+FeedName = Literal["order", "pairwise"]
+FEEDS: Final[tuple[FeedName, ...]] = get_args(FeedName)
+DEFAULT_FEED: Final[FeedName] = "pairwise"  # beat the order alone in `rankloop bench consensus`
 
 # -- limits ----------------------------------------------------------------------------------
 MIN_M: Final = 2
@@ -84,9 +86,14 @@ MAX_GUIDANCE: Final = 50.0
 SIDE_MULTIPLE: Final = 8  # latent sizes are image sizes / 8
 MIN_SIDE: Final = 2 * SIDE_MULTIPLE
 
+MAX_SEED: Final = 2**32 - 1
+MAX_PROMPT: Final = 2000  # characters of a prompt (and of a negative prompt)
+
 # -- generators and their defaults -----------------------------------------------------------
-GENERATORS: Final = ("cppn", "tiny-sd", "diffusers")
-DEFAULT_GENERATOR: Final = "cppn"
+# The generators' names, written once: the type of every generator field and the tuple below.
+GeneratorName = Literal["cppn", "tiny-sd", "diffusers"]
+GENERATORS: Final[tuple[GeneratorName, ...]] = get_args(GeneratorName)
+DEFAULT_GENERATOR: Final[GeneratorName] = "cppn"
 RENDER_FIELDS: Final = ("width", "height", "steps", "guidance", "scheduler")
 
 # Pixels of one round's candidates (m × width × height) per generator: a round holds one render
@@ -192,22 +199,50 @@ class _Message(BaseModel):
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class RenderSettings(_Message):
-    """The campaign settings a render worker needs (no database fields, no annotator rules)."""
+# Text that a database can hold: PostgreSQL refuses NUL in text, so it is refused here, as the
+# API's document says, instead of failing in the driver.
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 
-    generator: str = DEFAULT_GENERATOR
-    model: str | None = None
-    prompt: str = ""
-    negative_prompt: str = ""
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str | None = None
-    seed: int = Field(default=0, ge=0)
-    m: int = Field(default=DEFAULT_M, ge=MIN_M, le=MAX_M)
-    k: int | None = Field(default=None, ge=1, le=MAX_M)
+
+class RenderFields(BaseModel):
+    """The render settings of a campaign with every bound, written once: the create request
+    (``service.schemas.CampaignCreate``), the stored campaign settings
+    (:mod:`rankloop.core.campaign_settings`) and the render message (:class:`RenderSettings`)
+    all build on these fields. A render field left ``None`` takes the generator's default
+    (:func:`with_generator_defaults`); a diffusers size left ``None`` is the checkpoint's native
+    size, which only the worker can read."""
+
+    negative_prompt: Text = Field(default="", max_length=MAX_PROMPT)
+    generator: GeneratorName = DEFAULT_GENERATOR
+    model: Text | None = Field(default=None, max_length=300)
+    m: Integer = Field(
+        default=DEFAULT_M, ge=MIN_M, le=MAX_M, description="perturbed points per gradient round"
+    )
+    k: Integer | None = Field(
+        default=None, ge=1, le=MAX_M, description="ranked items per task, at most m; null = full"
+    )
     attention_check: bool = True
+    steps: Integer | None = Field(default=None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(default=None, ge=0, le=MAX_GUIDANCE)
+    width: Integer | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    height: Integer | None = Field(
+        default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE
+    )
+    scheduler: Text | None = Field(default=None, max_length=64)
+    seed: Integer = Field(default=0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> RenderFields:
+        if self.k is not None and self.k > self.m:
+            raise ValueError(f"k={self.k} exceeds m={self.m}: rank at most m images (or k=null)")
+        return self
+
+
+class RenderSettings(_Message, RenderFields):
+    """The campaign settings a render worker needs (no database fields, no annotator rules),
+    validated with every bound of :class:`RenderFields`: the worker relies on this model."""
+
+    prompt: Text = Field(default="", max_length=MAX_PROMPT)
     optimizer: dict[str, Any] = Field(default_factory=dict)
     # The campaign's secret for image names (rankloop.core.storage.image_name); never shown to
     # annotators. Empty from a coordinator that predates it: names are then still digests.

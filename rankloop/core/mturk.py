@@ -11,8 +11,7 @@ from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 # Where MTurk says to post an assignment (turkSubmitTo): production and the sandbox.
 SUBMIT_ORIGINS: Final = ("https://www.mturk.com", "https://workersandbox.mturk.com")
@@ -20,24 +19,24 @@ SUBMIT_ORIGINS: Final = ("https://www.mturk.com", "https://workersandbox.mturk.c
 # and MTurk may send a posted form on there: it frames and receives as well.
 SITE_ORIGINS: Final = (*SUBMIT_ORIGINS, "https://worker.mturk.com")
 SUBMIT_PATH: Final = "/mturk/externalSubmit"
-# A test's stand-in for MTurk (an http://localhost server): read from the Flask config only when
-# TESTING is on. No RANKLOOP_* variable sets it, so production stays restricted to MTurk.
-TEST_ORIGIN_KEY: Final = "MTURK_TEST_ORIGIN"
 
 
-def _test_origin(config: Mapping[str, Any]) -> tuple[str, ...]:
-    origin = config.get(TEST_ORIGIN_KEY) if config.get("TESTING") else None
-    return (str(origin).rstrip("/"),) if origin else ()
+def stand_in_origin(stand_in: str | None, testing: bool) -> str | None:
+    """A test's stand-in for MTurk (``Settings.mturk_test_origin``, an http://localhost server)
+    as an origin, only when the app is testing: production stays restricted to MTurk."""
+    return str(stand_in).rstrip("/") if testing and stand_in else None
 
 
-def site_origins(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """Origins that may frame ``/join`` and ``/task`` and receive the task page's form."""
-    return (*SITE_ORIGINS, *_test_origin(config))
+def site_origins(stand_in: str | None = None) -> tuple[str, ...]:
+    """Origins that may frame ``/join`` and ``/task`` and receive the task page's form;
+    ``stand_in``: :func:`stand_in_origin`."""
+    return (*SITE_ORIGINS, *((stand_in,) if stand_in else ()))
 
 
-def submit_origin(turk_submit_to: str | None, config: Mapping[str, Any]) -> str | None:
-    """MTurk's ``turkSubmitTo`` as an origin when it is one MTurk posts to, else None."""
+def submit_origin(turk_submit_to: str | None, stand_in: str | None = None) -> str | None:
+    """MTurk's ``turkSubmitTo`` as an origin when it is one MTurk posts to, else None;
+    ``stand_in``: :func:`stand_in_origin`."""
     if not turk_submit_to:
         return None
     origin = turk_submit_to.strip().rstrip("/")
-    return origin if origin in (*SUBMIT_ORIGINS, *_test_origin(config)) else None
+    return origin if origin in (*SUBMIT_ORIGINS, *((stand_in,) if stand_in else ())) else None

@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +28,8 @@ from rankloop.core.errors import InvalidInput
 
 ENV_PREFIX = "RANKLOOP_"
 BROKER_FILE = "broker.sqlite"  # the embedded broker, under var_dir
+# Where an app (the coordinator's Flask app) keeps its one Settings object: see settings_of.
+SETTINGS_EXTENSION = "rankloop_settings"
 
 # Optional strings where an empty value (``RANKLOOP_RESULT_BACKEND=``) means "not set".
 _OPTIONAL = (
@@ -36,6 +38,7 @@ _OPTIONAL = (
     "s3_secret_key",
     "s3_public_endpoint_url",
     "result_backend",
+    "mturk_test_origin",
     "admin_token",
     "base_url",
     "device",
@@ -109,6 +112,13 @@ class Settings(BaseSettings):
     # "json": one JSON object per log line with request, campaign and round ids (service.logs);
     # "text" (the default, and what `rankloop up` prints) keeps plain lines.
     log_format: Literal["text", "json"] = "text"
+    # A live page's stream ends after this many seconds and the page opens a new one (under
+    # gunicorn's 30 s sync timeout); tests that read whole streams shorten it.
+    stream_lifetime_s: float = Field(default=25.0, ge=0)
+    # A test's stand-in for MTurk (an http://localhost server), allowed to frame the pages and
+    # receive the task page's form only while the app is testing (Flask's TESTING): production
+    # stays restricted to MTurk's origins (rankloop.core.mturk) whatever this says.
+    mturk_test_origin: str | None = None
 
     # -- render worker -------------------------------------------------------------------------
     device: str | None = None  # None: CUDA when present, else the CPU
@@ -143,11 +153,18 @@ class Settings(BaseSettings):
         self.inductor_cache = self.inductor_cache or str(var / "inductor-cache")
         return self
 
-    def config(self) -> dict[str, Any]:
-        """The settings as upper-case keys without the prefix (the coordinator's Flask config)."""
-        values = self.model_dump()
-        values["var_dir"] = str(self.var_dir)
-        return {name.upper(): value for name, value in values.items()}
+
+class _HasExtensions(Protocol):
+    extensions: dict[str, Any]
+
+
+def settings_of(app: _HasExtensions) -> Settings:
+    """The one :class:`Settings` object of an app (the coordinator's ``create_app`` keeps it in
+    ``app.extensions``); every tier reads its settings as fields of this, never by key."""
+    settings = app.extensions[SETTINGS_EXTENSION]
+    if not isinstance(settings, Settings):
+        raise TypeError(f"app.extensions[{SETTINGS_EXTENSION!r}] is no Settings: {settings!r}")
+    return settings
 
 
 def _json_object(value: Any) -> Any:
@@ -252,9 +269,11 @@ def make_local_dirs(settings: Settings) -> None:
 __all__ = [
     "BROKER_FILE",
     "ENV_PREFIX",
+    "SETTINGS_EXTENSION",
     "Settings",
     "broker_settings",
     "env_name",
     "load_settings",
     "make_local_dirs",
+    "settings_of",
 ]

@@ -56,7 +56,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
             participant_context=annotator.participant_context,
             pool=annotator.campaign_id is None,
             tasks_done=len(rows),
-            tasks_quota=int(campaign.settings["tasks_per_annotator"]),
+            tasks_quota=campaign.config.tasks_per_annotator,
             completion_code=annotator.completion_code,
             created_at=iso(annotator.created_at),
             last_seen=iso(annotator.last_seen),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, request, url_for
+from flask import Blueprint, Response, redirect, request, url_for
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,6 +33,7 @@ from service.api import responses
 from service.api.common import base_url, iso, json_body, owned_campaign, task_link
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
+from service.config import mturk_stand_in
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
@@ -229,18 +230,18 @@ def recruit_link(campaign_id: str):
             link=f"{base_url()}/join/{campaign.id}?{prolific}",
             # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
             mturk_link=f"{base_url()}/join/{campaign.id}",
-            cap=int(campaign.settings.get("recruit_cap", 0)),
+            cap=campaign.config.recruit_cap,
             joined=counts.get(True, 0),
             owner_links=counts.get(False, 0),
             completion_code=campaign.completion_code,
-            completion_url=campaign.settings.get("completion_url"),
+            completion_url=campaign.config.completion_url,
         )
     )
 
 
 def recruiting(campaign: Campaign) -> bool:
     """Whether ``/join`` admits participants: only when the owner turned it on."""
-    return bool(campaign.settings.get("recruit", False))
+    return campaign.config.recruit
 
 
 def _refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
@@ -257,7 +258,7 @@ def _participant_context() -> dict[str, str] | None:
         if (value := request.args.get(param)) and value.strip()
     }
     if "turk_submit_to" in context:
-        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), current_app.config)
+        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), mturk_stand_in())
         context.update({"turk_submit_to": submit_to} if submit_to else {})
     return context or None
 
@@ -266,7 +267,7 @@ def _to_task_page(fragment: str) -> WerkzeugResponse:
     """The redirect to the task page, with MTurk's assignment when it came from an MTurk HIT:
     the page posts it back to MTurk when the worker is done (task page, notices.js)."""
     assignment = request.args.get("assignmentId", "").strip()[:128]
-    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), current_app.config)
+    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), mturk_stand_in())
     if assignment and assignment != MTURK_PREVIEW and submit_to:
         fragment += "&" + urlencode({"assignmentId": assignment, "turkSubmitTo": submit_to})
     # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
@@ -345,7 +346,7 @@ def join(campaign_id: str):
         .select_from(Annotator)
         .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
     )
-    if (joined or 0) >= int(campaign.settings.get("recruit_cap", 0)):
+    if (joined or 0) >= campaign.config.recruit_cap:
         return _refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
     token = new_token()
     context = _participant_context()
@@ -385,7 +386,7 @@ def me():
     session = get_session()
     annotator = require_annotator(session)
     campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
-    quota = int(campaign.settings["tasks_per_annotator"]) if campaign else None
+    quota = campaign.config.tasks_per_annotator if campaign else None
     code = annotator.completion_code
     if (
         code is None
@@ -403,9 +404,7 @@ def me():
                 tasks_done=annotator.tasks_done,
                 tasks_quota=quota,
                 completion_code=code,
-                completion_url=campaign.settings.get("completion_url")
-                if code and campaign
-                else None,
+                completion_url=campaign.config.completion_url if code and campaign else None,
                 waiting=_waiting(session, annotator, campaign, quota),
             )
         )
@@ -434,7 +433,7 @@ def _waiting(
         select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
     ).all()
     if latest and latest[0].status == RoundStatus.OPEN:
-        quorum = int(campaign.settings["annotators_per_round"])
+        quorum = campaign.config.annotators_per_round
         return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
     if latest and latest[0].status in (RoundStatus.RENDERING, RoundStatus.CLOSED):
         rendered = [r.render_seconds for r in latest if r.render_seconds is not None]

@@ -187,7 +187,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
             .group_by(Ranking.round_id)
         ).all()
     )
-    quorum = int(campaign.settings["annotators_per_round"])
+    quorum = campaign.config.annotators_per_round
     all_rounds = session.scalars(
         select(Round)
         .where(Round.campaign_id == campaign.id)

@@ -11,6 +11,7 @@ from flask import current_app, request
 from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.storage import ObjectStore
 from service.auth import Owner, require_owner
+from service.config import app_settings
 from service.db import get_session
 from service.models import Campaign
 
@@ -59,7 +60,7 @@ def object_url(key: str | None) -> str | None:
     """The store's presigned URL when it has one (S3), else the coordinator's ``/objects/``."""
     if not key:
         return None
-    url = store().url(key, int(current_app.config["PRESIGN_EXPIRES_S"]))
+    url = store().url(key, app_settings().presign_expires_s)
     # The same as url_for("exports.get_object", key=key), without a routing lookup per image.
     return url or f"{request.script_root}/objects/{key}"
 
@@ -91,7 +92,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 def base_url() -> str:
-    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+    return (app_settings().base_url or request.host_url).rstrip("/")
 
 
 def task_link(token: str) -> str:

@@ -52,7 +52,7 @@ def show_round(campaign_id: str, number: str):
         .order_by(Ranking.id)
     ).all()
     # The images and the consensus as the campaign shows its current round: one shape.
-    summary = round_response(round_, len(rows), int(campaign.settings["annotators_per_round"]))
+    summary = round_response(round_, len(rows), campaign.config.annotators_per_round)
     return json_response(
         responses.RoundDetail(
             number=round_.number,

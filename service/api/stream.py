@@ -4,7 +4,7 @@ the campaign changes status; an annotator's waiting page learns when a task may 
 ``GET /api/campaigns/<id>/stream`` (owner) and ``GET /api/tasks/stream`` (annotator) answer
 ``text/event-stream``. Each stream polls the database cheaply (a few indexed reads a second)
 and sends an event when what it watches changed, a comment line as a heartbeat, and ends after
-:data:`LIFETIME_S` with an ``end`` event; the page then opens a new one. Polling rather than a
+``Settings.stream_lifetime_s`` (25 s) with an ``end`` event; the page then opens a new one. Polling rather than a
 notification channel works the same with SQLite and PostgreSQL and with several coordinators
 (any of them sees a change made by another), and the short lifetime keeps a stream under
 gunicorn's worker timeout (30 s by default), so a sync worker holding one is never killed as
@@ -44,6 +44,7 @@ from service.api import responses
 from service.api.common import iso, owned_campaign
 from service.api.responses import json_response
 from service.auth import Owner, hash_token, require_annotator
+from service.config import app_settings
 from service.db import get_session
 from service.models import Annotator, Campaign, OwnerKey, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
@@ -53,12 +54,9 @@ bp = Blueprint("stream", __name__, url_prefix="/api")
 
 POLL_S = 1.0  # how often a stream reads the database
 HEARTBEAT_S = 10.0  # a comment line at least this often keeps proxies from closing an idle stream
-LIFETIME_S = 25.0  # then the stream ends and the page opens a new one (under gunicorn's 30 s)
 RETRY_MS = 2000  # EventSource's own reconnect delay, should the connection drop
 TICKET_TTL_S = 60  # a ticket opens a stream within this time of being made
 MAX_OPEN_STREAMS = 2  # per process: a stream holds a worker thread (gunicorn: 4 per process)
-# The app's config may shorten the lifetime (STREAM_LIFETIME_S): tests that read whole streams.
-LIFETIME_CONFIG = "STREAM_LIFETIME_S"
 EVENT_STREAM = "text/event-stream"
 OWNER, ANNOTATOR = "o", "a"  # a ticket's kind
 ADMIN_SUBJECT = "admin"
@@ -104,7 +102,7 @@ def _owner_secret(session: Session, subject: str) -> str | None:
     """``<campaign id>:<owner key id | admin>`` -> the hash of that credential."""
     _, _, key = subject.partition(":")
     if key == ADMIN_SUBJECT:
-        admin = current_app.config.get("ADMIN_TOKEN")
+        admin = app_settings().admin_token
         return hash_token(str(admin)) if admin else None
     if not (key.isascii() and key.isdigit() and len(key) < 12):
         return None
@@ -343,7 +341,7 @@ def _stream(state: Callable[[Session], dict[str, Any] | None], event: str, holde
 
     get_session().close()  # no transaction is held while the stream is open
     make_session: sessionmaker[Session] = current_app.extensions["rankloop_sessionmaker"]
-    lifetime = float(current_app.config.get(LIFETIME_CONFIG, LIFETIME_S))
+    lifetime = app_settings().stream_lifetime_s
 
     def body() -> Iterator[bytes]:
         started = last_sent = time.monotonic()

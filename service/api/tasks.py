@@ -44,15 +44,15 @@ def next_task():
     if lease is None:
         return Response(status=204)
     campaign, round_ = lease.campaign, lease.round
-    settings = campaign.settings
+    settings = campaign.config
     images = display_order(lease.annotator_id, round_.id, round_images(session, round_))
     return json_response(
         responses.Task(
             task_id=lease.task_id,
             campaign_id=campaign.id,
             round=round_.number,
-            k=settings.get("k"),
-            allow_ties=bool(settings.get("allow_ties")),
+            k=settings.k,
+            allow_ties=settings.allow_ties,
             expires_at=iso(lease.expires_at),
             prompt=campaign.prompt,
             images=[

@@ -39,7 +39,7 @@ def rerun(sessions: Callable[[], Session], campaign_id: str, method: str | None 
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             raise NotFound(f"no campaign {campaign_id!r}")
-        method = method or str(campaign.settings.get("consensus_method", "auto"))
+        method = method or campaign.config.consensus_method
         reliability = AnnotatorReliability()
         results = []
         rounds = session.scalars(

@@ -158,13 +158,13 @@ class Images:
 
 
 def _settings_columns(source: CampaignSource) -> dict[str, Any]:
-    settings = source.campaign.settings
+    config = source.campaign.config
     return {
         "campaign_id": source.campaign.id,
         "prompt": source.campaign.prompt,
-        "negative_prompt": settings.get("negative_prompt") or "",
-        "generator": settings.get("generator"),
-        "model": settings.get("model"),
+        "negative_prompt": config.negative_prompt,
+        "generator": config.generator,
+        "model": config.model,
     }
 
 
@@ -176,8 +176,8 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
     common = {
         **_settings_columns(source),
         "settings": json.dumps(public, sort_keys=True),
-        "seed": settings.get("seed"),
-        "top_k": settings.get("k"),
+        "seed": source.campaign.config.seed,
+        "top_k": source.campaign.config.k,
     }
     per_round: dict[str, Any] = {}
     current = None
@@ -296,8 +296,8 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
               attention_passed: Sequence[bool | None],
               weights: Sequence[float | None]) -> Batch:  # fmt: skip
     """The pairs of each answer (positions best first) of one round, as columns."""
-    settings = source.campaign.settings
-    model = str(settings.get("model") or settings.get("generator") or "")
+    config = source.campaign.config
+    model = config.model or config.generator
     by_position = {i.position: i for i in round_.images}
     candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
     refs: dict[str, str] = {}  # an image's reference, asked once (it may write a file)

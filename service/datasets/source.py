@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import String, select, type_coerce
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.errors import NotFound
 from service.models import Assignment, Campaign, Consensus, Image, Ranking, Round
 
@@ -87,8 +88,9 @@ class CampaignInfo:
     id: str
     name: str
     prompt: str
-    settings: dict[str, Any]
+    settings: dict[str, Any]  # as stored (exported as it is, less the image salt)
     created_at: dt.datetime
+    config: CampaignSettings  # the same, typed (rankloop.core.campaign_settings)
 
 
 class CampaignSource:
@@ -102,7 +104,7 @@ class CampaignSource:
                 raise NotFound(f"no campaign {campaign_id!r}")
             self.campaign = CampaignInfo(
                 campaign.id, campaign.name, campaign.prompt, dict(campaign.settings),
-                campaign.created_at,
+                campaign.created_at, campaign.config,
             )  # fmt: skip
             self.round_ids = list(
                 session.scalars(

@@ -1,0 +1,150 @@
+"""A campaign's settings as one typed model, each default and bound written once.
+
+:class:`CampaignFields` holds every setting an owner gives a campaign with its default and its
+bounds (the render fields come from :class:`rankloop.core.contracts.RenderFields`). The create
+request (``service.schemas.CampaignCreate``) builds on it, and :class:`CampaignSettings` is what
+a campaign stores (the ``settings`` JSON column) parsed once where the campaign is loaded
+(``service.models.Campaign.config``): render fields resolved to the generator's defaults, the
+lease resolved, the optimizer options the owner set, the image salt. A stored row from an older
+release that lacks a key gets its default here, and keys this release does not know are ignored
+(the stored JSON itself keeps them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from rankloop.core.consensus import METHODS
+from rankloop.core.contracts import (
+    DEFAULT_FEED,
+    MAX_LEASE_S,
+    FeedName,
+    RenderFields,
+    default_lease_s,
+    with_generator_defaults,
+)
+from rankloop.core.optimizer_schema import Integer
+
+ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS: Final = 10_000  # a campaign's round budget
+# A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
+# where a finished worker is sent: https only (a worker's browser follows it unasked).
+COMPLETION_CODE: Final = r"^[A-Za-z0-9_-]{1,32}$"
+CompletionCode = Annotated[str, Field(pattern=COMPLETION_CODE)]
+CompletionUrl = Annotated[str, Field(pattern=r"^https://[^\s\x00]+$", max_length=2000)]
+
+
+class CampaignFields(RenderFields):
+    """Every setting of a campaign an owner may give, with its default and bounds."""
+
+    annotators_per_round: Integer = Field(
+        default=3, ge=1, le=1000, description="quorum of rankings"
+    )
+    rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
+    round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    lease_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LEASE_S,
+        description="seconds a task stays an annotator's; null: derived from m, k and the image "
+        "size (rankloop.core.contracts.default_lease_s), extended by the images' loading time",
+    )
+    render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
+    allow_ties: bool = False
+    tasks_per_annotator: Integer = Field(default=10, ge=1, le=100000)
+    # The recruitment link (/join) works only when the owner turns it on.
+    recruit: bool = Field(default=False, description="open the /join recruitment link")
+    recruit_cap: Integer = Field(
+        default=100, ge=0, le=100000, description="participants /join admits (owner links apart)"
+    )
+    completion_code: CompletionCode | None = Field(
+        default=None,
+        description="the code a finished participant gets (e.g. Prolific's completion code); "
+        "null: the cc of completion_url, else a random one",
+    )
+    completion_url: CompletionUrl | None = Field(
+        default=None,
+        description="where the task page sends a finished participant, e.g. "
+        "https://app.prolific.com/submissions/complete?cc=CODE; null: the code is shown",
+    )
+    consensus_method: ConsensusMethod = "auto"
+    # What the optimizer is told: the weighted pairwise matrix beat the order alone in
+    # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
+    consensus_feed: FeedName = DEFAULT_FEED
+
+
+# What a stored campaign without ``consensus_feed`` (older than the setting) is told.
+LEGACY_FEED: Final[FeedName] = "order"
+
+
+class CampaignSettings(CampaignFields):
+    """A campaign's stored settings, resolved: what the coordinator reads (``campaign.config``).
+
+    Parse a stored JSON object with :meth:`from_stored`.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Always resolved in a stored campaign (CampaignCreate.settings derives it when unset).
+    lease_s: float = Field(gt=0, le=MAX_LEASE_S)
+    # The RankSGD options the owner set; the optimizer's own defaults fill the rest.
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+    # The campaign's secret for image names, made with its first round ("" until then).
+    image_salt: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolved(cls, data: Any) -> Any:
+        """Fill what an older row may lack: the generator's render defaults, the lease."""
+        if not isinstance(data, Mapping):
+            return data
+        out = with_generator_defaults(dict(data))
+        # A campaign from before consensus_feed existed was told the order: it goes on so.
+        out.setdefault("consensus_feed", LEGACY_FEED)
+        if out.get("lease_s") is None:
+            given = {
+                name: out.get(name, cls.model_fields[name].get_default())
+                for name in ("m", "k", "width", "height", "attention_check")
+            }
+            with contextlib.suppress(TypeError, ValueError):  # a bad m, k or size: its own
+                out["lease_s"] = default_lease_s(**given)  # field's error says so
+        return out
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> CampaignSettings:
+        """A campaign's stored ``settings`` JSON, typed; missing keys take their defaults.
+
+        The bounds and choices are checked where values come in (the API); a stored value the
+        model would refuse is kept as stored, and logged, so that one odd row fails where it is
+        used (a consensus method no one knows fails the close, which is recorded), not every
+        request that loads the campaign. A tool may store beyond a bound on purpose
+        (``rankloop bench api``'s unreachable quorum).
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            problems = error.errors(include_url=False, include_input=False)
+            if not all(p["loc"] and p["loc"][0] in data for p in problems):
+                raise  # a rule between fields (k > m): no stored row breaks one
+            odd = {str(p["loc"][0]) for p in problems}
+            log.warning("campaign settings kept as stored, unchecked: %s", error)
+            within = cls.model_validate({k: v for k, v in data.items() if k not in odd})
+            return within.model_copy(update={name: data[name] for name in odd})
+
+
+__all__ = [
+    "COMPLETION_CODE",
+    "MAX_ROUNDS",
+    "CampaignFields",
+    "CampaignSettings",
+    "CompletionCode",
+    "CompletionUrl",
+    "ConsensusMethod",
+]
