@@ -7,8 +7,8 @@ never reaches a server log) and the owner key is typed into the dashboard; both 
 tab's ``sessionStorage`` and travel as ``Authorization: Bearer``. With no ambient credential
 there is nothing for a cross-site request to ride on, so no CSRF token is needed.
 
-The coordinator's factory calls :func:`init_app` (it names this module in its ``UI_MODULE``
-setting instead of importing it), which registers :data:`ui_blueprint` (no URL prefix); the
+The web app (:mod:`rankloop.commands.web`, the layer above both tiers) passes :func:`init_app`
+to the coordinator's factory, which registers :data:`ui_blueprint` (no URL prefix); the
 routes are ``/task``, ``/dashboard`` and ``/dashboard/<campaign_id>``; assets are under
 ``/ui-static/``.
 """

@@ -1,6 +1,6 @@
 """gunicorn settings for the coordinator's web tier.
 
-    gunicorn -c infra/gunicorn.conf.py 'service.app:create_app()'
+    gunicorn -c infra/gunicorn.conf.py 'rankloop.commands.web:create_web_app()'
 
 Every setting can be overridden from the environment (``GUNICORN_*`` below) so that the same
 file serves a laptop, the compose stack and a cluster. The app is stateless: scale it by adding

@@ -1,17 +1,19 @@
 """The coordinator's application factory.
 
-``create_app(test_config=None)``: the settings (:func:`rankloop.core.settings.load_settings`:
+``create_app(test_config=None, pages=None)``: the settings (:func:`rankloop.core.settings.load_settings`:
 ``RANKLOOP_*`` environment variables over the defaults, then ``test_config``, a mapping of the
 same upper-case names) become the app's one typed :class:`~rankloop.core.settings.Settings`
 (``service.config.app_settings()``; only Flask's own keys go to the Flask config); then the
-database, the object store, Celery, rate limits, the API blueprints and the pages
-(``UI_MODULE``). Nothing is created at import time, and nothing here imports torch,
-diffusers, ``gpu_worker`` or ``annotator_ui``.
+database, the object store, Celery, rate limits, the API blueprints and, when the caller
+passes them, the pages (``pages(app)``: the web app of :mod:`rankloop.commands.web` composes
+``annotator_ui.init_app``; without them the coordinator serves the API alone). Nothing is
+created at import time, and nothing here imports torch, diffusers, ``gpu_worker`` or
+``annotator_ui``.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response
@@ -26,7 +28,9 @@ from rankloop.stores import store_from_config
 from service.json import StrictJSONProvider
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, pages: Callable[[Flask], None] | None = None
+) -> Flask:
     app = Flask(__name__)
     app.json = StrictJSONProvider(app)  # no NaN or Infinity in or out (service/json.py)
     settings = load_settings(overrides=test_config)
@@ -51,10 +55,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     limits.init_app(app)
 
-    # The pages are a tier of their own, composed by name so that this tier never imports
-    # them; UI_MODULE="" serves the API alone.
-    if settings.ui_module:
-        importlib.import_module(settings.ui_module).init_app(app)
+    # The pages are a tier of their own: the layer above composes them (this tier never
+    # imports them).
+    if pages is not None:
+        pages(app)
     app.after_request(_security_headers)
     return app
 

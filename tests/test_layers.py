@@ -86,7 +86,7 @@ def test_the_coordinator_app_loads_no_model_library_and_no_gpu_worker(tmp_path):
     # (it builds an app from the environment at import).
     modules = modules_of("service", skip=("service.migrations", "service.worker"))
     assert {"service.app", "service.api.tasks", "service.tasks"} <= set(modules)
-    forbidden = {"torch", "diffusers", "transformers", "gpu_worker"}
+    forbidden = {"torch", "diffusers", "transformers", "gpu_worker", "annotator_ui"}
     assert loaded(modules, forbidden, then=create) == {}
 
 

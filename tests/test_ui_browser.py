@@ -135,8 +135,8 @@ def _start_worker(args: list[str], env: dict[str, str], log: Path) -> subprocess
 def stack(tmp_path_factory, postgres_url, redis_url, redis_prefix, session_tag) -> Iterator[Stack]:
     from werkzeug.serving import make_server
 
+    from rankloop.commands.web import create_web_app
     from service import db
-    from service.app import create_app
 
     work = tmp_path_factory.mktemp("ui-stack")
     tag = session_tag
@@ -145,7 +145,7 @@ def stack(tmp_path_factory, postgres_url, redis_url, redis_prefix, session_tag) 
     transport = {"global_keyprefix": f"{redis_prefix}ui-browser:"}
     logs = ROOT / "test-output" / "ui-browser"
     logs.mkdir(parents=True, exist_ok=True)
-    app = create_app(
+    app = create_web_app(
         {
             "DATABASE_URL": postgres_url,
             "STORE_URL": str(work / "objects"),

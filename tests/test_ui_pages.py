@@ -17,10 +17,11 @@ STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
 PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
 
 
-def _app(tmp_path, **config):
+def _app(tmp_path, pages: bool = True, **config):
+    from rankloop.commands.web import create_web_app
     from service.app import create_app
 
-    return create_app(
+    return (create_web_app if pages else create_app)(
         {
             "TESTING": True,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'ui.sqlite'}",
@@ -160,10 +161,10 @@ def test_images_may_come_from_the_object_stores_public_endpoint_only():
     ]
 
 
-def test_the_pages_are_composed_by_setting_and_the_api_serves_alone(tmp_path):
-    """The coordinator names the UI module (``UI_MODULE``) instead of importing it; without
-    one it serves the API and no page."""
-    client = _app(tmp_path, UI_MODULE="").test_client()
+def test_the_pages_are_composed_above_and_the_api_serves_alone(tmp_path):
+    """The web app (rankloop.commands.web) composes the pages with the coordinator, which never
+    imports them; the coordinator's app alone serves the API and no page."""
+    client = _app(tmp_path, pages=False).test_client()
     assert client.get("/task").status_code == 404
     assert client.get("/ui-static/js/task.js").status_code == 404
     assert client.get("/api/openapi.json").status_code == 200

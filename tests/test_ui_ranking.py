@@ -19,11 +19,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def page(browser, tmp_path_factory) -> Iterator[Any]:
     from werkzeug.serving import make_server
 
+    from rankloop.commands.web import create_web_app
     from service import db
-    from service.app import create_app
 
     work = tmp_path_factory.mktemp("ui-ranking")
-    app = create_app(
+    app = create_web_app(
         {
             "DATABASE_URL": f"sqlite:///{work / 'rankloop.sqlite'}",
             "STORE_URL": str(work / "objects"),

@@ -218,7 +218,9 @@ def api_command(
             stop_process(bare)
 
         port = free_port()
-        server = start_gunicorn("service.app:create_app()", port, env, workers, work / "app.log")
+        server = start_gunicorn(
+            "rankloop.commands.web:create_web_app()", port, env, workers, work / "app.log"
+        )
         try:
             if driver == "wrk":
                 samples, acknowledged = run_wrk(

@@ -44,8 +44,8 @@ def serve_command(
                     self.cfg.set(key, value)
 
         def load(self):
-            from service.app import create_app
+            from rankloop.commands.web import create_web_app
 
-            return create_app()
+            return create_web_app()
 
     Server().run()

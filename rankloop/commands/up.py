@@ -173,11 +173,11 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     admin = settings.admin_token or secrets.token_urlsafe(24)
     env = {env_name("var_dir"): str(var), env_name("admin_token"): admin}
     os.environ.update(env)
-    from service.app import create_app
+    from rankloop.commands.web import create_web_app
     from service.cli import upgrade
 
     upgrade(settings.database_url)
-    app = create_app({"BASE_URL": f"http://{host}:{port}"})
+    app = create_web_app({"BASE_URL": f"http://{host}:{port}"})
     from service.tasks import warm_up_consensus
 
     threading.Thread(target=warm_up_consensus, name="warm-up", daemon=True).start()

@@ -107,7 +107,6 @@ class Settings(BaseSettings):
     # "process": per process, no round trip; "shared": exact across processes, in the storage.
     ratelimit_annotator_scope: Literal["process", "shared"] = "process"
     max_content_length: int = Field(default=1 << 20, ge=1)
-    ui_module: str = "annotator_ui"  # a module with init_app(app); "": the API alone
     ui_image_origins: str = ""  # space-separated origins allowed to serve images (a CDN)
     # "json": one JSON object per log line with request, campaign and round ids (service.logs);
     # "text" (the default, and what `rankloop up` prints) keeps plain lines.
