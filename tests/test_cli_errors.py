@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from rankloop.commands.cli import main
 from rankloop.core.errors import NotFound
+from rankloop.core.settings import settings_of
 from service import db
 from service.models import Campaign, Ranking
 from tests.fixtures.coordinator import Owner, bearer, render_round
@@ -57,7 +58,7 @@ def finished(sqlite_app) -> str:
 
 @pytest.fixture
 def url(sqlite_app) -> str:
-    return sqlite_app.config["DATABASE_URL"]
+    return settings_of(sqlite_app).database_url
 
 
 def _export(campaign: str, url: str, out: Path, fmt: str = "jsonl") -> list[dict]:
