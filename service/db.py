@@ -9,6 +9,7 @@ bookkeeping worker can share the file; PostgreSQL gets a connection pool.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +110,16 @@ def _close_session(_exc: BaseException | None) -> None:
         current_app.logger.warning("closing a session on a dead connection", exc_info=True)
         with contextlib.suppress(Exception):  # nothing left to release
             session.invalidate()
+
+
+# What a database without rankloop's tables answers: SQLite's, and PostgreSQL's UndefinedTable.
+_MISSING_TABLE = re.compile(r"no such table|UndefinedTable|relation \S+ does not exist")
+UPGRADE_HINT = "create the tables with `rankloop db upgrade` (add --url for another database)"
+
+
+def missing_tables(error: BaseException) -> bool:
+    """Whether ``error`` says the rankloop tables are not there (a database never upgraded)."""
+    return bool(_MISSING_TABLE.search(str(error)))
 
 
 def database_unavailable_errors() -> tuple[type[Exception], ...]:

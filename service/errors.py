@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from rankloop.core.errors import InvalidInput, RankloopError
 from service.api.responses import Error, ErrorBody, json_response
-from service.db import database_unavailable_errors
+from service.db import UPGRADE_HINT, database_unavailable_errors, missing_tables
 
 
 def error_response(status: int, code: str, message: str, details=None):
@@ -64,9 +64,10 @@ def init_app(app: Flask) -> None:
     def _database_down(error: Exception):
         app.logger.exception("database unavailable")
         _drop_dead_connection()
-        response = error_response(
-            503, "database_unavailable", "the database is busy or down; retry"
-        )
+        message = "the database is busy or down; retry"
+        if missing_tables(error):
+            message = f"the database has no rankloop tables: {UPGRADE_HINT}"
+        response = error_response(503, "database_unavailable", message)
         response.headers["Retry-After"] = "2"
         return response
 
@@ -75,7 +76,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(sa.DBAPIError)
     def _database_error(error: sa.DBAPIError):
-        if error.connection_invalidated:  # a disconnect the dialect recognised
+        if error.connection_invalidated or missing_tables(error):  # down, or not set up
             return _database_down(error)
         return _unexpected(error)
 

@@ -185,3 +185,33 @@ def test_a_database_without_tables_in_a_coordinator_command(tmp_path, monkeypatc
     monkeypatch.setenv("RANKLOOP_STORE_URL", str(tmp_path / "objects"))
     monkeypatch.setenv("RANKLOOP_BROKER_URL", "memory://")
     one_line_error(run("fork", "abc", "--round", "0"), 1, "rankloop db upgrade")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url_without_tables(request, tmp_path) -> str:
+    """A database that was never upgraded: a new SQLite file, or a PostgreSQL schema of its own
+    (the session's database, searched through an empty schema)."""
+    if request.param == "sqlite":
+        sqlite3.connect(tmp_path / "empty.sqlite").close()
+        return f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    import psycopg
+
+    base = request.getfixturevalue("postgres_url")
+    schema = f"empty_{tmp_path.name[-20:].lower().replace('-', '_')}"
+    with psycopg.connect(base.replace("+psycopg", ""), autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    return f"{base}?options=-csearch_path%3D{schema}"
+
+
+def test_the_api_and_the_commands_name_the_upgrade_on_a_database_without_tables(
+    url_without_tables, tmp_path
+):
+    from service.app import create_app
+
+    app = create_app({"DATABASE_URL": url_without_tables, "STORE_URL": str(tmp_path / "objects"),
+                      "BROKER_URL": "memory://", "ADMIN_TOKEN": "owner"})  # fmt: skip
+    response = app.test_client().get("/api/campaigns", headers=bearer("owner"))
+    assert response.status_code == 503, response.json
+    assert "rankloop db upgrade" in response.json["error"]["message"]
+    db.get_engine(app).dispose()
+    one_line_error(run("export", "abc", "--url", url_without_tables), 1, "rankloop db upgrade")

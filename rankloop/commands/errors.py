@@ -18,7 +18,6 @@ from rankloop.core.errors import RankloopError
 
 # A campaign id names files (report-<id>.png) and object-store keys: nothing that walks a path.
 CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-UPGRADE_HINT = "create the tables with `rankloop db upgrade` (add --url for another database)"
 DEBUG_HINT = "run `rankloop --debug ...` for the traceback"
 
 
@@ -41,7 +40,9 @@ def explain(exc: BaseException) -> str:
     name = type(exc).__name__
     module = type(exc).__module__.split(".")[0]
     if module == "sqlalchemy":
-        if re.search(r"no such table|UndefinedTable|relation .* does not exist", str(exc)):
+        from service.db import UPGRADE_HINT, missing_tables  # not on `rankloop --help`'s path
+
+        if missing_tables(exc):
             return f"the database has no rankloop tables: {UPGRADE_HINT}"
         if name in ("OperationalError", "InterfaceError"):
             return f"cannot use the database: {text} (is it running, and is the URL right?)"
