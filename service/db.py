@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -114,7 +114,16 @@ def _close_session(_exc: BaseException | None) -> None:
 
 # What a database without rankloop's tables answers: SQLite's, and PostgreSQL's UndefinedTable.
 _MISSING_TABLE = re.compile(r"no such table|UndefinedTable|relation \S+ does not exist")
-UPGRADE_HINT = "create the tables with `rankloop db upgrade` (add --url for another database)"
+NO_TABLES = "the database has no rankloop tables"
+
+
+def upgrade_hint(url: str | None = None) -> str:
+    """What creates the tables: ``rankloop db upgrade``, with the database's URL (password
+    hidden) where the caller named one."""
+    if url is None:
+        return "create the tables with `rankloop db upgrade` (add --url for another database)"
+    shown = make_url(url).render_as_string(hide_password=True)
+    return f"create the tables with `rankloop db upgrade --url {shown}`"
 
 
 def missing_tables(error: BaseException) -> bool:

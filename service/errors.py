@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from rankloop.core.errors import InvalidInput, RankloopError
 from service.api.responses import Error, ErrorBody, json_response
-from service.db import UPGRADE_HINT, database_unavailable_errors, missing_tables
+from service.db import NO_TABLES, database_unavailable_errors, missing_tables, upgrade_hint
 
 
 def error_response(status: int, code: str, message: str, details=None):
@@ -66,7 +66,7 @@ def init_app(app: Flask) -> None:
         _drop_dead_connection()
         message = "the database is busy or down; retry"
         if missing_tables(error):
-            message = f"the database has no rankloop tables: {UPGRADE_HINT}"
+            message = f"{NO_TABLES}: {upgrade_hint()}"
         response = error_response(503, "database_unavailable", message)
         response.headers["Retry-After"] = "2"
         return response

@@ -28,7 +28,7 @@ from rankloop.core.liveness import (
     render_route,
 )
 from service.config import settings_of
-from service.db import get_engine
+from service.db import get_engine, upgrade_hint
 from service.routing import Reply, ok, operation
 
 bp = Blueprint("health", __name__)
@@ -83,7 +83,7 @@ def _migrations() -> None:
     if current != heads:
         raise RuntimeError(
             f"database at {sorted(current) or 'no revision'}, release at {sorted(heads)}: "
-            "run `rankloop db upgrade`"
+            f"{upgrade_hint()}"
         )
 
 

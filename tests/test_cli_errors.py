@@ -215,3 +215,30 @@ def test_the_api_and_the_commands_name_the_upgrade_on_a_database_without_tables(
     assert "rankloop db upgrade" in response.json["error"]["message"]
     db.get_engine(app).dispose()
     one_line_error(run("export", "abc", "--url", url_without_tables), 1, "rankloop db upgrade")
+
+
+def test_an_import_whose_consensus_fails_imports_nothing(finished, url, tmp_path, monkeypatch):
+    good = tmp_path / "good.jsonl"
+    _export(finished, url, good)
+    target = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    assert run("db", "upgrade", "--url", target).exit_code == 0
+    one_line_error(run("import", good, "--url", target, "--consensus", "borda!"), 2, "--consensus")
+    from rankloop.core.errors import ConvergenceError
+    from service.datasets import reconsensus
+
+    def diverges(*args, **kwargs):
+        raise ConvergenceError("the scores did not converge")
+
+    monkeypatch.setattr(reconsensus, "round_consensus", diverges)
+    one_line_error(run("import", good, "--url", target), 1, "did not converge")
+    assert _campaigns(target) == 0  # the rankings went back with the consensus
+    monkeypatch.undo()
+    imported = run("import", good, "--url", target)
+    assert imported.exit_code == 0 and "imported campaign" in imported.output, imported.output
+
+
+def test_the_upgrade_hint_hides_a_password():
+    from service.db import upgrade_hint
+
+    hint = upgrade_hint("postgresql+psycopg://lab:s3cret@db.example.org/rankloop")
+    assert "s3cret" not in hint and "rankloop db upgrade --url" in hint

@@ -40,10 +40,10 @@ def explain(exc: BaseException) -> str:
     name = type(exc).__name__
     module = type(exc).__module__.split(".")[0]
     if module == "sqlalchemy":
-        from service.db import UPGRADE_HINT, missing_tables  # not on `rankloop --help`'s path
+        from service.db import NO_TABLES, missing_tables, upgrade_hint  # not on --help's path
 
         if missing_tables(exc):
-            return f"the database has no rankloop tables: {UPGRADE_HINT}"
+            return f"{NO_TABLES}: {upgrade_hint()}"
         if name in ("OperationalError", "InterfaceError"):
             return f"cannot use the database: {text} (is it running, and is the URL right?)"
         if name == "ArgumentError":

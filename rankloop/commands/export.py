@@ -88,19 +88,24 @@ def export_command(campaign_id: str, table: str, fmt: str, images: str, base_url
               help="compute each round's consensus with this method (default: the campaign's)")  # fmt: skip
 def import_command(path: Path, url: str | None, method: str | None) -> None:
     """Recreate a campaign from its rankings export, then compute its consensus again."""
+    from rankloop.core.consensus import METHODS
     from service import datasets
     from service.cli import database_url
     from service.datasets.importer import count_rows, import_rankings, read_rows
-    from service.datasets.reconsensus import rerun
+    from service.datasets.reconsensus import recompute
 
+    if method is not None and method not in METHODS:
+        raise click.BadParameter(f"use one of {', '.join(METHODS)}", param_hint="--consensus")
     sessions, dispose = datasets.sessions_for(database_url(url))
     try:
         with click.progressbar(label=f"rankings from {path.name}", length=count_rows(path)) as bar:
-            campaign_id = import_rankings(sessions, read_rows(path), progress=bar.update)
-        rounds = rerun(sessions, campaign_id, method, save=True)
+            campaign_id, rounds = import_rankings(
+                sessions, read_rows(path), progress=bar.update,
+                then=lambda session, campaign_id: recompute(session, campaign_id, method, save=True),
+            )  # fmt: skip
     finally:
         dispose()
-    for r in rounds:
+    for r in rounds or []:
         agreement = "-" if r.agreement is None else f"{r.agreement:.3f}"
         click.echo(f"round {r.round}: {r.method} order {r.order} agreement {agreement}")
-    click.echo(f"imported campaign {campaign_id} ({len(rounds)} rounds with rankings)")
+    click.echo(f"imported campaign {campaign_id} ({len(rounds or [])} rounds with rankings)")

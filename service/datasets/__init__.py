@@ -69,17 +69,16 @@ def sessions_for(url: str) -> tuple[Callable[[], Session], Callable[[], None]]:
     from sqlalchemy import inspect
     from sqlalchemy.orm import sessionmaker
 
-    from service.db import make_engine, sqlite_path
+    from service.db import NO_TABLES, make_engine, sqlite_path, upgrade_hint
     from service.models import Campaign
 
-    upgrade = f"create it with `rankloop db upgrade --url {url}`"
     path = sqlite_path(url)
     if path is not None and not path.exists():
-        raise NotFound(f"no database at {path}: {upgrade}")
+        raise NotFound(f"no database at {path}: {upgrade_hint(url)}")
     engine = make_engine(url)
     try:
         if not inspect(engine).has_table(Campaign.__tablename__):
-            raise NotFound(f"the database {engine.url!r} has no rankloop tables: {upgrade}")
+            raise NotFound(f"{NO_TABLES}: {upgrade_hint(url)}")
     except BaseException:
         engine.dispose()
         raise

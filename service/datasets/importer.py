@@ -13,7 +13,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import update
@@ -24,6 +24,7 @@ from rankloop.core.errors import Conflict, InvalidInput
 from service.auth import hash_token
 from service.models import Annotator, Assignment, Campaign, Image, Ranking, Round
 
+T = TypeVar("T")
 FLUSH_EVERY = 2000  # rows written and let go of at a time: flat memory, one transaction
 
 
@@ -131,10 +132,16 @@ def parse_row(number: int, row: Any) -> ExportedRanking:
         raise InvalidInput(f"row {number}: {where + ': ' if where else ''}{problem}") from None
 
 
-def import_rankings(sessions: Callable[[], Session], rows: Iterator[dict[str, Any]],
-                    progress: Callable[[int], None] | None = None) -> str:  # fmt: skip
+def import_rankings(
+    sessions: Callable[[], Session],
+    rows: Iterator[dict[str, Any]],
+    progress: Callable[[int], None] | None = None,
+    then: Callable[[Session, str], T] | None = None,
+) -> tuple[str, T | None]:
     """Store the rankings ``rows`` (a ``rankings`` export, in ranking order) in one transaction
-    (all or nothing); returns the campaign's id."""
+    (all or nothing); ``then(session, campaign_id)`` runs inside it before the commit (the
+    consensus computed again: it fails, nothing is imported). Returns the campaign's id and
+    what ``then`` returned."""
     session = sessions()
     try:
         campaign_id = None
@@ -163,8 +170,9 @@ def import_rankings(sessions: Callable[[], Session], rows: Iterator[dict[str, An
             raise InvalidInput("the export holds no ranking")
         for round_id, count in counts.items():
             session.execute(update(Round).where(Round.id == round_id).values(n_rankings=count))
+        after = then(session, campaign_id) if then is not None else None
         session.commit()
-        return campaign_id
+        return campaign_id, after
     except BaseException:
         session.rollback()
         raise
