@@ -61,7 +61,8 @@ def _secure(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Serve the pages from ``app`` (the coordinator's ``create_app`` calls this)."""
+    """Serve the pages from ``app`` (:func:`rankloop.commands.web.create_web_app` passes this
+    to the coordinator's ``create_app``)."""
     app.register_blueprint(ui_blueprint)
 
 

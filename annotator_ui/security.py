@@ -28,9 +28,9 @@ FRAMED_BY_MTURK = ("ui.task_page",)
 def image_origins(settings: Settings) -> list[str]:
     """Origins, besides this one, that images may come from.
 
-    The object store's public endpoint (``S3_PUBLIC_ENDPOINT_URL``, else ``S3_ENDPOINT_URL``)
-    when ``STORE_URL`` is ``s3://...``, plus any listed, space-separated, in
-    ``UI_IMAGE_ORIGINS`` (a CDN in front of the store, say).
+    The object store's public endpoint (``settings.s3_public_endpoint_url``, else
+    ``s3_endpoint_url``) when ``store_url`` is ``s3://...``, plus any listed, space-separated,
+    in ``ui_image_origins`` (``RANKLOOP_UI_IMAGE_ORIGINS``: a CDN in front of the store, say).
     """
     origins: list[str] = []
     if settings.store_url.startswith("s3://"):

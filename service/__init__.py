@@ -17,6 +17,9 @@ The data path, one module per job:
   per-process caches and its driver-level execution; :mod:`service.tasks`: the Celery
   bookkeeping jobs; :mod:`service.jobs`: every Celery job sent, by name (the bottom of the
   ranking's way: views and jobs -> steps -> rendering -> jobs);
+- :mod:`service.statements`: each rule of a ranking stored and a lease taken, once, as Core
+  statements that both submission paths and both leasing paths build from;
+- :mod:`service.config`: the app's one typed :class:`~rankloop.core.settings.Settings`;
 - :mod:`service.routing`: the ``operation`` decorator that routes a view and declares its
   contract, from which the OpenAPI document is built.
 

@@ -156,7 +156,7 @@ def campaign_ticket(campaign_id: str):
     "/campaigns/<campaign_id>/stream",
     summary=(
         "Live updates, server-sent events: `campaign` (status, current round and its status, "
-        "rankings in it) first and on every change, heartbeat comments, `end` after about 25 s "
+        "rankings in it) first and on every change, heartbeat comments, `end` after RANKLOOP_STREAM_LIFETIME_S (25 s by default) "
         "(open a new stream). Authorized by ?ticket= from stream-ticket, or Bearer. 503 with "
         "Retry-After when the server holds too many streams: poll instead"
     ),
@@ -242,7 +242,7 @@ def task_ticket():
         "Live updates for a waiting annotator, server-sent events: `waiting` first and on "
         "every change of what waiting depends on (their campaign's status and round; for a pool "
         "annotator the open rounds of running campaigns): ask GET /api/tasks/next again then; "
-        "`end` after about 25 s or when the token is revoked. Authorized by ?ticket= from "
+        "`end` after RANKLOOP_STREAM_LIFETIME_S (25 s by default) or when the token is revoked. Authorized by ?ticket= from "
         "stream-ticket, or Bearer; 503 with Retry-After: poll instead"
     ),
     auth=("annotator", "ticket"),
