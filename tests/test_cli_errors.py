@@ -242,3 +242,13 @@ def test_the_upgrade_hint_hides_a_password():
 
     hint = upgrade_hint("postgresql+psycopg://lab:s3cret@db.example.org/rankloop")
     assert "s3cret" not in hint and "rankloop db upgrade --url" in hint
+
+
+def test_system_errors_read_as_one_plain_line():
+    from rankloop.commands.errors import explain
+
+    assert explain(FileNotFoundError(2, "No such file or directory", "/data/x.parquet")) == (
+        "No such file or directory: /data/x.parquet"
+    )
+    assert explain(OSError(98, "Address already in use")) == "Address already in use"
+    assert "--debug" in explain(RuntimeError("boom"))

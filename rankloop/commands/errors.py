@@ -50,8 +50,8 @@ def explain(exc: BaseException) -> str:
             return f"not a database URL: {text}"
     if module == "pyarrow":
         return f"not a readable Parquet file: {text}"
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.strerror:  # a file, a port, a disk
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
     if isinstance(exc, ValueError | LookupError | TypeError) and module == "builtins":
         return f"{text} ({DEBUG_HINT})"
     return f"unexpected {name}: {text} ({DEBUG_HINT})"
