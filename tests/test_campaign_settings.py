@@ -19,8 +19,10 @@ from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import render_round
 from rankloop.core.campaign_settings import CampaignFields, CampaignSettings
 from rankloop.core.contracts import (
+    _GENERATOR_DEFAULTS,
     GENERATORS,
     GPU_QUEUE,
+    MAX_ROUND_PIXELS,
     RENDER_TASK,
     RenderSettings,
     default_lease_s,
@@ -66,7 +68,7 @@ def tiny():
     import torch
 
     torch.set_num_threads(1)  # two cores shared by the whole test run
-    return load_generator({"generator": "tiny-sd"})
+    return load_generator(RenderSettings(generator="tiny-sd"))
 
 
 def test_tiny_sd_campaign_renders_tiny_sd_defaults(owner, tiny, tmp_path):
@@ -78,7 +80,7 @@ def test_tiny_sd_campaign_renders_tiny_sd_defaults(owner, tiny, tmp_path):
         assert sent[field] == value, field
     # The worker's own resolution keeps them, and the images come out at that size.
     resolved = resolve_settings(sent, tiny)
-    assert {f: resolved[f] for f in expected} == expected
+    assert {f: getattr(resolved, f) for f in expected} == expected
     store = LocalStore(tmp_path / "worker-objects")
     result = render_round(store, message["campaign_id"], 0, sent)
     with Image.open(io.BytesIO(store.get(result["images"][0]["key"]))) as image:
@@ -90,7 +92,8 @@ def test_a_value_the_owner_sets_wins(owner, tiny):
         owner, generator="tiny-sd", steps=10, guidance=3.0, width=48, scheduler="euler"
     )
     owned = {"steps": 10, "guidance": 3.0, "width": 48, "scheduler": "euler"}
-    for settings in (stored, message["settings"], resolve_settings(message["settings"], tiny)):
+    resolved = resolve_settings(message["settings"], tiny).model_dump()
+    for settings in (stored, message["settings"], resolved):
         assert {f: settings[f] for f in owned} == owned
         assert settings["height"] == generator_defaults("tiny-sd")["height"]  # left unset
 
@@ -112,8 +115,8 @@ def test_turbo_campaign_renders_turbo_defaults(owner, tiny):
     )
     resolved = resolve_settings(message["settings"], loaded)
     native = int(tiny.pipe.unet.config.sample_size) * int(tiny.pipe.vae_scale_factor)
-    assert {f: resolved[f] for f in turbo} == turbo
-    assert (resolved["width"], resolved["height"]) == (native, native)
+    assert {f: getattr(resolved, f) for f in turbo} == turbo
+    assert (resolved.width, resolved.height) == (native, native)
 
 
 def test_non_turbo_diffusers_campaign_gets_ddim_defaults(owner):
@@ -247,3 +250,8 @@ def test_limits_are_the_contract_limits(owner, body):
 
 def test_the_api_offers_exactly_the_contract_generators():
     assert get_args(CampaignCreate.model_fields["generator"].annotation) == GENERATORS
+
+
+def test_each_generator_has_defaults_and_a_round_budget():
+    assert set(_GENERATOR_DEFAULTS) == set(GENERATORS)
+    assert set(MAX_ROUND_PIXELS) == set(GENERATORS)
