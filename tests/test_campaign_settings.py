@@ -31,6 +31,7 @@ from rankloop.core.contracts import (
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import LocalStore
 from service.models import Campaign
+from service.rendering import IMAGE_SALT, render_settings
 from service.schemas import CampaignCreate
 
 TURBO = "stabilityai/sd-turbo"
@@ -255,3 +256,41 @@ def test_the_api_offers_exactly_the_contract_generators():
 def test_each_generator_has_defaults_and_a_round_budget():
     assert set(_GENERATOR_DEFAULTS) == set(GENERATORS)
     assert set(MAX_ROUND_PIXELS) == set(GENERATORS)
+
+
+def test_render_settings_come_from_the_typed_settings():
+    """The render message's settings are built from ``campaign.config``: an older row's missing
+    keys have their defaults, and a stored value the model refuses outside the render fields
+    (kept by from_stored) does not stop a render; the test hook goes with them."""
+    stored = {
+        "generator": "tiny-sd",
+        "m": 4,
+        "annotators_per_round": 10**9,
+        "consensus_method": "no-such",
+        "from_the_future": 1,
+        "test_delay_s": 2.5,
+        "image_salt": "s3cret",
+    }
+    settings = render_settings(Campaign(name="old", prompt="a fig", settings=stored))
+    assert (settings.prompt, settings.m, settings.image_salt) == ("a fig", 4, "s3cret")
+    assert {f: getattr(settings, f) for f in generator_defaults("tiny-sd")} == generator_defaults(
+        "tiny-sd"
+    )
+    assert settings.test_delay_s == 2.5
+    created = CampaignCreate(prompt="x", m=4, steps=3).settings()
+    settings = render_settings(Campaign(name="new", prompt="x", settings=created))
+    assert settings.test_delay_s == 0.0
+    assert settings.model_dump(exclude={"prompt", "test_delay_s"}) == {
+        f: v for f, v in created.items() if f in RenderSettings.model_fields
+    } | {"image_salt": ""}
+
+
+def test_a_render_value_beyond_its_bound_is_refused_by_name():
+    stored = {**CampaignCreate(prompt="x").settings(), "steps": 10**6}
+    with pytest.raises(InvalidInput, match="steps: Input should be less than or equal to 200"):
+        render_settings(Campaign(name="odd", prompt="x", settings=stored))
+
+
+def test_the_image_salt_key_is_the_models_field():
+    assert IMAGE_SALT in RenderSettings.model_fields
+    assert IMAGE_SALT in CampaignSettings.model_fields
