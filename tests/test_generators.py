@@ -333,3 +333,21 @@ def test_diffusers_generator_loads_a_local_pipeline_directory(tiny, tmp_path):
         np.array_equal(a, b)
         for a, b in zip(loaded.render(z, resolved), tiny.render(z, same), strict=True)
     )
+
+
+def test_the_warm_up_renders_its_settings_and_logs_a_bad_one(monkeypatch, caplog):
+    """RANKLOOP_WARMUP is parsed as the render message's settings; a bad one is logged, never
+    raised (it must not crash-loop the worker pool)."""
+    import logging
+    from types import SimpleNamespace
+
+    from gpu_worker import tasks
+
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
+    warmup = {"generator": "cppn", "m": 2, "width": 32, "height": 32}
+    monkeypatch.setattr(tasks, "load_settings", lambda: SimpleNamespace(warmup=warmup))
+    tasks._warm_up()
+    assert "warm-up of cppn done" in caplog.text
+    warmup = {"generator": "dall-e"}
+    tasks._warm_up()
+    assert "warm-up failed" in caplog.text and "generator: Input should be" in caplog.text
