@@ -32,6 +32,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from rankloop.core.contracts import (
     BestImage,
+    ImageRole,
     RenderedImage,
     RenderMessage,
     RenderResult,
@@ -101,16 +102,16 @@ def render_round(
     generator = load_generator(message.settings)
     resolved = resolve_settings(message.settings, generator)
     # Again here: a checkpoint's native size is known only now, and a message may be old.
-    check_round_size(resolved["generator"], resolved["m"], resolved["width"], resolved["height"])
+    check_round_size(resolved.generator, resolved.m, resolved.width, resolved.height)
 
     if round_number == 0:
         if message.previous_state_key or message.consensus:
             raise InvalidInput("round 0 takes no previous_state_key or consensus")
         shape = generator.latent_shape(resolved)
-        x0 = np.random.default_rng(resolved["seed"]).standard_normal(shape)
-        options = {"shell": generator.shell, **resolved["optimizer"]}
+        x0 = np.random.default_rng(resolved.seed).standard_normal(shape)
+        options = {"shell": generator.shell, **resolved.optimizer}
         optimizer = opt_module.RankSGD(
-            x0, m=resolved["m"], k=resolved["k"], seed=resolved["seed"], **options
+            x0, m=resolved.m, k=resolved.k, seed=resolved.seed, **options
         )
     else:
         if not message.previous_state_key:
@@ -155,28 +156,27 @@ def render_round(
     effect = pixel_effect(points, images, np.asarray(optimizer.x), best_pixels)
     if effect is not None:
         optimizer.note_pixel_effect(effect)
-    items = shown_items(n, resolved["attention_check"])
-    if resolved["attention_check"]:
-        seed = resolved["seed"] * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
+    items = shown_items(n, resolved.attention_check)
+    if resolved.attention_check:
+        seed = resolved.seed * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
         images.append(degrade(best_pixels, seed))
 
     def name(index: int | str) -> str:
-        salt = message.settings.image_salt
-        return image_name(campaign_id, round_number, index, resolved["seed"], salt)
+        return image_name(campaign_id, round_number, index, resolved.seed, resolved.image_salt)
 
     entries = []
     for item, pixels in zip(items, images, strict=True):
         key, thumb_key = _put_image(store, prefix, name(item.index), pixels)
         entries.append(
-            RenderedImage(index=item.index, key=key, thumb_key=thumb_key, role=item.role)
+            RenderedImage(index=item.index, key=key, thumb_key=thumb_key, role=ImageRole(item.role))
         )
     best_key, best_thumb_key = _put_image(store, prefix, name(BEST), best_pixels)
 
     state_key = f"{prefix}/state.npz"
     store.put(state_key, opt_module.dumps_state(optimizer.state_dict()), "application/x-npz")
-    if message.settings.test_delay_s > 0:
+    if resolved.test_delay_s > 0:
         # Test hook: a window between the objects and the manifest, to kill a worker inside.
-        time.sleep(message.settings.test_delay_s)
+        time.sleep(resolved.test_delay_s)
 
     result = RenderResult(
         campaign_id=campaign_id,

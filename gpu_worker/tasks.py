@@ -35,7 +35,13 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from gpu_worker.celery_app import TASK_NAME, app
-from rankloop.core.contracts import HEARTBEAT_EVERY_S, heartbeat_key, render_error_is_permanent
+from rankloop.core.contracts import (
+    HEARTBEAT_EVERY_S,
+    RenderSettings,
+    heartbeat_key,
+    parse,
+    render_error_is_permanent,
+)
 from rankloop.core.errors import CorruptedObject, RankloopError, StorageError
 from rankloop.core.settings import load_settings
 
@@ -149,14 +155,14 @@ def _warm_up(**_: Any) -> None:
 
     started = time.perf_counter()
     try:
-        settings = dict(warmup)
-        generator = load_generator(settings)
-        settings = resolve_settings(settings, generator)
-        batch = settings["m"] + 1  # a round renders its m points and the current best together
+        given = parse(RenderSettings, warmup, "RANKLOOP_WARMUP")
+        generator = load_generator(given)
+        settings = resolve_settings(given, generator)
+        batch = settings.m + 1  # a round renders its m points and the current best together
         shape = (batch, *generator.latent_shape(settings))
         generator.render(np.random.default_rng(0).standard_normal(shape), settings)
     except Exception:
         # A bad warm-up must not crash-loop the pool: tasks will report the same error clearly.
         log.exception("warm-up failed (RANKLOOP_WARMUP=%s)", json.dumps(warmup))
         return
-    log.info("warm-up of %s done in %.1fs", settings["generator"], time.perf_counter() - started)
+    log.info("warm-up of %s done in %.1fs", settings.generator, time.perf_counter() - started)

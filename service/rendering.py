@@ -17,7 +17,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import and_, func, not_, select, update
@@ -46,7 +46,10 @@ from service.transitions import audit, compare_and_set, find_round, get_campaign
 
 log = logging.getLogger(__name__)
 
-IMAGE_SALT = "image_salt"  # the settings key of RenderSettings.image_salt
+# The stored settings JSON's key of the image salt (RenderSettings.image_salt and
+# CampaignSettings.image_salt; tests/test_campaign_settings.py checks): the salt is written into
+# that JSON, and kept out of the JSON an export shows, which keeps keys the model does not know.
+IMAGE_SALT: Final = "image_salt"
 
 
 @dataclass
@@ -59,11 +62,16 @@ class Outcome:
 
 
 def render_settings(campaign: Campaign) -> RenderSettings:
-    """The campaign settings a render worker gets (the rest stays with the coordinator),
-    parsed from the stored JSON as it is: a test hook stored there (``test_delay_s``) goes too."""
-    return parse(
-        RenderSettings, {**campaign.settings, "prompt": campaign.prompt}, "campaign settings"
-    )
+    """The campaign settings a render worker gets (the rest stays with the coordinator), from
+    the typed settings (``campaign.config``: an older row's missing keys have their defaults).
+    A render value the stored row holds beyond a bound (kept by ``CampaignSettings.from_stored``)
+    is refused here, naming the field, as the worker would refuse it. The test hook
+    ``test_delay_s`` is no campaign setting: it goes from the stored JSON, where a test puts it."""
+    data = campaign.config.model_dump(include=set(RenderSettings.model_fields))
+    data["prompt"] = campaign.prompt
+    if "test_delay_s" in campaign.settings:
+        data["test_delay_s"] = campaign.settings["test_delay_s"]
+    return parse(RenderSettings, data, "campaign settings")
 
 
 def render_message(campaign: Campaign, round_: Round) -> RenderMessage:

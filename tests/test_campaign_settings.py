@@ -19,8 +19,10 @@ from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import render_round
 from rankloop.core.campaign_settings import CampaignFields, CampaignSettings
 from rankloop.core.contracts import (
+    _GENERATOR_DEFAULTS,
     GENERATORS,
     GPU_QUEUE,
+    MAX_ROUND_PIXELS,
     RENDER_TASK,
     RenderSettings,
     default_lease_s,
@@ -29,6 +31,7 @@ from rankloop.core.contracts import (
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import LocalStore
 from service.models import Campaign
+from service.rendering import IMAGE_SALT, render_settings
 from service.schemas import CampaignCreate
 
 TURBO = "stabilityai/sd-turbo"
@@ -66,7 +69,7 @@ def tiny():
     import torch
 
     torch.set_num_threads(1)  # two cores shared by the whole test run
-    return load_generator({"generator": "tiny-sd"})
+    return load_generator(RenderSettings(generator="tiny-sd"))
 
 
 def test_tiny_sd_campaign_renders_tiny_sd_defaults(owner, tiny, tmp_path):
@@ -78,7 +81,7 @@ def test_tiny_sd_campaign_renders_tiny_sd_defaults(owner, tiny, tmp_path):
         assert sent[field] == value, field
     # The worker's own resolution keeps them, and the images come out at that size.
     resolved = resolve_settings(sent, tiny)
-    assert {f: resolved[f] for f in expected} == expected
+    assert {f: getattr(resolved, f) for f in expected} == expected
     store = LocalStore(tmp_path / "worker-objects")
     result = render_round(store, message["campaign_id"], 0, sent)
     with Image.open(io.BytesIO(store.get(result["images"][0]["key"]))) as image:
@@ -90,7 +93,8 @@ def test_a_value_the_owner_sets_wins(owner, tiny):
         owner, generator="tiny-sd", steps=10, guidance=3.0, width=48, scheduler="euler"
     )
     owned = {"steps": 10, "guidance": 3.0, "width": 48, "scheduler": "euler"}
-    for settings in (stored, message["settings"], resolve_settings(message["settings"], tiny)):
+    resolved = resolve_settings(message["settings"], tiny).model_dump()
+    for settings in (stored, message["settings"], resolved):
         assert {f: settings[f] for f in owned} == owned
         assert settings["height"] == generator_defaults("tiny-sd")["height"]  # left unset
 
@@ -112,8 +116,8 @@ def test_turbo_campaign_renders_turbo_defaults(owner, tiny):
     )
     resolved = resolve_settings(message["settings"], loaded)
     native = int(tiny.pipe.unet.config.sample_size) * int(tiny.pipe.vae_scale_factor)
-    assert {f: resolved[f] for f in turbo} == turbo
-    assert (resolved["width"], resolved["height"]) == (native, native)
+    assert {f: getattr(resolved, f) for f in turbo} == turbo
+    assert (resolved.width, resolved.height) == (native, native)
 
 
 def test_non_turbo_diffusers_campaign_gets_ddim_defaults(owner):
@@ -247,3 +251,46 @@ def test_limits_are_the_contract_limits(owner, body):
 
 def test_the_api_offers_exactly_the_contract_generators():
     assert get_args(CampaignCreate.model_fields["generator"].annotation) == GENERATORS
+
+
+def test_each_generator_has_defaults_and_a_round_budget():
+    assert set(_GENERATOR_DEFAULTS) == set(GENERATORS)
+    assert set(MAX_ROUND_PIXELS) == set(GENERATORS)
+
+
+def test_render_settings_come_from_the_typed_settings():
+    """The render message's settings are built from ``campaign.config``: an older row's missing
+    keys have their defaults, and a stored value the model refuses outside the render fields
+    (kept by from_stored) does not stop a render; the test hook goes with them."""
+    stored = {
+        "generator": "tiny-sd",
+        "m": 4,
+        "annotators_per_round": 10**9,
+        "consensus_method": "no-such",
+        "from_the_future": 1,
+        "test_delay_s": 2.5,
+        "image_salt": "s3cret",
+    }
+    settings = render_settings(Campaign(name="old", prompt="a fig", settings=stored))
+    assert (settings.prompt, settings.m, settings.image_salt) == ("a fig", 4, "s3cret")
+    assert {f: getattr(settings, f) for f in generator_defaults("tiny-sd")} == generator_defaults(
+        "tiny-sd"
+    )
+    assert settings.test_delay_s == 2.5
+    created = CampaignCreate(prompt="x", m=4, steps=3).settings()
+    settings = render_settings(Campaign(name="new", prompt="x", settings=created))
+    assert settings.test_delay_s == 0.0
+    assert settings.model_dump(exclude={"prompt", "test_delay_s"}) == {
+        f: v for f, v in created.items() if f in RenderSettings.model_fields
+    } | {"image_salt": ""}
+
+
+def test_a_render_value_beyond_its_bound_is_refused_by_name():
+    stored = {**CampaignCreate(prompt="x").settings(), "steps": 10**6}
+    with pytest.raises(InvalidInput, match="steps: Input should be less than or equal to 200"):
+        render_settings(Campaign(name="odd", prompt="x", settings=stored))
+
+
+def test_the_image_salt_key_is_the_models_field():
+    assert IMAGE_SALT in RenderSettings.model_fields
+    assert IMAGE_SALT in CampaignSettings.model_fields

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_worker.generators import load_generator, resolve_settings
+from gpu_worker.generators import ResolvedSettings, load_generator, resolve_settings
 from gpu_worker.render import degrade, encode_png, encode_thumbnail
+from rankloop.core.contracts import RenderSettings
 from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
+
+
+def load(**settings):
+    return load_generator(RenderSettings(**settings))
 
 
 @pytest.fixture(scope="module")
 def cppn():
-    return load_generator({"generator": "cppn"})
+    return load(generator="cppn")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +26,7 @@ def tiny():
 
     # Two cores are shared by the whole test run; one thread is faster under contention.
     torch.set_num_threads(1)
-    return load_generator({"generator": "tiny-sd"})
+    return load(generator="tiny-sd")
 
 
 def latents(generator, settings, n, seed=0):
@@ -30,8 +35,8 @@ def latents(generator, settings, n, seed=0):
 
 
 def test_generators_are_cached_per_process(cppn, tiny):
-    assert load_generator({"generator": "cppn"}) is cppn
-    assert load_generator({"generator": "tiny-sd", "prompt": "other"}) is tiny
+    assert load(generator="cppn") is cppn
+    assert load(generator="tiny-sd", prompt="other") is tiny
 
 
 def test_cppn_is_deterministic_and_varied(cppn):
@@ -65,7 +70,7 @@ def test_tiny_sd_is_the_real_pipeline_offline(tiny):
 
     assert isinstance(tiny.pipe, StableDiffusionPipeline)
     settings = resolve_settings({"generator": "tiny-sd"}, tiny)
-    assert isinstance(tiny._scheduler(settings["scheduler"]), DDIMScheduler)
+    assert isinstance(tiny._scheduler(settings.scheduler), DDIMScheduler)
     ids = tiny.pipe.tokenizer("a red fox", padding="max_length", max_length=77).input_ids
     assert len(ids) == 77 and ids[0] == tiny.pipe.tokenizer.bos_token_id
     assert tiny.latent_shape(settings) == (4, 16, 16)
@@ -78,7 +83,7 @@ def test_tiny_sd_same_inputs_same_bytes(tiny):
     assert [encode_png(i) for i in first] == [encode_png(i) for i in second]
     assert first[0].shape == (64, 64, 3)
     # The image depends on the prompt, and on each latent.
-    other = tiny.render(z, {**settings, "prompt": "a blue whale"})
+    other = tiny.render(z, settings.model_copy(update={"prompt": "a blue whale"}))
     assert not np.array_equal(first[0], other[0])
     assert not np.array_equal(first[0], first[1])
 
@@ -139,23 +144,39 @@ def test_bad_settings_name_the_field(tiny, settings, fragment):
     with pytest.raises(InvalidInput, match=fragment):
         resolved = resolve_settings({"generator": "tiny-sd", **settings}, tiny)
         tiny.latent_shape(resolved)
-        tiny._scheduler(resolved["scheduler"])
+        tiny._scheduler(resolved.scheduler)
 
 
 def test_defaults_are_filled_per_generator(cppn, tiny):
-    assert resolve_settings({}, cppn)["width"] == 256
+    resolved = resolve_settings(RenderSettings(), cppn)
+    assert isinstance(resolved, ResolvedSettings)
+    assert (resolved.width, resolved.height, resolved.steps, resolved.guidance) == (
+        256,
+        256,
+        None,
+        None,
+    )
     resolved = resolve_settings({"generator": "tiny-sd", "steps": 3}, tiny)
-    assert (resolved["steps"], resolved["scheduler"], resolved["width"]) == (3, "ddim", 64)
-    assert resolved["attention_check"] is True and resolved["m"] == 8
+    assert (resolved.steps, resolved.scheduler, resolved.width) == (3, "ddim", 64)
+    assert resolved.guidance == 7.5 and isinstance(resolved.guidance, float)
+    assert resolved.attention_check is True and resolved.m == 8
 
 
-def test_unknown_generator_and_model_are_model_unavailable(tmp_path):
-    with pytest.raises(ModelUnavailable, match="unknown generator"):
-        load_generator({"generator": "dall-e"})
+def test_resolving_keeps_every_field_the_message_set(tiny):
+    sent = RenderSettings(
+        generator="tiny-sd", prompt="a fox", m=4, k=2, seed=9, image_salt="s", test_delay_s=0.5
+    )
+    resolved = resolve_settings(sent, tiny)
+    assert resolved.model_dump(exclude={"width", "height", "steps", "guidance", "scheduler"}) == (
+        sent.model_dump(exclude={"width", "height", "steps", "guidance", "scheduler"})
+    )
+
+
+def test_an_unknown_model_is_model_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable, match="cannot load model"):
-        load_generator({"generator": "diffusers", "model": str(tmp_path / "missing")})
+        load(generator="diffusers", model=str(tmp_path / "missing"))
     with pytest.raises(InvalidInput, match=r"settings\.model is required"):
-        load_generator({"generator": "diffusers"})
+        load(generator="diffusers")
 
 
 def test_attention_image_is_degraded_and_reproducible(cppn):
@@ -302,13 +323,31 @@ def test_diffusers_generator_loads_a_local_pipeline_directory(tiny, tmp_path):
     tiny.pipe.scheduler = tiny._scheduler("ddim")  # (earlier tests may have left Euler in place)
     tiny.pipe.save_pretrained(tmp_path / "pipe")
     settings = {"generator": "diffusers", "model": str(tmp_path / "pipe"), "steps": 3}
-    loaded = load_generator(settings)
+    loaded = load_generator(RenderSettings(**settings))
     assert type(loaded.pipe).__name__ == "StableDiffusionPipeline"
     resolved = resolve_settings(settings, loaded)
-    assert (resolved["width"], resolved["guidance"], resolved["scheduler"]) == (64, 7.5, "ddim")
+    assert (resolved.width, resolved.guidance, resolved.scheduler) == (64, 7.5, "ddim")
     z = latents(loaded, resolved, 2)
     same = resolve_settings({"generator": "tiny-sd", "steps": 3}, tiny)
     assert all(
         np.array_equal(a, b)
         for a, b in zip(loaded.render(z, resolved), tiny.render(z, same), strict=True)
     )
+
+
+def test_the_warm_up_renders_its_settings_and_logs_a_bad_one(monkeypatch, caplog):
+    """RANKLOOP_WARMUP is parsed as the render message's settings; a bad one is logged, never
+    raised (it must not crash-loop the worker pool)."""
+    import logging
+    from types import SimpleNamespace
+
+    from gpu_worker import tasks
+
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
+    warmup = {"generator": "cppn", "m": 2, "width": 32, "height": 32}
+    monkeypatch.setattr(tasks, "load_settings", lambda: SimpleNamespace(warmup=warmup))
+    tasks._warm_up()
+    assert "warm-up of cppn done" in caplog.text
+    warmup = {"generator": "dall-e"}
+    tasks._warm_up()
+    assert "warm-up failed" in caplog.text and "generator: Input should be" in caplog.text

@@ -23,11 +23,22 @@ import numpy as np
 from rankloop.core.contracts import (
     DEFAULT_GENERATOR,
     GENERATORS,
+    GeneratorName,
     RenderSettings,
     parse,
     with_generator_defaults,
 )
-from rankloop.core.errors import InvalidInput, ModelUnavailable
+from rankloop.core.errors import InvalidInput
+
+
+class ResolvedSettings(RenderSettings):
+    """A render message's :class:`RenderSettings` with its generator's defaults filled in
+    (:func:`resolve_settings`): the size is always known here (a checkpoint's native one where
+    the campaign set none). ``steps``, ``guidance`` and ``scheduler`` stay ``None`` for
+    ``cppn``, which has none; a diffusion generator's defaults fill them."""
+
+    width: int
+    height: int
 
 
 class Generator(Protocol):
@@ -37,15 +48,15 @@ class Generator(Protocol):
     # generator_defaults, plus what only the loaded model knows (a checkpoint's native size).
     defaults: dict[str, Any]
 
-    def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]: ...
-    def render(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]: ...
+    def latent_shape(self, settings: ResolvedSettings) -> tuple[int, ...]: ...
+    def render(self, latents: np.ndarray, settings: ResolvedSettings) -> list[np.ndarray]: ...
 
 
 _cache: dict[tuple[str, str, str], Generator] = {}
 _cache_lock = threading.Lock()
 
 
-def _device_for(name: str) -> str:
+def _device_for(name: GeneratorName) -> str:
     if name == DEFAULT_GENERATOR:  # cppn: numpy only
         return "cpu"
     from gpu_worker.generators.diffusion import default_device
@@ -53,11 +64,10 @@ def _device_for(name: str) -> str:
     return default_device()
 
 
-def load_generator(settings: RenderSettings | Mapping[str, Any]) -> Generator:
-    """The generator named by ``settings["generator"]``, loaded once per process and cached."""
-    name = _generator_name(settings)
-    given = settings.model if isinstance(settings, RenderSettings) else settings.get("model")
-    model = str(given or "") if name == "diffusers" else ""
+def load_generator(settings: RenderSettings) -> Generator:
+    """The generator named by ``settings.generator``, loaded once per process and cached."""
+    name = settings.generator
+    model = str(settings.model or "") if name == "diffusers" else ""
     device = _device_for(name)
     key = (name, model, device)
     with _cache_lock:
@@ -66,7 +76,7 @@ def load_generator(settings: RenderSettings | Mapping[str, Any]) -> Generator:
         return _cache[key]
 
 
-def _load(name: str, model: str, device: str) -> Generator:
+def _load(name: GeneratorName, model: str, device: str) -> Generator:
     if name == "cppn":
         from gpu_worker.generators.cppn import CppnGenerator
 
@@ -78,15 +88,6 @@ def _load(name: str, model: str, device: str) -> Generator:
     return diffusion.load_pretrained(model, device=device)
 
 
-def _generator_name(settings: RenderSettings | Mapping[str, Any]) -> str:
-    if isinstance(settings, RenderSettings):
-        return settings.generator
-    name = settings.get("generator") or DEFAULT_GENERATOR
-    if name not in GENERATORS:
-        raise ModelUnavailable(f"unknown generator {name!r}: use one of {', '.join(GENERATORS)}")
-    return str(name)
-
-
 def clear_cache() -> None:
     """Forget loaded generators (tests; a worker keeps them for its whole life)."""
     with _cache_lock:
@@ -95,9 +96,9 @@ def clear_cache() -> None:
 
 def resolve_settings(
     settings: RenderSettings | Mapping[str, Any], generator: Generator
-) -> dict[str, Any]:
-    """``settings`` (a render message's, validated by :class:`RenderSettings` with every bound)
-    with the generator's defaults filled in.
+) -> ResolvedSettings:
+    """``settings`` (a render message's, validated by :class:`RenderSettings` with every bound;
+    a plain mapping is validated here) with the generator's defaults filled in.
 
     Raises
     ------
@@ -111,11 +112,18 @@ def resolve_settings(
         settings = parse(RenderSettings, settings, "render settings")
     # The same rule the coordinator applied when the campaign was created (a message from an
     # older coordinator may still leave fields unset), then what only the model knows.
-    out = with_generator_defaults(settings.model_dump())
+    filled = with_generator_defaults(settings.model_dump())
     for field, value in generator.defaults.items():
-        if out.get(field) is None:
-            out[field] = value
-    return out
+        if filled.get(field) is None:
+            filled[field] = value
+    return parse(ResolvedSettings, filled, "render settings")
 
 
-__all__ = ["GENERATORS", "Generator", "clear_cache", "load_generator", "resolve_settings"]
+__all__ = [
+    "GENERATORS",
+    "Generator",
+    "ResolvedSettings",
+    "clear_cache",
+    "load_generator",
+    "resolve_settings",
+]

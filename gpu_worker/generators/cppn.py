@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from gpu_worker.generators import ResolvedSettings
 from rankloop.core.contracts import generator_defaults
 
 LATENT_DIM = 64
@@ -147,14 +148,14 @@ class CppnGenerator:
 
     def __init__(self) -> None:
         self.family = CppnFamily()
-        self.defaults: dict[str, Any] = generator_defaults(self.name)
+        self.defaults: dict[str, Any] = generator_defaults("cppn")
 
-    def latent_shape(self, settings: dict) -> tuple[int, ...]:
+    def latent_shape(self, settings: ResolvedSettings) -> tuple[int, ...]:
         return (self.family.latent_dim,)
 
-    def render(self, latents: np.ndarray, settings: dict) -> list[np.ndarray]:
+    def render(self, latents: np.ndarray, settings: ResolvedSettings) -> list[np.ndarray]:
         """Render a batch ``(n, latent_dim)`` into ``n`` uint8 RGB arrays."""
         return [
-            self.family.render(latent, settings["width"], settings["height"])
+            self.family.render(latent, settings.width, settings.height)
             for latent in np.asarray(latents)
         ]

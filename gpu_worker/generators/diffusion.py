@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gpu_worker.generators import ResolvedSettings
 from rankloop.core.contracts import generator_defaults
 from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
 from rankloop.core.settings import load_settings
@@ -149,9 +150,9 @@ class DiffusionGenerator:
     def vae_scale_factor(self) -> int:
         return int(self.pipe.vae_scale_factor)
 
-    def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:
+    def latent_shape(self, settings: ResolvedSettings) -> tuple[int, ...]:
         f = self.vae_scale_factor
-        width, height = settings["width"], settings["height"]
+        width, height = settings.width, settings.height
         if width % f or height % f:
             raise InvalidInput(
                 f"width and height must be multiples of {f} for this model, got {width}x{height}"
@@ -159,7 +160,7 @@ class DiffusionGenerator:
         channels = int(self.pipe.unet.config.in_channels)
         return (channels, height // f, width // f)
 
-    def _scheduler(self, name: str) -> Any:
+    def _scheduler(self, name: str | None) -> Any:
         if name not in SCHEDULERS:
             raise InvalidInput(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
         if name not in self._schedulers:
@@ -185,20 +186,20 @@ class DiffusionGenerator:
         return self._schedulers[name]
 
     # -- rendering -------------------------------------------------------------------------------
-    def render(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+    def render(self, latents: np.ndarray, settings: ResolvedSettings) -> list[np.ndarray]:
         """Render a batch of initial noise latents ``(n, C, h, w)`` into ``n`` uint8 RGB arrays."""
         images = np.nan_to_num(self.render_float(latents, settings), nan=0.0)
         return list(np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8))
 
-    def render_float(self, latents: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    def render_float(self, latents: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
         """The pipeline's own output, ``(n, H, W, 3)`` float32 in [0, 1] (benchmarks compare
         the eager and the compiled path on it)."""
         latents = np.asarray(latents, dtype=np.float32)
         with self._lock:
-            self.pipe.scheduler = self._scheduler(settings["scheduler"])
+            self.pipe.scheduler = self._scheduler(settings.scheduler)
             return np.stack(self._render_split(latents, settings))
 
-    def _render_split(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+    def _render_split(self, latents: np.ndarray, settings: ResolvedSettings) -> list[np.ndarray]:
         torch = _torch()
         try:
             return self._render_batch(latents, settings)
@@ -206,7 +207,7 @@ class DiffusionGenerator:
             torch.cuda.empty_cache()
             if len(latents) == 1:
                 raise OutOfResources(
-                    f"out of GPU memory rendering one {settings['width']}x{settings['height']} "
+                    f"out of GPU memory rendering one {settings.width}x{settings.height} "
                     "image: lower width/height or use a GPU with more memory"
                 ) from error
             half = len(latents) // 2
@@ -220,22 +221,23 @@ class DiffusionGenerator:
                 latents[half:], settings
             )
 
-    def _render_batch(self, latents: np.ndarray, settings: dict[str, Any]) -> list[np.ndarray]:
+    def _render_batch(self, latents: np.ndarray, settings: ResolvedSettings) -> list[np.ndarray]:
         torch = _torch()
-        guidance = float(settings["guidance"])
+        if settings.steps is None or settings.guidance is None:  # a diffusion default fills them
+            raise InvalidInput(f"{self.name} renders with steps and guidance: set both")
         kwargs: dict[str, Any] = dict(
-            prompt=settings["prompt"],
+            prompt=settings.prompt,
             num_images_per_prompt=len(latents),
             latents=torch.from_numpy(latents).to(self.device, self.dtype),
-            height=settings["height"],
-            width=settings["width"],
-            num_inference_steps=int(settings["steps"]),
-            guidance_scale=guidance,
+            height=settings.height,
+            width=settings.width,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
             output_type="np",
         )
-        if guidance > 1.0 and settings.get("negative_prompt"):
-            kwargs["negative_prompt"] = settings["negative_prompt"]
-        if settings["scheduler"] == "ddim":
+        if settings.guidance > 1.0 and settings.negative_prompt:
+            kwargs["negative_prompt"] = settings.negative_prompt
+        if settings.scheduler == "ddim":
             kwargs["eta"] = 0.0
         with torch.inference_mode():
             images = self.pipe(**kwargs).images

@@ -221,6 +221,7 @@ def compare_paths(
     import numpy as np
     import torch
 
+    from gpu_worker.generators import ResolvedSettings
     from gpu_worker.generators.diffusion import DiffusionGenerator, build_pipeline_from_configs
     from gpu_worker.tiny_sd import CONFIG_DIR
 
@@ -230,15 +231,15 @@ def compare_paths(
     generator = DiffusionGenerator(
         pipe, name=architecture, defaults={}, device=device, optimize=False
     )
-    settings = {
-        "prompt": "a lighthouse at dusk, detailed oil painting",
-        "negative_prompt": "",
-        "width": size,
-        "height": size,
-        "steps": steps,
-        "guidance": guidance,
-        "scheduler": scheduler,
-    }
+    settings = ResolvedSettings(
+        generator="diffusers",
+        prompt="a lighthouse at dusk, detailed oil painting",
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+    )
     shape = generator.latent_shape(settings)
     latents = {
         m: np.random.default_rng(m).standard_normal((m, *shape)).astype(np.float32) for m in ms

@@ -94,25 +94,26 @@ MAX_PROMPT: Final = 2000  # characters of a prompt (and of a negative prompt)
 GeneratorName = Literal["cppn", "tiny-sd", "diffusers"]
 GENERATORS: Final[tuple[GeneratorName, ...]] = get_args(GeneratorName)
 DEFAULT_GENERATOR: Final[GeneratorName] = "cppn"
-RENDER_FIELDS: Final = ("width", "height", "steps", "guidance", "scheduler")
 
 # Pixels of one round's candidates (m × width × height) per generator: a round holds one render
 # worker, so one campaign must not hold it for minutes while other owners' rounds wait (m = 32
 # at 2048² held a CPU worker for over a minute). Checked at create (422) and by the worker.
-MAX_ROUND_PIXELS: Final[dict[str, int]] = {
+MAX_ROUND_PIXELS: Final[dict[GeneratorName, int]] = {
     "cppn": 8 * 1024 * 1024,  # CPU: m = 8 at 1024², m = 32 at 512²
     "tiny-sd": 32 * 256 * 256,  # the CPU stand-in of a diffusion model
     "diffusers": 16 * 1024 * 1024,  # one GPU batch: m = 16 at SDXL's 1024²
 }
 
 
-def check_round_size(generator: str, m: int, width: int | None, height: int | None) -> None:
+def check_round_size(
+    generator: GeneratorName, m: int, width: int | None, height: int | None
+) -> None:
     """Raise :class:`InvalidInput` when a round of ``m`` images of ``width`` × ``height`` is
     over ``generator``'s budget; an unknown size (a checkpoint's native one) passes here and is
     checked again by the worker, which knows it."""
-    limit = MAX_ROUND_PIXELS.get(generator)
-    if limit is None or width is None or height is None:
+    if width is None or height is None:
         return
+    limit = MAX_ROUND_PIXELS[generator]
     if m * width * height > limit:
         raise InvalidInput(
             f"m × width × height = {m} × {width} × {height} is over the {generator} generator's "
@@ -155,7 +156,7 @@ def default_lease_s(
 
 # What each generator renders with when a campaign leaves a field unset (None). A size of None
 # for ``diffusers`` means the checkpoint's native size, which only the worker can read.
-_GENERATOR_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
+_GENERATOR_DEFAULTS: Final[dict[GeneratorName, dict[str, Any]]] = {
     "cppn": {"width": 256, "height": 256, "steps": None, "guidance": None, "scheduler": None},
     "tiny-sd": {"width": 64, "height": 64, "steps": 6, "guidance": 7.5, "scheduler": "ddim"},
     "diffusers": {"width": None, "height": None, "steps": 25, "guidance": 7.5, "scheduler": "ddim"},
@@ -169,7 +170,7 @@ def is_turbo(model: str | None) -> bool:
     return "turbo" in str(model or "").lower()
 
 
-def generator_defaults(generator: str, model: str | None = None) -> dict[str, Any]:
+def generator_defaults(generator: GeneratorName, model: str | None = None) -> dict[str, Any]:
     """The render settings ``generator`` (with ``model``) uses where a campaign sets none."""
     defaults = dict(_GENERATOR_DEFAULTS[generator])
     if generator == "diffusers" and is_turbo(model):
@@ -272,7 +273,7 @@ class RenderedImage(_Message):
     index: int  # a candidate's index is the optimizer's index; the attention image comes last
     key: str
     thumb_key: str | None = None
-    role: str = ImageRole.CANDIDATE
+    role: ImageRole = ImageRole.CANDIDATE  # the wire keeps the word (a StrEnum)
 
 
 class BestImage(_Message):
