@@ -294,3 +294,12 @@ def test_a_render_value_beyond_its_bound_is_refused_by_name():
 def test_the_image_salt_key_is_the_models_field():
     assert IMAGE_SALT in RenderSettings.model_fields
     assert IMAGE_SALT in CampaignSettings.model_fields
+
+
+def test_a_stored_row_with_an_unknown_generator_still_loads():
+    """A row written by another release (or by hand) names a generator this one lacks: the
+    campaign still loads, to be shown and failed, not to crash every page that reads it."""
+    from rankloop.core.campaign_settings import CampaignSettings
+
+    loaded = CampaignSettings.from_stored({"generator": "stable-nope", "m": 4})
+    assert loaded.generator == "stable-nope" and loaded.m == 4

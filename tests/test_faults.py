@@ -171,8 +171,11 @@ def test_broker_restart_while_a_render_finishes_never_fails_the_campaign(postgre
         kinds = stack.events(cid)
 
         # A permanent error still fails its campaign without a result backend: the worker
-        # leaves the error's class in the round's heartbeat for the coordinator.
-        bad = stack.start_campaign(generator="stable-nope")
+        # leaves the error's class in the round's heartbeat for the coordinator. (A model the
+        # worker cannot load: valid settings, refused only where the model is loaded.)
+        nowhere = tmp_path / "no-pipeline-here"
+        nowhere.mkdir()
+        bad = stack.start_campaign(generator="diffusers", model=str(nowhere))
         deadline = time.monotonic() + 60
         with stack.app.app_context():
             while True:

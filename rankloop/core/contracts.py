@@ -184,6 +184,8 @@ def with_generator_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     out = dict(settings)
     generator = out.get("generator") or DEFAULT_GENERATOR
     out["generator"] = generator
+    if generator not in _GENERATOR_DEFAULTS:  # a stored row from elsewhere: validation says so
+        return out
     for field, value in generator_defaults(generator, out.get("model")).items():
         if out.get(field) is None:
             out[field] = value
