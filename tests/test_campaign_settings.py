@@ -17,7 +17,7 @@ from PIL import Image
 
 from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import render_round
-from rankloop.core.campaign_settings import CampaignFields, CampaignSettings
+from rankloop.core.campaign_settings import CampaignFields, CampaignSettings, lease_of
 from rankloop.core.contracts import (
     GENERATORS,
     GPU_QUEUE,
@@ -28,6 +28,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import LocalStore
+from service import db
 from service.models import Campaign
 from service.schemas import CampaignCreate
 
@@ -198,6 +199,42 @@ def test_a_stored_row_missing_keys_loads_with_the_model_defaults():
         **created,
         "completion_code": None,
     }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"m": 4},
+        {"m": 8, "k": 4, "attention_check": False},
+        {"generator": "tiny-sd", "m": 6},
+        {"m": 5, "width": 128, "height": 96},
+        {"m": 4, "lease_s": 123.5},
+    ],
+)
+def test_a_created_campaign_stores_the_lease_the_model_derives(owner, body):
+    """The lease is derived once (campaign_settings.lease_of): what a created campaign stores is
+    what the stored settings' model derives from the same settings without it, and an owner's
+    lease wins."""
+    campaign_id = owner.campaign(**body)["id"]
+    with owner.client.application.app_context(), db.session_scope() as session:
+        row = session.get(Campaign, campaign_id)
+        assert row is not None
+        stored = dict(row.settings)
+    unset = {name: value for name, value in stored.items() if name != "lease_s"}
+    derived = CampaignSettings.from_stored(unset).lease_s
+    assert stored["lease_s"] == body.get("lease_s", derived)
+    if "lease_s" not in body:
+        assert (
+            stored["lease_s"]
+            == lease_of(unset)
+            == default_lease_s(
+                stored["m"],
+                stored["k"],
+                stored["width"],
+                stored["height"],
+                stored["attention_check"],
+            )
+        )
 
 
 def test_campaign_config_is_parsed_once_and_again_after_the_settings_change():
