@@ -9,6 +9,8 @@ worker's own code.
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -284,3 +286,69 @@ def test_limits_are_the_contract_limits(owner, body):
 
 def test_the_api_offers_exactly_the_contract_generators():
     assert get_args(CampaignCreate.model_fields["generator"].annotation) == GENERATORS
+
+
+# A campaign's settings are read typed (``campaign.config``, a CampaignSettings), never by a
+# string key of the stored JSON: a key read there is a second spelling of a field, its default
+# and its bound. SQL reads the JSON column by path, typed by the path's ``as_*()``: the column
+# of the mapped class (``Campaign.settings[...]``) or of a Core table (``c.c.settings[...]``).
+KEY_READ = re.compile(r"\.settings\s*(\[|\.get\s*\()")
+SQL_JSON_PATH = re.compile(
+    r"(?:\b[A-Z]\w*|\.c)\.settings\[\s*(['\"])\w+\1\s*\]\.as_(?:integer|float|string|boolean)\(\)"
+)
+SCANNED = ("service", "rankloop", "gpu_worker")
+
+
+def key_reads(path: Path, root: Path) -> list[str]:
+    """Each line of ``path`` that reads a campaign's settings by key, but SQL's JSON paths."""
+    return [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if KEY_READ.search(SQL_JSON_PATH.sub("", line))
+    ]
+
+
+def test_no_campaign_setting_is_read_by_key():
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        line
+        for package in SCANNED
+        for path in sorted((root / package).rglob("*.py"))
+        for line in key_reads(path, root)
+    ]
+    assert found == [], "read these through campaign.config (CampaignSettings):\n" + "\n".join(
+        found
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'lease = campaign.settings["lease_s"]',
+        'quota = row.settings.get("tasks_per_annotator", 10)',
+        "m = self.settings ['m']",
+        'quorum = Campaign.settings["annotators_per_round"]  # untyped: not a SQL path',
+        'n = c.c.settings["m"].as_integer() + campaign.settings["k"]',
+    ],
+)
+def test_the_scan_finds_a_planted_key_read(tmp_path, line):
+    planted = tmp_path / "service" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text(f"x = 1\n{line}\n")
+    assert key_reads(planted, tmp_path) == [f"service/planted.py:2: {line}"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'quorum = Campaign.settings["annotators_per_round"].as_integer()',
+        "lease_s = c.c.settings['lease_s'].as_float()",
+        'done < CAMPAIGNS.c.settings["tasks_per_annotator"].as_integer()',
+        'lease = settings.get("lease_s")  # a dict of the create request, not a campaign',
+        "lease = campaign.config.lease_s",
+    ],
+)
+def test_the_scan_leaves_sql_paths_and_typed_reads_alone(tmp_path, line):
+    kept = tmp_path / "kept.py"
+    kept.write_text(line + "\n")
+    assert key_reads(kept, tmp_path) == []
