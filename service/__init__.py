@@ -11,7 +11,10 @@ The data path, one module per job:
   :mod:`service.fast_submission`: the same on the annotator's hot path (Core statements, one
   statement on PostgreSQL); :mod:`service.ranking_rules`: the pure rules both apply;
 - :mod:`service.closing`: a round closed on its quorum or deadline, its consensus, the next
-  round; the sweeper;
+  round; :mod:`service.sweep`: the sweeper (deadlines, lost closes, lost renders);
+- :mod:`service.statements`: each rule of a task's life written once as SQLAlchemy Core (a
+  running lease, a round's quorum, a ranking counted, an annotator credited, the completion
+  code), for every path that runs it;
 - :mod:`service.transitions`: what every step uses (the campaign lock, compare-and-set on a
   round, the audit log); :mod:`service.caches` and :mod:`service.driver`: the hot path's
   per-process caches and its driver-level execution; :mod:`service.tasks`: the Celery

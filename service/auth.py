@@ -77,11 +77,16 @@ def require_owner(session: Session) -> Owner:
     return Owner(key_id=key.id)
 
 
+def unknown_token() -> Unauthorized:
+    """The answer to an annotator token no annotator holds (every path that looks one up)."""
+    return Unauthorized("unknown annotator token: open the task link you were given again")
+
+
 def require_annotator(session: Session, *, for_update: bool = False) -> Annotator:
     query = select(Annotator).where(Annotator.token_hash == hash_token(bearer_token()))
     if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update()
     annotator = session.scalar(query)
     if annotator is None:
-        raise Unauthorized("unknown annotator token: open the task link you were given again")
+        raise unknown_token()
     return annotator

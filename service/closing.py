@@ -1,8 +1,7 @@
 """A round closed: on its quorum (:func:`close_if_ready`, right after the ranking that brought it:
-:func:`after_ranking`) or at its deadline (:func:`sweep`); the consensus of its rankings, then
-the next round's render or the campaign's end. A round short of its quorum at the deadline is
-extended, never guessed. The sweep also sends again the renders that never left, never came
-back, or whose worker stopped beating (:func:`heartbeat_stale`).
+:func:`after_ranking`) or at its deadline (:func:`service.sweep.sweep`, which extends a round
+short of its quorum, never guessed); the consensus of its rankings, then the next round's
+render or the campaign's end.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
-    CAMPAIGN_LIVE,
-    HEARTBEAT_STALE_S,
     CampaignStatus,
     ImageRole,
     RoundStatus,
@@ -41,21 +38,13 @@ from service.models import (
 )
 from service.rendering import (
     Outcome,
-    drop_heartbeat,
     new_round,
-    render_heartbeat,
-    render_message,
-    render_slot_free,
     run_step,
 )
+from service.statements import quorum_reached
 from service.transitions import audit, compare_and_set, get_campaign
 
 log = logging.getLogger(__name__)
-
-# A render whose message never left (the broker was down at commit) is sent after this grace.
-UNSENT_GRACE = dt.timedelta(seconds=30)
-# A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
-HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
 
 
 def winner_image(round_: Round) -> Image | None:
@@ -70,7 +59,8 @@ def winner_image(round_: Round) -> Image | None:
     return None
 
 
-def _count_rankings(session: Session, round_id: int) -> int:
+def count_rankings(session: Session, round_id: int) -> int:
+    """The round's stored rankings (excluded annotators' too: the quorum counts them)."""
     return (
         session.scalar(
             select(func.count()).select_from(Ranking).where(Ranking.round_id == round_id)
@@ -79,7 +69,7 @@ def _count_rankings(session: Session, round_id: int) -> int:
     )
 
 
-def _open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | None:
+def open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | None:
     """The round and its campaign while the round is open; else None (and the read ends)."""
     round_ = session.get(Round, round_id)
     if round_ is None or round_.status != RoundStatus.OPEN:
@@ -92,11 +82,11 @@ def _open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | Non
 
 def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = None) -> Outcome:
     """Close the round when its quorum is in; else nothing."""
-    found = _open_round(session, round_id)
+    found = open_round(session, round_id)
     if found is None:
         return Outcome()
     round_, campaign = found
-    if _count_rankings(session, round_id) < campaign.config.annotators_per_round:
+    if not quorum_reached(campaign.config, count_rankings(session, round_id)):
         session.rollback()
         return Outcome()
     return close_round(session, round_, now)
@@ -108,7 +98,7 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
 
     The ranking is already committed, so a failure here never fails its submission: it is
     recorded on the campaign (``close_failed``) and the next sweep closes the round (a round
-    whose quorum is in is closed by the sweep, deadline or not: :func:`sweep`).
+    whose quorum is in is closed by the sweep, deadline or not: :func:`service.sweep.sweep`).
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
@@ -220,158 +210,6 @@ def round_consensus(
     )
 
 
-def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
-    """Give an open round short of its quorum another deadline."""
-    found = _open_round(session, round_id)
-    if found is None:
-        return Outcome()
-    round_, campaign = found
-    seconds = campaign.config.round_deadline_s
-    outcome = Outcome()
-    if compare_and_set(
-        session,
-        round_,
-        RoundStatus.OPEN,
-        deadline=now + dt.timedelta(seconds=seconds),
-        extensions=round_.extensions + 1,
-    ):
-        audit(
-            session,
-            "round_extended",
-            campaign.id,
-            round_.number,
-            n_rankings=_count_rankings(session, round_id),
-            quorum=campaign.config.annotators_per_round,
-        )
-        outcome.events.append("extended")
-    session.commit()
-    return outcome
-
-
-def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
-    """A round past its deadline: closed when its quorum is in, else extended."""
-    closed = close_if_ready(session, round_id, now)
-    return closed if closed.events else _extend(session, round_id, now)
-
-
-def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
-    """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), or that
-    never came back within ``render_timeout_s``: sent again (the render job is idempotent, and a
-    second result for the same round is refused by :func:`service.rendering.round_rendered`)."""
-    round_ = session.get(Round, round_id)
-    if round_ is None or round_.status != RoundStatus.RENDERING:
-        session.rollback()
-        return Outcome()
-    campaign = session.get(Campaign, round_.campaign_id)
-    assert campaign is not None
-    if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
-        session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
-        return Outcome()
-    timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
-    sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
-    lost = sent + timeout <= now or (
-        sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)
-    )
-    outcome = Outcome()
-    if lost and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
-        audit(session, "round_render_resent", campaign.id, round_.number)
-        outcome.renders.append(render_message(campaign, round_))
-        session.commit()
-        # The next beat is the new render's own: until then it waits for render_timeout_s
-        # (a render queued behind others is not sent again and again).
-        drop_heartbeat(campaign.id, round_.number)
-        return outcome
-    if round_.render_enqueued_at is not None and sent + HEARTBEAT_STALE <= now:
-        _check_pickup(session, round_)
-    session.commit()
-    return outcome
-
-
-PICKUP_FAILED = "render_pickup_failed"  # shown as the round's problem (service.api.events)
-
-
-def _check_pickup(session: Session, round_: Round) -> None:
-    """A render sent a while ago that no worker has started: when the render workers that beat
-    all listen on another route (a broker configuration mismatch), say so on the round, once."""
-    from service.health import render_workers
-
-    if render_heartbeat(round_.campaign_id, round_.number) is not None:
-        return
-    mismatch = render_workers().mismatch
-    if mismatch is None:
-        return
-    seen = select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.campaign_id == round_.campaign_id,
-        AuditEvent.round_number == round_.number,
-        AuditEvent.kind == PICKUP_FAILED,
-    )  # fmt: skip
-    if not session.scalar(seen):
-        log.error("round %s of %s: %s", round_.number, round_.campaign_id, mismatch)
-        audit(session, PICKUP_FAILED, round_.campaign_id, round_.number, error=mismatch)
-
-
-def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
-    """Whether the round's render heartbeat exists and is older than ``HEARTBEAT_STALE``: its
-    worker died mid-render, or finished and its result was lost. No heartbeat (the render is
-    still queued, or the store cannot say) is not stale: ``render_timeout_s`` covers it."""
-    beat = render_heartbeat(campaign_id, round_number)
-    if beat is None:
-        return False
-    try:
-        at = float(beat["at"])
-    except (ValueError, KeyError, TypeError):
-        return True  # a damaged heartbeat beats no more
-    return now.replace(tzinfo=dt.UTC).timestamp() - at >= HEARTBEAT_STALE.total_seconds()
-
-
-def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
-    """Deadlines, lost closes and lost renders, one round at a time, each in its own
-    transaction. A round whose step fails is logged and recorded in the audit log
-    (``sweep_failed``), and the sweep goes on with the others; the next sweep tries that round
-    again."""
-    now = now or utcnow()
-    due = session.scalars(
-        select(Round.id)
-        .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(
-            Campaign.status == CampaignStatus.RUNNING,
-            Round.status == RoundStatus.OPEN,
-            Round.deadline <= now,
-        )
-    ).all()
-    # Quorum in but still open: the close (inline, after the last ranking's commit) died with
-    # its web process. Closed now, not at the deadline.
-    full = session.scalars(
-        select(Round.id)
-        .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(
-            Campaign.status == CampaignStatus.RUNNING,
-            Round.status == RoundStatus.OPEN,
-            Round.deadline > now,
-            Round.n_rankings >= Campaign.settings["annotators_per_round"].as_integer(),
-        )
-    ).all()
-    rendering = session.scalars(
-        select(Round.id)
-        .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(Round.status == RoundStatus.RENDERING, Campaign.status.in_(CAMPAIGN_LIVE))
-        .order_by(Round.id)  # the oldest waiting render takes a free render slot first
-    ).all()
-    session.rollback()
-    outcome = Outcome()
-    for step, round_ids in ((_due, due), (close_if_ready, full), (_resend, rendering)):
-        for round_id in round_ids:
-            try:
-                done = step(session, round_id, now)
-            except Exception as error:
-                session.rollback()
-                record_failure(session, round_id, error)
-                continue
-            outcome.renders += done.renders
-            outcome.events += done.events
-    return outcome
-
-
 def record_failure(session: Session, round_id: int, error: Exception, step: str = "sweep") -> None:
     """Log the failure of ``step`` on a round, and audit it on its campaign (``<step>_failed``)
     unless the round's last event is this same failure (a round that keeps failing is not
@@ -407,12 +245,12 @@ def _as_float(value: Any) -> float | None:
 
 
 __all__ = [
-    "HEARTBEAT_STALE",
-    "UNSENT_GRACE",
+    "after_ranking",
     "close_if_ready",
     "close_round",
-    "heartbeat_stale",
+    "count_rankings",
+    "open_round",
     "record_failure",
-    "sweep",
+    "round_consensus",
     "winner_image",
 ]

@@ -18,7 +18,8 @@ from sqlalchemy import bindparam, false, insert, select, true
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import RoundStatus
-from rankloop.core.errors import InvalidInput, Unauthorized
+from rankloop.core.errors import InvalidInput
+from service.auth import unknown_token
 from service.caches import RoundRef, campaign_view, round_images
 from service.driver import (
     ANNOTATORS,
@@ -40,9 +41,10 @@ from service.statements import (
     credit_annotator,
     lease_running,
     now_param,
+    quorum_reached,
     ranking_row,
 )
-from service.submission import Submitted, quorum_reached, submit
+from service.submission import Submitted, submit
 
 
 def submit_by_token(
@@ -66,7 +68,7 @@ def _reference_path(
     session.rollback()
     annotator = session.scalar(select(Annotator).where(Annotator.token_hash == token_hash))
     if annotator is None:
-        raise Unauthorized("unknown annotator token: open the task link you were given again")
+        raise unknown_token()
     return submit(session, annotator, task_id, order, now)
 
 

@@ -24,7 +24,8 @@ from sqlalchemy import Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import MAX_LOAD_CREDIT_S, RoundStatus, TaskStatus
-from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
+from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
+from service.auth import unknown_token
 from service.caches import CampaignView, RoundRef, campaign_view
 from service.driver import (
     ANNOTATORS,
@@ -43,6 +44,8 @@ from service.statements import (
     lease_lapsed,
     lease_running,
     now_param,
+    quorum_sql,
+    renew_lapsed_lease,
     round_leasable,
 )
 
@@ -135,8 +138,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .group_by(t.c.round_id)
         .subquery()
     )
-    quorum = c.c.settings["annotators_per_round"].as_integer()
-    need = quorum - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
+    need = quorum_sql(c.c.settings) - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
     # This annotator's task on the round, but a lapsed lease (that one is renewed instead).
     mine = select(t.c.id).where(
         t.c.round_id == r.c.id, t.c.annotator_id == annotator_id, ~lease_lapsed(now)
@@ -165,24 +167,6 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .order_by(need.desc(), r.c.opened_at, r.c.id)
         .limit(1)
     )
-
-
-def _renew_expired_lease() -> dict[str, Any]:
-    """``ON CONFLICT`` arguments that renew this annotator's own lapsed lease on the round and
-    leave any other row alone (``excluded`` compiles the same on SQLite)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    excluded = pg_insert(TASKS).excluded
-    return {
-        "index_elements": ["round_id", "annotator_id"],
-        # A renewed lease starts afresh: the page reports its images' loading time again.
-        "set_": {
-            "created_at": excluded.created_at,
-            "expires_at": excluded.expires_at,
-            "shown_at": None,
-        },
-        "where": lease_lapsed(excluded.created_at),
-    }
 
 
 def _lease_round_postgres(own_campaign: bool) -> Any:
@@ -246,7 +230,7 @@ def _withdraw_over_quorum_statement() -> Any:
 _CURRENT_LEASE = _current_lease_statement()
 _WITHDRAW_OVER_QUORUM = _withdraw_over_quorum_statement()
 _ROUND_TO_LEASE = {True: _round_to_lease(True), False: _round_to_lease(False)}
-_RENEW_EXPIRED_LEASE = _renew_expired_lease()
+_RENEW_EXPIRED_LEASE = renew_lapsed_lease()
 _LEASE_ROUND_POSTGRES = {True: _lease_round_postgres(True), False: _lease_round_postgres(False)}
 _TOUCH_ANNOTATOR = (
     update(ANNOTATORS)
@@ -258,8 +242,16 @@ _TOUCH_ANNOTATOR = (
 # -- the two ways to run them ------------------------------------------------------------------
 
 
-def _unknown_token() -> Unauthorized:
-    return Unauthorized("unknown annotator token: open the task link you were given again")
+def _withdrawn(
+    session: Session, task_id: str, round_id: int, campaign: CampaignView, now: dt.datetime
+) -> bool:
+    """Whether the lease just made was withdrawn over the quorum (:data:`_WITHDRAW_OVER_QUORUM`)."""
+    params = {"task_id": task_id, "round_id": round_id, "now": now}
+    quorum = campaign.config.annotators_per_round
+    return (
+        run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params, quorum=quorum).fetchone()
+        is not None
+    )
 
 
 def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Lease | None:
@@ -267,7 +259,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
     for _attempt in range(3):
         row = run_on_driver(session, _CURRENT_LEASE, token_hash=token_hash, now=now).fetchone()
         if row is None:
-            raise _unknown_token()
+            raise unknown_token()
         annotator_id, own_campaign_id, last_seen, task_id, expires_at = row[:5]
         if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
             run_on_driver(session, _TOUCH_ANNOTATOR, annotator_id=annotator_id, now=now)
@@ -277,11 +269,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             # A lease whose request died between its insert and its quorum check below (a web
             # process killed there) is checked when its annotator asks again: else it would
             # stay, and rank, beyond the quorum.
-            withdrawn = run_on_driver(
-                session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_.id, now=now,
-                quorum=campaign.config.annotators_per_round,
-            ).fetchone()  # fmt: skip
-            if withdrawn is None:
+            if not _withdrawn(session, task_id, round_.id, campaign, now):
                 return Lease(annotator_id, task_id, expires_at, round_, campaign)
             continue  # over the quorum: look for another round
         if looked_again:
@@ -298,12 +286,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
             campaign = campaign_view(session, campaign_id)
-            quorum = campaign.config.annotators_per_round
-            withdrawn = run_on_driver(
-                session, _WITHDRAW_OVER_QUORUM, task_id=task_id, round_id=round_id,
-                now=now, quorum=quorum,
-            ).fetchone()  # fmt: skip
-            if withdrawn is None:
+            if not _withdrawn(session, task_id, round_id, campaign, now):
                 round_ = RoundRef(round_id, campaign_id, number)
                 return Lease(annotator_id, task_id, expires_at, round_, campaign)
             continue  # another annotator took the round's last place at the same instant
@@ -319,7 +302,7 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
         row = session.execute(_CURRENT_LEASE, {"token_hash": token_hash, "now": now}).first()
         if row is None:
             session.rollback()
-            raise _unknown_token()
+            raise unknown_token()
         annotator_id, own_campaign_id, last_seen = row[0], row[1], row[2]
         if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
             session.execute(_TOUCH_ANNOTATOR, {"annotator_id": annotator_id, "now": now})
@@ -377,7 +360,7 @@ def credit_loading(
     now = now or utcnow()
     annotator_id = session.scalar(select(Annotator.id).where(Annotator.token_hash == token_hash))
     if annotator_id is None:
-        raise _unknown_token()
+        raise unknown_token()
     found = session.execute(
         select(Assignment, lease_running(now).label("running"))
         .where(Assignment.id == task_id)

@@ -54,16 +54,16 @@ ANNOTATOR_ENDPOINTS = (
     "tasks.next_task",
     "tasks.submit_ranking",
     "tasks.task_shown",
-    "annotators.me",
+    "recruitment.me",
     "stream.task_ticket",
     "stream.task_stream",
 )
-JOIN_ENDPOINTS = ("annotators.join",)
+JOIN_ENDPOINTS = ("recruitment.join",)
 # Every endpoint an owner key opens: the campaigns blueprint, and these.
 OWNER_ENDPOINTS = (
     "annotators.create_annotators",
     "annotators.list_annotators",
-    "annotators.recruit_link",
+    "recruitment.recruit_link",
     "exports.export",
     "stream.campaign_ticket",
     "stream.campaign_stream",

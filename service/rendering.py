@@ -4,7 +4,7 @@ round opens) or its final failure, and the sending of render messages.
 A step (see :mod:`service`) returns the render messages it made in an :class:`Outcome`;
 :func:`run_step` commits the step and only then sends them, so a message never announces a row
 that does not exist yet. A send that fails leaves the round ``rendering`` with no
-``render_enqueued_at``, and the sweep (:func:`service.closing.sweep`) sends it again.
+``render_enqueued_at``, and the sweep (:func:`service.sweep.sweep`) sends it again.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def round_failed(
     (``contracts.render_error_is_permanent``: bad settings, unknown model, damaged object) fails
     the round and its campaign visibly (the owner may resume it). Any other (the store or the
     broker down, an error of unknown class) leaves the round ``rendering``, audited as
-    ``round_render_error``, and the sweep sends it again (:func:`service.closing.sweep`): an
+    ``round_render_error``, and the sweep sends it again (:func:`service.sweep.sweep`): an
     outage pauses a campaign, never ends it. True when the round changed."""
     campaign = get_campaign(session, campaign_id, lock=True)
     round_ = find_round(session, campaign_id, round_number)

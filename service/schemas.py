@@ -12,6 +12,7 @@ from rankloop.core.campaign_settings import (
     COMPLETION_CODE,
     MAX_ROUNDS,
     CampaignFields,
+    lease_of,
 )
 from rankloop.core.contracts import (
     MAX_LEASE_S,
@@ -19,7 +20,6 @@ from rankloop.core.contracts import (
     MAX_PROMPT,
     Text,
     check_round_size,
-    default_lease_s,
     with_generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
@@ -85,10 +85,7 @@ class CampaignCreate(CampaignFields):
         # are the campaign defaults; its default round schedule ("verified") moves the delivered
         # image only to a point the crowd ranked above it.
         settings["optimizer"] = self.optimizer.given()
-        if settings.get("lease_s") is None:
-            settings["lease_s"] = default_lease_s(
-                self.m, self.k, settings["width"], settings["height"], self.attention_check
-            )
+        settings["lease_s"] = lease_of(settings)
         return settings
 
 

@@ -4,8 +4,9 @@ Leasing (:mod:`service.leasing`) and submitting run on the annotator's hot path 
 shapes: ORM rows and checks (:mod:`service.submission`, the reference), Core statements in one
 short transaction, and a single PostgreSQL statement (:mod:`service.fast_submission`). Each
 shape is built from the predicates and statements here, so a rule (which lease is running,
-when a lease ends, how a task is claimed, how a round counts a ranking, how an annotator is
-credited, how a ranking row is written) cannot differ between them.
+when a lease ends, how a task is claimed, how a round counts a ranking, when its quorum is in,
+how an annotator is credited and given the completion code, how a ranking row is written)
+cannot differ between them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from sqlalchemy import (
     insert,
     update,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FromClause
 
 from rankloop.core.campaign_settings import CampaignSettings
-from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
+from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus, RoundStatus, TaskStatus
 from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
 
 
@@ -68,6 +70,44 @@ def lease_ends_sql(start: Any, lease_s: Any) -> Any:
     """:func:`lease_ends` inside a PostgreSQL statement, for a lease whose campaign (and so
     ``lease_s``) the statement itself chooses."""
     return start + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)
+
+
+def renew_lapsed_lease() -> dict[str, Any]:
+    """``ON CONFLICT`` arguments of a new task's insert (one task per round and annotator) that
+    renew this annotator's own lapsed lease on the round, same task id, and leave any other row
+    alone (``excluded`` compiles the same on SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    excluded = pg_insert(TASKS).excluded
+    return {
+        "index_elements": ["round_id", "annotator_id"],
+        # A renewed lease starts afresh: the page reports its images' loading time again.
+        "set_": {
+            "created_at": excluded.created_at,
+            "expires_at": excluded.expires_at,
+            "shown_at": None,
+        },
+        "where": lease_lapsed(excluded.created_at),
+    }
+
+
+# -- a round's quorum ---------------------------------------------------------------------------
+
+
+def quorum_reached(settings: CampaignSettings, n_rankings: int) -> bool:
+    """Whether ``n_rankings`` rankings are a round's quorum (``annotators_per_round``)."""
+    return n_rankings >= settings.annotators_per_round
+
+
+def quorum_sql(settings: Any = CAMPAIGNS.c.settings) -> Any:
+    """A campaign's quorum inside a statement, read from its ``settings`` JSON column."""
+    return settings["annotators_per_round"].as_integer()
+
+
+def quorum_met(n_rankings: Any, settings: Any = CAMPAIGNS.c.settings) -> ColumnElement[bool]:
+    """:func:`quorum_reached` inside a statement: ``n_rankings`` (an expression) reach the quorum
+    of the campaign whose ``settings`` column the statement joins."""
+    return n_rankings >= quorum_sql(settings)
 
 
 # -- a ranking stored ----------------------------------------------------------------------------
@@ -123,6 +163,34 @@ def credit(settings: CampaignSettings, completion_code: str, passed: bool | None
     }
 
 
+ISSUE_COMPLETION_CODE = (
+    update(ANNOTATORS)
+    .where(ANNOTATORS.c.id == bindparam("annotator_id"))
+    .values(completion_code=func.coalesce(ANNOTATORS.c.completion_code, bindparam("code")))
+    .returning(ANNOTATORS.c.completion_code)
+)
+
+
+def completion_code(session: Session, annotator: Any, campaign: Any | None) -> str | None:
+    """The annotator's completion code; issued here, once, when their campaign concluded
+    (``CAMPAIGN_CONCLUDED``) before they met its quota and they ranked in it (the quota met
+    issues it with the ranking: :func:`credit_annotator`). ``annotator`` and ``campaign`` are
+    their rows; a code issued here is committed."""
+    code: str | None = annotator.completion_code
+    if (
+        code is None
+        and campaign is not None
+        and campaign.status in CAMPAIGN_CONCLUDED
+        and annotator.tasks_done
+    ):
+        code = session.execute(
+            ISSUE_COMPLETION_CODE,
+            {"annotator_id": annotator.id, "code": campaign.completion_code},
+        ).scalar_one()
+        session.commit()
+    return code
+
+
 def ranking_row(task_id: Any, round_id: Any, annotator_id: Any, late: Any) -> dict[str, Any]:
     """A ranking row's columns: the task's (values or a claimed task's columns), then the order
     and its checks from the parameters ``order``, ``positions``, ``passed`` and ``now``."""
@@ -162,7 +230,9 @@ __all__ = [
     "COUNT_RANKING",
     "CREDIT_ANNOTATOR",
     "INSERT_RANKING",
+    "ISSUE_COMPLETION_CODE",
     "claim_task",
+    "completion_code",
     "count_ranking",
     "credit",
     "credit_annotator",
@@ -171,6 +241,10 @@ __all__ = [
     "lease_lapsed",
     "lease_running",
     "now_param",
+    "quorum_met",
+    "quorum_reached",
+    "quorum_sql",
     "ranking_row",
+    "renew_lapsed_lease",
     "round_leasable",
 ]

@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
@@ -38,6 +37,7 @@ from service.statements import (
     claim_task,
     credit,
     lease_running,
+    quorum_reached,
 )
 from service.transitions import rowcount
 
@@ -70,10 +70,6 @@ def repeated(session: Session, task_id: str, order: list[Any]) -> Submitted:
         raise already_submitted()
     # quorum_reached is False: the first answer already set off whatever the quorum sets off.
     return Submitted(stored.id, stored.round_id, stored.late, stored.attention_passed, False)
-
-
-def quorum_reached(settings: CampaignSettings, n_rankings: int) -> bool:
-    return n_rankings >= settings.annotators_per_round
 
 
 # -- the reference path --------------------------------------------------------------------------
@@ -156,7 +152,6 @@ def submit(
 
 __all__ = [
     "Submitted",
-    "quorum_reached",
     "repeated",
     "submit",
 ]

@@ -26,7 +26,7 @@ from rankloop.core.contracts import (
     SWEEP_TASK,
 )
 from rankloop.core.settings import Settings, broker_settings
-from service import closing, rendering
+from service import closing, rendering, sweep
 from service.config import settings_of
 from service.db import database_unavailable_errors, session_scope
 
@@ -162,4 +162,4 @@ def close_round_task(self: Task, round_id: int) -> None:
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)
 def sweep_task() -> list[str]:
-    return rendering.run_step(closing.sweep).events
+    return rendering.run_step(sweep.sweep).events

@@ -9,6 +9,8 @@ worker's own code.
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -17,7 +19,7 @@ from PIL import Image
 
 from gpu_worker.generators import load_generator, resolve_settings
 from gpu_worker.render import render_round
-from rankloop.core.campaign_settings import CampaignFields, CampaignSettings
+from rankloop.core.campaign_settings import CampaignFields, CampaignSettings, lease_of
 from rankloop.core.contracts import (
     _GENERATOR_DEFAULTS,
     GENERATORS,
@@ -30,6 +32,7 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.errors import InvalidInput
 from rankloop.core.storage import LocalStore
+from service import db
 from service.models import Campaign
 from service.rendering import IMAGE_SALT, render_settings
 from service.schemas import CampaignCreate
@@ -204,6 +207,42 @@ def test_a_stored_row_missing_keys_loads_with_the_model_defaults():
     }
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"m": 4},
+        {"m": 8, "k": 4, "attention_check": False},
+        {"generator": "tiny-sd", "m": 6},
+        {"m": 5, "width": 128, "height": 96},
+        {"m": 4, "lease_s": 123.5},
+    ],
+)
+def test_a_created_campaign_stores_the_lease_the_model_derives(owner, body):
+    """The lease is derived once (campaign_settings.lease_of): what a created campaign stores is
+    what the stored settings' model derives from the same settings without it, and an owner's
+    lease wins."""
+    campaign_id = owner.campaign(**body)["id"]
+    with owner.client.application.app_context(), db.session_scope() as session:
+        row = session.get(Campaign, campaign_id)
+        assert row is not None
+        stored = dict(row.settings)
+    unset = {name: value for name, value in stored.items() if name != "lease_s"}
+    derived = CampaignSettings.from_stored(unset).lease_s
+    assert stored["lease_s"] == body.get("lease_s", derived)
+    if "lease_s" not in body:
+        assert (
+            stored["lease_s"]
+            == lease_of(unset)
+            == default_lease_s(
+                stored["m"],
+                stored["k"],
+                stored["width"],
+                stored["height"],
+                stored["attention_check"],
+            )
+        )
+
+
 def test_campaign_config_is_parsed_once_and_again_after_the_settings_change():
     campaign = Campaign(name="c", prompt="x", settings=CampaignCreate(prompt="x").settings())
     assert campaign.config is campaign.config
@@ -303,3 +342,69 @@ def test_a_stored_row_with_an_unknown_generator_still_loads():
 
     loaded = CampaignSettings.from_stored({"generator": "stable-nope", "m": 4})
     assert loaded.generator == "stable-nope" and loaded.m == 4
+
+
+# A campaign's settings are read typed (``campaign.config``, a CampaignSettings), never by a
+# string key of the stored JSON: a key read there is a second spelling of a field, its default
+# and its bound. SQL reads the JSON column by path, typed by the path's ``as_*()``: the column
+# of the mapped class (``Campaign.settings[...]``) or of a Core table (``c.c.settings[...]``).
+KEY_READ = re.compile(r"\.settings\s*(\[|\.get\s*\()")
+SQL_JSON_PATH = re.compile(
+    r"(?:\b[A-Z]\w*|\.c)\.settings\[\s*(['\"])\w+\1\s*\]\.as_(?:integer|float|string|boolean)\(\)"
+)
+SCANNED = ("service", "rankloop", "gpu_worker")
+
+
+def key_reads(path: Path, root: Path) -> list[str]:
+    """Each line of ``path`` that reads a campaign's settings by key, but SQL's JSON paths."""
+    return [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if KEY_READ.search(SQL_JSON_PATH.sub("", line))
+    ]
+
+
+def test_no_campaign_setting_is_read_by_key():
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        line
+        for package in SCANNED
+        for path in sorted((root / package).rglob("*.py"))
+        for line in key_reads(path, root)
+    ]
+    assert found == [], "read these through campaign.config (CampaignSettings):\n" + "\n".join(
+        found
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'lease = campaign.settings["lease_s"]',
+        'quota = row.settings.get("tasks_per_annotator", 10)',
+        "m = self.settings ['m']",
+        'quorum = Campaign.settings["annotators_per_round"]  # untyped: not a SQL path',
+        'n = c.c.settings["m"].as_integer() + campaign.settings["k"]',
+    ],
+)
+def test_the_scan_finds_a_planted_key_read(tmp_path, line):
+    planted = tmp_path / "service" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text(f"x = 1\n{line}\n")
+    assert key_reads(planted, tmp_path) == [f"service/planted.py:2: {line}"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'quorum = Campaign.settings["annotators_per_round"].as_integer()',
+        "lease_s = c.c.settings['lease_s'].as_float()",
+        'done < CAMPAIGNS.c.settings["tasks_per_annotator"].as_integer()',
+        'lease = settings.get("lease_s")  # a dict of the create request, not a campaign',
+        "lease = campaign.config.lease_s",
+    ],
+)
+def test_the_scan_leaves_sql_paths_and_typed_reads_alone(tmp_path, line):
+    kept = tmp_path / "kept.py"
+    kept.write_text(line + "\n")
+    assert key_reads(kept, tmp_path) == []

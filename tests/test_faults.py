@@ -24,7 +24,7 @@ from rankloop.core.contracts import (
     render_error_is_permanent,
 )
 from rankloop.core.storage import round_prefix
-from service import closing, db, lifecycle, rendering
+from service import db, lifecycle, rendering, sweep
 from service.models import Campaign, Image, utcnow
 from tests.fixtures.fault_stack import SMALL, Stack, events, new_campaign, round_row
 from tests.fixtures.private_services import PrivateRedis
@@ -59,7 +59,7 @@ def test_a_round_rendered_twice_is_accepted_once(app, session):
     assert session.scalar(count) == len(first["images"]) == SMALL["m"] + 1
     assert events(session, cid, "round_opened") == 1
     # An open round is never sent again by the sweep.
-    assert closing.sweep(session, utcnow() + dt.timedelta(hours=2)).renders == []
+    assert sweep.sweep(session, utcnow() + dt.timedelta(hours=2)).renders == []
 
 
 def test_only_a_permanent_render_error_fails_a_campaign(app, session):
@@ -88,12 +88,12 @@ def test_only_a_permanent_render_error_fails_a_campaign(app, session):
     assert session.get(Campaign, cid).status == "running"
     assert events(session, cid, "round_render_error") == 1
 
-    assert closing.sweep(session, now + dt.timedelta(seconds=5)).renders == []  # still fresh
-    (again,) = closing.sweep(session, now + dt.timedelta(seconds=16)).renders
+    assert sweep.sweep(session, now + dt.timedelta(seconds=5)).renders == []  # still fresh
+    (again,) = sweep.sweep(session, now + dt.timedelta(seconds=16)).renders
     assert (again.campaign_id, again.round_number) == (cid, 0)
     # The re-sent render may wait in the queue: no heartbeat yet is not a loss.
     assert not store.exists(heartbeat_key(cid, 0))
-    assert closing.sweep(session, now + dt.timedelta(seconds=60)).renders == []
+    assert sweep.sweep(session, now + dt.timedelta(seconds=60)).renders == []
 
     assert rendering.round_failed(session, cid, 0, "OperationalError: connection refused")
     assert round_row(session, cid).status == "rendering"

@@ -16,7 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from rankloop.core.contracts import ROUND_RENDERED_TASK
-from service import closing, db, rendering
+from service import db, rendering, sweep
 from service.models import Campaign
 from tests.fixtures.coordinator import ADMIN, bearer
 from tests.fixtures.fault_stack import Stack, round_row
@@ -52,7 +52,7 @@ def rank(client: FlaskClient, token: str) -> int:
 def sweep_quietly(stack: Stack) -> None:
     """Beat's job, once; while a dependency is down it fails, as beat's sweep would."""
     try:
-        rendering.run_step(closing.sweep, app=stack.app)
+        rendering.run_step(sweep.sweep, app=stack.app)
     except Exception as error:  # the database down: beat's next tick tries again
         print(f"sweep failed: {type(error).__name__}")
 
@@ -356,7 +356,7 @@ def test_a_render_worker_on_another_broker_prefix_is_detected(postgres_url, redi
             assert render_workers().same == []
         cid = stack.start_campaign()
         with stack.app.app_context():
-            rendering.run_step(closing.sweep, utcnow() + dt.timedelta(seconds=20), app=stack.app)
+            rendering.run_step(sweep.sweep, utcnow() + dt.timedelta(seconds=20), app=stack.app)
         client = stack.app.test_client()
         current = client.get(f"/api/campaigns/{cid}", headers=owner).json["current_round"]
         assert current["status"] == "rendering"

@@ -30,7 +30,7 @@ import requests
 from sqlalchemy import func, select
 
 from rankloop.core.storage import round_prefix
-from service import closing, db, lifecycle
+from service import db, lifecycle, sweep
 from service.auth import hash_token
 from service.fast_submission import submit_by_token
 from service.models import Campaign, Ranking, Round, utcnow
@@ -340,7 +340,7 @@ def test_render_worker_child_killed_mid_render_round_rendered_and_accepted_once(
             closed_inline = round_row(session, cid).status == "closed"
         if not closed_inline:  # the quorum's last request may leave the close to the sweep
             with stack.app.app_context():
-                run_step(closing.sweep, utcnow())  # beat's job, every 2 s
+                run_step(sweep.sweep, utcnow())  # beat's job, every 2 s
         with stack.app.app_context(), db.session_scope() as session:
             round_ = round_row(session, cid)
             count = select(func.count()).select_from(Ranking).where(Ranking.round_id == round_.id)
@@ -398,7 +398,7 @@ def test_a_round_whose_close_died_with_its_web_worker_is_closed_by_the_next_swee
                 f"/api/tasks/{task_id}/ranking", json={"order": order}, headers=bearer(token)
             )
             assert (retry.status_code, retry.json["ranking_id"]) == (201, last.ranking_id)
-            outcome = closing.sweep(session)
+            outcome = sweep.sweep(session)
             round_ = round_row(session, cid)
             n_rankings = session.scalar(
                 select(func.count()).select_from(Ranking).where(Ranking.round_id == round_.id)

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rankloop.core.settings import settings_of
 from service import logs
 from service.app import create_app
-from service.closing import sweep
 from service.models import utcnow
 from service.rendering import run_step
+from service.sweep import sweep
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 

@@ -13,7 +13,17 @@ from sqlalchemy import func, select
 from rankloop.core.contracts import ConsensusFeed
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from rankloop.core.round_step import candidate_feed
-from service import caches, closing, db, leasing, lifecycle, ranking_rules, rendering, submission
+from service import (
+    caches,
+    closing,
+    db,
+    leasing,
+    lifecycle,
+    ranking_rules,
+    rendering,
+    submission,
+    sweep,
+)
 from service.auth import hash_token
 from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow
 from tests.fixtures.coordinator import insert_campaign, render_round
@@ -178,7 +188,7 @@ def test_a_round_short_of_its_quorum_at_the_deadline_is_extended(app, session):
     lifecycle.start(session, cid)
     render_round(app, cid, 0, session=session)
     rank_all(session, new_annotator(session, cid, "a"))
-    outcome = closing.sweep(session, utcnow() + dt.timedelta(seconds=31))
+    outcome = sweep.sweep(session, utcnow() + dt.timedelta(seconds=31))
     assert outcome.events == ["extended"] and outcome.renders == []
     round_ = session.scalar(select(Round).where(Round.campaign_id == cid))
     session.refresh(round_)
@@ -212,8 +222,8 @@ def test_sweep_resends_a_render_that_never_came_back(app, session):
     cid = new_campaign(session, render_timeout_s=60)
     lifecycle.start(session, cid)
     rendering.mark_enqueued(session, cid, 0, "render-x")
-    assert closing.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
-    (request,) = closing.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
+    assert sweep.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
+    (request,) = sweep.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
     assert request.round_number == 0
 
 
@@ -387,7 +397,7 @@ def test_the_sweep_goes_on_when_one_round_fails(app, session):
         render_round(app, cid, 0, session=session)
         for name in "ab":
             rank_all(session, new_annotator(session, cid, f"{cid}-{name}"))
-    outcome = closing.sweep(session, utcnow() + dt.timedelta(seconds=31))
+    outcome = sweep.sweep(session, utcnow() + dt.timedelta(seconds=31))
     assert outcome.events == ["closed"]
     assert [r.campaign_id for r in outcome.renders] == [healthy]
     numbered = select(Round.campaign_id, Round.status).where(Round.number == 0)
@@ -396,7 +406,7 @@ def test_the_sweep_goes_on_when_one_round_fails(app, session):
     failures = session.scalars(select(AuditEvent).where(AuditEvent.kind == "sweep_failed")).all()
     assert [(f.campaign_id, f.round_number) for f in failures] == [(broken, 0)]
     assert "no-such-method" in failures[0].data["error"]
-    closing.sweep(session, utcnow() + dt.timedelta(seconds=32))  # fails the same way again
+    sweep.sweep(session, utcnow() + dt.timedelta(seconds=32))  # fails the same way again
     again = session.scalars(select(AuditEvent).where(AuditEvent.kind == "sweep_failed")).all()
     assert len(again) == 1  # recorded once, not at every sweep
 

@@ -7,11 +7,22 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Float, literal, select
+from sqlalchemy import Float, Integer, literal, select, update
 
+from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus
 from service import db, fast_submission
-from service.statements import lease_ends, lease_ends_sql, now_param
+from service.driver import CAMPAIGNS
+from service.models import Annotator, Campaign
+from service.statements import (
+    completion_code,
+    lease_ends,
+    lease_ends_sql,
+    now_param,
+    quorum_met,
+    quorum_reached,
+)
 from service.transitions import is_postgres
+from tests.fixtures.coordinator import insert_campaign
 from tests.test_service_submission_paths import Play
 
 
@@ -47,3 +58,58 @@ def test_the_hot_path_stores_a_ranking_in_two_statements_on_postgresql(app, monk
         play.submit("a")
     assert play.answers[-1][2][0] == "stored"
     assert len(sent) == 2 and not fell_back
+
+
+def test_the_quorum_is_one_rule_in_python_and_in_sql(app):
+    """``quorum_met`` (the sweep's and leasing's SQL) answers as ``quorum_reached`` does."""
+    with app.app_context(), db.session_scope() as session:
+        campaign_id = insert_campaign(session, annotators_per_round=3)
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        for n in range(6):
+            met = session.scalar(
+                select(quorum_met(literal(n, Integer))).where(CAMPAIGNS.c.id == campaign_id)
+            )
+            assert bool(met) == quorum_reached(campaign.config, n) == (n >= 3)
+
+
+def test_an_ended_campaigns_completion_code_is_issued_once(app):
+    """A participant who ranked for a campaign that concluded (finished or stopped, not failed)
+    before they met its quota is issued its code, once; one who never ranked is not, and a code
+    issued before stays."""
+    with app.app_context(), db.session_scope() as session:
+        campaign_id = insert_campaign(session)
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        ranked, idle, paid = (
+            Annotator(campaign_id=campaign_id, token_hash=name, tasks_done=done)
+            for name, done in (("ranked", 2), ("idle", 0), ("paid", 3))
+        )
+        paid.completion_code = "EARLIER"
+        session.add_all([ranked, idle, paid])
+        session.commit()
+
+        def stored(annotator: Annotator) -> str | None:
+            return session.scalar(
+                select(Annotator.completion_code).where(Annotator.id == annotator.id)
+            )
+
+        for status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.FAILED):
+            campaign.status = status
+            session.commit()
+            assert completion_code(session, ranked, campaign) is None
+            assert stored(ranked) is None
+        for status in CAMPAIGN_CONCLUDED:
+            campaign.status = status
+            session.commit()
+            assert completion_code(session, ranked, campaign) == campaign.completion_code
+            assert stored(ranked) == campaign.completion_code
+            assert ranked.completion_code is None  # as loaded before: the issued code is kept
+            assert completion_code(session, ranked, campaign) == campaign.completion_code
+            assert completion_code(session, idle, campaign) is None and stored(idle) is None
+            assert completion_code(session, paid, campaign) == "EARLIER" == stored(paid)
+            session.execute(
+                update(Annotator).where(Annotator.id == ranked.id).values(completion_code=None)
+            )
+            session.commit()
+        assert completion_code(session, ranked, None) is None  # a pool annotator

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
     CAMPAIGN_ENDED,
     CAMPAIGN_LIVE,
     CampaignStatus,
@@ -177,6 +178,8 @@ def test_every_word_fits_its_column():
 def test_groups_are_statuses_of_their_family():
     assert set(CAMPAIGN_ENDED) | set(CAMPAIGN_LIVE) < set(CampaignStatus)
     assert not set(CAMPAIGN_ENDED) & set(CAMPAIGN_LIVE)
+    # A concluded campaign (its participants are owed the completion code) ended, not failed.
+    assert set(CAMPAIGN_CONCLUDED) == set(CAMPAIGN_ENDED) - {CampaignStatus.FAILED}
     # A member is its word: columns, JSON and SQL parameters see the plain string.
     assert RoundStatus.OPEN == "open" and f"{TaskStatus.LEASED}" == "leased"
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.settings import settings_of
 from rankloop.core.storage import LocalStore
-from service import closing, db
+from service import db, sweep
 from service.auth import hash_token, new_token
 from service.models import AuditEvent, Campaign, OwnerKey, Round
 from service.rendering import render_slot_free, run_step
@@ -80,10 +80,10 @@ def test_renders_wait_for_a_slot_of_their_owner_and_other_owners_go_first(app, o
 
     later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=5)
     with app.app_context():
-        run_step(closing.sweep, later)
+        run_step(sweep.sweep, later)
         assert _enqueued(app, waiting) is None  # still busy: the sweep does not send it
         render_round(app, first, 0)  # the slot frees
-        run_step(closing.sweep, later)
+        run_step(sweep.sweep, later)
     assert _enqueued(app, waiting) is not None
     with app.app_context(), db.session_scope() as session:
         kinds = session.scalars(
@@ -116,7 +116,7 @@ def test_a_stopped_campaign_frees_its_render_slot(app, owner):
     assert owner.post(f"/api/campaigns/{stopped}/stop").status_code == 200
     later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=5)
     with app.app_context():
-        run_step(closing.sweep, later)
+        run_step(sweep.sweep, later)
     assert _enqueued(app, waiting) is not None
 
 

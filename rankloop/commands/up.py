@@ -72,8 +72,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
-    from service.closing import sweep
     from service.rendering import run_step
+    from service.sweep import sweep
 
     while not stop.wait(every_s):
         try:

@@ -80,6 +80,22 @@ class CampaignFields(RenderFields):
     consensus_feed: FeedName = DEFAULT_FEED
 
 
+def lease_of(settings: Mapping[str, Any]) -> float:
+    """A campaign's lease in seconds: ``lease_s`` as the owner set it, else the one its ``m``,
+    ``k``, image size and attention check call for (``default_lease_s``; render fields resolved
+    to the generator's defaults, a key an older row lacks at its default). The one derivation:
+    the create request stores it, a stored row without one gets it."""
+    if settings.get("lease_s") is not None:
+        return settings["lease_s"]  # as set (a stored value the model refuses is its own error)
+    given = with_generator_defaults(dict(settings))
+    return default_lease_s(
+        **{
+            name: given.get(name, CampaignFields.model_fields[name].get_default())
+            for name in ("m", "k", "width", "height", "attention_check")
+        }
+    )
+
+
 # What a stored campaign without ``consensus_feed`` (older than the setting) is told.
 LEGACY_FEED: Final[FeedName] = "order"
 
@@ -92,7 +108,7 @@ class CampaignSettings(CampaignFields):
 
     model_config = ConfigDict(extra="ignore")
 
-    # Always resolved in a stored campaign (CampaignCreate.settings derives it when unset).
+    # Always resolved in a stored campaign (CampaignCreate.settings derives it: lease_of).
     lease_s: float = Field(gt=0, le=MAX_LEASE_S)
     # The RankSGD options the owner set; the optimizer's own defaults fill the rest.
     optimizer: dict[str, Any] = Field(default_factory=dict)
@@ -108,13 +124,8 @@ class CampaignSettings(CampaignFields):
         out = with_generator_defaults(dict(data))
         # A campaign from before consensus_feed existed was told the order: it goes on so.
         out.setdefault("consensus_feed", LEGACY_FEED)
-        if out.get("lease_s") is None:
-            given = {
-                name: out.get(name, cls.model_fields[name].get_default())
-                for name in ("m", "k", "width", "height", "attention_check")
-            }
-            with contextlib.suppress(TypeError, ValueError):  # a bad m, k or size: its own
-                out["lease_s"] = default_lease_s(**given)  # field's error says so
+        with contextlib.suppress(TypeError, ValueError):  # a bad m, k or size: its own field's
+            out["lease_s"] = lease_of(out)  # error says so
         return out
 
     @classmethod
@@ -147,4 +158,5 @@ __all__ = [
     "CompletionCode",
     "CompletionUrl",
     "ConsensusMethod",
+    "lease_of",
 ]

@@ -42,6 +42,8 @@ class CampaignStatus(StrEnum):
 # rendered, a paused one's too (so it resumes where it stopped), and fails with a failed render.
 CAMPAIGN_ENDED: Final = (CampaignStatus.STOPPED, CampaignStatus.FINISHED, CampaignStatus.FAILED)
 CAMPAIGN_LIVE: Final = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+# Ended, not failed: a participant who ranked is owed the completion code (quota met or not).
+CAMPAIGN_CONCLUDED: Final = (CampaignStatus.FINISHED, CampaignStatus.STOPPED)
 
 
 class RoundStatus(StrEnum):

@@ -1,39 +1,21 @@
-"""Annotators: owners create them or share a recruitment link; annotators ask who they are.
-
-``/join/<campaign_id>`` is the link for crowd platforms, open only when the owner created the
-campaign with ``recruit: true``. It needs the platform's participant id (Prolific
-``PROLIFIC_PID``, MTurk ``workerId``, or ``participant_id``) and creates that participant's
-annotator on the first visit (up to the campaign's ``recruit_cap``), then redirects to the task
-page with the token in the URL fragment, which the page keeps in the browser.
-
-A second visit with a participant id that already joined takes nothing from anybody: the
-holder's token stays valid and no new one is made (knowing somebody's participant id must not
-be enough to become them). It redirects to ``/task#rejoin=<campaign_id>``, where the page
-continues with the token this browser got on the first visit, or says to continue where the
-study was first opened. From an MTurk HIT (ExternalQuestion) the redirect also carries the
-assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished assignment back.
+"""Annotators of a campaign as its owner manages them: task links made by hand (or pool
+annotators, by the admin), the list with each one's weight, throughput and flags, and revoking
+one. The recruitment link for crowd platforms and an annotator's own progress are
+:mod:`service.api.recruitment`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, request, url_for
+from flask import Blueprint
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-from werkzeug.wrappers import Response as WerkzeugResponse
 
-from rankloop.core import mturk
-from rankloop.core.contracts import CAMPAIGN_ENDED, CampaignStatus, RoundStatus
-from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
-from service import join_pages
+from rankloop.core.errors import Forbidden, NotFound
 from service.api import responses
-from service.api.common import base_url, iso, json_body, owned_campaign, task_link
+from service.api.common import iso, json_body, owned_campaign, task_link
 from service.api.responses import json_response, no_store
-from service.auth import hash_token, new_token, require_annotator
-from service.config import mturk_stand_in
+from service.auth import hash_token, new_token
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
@@ -42,17 +24,6 @@ from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
 
-PARTICIPANT_PARAMS = ("PROLIFIC_PID", "workerId", "participant_id")
-# What else the platform says about the visit, kept with a new participant (under these names):
-# Prolific's study and session, MTurk's assignment and HIT, to match payments with rankings.
-CONTEXT_PARAMS = {
-    "STUDY_ID": "study_id",
-    "SESSION_ID": "session_id",
-    "assignmentId": "assignment_id",
-    "hitId": "hit_id",
-    "turkSubmitTo": "turk_submit_to",  # kept only when it is MTurk's (rankloop.core.mturk)
-}
-MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId before the HIT is accepted
 IDLE_AFTER = dt.timedelta(minutes=10)
 
 
@@ -202,240 +173,3 @@ def _campaign_weights(campaign: Campaign) -> dict[str, float]:
 
     reliability = AnnotatorReliability.from_dict(campaign.reliability)
     return {str(a): float(reliability.weight(a)) for a in reliability.annotators}
-
-
-@operation(
-    bp,
-    "GET",
-    "/api/campaigns/<campaign_id>/recruit",
-    summary="The recruitment link for crowd platforms and its cap",
-    auth="owner",
-    responses=ok(responses.RecruitLink),
-)
-def recruit_link(campaign_id: str):
-    campaign, _ = owned_campaign(campaign_id)
-    counts = dict(
-        get_session()
-        .execute(
-            select(Annotator.participant_id.is_not(None), func.count())
-            .where(Annotator.campaign_id == campaign.id)
-            .group_by(Annotator.participant_id.is_not(None))
-        )
-        .all()
-    )
-    prolific = "&".join(f"{p}={{{{%{p}%}}}}" for p in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
-    return json_response(
-        responses.RecruitLink(
-            enabled=recruiting(campaign),
-            link=f"{base_url()}/join/{campaign.id}?{prolific}",
-            # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
-            mturk_link=f"{base_url()}/join/{campaign.id}",
-            cap=campaign.config.recruit_cap,
-            joined=counts.get(True, 0),
-            owner_links=counts.get(False, 0),
-            completion_code=campaign.completion_code,
-            completion_url=campaign.config.completion_url,
-        )
-    )
-
-
-def recruiting(campaign: Campaign) -> bool:
-    """Whether ``/join`` admits participants: only when the owner turned it on."""
-    return campaign.config.recruit
-
-
-def _refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
-    """A refusal: a page in the worker's language for a browser, the JSON error otherwise."""
-    if join_pages.wants_page():
-        return join_pages.join_page(reason, error.http_status)
-    raise error
-
-
-def _participant_context() -> dict[str, str] | None:
-    context = {
-        name: value.strip()[:128]
-        for param, name in CONTEXT_PARAMS.items()
-        if (value := request.args.get(param)) and value.strip()
-    }
-    if "turk_submit_to" in context:
-        submit_to = mturk.submit_origin(context.pop("turk_submit_to"), mturk_stand_in())
-        context.update({"turk_submit_to": submit_to} if submit_to else {})
-    return context or None
-
-
-def _to_task_page(fragment: str) -> WerkzeugResponse:
-    """The redirect to the task page, with MTurk's assignment when it came from an MTurk HIT:
-    the page posts it back to MTurk when the worker is done (task page, notices.js)."""
-    assignment = request.args.get("assignmentId", "").strip()[:128]
-    submit_to = mturk.submit_origin(request.args.get("turkSubmitTo"), mturk_stand_in())
-    if assignment and assignment != MTURK_PREVIEW and submit_to:
-        fragment += "&" + urlencode({"assignmentId": assignment, "turkSubmitTo": submit_to})
-    # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
-    response = no_store(redirect(f"{url_for('ui.task_page')}#{fragment}", code=302))
-    return join_pages.framed_by_mturk(response)
-
-
-@operation(
-    bp,
-    "GET",
-    "/join/<campaign_id>",
-    summary=(
-        "Recruitment entry (when the campaign's recruit setting is on; a participant id is "
-        "required): creates the participant's annotator and redirects to /task#token=...; a "
-        "participant who already joined is sent to /task#rejoin=<campaign_id>, and keeps "
-        "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId, hitId and "
-        "turkSubmitTo (only when it is MTurk's) are kept with a new participant; with an "
-        "assignmentId and MTurk's turkSubmitTo the redirect's fragment carries both, for the "
-        "task page to post the finished assignment to MTurk. A refusal (4xx, the join rate "
-        "limit's 429 too) is a page in the worker's language (Accept-Language) for a client "
-        "that prefers text/html, the JSON error otherwise"
-    ),
-    query={name: () for name in (*PARTICIPANT_PARAMS, *CONTEXT_PARAMS)},
-    responses={
-        200: Reply(
-            "MTurk's preview (assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE): a page that says to "
-            "accept the HIT; nobody joins",
-            media=("text/html",),
-        ),
-        302: Reply("Redirect to the task page (Cache-Control: no-store)", media=()),
-    },
-)
-def join(campaign_id: str):
-    session = get_session()
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        return _refuse("unknown", NotFound(f"no campaign {campaign_id!r}"))
-    if campaign.status in CAMPAIGN_ENDED:
-        return _refuse(
-            "ended", Gone(f"this campaign is {campaign.status}; thank you for your interest")
-        )
-    if not recruiting(campaign):
-        return _refuse(
-            "not_recruiting",
-            Forbidden("this campaign does not recruit through a link: ask its organiser"),
-        )
-    if request.args.get("assignmentId") == MTURK_PREVIEW:
-        # MTurk shows the HIT before a worker accepts it: no worker id yet, nobody to admit.
-        return join_pages.join_page("preview", 200)
-    participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
-    if not participant or not participant.strip():
-        return _refuse(
-            "no_participant",
-            InvalidInput(
-                "this link needs your participant id (PROLIFIC_PID or workerId): open it from "
-                "the study page of your crowd platform"
-            ),
-        )
-    participant = participant.strip()[:128]
-    known = session.scalar(
-        select(Annotator.id).where(
-            Annotator.campaign_id == campaign.id, Annotator.participant_id == participant
-        )
-    )
-    if known is not None:
-        # Never a new token: whoever holds the first one keeps it, and their task.
-        audit(session, "annotator_rejoin_refused", campaign.id, actor=known)
-        session.commit()
-        return _to_task_page(f"rejoin={campaign.id}")
-    # The cap counts recruited participants only: links the owner made by hand are apart.
-    # The campaign's row is locked first, so joins at the same moment count one after another
-    # and never take the campaign past its cap (PostgreSQL; SQLite has one writer anyway).
-    session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
-    joined = session.scalar(
-        select(func.count())
-        .select_from(Annotator)
-        .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
-    )
-    if (joined or 0) >= campaign.config.recruit_cap:
-        return _refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
-    token = new_token()
-    context = _participant_context()
-    annotator = Annotator(
-        campaign_id=campaign.id,
-        participant_id=participant,
-        participant_context=context,
-        token_hash=hash_token(token),
-    )
-    session.add(annotator)
-    session.flush()
-    audit(
-        session,
-        "annotator_joined",
-        campaign.id,
-        actor=annotator.id,
-        participant=participant,
-        context=context,
-    )
-    try:
-        session.commit()
-    except IntegrityError:  # the same participant joined twice at once: the first one won
-        session.rollback()
-        return _refuse("busy", Conflict("you joined twice at the same moment; open the link again"))
-    return _to_task_page(f"token={token}")
-
-
-@operation(
-    bp,
-    "GET",
-    "/api/me",
-    summary="The annotator's progress and completion code",
-    auth="annotator",
-    responses=ok(responses.Me),
-)
-def me():
-    session = get_session()
-    annotator = require_annotator(session)
-    campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
-    quota = campaign.config.tasks_per_annotator if campaign else None
-    code = annotator.completion_code
-    if (
-        code is None
-        and campaign is not None
-        and campaign.status in (CampaignStatus.FINISHED, CampaignStatus.STOPPED)
-        and annotator.tasks_done
-    ):
-        code = annotator.completion_code = campaign.completion_code
-        session.commit()
-    return no_store(
-        json_response(
-            responses.Me(
-                annotator_id=annotator.id,
-                campaign_id=annotator.campaign_id,
-                tasks_done=annotator.tasks_done,
-                tasks_quota=quota,
-                completion_code=code,
-                completion_url=campaign.config.completion_url if code and campaign else None,
-                waiting=_waiting(session, annotator, campaign, quota),
-            )
-        )
-    )
-
-
-def _waiting(
-    session: Session, annotator: Annotator, campaign: Campaign | None, quota: int | None
-) -> responses.Waiting:
-    """Which case a page without a task is in (``GET /api/me``'s ``waiting``)."""
-
-    def said(
-        reason: responses.WaitingReason, needed: int | None = None, estimate: float | None = None
-    ) -> responses.Waiting:
-        return responses.Waiting(reason=reason, rankings_needed=needed, render_estimate_s=estimate)
-
-    if campaign is None:
-        return said("none_open")  # a pool annotator: whichever campaign opens a round next
-    if campaign.status in CAMPAIGN_ENDED:
-        return said("finished")
-    if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
-        return said("not_started" if campaign.status == CampaignStatus.DRAFT else "paused")
-    if quota is not None and annotator.tasks_done >= quota:
-        return said("quota_reached")
-    latest = session.scalars(
-        select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
-    ).all()
-    if latest and latest[0].status == RoundStatus.OPEN:
-        quorum = campaign.config.annotators_per_round
-        return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
-    if latest and latest[0].status in (RoundStatus.RENDERING, RoundStatus.CLOSED):
-        rendered = [r.render_seconds for r in latest if r.render_seconds is not None]
-        return said("rendering", estimate=rendered[0] if rendered else None)
-    return said("none_open")

@@ -12,11 +12,11 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import select
 
-from rankloop.core.errors import InvalidInput, Unauthorized
+from rankloop.core.errors import InvalidInput
 from service.api import responses
 from service.api.common import iso, json_body, object_url
 from service.api.responses import json_response
-from service.auth import bearer_token, hash_token
+from service.auth import bearer_token, hash_token, unknown_token
 from service.caches import round_images
 from service.closing import after_ranking
 from service.db import get_session
@@ -89,9 +89,7 @@ def submit_ranking(task_id: str):
     except InvalidInput:
         # An unknown token is told so first, whatever it sent.
         if session.scalar(_annotator_exists(token_hash)) is None:
-            raise Unauthorized(
-                "unknown annotator token: open the task link you were given again"
-            ) from None
+            raise unknown_token() from None
         raise
     submitted = submit_by_token(session, token_hash, task_id, body.order)
     session.close()

@@ -1,0 +1,177 @@
+"""The sweep (``rankloop.coord.sweep``, run by beat): what no request is left to do. A round
+past its deadline is closed when its quorum is in (:func:`service.closing.close_if_ready`), else
+extended, never guessed; a round whose quorum is in but whose close was lost is closed; and a
+render that never left, never came back, or whose worker stopped beating
+(:func:`heartbeat_stale`) is sent again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rankloop.core.contracts import CAMPAIGN_LIVE, HEARTBEAT_STALE_S, RoundStatus
+from service.closing import close_if_ready, count_rankings, open_round, record_failure
+from service.driver import CAMPAIGNS, ROUNDS
+from service.models import AuditEvent, Campaign, Round, utcnow
+from service.rendering import (
+    Outcome,
+    drop_heartbeat,
+    render_heartbeat,
+    render_message,
+    render_slot_free,
+)
+from service.statements import quorum_met, round_leasable
+from service.transitions import audit, compare_and_set
+
+log = logging.getLogger(__name__)
+
+# A render whose message never left (the broker was down at commit) is sent after this grace.
+UNSENT_GRACE = dt.timedelta(seconds=30)
+# A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
+HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
+
+
+def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
+    """Give an open round short of its quorum another deadline."""
+    found = open_round(session, round_id)
+    if found is None:
+        return Outcome()
+    round_, campaign = found
+    seconds = campaign.config.round_deadline_s
+    outcome = Outcome()
+    if compare_and_set(
+        session,
+        round_,
+        RoundStatus.OPEN,
+        deadline=now + dt.timedelta(seconds=seconds),
+        extensions=round_.extensions + 1,
+    ):
+        audit(
+            session,
+            "round_extended",
+            campaign.id,
+            round_.number,
+            n_rankings=count_rankings(session, round_id),
+            quorum=campaign.config.annotators_per_round,
+        )
+        outcome.events.append("extended")
+    session.commit()
+    return outcome
+
+
+def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
+    """A round past its deadline: closed when its quorum is in, else extended."""
+    closed = close_if_ready(session, round_id, now)
+    return closed if closed.events else _extend(session, round_id, now)
+
+
+def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
+    """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), or that
+    never came back within ``render_timeout_s``: sent again (the render job is idempotent, and a
+    second result for the same round is refused by :func:`service.rendering.round_rendered`)."""
+    round_ = session.get(Round, round_id)
+    if round_ is None or round_.status != RoundStatus.RENDERING:
+        session.rollback()
+        return Outcome()
+    campaign = session.get(Campaign, round_.campaign_id)
+    assert campaign is not None
+    if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
+        session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
+        return Outcome()
+    timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
+    sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
+    lost = sent + timeout <= now or (
+        sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)
+    )
+    outcome = Outcome()
+    if lost and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
+        audit(session, "round_render_resent", campaign.id, round_.number)
+        outcome.renders.append(render_message(campaign, round_))
+        session.commit()
+        # The next beat is the new render's own: until then it waits for render_timeout_s
+        # (a render queued behind others is not sent again and again).
+        drop_heartbeat(campaign.id, round_.number)
+        return outcome
+    if round_.render_enqueued_at is not None and sent + HEARTBEAT_STALE <= now:
+        _check_pickup(session, round_)
+    session.commit()
+    return outcome
+
+
+PICKUP_FAILED = "render_pickup_failed"  # shown as the round's problem (service.api.events)
+
+
+def _check_pickup(session: Session, round_: Round) -> None:
+    """A render sent a while ago that no worker has started: when the render workers that beat
+    all listen on another route (a broker configuration mismatch), say so on the round, once."""
+    from service.health import render_workers
+
+    if render_heartbeat(round_.campaign_id, round_.number) is not None:
+        return
+    mismatch = render_workers().mismatch
+    if mismatch is None:
+        return
+    seen = select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.campaign_id == round_.campaign_id,
+        AuditEvent.round_number == round_.number,
+        AuditEvent.kind == PICKUP_FAILED,
+    )  # fmt: skip
+    if not session.scalar(seen):
+        log.error("round %s of %s: %s", round_.number, round_.campaign_id, mismatch)
+        audit(session, PICKUP_FAILED, round_.campaign_id, round_.number, error=mismatch)
+
+
+def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
+    """Whether the round's render heartbeat exists and is older than ``HEARTBEAT_STALE``: its
+    worker died mid-render, or finished and its result was lost. No heartbeat (the render is
+    still queued, or the store cannot say) is not stale: ``render_timeout_s`` covers it."""
+    beat = render_heartbeat(campaign_id, round_number)
+    if beat is None:
+        return False
+    try:
+        at = float(beat["at"])
+    except (ValueError, KeyError, TypeError):
+        return True  # a damaged heartbeat beats no more
+    return now.replace(tzinfo=dt.UTC).timestamp() - at >= HEARTBEAT_STALE.total_seconds()
+
+
+def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
+    """Deadlines, lost closes and lost renders, one round at a time, each in its own
+    transaction. A round whose step fails is logged and recorded in the audit log
+    (``sweep_failed``), and the sweep goes on with the others; the next sweep tries that round
+    again."""
+    now = now or utcnow()
+    r, c = ROUNDS, CAMPAIGNS
+    open_rounds = select(r.c.id).join(c, c.c.id == r.c.campaign_id).where(round_leasable())
+    due = session.scalars(open_rounds.where(r.c.deadline <= now)).all()
+    # Quorum in but still open: the close (inline, after the last ranking's commit) died with
+    # its web process. Closed now, not at the deadline.
+    full = session.scalars(
+        open_rounds.where(r.c.deadline > now, quorum_met(r.c.n_rankings, c.c.settings))
+    ).all()
+    rendering = session.scalars(
+        select(r.c.id)
+        .join(c, c.c.id == r.c.campaign_id)
+        .where(r.c.status == RoundStatus.RENDERING, c.c.status.in_(CAMPAIGN_LIVE))
+        .order_by(r.c.id)  # the oldest waiting render takes a free render slot first
+    ).all()
+    session.rollback()
+    outcome = Outcome()
+    for step, round_ids in ((_due, due), (close_if_ready, full), (_resend, rendering)):
+        for round_id in round_ids:
+            try:
+                done = step(session, round_id, now)
+            except Exception as error:
+                session.rollback()
+                record_failure(session, round_id, error)
+                continue
+            outcome.renders += done.renders
+            outcome.events += done.events
+    return outcome
+
+
+__all__ = ["HEARTBEAT_STALE", "PICKUP_FAILED", "UNSENT_GRACE", "heartbeat_stale", "sweep"]
