@@ -65,12 +65,9 @@ def render_settings(campaign: Campaign) -> RenderSettings:
     """The campaign settings a render worker gets (the rest stays with the coordinator), from
     the typed settings (``campaign.config``: an older row's missing keys have their defaults).
     A render value the stored row holds beyond a bound (kept by ``CampaignSettings.from_stored``)
-    is refused here, naming the field, as the worker would refuse it. The test hook
-    ``test_delay_s`` is no campaign setting: it goes from the stored JSON, where a test puts it."""
+    is refused here, naming the field, as the worker would refuse it."""
     data = campaign.config.model_dump(include=set(RenderSettings.model_fields))
     data["prompt"] = campaign.prompt
-    if "test_delay_s" in campaign.settings:
-        data["test_delay_s"] = campaign.settings["test_delay_s"]
     return parse(RenderSettings, data, "campaign settings")
 
 

@@ -114,6 +114,9 @@ class CampaignSettings(CampaignFields):
     optimizer: dict[str, Any] = Field(default_factory=dict)
     # The campaign's secret for image names, made with its first round ("" until then).
     image_salt: str = ""
+    # A test hook no owner can set (the create schema lacks it): the render's pause between a
+    # round's objects and its manifest, which the fault tests put in the stored row.
+    test_delay_s: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="before")
     @classmethod
