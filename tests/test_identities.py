@@ -71,6 +71,15 @@ def test_token_bearing_responses_are_not_stored(app, owner):
     assert client.get("/api/me", headers=bearer(token)).headers["Cache-Control"] == "no-store"
     joined = client.get(f"/join/{cid}?workerId=w1")
     assert joined.status_code == 302 and joined.headers["Cache-Control"] == "no-store"
+    # A stream ticket is a credential for a minute; the recruit view names the completion code.
+    tickets = (
+        owner.post(f"/api/campaigns/{cid}/stream-ticket"),
+        client.post("/api/tasks/stream-ticket", headers=bearer(token)),
+    )
+    for ticket in tickets:
+        assert ticket.status_code == 200 and ticket.headers["Cache-Control"] == "no-store"
+    recruit = owner.get(f"/api/campaigns/{cid}/recruit")
+    assert recruit.status_code == 200 and recruit.headers["Cache-Control"] == "no-store"
 
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc=C0FFEE12"

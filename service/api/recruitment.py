@@ -76,17 +76,20 @@ def recruit_link(campaign_id: str):
         .all()
     )
     prolific = "&".join(f"{p}={{{{%{p}%}}}}" for p in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
-    return json_response(
-        responses.RecruitLink(
-            enabled=recruiting(campaign),
-            link=f"{base_url()}/join/{campaign.id}?{prolific}",
-            # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
-            mturk_link=f"{base_url()}/join/{campaign.id}",
-            cap=campaign.config.recruit_cap,
-            joined=counts.get(True, 0),
-            owner_links=counts.get(False, 0),
-            completion_code=campaign.completion_code,
-            completion_url=campaign.config.completion_url,
+    # It carries the completion code, which a crowd platform takes as proof of work: not cached.
+    return no_store(
+        json_response(
+            responses.RecruitLink(
+                enabled=recruiting(campaign),
+                link=f"{base_url()}/join/{campaign.id}?{prolific}",
+                # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
+                mturk_link=f"{base_url()}/join/{campaign.id}",
+                cap=campaign.config.recruit_cap,
+                joined=counts.get(True, 0),
+                owner_links=counts.get(False, 0),
+                completion_code=campaign.completion_code,
+                completion_url=campaign.config.completion_url,
+            )
         )
     )
 
