@@ -295,3 +295,22 @@ def test_the_campaign_list_is_paginated(app, owner):
     assert owner.get("/api/campaigns").json["next_offset"] is None
     for bad in ("limit=0", "limit=501", "limit=abc", "offset=-1", "limit=%C2%B2"):
         assert owner.get(f"/api/campaigns?{bad}").status_code == 400, bad
+
+
+def test_the_annotator_list_is_paginated_as_its_document_says(app, owner):
+    cid = owner.campaign()["id"]
+    made = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 3}).json["annotators"]
+    base = f"/api/campaigns/{cid}/annotators"
+    first = owner.get(f"{base}?limit=2").json
+    second = owner.get(f"{base}?limit=2&offset={first['next_offset']}").json
+    assert len(first["annotators"]) == 2 and first["next_offset"] == 2
+    assert len(second["annotators"]) == 1 and second["next_offset"] is None
+    listed = [a["id"] for a in first["annotators"] + second["annotators"]]
+    assert sorted(listed) == sorted(a["id"] for a in made)  # each once
+    assert len(owner.get(f"{base}?limit=1").json["annotators"]) == 1
+    assert owner.get(base).json["next_offset"] is None
+    for bad in ("limit=0", "limit=501", "limit=abc", "offset=-1"):
+        assert owner.get(f"{base}?{bad}").status_code == 400, bad
+    document = app.test_client().get("/api/openapi.json").json
+    parameters = document["paths"]["/api/campaigns/{campaign_id}/annotators"]["get"]["parameters"]
+    assert {"limit", "offset"} <= {p["name"] for p in parameters}
