@@ -89,7 +89,12 @@ def show_campaign(campaign_id: str):
     bp,
     "POST",
     "/<campaign_id>/fork",
-    summary="A new campaign from round N of this one (same state; what may change: ForkCreate)",
+    summary=(
+        "A new campaign from round N of this one (same state; what may change: ForkCreate), "
+        "with a completion code of its own unless the body names one (completion_code, or a "
+        "completion_url with its cc); the source's completion URL carries over only when it "
+        "names no code"
+    ),
     auth="owner",
     body=ForkCreate,
     responses={201: Reply("Created", responses.Campaign)},
