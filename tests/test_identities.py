@@ -81,8 +81,12 @@ def test_token_bearing_responses_are_not_stored(app, owner):
     )
     for ticket in tickets:
         assert ticket.status_code == 200 and ticket.headers["Cache-Control"] == "no-store"
-    recruit = owner.get(f"/api/campaigns/{cid}/recruit")
-    assert recruit.status_code == 200 and recruit.headers["Cache-Control"] == "no-store"
+    # So do the owner's views of the campaign and of an annotator (the code issued to them).
+    annotator = created.json["annotators"][0]["id"]
+    for url in ("recruit", "", f"annotators/{annotator}"):
+        shown = owner.get(f"/api/campaigns/{cid}/{url}".rstrip("/"))
+        assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store", url
+    assert owner.get("/api/campaigns").headers["Cache-Control"] == "no-store"
 
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc=C0FFEE12"
