@@ -7,12 +7,14 @@ showed (cppn and tiny-sd on the CPU: the same bytes). ``rounds`` counts from 0 a
 so a fork at N with ``rounds`` R runs rounds N..R-1. What shapes the optimizer state or the
 renders it was made with (generator, model, size, m, k, seed, optimizer options, attention
 check, steps, guidance, scheduler) cannot change in a fork; prompts, crowd, quorum, deadlines
-and consensus method can.
+and consensus method can. The completion code is the fork's own (random unless the fork names
+one): the source's participants know the source's, and must not know the fork's.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -47,10 +49,13 @@ def fork(session: Session, source_id: str, round_number: int, changes: dict[str,
         "prompt": source.prompt,
         **changes,
     }
-    if not {"completion_code", "completion_url"} & set(changes):
-        # The code a crowd platform expects (kept in its column, not in the settings) carries
-        # over like every other setting, unless the fork names another code or URL.
-        body["completion_code"] = source.completion_code
+    if "completion_url" not in changes and _names_a_code(body.get("completion_url")):
+        # The source's completion URL names the source's code (its cc): a fork's crowd is sent
+        # on with a code of its own, so the URL stays behind unless the owner names one.
+        body.pop("completion_url")
+    # The completion code (kept in its column, not in the settings) never carries over: the
+    # source's participants know it, so with it they could claim the fork's work as done. The
+    # fork gets a random one unless the owner names a code (or a URL with its cc).
     create: CampaignCreate = validate(CampaignCreate, body)
     if create.rounds <= round_number:
         raise InvalidInput(f"rounds counts from 0: a fork at round {round_number} needs more")
@@ -66,3 +71,8 @@ def fork(session: Session, source_id: str, round_number: int, changes: dict[str,
     message = new_round(session, campaign, round_number, previous, feed)
     session.commit()
     return Outcome(renders=[message], campaign_id=campaign.id)
+
+
+def _names_a_code(url: Any) -> bool:
+    """Whether a completion URL carries a completion code (Prolific's ``cc``)."""
+    return isinstance(url, str) and "cc" in parse_qs(urlsplit(url).query)

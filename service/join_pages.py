@@ -22,7 +22,14 @@ from rankloop.core import mturk
 from service.config import mturk_stand_in
 
 Reason = Literal[
-    "unknown", "ended", "not_recruiting", "full", "no_participant", "busy", "preview", "too_many"
+    "unknown",
+    "ended",
+    "not_recruiting",
+    "full",
+    "no_participant",
+    "placeholder",
+    "preview",
+    "too_many",
 ]
 
 _RETURN_EN = "Please return the study on your platform, so that it does not count against you."
@@ -58,9 +65,11 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "This link needs your participant ID, which your platform (Prolific or MTurk) adds "
             "when you start the study from its page. Go back and start it there.",
         ),
-        "busy": (
-            "Please open the link again",
-            "It was opened twice at the same moment. Open it once more to continue.",
+        "placeholder": (
+            "This link has no participant ID yet",
+            "Your platform did not fill in your participant ID: the link still holds its "
+            "placeholder. Start the study from its page on your platform (Prolific or MTurk); if "
+            "that does not help, please tell the researcher through your platform.",
         ),
         "preview": (
             "Accept the HIT to start",
@@ -99,9 +108,12 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "anhängt, wenn Sie die Studie auf deren Seite starten. Gehen Sie zurück und starten "
             "Sie sie dort.",
         ),
-        "busy": (
-            "Bitte öffnen Sie den Link erneut",
-            "Er wurde zweimal gleichzeitig geöffnet. Öffnen Sie ihn noch einmal, um fortzufahren.",
+        "placeholder": (
+            "Dieser Link enthält noch keine Teilnehmer-ID",
+            "Ihre Plattform hat Ihre Teilnehmer-ID nicht eingesetzt: Der Link enthält noch den "
+            "Platzhalter. Starten Sie die Studie auf deren Seite Ihrer Plattform (Prolific oder "
+            "MTurk); hilft das nicht, wenden Sie sich bitte über Ihre Plattform an die "
+            "Forschenden.",
         ),
         "preview": (
             "Nehmen Sie den HIT an, um zu beginnen",
@@ -138,9 +150,11 @@ PAGES: Final[dict[str, dict[Reason | Literal["page"], tuple[str, str]]]] = {
             "Este enlace necesita su ID de participante, que su plataforma (Prolific o MTurk) "
             "añade cuando inicia el estudio desde su página. Vuelva e inícielo allí.",
         ),
-        "busy": (
-            "Abra el enlace de nuevo",
-            "Se abrió dos veces al mismo tiempo. Ábralo otra vez para continuar.",
+        "placeholder": (
+            "Este enlace aún no tiene su ID de participante",
+            "Su plataforma no ha completado su ID de participante: el enlace aún contiene el "
+            "marcador. Inicie el estudio desde su página en su plataforma (Prolific o MTurk); si "
+            "no funciona, avise al equipo investigador a través de su plataforma.",
         ),
         "preview": (
             "Acepte el HIT para empezar",

@@ -13,9 +13,11 @@ key) are counted the same way. Both key on the token as authentication reads it
 (:func:`service.auth.parse_bearer`), so ``bearer x`` or extra spaces are the same bucket.
 
 Failed authentication (``RATELIMIT_AUTH_FAILURES``, per client address, in each process): a
-request whose token is unknown or malformed spends from its address's bucket, and an address
-whose bucket is empty gets 429 on every authenticated endpoint until it refills, whatever token
-it sends: random-token guessing is throttled, honest clients (who fail rarely) are not.
+request whose token is unknown or malformed spends from its address's bucket, and once the
+bucket is empty a further failure from that address answers 429 instead of 401 until it
+refills. The credential is checked first and only failures count: a request with a valid owner
+key or annotator token is never refused by this limit, so one guesser behind a lab's NAT does
+not lock out everybody else behind it (each token still has its own limit above).
 
 The recruitment link (``RATELIMIT_JOIN``, per address) always counts in the shared storage:
 it creates annotators, and it is not on the hot path. When the storage cannot be reached the
@@ -103,14 +105,6 @@ class TokenBuckets:
             if len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         return wait
-
-    def peek(self, key: str, now: float | None = None) -> float:
-        """The seconds until ``key`` could spend a request (0.0: now), spending nothing."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.amount, now))
-        tokens = min(self.amount, tokens + (now - last) * self.per_second)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_second
 
 
 def init_app(app: Flask) -> None:
@@ -228,23 +222,25 @@ def _limited(
 def _authenticated(
     view: Callable[..., Any], failures: TokenBuckets, limit: str
 ) -> Callable[..., Any]:
-    """``view`` refused to an address that sent too many unknown tokens, and counting them."""
+    """``view`` counting its address's failed authentications, and answering 429 to a failure
+    once the address has spent its bucket. The credential is checked first (by the view): a
+    request with a valid one never pays for the failures of others behind the same address (a
+    lab's NAT), and only further failures are refused."""
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        enabled = app_settings().ratelimit_enabled
-        address = f"ip:{request.remote_addr}"
-        if enabled and (wait := failures.peek(address)):
-            raise TooManyRequests(
-                "too many requests with an unknown token from this address: at most "
-                f"{limit}; retry later",
-                retry_after=math.ceil(wait),
-            )
         try:
             return view(*args, **kwargs)
         except Unauthorized:
-            if enabled:
-                failures.take(address)
+            if not app_settings().ratelimit_enabled:
+                raise
+            wait = failures.take(f"ip:{request.remote_addr}")
+            if wait:
+                raise TooManyRequests(
+                    "too many requests with an unknown token from this address: at most "
+                    f"{limit}; retry later",
+                    retry_after=math.ceil(wait),
+                ) from None
             raise
 
     return guarded

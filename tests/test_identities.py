@@ -7,10 +7,13 @@ The API tests run on SQLite and PostgreSQL (the ``app`` fixture of tests/fixture
 from __future__ import annotations
 
 import re
+import threading
+from urllib.parse import quote
 
 import pytest
 
 from rankloop.core.storage import LocalStore, image_name
+from service import db
 from service.ranking_rules import attention_passed, display_order
 from tests.fixtures.coordinator import bearer, render_round
 
@@ -71,6 +74,19 @@ def test_token_bearing_responses_are_not_stored(app, owner):
     assert client.get("/api/me", headers=bearer(token)).headers["Cache-Control"] == "no-store"
     joined = client.get(f"/join/{cid}?workerId=w1")
     assert joined.status_code == 302 and joined.headers["Cache-Control"] == "no-store"
+    # A stream ticket is a credential for a minute; the recruit view names the completion code.
+    tickets = (
+        owner.post(f"/api/campaigns/{cid}/stream-ticket"),
+        client.post("/api/tasks/stream-ticket", headers=bearer(token)),
+    )
+    for ticket in tickets:
+        assert ticket.status_code == 200 and ticket.headers["Cache-Control"] == "no-store"
+    # So do the owner's views of the campaign and of an annotator (the code issued to them).
+    annotator = created.json["annotators"][0]["id"]
+    for url in ("recruit", "", f"annotators/{annotator}"):
+        shown = owner.get(f"/api/campaigns/{cid}/{url}".rstrip("/"))
+        assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store", url
+    assert owner.get("/api/campaigns").headers["Cache-Control"] == "no-store"
 
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc=C0FFEE12"
@@ -138,6 +154,40 @@ def test_join_keeps_the_platforms_ids_and_the_cap_counts_participants_only(app, 
     }
 
 
+PLACEHOLDERS = (
+    "PROLIFIC_PID={{%PROLIFIC_PID%}}",
+    "PROLIFIC_PID=%PROLIFIC_PID%",
+    "PROLIFIC_PID={{%STUDY_ID%}}",
+    "workerId=${workerId}",
+    "workerId=ASSIGNMENT_ID_NOT_AVAILABLE",
+    "participant_id= {{%PROLIFIC_PID%}} ",
+)
+
+
+def test_a_placeholder_the_platform_left_unfilled_is_no_participant_id(app, owner):
+    cid = owner.campaign(start=True, recruit=True)["id"]
+    client = app.test_client()
+    for query in PLACEHOLDERS:
+        name, _, value = query.partition("=")
+        url = f"/join/{cid}?{name}={quote(value)}"
+        refused = client.get(url)
+        assert refused.status_code == 400, query
+        assert refused.json["error"]["code"] == "invalid_input", query
+        assert "placeholder" in refused.json["error"]["message"]
+        page = client.get(url, headers={**BROWSER, "Accept-Language": "de"})
+        assert (page.status_code, page.mimetype) == (400, "text/html"), query
+    assert owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"] == []
+    # A real id joins; a context value left as its placeholder is not kept.
+    joined = client.get(
+        f"/join/{cid}?PROLIFIC_PID=5f1e&STUDY_ID={quote('{{%STUDY_ID%}}')}&SESSION_ID=s9"
+    )
+    assert joined.status_code == 302 and "#token=" in joined.location
+    listed = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    assert [a["participant_id"] for a in listed] == ["5f1e"]
+    shown = owner.get(f"/api/campaigns/{cid}/annotators/{listed[0]['id']}").json
+    assert shown["participant_context"] == {"session_id": "s9"}
+
+
 def test_join_refusals_are_pages_in_the_workers_language(app, owner):
     from service.join_pages import PAGES
 
@@ -153,6 +203,7 @@ def test_join_refusals_are_pages_in_the_workers_language(app, owner):
         f"/join/{closed}?PROLIFIC_PID=p": ("not_recruiting", 403),
         f"/join/{full}?PROLIFIC_PID=p": ("full", 409),
         f"/join/{opened}": ("no_participant", 400),
+        f"/join/{opened}?PROLIFIC_PID={quote('{{%PROLIFIC_PID%}}')}": ("placeholder", 400),
     }
     for language, asked in (("en", "en-GB,en;q=0.9"), ("de", "de-DE,de;q=0.9,en;q=0.5"),
                             ("es", "es"), ("en", "fr-FR,fr;q=0.9")):  # fmt: skip
@@ -291,3 +342,69 @@ def test_the_study_link_reopened_continues_in_the_same_browser_only(tmp_path, br
         other.close()
         http.shutdown()
         db.get_engine(app).dispose()
+
+
+def test_concurrent_joins_of_one_new_participant_make_one_annotator(app, owner):
+    """Ten joins of one new participant at once (a double click, a platform that opens the
+    link twice) on PostgreSQL: every one is answered as a join, never a 500; one annotator and
+    one token are made, and the rest are sent on as a second visit is."""
+    if db.get_engine(app).dialect.name != "postgresql":
+        pytest.skip("concurrent writers are PostgreSQL's: SQLite serves the one-process demo")
+    cid = ""
+    barrier = threading.Barrier(10)
+    answers: list[tuple[int, str | None]] = []
+
+    def join() -> None:
+        client = app.test_client()
+        barrier.wait(timeout=60)
+        response = client.get(f"/join/{cid}?PROLIFIC_PID=5f1e-twice")
+        answers.append((response.status_code, response.location))
+
+    for _ in range(4):  # the race is not certain on one try: four rounds of ten
+        answers.clear()
+        cid = owner.campaign(start=True, recruit=True)["id"]
+        threads = [threading.Thread(target=join) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads)
+        assert [status for status, _ in answers] == [302] * 10, answers
+        tokens = [location for _, location in answers if "#token=" in (location or "")]
+        assert len(tokens) == 1, answers
+        rejoins = [location for _, location in answers if location == f"/task#rejoin={cid}"]
+        assert len(rejoins) == 9, answers
+        listed = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+        assert [a["participant_id"] for a in listed] == ["5f1e-twice"]
+        token = tokens[0].split("#token=")[1]
+        assert app.test_client().get("/api/me", headers=bearer(token)).status_code == 200
+
+
+def test_a_join_that_loses_the_unique_constraint_is_answered_as_a_rejoin(app, owner, monkeypatch):
+    """Should another join of the participant win the unique constraint after this one read
+    (no lock held it back), the insert is undone under its savepoint and the answer is the
+    second visit's, with the first join's annotator, not a 500."""
+    from service.api import recruitment
+
+    cid = owner.campaign(start=True, recruit=True)["id"]
+    client = app.test_client()
+    first = client.get(f"/join/{cid}?workerId=W1RACE")
+    assert first.status_code == 302 and "#token=" in first.location
+    reads = []
+    real = recruitment._participant_annotator
+
+    def blind_twice(session, campaign_id, participant):
+        reads.append(participant)
+        return None if len(reads) <= 2 else real(session, campaign_id, participant)
+
+    monkeypatch.setattr(recruitment, "_participant_annotator", blind_twice)
+    again = client.get(f"/join/{cid}?workerId=W1RACE")
+    assert again.status_code == 302 and again.location == f"/task#rejoin={cid}", again.data
+    assert len(reads) == 3  # before the lock, under it, and after the constraint refused
+    monkeypatch.undo()
+    listed = owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]
+    assert [a["participant_id"] for a in listed] == ["W1RACE"]
+    token = first.location.split("#token=")[1]
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200
+    events = owner.get(f"/api/campaigns/{cid}/events").json["events"]
+    assert [e["kind"] for e in events].count("annotator_joined") == 1

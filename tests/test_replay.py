@@ -150,9 +150,9 @@ def test_fork_starts_from_the_round_and_continues(sqlite_app, cppn_campaign):
     owner = Owner(sqlite_app.test_client())
     shown = owner.get(f"/api/campaigns/{forked}").json
     assert shown["prompt"] == "a green pear" and shown["status"] == "running"
-    # The code the crowd platform expects carries over; a fork may name another.
+    # The fork's completion code is its own: the source's participants know the source's.
     source_code = owner.get(f"/api/campaigns/{cppn_campaign}").json["completion_code"]
-    assert shown["completion_code"] == source_code
+    assert shown["completion_code"] and shown["completion_code"] != source_code
     with sqlite_app.app_context(), db.session_scope() as session:
         other = fork(session, cppn_campaign, 1, {"completion_code": "NEWCREW1"})
     assert owner.get(f"/api/campaigns/{other.campaign_id}").json["completion_code"] == "NEWCREW1"
@@ -205,3 +205,33 @@ def test_the_fork_api_refuses_what_the_state_depends_on(sqlite_app, cppn_campaig
     made = owner.post(url, json={"round": 1, "rounds": 3})
     assert made.status_code == 201
     assert made.json["current_round"]["number"] == 1 and made.json["settings"]["rounds"] == 3
+
+
+PROLIFIC = "https://app.prolific.com/submissions/complete?cc="
+
+
+def test_a_fork_gets_a_completion_code_of_its_own_unless_its_owner_names_one(sqlite_app):
+    """The source's participants know the source's code (and its completion URL names it): a
+    fork that carried it over would take their claims as the fork's work."""
+    owner = Owner(sqlite_app.test_client())
+    source = owner.campaign(start=True, width=64, height=64, m=M, seed=5,
+                            completion_url=f"{PROLIFIC}C0FFEE12")["id"]  # fmt: skip
+    plain = owner.campaign(start=True, width=64, height=64, m=M, seed=5,
+                           completion_url="https://study.example.org/done")["id"]  # fmt: skip
+    for cid in (source, plain):
+        _render(sqlite_app, cid, 0)
+    url = f"/api/campaigns/{source}/fork"
+    own = owner.post(url, json={"round": 0, "annotators_per_round": 1})
+    assert own.status_code == 201, own.json
+    assert own.json["completion_code"] not in ("C0FFEE12", None)
+    assert own.json["settings"].get("completion_url") is None  # it named the source's code
+    named = owner.post(url, json={"round": 0, "completion_code": "NEWCREW1"}).json
+    assert (named["completion_code"], named["settings"].get("completion_url")) == ("NEWCREW1", None)
+    moved = owner.post(url, json={"round": 0, "completion_url": f"{PROLIFIC}F00D0001"}).json
+    assert moved["completion_code"] == "F00D0001"
+    assert moved["settings"]["completion_url"] == f"{PROLIFIC}F00D0001"
+    # Without a code in its URL the source's URL carries over; the code still does not.
+    code = owner.get(f"/api/campaigns/{plain}").json["completion_code"]
+    forked = owner.post(f"/api/campaigns/{plain}/fork", json={"round": 0}).json
+    assert forked["completion_code"] != code
+    assert forked["settings"]["completion_url"] == "https://study.example.org/done"

@@ -183,13 +183,49 @@ def test_failed_authentication_is_throttled_per_address(limited):
         for _ in range(5)
     ]
     assert codes == [401, 401, 401, 429, 429]
-    # The address is refused whatever it sends next, owner endpoints included...
-    assert client.get("/api/me", headers=bearer(token), environ_base=guesser).status_code == 429
+    # Further failures from the address are refused, owner endpoints included...
     refused = client.get("/api/campaigns", headers=bearer("nope"), environ_base=guesser)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
-    # ...and nobody else is.
+    # ...and nobody else's requests are.
     other = {"REMOTE_ADDR": "198.51.100.7"}
     assert client.get("/api/me", headers=bearer(token), environ_base=other).status_code == 200
+    assert client.get("/api/me", headers=bearer("nope"), environ_base=other).status_code == 401
+
+
+def test_a_valid_credential_never_pays_for_failures_behind_its_address(limited):
+    """A lab's NAT: one client sends bad tokens past the failure limit (the default, 30 per
+    minute); the owner key and the annotator token of others behind the same address still
+    work, and only further bad tokens are refused."""
+    app = limited()
+    owner = Owner(app.test_client())
+    cid = owner.campaign()["id"]
+    token = owner.annotators(cid, 1)[0]
+    key = new_token()
+    with app.app_context(), db.session_scope() as session:
+        session.add(OwnerKey(name="lab", key_hash=hash_token(key)))
+        session.commit()
+    nat = {"REMOTE_ADDR": "203.0.113.20"}
+    client = app.test_client()
+    codes = [
+        client.get("/api/me", headers=bearer(new_token()), environ_base=nat).status_code
+        for _ in range(31)
+    ]
+    assert codes == [401] * 30 + [429]
+    owned = client.get("/api/campaigns", headers=bearer(key), environ_base=nat)
+    assert owned.status_code == 200, owned.json
+    assert client.get("/api/me", headers=bearer(token), environ_base=nat).status_code == 200
+    assert client.get("/api/tasks/next", headers=bearer(token), environ_base=nat).status_code in (
+        200,
+        204,
+    )
+    created = client.post("/api/campaigns", json={"prompt": "a pear"}, headers=bearer(key),
+                          environ_base=nat)  # fmt: skip
+    assert created.status_code == 201, created.json
+    for headers in (bearer(new_token()), bearer("x"), {}):
+        refused = client.get("/api/me", headers=headers, environ_base=nat)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    refused = client.get("/api/campaigns", headers=bearer(new_token()), environ_base=nat)
+    assert refused.status_code == 429
 
 
 def test_owner_endpoints_are_limited(limited):
@@ -259,3 +295,22 @@ def test_the_campaign_list_is_paginated(app, owner):
     assert owner.get("/api/campaigns").json["next_offset"] is None
     for bad in ("limit=0", "limit=501", "limit=abc", "offset=-1", "limit=%C2%B2"):
         assert owner.get(f"/api/campaigns?{bad}").status_code == 400, bad
+
+
+def test_the_annotator_list_is_paginated_as_its_document_says(app, owner):
+    cid = owner.campaign()["id"]
+    made = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 3}).json["annotators"]
+    base = f"/api/campaigns/{cid}/annotators"
+    first = owner.get(f"{base}?limit=2").json
+    second = owner.get(f"{base}?limit=2&offset={first['next_offset']}").json
+    assert len(first["annotators"]) == 2 and first["next_offset"] == 2
+    assert len(second["annotators"]) == 1 and second["next_offset"] is None
+    listed = [a["id"] for a in first["annotators"] + second["annotators"]]
+    assert sorted(listed) == sorted(a["id"] for a in made)  # each once
+    assert len(owner.get(f"{base}?limit=1").json["annotators"]) == 1
+    assert owner.get(base).json["next_offset"] is None
+    for bad in ("limit=0", "limit=501", "limit=abc", "offset=-1"):
+        assert owner.get(f"{base}?{bad}").status_code == 400, bad
+    document = app.test_client().get("/api/openapi.json").json
+    parameters = document["paths"]["/api/campaigns/{campaign_id}/annotators"]["get"]["parameters"]
+    assert {"limit", "offset"} <= {p["name"] for p in parameters}

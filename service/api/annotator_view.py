@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 from rankloop.core.errors import NotFound
 from service.api import responses
 from service.api.common import iso, owned_campaign
-from service.api.responses import json_response
+from service.api.responses import json_response, no_store
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round
 from service.routing import ok, operation
@@ -49,30 +49,32 @@ def show_annotator(campaign_id: str, annotator_id: str):
     )
     if annotator is None:
         raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
-    return json_response(
-        responses.AnnotatorDetail(
-            id=annotator.id,
-            participant_id=annotator.participant_id,
-            participant_context=annotator.participant_context,
-            pool=annotator.campaign_id is None,
-            tasks_done=len(rows),
-            tasks_quota=campaign.config.tasks_per_annotator,
-            completion_code=annotator.completion_code,
-            created_at=iso(annotator.created_at),
-            last_seen=iso(annotator.last_seen),
-            revoked_at=iso(annotator.revoked_at),
-            excluded=annotator.excluded,
-            rankings=[
-                responses.AnnotatorRanking(
-                    round=number,
-                    order=ranking.order,
-                    attention_passed=ranking.attention_passed,
-                    late=ranking.late,
-                    created_at=iso(ranking.created_at),
-                    seconds=max(0.0, (ranking.created_at - leased).total_seconds()),
-                    weight=(weights or {}).get(annotator.id),
-                )
-                for ranking, number, leased, weights in rows
-            ],
+    return no_store(
+        json_response(
+            responses.AnnotatorDetail(
+                id=annotator.id,
+                participant_id=annotator.participant_id,
+                participant_context=annotator.participant_context,
+                pool=annotator.campaign_id is None,
+                tasks_done=len(rows),
+                tasks_quota=campaign.config.tasks_per_annotator,
+                completion_code=annotator.completion_code,
+                created_at=iso(annotator.created_at),
+                last_seen=iso(annotator.last_seen),
+                revoked_at=iso(annotator.revoked_at),
+                excluded=annotator.excluded,
+                rankings=[
+                    responses.AnnotatorRanking(
+                        round=number,
+                        order=ranking.order,
+                        attention_passed=ranking.attention_passed,
+                        late=ranking.late,
+                        created_at=iso(ranking.created_at),
+                        seconds=max(0.0, (ranking.created_at - leased).total_seconds()),
+                        weight=(weights or {}).get(annotator.id),
+                    )
+                    for ranking, number, leased, weights in rows
+                ],
+            )
         )
     )

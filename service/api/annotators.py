@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 
 from rankloop.core.errors import Forbidden, NotFound
 from service.api import responses
-from service.api.common import iso, json_body, owned_campaign, task_link
+from service.api.common import PAGE_QUERY, iso, json_body, owned_campaign, page_args, task_link
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token
 from service.db import get_session
@@ -69,12 +69,17 @@ def create_annotators(campaign_id: str):
     bp,
     "GET",
     "/api/campaigns/<campaign_id>/annotators",
-    summary="Annotators with reliability weight, throughput and flags",
+    summary=(
+        "Annotators with reliability weight, throughput and flags, oldest first, a page at a "
+        "time (next_offset: the next page)"
+    ),
     auth="owner",
+    query=PAGE_QUERY,
     responses=ok(responses.AnnotatorList),
 )
 def list_annotators(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
+    limit, offset = page_args()
     session = get_session()
     ranked = dict(
         session.execute(
@@ -84,11 +89,14 @@ def list_annotators(campaign_id: str):
             .group_by(Ranking.annotator_id)
         ).all()
     )
-    annotators = session.scalars(
+    page = session.scalars(
         select(Annotator)
         .where(or_(Annotator.campaign_id == campaign.id, Annotator.id.in_(ranked)))
-        .order_by(Annotator.created_at)
+        .order_by(Annotator.created_at, Annotator.id)
+        .limit(limit + 1)
+        .offset(offset)
     ).all()
+    annotators, more = page[:limit], offset + limit if len(page) > limit else None
     weights = _campaign_weights(campaign)
     now = utcnow()
     rows = []
@@ -121,7 +129,7 @@ def list_annotators(campaign_id: str):
                 excluded=a.excluded,
             )
         )
-    return json_response(responses.AnnotatorList(annotators=rows))
+    return json_response(responses.AnnotatorList(annotators=rows, next_offset=more))
 
 
 @operation(

@@ -10,7 +10,7 @@ from rankloop.core.contracts import RoundStatus
 from service import closing, forking, lifecycle
 from service.api import events, responses
 from service.api.common import PAGE_QUERY, iso, json_body, object_url, owned_campaign, page_args
-from service.api.responses import json_response
+from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
@@ -47,7 +47,7 @@ def create_campaign():
     if body.start:
         run_step(lifecycle.start, campaign.id, _actor(owner), session=session)
     session.expire_all()
-    return json_response(campaign_response(campaign), 201)
+    return no_store(json_response(campaign_response(campaign), 201))
 
 
 @operation(
@@ -69,7 +69,7 @@ def list_campaigns():
     page = session.scalars(query.limit(limit + 1).offset(offset)).all()
     listed = [campaign_response(c, history=False) for c in page[:limit]]
     more = offset + limit if len(page) > limit else None
-    return json_response(responses.CampaignList(campaigns=listed, next_offset=more))
+    return no_store(json_response(responses.CampaignList(campaigns=listed, next_offset=more)))
 
 
 @operation(
@@ -82,14 +82,19 @@ def list_campaigns():
 )
 def show_campaign(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
-    return json_response(campaign_response(campaign))
+    return no_store(json_response(campaign_response(campaign)))
 
 
 @operation(
     bp,
     "POST",
     "/<campaign_id>/fork",
-    summary="A new campaign from round N of this one (same state; what may change: ForkCreate)",
+    summary=(
+        "A new campaign from round N of this one (same state; what may change: ForkCreate), "
+        "with a completion code of its own unless the body names one (completion_code, or a "
+        "completion_url with its cc); the source's completion URL carries over only when it "
+        "names no code"
+    ),
     auth="owner",
     body=ForkCreate,
     responses={201: Reply("Created", responses.Campaign)},
@@ -105,7 +110,7 @@ def fork_campaign(campaign_id: str):
     )
     forked = session.get(Campaign, outcome.campaign_id)
     assert forked is not None
-    return json_response(campaign_response(forked), 201)
+    return no_store(json_response(campaign_response(forked), 201))
 
 
 def control_campaign(campaign_id: str, action: str):
@@ -113,7 +118,7 @@ def control_campaign(campaign_id: str, action: str):
     session = get_session()
     run_step(ACTIONS[action], campaign.id, _actor(owner), session=session)
     session.expire_all()
-    return json_response(campaign_response(campaign))
+    return no_store(json_response(campaign_response(campaign)))
 
 
 # One route per action, so that a POST on another sub-resource (export) is a 405, not a 404.

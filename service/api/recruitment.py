@@ -12,12 +12,16 @@ A second visit with a participant id that already joined takes nothing from anyb
 holder's token stays valid and no new one is made (knowing somebody's participant id must not
 be enough to become them). It redirects to ``/task#rejoin=<campaign_id>``, where the page
 continues with the token this browser got on the first visit, or says to continue where the
-study was first opened. From an MTurk HIT (ExternalQuestion) the redirect also carries the
+study was first opened. Joins of one new participant at the same moment (a double click, a
+platform that opens the link twice) make one annotator: the first is answered with its token,
+the others as a second visit. A platform's placeholder left unfilled (``{{%PROLIFIC_PID%}}``: a
+study link Prolific did not fill in) is no participant id and is refused. From an MTurk HIT (ExternalQuestion) the redirect also carries the
 assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished assignment back.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -54,6 +58,8 @@ CONTEXT_PARAMS = {
     "turkSubmitTo": "turk_submit_to",  # kept only when it is MTurk's (rankloop.core.mturk)
 }
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId before the HIT is accepted
+# A placeholder the platform did not fill in: {{%PROLIFIC_PID%}}, %PROLIFIC_PID%, ${workerId}.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\$\{|^%[A-Za-z_]+%$")
 
 
 @operation(
@@ -76,17 +82,20 @@ def recruit_link(campaign_id: str):
         .all()
     )
     prolific = "&".join(f"{p}={{{{%{p}%}}}}" for p in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
-    return json_response(
-        responses.RecruitLink(
-            enabled=recruiting(campaign),
-            link=f"{base_url()}/join/{campaign.id}?{prolific}",
-            # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
-            mturk_link=f"{base_url()}/join/{campaign.id}",
-            cap=campaign.config.recruit_cap,
-            joined=counts.get(True, 0),
-            owner_links=counts.get(False, 0),
-            completion_code=campaign.completion_code,
-            completion_url=campaign.config.completion_url,
+    # It carries the completion code, which a crowd platform takes as proof of work: not cached.
+    return no_store(
+        json_response(
+            responses.RecruitLink(
+                enabled=recruiting(campaign),
+                link=f"{base_url()}/join/{campaign.id}?{prolific}",
+                # MTurk's ExternalQuestion appends ?workerId=...&assignmentId=... itself.
+                mturk_link=f"{base_url()}/join/{campaign.id}",
+                cap=campaign.config.recruit_cap,
+                joined=counts.get(True, 0),
+                owner_links=counts.get(False, 0),
+                completion_code=campaign.completion_code,
+                completion_url=campaign.config.completion_url,
+            )
         )
     )
 
@@ -107,12 +116,37 @@ def _participant_context() -> dict[str, str] | None:
     context = {
         name: value.strip()[:128]
         for param, name in CONTEXT_PARAMS.items()
-        if (value := request.args.get(param)) and value.strip()
+        if (value := request.args.get(param))
+        and value.strip()
+        and not unfilled_placeholder(value.strip())
     }
     if "turk_submit_to" in context:
         submit_to = mturk.submit_origin(context.pop("turk_submit_to"), mturk_stand_in())
         context.update({"turk_submit_to": submit_to} if submit_to else {})
     return context or None
+
+
+def unfilled_placeholder(value: str) -> bool:
+    """Whether ``value`` is a crowd platform's placeholder left as it was, not a participant's
+    id: Prolific's ``{{%PROLIFIC_PID%}}`` (a study link copied without Prolific filling it in),
+    the same without its braces, a template's ``${workerId}``, or MTurk's preview marker."""
+    return value == MTURK_PREVIEW or bool(_PLACEHOLDER.search(value))
+
+
+def _participant_annotator(session: Session, campaign_id: str, participant: str) -> str | None:
+    return session.scalar(
+        select(Annotator.id).where(
+            Annotator.campaign_id == campaign_id, Annotator.participant_id == participant
+        )
+    )
+
+
+def _rejoin(session: Session, campaign_id: str, known: str) -> WerkzeugResponse:
+    """A participant who already joined: never a new token; whoever holds the first one keeps
+    it, and their task."""
+    audit(session, "annotator_rejoin_refused", campaign_id, actor=known)
+    session.commit()
+    return _to_task_page(f"rejoin={campaign_id}")
 
 
 def _to_task_page(fragment: str) -> WerkzeugResponse:
@@ -138,7 +172,9 @@ def _to_task_page(fragment: str) -> WerkzeugResponse:
         "their token. Prolific's STUDY_ID and SESSION_ID and MTurk's assignmentId, hitId and "
         "turkSubmitTo (only when it is MTurk's) are kept with a new participant; with an "
         "assignmentId and MTurk's turkSubmitTo the redirect's fragment carries both, for the "
-        "task page to post the finished assignment to MTurk. A refusal (4xx, the join rate "
+        "task page to post the finished assignment to MTurk. Joins of one new participant at the "
+        "same moment make one annotator (the others are answered as a second visit); a "
+        "placeholder the platform did not fill in ({{%PROLIFIC_PID%}}) is refused (400). A refusal (4xx, the join rate "
         "limit's 429 too) is a page in the worker's language (Accept-Language) for a client "
         "that prefers text/html, the JSON error otherwise"
     ),
@@ -179,20 +215,27 @@ def join(campaign_id: str):
             ),
         )
     participant = participant.strip()[:128]
-    known = session.scalar(
-        select(Annotator.id).where(
-            Annotator.campaign_id == campaign.id, Annotator.participant_id == participant
+    if unfilled_placeholder(participant):
+        return _refuse(
+            "placeholder",
+            InvalidInput(
+                f"the participant id {participant[:40]!r} is the platform's placeholder, not an "
+                "id: the study's link must let the platform fill it in (open the study from its "
+                "page on your platform)"
+            ),
         )
-    )
+    known = _participant_annotator(session, campaign.id, participant)
     if known is not None:
-        # Never a new token: whoever holds the first one keeps it, and their task.
-        audit(session, "annotator_rejoin_refused", campaign.id, actor=known)
-        session.commit()
-        return _to_task_page(f"rejoin={campaign.id}")
+        return _rejoin(session, campaign.id, known)
     # The cap counts recruited participants only: links the owner made by hand are apart.
     # The campaign's row is locked first, so joins at the same moment count one after another
     # and never take the campaign past its cap (PostgreSQL; SQLite has one writer anyway).
     session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
+    # The same participant may have joined while this request waited for the lock (a double
+    # click, a platform that opens the link twice): read again, under the lock.
+    known = _participant_annotator(session, campaign.id, participant)
+    if known is not None:
+        return _rejoin(session, campaign.id, known)
     joined = session.scalar(
         select(func.count())
         .select_from(Annotator)
@@ -208,8 +251,18 @@ def join(campaign_id: str):
         participant_context=context,
         token_hash=hash_token(token),
     )
-    session.add(annotator)
-    session.flush()
+    try:
+        # Under a savepoint: when another join of the same participant won the unique
+        # constraint after all (no lock held it back), only this insert is undone, and the
+        # answer is the one a second visit gets: the first join's annotator, never a 500.
+        with session.begin_nested():
+            session.add(annotator)
+            session.flush()
+    except IntegrityError:
+        known = _participant_annotator(session, campaign.id, participant)
+        if known is None:
+            raise
+        return _rejoin(session, campaign.id, known)
     audit(
         session,
         "annotator_joined",
@@ -218,11 +271,7 @@ def join(campaign_id: str):
         participant=participant,
         context=context,
     )
-    try:
-        session.commit()
-    except IntegrityError:  # the same participant joined twice at once: the first one won
-        session.rollback()
-        return _refuse("busy", Conflict("you joined twice at the same moment; open the link again"))
+    session.commit()
     return _to_task_page(f"token={token}")
 
 

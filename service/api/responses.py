@@ -169,7 +169,10 @@ class AnnotatorRow(_Response):
 
 
 class AnnotatorList(_Response):
-    annotators: list[AnnotatorRow]
+    annotators: list[AnnotatorRow] = Field(description="oldest first, at most `limit`")
+    next_offset: int | None = Field(
+        description="the `offset` of the next page; null on the last page"
+    )
 
 
 class AnnotatorRevoked(_Response):

@@ -42,7 +42,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from rankloop.core.errors import NotFound, Unauthorized
 from service.api import responses
 from service.api.common import iso, owned_campaign
-from service.api.responses import json_response
+from service.api.responses import json_response, no_store
 from service.auth import Owner, hash_token, require_annotator
 from service.config import app_settings
 from service.db import get_session
@@ -126,8 +126,10 @@ def _ticket() -> str | None:
 
 
 def _ticket_reply(ticket: str, url: str) -> Response:
+    """A ticket is a credential for a minute: never kept by a browser or proxy cache."""
     expires = utcnow() + dt.timedelta(seconds=TICKET_TTL_S)
-    return json_response(responses.StreamTicket(ticket=ticket, url=url, expires_at=iso(expires)))
+    reply = responses.StreamTicket(ticket=ticket, url=url, expires_at=iso(expires))
+    return no_store(json_response(reply))
 
 
 # -- the owner's stream ----------------------------------------------------------------------

@@ -28,8 +28,20 @@ const REFRESH_MS = 5000; // polling, without a stream
 const LIVE_REFRESH_MS = 30000; // with a stream: only for what it does not announce (ages, last seen)
 
 async function load() {
-  const [campaign, annotators] = await Promise.all([ownerApi(base), ownerApi(`${base}/annotators`)]);
-  return { campaign: campaign.data, annotators: annotators.data?.annotators || [] };
+  const [campaign, annotators] = await Promise.all([ownerApi(base), allAnnotators()]);
+  return { campaign: campaign.data, annotators };
+}
+
+// The annotator list comes a page at a time (next_offset: the next page, null on the last).
+async function allAnnotators() {
+  const rows = [];
+  let offset = 0;
+  while (offset !== null && offset !== undefined) {
+    const { data } = await ownerApi(`${base}/annotators?limit=500&offset=${offset}`);
+    rows.push(...(data?.annotators || []));
+    offset = data?.next_offset;
+  }
+  return rows;
 }
 
 function fmtNumber(value, digits = 2) {
