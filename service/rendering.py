@@ -69,8 +69,9 @@ def render_settings(campaign: Campaign) -> RenderSettings:
     ``test_delay_s`` is no campaign setting: it goes from the stored JSON, where a test puts it."""
     data = campaign.config.model_dump(include=set(RenderSettings.model_fields))
     data["prompt"] = campaign.prompt
-    if "test_delay_s" in campaign.settings:
-        data["test_delay_s"] = campaign.settings["test_delay_s"]
+    stored = campaign.settings  # the raw JSON: the hook is no field of CampaignSettings
+    if "test_delay_s" in stored:
+        data["test_delay_s"] = stored["test_delay_s"]
     return parse(RenderSettings, data, "campaign settings")
 
 

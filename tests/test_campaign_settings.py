@@ -147,7 +147,7 @@ def test_cppn_campaign_has_no_diffusion_settings(owner):
         ({"generator": "dall-e"}, "generator: Input should be 'cppn', 'tiny-sd' or 'diffusers'"),
         ({"recruit_cap": -1}, "recruit_cap: Input should be greater than or equal to 0"),
         ({"annotators_per_round": 1001}, "annotators_per_round: Input should be less than or"),
-        ({"lease_s": 0}, "lease_s: Input should be greater than 0"),
+        ({"lease_s": 0}, "lease_s: Input should be greater than or equal to 10"),
         ({"render_timeout_s": 86401}, "render_timeout_s: Input should be less than or equal"),
         ({"consensus_feed": "votes"}, "consensus_feed: Input should be 'order' or 'pairwise'"),
         ({"consensus_method": "vibes"}, "consensus_method: Input should be 'auto'"),
@@ -258,6 +258,56 @@ def test_a_stored_value_the_model_refuses_is_kept_as_stored(caplog):
     assert CampaignSettings.from_stored(stored).annotators_per_round == 10**9
     odd = CampaignSettings.from_stored({**stored, "consensus_method": "no-such"})
     assert odd.consensus_method == "no-such" and odd.annotators_per_round == 10**9
+    assert "kept as stored" in caplog.text
+
+
+# Absurd durations and counts (the issue's lease and deadline of 1e-300 s among them).
+ABSURD = [
+    ("lease_s", 1e-300, "greater than or equal to 10"),
+    ("lease_s", 10 * 86400, "less than or equal to 86400"),
+    ("round_deadline_s", 1e-300, "greater than or equal to 30"),
+    ("round_deadline_s", 1e9, "less than or equal to 604800"),
+    ("render_timeout_s", 1e-300, "greater than or equal to 60"),
+    ("render_timeout_s", 1e9, "less than or equal to 86400"),
+    ("tasks_per_annotator", 0, "greater than or equal to 1"),
+    ("tasks_per_annotator", 10**12, "less than or equal to 100000"),
+    ("recruit_cap", 10**12, "less than or equal to 100000"),
+    ("rounds", 0, "greater than or equal to 1"),
+    ("rounds", 10**9, "less than or equal to 10000"),
+    ("annotators_per_round", 0, "greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "bound"), ABSURD)
+def test_an_absurd_duration_or_count_is_refused_at_create_naming_the_field(
+    owner, name, value, bound
+):
+    response = owner.post("/api/campaigns", json={"prompt": "x", name: value})
+    assert response.status_code == 422, response.json
+    assert f"{name}: Input should be {bound}" in response.json["error"]["message"]
+    assert name in {d["field"] for d in response.json["error"]["details"]}
+
+
+def test_every_duration_and_count_of_a_campaign_has_a_floor_and_a_ceiling():
+    """Each number an owner gives a campaign is bounded on both sides, once, in the model."""
+    numbers = [
+        (name, field)
+        for name, field in CampaignFields.model_fields.items()
+        if {int, float} & set(get_args(field.annotation) or (field.annotation,))
+    ]
+    assert {"lease_s", "round_deadline_s", "render_timeout_s", "rounds"} <= {n for n, _ in numbers}
+    for name, field in numbers:
+        kinds = {type(m).__name__ for m in field.metadata}
+        assert kinds & {"Ge", "Gt"} and kinds & {"Le", "Lt"}, (name, field.metadata)
+
+
+def test_a_stored_row_with_absurd_durations_still_loads(caplog):
+    """Rows stored before the floors keep loading (with their values, logged)."""
+    stored = {**CampaignCreate(prompt="x").settings(), "lease_s": 1e-300}
+    stored["round_deadline_s"] = 1e-300
+    config = CampaignSettings.from_stored(stored)
+    assert (config.lease_s, config.round_deadline_s) == (1e-300, 1e-300)
+    assert Campaign(name="old", prompt="x", settings=stored).config.lease_s == 1e-300
     assert "kept as stored" in caplog.text
 
 

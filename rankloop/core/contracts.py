@@ -132,6 +132,7 @@ LEASE_BASE_S: Final = 45.0  # read the prompt and the instructions, then send
 LEASE_PER_IMAGE_S: Final = 8.0  # compare one 512² image with the others
 LEASE_PER_PICK_S: Final = 3.0  # one tap or drag, with second thoughts
 LEASE_SLACK: Final = 2.0  # the lease bounds an abandoned page, not the median worker
+MIN_LEASE_S: Final = 10.0  # a task's lease an owner may set, at least (a page's round trip)
 MAX_LEASE_S: Final = 24 * 3600  # a task's lease an owner may set, at most
 MIN_DERIVED_LEASE_S: Final = 60.0
 MAX_DERIVED_LEASE_S: Final = 1800.0

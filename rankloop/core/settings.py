@@ -58,8 +58,9 @@ class Settings(BaseSettings):
 
     # -- database (coordinator only) ---------------------------------------------------------
     database_url: str = ""  # "": SQLite in var_dir/rankloop.sqlite
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=20, ge=0)
+    # Bounded so that a typo cannot open thousands of connections per process.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
     # Off: a ping is one more round trip per request; a connection that died in the pool
     # fails its first statement instead and the request answers 503 (service.errors).
     database_pre_ping: bool = False
@@ -82,12 +83,13 @@ class Settings(BaseSettings):
     # -- web tier ------------------------------------------------------------------------------
     admin_token: str | None = None
     base_url: str | None = None  # public URL for links; the request's host when unset
-    presign_expires_s: int = Field(default=3600, ge=1)
+    # At least a minute (a page must load its images), at most S3's own limit (7 days).
+    presign_expires_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     inline_bookkeeping: bool = True  # close rounds in the request that brought the quorum
     # Renders one owner key (the admin token counts as one owner) may have on the render queue
     # at once; the rest wait in the database and the sweep sends them as slots free, so one
     # owner's many campaigns cannot queue every other owner's rounds behind them. 0: no cap.
-    render_slots_per_owner: int = Field(default=2, ge=0)
+    render_slots_per_owner: int = Field(default=2, ge=0, le=1000)
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
     ratelimit_key_prefix: str = ""
@@ -106,14 +108,14 @@ class Settings(BaseSettings):
     proxy_count: int = Field(default=0, ge=0, le=10)
     # "process": per process, no round trip; "shared": exact across processes, in the storage.
     ratelimit_annotator_scope: Literal["process", "shared"] = "process"
-    max_content_length: int = Field(default=1 << 20, ge=1)
+    max_content_length: int = Field(default=1 << 20, ge=1024, le=1 << 30)
     ui_image_origins: str = ""  # space-separated origins allowed to serve images (a CDN)
     # "json": one JSON object per log line with request, campaign and round ids (service.logs);
     # "text" (the default, and what `rankloop up` prints) keeps plain lines.
     log_format: Literal["text", "json"] = "text"
     # A live page's stream ends after this many seconds and the page opens a new one (under
     # gunicorn's 30 s sync timeout); tests that read whole streams shorten it.
-    stream_lifetime_s: float = Field(default=25.0, ge=0)
+    stream_lifetime_s: float = Field(default=25.0, ge=0, le=3600, allow_inf_nan=False)
     # A test's stand-in for MTurk (an http://localhost server), allowed to frame the pages and
     # receive the task page's form only while the app is testing (Flask's TESTING): production
     # stays restricted to MTurk's origins (rankloop.core.mturk) whatever this says.
