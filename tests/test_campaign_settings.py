@@ -31,6 +31,7 @@ from rankloop.core.contracts import (
     generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settings import settings_of
 from rankloop.core.storage import LocalStore
 from service import db
 from service.models import Campaign
@@ -61,7 +62,11 @@ def sent_renders(app: Flask, campaign_id: str) -> list[dict[str, Any]]:
 
 
 def started_campaign(owner, **settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Create and start a campaign over HTTP; its stored settings and the render message."""
+    """Create and start a campaign over HTTP; its stored settings and the render message. A
+    diffusers model is put on the app's model list (RANKLOOP_MODELS) first."""
+    if settings.get("model"):
+        app_settings = settings_of(owner.client.application)
+        app_settings.models = (*app_settings.models, settings["model"])
     campaign = owner.campaign(start=True, **settings)
     (message,) = sent_renders(owner.client.application, campaign["id"])
     return campaign["settings"], message
@@ -458,3 +463,55 @@ def test_the_scan_leaves_sql_paths_and_typed_reads_alone(tmp_path, line):
     kept = tmp_path / "kept.py"
     kept.write_text(line + "\n")
     assert key_reads(kept, tmp_path) == []
+
+
+# -- the model list (RANKLOOP_MODELS) ----------------------------------------------------------
+def test_a_model_off_the_list_is_refused_at_create_preview_and_fork(owner):
+    """A diffusers campaign names a model the render worker opens (any path, any hub id): the
+    coordinator takes only the operator's list, and its 422 names the models offered; it never
+    looks at the disk, so /root, /etc/passwd and a missing folder are refused alike."""
+    app_settings = settings_of(owner.client.application)
+    assert app_settings.models == ()  # the default: only the built-in generators
+    errors = set()
+    for model in ("/root", "/etc/passwd", "/no/such/folder", "org/any-hub-model"):
+        for path in ("/api/campaigns", "/api/previews"):
+            body = {"prompt": "x", "generator": "diffusers", "model": model}
+            response = owner.post(path, json=body)
+            assert response.status_code == 422, (path, response.json)
+            error = response.json["error"]
+            assert error["details"] == [
+                {"field": "model", "message": error["details"][0]["message"]}
+            ]
+            errors.add(error["message"].replace(repr(model), "MODEL"))
+    assert errors == {
+        "model: model MODEL is not on this server's model list (RANKLOOP_MODELS, set by its "
+        "operator): this server offers none (only the built-in generators cppn and tiny-sd)"
+    }
+    response = owner.post("/api/campaigns", json={"prompt": "x", "generator": "diffusers"})
+    assert response.status_code == 422 and "needs a model" in response.json["error"]["message"]
+
+    app_settings.models = ("org/listed", "/srv/models/sd")
+    refused = owner.post("/api/campaigns", json={"prompt": "x", "generator": "diffusers",
+                                                 "model": "/root"})  # fmt: skip
+    assert refused.status_code == 422
+    assert (
+        "the models offered are 'org/listed', '/srv/models/sd'" in refused.json["error"]["message"]
+    )
+    listed = owner.campaign(generator="diffusers", model="/srv/models/sd")
+    assert listed["settings"]["model"] == "/srv/models/sd"
+    # The built-in generators load no model: what their model field says is never opened.
+    assert owner.campaign(generator="cppn")["settings"]["generator"] == "cppn"
+
+    # A fork renders with its source's model: one taken off the list since is refused.
+    app_settings.models = ("org/listed",)
+    fork = owner.post(f"/api/campaigns/{listed['id']}/fork", json={"round": 0})
+    assert fork.status_code == 422, fork.json
+    assert fork.json["error"]["details"][0]["field"] == "model"
+
+
+def test_the_model_list_reads_commas_and_spaces():
+    from rankloop.core.settings import load_settings
+
+    models = load_settings({"RANKLOOP_MODELS": "org/a, /srv/b\n  stabilityai/sd-turbo,,"}).models
+    assert models == ("org/a", "/srv/b", "stabilityai/sd-turbo")
+    assert load_settings({}).models == ()

@@ -123,6 +123,34 @@ def check_round_size(
         )
 
 
+# -- models --------------------------------------------------------------------------------
+# The ``diffusers`` generator loads ``settings.model`` with ``from_pretrained``, which opens any
+# local path or downloads any hub id: only the models an operator lists (``RANKLOOP_MODELS``,
+# ``rankloop.core.settings.Settings.models``) may be named, checked by the coordinator at create,
+# preview and fork (422) and again by the render worker. The built-in generators load nothing.
+MODELS_VARIABLE: Final = "RANKLOOP_MODELS"
+
+
+def model_refusal(generator: str, model: str | None, allowed: tuple[str, ...]) -> str | None:
+    """Why ``generator`` may not render ``model`` here (a text naming the allowed models), or
+    None. Only the listed strings pass, compared as given: nothing is looked up on disk or on
+    the hub, so the answer never tells whether a path exists."""
+    if generator != "diffusers":
+        return None  # cppn and tiny-sd are built in: they ignore the model
+    if model and model in allowed:
+        return None
+    offered = (
+        f"the models offered are {', '.join(repr(m) for m in allowed)}"
+        if allowed
+        else "this server offers none (only the built-in generators cppn and tiny-sd)"
+    )
+    named = f"model {model!r} is" if model else "a diffusers campaign needs a model, and"
+    return (
+        f"{named} not on this server's model list ({MODELS_VARIABLE}, set by its operator): "
+        f"{offered}"
+    )
+
+
 # -- leases ----------------------------------------------------------------------------------
 # A task's lease when the owner sets no ``lease_s``: long enough for a careful worker on a phone
 # to look at every image and rank, short enough that a page left alone hands its round on soon.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -121,6 +122,13 @@ class Settings(BaseSettings):
     # stays restricted to MTurk's origins (rankloop.core.mturk) whatever this says.
     mturk_test_origin: str | None = None
 
+    # -- models (both tiers) -------------------------------------------------------------------
+    # The diffusers models (hub ids and local folders, as campaigns name them) that campaigns and
+    # previews may use, comma- or space-separated: the coordinator refuses any other at create,
+    # preview and fork, and the render worker refuses to load it. Empty: only the built-in
+    # generators (cppn, tiny-sd). Give the coordinator and the workers the same list.
+    models: Annotated[tuple[str, ...], NoDecode] = ()
+
     # -- render worker -------------------------------------------------------------------------
     device: str | None = None  # None: CUDA when present, else the CPU
     compile_mode: str = "default"  # torch.compile mode of the optimised path
@@ -138,6 +146,13 @@ class Settings(BaseSettings):
     @classmethod
     def _transport_options(cls, value: Any) -> Any:
         return _json_object(value) or {}
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name for name in re.split(r"[,\s]+", value) if name)
+        return value
 
     @field_validator("warmup", mode="before")
     @classmethod

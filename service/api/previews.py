@@ -35,7 +35,7 @@ from rankloop.core.contracts import (
 from rankloop.core.errors import NotFound, StorageError
 from rankloop.core.storage import round_prefix
 from service.api import responses
-from service.api.common import json_body, object_url, store
+from service.api.common import check_model, json_body, object_url, store
 from service.api.responses import json_response
 from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
@@ -71,6 +71,7 @@ def _mac(owner: Owner, render_id: str) -> str:
 def create_preview():
     owner = require_owner(get_session())
     body: CampaignCreate = validate(CampaignCreate, json_body())
+    check_model(body.generator, body.model)
     render_id = secrets.token_hex(16)  # a campaign id's shape: the store and /objects take it
     settings = {
         **body.settings(),
