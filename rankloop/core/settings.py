@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     ratelimit_join: str = "60 per minute"
     # Owner endpoints, per owner key (a dashboard polls every 10 s: far below this).
     ratelimit_owner: str = "600 per minute"
-    # Preview renders, per owner key, on top of that: each spends a render of GPU time outside
-    # the owner's render slots, so a form cannot queue renders ahead of running campaigns.
+    # Preview renders, per owner key, on top of that: each also takes one of the owner's render
+    # slots while it renders (service/api/previews.py), so this bounds the requests only.
     ratelimit_preview: str = "10 per minute"
     # Requests with an unknown or malformed token, per client address: token guessing stops.
     ratelimit_auth_failures: str = "30 per minute"

@@ -22,7 +22,7 @@ from service.api.responses import json_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
-from service.rendering import run_step
+from service.rendering import owner_actor, run_step
 from service.routing import Reply, ok, operation
 from service.schemas import CampaignCreate, ForkCreate, validate
 from service.transitions import audit
@@ -142,7 +142,7 @@ for _action in ACTIONS:
 
 
 def _actor(owner: Owner) -> str:
-    return "admin" if owner.is_admin else f"owner-key:{owner.key_id}"
+    return owner_actor(owner.key_id)
 
 
 def _winner_url(round_: Round, thumb: bool = False) -> str | None:
