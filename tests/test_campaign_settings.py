@@ -385,6 +385,14 @@ def test_a_render_value_beyond_its_bound_is_refused_by_name():
         render_settings(Campaign(name="odd", prompt="x", settings=stored))
 
 
+def test_the_render_messages_test_delay_is_bounded():
+    """The test hook's pause reaches the worker as a render field: a stored 1e300 s would hold
+    a render worker for good."""
+    stored = {**CampaignCreate(prompt="x").settings(), "test_delay_s": 1e300}
+    with pytest.raises(InvalidInput, match="test_delay_s: Input should be less than or equal"):
+        render_settings(Campaign(name="odd", prompt="x", settings=stored))
+
+
 def test_the_image_salt_key_is_the_models_field():
     assert IMAGE_SALT in RenderSettings.model_fields
     assert IMAGE_SALT in CampaignSettings.model_fields

@@ -89,6 +89,7 @@ SIDE_MULTIPLE: Final = 8  # latent sizes are image sizes / 8
 MIN_SIDE: Final = 2 * SIDE_MULTIPLE
 
 MAX_SEED: Final = 2**32 - 1
+MAX_TEST_DELAY_S: Final = 600.0  # the render message's test hook: a pause, never a hang
 MAX_PROMPT: Final = 2000  # characters of a prompt (and of a negative prompt)
 
 # -- generators and their defaults -----------------------------------------------------------
@@ -282,7 +283,7 @@ class RenderSettings(_Message, RenderFields):
     # annotators. Empty from a coordinator that predates it: names are then still digests.
     image_salt: str = ""
     # Test hook: a pause between a round's objects and its manifest, to kill a worker inside.
-    test_delay_s: float = Field(default=0.0, ge=0.0)
+    test_delay_s: float = Field(default=0.0, ge=0.0, le=MAX_TEST_DELAY_S)
 
 
 class ConsensusFeed(_Message):
