@@ -47,9 +47,13 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RankloopError)
     def _rankloop_error(error: RankloopError):
-        return error_response(
+        response = error_response(
             error.http_status, error.code, str(error), getattr(error, "details", None)
         )
+        retry_after = getattr(error, "retry_after", None)  # a 429's or a 503's: ask again then
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import and_, func, not_, select, update
+from sqlalchemy import and_, func, not_, select, true, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import (
@@ -38,10 +38,11 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.errors import InvalidInput
 from rankloop.core.settings import load_settings
+from rankloop.core.storage import round_prefix
 from service.config import app_settings, settings_of
 from service.db import session_scope
 from service.jobs import send_render
-from service.models import Campaign, Image, Round, utcnow
+from service.models import AuditEvent, Campaign, Image, Round, utcnow
 from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
 
 log = logging.getLogger(__name__)
@@ -267,39 +268,128 @@ def _mark_send(session: Session, campaign_id: str, round_number: int, **values: 
     session.commit()
 
 
+def owner_actor(owner_key_id: int | None) -> str:
+    """The audit log's actor of an owner key (None: the admin token)."""
+    return "admin" if owner_key_id is None else f"owner-key:{owner_key_id}"
+
+
+def _slots(slots: int | None) -> int:
+    if slots is None:
+        # Outside an app (a script's session), this process's settings: the cap holds there too.
+        slots = (app_settings() if has_app_context() else load_settings()).render_slots_per_owner
+    return slots
+
+
 def render_slot_free(
     session: Session, campaign: Campaign, round_number: int, slots: int | None = None
 ) -> bool:
     """Whether the campaign's owner has fewer than ``slots`` (``RENDER_SLOTS_PER_OWNER``)
-    renders in flight (sent, not yet back) besides round ``round_number``: renders are
-    scheduled fairly across owners by this cap, oldest waiting round first (the sweep's
-    order)."""
-    if slots is None:
-        # Outside an app (a script's session), this process's settings: the cap holds there too.
-        slots = (app_settings() if has_app_context() else load_settings()).render_slots_per_owner
+    renders in flight (rounds sent and not yet back, and previews: :func:`previews_in_flight`)
+    besides round ``round_number``: renders are scheduled fairly across owners by this cap,
+    oldest waiting round first (the sweep's order)."""
+    slots = _slots(slots)
     if slots <= 0:
         return True
-    owner = campaign.owner_key_id
+    return _in_flight(session, campaign.owner_key_id, slots, (campaign.id, round_number)) < slots
+
+
+def preview_slot_free(session: Session, owner_key_id: int | None, slots: int | None = None) -> bool:
+    """Whether the owner may send one more preview render: the same cap as their rounds'
+    (:func:`render_slot_free`), counting both. The caller records the preview it sends
+    (:func:`preview_sent`) in the same transaction, which holds the owner's lock."""
+    slots = _slots(slots)
+    return slots <= 0 or _in_flight(session, owner_key_id, slots, None) < slots
+
+
+def _in_flight(
+    session: Session, owner: int | None, slots: int, besides: tuple[str, int] | None
+) -> int:
+    """The owner's renders in flight, rounds (``besides`` one) then previews; the previews are
+    counted (and settled, which reads the store) only while the rounds leave a slot."""
     if is_postgres(session):
         # One check of an owner's slots at a time, across coordinators: the caller's transaction
         # holds the lock until it commits the slot it takes (or rolls back), so a second check
         # counts the first one's render instead of taking the same free slot.
         key = hashlib.blake2b(f"render-slots:{owner}".encode(), digest_size=8).digest()
         session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(key, signed=True))))
-    in_flight = session.scalar(
-        select(func.count())
-        .select_from(Round)
-        .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(
-            Campaign.owner_key_id.is_(None) if owner is None else Campaign.owner_key_id == owner,
-            # A stopped campaign's unfinished render holds no slot (its result changes nothing).
-            Campaign.status.in_(CAMPAIGN_LIVE),
-            Round.status == RoundStatus.RENDERING,
-            Round.render_enqueued_at.is_not(None),
-            not_(and_(Round.campaign_id == campaign.id, Round.number == round_number)),
+    in_flight = (
+        session.scalar(
+            select(func.count())
+            .select_from(Round)
+            .join(Campaign, Campaign.id == Round.campaign_id)
+            .where(
+                Campaign.owner_key_id.is_(None)
+                if owner is None
+                else Campaign.owner_key_id == owner,
+                # A stopped campaign's unfinished render holds no slot (its result changes nothing).
+                Campaign.status.in_(CAMPAIGN_LIVE),
+                Round.status == RoundStatus.RENDERING,
+                Round.render_enqueued_at.is_not(None),
+                true()
+                if besides is None
+                else not_(and_(Round.campaign_id == besides[0], Round.number == besides[1])),
+            )
         )
+        or 0
     )
-    return (in_flight or 0) < slots
+    if in_flight >= slots:
+        return in_flight
+    return in_flight + previews_in_flight(session, owner)
+
+
+# A preview (service/api/previews.py) names no campaign: its render is in the audit log, as
+# PREVIEW_SENT by its owner (campaign_id: the preview's render id), until its image or its
+# failure is in the store (PREVIEW_DONE), and holds one of its owner's render slots meanwhile.
+# A preview is never sent again, so one lost with its worker stops counting after
+# PREVIEW_HOLD_S.
+PREVIEW_SENT: Final = "preview_render_sent"
+PREVIEW_DONE: Final = "preview_render_done"
+PREVIEW_HOLD_S: Final = 600.0
+
+
+def preview_sent(session: Session, owner_key_id: int | None, render_id: str) -> None:
+    """Record a preview render about to be sent (committed by the caller)."""
+    audit(session, PREVIEW_SENT, render_id, 0, actor=owner_actor(owner_key_id))
+
+
+def preview_done(session: Session, owner_key_id: int | None, render_id: str) -> None:
+    """Record that a preview render holds no slot any more (finished, failed or unsent)."""
+    audit(session, PREVIEW_DONE, render_id, 0, actor=owner_actor(owner_key_id))
+
+
+def previews_in_flight(
+    session: Session, owner_key_id: int | None, now: dt.datetime | None = None
+) -> int:
+    """The owner's preview renders in flight: sent within ``PREVIEW_HOLD_S``, with neither the
+    manifest nor a failure in the store yet (one found finished is recorded, with the caller's
+    commit). A store that cannot say leaves the preview counted."""
+    actor = owner_actor(owner_key_id)
+    since = (now or utcnow()) - dt.timedelta(seconds=PREVIEW_HOLD_S)
+    done = select(AuditEvent.campaign_id).where(
+        AuditEvent.kind == PREVIEW_DONE, AuditEvent.actor == actor, AuditEvent.at >= since
+    )
+    pending = session.scalars(
+        select(AuditEvent.campaign_id).where(
+            AuditEvent.kind == PREVIEW_SENT,
+            AuditEvent.actor == actor,
+            AuditEvent.at >= since,
+            AuditEvent.campaign_id.not_in(done),
+        )
+    ).all()
+    count = 0
+    for render_id in pending:
+        if render_id and _preview_finished(render_id):
+            preview_done(session, owner_key_id, render_id)
+        else:
+            count += 1
+    return count
+
+
+def _preview_finished(render_id: str) -> bool:
+    if _store_call("exists", f"{round_prefix(render_id, 0)}/manifest.json"):
+        return True
+    beat = render_heartbeat(render_id, 0)
+    return bool(beat and beat.get("error"))
 
 
 def _defer(session: Session, message: RenderMessage, slots: int) -> bool:
@@ -365,11 +455,19 @@ def run_step(
 
 
 __all__ = [
+    "PREVIEW_DONE",
+    "PREVIEW_HOLD_S",
+    "PREVIEW_SENT",
     "Outcome",
     "drop_heartbeat",
     "mark_enqueued",
     "mark_unsent",
     "new_round",
+    "owner_actor",
+    "preview_done",
+    "preview_sent",
+    "preview_slot_free",
+    "previews_in_flight",
     "render_heartbeat",
     "render_message",
     "render_settings",

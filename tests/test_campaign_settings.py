@@ -31,6 +31,7 @@ from rankloop.core.contracts import (
     generator_defaults,
 )
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settings import settings_of
 from rankloop.core.storage import LocalStore
 from service import db
 from service.models import Campaign
@@ -61,7 +62,11 @@ def sent_renders(app: Flask, campaign_id: str) -> list[dict[str, Any]]:
 
 
 def started_campaign(owner, **settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Create and start a campaign over HTTP; its stored settings and the render message."""
+    """Create and start a campaign over HTTP; its stored settings and the render message. A
+    diffusers model is put on the app's model list (RANKLOOP_MODELS) first."""
+    if settings.get("model"):
+        app_settings = settings_of(owner.client.application)
+        app_settings.models = (*app_settings.models, settings["model"])
     campaign = owner.campaign(start=True, **settings)
     (message,) = sent_renders(owner.client.application, campaign["id"])
     return campaign["settings"], message
@@ -147,7 +152,7 @@ def test_cppn_campaign_has_no_diffusion_settings(owner):
         ({"generator": "dall-e"}, "generator: Input should be 'cppn', 'tiny-sd' or 'diffusers'"),
         ({"recruit_cap": -1}, "recruit_cap: Input should be greater than or equal to 0"),
         ({"annotators_per_round": 1001}, "annotators_per_round: Input should be less than or"),
-        ({"lease_s": 0}, "lease_s: Input should be greater than 0"),
+        ({"lease_s": 0}, "lease_s: Input should be greater than or equal to 10"),
         ({"render_timeout_s": 86401}, "render_timeout_s: Input should be less than or equal"),
         ({"consensus_feed": "votes"}, "consensus_feed: Input should be 'order' or 'pairwise'"),
         ({"consensus_method": "vibes"}, "consensus_method: Input should be 'auto'"),
@@ -263,6 +268,56 @@ def test_a_stored_value_the_model_refuses_is_kept_as_stored(caplog):
     assert "kept as stored" in caplog.text
 
 
+# Absurd durations and counts (the issue's lease and deadline of 1e-300 s among them).
+ABSURD = [
+    ("lease_s", 1e-300, "greater than or equal to 10"),
+    ("lease_s", 10 * 86400, "less than or equal to 86400"),
+    ("round_deadline_s", 1e-300, "greater than or equal to 30"),
+    ("round_deadline_s", 1e9, "less than or equal to 604800"),
+    ("render_timeout_s", 1e-300, "greater than or equal to 60"),
+    ("render_timeout_s", 1e9, "less than or equal to 86400"),
+    ("tasks_per_annotator", 0, "greater than or equal to 1"),
+    ("tasks_per_annotator", 10**12, "less than or equal to 100000"),
+    ("recruit_cap", 10**12, "less than or equal to 100000"),
+    ("rounds", 0, "greater than or equal to 1"),
+    ("rounds", 10**9, "less than or equal to 10000"),
+    ("annotators_per_round", 0, "greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "bound"), ABSURD)
+def test_an_absurd_duration_or_count_is_refused_at_create_naming_the_field(
+    owner, name, value, bound
+):
+    response = owner.post("/api/campaigns", json={"prompt": "x", name: value})
+    assert response.status_code == 422, response.json
+    assert f"{name}: Input should be {bound}" in response.json["error"]["message"]
+    assert name in {d["field"] for d in response.json["error"]["details"]}
+
+
+def test_every_duration_and_count_of_a_campaign_has_a_floor_and_a_ceiling():
+    """Each number an owner gives a campaign is bounded on both sides, once, in the model."""
+    numbers = [
+        (name, field)
+        for name, field in CampaignFields.model_fields.items()
+        if {int, float} & set(get_args(field.annotation) or (field.annotation,))
+    ]
+    assert {"lease_s", "round_deadline_s", "render_timeout_s", "rounds"} <= {n for n, _ in numbers}
+    for name, field in numbers:
+        kinds = {type(m).__name__ for m in field.metadata}
+        assert kinds & {"Ge", "Gt"} and kinds & {"Le", "Lt"}, (name, field.metadata)
+
+
+def test_a_stored_row_with_absurd_durations_still_loads(caplog):
+    """Rows stored before the floors keep loading (with their values, logged)."""
+    stored = {**CampaignCreate(prompt="x").settings(), "lease_s": 1e-300}
+    stored["round_deadline_s"] = 1e-300
+    config = CampaignSettings.from_stored(stored)
+    assert (config.lease_s, config.round_deadline_s) == (1e-300, 1e-300)
+    assert Campaign(name="old", prompt="x", settings=stored).config.lease_s == 1e-300
+    assert "kept as stored" in caplog.text
+
+
 def test_the_worker_rejects_out_of_bounds_render_settings_by_the_model(tmp_path):
     """The render worker trusts the validated message: a bound broken in a message (an old or
     foreign coordinator) is an InvalidInput naming the field, before anything renders."""
@@ -329,6 +384,14 @@ def test_render_settings_come_from_the_typed_settings():
 def test_a_render_value_beyond_its_bound_is_refused_by_name():
     stored = {**CampaignCreate(prompt="x").settings(), "steps": 10**6}
     with pytest.raises(InvalidInput, match="steps: Input should be less than or equal to 200"):
+        render_settings(Campaign(name="odd", prompt="x", settings=stored))
+
+
+def test_the_render_messages_test_delay_is_bounded():
+    """The test hook's pause reaches the worker as a render field: a stored 1e300 s would hold
+    a render worker for good."""
+    stored = {**CampaignCreate(prompt="x").settings(), "test_delay_s": 1e300}
+    with pytest.raises(InvalidInput, match="test_delay_s: Input should be less than or equal"):
         render_settings(Campaign(name="odd", prompt="x", settings=stored))
 
 
@@ -410,3 +473,55 @@ def test_the_scan_leaves_sql_paths_and_typed_reads_alone(tmp_path, line):
     kept = tmp_path / "kept.py"
     kept.write_text(line + "\n")
     assert key_reads(kept, tmp_path) == []
+
+
+# -- the model list (RANKLOOP_MODELS) ----------------------------------------------------------
+def test_a_model_off_the_list_is_refused_at_create_preview_and_fork(owner):
+    """A diffusers campaign names a model the render worker opens (any path, any hub id): the
+    coordinator takes only the operator's list, and its 422 names the models offered; it never
+    looks at the disk, so /root, /etc/passwd and a missing folder are refused alike."""
+    app_settings = settings_of(owner.client.application)
+    assert app_settings.models == ()  # the default: only the built-in generators
+    errors = set()
+    for model in ("/root", "/etc/passwd", "/no/such/folder", "org/any-hub-model"):
+        for path in ("/api/campaigns", "/api/previews"):
+            body = {"prompt": "x", "generator": "diffusers", "model": model}
+            response = owner.post(path, json=body)
+            assert response.status_code == 422, (path, response.json)
+            error = response.json["error"]
+            assert error["details"] == [
+                {"field": "model", "message": error["details"][0]["message"]}
+            ]
+            errors.add(error["message"].replace(repr(model), "MODEL"))
+    assert errors == {
+        "model: model MODEL is not on this server's model list (RANKLOOP_MODELS, set by its "
+        "operator): this server offers none (only the built-in generators cppn and tiny-sd)"
+    }
+    response = owner.post("/api/campaigns", json={"prompt": "x", "generator": "diffusers"})
+    assert response.status_code == 422 and "needs a model" in response.json["error"]["message"]
+
+    app_settings.models = ("org/listed", "/srv/models/sd")
+    refused = owner.post("/api/campaigns", json={"prompt": "x", "generator": "diffusers",
+                                                 "model": "/root"})  # fmt: skip
+    assert refused.status_code == 422
+    assert (
+        "the models offered are 'org/listed', '/srv/models/sd'" in refused.json["error"]["message"]
+    )
+    listed = owner.campaign(generator="diffusers", model="/srv/models/sd")
+    assert listed["settings"]["model"] == "/srv/models/sd"
+    # The built-in generators load no model: what their model field says is never opened.
+    assert owner.campaign(generator="cppn")["settings"]["generator"] == "cppn"
+
+    # A fork renders with its source's model: one taken off the list since is refused.
+    app_settings.models = ("org/listed",)
+    fork = owner.post(f"/api/campaigns/{listed['id']}/fork", json={"round": 0})
+    assert fork.status_code == 422, fork.json
+    assert fork.json["error"]["details"][0]["field"] == "model"
+
+
+def test_the_model_list_reads_commas_and_spaces():
+    from rankloop.core.settings import load_settings
+
+    models = load_settings({"RANKLOOP_MODELS": "org/a, /srv/b\n  stabilityai/sd-turbo,,"}).models
+    assert models == ("org/a", "/srv/b", "stabilityai/sd-turbo")
+    assert load_settings({}).models == ()

@@ -159,7 +159,9 @@ def test_broker_restart_while_a_render_finishes_never_fails_the_campaign(postgre
         # No result backend (it is optional): the worker hands its result straight to the
         # broker, which is down when the render ends.
         stack = Stack(tmp_path, postgres_url, server.url, results=False)
-        stack.worker("gpu_worker.celery_app")
+        # The worker's model list holds the folder below, so its load is what fails.
+        nowhere = tmp_path / "no-pipeline-here"
+        stack.worker("gpu_worker.celery_app", RANKLOOP_MODELS=str(nowhere))
         cid = stack.start_campaign(delay_s=1.0)
         stack.wait_mid_render(cid)
         server.stop()
@@ -173,7 +175,6 @@ def test_broker_restart_while_a_render_finishes_never_fails_the_campaign(postgre
         # A permanent error still fails its campaign without a result backend: the worker
         # leaves the error's class in the round's heartbeat for the coordinator. (A model the
         # worker cannot load: valid settings, refused only where the model is loaded.)
-        nowhere = tmp_path / "no-pipeline-here"
         nowhere.mkdir()
         bad = stack.start_campaign(generator="diffusers", model=str(nowhere))
         deadline = time.monotonic() + 60
@@ -183,6 +184,7 @@ def test_broker_restart_while_a_render_finishes_never_fails_the_campaign(postgre
                     campaign = session.get(Campaign, bad)
                     if campaign.status == "failed":
                         assert campaign.error.startswith("round 0: ModelUnavailable")
+                        assert "on the model list but does not load" in campaign.error
                         break
                 assert time.monotonic() < deadline, stack.logs()
                 time.sleep(0.5)

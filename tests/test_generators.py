@@ -172,11 +172,42 @@ def test_resolving_keeps_every_field_the_message_set(tiny):
     )
 
 
-def test_an_unknown_model_is_model_unavailable(tmp_path):
+def test_an_unknown_model_is_model_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKLOOP_MODELS", str(tmp_path / "missing"))
     with pytest.raises(ModelUnavailable, match="cannot load model"):
         load(generator="diffusers", model=str(tmp_path / "missing"))
     with pytest.raises(InvalidInput, match=r"settings\.model is required"):
         load(generator="diffusers")
+
+
+def test_the_worker_loads_only_a_listed_model_and_never_tells_paths_apart(tmp_path, monkeypatch):
+    """settings.model opens a path or a hub id: the worker refuses any model its operator did
+    not list (RANKLOOP_MODELS), before touching the disk or the network; and a listed one that
+    does not load fails with one text, whether its folder is missing, empty or a file."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a pipeline")
+    missing = tmp_path / "missing"
+
+    def error(model: str) -> str:
+        with pytest.raises(ModelUnavailable) as caught:
+            load(generator="diffusers", model=model)
+        return str(caught.value).replace(repr(model), "MODEL")
+
+    monkeypatch.delenv("RANKLOOP_MODELS", raising=False)
+    refused = {error(m) for m in ("/root", "/etc/passwd", str(missing), str(empty), "org/x")}
+    assert len(refused) == 1, refused  # one text: no path told apart
+    (text,) = refused
+    assert "not on this server's model list (RANKLOOP_MODELS" in text and "offers none" in text
+
+    listed = [str(missing), str(empty), str(a_file), "/root"]
+    monkeypatch.setenv("RANKLOOP_MODELS", ", ".join(listed))
+    unloadable = {error(m) for m in listed}
+    assert len(unloadable) == 1, unloadable
+    assert "cannot load model MODEL: it is on the model list" in unloadable.pop()
+    # Still refused, naming what is offered, whatever exists on disk.
+    assert "the models offered are" in error("/etc/passwd")
 
 
 def test_attention_image_is_degraded_and_reproducible(cppn):
@@ -317,9 +348,10 @@ def test_default_scheduler_is_never_stochastic(tiny, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-def test_diffusers_generator_loads_a_local_pipeline_directory(tiny, tmp_path):
+def test_diffusers_generator_loads_a_local_pipeline_directory(tiny, tmp_path, monkeypatch):
     """The checkpoint path (AutoPipelineForText2Image.from_pretrained) on a saved tiny-sd:
     offline, and the same weights render the same images as tiny-sd itself."""
+    monkeypatch.setenv("RANKLOOP_MODELS", str(tmp_path / "pipe"))
     tiny.pipe.scheduler = tiny._scheduler("ddim")  # (earlier tests may have left Euler in place)
     tiny.pipe.save_pretrained(tmp_path / "pipe")
     settings = {"generator": "diffusers", "model": str(tmp_path / "pipe"), "steps": 3}

@@ -96,3 +96,20 @@ def test_a_failed_preview_says_why(app: Flask):
     failed = owner.get(f"/api/previews/{asked['id']}")
     assert failed.status_code == 200
     assert failed.json["status"] == "failed" and "no such model" in failed.json["error"]
+
+
+def test_a_preview_is_at_most_512_squared(app: Flask):
+    """A preview was rendered at any size a campaign may have (2048²): now at most 512² per
+    image, a larger one refused naming the size fields."""
+    owner = Owner(app.test_client())
+    for width, height in ((2048, 2048), (640, 480), (1024, 264)):
+        body = {**SETTINGS, "m": 2, "k": None, "width": width, "height": height}
+        refused = owner.post("/api/previews", json=body)
+        assert refused.status_code == 422, refused.json
+        assert "at most 262,144 pixels per image" in refused.json["error"]["message"]
+        assert {d["field"] for d in refused.json["error"]["details"]} == {"width", "height"}
+    body = {**SETTINGS, "width": 512, "height": 512}
+    assert owner.post("/api/previews", json=body).status_code == 202
+    # A campaign keeps its own bound: 2048² is still a campaign's size.
+    assert owner.post("/api/campaigns", json={**SETTINGS, "m": 2, "k": None, "width": 2048,
+                                              "height": 2048}).status_code == 201  # fmt: skip

@@ -182,7 +182,7 @@ def test_round_chain_with_consensus(client, worker, seaweed, tmp_path):
         (
             {"generator": "diffusers", "model": "/nonexistent/model-dir"},
             ModelUnavailable,
-            "cannot load model",
+            "not on this server's model list",
         ),
         ({**CPPN, "m": 1}, InvalidInput, "settings.m"),
         ({**CPPN, "optimizer": {"learning_rate": 3}}, InvalidInput, "learning_rate"),

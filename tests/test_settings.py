@@ -187,3 +187,19 @@ def test_no_tier_reads_a_setting_from_the_flask_config_by_key():
 def test_the_render_slot_default_is_written_once():
     assert Settings().render_slots_per_owner == 2
     assert load_settings({}).render_slots_per_owner == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("RANKLOOP_PRESIGN_EXPIRES_S", "0", "greater than or equal to 60"),
+        ("RANKLOOP_PRESIGN_EXPIRES_S", "100000000", "less than or equal to 604800"),
+        ("RANKLOOP_RENDER_SLOTS_PER_OWNER", "1000000000", "less than or equal to 1000"),
+        ("RANKLOOP_DATABASE_POOL_SIZE", "1000000", "less than or equal to 1000"),
+        ("RANKLOOP_MAX_CONTENT_LENGTH", "1", "greater than or equal to 1024"),
+        ("RANKLOOP_STREAM_LIFETIME_S", "1e300", "less than or equal to 3600"),
+    ],
+)
+def test_an_absurd_duration_or_count_setting_is_refused_naming_it(name, text, fragment):
+    with pytest.raises(InvalidInput, match=f"{name}: .*{fragment}"):
+        load_settings({name: text})

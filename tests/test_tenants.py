@@ -15,11 +15,17 @@ from sqlalchemy import select, update
 
 from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.settings import settings_of
-from rankloop.core.storage import LocalStore
+from rankloop.core.storage import LocalStore, round_prefix
 from service import db, sweep
 from service.auth import hash_token, new_token
 from service.models import AuditEvent, Campaign, OwnerKey, Round
-from service.rendering import render_slot_free, run_step
+from service.rendering import (
+    PREVIEW_HOLD_S,
+    PREVIEW_SENT,
+    previews_in_flight,
+    render_slot_free,
+    run_step,
+)
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 
@@ -118,6 +124,72 @@ def test_a_stopped_campaign_frees_its_render_slot(app, owner):
     with app.app_context():
         run_step(sweep.sweep, later)
     assert _enqueued(app, waiting) is not None
+
+
+PREVIEW = {"prompt": "an abstract pattern", "generator": "cppn", "width": 64, "height": 64}
+
+
+def _previews_sent(app) -> int:
+    with app.app_context(), db.session_scope() as session:
+        return len(session.scalars(select(AuditEvent).where(AuditEvent.kind == PREVIEW_SENT)).all())
+
+
+def test_previews_take_their_owners_render_slots_and_leave_other_owners_alone(app, owner):
+    """An owner's previews were sent outside the render cap (10 previews at 2048² held one
+    worker for minutes while another owner's first round waited): now a preview takes one of
+    its owner's slots, counted with their rounds, and is refused (429, Retry-After) when none
+    is free; another owner renders as before."""
+    settings_of(app).render_slots_per_owner = 2
+    busy = [owner.campaign(start=True)["id"] for _ in range(2)]
+    assert all(_enqueued(app, cid) is not None for cid in busy)
+    for _ in range(3):
+        refused = owner.post("/api/previews", json=PREVIEW)
+        assert refused.status_code == 429, refused.json
+        assert refused.headers["Retry-After"] == "10"
+        assert refused.json["error"]["code"] == "render_slots_busy"
+    assert _previews_sent(app) == 0  # no render went to the queue
+
+    # Another owner: its round is sent at once, and its preview too.
+    key = new_token()
+    with app.app_context(), db.session_scope() as session:
+        session.add(OwnerKey(name="lab b", key_hash=hash_token(key)))
+        session.commit()
+    client = app.test_client()
+    other = client.post("/api/campaigns", json={"prompt": "a pear", "start": True},
+                        headers=bearer(key))  # fmt: skip
+    assert other.status_code == 201 and _enqueued(app, other.json["id"]) is not None
+    assert client.post("/api/previews", json=PREVIEW, headers=bearer(key)).status_code == 202
+
+    # A round comes back: one preview takes the free slot, the next is refused.
+    render_round(app, busy[0], 0)
+    taken = owner.post("/api/previews", json=PREVIEW)
+    assert taken.status_code == 202, taken.json
+    assert owner.post("/api/previews", json=PREVIEW).status_code == 429
+    # The preview holds the slot against the owner's rounds as well: a new round waits.
+    waiting = owner.campaign(start=True)["id"]
+    assert _enqueued(app, waiting) is None
+
+    # Its manifest in the store: the preview is done and the waiting round is sent.
+    render_id = taken.json["id"].split("-")[0]
+    store = app.extensions["rankloop_store"]
+    store.put(f"{round_prefix(render_id, 0)}/manifest.json", b"{}", "application/json")
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=5)
+    with app.app_context():
+        run_step(sweep.sweep, later)
+    assert _enqueued(app, waiting) is not None
+
+
+def test_a_lost_preview_stops_holding_its_slot(app, owner):
+    """A preview is never sent again: one lost with its worker counts for PREVIEW_HOLD_S."""
+    settings_of(app).render_slots_per_owner = 1
+    assert owner.post("/api/previews", json=PREVIEW).status_code == 202
+    assert owner.post("/api/previews", json=PREVIEW).status_code == 429
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=PREVIEW_HOLD_S)
+    with app.app_context(), db.session_scope() as session:
+        assert previews_in_flight(session, None) == 1
+        assert previews_in_flight(session, None, later + dt.timedelta(seconds=1)) == 0
+    settings_of(app).render_slots_per_owner = 0  # no cap: previews are not counted
+    assert owner.post("/api/previews", json=PREVIEW).status_code == 202
 
 
 def test_two_coordinators_checking_one_owners_last_slot_at_once_take_it_once(app, owner):

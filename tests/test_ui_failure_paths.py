@@ -20,6 +20,7 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from rankloop.core.contracts import MIN_LEASE_S
 from tests.fixtures.browser import wait_for_task_change
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
@@ -49,9 +50,23 @@ class Server:
     owner: Owner
 
     def open_round(self, **settings: Any) -> dict:
-        """A running campaign whose round 0 is rendered and open."""
+        """A running campaign whose round 0 is rendered and open. A ``lease_s`` under the API's
+        floor (``MIN_LEASE_S``), for a lease that runs out while a test watches, is stored
+        directly (a stored value beyond a bound is kept: ``CampaignSettings.from_stored``)."""
+        lease_s = settings.get("lease_s")
+        short = lease_s is not None and lease_s < MIN_LEASE_S
+        if short:
+            settings = {**settings, "lease_s": MIN_LEASE_S}
         body = {"m": 4, "annotators_per_round": 1, "rounds": 3, "start": True, **settings}
         campaign = self.owner.campaign(**body)
+        if short:
+            from service.db import session_scope
+            from service.models import Campaign
+
+            with self.app.app_context(), session_scope() as session:
+                row = session.get(Campaign, campaign["id"])
+                row.settings = {**row.settings, "lease_s": lease_s}
+                session.commit()
         render_round(self.app, campaign["id"], 0)
         return campaign
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gpu_worker.generators import ResolvedSettings
-from rankloop.core.contracts import generator_defaults
+from rankloop.core.contracts import generator_defaults, model_refusal
 from rankloop.core.errors import InvalidInput, ModelUnavailable, OutOfResources
 from rankloop.core.settings import load_settings
 
@@ -357,6 +357,10 @@ def load_pretrained(
     """
     if not model:
         raise InvalidInput("settings.model is required for generator 'diffusers'")
+    # Only a model the operator listed: from_pretrained opens any path and fetches any hub id.
+    refusal = model_refusal("diffusers", model, load_settings().models)
+    if refusal is not None:
+        raise ModelUnavailable(refusal)
     torch = _torch()
     device = device or default_device()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -368,15 +372,13 @@ def load_pretrained(
         dtype_kw = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
         pipe = AutoPipelineForText2Image.from_pretrained(model, **{dtype_kw: dtype})
     except Exception as error:  # diffusers raises OSError, ValueError, HF hub errors...
-        raise ModelUnavailable(
-            f"cannot load model {model!r}: {type(error).__name__}: {error}. Use a diffusers "
-            "model id (with network or a populated HF cache) or a local pipeline directory."
-        ) from error
+        # The why (a missing folder, a folder without model_index.json, no network) goes to the
+        # worker's log only: the error reaches the owner, and must not tell paths apart.
+        log.warning("cannot load model %r: %s: %s", model, type(error).__name__, error)
+        raise ModelUnavailable(_unloadable(model)) from None
     if not hasattr(pipe, "unet") or not hasattr(pipe, "vae"):
-        raise ModelUnavailable(
-            f"model {model!r} loads as {type(pipe).__name__}, not a UNet latent-diffusion "
-            "text-to-image pipeline (SD 1.x/2.x, SDXL or their turbo variants)"
-        )
+        log.warning("model %r loads as %s, no UNet latent diffusion", model, type(pipe).__name__)
+        raise ModelUnavailable(_unloadable(model))
     pipe.to(device)
     return DiffusionGenerator(
         pipe,
@@ -384,6 +386,16 @@ def load_pretrained(
         defaults=pretrained_defaults(model, pipe),
         device=device,
         optimize=optimize,
+    )
+
+
+def _unloadable(model: str) -> str:
+    """The one text of a listed model that does not load, whatever the reason (the worker's
+    log has it)."""
+    return (
+        f"cannot load model {model!r}: it is on the model list but does not load as a "
+        "diffusers text-to-image pipeline (SD 1.x/2.x, SDXL or their turbo variants); the "
+        "render worker's log says why"
     )
 
 

@@ -23,6 +23,8 @@ from rankloop.core.consensus import METHODS
 from rankloop.core.contracts import (
     DEFAULT_FEED,
     MAX_LEASE_S,
+    MAX_TEST_DELAY_S,
+    MIN_LEASE_S,
     FeedName,
     RenderFields,
     default_lease_s,
@@ -34,6 +36,19 @@ ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS: Final = 10_000  # a campaign's round budget
+# Every duration and count of a campaign has a floor and a ceiling: a value outside them makes
+# no working campaign (a lease of 1e-300 s ends before the page shows it, a deadline of 1e-300 s
+# closes or extends its round on every sweep) and is refused at create (422 naming the field).
+# A round is open at least half a minute and at most a week.
+MIN_ROUND_DEADLINE_S: Final = 30.0
+MAX_ROUND_DEADLINE_S: Final = 7 * 24 * 3600
+# A render not back after render_timeout_s is sent again: under a minute re-sends renders that
+# are merely queued behind others; over a day a lost one is never noticed.
+MIN_RENDER_TIMEOUT_S: Final = 60.0
+MAX_RENDER_TIMEOUT_S: Final = 24 * 3600
+MAX_QUORUM: Final = 1000  # rankings a round waits for
+MAX_TASKS_PER_ANNOTATOR: Final = 100_000
+MAX_RECRUIT_CAP: Final = 100_000  # participants /join admits to one campaign
 # A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
 # where a finished worker is sent: https only (a worker's browser follows it unasked).
 COMPLETION_CODE: Final = r"^[A-Za-z0-9_-]{1,32}$"
@@ -45,24 +60,37 @@ class CampaignFields(RenderFields):
     """Every setting of a campaign an owner may give, with its default and bounds."""
 
     annotators_per_round: Integer = Field(
-        default=3, ge=1, le=1000, description="quorum of rankings"
+        default=3, ge=1, le=MAX_QUORUM, description="quorum of rankings"
     )
     rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
-    round_deadline_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    round_deadline_s: float = Field(
+        default=600.0,
+        ge=MIN_ROUND_DEADLINE_S,
+        le=MAX_ROUND_DEADLINE_S,
+        description="seconds a round stays open before it closes on its quorum or is extended",
+    )
     lease_s: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_LEASE_S,
         le=MAX_LEASE_S,
         description="seconds a task stays an annotator's; null: derived from m, k and the image "
         "size (rankloop.core.contracts.default_lease_s), extended by the images' loading time",
     )
-    render_timeout_s: float = Field(default=900.0, gt=0, le=24 * 3600)
+    render_timeout_s: float = Field(
+        default=900.0,
+        ge=MIN_RENDER_TIMEOUT_S,
+        le=MAX_RENDER_TIMEOUT_S,
+        description="seconds before a render not back is sent again",
+    )
     allow_ties: bool = False
-    tasks_per_annotator: Integer = Field(default=10, ge=1, le=100000)
+    tasks_per_annotator: Integer = Field(default=10, ge=1, le=MAX_TASKS_PER_ANNOTATOR)
     # The recruitment link (/join) works only when the owner turns it on.
     recruit: bool = Field(default=False, description="open the /join recruitment link")
     recruit_cap: Integer = Field(
-        default=100, ge=0, le=100000, description="participants /join admits (owner links apart)"
+        default=100,
+        ge=0,
+        le=MAX_RECRUIT_CAP,
+        description="participants /join admits (owner links apart)",
     )
     completion_code: CompletionCode | None = Field(
         default=None,
@@ -109,14 +137,14 @@ class CampaignSettings(CampaignFields):
     model_config = ConfigDict(extra="ignore")
 
     # Always resolved in a stored campaign (CampaignCreate.settings derives it: lease_of).
-    lease_s: float = Field(gt=0, le=MAX_LEASE_S)
+    lease_s: float = Field(ge=MIN_LEASE_S, le=MAX_LEASE_S)
     # The RankSGD options the owner set; the optimizer's own defaults fill the rest.
     optimizer: dict[str, Any] = Field(default_factory=dict)
     # The campaign's secret for image names, made with its first round ("" until then).
     image_salt: str = ""
     # A test hook no owner can set (the create schema lacks it): the render's pause between a
     # round's objects and its manifest, which the fault tests put in the stored row.
-    test_delay_s: float = Field(default=0.0, ge=0.0)
+    test_delay_s: float = Field(default=0.0, ge=0.0, le=MAX_TEST_DELAY_S)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,7 +183,14 @@ class CampaignSettings(CampaignFields):
 
 __all__ = [
     "COMPLETION_CODE",
+    "MAX_QUORUM",
+    "MAX_RECRUIT_CAP",
+    "MAX_RENDER_TIMEOUT_S",
     "MAX_ROUNDS",
+    "MAX_ROUND_DEADLINE_S",
+    "MAX_TASKS_PER_ANNOTATOR",
+    "MIN_RENDER_TIMEOUT_S",
+    "MIN_ROUND_DEADLINE_S",
     "CampaignFields",
     "CampaignSettings",
     "CompletionCode",

@@ -89,6 +89,7 @@ SIDE_MULTIPLE: Final = 8  # latent sizes are image sizes / 8
 MIN_SIDE: Final = 2 * SIDE_MULTIPLE
 
 MAX_SEED: Final = 2**32 - 1
+MAX_TEST_DELAY_S: Final = 600.0  # the render message's test hook: a pause, never a hang
 MAX_PROMPT: Final = 2000  # characters of a prompt (and of a negative prompt)
 
 # -- generators and their defaults -----------------------------------------------------------
@@ -123,6 +124,34 @@ def check_round_size(
         )
 
 
+# -- models --------------------------------------------------------------------------------
+# The ``diffusers`` generator loads ``settings.model`` with ``from_pretrained``, which opens any
+# local path or downloads any hub id: only the models an operator lists (``RANKLOOP_MODELS``,
+# ``rankloop.core.settings.Settings.models``) may be named, checked by the coordinator at create,
+# preview and fork (422) and again by the render worker. The built-in generators load nothing.
+MODELS_VARIABLE: Final = "RANKLOOP_MODELS"
+
+
+def model_refusal(generator: str, model: str | None, allowed: tuple[str, ...]) -> str | None:
+    """Why ``generator`` may not render ``model`` here (a text naming the allowed models), or
+    None. Only the listed strings pass, compared as given: nothing is looked up on disk or on
+    the hub, so the answer never tells whether a path exists."""
+    if generator != "diffusers":
+        return None  # cppn and tiny-sd are built in: they ignore the model
+    if model and model in allowed:
+        return None
+    offered = (
+        f"the models offered are {', '.join(repr(m) for m in allowed)}"
+        if allowed
+        else "this server offers none (only the built-in generators cppn and tiny-sd)"
+    )
+    named = f"model {model!r} is" if model else "a diffusers campaign needs a model, and"
+    return (
+        f"{named} not on this server's model list ({MODELS_VARIABLE}, set by its operator): "
+        f"{offered}"
+    )
+
+
 # -- leases ----------------------------------------------------------------------------------
 # A task's lease when the owner sets no ``lease_s``: long enough for a careful worker on a phone
 # to look at every image and rank, short enough that a page left alone hands its round on soon.
@@ -132,6 +161,7 @@ LEASE_BASE_S: Final = 45.0  # read the prompt and the instructions, then send
 LEASE_PER_IMAGE_S: Final = 8.0  # compare one 512² image with the others
 LEASE_PER_PICK_S: Final = 3.0  # one tap or drag, with second thoughts
 LEASE_SLACK: Final = 2.0  # the lease bounds an abandoned page, not the median worker
+MIN_LEASE_S: Final = 10.0  # a task's lease an owner may set, at least (a page's round trip)
 MAX_LEASE_S: Final = 24 * 3600  # a task's lease an owner may set, at most
 MIN_DERIVED_LEASE_S: Final = 60.0
 MAX_DERIVED_LEASE_S: Final = 1800.0
@@ -253,7 +283,7 @@ class RenderSettings(_Message, RenderFields):
     # annotators. Empty from a coordinator that predates it: names are then still digests.
     image_salt: str = ""
     # Test hook: a pause between a round's objects and its manifest, to kill a worker inside.
-    test_delay_s: float = Field(default=0.0, ge=0.0)
+    test_delay_s: float = Field(default=0.0, ge=0.0, le=MAX_TEST_DELAY_S)
 
 
 class ConsensusFeed(_Message):

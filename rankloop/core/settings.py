@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -58,8 +59,9 @@ class Settings(BaseSettings):
 
     # -- database (coordinator only) ---------------------------------------------------------
     database_url: str = ""  # "": SQLite in var_dir/rankloop.sqlite
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=20, ge=0)
+    # Bounded so that a typo cannot open thousands of connections per process.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=20, ge=0, le=1000)
     # Off: a ping is one more round trip per request; a connection that died in the pool
     # fails its first statement instead and the request answers 503 (service.errors).
     database_pre_ping: bool = False
@@ -82,12 +84,13 @@ class Settings(BaseSettings):
     # -- web tier ------------------------------------------------------------------------------
     admin_token: str | None = None
     base_url: str | None = None  # public URL for links; the request's host when unset
-    presign_expires_s: int = Field(default=3600, ge=1)
+    # At least a minute (a page must load its images), at most S3's own limit (7 days).
+    presign_expires_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     inline_bookkeeping: bool = True  # close rounds in the request that brought the quorum
     # Renders one owner key (the admin token counts as one owner) may have on the render queue
     # at once; the rest wait in the database and the sweep sends them as slots free, so one
     # owner's many campaigns cannot queue every other owner's rounds behind them. 0: no cap.
-    render_slots_per_owner: int = Field(default=2, ge=0)
+    render_slots_per_owner: int = Field(default=2, ge=0, le=1000)
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
     ratelimit_key_prefix: str = ""
@@ -95,8 +98,8 @@ class Settings(BaseSettings):
     ratelimit_join: str = "60 per minute"
     # Owner endpoints, per owner key (a dashboard polls every 10 s: far below this).
     ratelimit_owner: str = "600 per minute"
-    # Preview renders, per owner key, on top of that: each spends a render of GPU time outside
-    # the owner's render slots, so a form cannot queue renders ahead of running campaigns.
+    # Preview renders, per owner key, on top of that: each also takes one of the owner's render
+    # slots while it renders (service/api/previews.py), so this bounds the requests only.
     ratelimit_preview: str = "10 per minute"
     # Requests with an unknown or malformed token, per client address: token guessing stops.
     ratelimit_auth_failures: str = "30 per minute"
@@ -106,18 +109,25 @@ class Settings(BaseSettings):
     proxy_count: int = Field(default=0, ge=0, le=10)
     # "process": per process, no round trip; "shared": exact across processes, in the storage.
     ratelimit_annotator_scope: Literal["process", "shared"] = "process"
-    max_content_length: int = Field(default=1 << 20, ge=1)
+    max_content_length: int = Field(default=1 << 20, ge=1024, le=1 << 30)
     ui_image_origins: str = ""  # space-separated origins allowed to serve images (a CDN)
     # "json": one JSON object per log line with request, campaign and round ids (service.logs);
     # "text" (the default, and what `rankloop up` prints) keeps plain lines.
     log_format: Literal["text", "json"] = "text"
     # A live page's stream ends after this many seconds and the page opens a new one (under
     # gunicorn's 30 s sync timeout); tests that read whole streams shorten it.
-    stream_lifetime_s: float = Field(default=25.0, ge=0)
+    stream_lifetime_s: float = Field(default=25.0, ge=0, le=3600, allow_inf_nan=False)
     # A test's stand-in for MTurk (an http://localhost server), allowed to frame the pages and
     # receive the task page's form only while the app is testing (Flask's TESTING): production
     # stays restricted to MTurk's origins (rankloop.core.mturk) whatever this says.
     mturk_test_origin: str | None = None
+
+    # -- models (both tiers) -------------------------------------------------------------------
+    # The diffusers models (hub ids and local folders, as campaigns name them) that campaigns and
+    # previews may use, comma- or space-separated: the coordinator refuses any other at create,
+    # preview and fork, and the render worker refuses to load it. Empty: only the built-in
+    # generators (cppn, tiny-sd). Give the coordinator and the workers the same list.
+    models: Annotated[tuple[str, ...], NoDecode] = ()
 
     # -- render worker -------------------------------------------------------------------------
     device: str | None = None  # None: CUDA when present, else the CPU
@@ -136,6 +146,13 @@ class Settings(BaseSettings):
     @classmethod
     def _transport_options(cls, value: Any) -> Any:
         return _json_object(value) or {}
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name for name in re.split(r"[,\s]+", value) if name)
+        return value
 
     @field_validator("warmup", mode="before")
     @classmethod

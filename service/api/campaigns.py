@@ -9,12 +9,20 @@ from sqlalchemy.orm import selectinload
 from rankloop.core.contracts import RoundStatus
 from service import closing, forking, lifecycle
 from service.api import events, responses
-from service.api.common import PAGE_QUERY, iso, json_body, object_url, owned_campaign, page_args
+from service.api.common import (
+    PAGE_QUERY,
+    check_model,
+    iso,
+    json_body,
+    object_url,
+    owned_campaign,
+    page_args,
+)
 from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
-from service.rendering import run_step
+from service.rendering import owner_actor, run_step
 from service.routing import Reply, ok, operation
 from service.schemas import CampaignCreate, ForkCreate, validate
 from service.transitions import audit
@@ -37,6 +45,7 @@ def create_campaign():
     session = get_session()
     owner = require_owner(session)
     body: CampaignCreate = validate(CampaignCreate, json_body())
+    check_model(body.generator, body.model)
     campaign = Campaign(
         name=body.name, prompt=body.prompt, settings=body.settings(), owner_key_id=owner.key_id
     )
@@ -103,6 +112,8 @@ def fork_campaign(campaign_id: str):
     """A new campaign from one of this campaign's rounds (:mod:`service.forking`)."""
     campaign, owner = owned_campaign(campaign_id)
     body = validate(ForkCreate, json_body())
+    # The fork renders with the source's model (FORK_KEEPS): one since taken off the list is not.
+    check_model(campaign.config.generator, campaign.config.model)
     changes = body.model_dump(exclude_unset=True, exclude={"round"})
     session = get_session()
     outcome = run_step(
@@ -136,7 +147,7 @@ for _action in ACTIONS:
 
 
 def _actor(owner: Owner) -> str:
-    return "admin" if owner.is_admin else f"owner-key:{owner.key_id}"
+    return owner_actor(owner.key_id)
 
 
 def _winner_url(round_: Round, thumb: bool = False) -> str | None:

@@ -8,12 +8,14 @@ from typing import Any, overload
 
 from flask import current_app, request
 
+from rankloop.core.contracts import model_refusal
 from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.storage import ObjectStore
 from service.auth import Owner, require_owner
 from service.config import app_settings
 from service.db import get_session
 from service.models import Campaign
+from service.schemas import UnprocessableInput
 
 
 def json_body() -> Any:
@@ -36,6 +38,16 @@ def owned_campaign(campaign_id: str) -> tuple[Campaign, Owner]:
         raise NotFound(f"no campaign {campaign_id!r}")
     owner.check(campaign)
     return campaign, owner
+
+
+def check_model(generator: str, model: str | None) -> None:
+    """Refuse (422, naming the models offered) a model the operator did not list
+    (``RANKLOOP_MODELS``): the render worker would open any path or hub id it names."""
+    refusal = model_refusal(generator, model, app_settings().models)
+    if refusal is not None:
+        raise UnprocessableInput(
+            f"model: {refusal}", details=[{"field": "model", "message": refusal}]
+        )
 
 
 @overload

@@ -8,8 +8,13 @@ campaign would deliver. Nothing goes into the database: the worker writes its ob
 its manifest in the store as for any round, and ``GET /api/previews/<id>`` reads that manifest
 (202 while rendering; ``failed`` with the worker's message for a permanent render error).
 
-The render worker has no "centre only" mode, so a preview costs ``MIN_M`` + 1 renders; it is
-sent at once (outside the owner's render slots) and never re-sent when lost: the page asks again.
+The render worker has no "centre only" mode, so a preview costs ``MIN_M`` + 1 renders, each at
+most ``PREVIEW_MAX_PIXELS`` (512²; a larger size is a 422 naming width and height). A preview
+takes one of its owner's render slots (``RANKLOOP_RENDER_SLOTS_PER_OWNER``, counted with the
+owner's rounds in flight: :func:`service.rendering.preview_slot_free`) until its image or its
+failure is in the store; with every slot busy it is refused, 429 with ``Retry-After``, not
+queued (a form's preview is wanted now or not at all). It is sent at once and never re-sent when
+lost: the page asks again.
 A preview's id carries an HMAC keyed with the stored hash of the owner's credential (as stream
 tickets do, :mod:`service.api.stream`): only the owner who asked can read it.
 """
@@ -21,6 +26,7 @@ import hmac
 import json
 import re
 import secrets
+from typing import Final
 
 from flask import Blueprint, current_app
 
@@ -32,21 +38,23 @@ from rankloop.core.contracts import (
     heartbeat_key,
     parse,
 )
-from rankloop.core.errors import NotFound, StorageError
+from rankloop.core.errors import NotFound, RankloopError, StorageError
 from rankloop.core.storage import round_prefix
 from service.api import responses
-from service.api.common import json_body, object_url, store
+from service.api.common import check_model, json_body, object_url, store
 from service.api.responses import json_response
 from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.jobs import send_render
-from service.rendering import IMAGE_SALT
+from service.rendering import IMAGE_SALT, preview_done, preview_sent, preview_slot_free
 from service.routing import Reply, operation
-from service.schemas import CampaignCreate, validate
+from service.schemas import CampaignCreate, UnprocessableInput, validate
 
 bp = Blueprint("previews", __name__, url_prefix="/api/previews")
 
+PREVIEW_MAX_PIXELS: Final = 512 * 512  # per image of a preview
+PREVIEW_RETRY_AFTER_S: Final = 10  # a busy owner's next preview: a render's time, roughly
 PREVIEW_ID = re.compile(r"^([0-9a-f]{32})-([0-9a-f]{32})$")  # <render id>-<mac>
 
 
@@ -69,11 +77,15 @@ def _mac(owner: Owner, render_id: str) -> str:
     responses={202: Reply("Queued", responses.Preview)},
 )
 def create_preview():
-    owner = require_owner(get_session())
+    session = get_session()
+    owner = require_owner(session)
     body: CampaignCreate = validate(CampaignCreate, json_body())
+    check_model(body.generator, body.model)
+    resolved = body.settings()
+    _check_preview_size(resolved["width"], resolved["height"])
     render_id = secrets.token_hex(16)  # a campaign id's shape: the store and /objects take it
     settings = {
-        **body.settings(),
+        **resolved,
         "prompt": body.prompt,
         "m": MIN_M,
         "k": None,
@@ -85,9 +97,20 @@ def create_preview():
         round_number=0,
         settings=parse(RenderSettings, settings, "campaign settings"),
     )
+    # The owner's slot check and the record of this preview, in one transaction (the slot lock).
+    if not preview_slot_free(session, owner.key_id):
+        session.rollback()
+        raise RenderSlotsBusy(
+            "every render slot of this owner is busy (RANKLOOP_RENDER_SLOTS_PER_OWNER: rounds "
+            "and previews in flight); ask for the preview again when one is back"
+        )
+    preview_sent(session, owner.key_id, render_id)
+    session.commit()
     try:
         send_render(current_app, message, f"preview-{render_id}", linked=False)
-    except Exception as error:  # the broker is down
+    except Exception as error:  # the broker is down: the preview holds no slot
+        preview_done(session, owner.key_id, render_id)
+        session.commit()
         raise StorageError(f"could not queue the preview render: {error}") from None
     preview_id = f"{render_id}-{_mac(owner, render_id)}"
     return json_response(_pending(preview_id), 202)
@@ -139,6 +162,29 @@ def show_preview(preview_id: str):
             )
         )
     return json_response(_pending(preview_id), 202)
+
+
+class RenderSlotsBusy(RankloopError):
+    """Every render slot of the owner is busy: ask again later (429 with Retry-After)."""
+
+    http_status = 429
+    code = "render_slots_busy"
+    retry_after = PREVIEW_RETRY_AFTER_S
+
+
+def _check_preview_size(width: int | None, height: int | None) -> None:
+    """A preview renders at most ``PREVIEW_MAX_PIXELS`` per image (a checkpoint's native size,
+    unknown here, is the worker's to bound)."""
+    if width is None or height is None or width * height <= PREVIEW_MAX_PIXELS:
+        return
+    message = (
+        f"a preview renders at most {PREVIEW_MAX_PIXELS:,} pixels per image (512 × 512); "
+        f"{width} × {height} is more: preview at a smaller size"
+    )
+    raise UnprocessableInput(
+        message,
+        details=[{"field": name, "message": message} for name in ("width", "height")],
+    )
 
 
 def _pending(preview_id: str) -> responses.Preview:
