@@ -2,7 +2,7 @@
 
 Both tiers declare ``coord`` and ``gpu`` alike, so whichever declares a queue first, the other's
 declaration is equivalent: RabbitMQ refuses a queue declared again with other arguments, which
-is also why a classic queue left by an older release must go before the upgrade (README).
+is also why the README moves an upgrade from classic queues to a new vhost.
 """
 
 from __future__ import annotations
