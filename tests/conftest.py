@@ -22,7 +22,15 @@ pytest_plugins = [
 
 # The fixtures that start or reach a real service (directly or through another fixture).
 SERVICE_FIXTURES = frozenset(
-    {"postgres_url", "redis_url", "redis_prefix", "broker_env", "seaweed", "celery_worker_factory"}
+    {
+        "postgres_url",
+        "redis_url",
+        "redis_prefix",
+        "broker_env",
+        "seaweed",
+        "celery_worker_factory",
+        "rabbitmq_vhost",
+    }
 )
 # Fixtures parametrised by backend fetch the service fixture on demand (getfixturevalue), which
 # no fixture closure shows: these parameter values name a backend that is a real service.

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import socket
-import subprocess
 import time
-import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -195,28 +191,6 @@ def test_broker_restart_while_a_render_finishes_never_fails_the_campaign(postgre
     print(
         f"\nbroker down {OUTAGE_S:.0f} s mid-render: the round open after {recovered:.1f} s {kinds}"
     )
-
-
-@pytest.fixture
-def rabbitmq_vhost():
-    """A private vhost on the machine's RabbitMQ (127.0.0.1:5672, guest), removed afterwards."""
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError:
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: no private vhost")
-    vhost = f"rankloop-test-{uuid.uuid4().hex[:8]}"
-
-    def ctl(*args: str) -> None:
-        subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=60, capture_output=True)
-
-    ctl("add_vhost", vhost)
-    try:
-        ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        ctl("delete_vhost", vhost)
 
 
 @pytest.mark.slow

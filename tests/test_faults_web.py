@@ -1,6 +1,6 @@
 """Faults of the web tier and of a render worker's pool, during a running campaign.
 
-1. kill -9 gunicorn's workers again and again (``rankloop serve``, so ``infra/gunicorn.conf.py``)
+1. kill -9 gunicorn's workers again and again (``rankloop serve``, its packaged gunicorn settings)
    while a crowd of simulated annotators submits rankings over HTTP, retrying a submission
    whose answer was lost as the task page does: every 201 is in the database, a retry is
    answered as the original (submissions are idempotent), never 409 or 500, no round closes

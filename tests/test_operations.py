@@ -116,6 +116,99 @@ def test_rankloop_serve_reads_the_gunicorn_config_file(tmp_path):
         serve.wait(timeout=30)
 
 
+PACKAGES = ("rankloop", "service", "gpu_worker", "annotator_ui")  # what the wheel holds
+
+
+def test_rankloop_serve_reads_gunicorn_settings_shipped_in_the_package(monkeypatch, tmp_path):
+    """``infra/`` is not in the wheel: ``rankloop serve``'s default config is a file of the
+    package, no package module builds a path into the checkout, the image and the cluster
+    manifest name the packaged module, and ``infra/gunicorn.conf.py`` is that module's settings."""
+    import runpy
+
+    from rankloop.commands import gunicorn_conf, serve
+
+    package = Path(serve.__file__).parent
+    assert package / "gunicorn_conf.py" == serve.GUNICORN_CONF
+    assert serve.GUNICORN_CONF.is_file()
+    (config,) = [p for p in serve.serve_command.params if p.name == "config_path"]
+    assert config.default == str(serve.GUNICORN_CONF)
+    for name in PACKAGES:
+        for path in (ROOT / name).rglob("*.py"):
+            text = path.read_text()
+            assert "parents[" not in text and '"infra"' not in text, path
+    assert '"python:rankloop.commands.gunicorn_conf"' in (INFRA / "Dockerfile").read_text()
+    assert (
+        '"python:rankloop.commands.gunicorn_conf"' in (INFRA / "k8s/coordinator.yaml").read_text()
+    )
+    assert (
+        "ExecStart=/opt/rankloop/.venv/bin/rankloop serve\n"
+        in (INFRA / "systemd/rankloop-web.service").read_text()
+    )
+    # (the conf makes a Prometheus directory unless one is set: keep this process out of it)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    from gunicorn.config import make_settings
+
+    packaged = runpy.run_path(str(serve.GUNICORN_CONF))
+    checkout = runpy.run_path(str(INFRA / "gunicorn.conf.py"))
+    settings = set(gunicorn_conf.__all__)  # every gunicorn setting the packaged file makes
+    assert settings == {name for name in packaged if name in make_settings()}
+    assert {k: checkout[k] for k in settings} == {k: getattr(gunicorn_conf, k) for k in settings}
+
+
+@pytest.mark.slow  # builds a wheel (a few seconds)
+@pytest.mark.timeout(180)
+def test_rankloop_serve_finds_its_gunicorn_settings_in_an_installed_wheel(tmp_path):
+    """Built from a copy of the sources and installed in a folder of its own, away from the
+    checkout: the wheel holds the gunicorn settings and ``rankloop serve`` names that copy."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
+        check=True, capture_output=True, timeout=150,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("rankloop-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "rankloop/commands/gunicorn_conf.py" in names
+    assert not any(name.startswith("infra/") for name in names)
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    shutil.rmtree(source)  # nothing of the sources is left to fall back on
+    env = {**clean_env(), "PYTHONPATH": str(site)}  # the installed copy, not the checkout
+    helped = subprocess.run([sys.executable, "-m", "rankloop", "serve", "--help"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert helped.returncode == 0, helped.stderr
+    unwrapped = "".join(helped.stdout.split())  # (click wraps the path across lines)
+    assert f"[default:{site / 'rankloop' / 'commands' / 'gunicorn_conf.py'}]" in unwrapped
+
+
+def test_the_readme_runs_every_process_as_its_systemd_unit_does():
+    """The README's table of processes and the units in infra/ give the same command lines."""
+    import re
+
+    def normal(command: str) -> str:
+        command = command.replace("/opt/rankloop/.venv/bin/", "").replace("\\\n", " ")
+        command = re.sub(r"^CUDA_VISIBLE_DEVICES=\S+ ", "", command)
+        return " ".join(re.sub(r"\b(coord|gpu)(\d+|%i)@%[hH]", r"\1N@%h", command).split())
+
+    units = [*(INFRA / "systemd").glob("*.service"), *(INFRA / "worker").glob("*.service")]
+    started = {
+        normal(re.search(r"^ExecStart=(.*?[^\\])$", unit.read_text(), re.M | re.S).group(1))
+        for unit in units
+    }
+    production = (ROOT / "README.md").read_text().split("## Production", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (?:web|bookkeeping|beat|render) \| `([^`]+)` \|", production, re.M)
+    assert len(rows) == 4 and {normal(row) for row in rows} == started
+
+
 def test_announce_hides_passwords():
     settings = load_settings(
         {

@@ -189,7 +189,7 @@ def test_soak_every_201_is_stored_and_exported_and_memory_stays_flat(
                     exported[record["ranking_id"]] = record["campaign_id"]
 
             # /metrics sums both gunicorn processes' response counts (PROMETHEUS_MULTIPROC_DIR,
-            # set by infra/gunicorn.conf.py): 20 404s however they were spread.
+            # set by rankloop/commands/gunicorn_conf.py): 20 404s however they were spread.
             for _ in range(20):
                 assert requests.get(f"{base}/api/campaigns/nope", headers=OWNER).status_code == 404
             scraped = requests.get(f"{base}/metrics", timeout=30).text

@@ -1,14 +1,14 @@
 """``rankloop bench api``: the coordinator under load, beside a bare gunicorn endpoint.
 
-gunicorn (``infra/gunicorn.conf.py``) serves the app on PostgreSQL with a Redis broker; the load
-runs in a separate process on loopback, each simulated annotator (a pool annotator) fetching the
-next task, submitting a full ranking, and so on. The default driver is wrk with a Lua script
+gunicorn (``rankloop/commands/gunicorn_conf.py``) serves the app on PostgreSQL with a Redis
+broker; the load runs in a separate process on loopback, each simulated annotator (a pool
+annotator) fetching the next task, submitting a full ranking, and so on. The default driver is wrk with a Lua script
 (``rankloop/bench/annotators.lua``, one connection per annotator): written in C, it leaves the
 shared cores to the server, so the server is what gets measured. ``--driver locust`` runs
 ``rankloop/bench/locustfile.py`` instead (about 1 ms of Python per request, on the same cores).
 The same gunicorn settings serve a bare WSGI endpoint in the same run, for scale. Afterwards
 the rankings are counted in the database: exactly one per 201 that the load tool saw, none
-duplicated. ``--workers`` and ``--threads`` override ``infra/gunicorn.conf.py`` (and
+duplicated. ``--workers`` and ``--threads`` override ``rankloop/commands/gunicorn_conf.py`` (and
 ``GUNICORN_WORKER_CLASS=sync`` in the environment switches the worker class). With a closed
 loop of ``--users`` connections, latency is about users / throughput: compare runs at the same
 ``--users``.
@@ -36,7 +36,6 @@ import click
 
 from rankloop.bench.load_drivers import (
     ADMIN,
-    REPO,
     WRK,
     free_port,
     run_locust,
@@ -48,6 +47,7 @@ from rankloop.bench.load_drivers import (
 )
 from rankloop.bench.report import format_table, save_results
 from rankloop.bench.turnaround import render_result, turnaround
+from rankloop.commands.serve import GUNICORN_CONF
 
 
 def _create_database(admin_url: str) -> tuple[str, str]:
@@ -114,7 +114,7 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
 @click.option("--users", default=48, show_default=True, help="concurrent annotators (connections)")
 @click.option("--seconds", default=30, show_default=True, help="load duration per target")
 @click.option(
-    "--workers", default=None, type=int, help="gunicorn processes [default: infra/gunicorn.conf.py]"
+    "--workers", default=None, type=int, help="gunicorn processes [default: the gunicorn conf]"
 )
 @click.option(
     "--threads", default=None, type=int, help="threads per gunicorn process [default: the conf]"
@@ -150,7 +150,7 @@ def api_command(
         users, seconds = min(users, 8), min(seconds, 4)
     if driver == "wrk" and not WRK:
         raise click.UsageError("wrk is not installed (apt-get install wrk); or use --driver locust")
-    conf = runpy.run_path(str(REPO / "infra" / "gunicorn.conf.py"))
+    conf = runpy.run_path(str(GUNICORN_CONF))
     workers = workers or int(conf["workers"])
     campaigns, m = 8, 8
     # Each pool annotator ranks each open round once: enough tokens for the whole run.

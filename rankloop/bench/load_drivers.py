@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from rankloop.commands.serve import GUNICORN_CONF
+
 ADMIN = "bench-admin"  # the owner key of the benchmark's coordinator
 WRK = shutil.which("wrk")
 
@@ -45,7 +46,7 @@ def start_gunicorn(
     command = [
         str(Path(sys.executable).parent / "gunicorn"),
         "-c",
-        str(REPO / "infra" / "gunicorn.conf.py"),
+        str(GUNICORN_CONF),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -54,7 +55,6 @@ def start_gunicorn(
     ]
     process = subprocess.Popen(
         command,
-        cwd=REPO,
         env={**os.environ, **env, "GUNICORN_ACCESSLOG": ""},
         stdout=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
         stderr=subprocess.STDOUT,
@@ -105,7 +105,7 @@ def run_locust(
     command = [
         str(Path(sys.executable).parent / "locust"),
         "-f",
-        str(REPO / "rankloop/bench/locustfile.py"),
+        str(Path(__file__).with_name("locustfile.py")),
         "--headless",
         "-u",
         str(users),
@@ -125,7 +125,6 @@ def run_locust(
     ]
     subprocess.run(
         command,
-        cwd=REPO,
         env={**os.environ, **env},
         check=False,
         capture_output=True,
@@ -163,7 +162,6 @@ def run_wrk(
     }
     run = subprocess.run(
         command,
-        cwd=REPO,
         env={**os.environ, **env},
         check=False,
         capture_output=True,

@@ -13,7 +13,6 @@ from typing import Any
 
 from rankloop.bench.load_drivers import (
     ADMIN,
-    REPO,
     stop_process,
 )
 from rankloop.core.contracts import ImageRole
@@ -72,7 +71,6 @@ def turnaround(
             "--loglevel",
             "WARNING",
         ],
-        cwd=REPO,
         env={**os.environ, **env},
         stdout=open(log_dir / "coord.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

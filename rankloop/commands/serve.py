@@ -1,9 +1,10 @@
 """``rankloop serve``: the coordinator's web tier under gunicorn (production: PostgreSQL, Redis
 and S3 from the ``RANKLOOP_*`` settings).
 
-Its gunicorn settings are ``infra/gunicorn.conf.py``'s (the file ``gunicorn -c`` reads in the
-image and the cluster manifest), so both ways to start the web tier agree; ``--bind``,
-``--workers`` and ``--threads`` override that file's values when given.
+Its gunicorn settings are :mod:`rankloop.commands.gunicorn_conf`'s, a file of the package (so it
+is there in a wheel install), the module ``gunicorn -c python:rankloop.commands.gunicorn_conf``
+reads in the image and the cluster manifest: both ways to start the web tier agree.
+``--bind``, ``--workers`` and ``--threads`` override that file's values when given.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import click
 
-GUNICORN_CONF = Path(__file__).resolve().parents[2] / "infra" / "gunicorn.conf.py"
+# Beside this module in the installed package; not imported here (it is a gunicorn config).
+GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 
 
 @click.command("serve")

@@ -3,7 +3,7 @@
 The coordinator (``service``) and the pages (``annotator_ui``) are tiers that never import each
 other; this is the one place above both that puts them together. Every server runs this app:
 ``rankloop serve``, ``rankloop up`` and a plain gunicorn
-(``gunicorn -c infra/gunicorn.conf.py 'rankloop.commands.web:create_web_app()'``).
+(``gunicorn -c python:rankloop.commands.gunicorn_conf 'rankloop.commands.web:create_web_app()'``).
 """
 
 from __future__ import annotations

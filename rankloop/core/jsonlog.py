@@ -1,6 +1,6 @@
 """Log records as one JSON object per line (``RANKLOOP_LOG_FORMAT=json``), for every process:
-the coordinator (``service.logs``), gunicorn (``infra/gunicorn.conf.py``) and the render workers
-(``gpu_worker.celery_app``). Standard library only."""
+the coordinator (``service.logs``), gunicorn (``rankloop/commands/gunicorn_conf.py``) and the
+render workers (``gpu_worker.celery_app``). Standard library only."""
 
 from __future__ import annotations
 

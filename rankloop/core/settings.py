@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -245,6 +246,15 @@ def load_settings(
         raise InvalidInput(f"bad settings: {problems}") from None
 
 
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # RabbitMQ (kombu's py-amqp transport)
+QUORUM_QUEUES: dict[str, Any] = {
+    "task_default_queue_type": "quorum",
+    "task_default_exchange_type": "topic",
+    "task_create_missing_queue_type": "quorum",
+    "task_create_missing_queue_exchange_type": "topic",
+}
+
+
 def broker_settings(settings: Settings) -> dict[str, Any]:
     """The Celery settings the coordinator and the render workers must share.
 
@@ -253,9 +263,18 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
     backend under the same prefix, JSON messages, and at-least-once delivery: a task is
     acknowledged only when done and goes back to the queue when its worker dies (every task is
     idempotent), and a worker holds no task it is not running.
+
+    On RabbitMQ (``amqp://``) the task queues (``coord``, ``gpu``: the default queue and those
+    made on first use) are declared as quorum queues: durable, their messages persistent and
+    replicated over a cluster's nodes, so a queued render survives a broker restart (and, on a
+    cluster, the loss of a node).
+    Their exchanges are topic exchanges, so a retry's countdown waits in RabbitMQ's delayed
+    delivery exchanges (which Celery's workers declare) instead of in a worker. A queue that
+    already exists as a classic queue is refused (``PRECONDITION_FAILED``): see the README.
     """
     transport = dict(settings.broker_transport_options)
     return {
+        **(QUORUM_QUEUES if urlsplit(settings.broker_url).scheme in AMQP_SCHEMES else {}),
         "broker_url": settings.broker_url,
         # (kombu's SQLAlchemy transport hands these options to create_engine.)
         "broker_transport_options": transport,
