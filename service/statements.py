@@ -22,18 +22,27 @@ from sqlalchemy import (
     Integer,
     String,
     Update,
+    and_,
     bindparam,
     case,
     cast,
     func,
     insert,
+    select,
     update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FromClause
 
 from rankloop.core.campaign_settings import CampaignSettings
-from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus, RoundStatus, TaskStatus
+from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
+    CAMPAIGN_ENDED,
+    CampaignStatus,
+    RoundStatus,
+    TaskStatus,
+)
+from rankloop.core.errors import Conflict
 from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
 
 
@@ -113,6 +122,24 @@ def quorum_met(n_rankings: Any, settings: Any = CAMPAIGNS.c.settings) -> ColumnE
 # -- a ranking stored ----------------------------------------------------------------------------
 
 
+def takes_rankings(status: Any) -> bool:
+    """Whether a campaign of this status stores a ranking: not once it ended (stopped, finished,
+    failed). A lease given before the owner stopped it is refused (409), so no ranking made
+    after the stop enters a consensus or the data; a paused campaign's leases still count."""
+    return status not in CAMPAIGN_ENDED
+
+
+def takes_rankings_sql(campaigns: FromClause = CAMPAIGNS) -> ColumnElement[bool]:
+    """:func:`takes_rankings` inside a statement joined with the campaign."""
+    # Not NOT IN: an expanding parameter does not compile for the hot path's driver statement.
+    return and_(*(campaigns.c.status != status for status in CAMPAIGN_ENDED))
+
+
+def campaign_ended(status: Any) -> Conflict:
+    """The refusal of a ranking for a campaign that no longer :func:`takes_rankings`."""
+    return Conflict(f"the campaign is {status}: it takes no more rankings")
+
+
 def claim_task(*where: Any) -> Update:
     """Mark the task submitted: only a leased one, so a task is submitted once."""
     return (
@@ -124,10 +151,14 @@ def claim_task(*where: Any) -> Update:
 
 def count_ranking(*where: Any) -> Update:
     """Count a ranking on its round: only while the round is open (a closed round's rankings
-    are final, its consensus made from them)."""
+    are final, its consensus made from them) and its campaign :func:`takes_rankings`."""
     return (
         update(ROUNDS)
-        .where(ROUNDS.c.status == RoundStatus.OPEN, *where)
+        .where(
+            ROUNDS.c.status == RoundStatus.OPEN,
+            ROUNDS.c.campaign_id.in_(select(CAMPAIGNS.c.id).where(takes_rankings_sql())),
+            *where,
+        )
         .values(n_rankings=ROUNDS.c.n_rankings + 1, last_ranking_at=now_param())
     )
 
@@ -231,6 +262,7 @@ __all__ = [
     "CREDIT_ANNOTATOR",
     "INSERT_RANKING",
     "ISSUE_COMPLETION_CODE",
+    "campaign_ended",
     "claim_task",
     "completion_code",
     "count_ranking",
@@ -247,4 +279,6 @@ __all__ = [
     "ranking_row",
     "renew_lapsed_lease",
     "round_leasable",
+    "takes_rankings",
+    "takes_rankings_sql",
 ]

@@ -76,6 +76,22 @@ def test_owner_creates_starts_and_reads_a_campaign(app, owner):
     assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
 
 
+def test_a_ranking_sent_after_the_stop_is_refused_and_counts_nowhere(app, owner):
+    cid, tokens = running(owner, app)
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    ids = [i["id"] for i in task["images"]]
+    assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
+    response = client.post(
+        f"/api/tasks/{task['task_id']}/ranking", json={"order": ids}, headers=bearer(tokens[0])
+    )
+    assert response.status_code == 409, response.json
+    assert "stopped" in response.json["error"]["message"]
+    doc = owner.get(f"/api/campaigns/{cid}").json
+    assert doc["current_round"]["rankings_count"] == 0
+    assert owner.get(f"/api/campaigns/{cid}/export?format=jsonl").data == b""
+
+
 def test_annotator_links_me_and_completion_code(app, owner):
     cid, _ = running(owner, app, tasks_per_annotator=1)
     links = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 2}).json["annotators"]

@@ -88,6 +88,10 @@ class Play:
         session.rollback()
         self.answers.append((who, order, answer))
 
+    def stop(self) -> None:
+        self.session.commit()
+        lifecycle.stop(self.session, self.cid)
+
     def close(self, number: int = 0) -> None:
         round_id = self.session.scalar(
             select(Round.id).where(Round.campaign_id == self.cid, Round.number == number)
@@ -219,6 +223,15 @@ def closed_round(p: Play) -> None:
     p.submit("a", LATER)
 
 
+def after_the_stop(p: Play) -> None:
+    p.lease("a")
+    p.lease("b")
+    p.submit("a")
+    p.stop()  # the round stays open, b's lease runs: b's ranking is refused, a's retry answered
+    p.submit("b")
+    p.submit("a")
+
+
 def quota_met_over_two_rounds(p: Play) -> None:
     for number in (0, 1):
         p.lease("a")
@@ -257,6 +270,7 @@ SCENARIOS: dict[str, tuple[Callable[[Play], None], dict[str, Any], list[str]]] =
     ),
     "bad order, then a good one": (bad_order_then_good, {}, ["InvalidInput", "stored"]),
     "closed round": (closed_round, {"annotators_per_round": 1}, ["stored quorum", "Gone"]),
+    "after the campaign was stopped": (after_the_stop, {}, ["stored", "Conflict", "stored"]),
     "quota met over two rounds": (
         quota_met_over_two_rounds,
         {"annotators_per_round": 1, "tasks_per_annotator": 2},
