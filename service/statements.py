@@ -34,7 +34,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FromClause
 
-from rankloop.core.campaign_settings import CampaignSettings
+from rankloop.core.campaign_settings import (
+    CampaignSettings,
+    attention_limit,
+    over_attention_limit,
+)
 from rankloop.core.contracts import (
     CAMPAIGN_CONCLUDED,
     CAMPAIGN_ENDED,
@@ -163,20 +167,33 @@ def count_ranking(*where: Any) -> Update:
     )
 
 
+def over_attention_limit_sql(failed: Any, done: Any) -> ColumnElement[bool]:
+    """:func:`~rankloop.core.campaign_settings.over_attention_limit` inside a statement, the
+    policy's numbers (:func:`~rankloop.core.campaign_settings.attention_limit`) as the
+    parameters ``most`` and ``share``."""
+    most = bindparam("most", type_=Integer)
+    share = bindparam("share", type_=Integer)
+    return (failed > most) & (2 * failed > done * share)
+
+
 def credit_annotator(*where: Any) -> Update:
     """Credit the annotator with a ranking (parameters from :func:`credit`)."""
+    failed = ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer)
+    done = ANNOTATORS.c.tasks_done + 1
     return (
         update(ANNOTATORS)
         .where(*where)
         .values(
-            tasks_done=ANNOTATORS.c.tasks_done + 1,
+            tasks_done=done,
             last_seen=now_param(),
-            attention_failed=ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer),
-            # The quota met with this ranking: the crowd platform's completion code, once.
+            attention_failed=failed,
+            # The quota met with this ranking: the crowd platform's completion code, once, unless
+            # the campaign's attention policy withholds it (too many attention checks failed).
             completion_code=case(
                 (
                     ANNOTATORS.c.completion_code.is_(None)
-                    & (ANNOTATORS.c.tasks_done + 1 >= bindparam("quota", type_=Integer)),
+                    & (done >= bindparam("quota", type_=Integer))
+                    & ~over_attention_limit_sql(failed, done),
                     bindparam("code", type_=String),
                 ),
                 else_=ANNOTATORS.c.completion_code,
@@ -187,11 +204,21 @@ def credit_annotator(*where: Any) -> Update:
 
 def credit(settings: CampaignSettings, completion_code: str, passed: bool | None) -> dict[str, Any]:
     """The parameters of :func:`credit_annotator` (but ``now``)."""
+    most, share = attention_limit(settings)
     return {
         "failed": int(passed is False),
         "quota": settings.tasks_per_annotator,
         "code": completion_code,
+        "most": most,
+        "share": share,
     }
+
+
+def code_withheld(settings: CampaignSettings, annotator: Any) -> bool:
+    """Whether the attention policy withholds the completion code from ``annotator`` (a row
+    with ``attention_failed`` and ``tasks_done``) as things stand: they failed too many
+    attention checks. A code already issued stays theirs."""
+    return over_attention_limit(settings, annotator.attention_failed, annotator.tasks_done)
 
 
 ISSUE_COMPLETION_CODE = (
@@ -205,7 +232,8 @@ ISSUE_COMPLETION_CODE = (
 def completion_code(session: Session, annotator: Any, campaign: Any | None) -> str | None:
     """The annotator's completion code; issued here, once, when their campaign concluded
     (``CAMPAIGN_CONCLUDED``) before they met its quota and they ranked in it (the quota met
-    issues it with the ranking: :func:`credit_annotator`). ``annotator`` and ``campaign`` are
+    issues it with the ranking: :func:`credit_annotator`), unless the attention policy withholds
+    it (:func:`code_withheld`). ``annotator`` and ``campaign`` are
     their rows; a code issued here is committed."""
     code: str | None = annotator.completion_code
     if (
@@ -213,6 +241,7 @@ def completion_code(session: Session, annotator: Any, campaign: Any | None) -> s
         and campaign is not None
         and campaign.status in CAMPAIGN_CONCLUDED
         and annotator.tasks_done
+        and not code_withheld(campaign.config, annotator)
     ):
         code = session.execute(
             ISSUE_COMPLETION_CODE,
@@ -264,6 +293,7 @@ __all__ = [
     "ISSUE_COMPLETION_CODE",
     "campaign_ended",
     "claim_task",
+    "code_withheld",
     "completion_code",
     "count_ranking",
     "credit",
@@ -273,6 +303,7 @@ __all__ = [
     "lease_lapsed",
     "lease_running",
     "now_param",
+    "over_attention_limit_sql",
     "quorum_met",
     "quorum_reached",
     "quorum_sql",
