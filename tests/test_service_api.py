@@ -150,6 +150,23 @@ def test_a_worker_who_failed_the_attention_checks_gets_no_code_and_is_told(app, 
     assert client.get("/api/me", headers=bearer(bad)).json["completion_code"] is None
 
 
+def test_the_task_lists_the_attention_image_at_no_fixed_place(app, owner):
+    cid, _ = running(owner, app, annotators_per_round=12)
+    shown = owner.get(f"/api/campaigns/{cid}").json["current_round"]["images"]
+    (attention,) = [i for i in shown if i["role"] == "attention"]
+    client = app.test_client()
+    places = []
+    for token in owner.annotators(cid, 12):
+        task = client.get("/api/tasks/next", headers=bearer(token)).json
+        ids = [i["id"] for i in task["images"]]
+        assert sorted(ids) == sorted(i["id"] for i in shown)
+        # Nothing in the listing names the role.
+        assert "attention" not in json.dumps(task)
+        places.append(ids.index(attention["id"]))
+    # Shuffled per annotator (a digest of the image's random id): 12 annotators, 5 places.
+    assert len(set(places)) >= 3, places
+
+
 def test_one_failed_check_keeps_the_code_by_default(app, owner):
     cid, tokens = running(owner, app, tasks_per_annotator=1, annotators_per_round=1)
     rank_attention_first(app, owner, cid, tokens[0])
