@@ -157,16 +157,17 @@ def render_round(
     if effect is not None:
         optimizer.note_pixel_effect(effect)
     items = shown_items(n, resolved.attention_check)
+    encoded = [(encode_png(pixels), encode_thumbnail(pixels)) for pixels in images]
     if resolved.attention_check:
         seed = resolved.seed * 1_000_003 + round_number + ATTENTION_SEED_OFFSET
-        images.append(degrade(best_pixels, seed))
+        encoded.append(attention_bytes(best_pixels, encoded, seed))
 
     def name(index: int | str) -> str:
         return image_name(campaign_id, round_number, index, resolved.seed, resolved.image_salt)
 
     entries = []
-    for item, pixels in zip(items, images, strict=True):
-        key, thumb_key = _put_image(store, prefix, name(item.index), pixels)
+    for item, (png, webp) in zip(items, encoded, strict=True):
+        key, thumb_key = _put_encoded(store, prefix, name(item.index), png, webp)
         entries.append(
             RenderedImage(index=item.index, key=key, thumb_key=thumb_key, role=ImageRole(item.role))
         )
@@ -231,9 +232,15 @@ def _json_scalars(stats: dict[str, Any]) -> dict[str, Any]:
 
 # -- images ---------------------------------------------------------------------------------------
 def _put_image(store: ObjectStore, prefix: str, name: str, pixels: np.ndarray) -> tuple[str, str]:
+    return _put_encoded(store, prefix, name, encode_png(pixels), encode_thumbnail(pixels))
+
+
+def _put_encoded(
+    store: ObjectStore, prefix: str, name: str, png: bytes, webp: bytes
+) -> tuple[str, str]:
     key, thumb_key = f"{prefix}/images/{name}.png", f"{prefix}/thumbs/{name}.webp"
-    store.put(key, encode_png(pixels), "image/png")
-    store.put(thumb_key, encode_thumbnail(pixels), "image/webp")
+    store.put(key, png, "image/png")
+    store.put(thumb_key, webp, "image/webp")
     return key, thumb_key
 
 
@@ -252,16 +259,107 @@ def encode_thumbnail(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     return buffer.getvalue()
 
 
-def degrade(pixels: np.ndarray, seed: int) -> np.ndarray:
-    """A deliberately damaged copy for the attention check: strong blur, desaturation, noise.
-
-    An honest annotator ranks it last; its noise is seeded, so the bytes are reproducible.
-    """
+def degrade(pixels: np.ndarray) -> np.ndarray:
+    """The look of the attention check: a strong blur, nearly grey, washed out. An honest
+    annotator ranks it last (and :mod:`rankloop.simulation.http_annotators` finds it by its
+    colour alone)."""
     image = Image.fromarray(pixels)
     radius = max(2.0, max(image.size) / 24.0)
     image = image.filter(ImageFilter.GaussianBlur(radius))
     image = ImageEnhance.Color(image).enhance(0.15)
     image = ImageEnhance.Contrast(image).enhance(0.6)
-    noisy = np.asarray(image, dtype=np.float32)
-    noisy += np.random.default_rng(seed).normal(0.0, 38.0, noisy.shape).astype(np.float32)
-    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return np.asarray(image)
+
+
+# The grain's search: at most this many encodings of each file. The size grows with the grain
+# but not smoothly (WebP drops a faint grain, then its size climbs steeply), so the search
+# brackets the target by doubling the grain, then halves the bracket.
+GRAIN_STEPS = 24
+GRAIN_SCAN = 12  # then at most this many more around where the size steps over the target
+GRAIN_MAX = 128.0  # grain strength (standard deviation, 0..255 scale) tried at most
+
+
+def attention_bytes(
+    best: np.ndarray, candidates: list[tuple[bytes, bytes]], seed: int
+) -> tuple[bytes, bytes]:
+    """The attention image, encoded (full-size PNG, WebP thumbnail), told apart from the
+    candidates by its look only.
+
+    Its bytes would otherwise give it away: blur and grey compress far better than a candidate,
+    and the noise that used to be added compressed far worse (a bot ranking the largest file
+    last passed every check). So each file is :func:`degrade`'s picture with a seeded grain
+    whose strength is searched to bring its size to a rank drawn (seeded) at random among the
+    candidates' sizes of that file (:func:`size_slot`): same encoder and parameters, same
+    dimensions and mode, a size among theirs, at any rank alike. The thumbnail gets its own
+    grain at its own size (a grain on the full image would mostly be averaged away by the
+    downscale). The candidates' bytes are untouched. Deterministic: a re-render writes the same
+    bytes.
+    """
+    rng = np.random.default_rng(seed)
+    look = degrade(best)
+    thumb = Image.fromarray(look)
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+    png, webp = (
+        _sized(pixels, rng, encode, [len(encoded[which]) for encoded in candidates])
+        for which, (pixels, encode) in enumerate(
+            [(look, encode_png), (np.asarray(thumb), encode_thumbnail)]
+        )
+    )
+    return png, webp
+
+
+def size_slot(sizes: list[int], u: float, v: float) -> tuple[float, float]:
+    """Where the attention file's size goes among the candidates' ``sizes``: a gap between two
+    neighbours in size order, or one just below the smallest or above the largest (as wide as
+    their mean spacing), chosen uniformly by ``u``, then a point in it by ``v`` (``u``, ``v``
+    uniform in [0, 1)). So its size ranks anywhere among theirs alike: ranking files by size,
+    whatever rank a bot puts last, it catches the attention image at chance rate, 1 in m + 1.
+    Returns ``(target, half)``: the point, and how far from it the gap's ends are (at least
+    one byte)."""
+    ordered = sorted(sizes) or [0]
+    spacing = (ordered[-1] - ordered[0]) / max(len(ordered) - 1, 1) or max(ordered[0] / 100, 1.0)
+    ends = [ordered[0] - spacing, *ordered, ordered[-1] + spacing]
+    gap = min(int(u * (len(ends) - 1)), len(ends) - 2)
+    start, stop = ends[gap], ends[gap + 1]
+    target = start + v * (stop - start)
+    return target, max(min(target - start, stop - target), 1.0)
+
+
+def _sized(look: np.ndarray, rng: np.random.Generator, encode: Any, sizes: list[int]) -> bytes:
+    """``encode`` of ``look`` plus a seeded grain whose strength brings the size into the gap
+    :func:`size_slot` draws among ``sizes`` (else as near its target as the search gets)."""
+    target, tolerance = size_slot(sizes, rng.random(), 0.25 + 0.5 * rng.random())
+    grain = rng.standard_normal(look.shape).astype(np.float32)
+    base = look.astype(np.float32)
+    # The best so far: within the gap first, then nearest the target.
+    best: tuple[tuple[bool, float], bytes] | None = None
+
+    def miss(strength: float) -> float:
+        nonlocal best
+        data = encode(np.clip(np.rint(base + strength * grain), 0, 255).astype(np.uint8))
+        off = len(data) - target
+        score = (abs(off) >= tolerance, abs(off))
+        if best is None or score < best[0]:
+            best = (score, data)
+        return off
+
+    steps = 1
+    below, above = 0.0, 1.0
+    if miss(below) < 0:  # else the picture alone is as large: no grain
+        while steps < GRAIN_STEPS and above < GRAIN_MAX and miss(above) < 0:
+            below, above, steps = above, above * 2, steps + 1
+        while steps < GRAIN_STEPS and best is not None and best[0][0]:
+            middle = (below + above) / 2
+            if miss(middle) < 0:
+                below = middle
+            else:
+                above = middle
+            steps += 1
+        # The size jumps in steps (WebP's above all) and not always upwards: where halving
+        # stepped over the gap, a few strengths around the step may land in it.
+        for strength in np.linspace(0.9 * below, 1.1 * above, GRAIN_SCAN):
+            if best is None or not best[0][0]:
+                break
+            miss(float(strength))
+    assert best is not None
+    return best[1]

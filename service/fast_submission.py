@@ -3,8 +3,8 @@
 The same writes as :func:`service.submission.submit` (the reference path), in as few round trips
 as the database allows, with the annotator found by its token hash inside the statement that
 claims its task. Only the common case runs here: a running lease of this annotator on an open
-round. Anything else (an unknown token, a foreign, repeated or late task, a closed round, a bad
-order) writes nothing here and goes to :func:`~service.submission.submit`, which finds out why,
+round of a campaign that takes rankings. Anything else (an unknown token, a foreign, repeated or
+late task, a closed round, an ended campaign, a bad order) writes nothing here and goes to :func:`~service.submission.submit`, which finds out why,
 so every answer is the one the reference path gives (a repeat of the same order included: it is
 answered with the stored ranking, see :func:`~service.submission.repeated`).
 """
@@ -23,6 +23,7 @@ from service.auth import unknown_token
 from service.caches import RoundRef, campaign_view, round_images
 from service.driver import (
     ANNOTATORS,
+    CAMPAIGNS,
     RANKINGS,
     ROUNDS,
     TASKS,
@@ -43,6 +44,7 @@ from service.statements import (
     now_param,
     quorum_reached,
     ranking_row,
+    takes_rankings_sql,
 )
 from service.submission import Submitted, submit
 
@@ -155,15 +157,17 @@ def _submit_postgres_statement() -> Any:
     ``target`` locks the task and its round and re-checks both after any wait (READ COMMITTED
     re-evaluates a locked row's conditions on its newest version): a parallel submission of the
     same task, or a round closed meanwhile, leaves it empty, and then nothing is written."""
-    t, r = TASKS, ROUNDS
+    t, r, c = TASKS, ROUNDS, CAMPAIGNS
     target = (
         select(t.c.id, t.c.round_id, t.c.annotator_id)
         .join(r, r.c.id == t.c.round_id)
+        .join(c, c.c.id == r.c.campaign_id)
         .where(
             t.c.id == bindparam("task_id"),
             t.c.annotator_id == bindparam("annotator_id"),
             lease_running(now_param()),
             r.c.status == RoundStatus.OPEN,
+            takes_rankings_sql(c),
         )
         .with_for_update(of=[t, r])
         .cte("target")

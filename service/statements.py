@@ -22,18 +22,31 @@ from sqlalchemy import (
     Integer,
     String,
     Update,
+    and_,
     bindparam,
     case,
     cast,
     func,
     insert,
+    select,
     update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FromClause
 
-from rankloop.core.campaign_settings import CampaignSettings
-from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus, RoundStatus, TaskStatus
+from rankloop.core.campaign_settings import (
+    CampaignSettings,
+    attention_limit,
+    over_attention_limit,
+)
+from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
+    CAMPAIGN_ENDED,
+    CampaignStatus,
+    RoundStatus,
+    TaskStatus,
+)
+from rankloop.core.errors import Conflict
 from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
 
 
@@ -113,6 +126,24 @@ def quorum_met(n_rankings: Any, settings: Any = CAMPAIGNS.c.settings) -> ColumnE
 # -- a ranking stored ----------------------------------------------------------------------------
 
 
+def takes_rankings(status: Any) -> bool:
+    """Whether a campaign of this status stores a ranking: not once it ended (stopped, finished,
+    failed). A lease given before the owner stopped it is refused (409), so no ranking made
+    after the stop enters a consensus or the data; a paused campaign's leases still count."""
+    return status not in CAMPAIGN_ENDED
+
+
+def takes_rankings_sql(campaigns: FromClause = CAMPAIGNS) -> ColumnElement[bool]:
+    """:func:`takes_rankings` inside a statement joined with the campaign."""
+    # Not NOT IN: an expanding parameter does not compile for the hot path's driver statement.
+    return and_(*(campaigns.c.status != status for status in CAMPAIGN_ENDED))
+
+
+def campaign_ended(status: Any) -> Conflict:
+    """The refusal of a ranking for a campaign that no longer :func:`takes_rankings`."""
+    return Conflict(f"the campaign is {status}: it takes no more rankings")
+
+
 def claim_task(*where: Any) -> Update:
     """Mark the task submitted: only a leased one, so a task is submitted once."""
     return (
@@ -124,28 +155,45 @@ def claim_task(*where: Any) -> Update:
 
 def count_ranking(*where: Any) -> Update:
     """Count a ranking on its round: only while the round is open (a closed round's rankings
-    are final, its consensus made from them)."""
+    are final, its consensus made from them) and its campaign :func:`takes_rankings`."""
     return (
         update(ROUNDS)
-        .where(ROUNDS.c.status == RoundStatus.OPEN, *where)
+        .where(
+            ROUNDS.c.status == RoundStatus.OPEN,
+            ROUNDS.c.campaign_id.in_(select(CAMPAIGNS.c.id).where(takes_rankings_sql())),
+            *where,
+        )
         .values(n_rankings=ROUNDS.c.n_rankings + 1, last_ranking_at=now_param())
     )
 
 
+def over_attention_limit_sql(failed: Any, done: Any) -> ColumnElement[bool]:
+    """:func:`~rankloop.core.campaign_settings.over_attention_limit` inside a statement, the
+    policy's numbers (:func:`~rankloop.core.campaign_settings.attention_limit`) as the
+    parameters ``most`` and ``share``."""
+    most = bindparam("most", type_=Integer)
+    share = bindparam("share", type_=Integer)
+    return (failed > most) & (2 * failed > done * share)
+
+
 def credit_annotator(*where: Any) -> Update:
     """Credit the annotator with a ranking (parameters from :func:`credit`)."""
+    failed = ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer)
+    done = ANNOTATORS.c.tasks_done + 1
     return (
         update(ANNOTATORS)
         .where(*where)
         .values(
-            tasks_done=ANNOTATORS.c.tasks_done + 1,
+            tasks_done=done,
             last_seen=now_param(),
-            attention_failed=ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer),
-            # The quota met with this ranking: the crowd platform's completion code, once.
+            attention_failed=failed,
+            # The quota met with this ranking: the crowd platform's completion code, once, unless
+            # the campaign's attention policy withholds it (too many attention checks failed).
             completion_code=case(
                 (
                     ANNOTATORS.c.completion_code.is_(None)
-                    & (ANNOTATORS.c.tasks_done + 1 >= bindparam("quota", type_=Integer)),
+                    & (done >= bindparam("quota", type_=Integer))
+                    & ~over_attention_limit_sql(failed, done),
                     bindparam("code", type_=String),
                 ),
                 else_=ANNOTATORS.c.completion_code,
@@ -156,11 +204,21 @@ def credit_annotator(*where: Any) -> Update:
 
 def credit(settings: CampaignSettings, completion_code: str, passed: bool | None) -> dict[str, Any]:
     """The parameters of :func:`credit_annotator` (but ``now``)."""
+    most, share = attention_limit(settings)
     return {
         "failed": int(passed is False),
         "quota": settings.tasks_per_annotator,
         "code": completion_code,
+        "most": most,
+        "share": share,
     }
+
+
+def code_withheld(settings: CampaignSettings, annotator: Any) -> bool:
+    """Whether the attention policy withholds the completion code from ``annotator`` (a row
+    with ``attention_failed`` and ``tasks_done``) as things stand: they failed too many
+    attention checks. A code already issued stays theirs."""
+    return over_attention_limit(settings, annotator.attention_failed, annotator.tasks_done)
 
 
 ISSUE_COMPLETION_CODE = (
@@ -174,7 +232,8 @@ ISSUE_COMPLETION_CODE = (
 def completion_code(session: Session, annotator: Any, campaign: Any | None) -> str | None:
     """The annotator's completion code; issued here, once, when their campaign concluded
     (``CAMPAIGN_CONCLUDED``) before they met its quota and they ranked in it (the quota met
-    issues it with the ranking: :func:`credit_annotator`). ``annotator`` and ``campaign`` are
+    issues it with the ranking: :func:`credit_annotator`), unless the attention policy withholds
+    it (:func:`code_withheld`). ``annotator`` and ``campaign`` are
     their rows; a code issued here is committed."""
     code: str | None = annotator.completion_code
     if (
@@ -182,6 +241,7 @@ def completion_code(session: Session, annotator: Any, campaign: Any | None) -> s
         and campaign is not None
         and campaign.status in CAMPAIGN_CONCLUDED
         and annotator.tasks_done
+        and not code_withheld(campaign.config, annotator)
     ):
         code = session.execute(
             ISSUE_COMPLETION_CODE,
@@ -231,7 +291,9 @@ __all__ = [
     "CREDIT_ANNOTATOR",
     "INSERT_RANKING",
     "ISSUE_COMPLETION_CODE",
+    "campaign_ended",
     "claim_task",
+    "code_withheld",
     "completion_code",
     "count_ranking",
     "credit",
@@ -241,10 +303,13 @@ __all__ = [
     "lease_lapsed",
     "lease_running",
     "now_param",
+    "over_attention_limit_sql",
     "quorum_met",
     "quorum_reached",
     "quorum_sql",
     "ranking_row",
     "renew_lapsed_lease",
     "round_leasable",
+    "takes_rankings",
+    "takes_rankings_sql",
 ]

@@ -8,7 +8,8 @@ met). Those writes are built from :mod:`service.statements`, as the hot path's a
 ``tests/test_service_submission_paths.py`` runs both paths side by side.
 
 Answers: 404 an unknown task, 403 another annotator's, 409 already submitted with another
-order, 410 the round is no longer open or the lease ran out and the task went to someone else.
+order or the campaign ended (stopped: a ranking made after the stop is kept out of the data and
+every consensus), 410 the round is no longer open or the lease ran out and the task went to someone else.
 A late ranking whose round still needs it is stored (``late``). The same order sent again for
 the same task by its annotator (a retry whose first answer was lost) is answered as the first
 time, with the stored ranking's id, and changes nothing: submissions are idempotent.
@@ -34,10 +35,12 @@ from service.statements import (
     COUNT_RANKING,
     CREDIT_ANNOTATOR,
     INSERT_RANKING,
+    campaign_ended,
     claim_task,
     credit,
     lease_running,
     quorum_reached,
+    takes_rankings,
 )
 from service.transitions import rowcount
 
@@ -99,6 +102,8 @@ def submit(
         raise Forbidden("this task was given to another annotator")
     if task.status == TaskStatus.SUBMITTED:
         return repeated(session, task_id, order)
+    if not takes_rankings(campaign.status):
+        raise campaign_ended(campaign.status)
     if round_.status != RoundStatus.OPEN:
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
@@ -117,8 +122,11 @@ def submit(
     if rowcount(claimed) != 1:  # submitted in parallel
         return repeated(session, task_id, order)
     counted = session.execute(COUNT_RANKING, {"round_id": round_.id, "now": now}).first()
-    if counted is None:  # closed since it was read above
+    if counted is None:  # closed, or its campaign stopped, since they were read above
         session.rollback()
+        status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
+        if not takes_rankings(status):
+            raise campaign_ended(status)
         raise Gone(f"round {round_.number} closed: fetch the next task")
     try:
         ranking_id = session.execute(

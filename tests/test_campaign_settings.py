@@ -525,3 +525,17 @@ def test_the_model_list_reads_commas_and_spaces():
     models = load_settings({"RANKLOOP_MODELS": "org/a, /srv/b\n  stabilityai/sd-turbo,,"}).models
     assert models == ("org/a", "/srv/b", "stabilityai/sd-turbo")
     assert load_settings({}).models == ()
+
+
+def test_the_attention_policy_default_and_an_explicit_limit():
+    from rankloop.core.campaign_settings import CampaignSettings, over_attention_limit
+
+    default = CampaignSettings.from_stored({"prompt": "p"})  # a stored row without the key
+    assert default.max_attention_failures is None
+    # (failed, done) -> withheld: more than half of the checks failed, and at least 2
+    cases = {(0, 5): False, (1, 1): False, (2, 2): True, (2, 3): True, (2, 4): False, (5, 9): True}
+    assert {c: over_attention_limit(default, *c) for c in cases} == cases
+    strict = default.model_copy(update={"max_attention_failures": 0})
+    assert [over_attention_limit(strict, f, 10) for f in (0, 1)] == [False, True]
+    lenient = default.model_copy(update={"max_attention_failures": 3})
+    assert [over_attention_limit(lenient, f, 4) for f in (3, 4)] == [False, True]

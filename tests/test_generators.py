@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -213,8 +215,8 @@ def test_the_worker_loads_only_a_listed_model_and_never_tells_paths_apart(tmp_pa
 def test_attention_image_is_degraded_and_reproducible(cppn):
     settings = resolve_settings({"generator": "cppn", "width": 128, "height": 128}, cppn)
     (image,) = cppn.render(latents(cppn, settings, 1), settings)
-    bad = degrade(image, seed=4)
-    assert np.array_equal(bad, degrade(image, seed=4))
+    bad = degrade(image)
+    assert np.array_equal(bad, degrade(image))
     assert bad.shape == image.shape
 
     def saturation(pixels):
@@ -229,6 +231,73 @@ def test_attention_image_is_degraded_and_reproducible(cppn):
 
     assert saturation(bad) < 0.6 * saturation(image)
     assert edges(bad) < 0.6 * edges(image)
+
+
+def test_the_attention_image_is_told_apart_by_its_look_only(tmp_path):
+    """Rendered by the real worker (cppn) over several seeds and sizes: the attention image's
+    full-size PNG and WebP thumbnail have the candidates' format, mode, dimensions and chunk
+    layout, and a size among theirs (within their range widened by one mean spacing) at a rank
+    that varies, so a bot that ranks the files by size passes no more often than chance allows;
+    the candidates' bytes are those of a round rendered without the attention check."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from gpu_worker.render import render_round
+    from rankloop.core.storage import LocalStore
+    from rankloop.simulation.http_annotators import obvious_outliers, preference_cost
+
+    def header(data: bytes) -> tuple[Any, ...]:
+        """Format, mode, dimensions, metadata and the kinds of chunks (PNG) or the bitstream
+        (WebP: ``VP8 `` lossy, ``VP8L`` lossless, ``VP8X`` extended)."""
+        image = Image.open(BytesIO(data))
+        kinds: set[bytes] = set()
+        if image.format == "PNG":
+            at = 8
+            while at < len(data):
+                length = int.from_bytes(data[at : at + 4], "big")
+                kinds.add(data[at + 4 : at + 8])
+                at += 12 + length
+        else:
+            kinds.add(data[12:16])
+        return image.format, image.mode, image.size, tuple(sorted(image.info)), tuple(sorted(kinds))
+
+    m = 6
+    spotted = 0
+    ranks = []  # the attention file's rank by size among the m + 1 files, 0 = smallest
+    cases = [(64, 0), (96, 1), (96, 2), (128, 3), (128, 4), (160, 5), (192, 6), (256, 7)]
+    for side, seed in cases:
+        settings = {"generator": "cppn", "m": m, "seed": seed, "width": side, "height": side}
+        store = LocalStore(tmp_path / f"{side}-{seed}")
+        result = render_round(store, "c", 0, settings)
+        files = [(store.get(e["key"]), store.get(e["thumb_key"])) for e in result["images"]]
+        attention = next(i for i, e in enumerate(result["images"]) if e["role"] == "attention")
+        for which in (0, 1):  # the full-size PNG, the thumbnail
+            size = len(files[attention][which])
+            candidates = sorted(len(f[which]) for i, f in enumerate(files) if i != attention)
+            # (WebP's size moves in steps of a few percent on a small thumbnail: at least 2%.)
+            slack = max((candidates[-1] - candidates[0]) / (m - 1), 0.02 * candidates[0])
+            assert candidates[0] - slack <= size <= candidates[-1] + slack, (side, seed, which)
+            assert {header(f[which]) for f in files} == {header(files[0][which])}
+            ranks.append(sum(c < size for c in candidates))
+        # The simulated honest annotator (rankloop up --simulate) still sets it apart by its look.
+        costs = [preference_cost(f[1]) for f in files]
+        spotted += obvious_outliers(costs) == [attention]
+        # The candidates' bytes are those of a round rendered without the attention check.
+        plain = LocalStore(tmp_path / f"{side}-{seed}-plain")
+        without = render_round(plain, "c", 0, {**settings, "attention_check": False})
+        assert [(plain.get(e["key"]), plain.get(e["thumb_key"])) for e in without["images"]] == [
+            f for i, f in enumerate(files) if i != attention
+        ]
+    # A bot that ranks by size puts one rank last (the largest, say: before, the attention file
+    # was the largest every time). At chance it is right 1 time in m + 1, about 2 of these 16
+    # files; no rank may catch it in half of them.
+    counts = [ranks.count(rank) for rank in range(m + 1)]
+    assert max(counts) <= len(ranks) // 2, counts
+    assert len({rank for rank in ranks}) >= 3, counts
+    # All but one: seed 3's candidates are bluish, and the grey copy is nearer the simulated
+    # judge's orange than they are (so it was before the grain, too).
+    assert spotted >= len(cases) - 1
 
 
 def test_thumbnail_is_small_webp():

@@ -19,7 +19,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from PIL import Image
 
 from gpu_worker.celery_app import TASK_NAME, make_celery
-from gpu_worker.render import ATTENTION_SEED_OFFSET, degrade, render_round
+from gpu_worker.render import ATTENTION_SEED_OFFSET, attention_bytes, render_round
 from rankloop.core.errors import CorruptedObject, InvalidInput, ModelUnavailable
 from rankloop.core.optimizer import VERIFIED
 from rankloop.core.storage import LocalStore, round_prefix
@@ -98,10 +98,13 @@ def test_round_zero_writes_images_thumbs_state_and_manifest(client, worker, seaw
     best = np.asarray(Image.open(io.BytesIO(store.get(result["best"]["key"]))))
     assert best.shape == (96, 96, 3)
     assert result["best"]["key"] not in {entry["key"] for entry in result["images"]}
-    # The attention image is exactly the degraded copy of the current best.
-    attention = Image.open(io.BytesIO(store.get(result["images"][-1]["key"])))
+    # The attention image is exactly the degraded copy of the current best, sized among the
+    # candidates' files.
+    candidates = [(store.get(e["key"]), store.get(e["thumb_key"])) for e in result["images"][:-1]]
     seed = CPPN["seed"] * 1_000_003 + 0 + ATTENTION_SEED_OFFSET
-    assert np.array_equal(np.asarray(attention), degrade(best, seed))
+    attention = result["images"][-1]
+    expected = attention_bytes(best, candidates, seed)
+    assert (store.get(attention["key"]), store.get(attention["thumb_key"])) == expected
 
     # The worker's bytes equal an in-process render of the same inputs: images depend only on
     # the inputs, not on the process or the store.

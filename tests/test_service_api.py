@@ -76,6 +76,22 @@ def test_owner_creates_starts_and_reads_a_campaign(app, owner):
     assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
 
 
+def test_a_ranking_sent_after_the_stop_is_refused_and_counts_nowhere(app, owner):
+    cid, tokens = running(owner, app)
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    ids = [i["id"] for i in task["images"]]
+    assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
+    response = client.post(
+        f"/api/tasks/{task['task_id']}/ranking", json={"order": ids}, headers=bearer(tokens[0])
+    )
+    assert response.status_code == 409, response.json
+    assert "stopped" in response.json["error"]["message"]
+    doc = owner.get(f"/api/campaigns/{cid}").json
+    assert doc["current_round"]["rankings_count"] == 0
+    assert owner.get(f"/api/campaigns/{cid}/export?format=jsonl").data == b""
+
+
 def test_annotator_links_me_and_completion_code(app, owner):
     cid, _ = running(owner, app, tasks_per_annotator=1)
     links = owner.post(f"/api/campaigns/{cid}/annotators", json={"count": 2}).json["annotators"]
@@ -90,9 +106,73 @@ def test_annotator_links_me_and_completion_code(app, owner):
     code = owner.get(f"/api/campaigns/{cid}").json["completion_code"]
     waiting = {"reason": "quota_reached", "rankings_needed": None, "render_estimate_s": None}
     assert me == {"annotator_id": links[0]["id"], "campaign_id": cid, "tasks_done": 1,
-                  "tasks_quota": 1, "completion_code": code, "completion_url": None, "waiting": waiting}  # fmt: skip
+                  "tasks_quota": 1, "completion_code": code, "completion_url": None,
+                  "attention_failed": False, "completion_withheld_reason": None, "waiting": waiting}  # fmt: skip
     listed = {a["id"]: a for a in owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]}
     assert listed[links[0]["id"]]["n_rankings"] == 1 and "idle" in listed[links[1]["id"]]["flags"]
+
+
+def rank_attention_first(app, owner, cid: str, token: str) -> None:
+    """One task of the annotator with ``token``, the attention image ranked best (a failure)."""
+    client = app.test_client()
+    task = client.get("/api/tasks/next", headers=bearer(token)).json
+    shown = owner.get(f"/api/campaigns/{cid}").json["current_round"]["images"]
+    attention = {i["id"] for i in shown if i["role"] == "attention"}
+    order = sorted((i["id"] for i in task["images"]), key=lambda i: i not in attention)
+    response = client.post(
+        f"/api/tasks/{task['task_id']}/ranking", json={"order": order}, headers=bearer(token)
+    )
+    assert response.status_code == 201 and response.json["attention_passed"] is False
+
+
+@pytest.mark.parametrize("policy", [{"max_attention_failures": 0}, {}])
+def test_a_worker_who_failed_the_attention_checks_gets_no_code_and_is_told(app, owner, policy):
+    # Quota 2 over two rounds, both checks failed: over the default (more than half, at least
+    # 2) and over an explicit limit of 0.
+    cid, tokens = running(owner, app, tasks_per_annotator=2, annotators_per_round=1, **policy)
+    client = app.test_client()
+    bad = tokens[0]
+    rank_attention_first(app, owner, cid, bad)
+    render_round(app, cid, 1)
+    rank_attention_first(app, owner, cid, bad)
+    me = client.get("/api/me", headers=bearer(bad)).json
+    assert me["tasks_done"] == 2 and me["completion_code"] is None
+    assert me["attention_failed"] is True
+    assert me["completion_withheld_reason"] == "attention_checks"
+    listed = {a["id"]: a for a in owner.get(f"/api/campaigns/{cid}/annotators").json["annotators"]}
+    bad_id = me["annotator_id"]
+    assert listed[bad_id]["completion_withheld"] is True
+    assert "code_withheld" in listed[bad_id]["flags"]
+    detail = owner.get(f"/api/campaigns/{cid}/annotators/{bad_id}").json
+    assert detail["completion_withheld"] is True and detail["completion_code"] is None
+    # The campaign ends: the code an ended campaign issues is withheld from them as well.
+    assert owner.post(f"/api/campaigns/{cid}/stop").json["status"] == "stopped"
+    assert client.get("/api/me", headers=bearer(bad)).json["completion_code"] is None
+
+
+def test_the_task_lists_the_attention_image_at_no_fixed_place(app, owner):
+    cid, _ = running(owner, app, annotators_per_round=12)
+    shown = owner.get(f"/api/campaigns/{cid}").json["current_round"]["images"]
+    (attention,) = [i for i in shown if i["role"] == "attention"]
+    client = app.test_client()
+    places = []
+    for token in owner.annotators(cid, 12):
+        task = client.get("/api/tasks/next", headers=bearer(token)).json
+        ids = [i["id"] for i in task["images"]]
+        assert sorted(ids) == sorted(i["id"] for i in shown)
+        # Nothing in the listing names the role.
+        assert "attention" not in json.dumps(task)
+        places.append(ids.index(attention["id"]))
+    # Shuffled per annotator (a digest of the image's random id): 12 annotators, 5 places.
+    assert len(set(places)) >= 3, places
+
+
+def test_one_failed_check_keeps_the_code_by_default(app, owner):
+    cid, tokens = running(owner, app, tasks_per_annotator=1, annotators_per_round=1)
+    rank_attention_first(app, owner, cid, tokens[0])
+    me = app.test_client().get("/api/me", headers=bearer(tokens[0])).json
+    assert me["completion_code"] == owner.get(f"/api/campaigns/{cid}").json["completion_code"]
+    assert me["attention_failed"] is False and me["completion_withheld_reason"] is None
 
 
 def test_recruitment_link_creates_finds_and_caps(app, owner):

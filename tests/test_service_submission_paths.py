@@ -88,6 +88,10 @@ class Play:
         session.rollback()
         self.answers.append((who, order, answer))
 
+    def stop(self) -> None:
+        self.session.commit()
+        lifecycle.stop(self.session, self.cid)
+
     def close(self, number: int = 0) -> None:
         round_id = self.session.scalar(
             select(Round.id).where(Round.campaign_id == self.cid, Round.number == number)
@@ -219,6 +223,26 @@ def closed_round(p: Play) -> None:
     p.submit("a", LATER)
 
 
+def both_checks_failed(p: Play) -> None:
+    for number in (0, 1):
+        p.lease("a")
+        p.submit("a", order="attention first")  # over the attention policy: no code
+        p.lease("b")
+        p.submit("b")
+        p.close(number)
+        if number == 0:
+            p.render(1)
+
+
+def after_the_stop(p: Play) -> None:
+    p.lease("a")
+    p.lease("b")
+    p.submit("a")
+    p.stop()  # the round stays open, b's lease runs: b's ranking is refused, a's retry answered
+    p.submit("b")
+    p.submit("a")
+
+
 def quota_met_over_two_rounds(p: Play) -> None:
     for number in (0, 1):
         p.lease("a")
@@ -257,6 +281,12 @@ SCENARIOS: dict[str, tuple[Callable[[Play], None], dict[str, Any], list[str]]] =
     ),
     "bad order, then a good one": (bad_order_then_good, {}, ["InvalidInput", "stored"]),
     "closed round": (closed_round, {"annotators_per_round": 1}, ["stored quorum", "Gone"]),
+    "the attention policy withholds the code": (
+        both_checks_failed,
+        {"tasks_per_annotator": 2},
+        ["stored inattentive", "stored quorum", "stored inattentive", "stored quorum"],
+    ),
+    "after the campaign was stopped": (after_the_stop, {}, ["stored", "Conflict", "stored"]),
     "quota met over two rounds": (
         quota_met_over_two_rounds,
         {"annotators_per_round": 1, "tasks_per_annotator": 2},
@@ -295,6 +325,16 @@ def test_the_completion_code_comes_with_the_ranking_that_meets_the_quota(app):
                 play.close()
                 play.render(1)
     assert credit == [(1, 0, False), (2, 0, True)]  # (tasks done, failed, has the code)
+
+
+@pytest.mark.parametrize("path", ["reference", "fast, in steps"])
+def test_the_attention_policy_withholds_the_code_on_every_path(app, path):
+    with app.app_context(), db.session_scope() as session:
+        play = Play(app, session, path, tasks_per_annotator=2)
+        both_checks_failed(play)
+        annotators = play.record()["annotators"]
+    # (tasks done, checks failed, has the code, has none): a failed both, b passed both
+    assert [a[:4] for a in annotators] == [(2, 2, False, True), (2, 0, True, False)]
 
 
 def test_a_repeated_identical_ranking_is_answered_with_the_first_ones_id(app):

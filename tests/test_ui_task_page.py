@@ -268,6 +268,28 @@ def test_a_stopped_campaign_without_a_task_done_says_there_is_no_code(server, br
         context.close()
 
 
+def test_a_worker_over_the_attention_policy_is_told_instead_of_given_a_code(server, browser):
+    context = browser.new_context(**VIEWPORTS["phone"])
+    try:
+        campaign = server.open_round(
+            name="Inattentive", prompt="a careless cherry", tasks_per_annotator=1,
+            max_attention_failures=0,
+        )  # fmt: skip
+        link, token = own_link(server, campaign["id"])
+        task = server.next_task(token)
+        shown = server.owner.get(f"/api/campaigns/{campaign['id']}").json["current_round"]
+        attention = {i["id"] for i in shown["images"] if i["role"] == "attention"}
+        task["images"].sort(key=lambda image: image["id"] not in attention)  # it ranks first
+        rank_by_api(server, token, task)
+        page, errors = open_page(context, link)
+        assert status_title(page, "No completion code") == "No completion code"
+        assert "attention check" in page.text_content("#status-text")
+        assert page.is_visible("#withheld-banner") and page.is_hidden("#code-banner")
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_failed_poll_is_retried_and_said(server, browser):
     context = browser.new_context(**VIEWPORTS["desktop"])
     try:

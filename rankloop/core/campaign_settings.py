@@ -102,10 +102,38 @@ class CampaignFields(RenderFields):
         description="where the task page sends a finished participant, e.g. "
         "https://app.prolific.com/submissions/complete?cc=CODE; null: the code is shown",
     )
+    # The attention policy. A worker clicking at random ranks the degraded copy last about once
+    # in m + 1 tasks, so fails nearly every check; an honest worker slips now and then. The
+    # default (null) withholds the code from a worker who failed more than half of their tasks'
+    # checks, and at least 2: one slip is forgiven even on a quota of 1 or 2, a clicker is not.
+    max_attention_failures: Integer | None = Field(
+        default=None,
+        ge=0,
+        le=100000,
+        description="the completion code only for a participant who failed at most this many "
+        "attention checks; null: withheld when they failed more than half of their tasks' "
+        "checks and at least 2",
+    )
     consensus_method: ConsensusMethod = "auto"
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: FeedName = DEFAULT_FEED
+
+
+def attention_limit(settings: CampaignFields) -> tuple[int, int]:
+    """The attention policy as two numbers ``(most, share)``: a participant who failed ``failed``
+    checks in ``done`` tasks is over it when ``failed > most`` and ``2 * failed > done * share``
+    (``share`` 1: more than half; 0: the count alone). :func:`over_attention_limit`, and the
+    statement that credits a ranking (``service.statements.credit_annotator``), read these."""
+    if settings.max_attention_failures is None:
+        return 1, 1  # at least 2 failed, and more than half
+    return settings.max_attention_failures, 0
+
+
+def over_attention_limit(settings: CampaignFields, failed: int, done: int) -> bool:
+    """Whether ``failed`` attention checks in ``done`` tasks withhold the completion code."""
+    most, share = attention_limit(settings)
+    return failed > most and 2 * failed > done * share
 
 
 def lease_of(settings: Mapping[str, Any]) -> float:
@@ -196,5 +224,7 @@ __all__ = [
     "CompletionCode",
     "CompletionUrl",
     "ConsensusMethod",
+    "attention_limit",
     "lease_of",
+    "over_attention_limit",
 ]

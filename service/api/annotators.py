@@ -20,6 +20,7 @@ from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
+from service.statements import code_withheld
 from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
@@ -108,6 +109,14 @@ def list_annotators(campaign_id: str):
             a.attention_failed >= 2 or a.attention_failed >= 0.25 * max(n, 1)
         ):
             flags.append("failed_attention_checks")
+        # The attention policy: a campaign's own annotator over it gets no completion code.
+        withheld = (
+            a.campaign_id == campaign.id
+            and a.completion_code is None
+            and code_withheld(campaign.config, a)
+        )
+        if withheld:
+            flags.append("code_withheld")
         if weight is not None and weight < 0:
             flags.append("contrarian")
         elif weight is not None and weight < 0.25 and n >= 2:
@@ -121,6 +130,7 @@ def list_annotators(campaign_id: str):
                 weight=weight,
                 n_rankings=n,
                 n_attention_failed=a.attention_failed,
+                completion_withheld=withheld,
                 created_at=iso(a.created_at),
                 last_seen=iso(a.last_seen),
                 pool=a.campaign_id is None,

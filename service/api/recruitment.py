@@ -31,7 +31,12 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core import mturk
-from rankloop.core.contracts import CAMPAIGN_ENDED, CampaignStatus, RoundStatus
+from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
+    CAMPAIGN_ENDED,
+    CampaignStatus,
+    RoundStatus,
+)
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
 from service import join_pages
 from service.api import responses
@@ -42,7 +47,7 @@ from service.config import mturk_stand_in
 from service.db import get_session
 from service.models import Annotator, Campaign, Round
 from service.routing import Reply, ok, operation
-from service.statements import completion_code
+from service.statements import code_withheld, completion_code
 from service.transitions import audit
 
 bp = Blueprint("recruitment", __name__)
@@ -289,6 +294,12 @@ def me():
     campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
     quota = campaign.config.tasks_per_annotator if campaign else None
     code = completion_code(session, annotator, campaign)
+    # The attention policy: a participant over it is told so plainly, not left waiting for a code.
+    failed = code is None and campaign is not None and code_withheld(campaign.config, annotator)
+    done = campaign is not None and (
+        (campaign.status in CAMPAIGN_CONCLUDED and annotator.tasks_done > 0)
+        or (quota is not None and annotator.tasks_done >= quota)
+    )
     return no_store(
         json_response(
             responses.Me(
@@ -298,6 +309,8 @@ def me():
                 tasks_quota=quota,
                 completion_code=code,
                 completion_url=campaign.config.completion_url if code and campaign else None,
+                attention_failed=failed,
+                completion_withheld_reason="attention_checks" if failed and done else None,
                 waiting=_waiting(session, annotator, campaign, quota),
             )
         )

@@ -35,7 +35,11 @@ Timestamp = Annotated[
 CampaignStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.CampaignStatus)})]
 RoundStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.RoundStatus)})]
 ImageRole = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.ImageRole)})]
-AnnotatorFlag = Literal["failed_attention_checks", "contrarian", "low_weight", "idle"]
+AnnotatorFlag = Literal[
+    "failed_attention_checks", "code_withheld", "contrarian", "low_weight", "idle"
+]
+# Why a participant who is done gets no completion code (the campaign's attention policy).
+WithheldReason = Literal["attention_checks"]
 # A ranking: image ids best first; a list inside it is a group of tied images.
 Order = list[str | list[str]]
 
@@ -158,6 +162,10 @@ class AnnotatorRow(_Response):
     weight: float | None = Field(description="reliability weight from the consensus")
     n_rankings: int
     n_attention_failed: int
+    completion_withheld: bool = Field(
+        description="failed more attention checks than the campaign's policy "
+        "(max_attention_failures) allows: no completion code (unless one was issued before)"
+    )
     created_at: Timestamp
     last_seen: Timestamp | None
     pool: bool = Field(description="works on every running campaign")
@@ -206,6 +214,9 @@ class AnnotatorDetail(_Response):
     tasks_done: int
     tasks_quota: int
     completion_code: str | None = Field(description="the code issued to them, once issued")
+    completion_withheld: bool = Field(
+        description="over the campaign's attention policy: no completion code is issued"
+    )
     created_at: Timestamp
     last_seen: Timestamp | None
     revoked_at: Timestamp | None
@@ -307,6 +318,14 @@ class Me(_Response):
     )
     completion_url: str | None = Field(
         description="with the code: the owner's completion URL (e.g. Prolific's), to go to"
+    )
+    attention_failed: bool = Field(
+        description="failed more attention checks than the campaign allows "
+        "(max_attention_failures): no completion code while this holds"
+    )
+    completion_withheld_reason: WithheldReason | None = Field(
+        description="set when this annotator is done (quota met, or the campaign ended) but gets "
+        "no completion code, and says why"
     )
     waiting: Waiting = Field(
         description="what a page with no task should say (a pool annotator: none_open)"

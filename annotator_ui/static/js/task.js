@@ -39,6 +39,7 @@ const ui = {
   codeBanner: $("#code-banner"),
   code: $("#completion-code"),
   completionLink: $("#completion-link"),
+  withheldBanner: $("#withheld-banner"),
 };
 const REDIRECT_AFTER_MS = 1500; // long enough to see the code; the platform waits for the visit
 
@@ -55,6 +56,8 @@ function showMe(me) {
     ui.code.textContent = me.completion_code;
     ui.codeBanner.hidden = false;
   }
+  // Done, but the campaign's attention policy withholds the code: say so instead of a code.
+  ui.withheldBanner.hidden = !(me.completion_withheld_reason && !me.completion_code);
 }
 
 // ---------------------------------------------------------------- loading tasks

@@ -105,6 +105,14 @@ export function showWaiting(me, check) {
     );
     return false;
   }
+  if (ended && me?.completion_withheld_reason === "attention_checks") {
+    showStatus(
+      "No completion code",
+      "Too many of your rankings failed the attention check (the blurred, greyed copy belongs last), so this study issues you no completion code. You can close this page.",
+      { kind: "withheld" },
+    );
+    return false;
+  }
   if (waiting.reason === "finished") {
     showStatus(
       "This study has ended",
