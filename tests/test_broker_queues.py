@@ -7,6 +7,7 @@ is also why the README moves an upgrade from classic queues to a new vhost.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -95,7 +96,16 @@ def test_a_retry_with_a_countdown_comes_back_through_a_quorum_queue(rabbitmq_vho
             raise self.retry(countdown=1)
         done.set()
 
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        flaky.apply_async()
-        assert done.wait(60), f"no retry within 60 s ({len(runs)} run)"
+    # The testing worker sets the root logger up for itself (level ERROR, its own handlers):
+    # give the tests after this one back the logging they had.
+    app.conf.worker_hijack_root_logger = False
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            flaky.apply_async()
+            assert done.wait(60), f"no retry within 60 s ({len(runs)} run)"
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
     assert len(runs) == 2 and runs[1] - runs[0] >= 1
