@@ -4,6 +4,8 @@ What the database knows is computed from it at scrape time, so every web process
 same, exact numbers however many gunicorn processes there are and whoever did the work (a web
 process, a bookkeeping worker, a render worker):
 
+- ``rankloop_metrics_database_up``: 1 when this scrape read the database, else 0 (the database
+  unreachable: the families below read from it are left out, and the rest is served, 200);
 - ``rankloop_rounds{status}`` and ``rankloop_round_oldest_age_seconds{status}``: rounds by
   status, and how long the oldest round still rendering (since its render was sent) or open
   (since it opened) has been so: a stuck round shows as a growing age;
@@ -36,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
 from service.db import session_scope
@@ -59,11 +62,25 @@ class DatabaseCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator:
-        with self.app.app_context(), session_scope(self.app) as session:
-            yield from _rounds(session, utcnow())
-            yield from _campaigns(session)
-            yield from _rankings(session)
-            yield from _render_seconds(session)
+        families: list = []
+        database_up = True
+        try:
+            with self.app.app_context(), session_scope(self.app) as session:
+                families += _rounds(session, utcnow())
+                families += _campaigns(session)
+                families += _rankings(session)
+                families += _render_seconds(session)
+        except SQLAlchemyError as error:
+            # The database down: the scrape goes on with what this process knows, and says so.
+            log.warning("metrics without the database: %s", error)
+            families, database_up = [], False
+        up = GaugeMetricFamily(
+            "rankloop_metrics_database_up",
+            "Whether this scrape read the database (0: the gauges read from it are left out)",
+            value=int(database_up),
+        )
+        yield up
+        yield from families
         yield from _queue_depths(self.app)
         yield from _render_workers(self.app)
 

@@ -50,6 +50,7 @@ def test_metrics_count_rounds_rankings_renders_and_errors(app, owner: Owner):
     assert owner.get("/api/campaigns/nope").status_code == 404
     after = samples(app)
     assert after[("rankloop_rankings_total", ())] == 2
+    assert after[("rankloop_metrics_database_up", ())] == 1
     assert after[("rankloop_rounds", (("status", "closed"),))] == 1
     assert after[("rankloop_rounds", (("status", "rendering"),))] == 1
     assert after[("rankloop_rounds", (("status", "open"),))] == 0
@@ -61,6 +62,25 @@ def test_metrics_count_rounds_rankings_renders_and_errors(app, owner: Owner):
     assert after[("rankloop_render_seconds_bucket", (("le", "1.0"),))] == 1
     not_found = ("endpoint", "/api/campaigns/<campaign_id>"), ("status", "404")
     assert after[("rankloop_http_responses_total", not_found)] == 1
+
+
+def test_metrics_answer_200_without_the_database(tmp_path):
+    """PostgreSQL unreachable: /metrics still serves what the process knows (its response
+    counts, the render workers), marks the database down and leaves out what only it knows."""
+    dead = create_app({"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none",
+                       "STORE_URL": str(tmp_path / "objects"), "BROKER_URL": "memory://"})  # fmt: skip
+    client = dead.test_client()
+    assert client.get("/api/campaigns/nope").status_code == 401  # no database needed for that
+    found = samples(dead)
+    assert found[("rankloop_metrics_database_up", ())] == 0
+    unauthorized = ("endpoint", "/api/campaigns/<campaign_id>"), ("status", "401")
+    assert found[("rankloop_http_responses_total", unauthorized)] == 1
+    assert found[("rankloop_render_workers", (("route", "same"),))] == 0
+    from_the_database = ("rankloop_rounds", "rankloop_campaigns", "rankloop_rankings_total",
+                         "rankloop_round_oldest_age_seconds", "rankloop_render_seconds_count")  # fmt: skip
+    assert not [key for key in found if key[0] in from_the_database]
+    # (and readiness still names the database)
+    assert "database" in client.get("/readyz").json["failed"]
 
 
 def test_a_stuck_render_shows_its_age_and_reason_and_the_audit_log(app, owner: Owner):
