@@ -14,7 +14,9 @@ process, a bookkeeping worker, a render worker):
   rankings per minute);
 - ``rankloop_render_seconds``: a histogram of the rounds' render times;
 - ``rankloop_queue_depth{queue}``: messages waiting on the render and bookkeeping queues, asked
-  of the broker (absent when the broker does not answer);
+  of the broker (absent when the broker does not answer): on RabbitMQ the queues' message
+  counts, on Redis the length of the lists kombu keeps them in, under the broker's key prefix
+  (:func:`redis_queue_keys`);
 - ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
   coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
   when ``same`` is 0; ``service.health.render_workers``).
@@ -31,6 +33,8 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -41,6 +45,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
+from rankloop.core.settings import broker_settings
+from service.config import settings_of
 from service.db import session_scope
 from service.models import Campaign, Ranking, Round, utcnow
 from service.routing import Reply, operation
@@ -131,11 +137,57 @@ def _render_seconds(session) -> Iterator:
     )
 
 
+REDIS_SCHEMES = ("redis", "rediss")
+# kombu's Redis transport: a queue's messages of priority p > 0 wait in "<queue><sep><p>".
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def redis_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
+    """The Redis lists kombu keeps ``queue``'s messages in, under the broker's key prefix
+    (``global_keyprefix`` in :func:`~rankloop.core.settings.broker_settings`), one per
+    priority step."""
+    prefix = transport_options.get("global_keyprefix") or ""
+    sep = transport_options.get("sep", KOMBU_PRIORITY_SEP)
+    steps = transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS)
+    return [f"{prefix}{queue}{sep}{p}" if p else f"{prefix}{queue}" for p in steps]
+
+
+def _redis_depths(app: Flask) -> dict[str, int]:
+    """Messages waiting on each task queue of a Redis broker: LLEN of its lists (an empty or
+    never used queue has none: 0)."""
+    import redis
+
+    options = broker_settings(settings_of(app))
+    transport = options["broker_transport_options"]
+    client = redis.Redis.from_url(options["broker_url"], socket_timeout=2, socket_connect_timeout=2)
+    try:
+        depths = {}
+        for queue in (GPU_QUEUE, COORD_QUEUE):
+            pipe = client.pipeline(transaction=False)
+            for key in redis_queue_keys(queue, transport):
+                pipe.llen(key)
+            depths[queue] = sum(pipe.execute())
+        return depths
+    finally:
+        client.close()
+
+
 def _queue_depths(app: Flask) -> Iterator:
     celery = app.extensions.get("celery")
     if celery is None:
         return
     depth = GaugeMetricFamily("rankloop_queue_depth", "Messages waiting", labels=["queue"])
+    if urlsplit(settings_of(app).broker_url).scheme in REDIS_SCHEMES:
+        try:
+            depths = _redis_depths(app)
+        except Exception as error:  # the broker down: no sample
+            log.info("queue depth unavailable: %s", error)
+            return
+        for queue, count in depths.items():
+            depth.add_metric([queue], count)
+        yield depth
+        return
     try:
         with celery.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)

@@ -83,6 +83,37 @@ def test_metrics_answer_200_without_the_database(tmp_path):
     assert "database" in client.get("/readyz").json["failed"]
 
 
+def test_queue_depths_on_redis_under_the_brokers_key_prefix(tmp_path, redis_url, redis_prefix):
+    """The render and bookkeeping queues' depths on a Redis broker: the lengths of the lists
+    kombu keeps them in (a priority's list included), under this deployment's key prefix, and
+    never another prefix's."""
+    import redis
+
+    prefix = f"{redis_prefix}depth:"
+    options = {"global_keyprefix": prefix}
+    app = make_app(tmp_path, BROKER_URL=redis_url, BROKER_TRANSPORT_OPTIONS=options)
+    neighbour = make_app(tmp_path / "other", BROKER_URL=redis_url,
+                         BROKER_TRANSPORT_OPTIONS={"global_keyprefix": f"{redis_prefix}other:"})  # fmt: skip
+    gpu, coord = (
+        ("rankloop_queue_depth", (("queue", "gpu"),)),
+        ("rankloop_queue_depth", (("queue", "coord"),)),
+    )
+    found = samples(app)
+    assert (found[gpu], found[coord]) == (0, 0)  # nothing sent yet: empty, not absent
+    celery = app.extensions["celery"]
+    for priority in (None, None, 9):
+        celery.send_task("rankloop.test_depth", args=[1], queue="gpu", priority=priority)
+    celery.send_task("rankloop.test_depth", args=[1], queue="coord")
+    neighbour.extensions["celery"].send_task("rankloop.test_depth", args=[1], queue="gpu")
+    found = samples(app)
+    assert (found[gpu], found[coord]) == (3, 1)
+    assert samples(neighbour)[gpu] == 1
+    client = redis.Redis.from_url(redis_url)
+    keys = [k for p in ("depth", "other") for k in client.scan_iter(match=f"{redis_prefix}{p}:*")]
+    assert f"{prefix}gpu\x06\x169".encode() in keys  # (the priority's own list)
+    client.delete(*keys)
+
+
 def test_a_stuck_render_shows_its_age_and_reason_and_the_audit_log(app, owner: Owner):
     cid = owner.campaign(start=True, render_timeout_s=60)["id"]
     later = utcnow() + dt.timedelta(seconds=120)
