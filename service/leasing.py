@@ -43,6 +43,7 @@ from service.statements import (
     lease_ends_sql,
     lease_lapsed,
     lease_running,
+    lock_round,
     now_param,
     quorum_sql,
     renew_lapsed_lease,
@@ -208,10 +209,17 @@ def _withdraw_over_quorum_statement() -> Any:
     there (each statement sees what was committed when it began), so both insert and the round
     is over-leased. Each checks again after its insert is committed: of two such leases at
     least one sees the other and steps back (both may: then both look again), so running
-    leases never stay above the quorum."""
-    t, r = TASKS, ROUNDS
-    round_id, now = bindparam("round_id", type_=Integer), now_param()
-    rankings = select(r.c.n_rankings).where(r.c.id == round_id).scalar_subquery()
+    leases never stay above the quorum.
+
+    The check takes the round's lock (:func:`~service.statements.lock_round`) and reads its
+    rankings as last committed: a late ranking on a lapsed lease's slot, decided under the same
+    lock (:func:`~service.statements.slot_taken_over`), either saw this lease (committed before
+    the check) and was refused, or was stored first and is counted here, and this lease steps
+    back. So a late ranking is never stored beside a new holder's."""
+    t = TASKS
+    # Not "round_id": a column of the table updated (its parameter would be read as its value).
+    round_id, now = bindparam("lease_round_id", type_=Integer), now_param()
+    rankings = lock_round(round_id).scalar_subquery()
     running = (
         select(func.count())
         .select_from(t)
@@ -246,7 +254,7 @@ def _withdrawn(
     session: Session, task_id: str, round_id: int, campaign: CampaignView, now: dt.datetime
 ) -> bool:
     """Whether the lease just made was withdrawn over the quorum (:data:`_WITHDRAW_OVER_QUORUM`)."""
-    params = {"task_id": task_id, "round_id": round_id, "now": now}
+    params = {"task_id": task_id, "lease_round_id": round_id, "now": now}
     quorum = campaign.config.annotators_per_round
     return (
         run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params, quorum=quorum).fetchone()
@@ -338,7 +346,23 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
             .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
             .returning(TASKS.c.id)
         ).first()
+        # Checked against the quorum under the round's lock, held to the commit (a late
+        # ranking's decision takes it too: see _withdraw_over_quorum_statement).
+        withdrawn = inserted is not None and (
+            session.execute(
+                _WITHDRAW_OVER_QUORUM,
+                {
+                    "task_id": inserted.id,
+                    "lease_round_id": round_.id,
+                    "now": now,
+                    "quorum": campaign.config.annotators_per_round,
+                },
+            ).first()
+            is not None
+        )
         session.commit()
+        if withdrawn:
+            continue  # the round filled meanwhile: look for another one
         if inserted is not None:  # a new task, or this annotator's lapsed lease renewed
             return Lease(annotator_id, inserted.id, expires_at, round_, campaign)
         # The same annotator leased this round in a parallel request: serve that lease.

@@ -4,6 +4,8 @@ What the database knows is computed from it at scrape time, so every web process
 same, exact numbers however many gunicorn processes there are and whoever did the work (a web
 process, a bookkeeping worker, a render worker):
 
+- ``rankloop_metrics_database_up``: 1 when this scrape read the database, else 0 (the database
+  unreachable: the families below read from it are left out, and the rest is served, 200);
 - ``rankloop_rounds{status}`` and ``rankloop_round_oldest_age_seconds{status}``: rounds by
   status, and how long the oldest round still rendering (since its render was sent) or open
   (since it opened) has been so: a stuck round shows as a growing age;
@@ -12,7 +14,9 @@ process, a bookkeeping worker, a render worker):
   rankings per minute);
 - ``rankloop_render_seconds``: a histogram of the rounds' render times;
 - ``rankloop_queue_depth{queue}``: messages waiting on the render and bookkeeping queues, asked
-  of the broker (absent when the broker does not answer);
+  of the broker (absent when the broker does not answer): on RabbitMQ the queues' message
+  counts, on Redis the length of the lists kombu keeps them in, under the broker's key prefix
+  (:func:`redis_queue_keys`);
 - ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
   coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
   when ``same`` is 0; ``service.health.render_workers``).
@@ -29,6 +33,8 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -36,8 +42,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
+from rankloop.core.settings import broker_settings
+from service.config import settings_of
 from service.db import session_scope
 from service.models import Campaign, Ranking, Round, utcnow
 from service.routing import Reply, operation
@@ -59,11 +68,25 @@ class DatabaseCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator:
-        with self.app.app_context(), session_scope(self.app) as session:
-            yield from _rounds(session, utcnow())
-            yield from _campaigns(session)
-            yield from _rankings(session)
-            yield from _render_seconds(session)
+        families: list = []
+        database_up = True
+        try:
+            with self.app.app_context(), session_scope(self.app) as session:
+                families += _rounds(session, utcnow())
+                families += _campaigns(session)
+                families += _rankings(session)
+                families += _render_seconds(session)
+        except SQLAlchemyError as error:
+            # The database down: the scrape goes on with what this process knows, and says so.
+            log.warning("metrics without the database: %s", error)
+            families, database_up = [], False
+        up = GaugeMetricFamily(
+            "rankloop_metrics_database_up",
+            "Whether this scrape read the database (0: the gauges read from it are left out)",
+            value=int(database_up),
+        )
+        yield up
+        yield from families
         yield from _queue_depths(self.app)
         yield from _render_workers(self.app)
 
@@ -114,11 +137,57 @@ def _render_seconds(session) -> Iterator:
     )
 
 
+REDIS_SCHEMES = ("redis", "rediss")
+# kombu's Redis transport: a queue's messages of priority p > 0 wait in "<queue><sep><p>".
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def redis_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
+    """The Redis lists kombu keeps ``queue``'s messages in, under the broker's key prefix
+    (``global_keyprefix`` in :func:`~rankloop.core.settings.broker_settings`), one per
+    priority step."""
+    prefix = transport_options.get("global_keyprefix") or ""
+    sep = transport_options.get("sep", KOMBU_PRIORITY_SEP)
+    steps = transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS)
+    return [f"{prefix}{queue}{sep}{p}" if p else f"{prefix}{queue}" for p in steps]
+
+
+def _redis_depths(app: Flask) -> dict[str, int]:
+    """Messages waiting on each task queue of a Redis broker: LLEN of its lists (an empty or
+    never used queue has none: 0)."""
+    import redis
+
+    options = broker_settings(settings_of(app))
+    transport = options["broker_transport_options"]
+    client = redis.Redis.from_url(options["broker_url"], socket_timeout=2, socket_connect_timeout=2)
+    try:
+        depths = {}
+        for queue in (GPU_QUEUE, COORD_QUEUE):
+            pipe = client.pipeline(transaction=False)
+            for key in redis_queue_keys(queue, transport):
+                pipe.llen(key)
+            depths[queue] = sum(pipe.execute())
+        return depths
+    finally:
+        client.close()
+
+
 def _queue_depths(app: Flask) -> Iterator:
     celery = app.extensions.get("celery")
     if celery is None:
         return
     depth = GaugeMetricFamily("rankloop_queue_depth", "Messages waiting", labels=["queue"])
+    if urlsplit(settings_of(app).broker_url).scheme in REDIS_SCHEMES:
+        try:
+            depths = _redis_depths(app)
+        except Exception as error:  # the broker down: no sample
+            log.info("queue depth unavailable: %s", error)
+            return
+        for queue, count in depths.items():
+            depth.add_metric([queue], count)
+        yield depth
+        return
     try:
         with celery.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)

@@ -4,7 +4,7 @@ Leasing (:mod:`service.leasing`) and submitting run on the annotator's hot path 
 shapes: ORM rows and checks (:mod:`service.submission`, the reference), Core statements in one
 short transaction, and a single PostgreSQL statement (:mod:`service.fast_submission`). Each
 shape is built from the predicates and statements here, so a rule (which lease is running,
-when a lease ends, how a task is claimed, how a round counts a ranking, when its quorum is in,
+when a lease ends, when a lapsed lease's slot was taken over, how a task is claimed, how a round counts a ranking, when its quorum is in,
 how an annotator is credited and given the completion code, how a ranking row is written)
 cannot differ between them.
 """
@@ -102,6 +102,52 @@ def renew_lapsed_lease() -> dict[str, Any]:
         },
         "where": lease_lapsed(excluded.created_at),
     }
+
+
+def lock_round(round_id: Any = None) -> Any:
+    """Lock a round's row (``round_id``, a parameter of that name unless given) until the transaction ends, and read its
+    ``n_rankings`` as last committed (PostgreSQL reads a locked row's newest version, even
+    inside a statement that began before the lock was granted; SQLite has one writer at a
+    time). Every decision that a lapsed lease's slot is free or taken is made under this lock:
+    the late ranking's (:func:`slot_taken_over`), and a new lease's check against the quorum
+    (:mod:`service.leasing`), whose tasks are committed before they take it."""
+    return (
+        select(ROUNDS.c.n_rankings)
+        .where(
+            ROUNDS.c.id
+            == (round_id if round_id is not None else bindparam("round_id", type_=Integer))
+        )
+        .with_for_update()
+    )
+
+
+LOCK_ROUND = lock_round()
+OTHERS_RUNNING = (
+    select(func.count())
+    .select_from(TASKS)
+    .where(
+        TASKS.c.round_id == bindparam("round_id", type_=Integer),
+        TASKS.c.id != bindparam("task_id", type_=String),
+        lease_running(now_param()),
+    )
+)
+
+
+def slot_taken_over(
+    session: Session, settings: CampaignSettings, round_id: int, task_id: str, now: dt.datetime
+) -> bool:
+    """Whether the slot of ``task_id``, whose lease lapsed, went to someone else: the round's
+    rankings and the other running leases already make its quorum. Decided under the round's
+    lock (:func:`lock_round`, held until the caller's transaction ends): the rankings are read
+    locked, the leases after the lock was granted, so a lease given or a ranking stored at the
+    same moment is seen, or sees this ranking (a new lease then steps back): the late ranking is
+    stored (marked ``late``) only while the round still needs it, never beside the new
+    holder's."""
+    n_rankings = session.execute(LOCK_ROUND, {"round_id": round_id}).scalar_one()
+    others = session.execute(
+        OTHERS_RUNNING, {"round_id": round_id, "task_id": task_id, "now": now}
+    ).scalar_one()
+    return quorum_reached(settings, n_rankings + others)
 
 
 # -- a round's quorum ---------------------------------------------------------------------------
@@ -291,6 +337,8 @@ __all__ = [
     "CREDIT_ANNOTATOR",
     "INSERT_RANKING",
     "ISSUE_COMPLETION_CODE",
+    "LOCK_ROUND",
+    "OTHERS_RUNNING",
     "campaign_ended",
     "claim_task",
     "code_withheld",
@@ -302,6 +350,7 @@ __all__ = [
     "lease_ends_sql",
     "lease_lapsed",
     "lease_running",
+    "lock_round",
     "now_param",
     "over_attention_limit_sql",
     "quorum_met",
@@ -310,6 +359,7 @@ __all__ = [
     "ranking_row",
     "renew_lapsed_lease",
     "round_leasable",
+    "slot_taken_over",
     "takes_rankings",
     "takes_rankings_sql",
 ]

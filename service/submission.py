@@ -10,7 +10,10 @@ met). Those writes are built from :mod:`service.statements`, as the hot path's a
 Answers: 404 an unknown task, 403 another annotator's, 409 already submitted with another
 order or the campaign ended (stopped: a ranking made after the stop is kept out of the data and
 every consensus), 410 the round is no longer open or the lease ran out and the task went to someone else.
-A late ranking whose round still needs it is stored (``late``). The same order sent again for
+A late ranking whose round still needs it (nobody else holds or filled its slot) is stored
+(``late``); that is decided under the round's lock (:func:`~service.statements.slot_taken_over`),
+as a new lease's check against the quorum is, so a late ranking is never stored beside the
+ranking of whoever took its slot over. The same order sent again for
 the same task by its annotator (a retry whose first answer was lost) is answered as the first
 time, with the stored ranking's id, and changes nothing: submissions are idempotent.
 """
@@ -21,7 +24,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,8 +41,8 @@ from service.statements import (
     campaign_ended,
     claim_task,
     credit,
-    lease_running,
     quorum_reached,
+    slot_taken_over,
     takes_rankings,
 )
 from service.transitions import rowcount
@@ -107,14 +110,9 @@ def submit(
     if round_.status != RoundStatus.OPEN:
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
-    if late:
-        others_leased = session.scalar(
-            select(func.count())
-            .select_from(TASKS)
-            .where(TASKS.c.round_id == round_.id, TASKS.c.id != task.id, lease_running(now))
-        )
-        if quorum_reached(settings, round_.n_rankings + (others_leased or 0)):
-            raise Gone("your lease expired and the task went to someone else")
+    if late and slot_taken_over(session, settings, round_.id, task.id, now):
+        session.rollback()  # (the round's lock)
+        raise Gone("your lease expired and the task went to someone else")
     images = round_images(session, round_)
     positions = parse_order(order, images, settings.k, settings.allow_ties)
     passed = attention_passed(positions, images)

@@ -50,6 +50,7 @@ def test_metrics_count_rounds_rankings_renders_and_errors(app, owner: Owner):
     assert owner.get("/api/campaigns/nope").status_code == 404
     after = samples(app)
     assert after[("rankloop_rankings_total", ())] == 2
+    assert after[("rankloop_metrics_database_up", ())] == 1
     assert after[("rankloop_rounds", (("status", "closed"),))] == 1
     assert after[("rankloop_rounds", (("status", "rendering"),))] == 1
     assert after[("rankloop_rounds", (("status", "open"),))] == 0
@@ -61,6 +62,56 @@ def test_metrics_count_rounds_rankings_renders_and_errors(app, owner: Owner):
     assert after[("rankloop_render_seconds_bucket", (("le", "1.0"),))] == 1
     not_found = ("endpoint", "/api/campaigns/<campaign_id>"), ("status", "404")
     assert after[("rankloop_http_responses_total", not_found)] == 1
+
+
+def test_metrics_answer_200_without_the_database(tmp_path):
+    """PostgreSQL unreachable: /metrics still serves what the process knows (its response
+    counts, the render workers), marks the database down and leaves out what only it knows."""
+    dead = create_app({"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none",
+                       "STORE_URL": str(tmp_path / "objects"), "BROKER_URL": "memory://"})  # fmt: skip
+    client = dead.test_client()
+    assert client.get("/api/campaigns/nope").status_code == 401  # no database needed for that
+    found = samples(dead)
+    assert found[("rankloop_metrics_database_up", ())] == 0
+    unauthorized = ("endpoint", "/api/campaigns/<campaign_id>"), ("status", "401")
+    assert found[("rankloop_http_responses_total", unauthorized)] == 1
+    assert found[("rankloop_render_workers", (("route", "same"),))] == 0
+    from_the_database = ("rankloop_rounds", "rankloop_campaigns", "rankloop_rankings_total",
+                         "rankloop_round_oldest_age_seconds", "rankloop_render_seconds_count")  # fmt: skip
+    assert not [key for key in found if key[0] in from_the_database]
+    # (and readiness still names the database)
+    assert "database" in client.get("/readyz").json["failed"]
+
+
+def test_queue_depths_on_redis_under_the_brokers_key_prefix(tmp_path, redis_url, redis_prefix):
+    """The render and bookkeeping queues' depths on a Redis broker: the lengths of the lists
+    kombu keeps them in (a priority's list included), under this deployment's key prefix, and
+    never another prefix's."""
+    import redis
+
+    prefix = f"{redis_prefix}depth:"
+    options = {"global_keyprefix": prefix}
+    app = make_app(tmp_path, BROKER_URL=redis_url, BROKER_TRANSPORT_OPTIONS=options)
+    neighbour = make_app(tmp_path / "other", BROKER_URL=redis_url,
+                         BROKER_TRANSPORT_OPTIONS={"global_keyprefix": f"{redis_prefix}other:"})  # fmt: skip
+    gpu, coord = (
+        ("rankloop_queue_depth", (("queue", "gpu"),)),
+        ("rankloop_queue_depth", (("queue", "coord"),)),
+    )
+    found = samples(app)
+    assert (found[gpu], found[coord]) == (0, 0)  # nothing sent yet: empty, not absent
+    celery = app.extensions["celery"]
+    for priority in (None, None, 9):
+        celery.send_task("rankloop.test_depth", args=[1], queue="gpu", priority=priority)
+    celery.send_task("rankloop.test_depth", args=[1], queue="coord")
+    neighbour.extensions["celery"].send_task("rankloop.test_depth", args=[1], queue="gpu")
+    found = samples(app)
+    assert (found[gpu], found[coord]) == (3, 1)
+    assert samples(neighbour)[gpu] == 1
+    client = redis.Redis.from_url(redis_url)
+    keys = [k for p in ("depth", "other") for k in client.scan_iter(match=f"{redis_prefix}{p}:*")]
+    assert f"{prefix}gpu\x06\x169".encode() in keys  # (the priority's own list)
+    client.delete(*keys)
 
 
 def test_a_stuck_render_shows_its_age_and_reason_and_the_audit_log(app, owner: Owner):

@@ -17,6 +17,7 @@ from service import (
     caches,
     closing,
     db,
+    fast_submission,
     leasing,
     lifecycle,
     ranking_rules,
@@ -25,7 +26,17 @@ from service import (
     sweep,
 )
 from service.auth import hash_token
-from service.models import Annotator, AuditEvent, Campaign, Consensus, Image, Ranking, Round, utcnow
+from service.models import (
+    Annotator,
+    Assignment,
+    AuditEvent,
+    Campaign,
+    Consensus,
+    Image,
+    Ranking,
+    Round,
+    utcnow,
+)
 from tests.fixtures.coordinator import insert_campaign, render_round
 
 new_campaign = functools.partial(insert_campaign, m=4)
@@ -421,3 +432,118 @@ def test_run_step_sends_the_render_after_the_commit(app, session):
     assert round_.render_task_id.startswith(f"render-{cid}-0000-")
     assert round_.render_enqueued_at is not None
     assert message.settings.prompt == "a red apple" and message.consensus is None
+
+
+# -- a lapsed lease, its slot taken over: decided under the round's lock -------------------------
+
+RACE_TRIALS = 25
+RACE_T0 = utcnow()
+RACE_LATER = RACE_T0 + dt.timedelta(seconds=61)  # past the 60 s lease
+
+
+def _at_once(app, *fns) -> list:
+    """Run each ``fn(session)`` in a thread of its own, all released at once; their results
+    (or errors) in order."""
+    barrier = threading.Barrier(len(fns))
+    results: list = [None] * len(fns)
+
+    def run(i: int) -> None:
+        with app.app_context(), db.session_scope() as s:
+            barrier.wait()
+            try:
+                results[i] = fns[i](s)
+            except Exception as error:
+                results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _lapsed_lease(app) -> tuple[int, dict[str, str]]:
+    """A quorum-1 round whose first annotator's lease lapsed: the round's id; the annotators'
+    ids and token hashes (``late``, ``new``) and the late one's task id."""
+    with app.app_context(), db.session_scope() as session:
+        cid = new_campaign(session, annotators_per_round=1, lease_s=60)
+        lifecycle.start(session, cid)
+        render_round(app, cid, 0, session=session)
+        who = {name: new_annotator(session, cid, f"{cid}-{name}") for name in ("late", "new")}
+        task, round_, _ = leasing.lease(session, who["late"], RACE_T0)
+        ids = {name: a.id for name, a in who.items()}
+        ids |= {f"{name}_hash": a.token_hash for name, a in who.items()}
+        ids["late_task"] = task.id
+        round_id = round_.id
+        session.commit()
+    return round_id, ids
+
+
+def _submit(path: str, annotator_id: str, token_hash: str, task_id: str, session):
+    task = session.get(Assignment, task_id)
+    order = [i.id for i in round_images_sorted(session, session.get(Round, task.round_id))]
+    session.commit()  # outside a transaction, as a request starts
+    if path == "reference":
+        annotator = session.get(Annotator, annotator_id)
+        return submission.submit(session, annotator, task_id, order, RACE_LATER)
+    return fast_submission.submit_by_token(session, token_hash, task_id, order, RACE_LATER)
+
+
+def _lease_and_submit(path: str, ids: dict[str, str], session):
+    leased = leasing.lease_by_token(session, ids["new_hash"], RACE_LATER)
+    if leased is None:
+        return None
+    return leased, _submit(path, ids["new"], ids["new_hash"], leased.task_id, session)
+
+
+def _rankings_of(app, round_id: int) -> tuple[int, int]:
+    with app.app_context(), db.session_scope() as session:
+        stored = session.scalar(
+            select(func.count()).select_from(Ranking).where(Ranking.round_id == round_id)
+        )
+        return stored, session.get(Round, round_id).n_rankings
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_a_late_submit_racing_the_new_holders_gets_410(app, path):
+    """The first lease lapsed and another annotator leased the round's only slot; then both
+    submit at once. Whichever commits first, the late one is refused (410) and the round holds
+    one ranking, the new holder's."""
+    for _trial in range(RACE_TRIALS):
+        round_id, ids = _lapsed_lease(app)
+        with app.app_context(), db.session_scope() as session:
+            leased = leasing.lease_by_token(session, ids["new_hash"], RACE_LATER)
+            assert leased is not None and leased.round.id == round_id
+            ids["new_task"] = leased.task_id
+        late, new = _at_once(
+            app,
+            functools.partial(_submit, path, ids["late"], ids["late_hash"], ids["late_task"]),
+            functools.partial(_submit, path, ids["new"], ids["new_hash"], ids["new_task"]),
+        )
+        assert isinstance(late, Gone), (late, new)
+        assert isinstance(new, submission.Submitted) and not new.late, (late, new)
+        assert _rankings_of(app, round_id) == (1, 1)
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_a_late_submit_racing_a_new_lease_never_overfills_the_round(app, path):
+    """The first lease lapsed; its annotator submits while another annotator leases the round's
+    only slot and, when given it, submits too. Never two rankings in a quorum-1 round: either the
+    new lease came first (the late ranking gets 410) or the late ranking did (no lease given)."""
+    for _trial in range(RACE_TRIALS):
+        round_id, ids = _lapsed_lease(app)
+        late, new = _at_once(
+            app,
+            functools.partial(_submit, path, ids["late"], ids["late_hash"], ids["late_task"]),
+            functools.partial(_lease_and_submit, path, ids),
+        )
+        assert not isinstance(new, Exception), (late, new)
+        if new is not None:  # the slot was taken over: the late ranking is gone
+            assert isinstance(late, Gone), (late, new)
+            assert isinstance(new[1], submission.Submitted), (late, new)
+        else:  # the late ranking came first: stored, marked late, and no lease was given
+            assert isinstance(late, submission.Submitted) and late.late, (late, new)
+        assert _rankings_of(app, round_id) == (1, 1), (late, new)

@@ -188,6 +188,13 @@ def late_taken_over(p: Play) -> None:
     p.submit("a", LATER)
 
 
+def late_after_the_new_holders_lease_lapsed(p: Play) -> None:
+    p.lease("a")
+    p.lease("b", LATER)  # b took the slot over, then let its lease lapse too
+    p.submit("a", MUCH_LATER)  # nobody holds or filled the slot now: stored, marked late
+    p.submit("b", MUCH_LATER)  # the round has its quorum: gone
+
+
 def repeated(p: Play) -> None:
     p.lease("a")
     p.submit("a")
@@ -267,6 +274,11 @@ SCENARIOS: dict[str, tuple[Callable[[Play], None], dict[str, Any], list[str]]] =
         late_taken_over,
         {"annotators_per_round": 1},
         ["Gone", "stored quorum", "Gone"],
+    ),
+    "late, the new holder's lease lapsed too": (
+        late_after_the_new_holders_lease_lapsed,
+        {"annotators_per_round": 1},
+        ["stored late quorum", "Gone"],
     ),
     "repeated": (repeated, {}, ["stored", "Conflict"]),
     "repeated, identical": (
