@@ -11,6 +11,8 @@ never imports ``gpu_worker``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from typing import Any
 
 from celery import Celery
@@ -25,6 +27,10 @@ from rankloop.core.contracts import (
     ROUND_RENDERED_TASK,
     RenderMessage,
 )
+
+log = logging.getLogger(__name__)
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+PAGE = 500  # queued messages read from Redis per LRANGE
 
 
 def celery_of(app: Flask) -> Celery:
@@ -55,3 +61,57 @@ def send_render(app: Flask, message: RenderMessage, job_id: str, *, linked: bool
 def send_close_round(app: Flask, round_id: int) -> None:
     """Queue the closing of round ``round_id`` (``rankloop.coord.close_round``)."""
     celery_of(app).send_task(CLOSE_ROUND_TASK, args=(round_id,), queue=COORD_QUEUE)
+
+
+def render_jobs_held(app: Flask, job_ids: Collection[str]) -> set[str] | None:
+    """Which of the render jobs ``job_ids`` the broker still holds: queued on the render queue
+    (any of its priority lists) or delivered to a worker and not yet acknowledged (kombu's
+    ``unacked`` hash). None when the broker cannot say: not Redis (RabbitMQ keeps its queues
+    across restarts, and what it holds cannot be read without taking it), or unreachable.
+
+    Read in the order a message moves (the queue's lists, then ``unacked``), under the key
+    prefix every process shares (``broker_settings``), so a message taken by a worker between
+    the two reads is still seen. The caller reads the render's heartbeat again afterwards: a
+    worker that took the message since has started beating."""
+    if not job_ids:
+        return set()
+    celery = celery_of(app)
+    url = str(celery.conf.broker_url or "")
+    if not url.startswith(REDIS_SCHEMES):
+        return None
+    options = celery.conf.broker_transport_options or {}
+    prefix = str(options.get("global_keyprefix") or "")
+    wanted = {job_id: job_id.encode() for job_id in job_ids}
+    held: set[str] = set()
+
+    def look(raw: bytes | str) -> None:
+        if isinstance(raw, str):
+            raw = raw.encode()
+        for job_id, needle in wanted.items():
+            if needle in raw:
+                held.add(job_id)
+
+    try:
+        with celery.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            channel = connection.default_channel
+            # A plain client on the channel's pool: the keys prefixed here, once.
+            import redis
+
+            client = redis.Redis(connection_pool=channel.client.connection_pool)
+            queues = dict.fromkeys(channel._q_for_pri(GPU_QUEUE, p) for p in channel.priority_steps)
+            for queue in queues:
+                start = 0
+                while True:  # new messages go in on the left: a page boundary never skips one
+                    page = client.lrange(prefix + queue, start, start + PAGE - 1)
+                    for raw in page:
+                        look(raw)
+                    if len(page) < PAGE:
+                        break
+                    start += PAGE
+            for raw in client.hvals(prefix + channel.unacked_key):
+                look(raw)
+    except Exception as error:  # the broker down: it cannot say (the render timeout decides)
+        log.info("render queue unreadable: %s", error)
+        return None
+    return held

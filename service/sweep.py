@@ -2,20 +2,26 @@
 past its deadline is closed when its quorum is in (:func:`service.closing.close_if_ready`), else
 extended, never guessed; a round whose quorum is in but whose close was lost is closed; and a
 render that never left, never came back, or whose worker stopped beating
-(:func:`heartbeat_stale`) is sent again.
+(:func:`heartbeat_stale`) is sent again, as is one that no worker holds and the broker lost
+(:func:`lost_by_broker`: a Redis restart without persistence empties its queue).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Collection
 
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import CAMPAIGN_LIVE, HEARTBEAT_STALE_S, RoundStatus
 from service.closing import close_if_ready, count_rankings, open_round, record_failure
+from service.config import app_settings
 from service.driver import CAMPAIGNS, ROUNDS
+from service.jobs import render_jobs_held
 from service.models import AuditEvent, Campaign, Round, utcnow
 from service.rendering import (
     Outcome,
@@ -33,6 +39,9 @@ log = logging.getLogger(__name__)
 UNSENT_GRACE = dt.timedelta(seconds=30)
 # A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
 HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
+# Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
+UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
+LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
 
 
 def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
@@ -69,10 +78,13 @@ def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     return closed if closed.events else _extend(session, round_id, now)
 
 
-def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
-    """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), or that
-    never came back within ``render_timeout_s``: sent again (the render job is idempotent, and a
-    second result for the same round is refused by :func:`service.rendering.round_rendered`)."""
+def _resend(
+    session: Session, round_id: int, now: dt.datetime, lost: Collection[int] = ()
+) -> Outcome:
+    """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), that
+    the broker lost (its round in ``lost``, :func:`lost_by_broker`), or that never came back
+    within ``render_timeout_s``: sent again (the render job is idempotent, and a second result
+    for the same round is refused by :func:`service.rendering.round_rendered`)."""
     round_ = session.get(Round, round_id)
     if round_ is None or round_.status != RoundStatus.RENDERING:
         session.rollback()
@@ -84,12 +96,21 @@ def _resend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
         return Outcome()
     timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
-    lost = sent + timeout <= now or (
-        sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now)
-    )
+    reason: str | None = None
+    if sent + timeout <= now:
+        reason = UNSENT if round_.render_enqueued_at is None else TIMEOUT
+    elif sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now):
+        reason = STALE
+    elif round_id in lost and render_heartbeat(campaign.id, round_.number) is None:
+        reason = NOT_QUEUED  # (the heartbeat read again: a worker that took it since beats)
     outcome = Outcome()
-    if lost and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
-        audit(session, "round_render_resent", campaign.id, round_.number)
+    if reason and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
+        details = {"error": LOST_BY_BROKER} if reason == NOT_QUEUED else {}
+        if reason == NOT_QUEUED:
+            log.warning(
+                "round %s of %s: %s, sent again", round_.number, campaign.id, LOST_BY_BROKER
+            )
+        audit(session, "round_render_resent", campaign.id, round_.number, reason=reason, **details)
         outcome.renders.append(render_message(campaign, round_))
         session.commit()
         # The next beat is the new render's own: until then it waits for render_timeout_s
@@ -123,6 +144,38 @@ def _check_pickup(session: Session, round_: Round) -> None:
     if not session.scalar(seen):
         log.error("round %s of %s: %s", round_.number, round_.campaign_id, mismatch)
         audit(session, PICKUP_FAILED, round_.campaign_id, round_.number, error=mismatch)
+
+
+def lost_by_broker(session: Session, now: dt.datetime) -> set[int]:
+    """The rendering rounds whose render was sent ``render_lost_after_s`` ago or more, that no
+    worker beats for, and whose message the broker no longer holds (``jobs.render_jobs_held``:
+    not queued, not unacknowledged). A render waiting in a long queue is held, so it is never
+    sent twice; where the broker cannot say (RabbitMQ, whose queues survive its restarts, or a
+    broker down) nothing is: ``render_timeout_s`` covers it. One broker read per sweep, only
+    when such a round exists."""
+    if not has_app_context():
+        return set()
+    since = now - dt.timedelta(seconds=app_settings().render_lost_after_s)
+    r, c = ROUNDS, CAMPAIGNS
+    rows = session.execute(
+        select(r.c.id, r.c.campaign_id, r.c.number, r.c.render_task_id)
+        .join(c, c.c.id == r.c.campaign_id)
+        .where(
+            r.c.status == RoundStatus.RENDERING,
+            c.c.status.in_(CAMPAIGN_LIVE),
+            r.c.render_enqueued_at <= since,
+            r.c.render_task_id.is_not(None),
+        )
+    ).all()
+    session.rollback()
+    quiet = {row.render_task_id: row.id for row in rows
+             if render_heartbeat(row.campaign_id, row.number) is None}  # fmt: skip
+    if not quiet:
+        return set()
+    held = render_jobs_held(current_app._get_current_object(), quiet)  # type: ignore[attr-defined]
+    if held is None:
+        return set()
+    return {round_id for job_id, round_id in quiet.items() if job_id not in held}
 
 
 def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
@@ -160,8 +213,15 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         .order_by(r.c.id)  # the oldest waiting render takes a free render slot first
     ).all()
     session.rollback()
+    try:
+        lost = lost_by_broker(session, now)
+    except Exception:  # the store or the database failed: the other checks still run
+        session.rollback()
+        log.exception("the check for renders lost by the broker failed")
+        lost = set()
+    resend = functools.partial(_resend, lost=lost)
     outcome = Outcome()
-    for step, round_ids in ((_due, due), (close_if_ready, full), (_resend, rendering)):
+    for step, round_ids in ((_due, due), (close_if_ready, full), (resend, rendering)):
         for round_id in round_ids:
             try:
                 done = step(session, round_id, now)
@@ -174,4 +234,16 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     return outcome
 
 
-__all__ = ["HEARTBEAT_STALE", "PICKUP_FAILED", "UNSENT_GRACE", "heartbeat_stale", "sweep"]
+__all__ = [
+    "HEARTBEAT_STALE",
+    "LOST_BY_BROKER",
+    "NOT_QUEUED",
+    "PICKUP_FAILED",
+    "STALE",
+    "TIMEOUT",
+    "UNSENT",
+    "UNSENT_GRACE",
+    "heartbeat_stale",
+    "lost_by_broker",
+    "sweep",
+]

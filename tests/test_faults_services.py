@@ -16,7 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from rankloop.core.contracts import ROUND_RENDERED_TASK
-from service import db, rendering, sweep
+from service import db, jobs, rendering, sweep
 from service.models import Campaign
 from tests.fixtures.coordinator import ADMIN, bearer
 from tests.fixtures.fault_stack import Stack, round_row
@@ -374,5 +374,125 @@ def test_a_render_worker_on_another_broker_prefix_is_detected(postgres_url, redi
         stack.worker("gpu_worker.celery_app")  # the coordinator's route: the render goes on
         stack.wait_open(cid, time.monotonic(), bound_s=60)
         stack.check_opened_once(cid)
+    finally:
+        stack.close()
+
+
+LOST_RENDER_BOUND_S = 120.0  # far below render_timeout_s (900 s), the stall before the fix
+
+
+def queued_job(stack: Stack, cid: str) -> str:
+    """The job id of round 0's render, once it was sent."""
+    with stack.app.app_context(), db.session_scope() as session:
+        row = round_row(session, cid)
+        assert row.render_enqueued_at is not None and row.render_task_id, stack.logs()
+        return row.render_task_id
+
+
+def resent_reasons(stack: Stack, cid: str) -> list[str]:
+    from sqlalchemy import select
+
+    from service.models import AuditEvent
+
+    with stack.app.app_context(), db.session_scope() as session:
+        data = session.scalars(
+            select(AuditEvent.data)
+            .where(AuditEvent.campaign_id == cid, AuditEvent.kind == "round_render_resent")
+            .order_by(AuditEvent.id)
+        ).all()
+    return [(d or {}).get("reason", "") for d in data]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_render_lost_with_redis_without_persistence_is_sent_again(postgres_url, tmp_path: Path):
+    """No render worker, one render queued, then a private Redis without persistence restarts:
+    the message is gone. Once a render worker runs, the round opens within seconds of
+    render_lost_after_s (not after render_timeout_s), the owner sees why on the round, and the
+    round is rendered exactly once (the lost message never reached a worker)."""
+    server = PrivateRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    stack = None
+    problems: list[str] = []
+    try:
+        stack = Stack(tmp_path, postgres_url, server.url)
+        cid = stack.start_campaign(delay_s=2.0)
+        job = queued_job(stack, cid)
+        with stack.app.app_context():
+            assert jobs.render_jobs_held(stack.app, [job]) == {job}
+            sweep_quietly(stack)  # queued, however long: never sent again
+        server.stop()
+        server.start()
+        restarted = time.monotonic()
+        with stack.app.app_context():
+            assert jobs.render_jobs_held(stack.app, [job]) == set()  # lost with the restart
+        stack.worker("gpu_worker.celery_app")
+        client = stack.app.test_client()
+        owner = {"Authorization": f"Bearer {ADMIN}"}
+        with stack.app.app_context():
+            while True:  # beat's job every second; what the owner sees meanwhile
+                current = client.get(f"/api/campaigns/{cid}", headers=owner).json["current_round"]
+                if current["status"] == "open":
+                    break
+                assert current["status"] == "rendering", current
+                if current["problem"]:
+                    problems.append(current["problem"])
+                assert time.monotonic() - restarted < LOST_RENDER_BOUND_S, stack.logs()
+                sweep_quietly(stack)
+                time.sleep(1.0)
+        stalled = time.monotonic() - restarted
+        problem = current["problem"]
+        stack.check_opened_once(cid)
+        reasons = resent_reasons(stack, cid)
+        received = stack.renders_received()
+        metric = client.get("/metrics").text
+    finally:
+        if stack is not None:
+            stack.close()
+        server.stop()
+    assert reasons == ["not_queued"]
+    assert problem and "render re-sent x1" in problem and sweep.LOST_BY_BROKER in problem
+    assert received == 1  # the re-sent message only: one render, one result
+    assert 'rankloop_renders_resent_total{reason="not_queued"} 1.0' in metric
+    report_recovery(
+        "fault_redis_lost_render",
+        {"round_open_after_restart_s": round(stalled, 1), "renders_received": received,
+         "problem_seen_while_rendering": any(sweep.LOST_BY_BROKER in p for p in problems)},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_render_held_by_redis_is_not_sent_again(postgres_url, redis_url, tmp_path: Path):
+    """Past render_lost_after_s with no worker: a render still on the queue, or taken by a
+    worker and not yet acknowledged, is not sent again; the same render gone from both is."""
+    import datetime as dt
+    import json
+
+    import redis
+
+    from service.models import utcnow
+
+    stack = Stack(tmp_path, postgres_url, redis_url)
+    try:
+        cid = stack.start_campaign()
+        job = queued_job(stack, cid)
+        later = utcnow() + dt.timedelta(seconds=120)  # past 30 s, far before render_timeout_s
+        client = redis.Redis.from_url(redis_url)
+        queue, unacked = f"{stack.prefix}gpu", f"{stack.prefix}unacked"
+        with stack.app.app_context():
+            assert rendering.run_step(sweep.sweep, later, app=stack.app).renders == []
+            # A worker took it (kombu moves it from the list into the unacked hash).
+            raw = client.rpop(queue)
+            assert raw is not None and job.encode() in raw
+            client.hset(unacked, "tag-1", json.dumps([json.loads(raw), "", "gpu"]))
+            assert rendering.run_step(sweep.sweep, later, app=stack.app).renders == []
+            assert queued_job(stack, cid) == job
+            client.hdel(unacked, "tag-1")  # and lost it
+            again = rendering.run_step(sweep.sweep, later, app=stack.app).renders
+            assert [(m.campaign_id, m.round_number) for m in again] == [(cid, 0)]
+            new_job = queued_job(stack, cid)
+            assert new_job != job and jobs.render_jobs_held(stack.app, [new_job]) == {new_job}
+        assert resent_reasons(stack, cid) == ["not_queued"]
     finally:
         stack.close()

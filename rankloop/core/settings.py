@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # at once; the rest wait in the database and the sweep sends them as slots free, so one
     # owner's many campaigns cannot queue every other owner's rounds behind them. 0: no cap.
     render_slots_per_owner: int = Field(default=2, ge=0, le=1000)
+    # A render sent this long ago that no worker holds (no heartbeat) and that the broker no
+    # longer holds either (Redis: not on the render queue, not unacknowledged; a Redis restart
+    # without persistence loses its queue) is sent again by the sweep, well before its
+    # render_timeout_s. Never while it waits in the queue, however long (service/sweep.py).
+    render_lost_after_s: float = Field(default=30.0, ge=5, le=3600, allow_inf_nan=False)
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
     ratelimit_key_prefix: str = ""
