@@ -83,9 +83,19 @@ export function resetPolling() {
   failures = 0;
 }
 
+let scheduled = null; // the check the timer runs
+
 function schedule(check, ms) {
   stopPolling();
+  scheduled = check;
   timer = setTimeout(check, ms);
+}
+
+// The check the page waits on, now (the browser came back online): no need to sit out a backoff.
+export function checkNow() {
+  if (timer === null || !scheduled) return;
+  stopPolling();
+  scheduled();
 }
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
