@@ -253,6 +253,40 @@ def test_the_page_says_why_it_waits(server, device, screenshot_dir):
     assert errors == []
 
 
+def test_a_revoked_worker_is_told_so_while_waiting_and_after_a_reload(server, browser):
+    context = browser.new_context(**VIEWPORTS["phone"])
+    try:
+        campaign = server.open_round(
+            name="Revoked", prompt="a revoked raisin", annotators_per_round=2, lease_s=600
+        )
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        for tile in range(4):
+            tap(page, "phone", page.locator(".tile-pick").nth(tile))
+        page.click("#submit")
+        assert status_title(page, "Waiting for") == "Waiting for 1 more person"
+
+        path = f"/api/campaigns/{campaign['id']}/annotators"
+        (annotator,) = server.owner.get(path).json["annotators"]
+        revoked = server.owner.post(f"{path}/{annotator['id']}/revoke", json={})
+        assert revoked.status_code == 200
+        # Told while the page waits (no "keep it open"), and not as a mistyped link.
+        assert status_title(page, "access") == "Your access to this study has ended"
+        text = page.text_content("#status-text")
+        assert "organiser has ended your access" in text and "mistyped" not in text
+        assert page.is_hidden("#status-retry")
+
+        page.reload()
+        assert status_title(page, "access|not valid|personal") == (
+            "Your access to this study has ended"
+        )
+        assert axe_violations(page) == []
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_stopped_campaign_without_a_task_done_says_there_is_no_code(server, browser):
     context = browser.new_context(**VIEWPORTS["phone"])
     try:

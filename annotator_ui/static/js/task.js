@@ -153,7 +153,19 @@ function goToCompletion(me) {
 }
 
 function handleFatal(err) {
-  if (isFatal(err)) {
+  resetPolling();
+  if (err instanceof ApiError && err.code === "token_revoked") {
+    // The organiser ended this worker's access (the API's 401 token_revoked): said as such,
+    // not as a mistyped link, and again after a reload (the tab keeps the token to ask with).
+    forgetToken(state.token, { keepInTab: true });
+    stopResending();
+    showStatus(
+      "Your access to this study has ended",
+      "The study's organiser has ended your access, so there are no more tasks for you here. You can close this page; if you think this is a mistake, contact the study's organiser.",
+      { kind: "revoked" },
+    );
+    announce("Your access to this study has ended.");
+  } else if (isFatal(err)) {
     forgetToken(state.token);
     showStatus(
       "This task link is not valid",

@@ -56,6 +56,9 @@ function watch(check) {
       lastSeen = seen;
       if (!first || data.open_rounds > 0 || data.round_status === "open") onChange?.();
     },
+    // The token was revoked (or the campaign deleted): look now, and the answer says which,
+    // rather than wait out a slow poll under "keep it open".
+    onGone: () => onChange?.(),
     onLive: (on) => {
       live = on;
       document.body.dataset.live = on ? "stream" : "polling";
