@@ -287,6 +287,36 @@ def test_a_revoked_worker_is_told_so_while_waiting_and_after_a_reload(server, br
         context.close()
 
 
+def test_a_key_pressed_for_a_ranked_image_says_it_was_taken_back(server, browser):
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    try:
+        campaign = server.open_round(name="Keys", prompt="a keyed kiwi", lease_s=600)
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        ids = tile_ids(page)
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        page.wait_for_function(
+            "() => document.querySelector('#live').textContent === 'Image 3 ranked 3rd.'",
+            timeout=WAIT_MS,
+        )
+        page.keyboard.press("2")  # image 2 is ranked 2nd already: this takes it back, said so
+        said = "Image 2 removed from position 2."
+        page.wait_for_function(
+            "said => document.querySelector('#live').textContent === said",
+            arg=said,
+            timeout=WAIT_MS,
+        )
+        assert page.get_attribute("#live", "aria-live") == "polite"
+        assert wait_for_toast(page, said).startswith(said)
+        assert ranked(page) == [ids[0], ids[2]]
+        assert "press it again to take one back" in page.text_content("#instructions")
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_stopped_campaign_without_a_task_done_says_there_is_no_code(server, browser):
     context = browser.new_context(**VIEWPORTS["phone"])
     try:

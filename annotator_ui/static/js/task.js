@@ -204,7 +204,7 @@ function showTask(task, serverNow, receivedAt) {
     ? `${what}: tap them in order (tap again to take one back), or hold and drag one into the ranking below. ⤢ shows an image full size.` +
       (task.allow_ties ? " Tie makes your next pick equal to the previous one." : "")
     : `${what}: click them in order, drag them into the ranking below, or press their keys (${keys}). ` +
-      "Click again to take one back; Enter sends a finished ranking. ⤢ (or Shift + key) shows an image full size." +
+      "Click or press it again to take one back; Enter sends a finished ranking. ⤢ (or Shift + key) shows an image full size." +
       (task.allow_ties ? " Tie (=) makes your next pick equal to the previous one." : "");
   showTiles(task, state.aspect, choose);
   render();
@@ -249,13 +249,18 @@ function choose(id, { viaKey = false } = {}) {
   if (!state.task || state.sending) return;
   const { ranking } = state;
   const key = nameOf(id);
+  const was = ranking.rankOf(id);
   const result = ranking.toggle(id, { tie: state.tieMode });
   if (result === "picked") {
     const rank = ranking.rankOf(id);
     announce(ranking.isTied(id) ? `Image ${key} tied at ${ordinal(rank)}.` : `Image ${key} ranked ${ordinal(rank)}.`);
     state.tieMode = false;
   } else if (result === "removed") {
-    announce(`Image ${key} taken back.`);
+    // Said, with where it was: a key pressed for an image already ranked takes it back, which
+    // the eye may miss (its tile out of view) and a screen reader would not tell.
+    const msg = `Image ${key} removed from position ${was}.`;
+    announce(msg);
+    if (viaKey) toast(`${msg} Press ${key} again to rank it again.`);
   } else if (result === "full") {
     const msg = `Only your top ${ranking.limit} count. Take one back first.`;
     announce(msg);
