@@ -67,7 +67,9 @@ class Server:
                 row = session.get(Campaign, campaign["id"])
                 row.settings = {**row.settings, "lease_s": lease_s}
                 session.commit()
-        render_round(self.app, campaign["id"], 0)
+        render_round(
+            self.app, campaign["id"], 0, m=body["m"]
+        )  # m candidates, + the attention image
         return campaign
 
     def pool_link(self, campaign_id: str) -> tuple[str, str]:

@@ -406,6 +406,60 @@ def test_axe_finds_nothing_in_any_state(server, device, screenshot_dir):
     assert errors == []
 
 
+def serious_axe_violations(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    return [v for v in axe_violations(page) if "(serious)" in v or "(critical)" in v]
+
+
+@pytest.mark.parametrize("width", [360, 390])
+def test_on_a_narrow_phone_every_tray_slot_is_in_reach_and_axe_finds_nothing_serious(
+    server, browser, screenshot_dir, width
+):
+    context = browser.new_context(
+        **{**VIEWPORTS["phone"], "viewport": {"width": width, "height": 780}}
+    )
+    try:
+        # Eight candidates and the attention image: nine to rank, nine slots in the tray.
+        campaign = server.open_round(name="Narrow", prompt="a narrow nectarine", m=8, lease_s=600)
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        assert len(tile_ids(page)) == 9
+        found = {"task shown": serious_axe_violations(page)}
+        for tile in range(3):
+            tap(page, "phone", page.locator(".tile-pick").nth(tile))
+        found["picks made"] = serious_axe_violations(page)
+        page.screenshot(path=screenshot_dir / f"task-phone-{width}-tray.png")
+        # Every slot within the screen, none clipped by a region that scrolls sideways.
+        slots = page.eval_on_selector_all(
+            "#ranking .rank-slot",
+            """slots => slots.map(s => { const r = s.getBoundingClientRect();
+                                      return [r.left, r.right, r.top, r.bottom]; })""",
+        )
+        assert len(slots) == 9
+        found["slots off screen"] = [
+            s for s in slots if s[0] < 0 or s[1] > width or s[2] < 0 or s[3] > 780
+        ]
+        found["tray scrolls sideways"] = page.eval_on_selector(
+            "#ranking", "r => r.scrollWidth > r.clientWidth ? [r.scrollWidth, r.clientWidth] : []"
+        )
+        # The tray grew: the last image can still be scrolled clear of it.
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        last, tray_top = page.evaluate(
+            """() => [document.querySelector('.tile:last-child').getBoundingClientRect().bottom,
+                      document.querySelector('#tray').getBoundingClientRect().top]"""
+        )
+        assert last <= tray_top
+        page.click(".tile:nth-child(2) .tile-zoom")
+        page.wait_for_selector("#viewer[open]")
+        found["viewer"] = serious_axe_violations(page)
+        assert {state: v for state, v in found.items() if v} == {}
+        assert page.get_attribute("#viewer-close", "aria-label") is None
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_focus_stays_above_the_tray_and_the_viewer_fills_the_screen(server, device, screenshot_dir):
     name, context = device
     campaign = server.open_round(name="Focus", prompt="a focused fig", lease_s=600, m=8)
