@@ -331,6 +331,39 @@ def test_a_ranking_submitted_offline_is_sent_when_back_online(server, context, s
     assert errors == []
 
 
+def test_a_ranking_the_server_failed_to_take_is_sent_again_by_itself(server, context):
+    campaign = server.open_round(name="Flaky submit", prompt="a flaky fig", lease_s=600)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(campaign["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    order = rank_all_by_keys(page, ["2", "4", "1", "3"])
+    failing = {"left": 2}  # the first two tries answer 503, as a restarting server does
+
+    def flaky(route):
+        if failing["left"] > 0:
+            failing["left"] -= 1
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": {"code": "unavailable", "message": "the database is restarting"}}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/api/tasks/*/ranking", flaky)
+    page.keyboard.press("Enter")
+    note = wait_for_send_status(page, "Not sent yet")
+    assert note.startswith("Not sent yet: The database is restarting. Trying again in ")
+    assert page.is_disabled("#submit")
+    # Sent again with backoff, by itself; once through, the page moves on.
+    assert wait_for_other_task(page, task) != task
+    assert failing["left"] == 0
+    assert server.rankings(task) == [order]
+    assert page.text_content("#send-status") == ""
+    assert errors == []
+
+
 def test_a_lease_lost_while_offline_is_said_plainly(server, context, screenshot_dir):
     short = server.open_round(name="Short lease", prompt="a short-lived apple", lease_s=5)
     server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
