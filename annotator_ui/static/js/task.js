@@ -298,18 +298,20 @@ async function submit() {
 const SEND_FIRST_MS = 1500;
 const SEND_MAX_MS = 30000;
 const OFFLINE_NOTE = "Offline — your ranking will be sent when you are back online.";
-const resend = { timer: null, failures: 0, again: null };
+const resend = { timer: null, failures: 0, again: null, tried: false };
 
 function stopResending() {
   clearTimeout(resend.timer);
   resend.timer = null;
   resend.again = null;
   resend.failures = 0;
+  resend.tried = false;
   ui.sendStatus.textContent = "";
 }
 
 function resendLater(err, again) {
   resend.failures += 1;
+  resend.tried = true;
   const wait = Math.min(SEND_MAX_MS, SEND_FIRST_MS * 2 ** (resend.failures - 1));
   const offline = err.status === 0 || navigator.onLine === false;
   const text = offline
@@ -322,9 +324,11 @@ function resendLater(err, again) {
   resend.timer = setTimeout(again, wait);
 }
 
+// Back online: now, and the backoff starts over (the first try may still beat the network back).
 function resendNow() {
   if (!resend.again) return;
   clearTimeout(resend.timer);
+  resend.failures = 0;
   resend.again();
 }
 
@@ -349,7 +353,7 @@ async function send(task, order) {
       return;
     }
     if (err.status === 409 || err.status === 410 || err.status === 404) {
-      if (resend.failures > 0 && err.status === 410) {
+      if (resend.tried && err.status === 410) {
         // Sent again and again while offline, and the lease ran out meanwhile: said once the
         // next set is known (explainLostLease).
         lostLease = { taskId: task.task_id, hadPicks: true, offline: true };

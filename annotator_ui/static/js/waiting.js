@@ -98,6 +98,7 @@ function schedule(check, ms) {
 export function checkNow() {
   if (timer === null || !scheduled) return;
   stopPolling();
+  failures = 0; // the backoff starts over (this first try may still beat the network back)
   scheduled();
 }
 
