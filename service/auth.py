@@ -17,7 +17,7 @@ from flask import request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rankloop.core.errors import Forbidden, Unauthorized
+from rankloop.core.errors import Forbidden, TokenRevoked, Unauthorized
 from service.config import app_settings
 from service.models import Annotator, Campaign, OwnerKey
 
@@ -77,16 +77,26 @@ def require_owner(session: Session) -> Owner:
     return Owner(key_id=key.id)
 
 
-def unknown_token() -> Unauthorized:
-    """The answer to an annotator token no annotator holds (every path that looks one up)."""
+def unknown_token(session: Session, token_hash: str) -> Unauthorized:
+    """The answer to an annotator token no annotator holds (every path that looks one up): 401
+    ``token_revoked`` for a token the owner revoked, else 401 ``unauthorized``. Only a refused
+    request pays for the second look-up."""
+    revoked = session.scalar(
+        select(Annotator.id).where(Annotator.revoked_token_hash == token_hash).limit(1)
+    )
+    if revoked is not None:
+        return TokenRevoked(
+            "this task link was revoked by the study's organiser: it gives no more tasks"
+        )
     return Unauthorized("unknown annotator token: open the task link you were given again")
 
 
 def require_annotator(session: Session, *, for_update: bool = False) -> Annotator:
-    query = select(Annotator).where(Annotator.token_hash == hash_token(bearer_token()))
+    token_hash = hash_token(bearer_token())
+    query = select(Annotator).where(Annotator.token_hash == token_hash)
     if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update()
     annotator = session.scalar(query)
     if annotator is None:
-        raise unknown_token()
+        raise unknown_token(session, token_hash)
     return annotator

@@ -70,7 +70,7 @@ def _reference_path(
     session.rollback()
     annotator = session.scalar(select(Annotator).where(Annotator.token_hash == token_hash))
     if annotator is None:
-        raise unknown_token()
+        raise unknown_token(session, token_hash)
     return submit(session, annotator, task_id, order, now)
 
 

@@ -267,7 +267,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
     for _attempt in range(3):
         row = run_on_driver(session, _CURRENT_LEASE, token_hash=token_hash, now=now).fetchone()
         if row is None:
-            raise unknown_token()
+            raise unknown_token(session, token_hash)
         annotator_id, own_campaign_id, last_seen, task_id, expires_at = row[:5]
         if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
             run_on_driver(session, _TOUCH_ANNOTATOR, annotator_id=annotator_id, now=now)
@@ -310,7 +310,7 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
         row = session.execute(_CURRENT_LEASE, {"token_hash": token_hash, "now": now}).first()
         if row is None:
             session.rollback()
-            raise unknown_token()
+            raise unknown_token(session, token_hash)
         annotator_id, own_campaign_id, last_seen = row[0], row[1], row[2]
         if last_seen is None or now - last_seen > LAST_SEEN_EVERY:
             session.execute(_TOUCH_ANNOTATOR, {"annotator_id": annotator_id, "now": now})
@@ -384,7 +384,7 @@ def credit_loading(
     now = now or utcnow()
     annotator_id = session.scalar(select(Annotator.id).where(Annotator.token_hash == token_hash))
     if annotator_id is None:
-        raise unknown_token()
+        raise unknown_token(session, token_hash)
     found = session.execute(
         select(Assignment, lease_running(now).label("running"))
         .where(Assignment.id == task_id)

@@ -184,6 +184,9 @@ class Annotator(Base):
     # Revoked by the owner: the token no longer resolves (its hash is replaced), and what the
     # annotator gave stays, marked; ``excluded`` also keeps it out of every later consensus.
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    # The hash the revoked token had: that token is then told it was revoked (401
+    # ``token_revoked``), not that nobody holds it. Null: never revoked.
+    revoked_token_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 

@@ -84,9 +84,23 @@ def test_a_revoked_annotator_is_refused_kept_marked_and_excluded(app: Flask, own
     assert response.status_code == 200
     assert response.json["id"] == revoked and response.json["excluded"] is True
 
-    # ... and is refused from then on, on every path that takes a token.
+    # ... and is refused from then on, on every path that takes a token, told it was revoked
+    # (a token nobody ever held is told it is unknown).
     for path in ("/api/me", "/api/tasks/next"):
-        assert owner.client.get(path, headers=bearer(b)).status_code == 401
+        refused = owner.client.get(path, headers=bearer(b))
+        assert refused.status_code == 401
+        assert refused.json["error"]["code"] == "token_revoked"
+        assert "revoked" in refused.json["error"]["message"]
+        unknown = owner.client.get(path, headers=bearer(new_token()))
+        assert (unknown.status_code, unknown.json["error"]["code"]) == (401, "unauthorized")
+    for method, path, body in (
+        ("post", "/api/tasks/t1/ranking", {"order": ["x", "y"]}),
+        ("post", "/api/tasks/t1/ranking", {"order": "not a list"}),
+        ("post", "/api/tasks/t1/shown", {"load_s": 1.5}),
+        ("post", "/api/tasks/stream-ticket", None),
+    ):
+        refused = getattr(owner.client, method)(path, json=body, headers=bearer(b))
+        assert (refused.status_code, refused.json["error"]["code"]) == (401, "token_revoked"), path
     _rank(owner, c)  # the quorum of two is met (the revoked ranking counted in it)
 
     one = owner.get(f"/api/campaigns/{cid}/rounds/1").json

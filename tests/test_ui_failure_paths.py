@@ -67,7 +67,9 @@ class Server:
                 row = session.get(Campaign, campaign["id"])
                 row.settings = {**row.settings, "lease_s": lease_s}
                 session.commit()
-        render_round(self.app, campaign["id"], 0)
+        render_round(
+            self.app, campaign["id"], 0, m=body["m"]
+        )  # m candidates, + the attention image
         return campaign
 
     def pool_link(self, campaign_id: str) -> tuple[str, str]:
@@ -275,4 +277,146 @@ def test_a_late_submit_after_a_takeover_shows_the_server_message_and_moves_on(
     assert page.text_content("#done-count") == "0 done this visit"
     assert server.rankings(task) == []
     page.screenshot(path=screenshot_dir / "task-submit-late-next.png")
+    assert errors == []
+
+
+# ------------------------------------------------------------------------- offline phones
+
+OFFLINE_NOTE = "Offline — your ranking will be sent when you are back online."
+
+
+def wait_for_send_status(page, start: str) -> str:
+    page.wait_for_function(
+        "start => document.querySelector('#send-status').textContent.startsWith(start)",
+        arg=start,
+        timeout=WAIT_MS,
+    )
+    return page.text_content("#send-status")
+
+
+def wait_for_retrying(page) -> None:
+    """Until the page says it could not load a task and will try again (it is offline)."""
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#status');"
+        " return !s.hidden && s.dataset.kind === 'retrying'; }",
+        timeout=WAIT_MS,
+    )
+
+
+def test_a_ranking_submitted_offline_is_sent_when_back_online(server, context, screenshot_dir):
+    campaign = server.open_round(name="Offline", prompt="a travelling tangerine", lease_s=600)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(campaign["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    order = rank_all_by_keys(page, ["3", "1", "4", "2"])
+
+    context.set_offline(True)
+    page.keyboard.press("Enter")
+    # Said on the page, in a live region, and the ranking stays on screen, locked.
+    assert wait_for_send_status(page, "Offline") == OFFLINE_NOTE
+    assert page.get_attribute("#send-status", "role") == "status"
+    assert page.is_visible("#send-status") and page.is_visible("#task")
+    assert page.is_disabled("#submit")
+    assert server.rankings(task) == []
+    page.screenshot(path=screenshot_dir / "task-submit-offline.png")
+
+    # Back online: the ranking goes by itself, and the page moves on; nobody clicks again.
+    context.set_offline(False)
+    assert wait_for_other_task(page, task) != task
+    assert server.rankings(task) == [order]
+    assert page.text_content("#prompt") == "a patient pear"
+    assert page.text_content("#done-count") == "1 done this visit"
+    assert page.text_content("#send-status") == ""
+    assert errors == []
+
+
+def test_a_ranking_the_server_failed_to_take_is_sent_again_by_itself(server, context):
+    campaign = server.open_round(name="Flaky submit", prompt="a flaky fig", lease_s=600)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(campaign["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    order = rank_all_by_keys(page, ["2", "4", "1", "3"])
+    failing = {"left": 2}  # the first two tries answer 503, as a restarting server does
+
+    def flaky(route):
+        if failing["left"] > 0:
+            failing["left"] -= 1
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": {"code": "unavailable", "message": "the database is restarting"}}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/api/tasks/*/ranking", flaky)
+    # Every note the tray shows, kept: the retries may be through before a look could see one.
+    page.evaluate(
+        """() => { window.__notes = [];
+                   const node = document.querySelector('#send-status');
+                   new MutationObserver(() => window.__notes.push(node.textContent))
+                     .observe(node, {childList: true, characterData: true, subtree: true}); }"""
+    )
+    page.keyboard.press("Enter")
+    # Sent again with backoff, by itself; once through, the page moves on.
+    assert wait_for_other_task(page, task) != task
+    assert failing["left"] == 0
+    notes = [note for note in page.evaluate("window.__notes") if note]
+    assert notes and all(note.startswith("Not sent yet: ") for note in notes), notes
+    assert notes[0].startswith("Not sent yet: The database is restarting. Trying again in ")
+    assert server.rankings(task) == [order]
+    assert page.text_content("#send-status") == ""
+    assert errors == []
+
+
+def test_a_lease_lost_while_offline_is_said_plainly(server, context, screenshot_dir):
+    short = server.open_round(name="Short lease", prompt="a short-lived apple", lease_s=5)
+    server.open_round(name="Next campaign", prompt="a patient pear", lease_s=600)
+    link, _token = server.pool_link(short["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    page.keyboard.press("1")
+    context.set_offline(True)
+    # The countdown runs out offline: the page cannot know yet whose the set is, and says nothing
+    # it does not know.
+    wait_for_retrying(page)
+    assert "someone else" not in (page.text_content("#toast") or "")
+    # Meanwhile another annotator takes the round.
+    rival = server.owner.annotators(short["id"], 1)[0]
+    assert server.next_task(rival)["campaign_id"] == short["id"]
+
+    context.set_offline(False)
+    notice = wait_for_toast(page, "someone else")
+    assert (
+        notice == "This round was given to someone else while you were offline; here is a new one."
+    )
+    assert wait_for_other_task(page, task) != task
+    assert page.text_content("#prompt") == "a patient pear"
+    assert page.eval_on_selector_all(".tile.ranked", "nodes => nodes.length") == 0
+    page.screenshot(path=screenshot_dir / "task-lease-lost-offline.png")
+    assert errors == []
+
+
+def test_a_lease_that_ran_out_offline_keeps_the_picks_when_nobody_took_the_set(
+    server, context, screenshot_dir
+):
+    short = server.open_round(name="Short lease", prompt="a short-lived apple", lease_s=5)
+    link, _token = server.pool_link(short["id"])
+    page, errors = open_tab(context, link)
+    task = shown_task(page)
+    page.keyboard.press("2")
+    context.set_offline(True)
+    wait_for_retrying(page)
+
+    context.set_offline(False)
+    notice = wait_for_toast(page, "Time ran out")
+    assert notice == (
+        "Time ran out, but this set is still yours: your picks are kept and the clock starts again."
+    )
+    assert shown_task(page) == task
+    page.wait_for_function(
+        "() => document.querySelectorAll('.tile.ranked').length === 1", timeout=WAIT_MS
+    )
     assert errors == []

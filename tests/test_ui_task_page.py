@@ -253,6 +253,70 @@ def test_the_page_says_why_it_waits(server, device, screenshot_dir):
     assert errors == []
 
 
+def test_a_revoked_worker_is_told_so_while_waiting_and_after_a_reload(server, browser):
+    context = browser.new_context(**VIEWPORTS["phone"])
+    try:
+        campaign = server.open_round(
+            name="Revoked", prompt="a revoked raisin", annotators_per_round=2, lease_s=600
+        )
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        for tile in range(4):
+            tap(page, "phone", page.locator(".tile-pick").nth(tile))
+        page.click("#submit")
+        assert status_title(page, "Waiting for") == "Waiting for 1 more person"
+
+        path = f"/api/campaigns/{campaign['id']}/annotators"
+        (annotator,) = server.owner.get(path).json["annotators"]
+        revoked = server.owner.post(f"{path}/{annotator['id']}/revoke", json={})
+        assert revoked.status_code == 200
+        # Told while the page waits (no "keep it open"), and not as a mistyped link.
+        assert status_title(page, "access") == "Your access to this study has ended"
+        text = page.text_content("#status-text")
+        assert "organiser has ended your access" in text and "mistyped" not in text
+        assert page.is_hidden("#status-retry")
+
+        page.reload()
+        assert status_title(page, "access|not valid|personal") == (
+            "Your access to this study has ended"
+        )
+        assert axe_violations(page) == []
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_key_pressed_for_a_ranked_image_says_it_was_taken_back(server, browser):
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    try:
+        campaign = server.open_round(name="Keys", prompt="a keyed kiwi", lease_s=600)
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        ids = tile_ids(page)
+        for key in ("1", "2", "3"):
+            page.keyboard.press(key)
+        page.wait_for_function(
+            "() => document.querySelector('#live').textContent === 'Image 3 ranked 3rd.'",
+            timeout=WAIT_MS,
+        )
+        page.keyboard.press("2")  # image 2 is ranked 2nd already: this takes it back, said so
+        said = "Image 2 removed from position 2."
+        page.wait_for_function(
+            "said => document.querySelector('#live').textContent === said",
+            arg=said,
+            timeout=WAIT_MS,
+        )
+        assert page.get_attribute("#live", "aria-live") == "polite"
+        assert wait_for_toast(page, said).startswith(said)
+        assert ranked(page) == [ids[0], ids[2]]
+        assert "press it again to take one back" in page.text_content("#instructions")
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_a_stopped_campaign_without_a_task_done_says_there_is_no_code(server, browser):
     context = browser.new_context(**VIEWPORTS["phone"])
     try:
@@ -340,6 +404,60 @@ def test_axe_finds_nothing_in_any_state(server, device, screenshot_dir):
     found["finished"] = axe_violations(page)
     assert {state: v for state, v in found.items() if v} == {}
     assert errors == []
+
+
+def serious_axe_violations(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    return [v for v in axe_violations(page) if "(serious)" in v or "(critical)" in v]
+
+
+@pytest.mark.parametrize("width", [360, 390])
+def test_on_a_narrow_phone_every_tray_slot_is_in_reach_and_axe_finds_nothing_serious(
+    server, browser, screenshot_dir, width
+):
+    context = browser.new_context(
+        **{**VIEWPORTS["phone"], "viewport": {"width": width, "height": 780}}
+    )
+    try:
+        # Eight candidates and the attention image: nine to rank, nine slots in the tray.
+        campaign = server.open_round(name="Narrow", prompt="a narrow nectarine", m=8, lease_s=600)
+        link, _token = own_link(server, campaign["id"])
+        page, errors = open_page(context, link)
+        shown_task(page)
+        assert len(tile_ids(page)) == 9
+        found = {"task shown": serious_axe_violations(page)}
+        for tile in range(3):
+            tap(page, "phone", page.locator(".tile-pick").nth(tile))
+        found["picks made"] = serious_axe_violations(page)
+        page.screenshot(path=screenshot_dir / f"task-phone-{width}-tray.png")
+        # Every slot within the screen, none clipped by a region that scrolls sideways.
+        slots = page.eval_on_selector_all(
+            "#ranking .rank-slot",
+            """slots => slots.map(s => { const r = s.getBoundingClientRect();
+                                      return [r.left, r.right, r.top, r.bottom]; })""",
+        )
+        assert len(slots) == 9
+        found["slots off screen"] = [
+            s for s in slots if s[0] < 0 or s[1] > width or s[2] < 0 or s[3] > 780
+        ]
+        found["tray scrolls sideways"] = page.eval_on_selector(
+            "#ranking", "r => r.scrollWidth > r.clientWidth ? [r.scrollWidth, r.clientWidth] : []"
+        )
+        # The tray grew: the last image can still be scrolled clear of it.
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        last, tray_top = page.evaluate(
+            """() => [document.querySelector('.tile:last-child').getBoundingClientRect().bottom,
+                      document.querySelector('#tray').getBoundingClientRect().top]"""
+        )
+        assert last <= tray_top
+        page.click(".tile:nth-child(2) .tile-zoom")
+        page.wait_for_selector("#viewer[open]")
+        found["viewer"] = serious_axe_violations(page)
+        assert {state: v for state, v in found.items() if v} == {}
+        assert page.get_attribute("#viewer-close", "aria-label") is None
+        assert errors == []
+    finally:
+        context.close()
 
 
 def test_focus_stays_above_the_tray_and_the_viewer_fills_the_screen(server, device, screenshot_dir):

@@ -36,6 +36,13 @@ class Unauthorized(RankloopError, PermissionError):
     code = "unauthorized"
 
 
+class TokenRevoked(Unauthorized):
+    """An annotator token the campaign's owner revoked: told apart from an unknown one, so the
+    task page can say so plainly."""
+
+    code = "token_revoked"
+
+
 class Forbidden(RankloopError, PermissionError):
     """Valid credentials that may not do this (a foreign task, another owner's campaign)."""
 

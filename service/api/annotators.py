@@ -147,7 +147,8 @@ def list_annotators(campaign_id: str):
     "POST",
     "/api/campaigns/<campaign_id>/annotators/<annotator_id>/revoke",
     summary=(
-        "Revoke an annotator of the campaign: their later requests answer 401; what they gave "
+        "Revoke an annotator of the campaign: their later requests answer 401 with the error "
+        "code token_revoked (an unknown token's is unauthorized); what they gave "
         "stays, marked, and with exclude counts in no later consensus"
     ),
     auth="owner",
@@ -156,7 +157,8 @@ def list_annotators(campaign_id: str):
 )
 def revoke_annotator(campaign_id: str, annotator_id: str):
     """Refuse the annotator's later requests: their token's hash is replaced by one of a token
-    nobody holds, so every path that looks a token up (the hot paths too) answers 401. What they
+    nobody holds, so every path that looks a token up (the hot paths too) answers 401; the old
+    hash is kept, so that the 401 says ``token_revoked`` (:func:`service.auth.unknown_token`). What they
     gave stays; with ``exclude`` it counts in no consensus from then on."""
     campaign, owner = owned_campaign(campaign_id)
     body: AnnotatorRevoke = validate(AnnotatorRevoke, json_body())
@@ -165,6 +167,8 @@ def revoke_annotator(campaign_id: str, annotator_id: str):
     if annotator is None or annotator.campaign_id != campaign.id:
         # A pool annotator works for every campaign: only the admin may end that (not here).
         raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
+    if annotator.revoked_at is None:
+        annotator.revoked_token_hash = annotator.token_hash
     annotator.token_hash = hash_token(new_token())
     annotator.revoked_at = annotator.revoked_at or utcnow()
     annotator.excluded = annotator.excluded or body.exclude

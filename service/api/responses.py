@@ -386,7 +386,11 @@ class Preview(_Response):
 
 # -- errors ------------------------------------------------------------------------------------
 class ErrorBody(_Response):
-    code: str
+    code: str = Field(
+        description="what went wrong, for a program: the status's own (unauthorized, forbidden, "
+        "not_found, conflict, gone, invalid_input, ...), or a finer one: token_revoked (401, an "
+        "annotator token the owner revoked)"
+    )
     message: str
     details: Any = Field(description="per-field problems of a 422, else null")
 

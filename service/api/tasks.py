@@ -89,7 +89,7 @@ def submit_ranking(task_id: str):
     except InvalidInput:
         # An unknown token is told so first, whatever it sent.
         if session.scalar(_annotator_exists(token_hash)) is None:
-            raise unknown_token() from None
+            raise unknown_token(session, token_hash) from None
         raise
     submitted = submit_by_token(session, token_hash, task_id, body.order)
     session.close()

@@ -24,11 +24,12 @@ export function rememberCampaign(campaignId, token) {
 }
 
 // A token the server turned down is forgotten everywhere this browser kept it.
-export function forgetToken(token) {
+// `keepInTab`: the tab keeps it all the same (a revoked token: a reload says so again).
+export function forgetToken(token, { keepInTab = false } = {}) {
   for (const key of Object.keys(localStorage)) {
     if (key.startsWith(CAMPAIGN_TOKEN) && localStorage.getItem(key) === token) {
       localStorage.removeItem(key);
     }
   }
-  sessionStorage.removeItem(TOKEN_KEY);
+  if (!keepInTab) sessionStorage.removeItem(TOKEN_KEY);
 }

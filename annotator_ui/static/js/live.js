@@ -21,7 +21,9 @@ function streamUrl(url) {
 // Open a ticketed stream; `onEvent(name, data)` for each of `events`. `getTicket` resolves to
 // the stream's URL, or to null when the credential is no good (no stream then, and no retry).
 // Returns { stop() }.
-export function openLive({ getTicket, events, onEvent, onLive = () => {} }) {
+// `onGone()`: the credential was refused or revoked (no more stream); the page's own request
+// then says why.
+export function openLive({ getTicket, events, onEvent, onLive = () => {}, onGone = () => {} }) {
   let source = null;
   let timer = null;
   let failures = 0;
@@ -53,6 +55,7 @@ export function openLive({ getTicket, events, onEvent, onLive = () => {} }) {
       if (ticketed === null) {
         stopped = true;
         onLive(false);
+        onGone();
         return;
       }
       url = streamUrl(ticketed);
@@ -86,8 +89,10 @@ export function openLive({ getTicket, events, onEvent, onLive = () => {} }) {
       } catch {
         // keep the default
       }
-      if (reason === "gone") onLive(false);
-      else connect(); // a fresh ticket: the old one may have expired
+      if (reason === "gone") {
+        onLive(false);
+        onGone();
+      } else connect(); // a fresh ticket: the old one may have expired
     });
     // A stream refused (401, 503) or dropped: EventSource would retry the same, perhaps
     // expired, ticket; a new one is asked for later instead.

@@ -12,7 +12,7 @@ import { announce, asSentence, keepMturkAssignment, showStatus, submitToMturk, t
 import { Ranking } from "./ranking.js";
 import { renderTray } from "./tray.js";
 import { closeViewer, initViewer } from "./viewer.js";
-import { resetPolling, showRetrying, showWaiting, stopPolling } from "./waiting.js";
+import { checkNow, resetPolling, showRetrying, showWaiting, stopPolling } from "./waiting.js";
 
 const state = {
   token: null,
@@ -40,6 +40,7 @@ const ui = {
   code: $("#completion-code"),
   completionLink: $("#completion-link"),
   withheldBanner: $("#withheld-banner"),
+  sendStatus: $("#send-status"),
 };
 const REDIRECT_AFTER_MS = 1500; // long enough to see the code; the platform waits for the visit
 
@@ -87,8 +88,13 @@ async function loadNext() {
   try {
     response = await api("/tasks/next", { credential: state.token });
   } catch (err) {
-    if (isFatal(err)) handleFatal(err);
-    else showRetrying(err, loadNext);
+    if (isFatal(err)) {
+      lostLease = null;
+      handleFatal(err);
+    } else {
+      if (lostLease && err.status === 0) lostLease.offline = true;
+      showRetrying(err, loadNext);
+    }
     return null;
   }
   if (response.status === 204 || !response.data) {
@@ -96,9 +102,11 @@ async function loadNext() {
     try {
       me = await refreshMe();
     } catch (err) {
+      lostLease = null;
       handleFatal(err);
       return null;
     }
+    explainLostLease(null);
     if (!goToCompletion(me)) showWaiting(me, loadNext);
     return null;
   }
@@ -115,6 +123,7 @@ async function loadNext() {
   const first = await firstLoaded(task.images.map((image) => image.thumb_url || image.url));
   state.aspect = first ? first.naturalWidth / first.naturalHeight : 1;
   showTask(task, serverNow, receivedAt);
+  explainLostLease(task);
   return task;
 }
 
@@ -144,7 +153,19 @@ function goToCompletion(me) {
 }
 
 function handleFatal(err) {
-  if (isFatal(err)) {
+  resetPolling();
+  if (err instanceof ApiError && err.code === "token_revoked") {
+    // The organiser ended this worker's access (the API's 401 token_revoked): said as such,
+    // not as a mistyped link, and again after a reload (the tab keeps the token to ask with).
+    forgetToken(state.token, { keepInTab: true });
+    stopResending();
+    showStatus(
+      "Your access to this study has ended",
+      "The study's organiser has ended your access, so there are no more tasks for you here. You can close this page; if you think this is a mistake, contact the study's organiser.",
+      { kind: "revoked" },
+    );
+    announce("Your access to this study has ended.");
+  } else if (isFatal(err)) {
     forgetToken(state.token);
     showStatus(
       "This task link is not valid",
@@ -183,7 +204,7 @@ function showTask(task, serverNow, receivedAt) {
     ? `${what}: tap them in order (tap again to take one back), or hold and drag one into the ranking below. ⤢ shows an image full size.` +
       (task.allow_ties ? " Tie makes your next pick equal to the previous one." : "")
     : `${what}: click them in order, drag them into the ranking below, or press their keys (${keys}). ` +
-      "Click again to take one back; Enter sends a finished ranking. ⤢ (or Shift + key) shows an image full size." +
+      "Click or press it again to take one back; Enter sends a finished ranking. ⤢ (or Shift + key) shows an image full size." +
       (task.allow_ties ? " Tie (=) makes your next pick equal to the previous one." : "");
   showTiles(task, state.aspect, choose);
   render();
@@ -228,13 +249,18 @@ function choose(id, { viaKey = false } = {}) {
   if (!state.task || state.sending) return;
   const { ranking } = state;
   const key = nameOf(id);
+  const was = ranking.rankOf(id);
   const result = ranking.toggle(id, { tie: state.tieMode });
   if (result === "picked") {
     const rank = ranking.rankOf(id);
     announce(ranking.isTied(id) ? `Image ${key} tied at ${ordinal(rank)}.` : `Image ${key} ranked ${ordinal(rank)}.`);
     state.tieMode = false;
   } else if (result === "removed") {
-    announce(`Image ${key} taken back.`);
+    // Said, with where it was: a key pressed for an image already ranked takes it back, which
+    // the eye may miss (its tile out of view) and a screen reader would not tell.
+    const msg = `Image ${key} removed from position ${was}.`;
+    announce(msg);
+    if (viaKey) toast(`${msg} Press ${key} again to rank it again.`);
   } else if (result === "full") {
     const msg = `Only your top ${ranking.limit} count. Take one back first.`;
     announce(msg);
@@ -263,10 +289,55 @@ async function submit() {
   if (!task || !ranking.complete || state.sending) return;
   state.sending = true;
   render();
+  await send(task, ranking.toOrder());
+}
+
+// A ranking that could not be sent (offline, or the server failing) is sent again by itself,
+// later each time, and at once when the browser says it is back online: the submit endpoint is
+// retry-safe (the same order again stores nothing new). The page says so meanwhile.
+const SEND_FIRST_MS = 1500;
+const SEND_MAX_MS = 30000;
+const OFFLINE_NOTE = "Offline — your ranking will be sent when you are back online.";
+const resend = { timer: null, failures: 0, again: null, tried: false };
+
+function stopResending() {
+  clearTimeout(resend.timer);
+  resend.timer = null;
+  resend.again = null;
+  resend.failures = 0;
+  resend.tried = false;
+  ui.sendStatus.textContent = "";
+}
+
+function resendLater(err, again) {
+  resend.failures += 1;
+  resend.tried = true;
+  const wait = Math.min(SEND_MAX_MS, SEND_FIRST_MS * 2 ** (resend.failures - 1));
+  const offline = err.status === 0 || navigator.onLine === false;
+  const text = offline
+    ? OFFLINE_NOTE
+    : `Not sent yet: ${asSentence(err.message)} Trying again in ${Math.round(wait / 1000)} seconds.`;
+  // Said once per change, not at every try.
+  if (ui.sendStatus.textContent !== text) ui.sendStatus.textContent = text;
+  resend.again = again;
+  clearTimeout(resend.timer);
+  resend.timer = setTimeout(again, wait);
+}
+
+// Back online: now, and the backoff starts over (the first try may still beat the network back).
+function resendNow() {
+  if (!resend.again) return;
+  clearTimeout(resend.timer);
+  resend.failures = 0;
+  resend.again();
+}
+
+async function send(task, order) {
+  resend.timer = null;
   try {
     await api(`/tasks/${encodeURIComponent(task.task_id)}/ranking`, {
       method: "POST",
-      body: { order: ranking.toOrder() },
+      body: { order },
       credential: state.token,
     });
     state.doneThisVisit += 1;
@@ -276,22 +347,27 @@ async function submit() {
     toast("Ranking sent. Thank you!");
   } catch (err) {
     if (isFatal(err)) {
+      stopResending();
       state.sending = false;
       handleFatal(err);
       return;
     }
     if (err.status === 409 || err.status === 410 || err.status === 404) {
-      toast(`${asSentence(err.message)} Moving on to the next set.`);
-      announce(asSentence(err.message));
+      if (resend.tried && err.status === 410) {
+        // Sent again and again while offline, and the lease ran out meanwhile: said once the
+        // next set is known (explainLostLease).
+        lostLease = { taskId: task.task_id, hadPicks: true, offline: true };
+      } else {
+        toast(`${asSentence(err.message)} Moving on to the next set.`);
+        announce(asSentence(err.message));
+      }
     } else {
-      // Keep the ranking on screen so the annotator can try again.
-      state.sending = false;
-      render();
-      toast(`Not sent: ${err.message}`);
-      announce(`Not sent: ${err.message}`);
+      // Keep the ranking on screen, and send it again by itself.
+      resendLater(err, () => send(task, order));
       return;
     }
   }
+  stopResending();
   forgetPicks(task.task_id);
   state.sending = false;
   await refreshMe().catch(handleFatal);
@@ -299,23 +375,43 @@ async function submit() {
 }
 
 // The lease ran out: ask again. Nobody else took the round, so the same task comes back renewed
-// with the picks kept (lease.js); or it went to someone else, and the page says so.
+// with the picks kept (lease.js); or it went to someone else, and the page says so. Offline, the
+// question waits until the page is back (waiting.js retries it), and so does the answer: the
+// picks are kept until the server says whose the set is.
+let lostLease = null; // {taskId, hadPicks, offline}: a lease that ran out, its fate not yet known
+
 async function leaseRanOut() {
   if (state.sending) return;
-  const lost = state.task.task_id;
-  const hadPicks = state.ranking.count > 0;
+  lostLease = {
+    taskId: state.task.task_id,
+    hadPicks: state.ranking.count > 0,
+    offline: navigator.onLine === false,
+  };
   closeViewer();
-  const next = await loadNext();
+  await loadNext();
+}
+
+// The server answered loadNext (`next`: the task shown, or null): what became of a lost lease.
+function explainLostLease(next) {
+  if (!lostLease) return;
+  const { taskId, hadPicks, offline } = lostLease;
+  lostLease = null;
   let text;
-  if (next?.task_id === lost) {
+  if (next?.task_id === taskId) {
     text = hadPicks
       ? "Time ran out, but this set is still yours: your picks are kept and the clock starts again."
       : "Time ran out, but this set is still yours: the clock starts again.";
   } else {
-    forgetPicks(lost);
-    text = next
-      ? "Time ran out and this set went to someone else. Here is another one."
-      : "Time ran out and this set went to someone else.";
+    forgetPicks(taskId);
+    if (offline) {
+      text = next
+        ? "This round was given to someone else while you were offline; here is a new one."
+        : "This round was given to someone else while you were offline.";
+    } else {
+      text = next
+        ? "Time ran out and this set went to someone else. Here is another one."
+        : "Time ran out and this set went to someone else.";
+    }
   }
   toast(text);
   announce(text);
@@ -334,6 +430,11 @@ initViewer({
 ui.submit.addEventListener("click", submit);
 ui.undo.addEventListener("click", undo);
 ui.tie.addEventListener("click", toggleTie);
+// Back online: a ranking waiting to be sent goes now, and so does a check the page waits on.
+window.addEventListener("online", () => {
+  resendNow();
+  checkNow();
+});
 $("#status-retry").addEventListener("click", () => {
   resetPolling();
   loadNext();
@@ -378,6 +479,8 @@ window.addEventListener("hashchange", () => {
   if (!/(^#|&)(token|rejoin)=/.test(window.location.hash)) return;
   resetPolling();
   stopLease();
+  stopResending();
+  state.sending = false;
   sessionStorage.removeItem(TOKEN_KEY);
   main();
 });

@@ -5,6 +5,14 @@ import { $, clear, h, ordinal } from "./dom.js";
 const tray = $("#tray");
 const list = $("#ranking");
 
+// The tray's height, for the CSS that keeps the page, focus and toasts clear of it (--tray-h):
+// on a phone a long ranking wraps to a second row rather than scroll out of reach.
+if (typeof ResizeObserver === "function") {
+  new ResizeObserver(() => {
+    document.documentElement.style.setProperty("--tray-h", `${tray.offsetHeight}px`);
+  }).observe(tray);
+}
+
 // `name(id)` is an image's key ("3"), `thumb(id)` its thumbnail's URL.
 export function renderTray(ranking, name, thumb) {
   clear(list);

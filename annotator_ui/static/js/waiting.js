@@ -56,6 +56,9 @@ function watch(check) {
       lastSeen = seen;
       if (!first || data.open_rounds > 0 || data.round_status === "open") onChange?.();
     },
+    // The token was revoked (or the campaign deleted): look now, and the answer says which,
+    // rather than wait out a slow poll under "keep it open".
+    onGone: () => onChange?.(),
     onLive: (on) => {
       live = on;
       document.body.dataset.live = on ? "stream" : "polling";
@@ -83,9 +86,20 @@ export function resetPolling() {
   failures = 0;
 }
 
+let scheduled = null; // the check the timer runs
+
 function schedule(check, ms) {
   stopPolling();
+  scheduled = check;
   timer = setTimeout(check, ms);
+}
+
+// The check the page waits on, now (the browser came back online): no need to sit out a backoff.
+export function checkNow() {
+  if (timer === null || !scheduled) return;
+  stopPolling();
+  failures = 0; // the backoff starts over (this first try may still beat the network back)
+  scheduled();
 }
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
