@@ -41,7 +41,7 @@ def create_app(
         )
     app.extensions[SETTINGS_EXTENSION] = settings
 
-    from service import db, errors, health, limits, logs, metrics, resend_metrics, tasks
+    from service import db, errors, health, limits, logs, metrics, tasks
     from service.api import register_api
 
     db.init_app(app)
@@ -53,7 +53,6 @@ def create_app(
     register_api(app)
     health.init_app(app)
     metrics.init_app(app)
-    resend_metrics.init_app(app)  # rankloop_renders_resent_total{reason}
     limits.init_app(app)
 
     # The pages are a tier of their own: the layer above composes them (this tier never

@@ -49,6 +49,7 @@ from rankloop.core.settings import broker_settings
 from service.config import settings_of
 from service.db import session_scope
 from service.models import Campaign, Ranking, Round, utcnow
+from service.resend_metrics import renders_resent
 from service.routing import Reply, operation
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class DatabaseCollector(Collector):
                 families += _campaigns(session)
                 families += _rankings(session)
                 families += _render_seconds(session)
+                families += renders_resent(session)
         except SQLAlchemyError as error:
             # The database down: the scrape goes on with what this process knows, and says so.
             log.warning("metrics without the database: %s", error)
