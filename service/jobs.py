@@ -31,6 +31,19 @@ from rankloop.core.contracts import (
 log = logging.getLogger(__name__)
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
 PAGE = 500  # queued messages read from Redis per LRANGE
+# kombu's Redis transport: a queue's messages of priority p > 0 wait in "<queue><sep><p>".
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def redis_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
+    """The Redis lists kombu keeps ``queue``'s messages in, under the broker's key prefix
+    (``global_keyprefix`` in :func:`~rankloop.core.settings.broker_settings`), one per
+    priority step."""
+    prefix = transport_options.get("global_keyprefix") or ""
+    sep = transport_options.get("sep", KOMBU_PRIORITY_SEP)
+    steps = transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS)
+    return [f"{prefix}{queue}{sep}{p}" if p else f"{prefix}{queue}" for p in steps]
 
 
 def celery_of(app: Flask) -> Celery:
@@ -80,7 +93,7 @@ def render_jobs_held(app: Flask, job_ids: Collection[str]) -> set[str] | None:
     if not url.startswith(REDIS_SCHEMES):
         return None
     options = celery.conf.broker_transport_options or {}
-    prefix = str(options.get("global_keyprefix") or "")
+    prefix = str(options.get("global_keyprefix") or "")  # for kombu's unacked hash
     wanted = {job_id: job_id.encode() for job_id in job_ids}
     held: set[str] = set()
 
@@ -99,11 +112,10 @@ def render_jobs_held(app: Flask, job_ids: Collection[str]) -> set[str] | None:
             import redis
 
             client = redis.Redis(connection_pool=channel.client.connection_pool)
-            queues = dict.fromkeys(channel._q_for_pri(GPU_QUEUE, p) for p in channel.priority_steps)
-            for queue in queues:
+            for key in redis_queue_keys(GPU_QUEUE, options):
                 start = 0
                 while True:  # new messages go in on the left: a page boundary never skips one
-                    page = client.lrange(prefix + queue, start, start + PAGE - 1)
+                    page = client.lrange(key, start, start + PAGE - 1)
                     for raw in page:
                         look(raw)
                     if len(page) < PAGE:

@@ -16,7 +16,7 @@ process, a bookkeeping worker, a render worker):
 - ``rankloop_queue_depth{queue}``: messages waiting on the render and bookkeeping queues, asked
   of the broker (absent when the broker does not answer): on RabbitMQ the queues' message
   counts, on Redis the length of the lists kombu keeps them in, under the broker's key prefix
-  (:func:`redis_queue_keys`);
+  (:func:`service.jobs.redis_queue_keys`);
 - ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
   coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
   when ``same`` is 0; ``service.health.render_workers``).
@@ -33,7 +33,6 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -48,6 +47,7 @@ from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
 from rankloop.core.settings import broker_settings
 from service.config import settings_of
 from service.db import session_scope
+from service.jobs import redis_queue_keys
 from service.models import Campaign, Ranking, Round, utcnow
 from service.resend_metrics import renders_resent
 from service.routing import Reply, operation
@@ -140,19 +140,6 @@ def _render_seconds(session) -> Iterator:
 
 
 REDIS_SCHEMES = ("redis", "rediss")
-# kombu's Redis transport: a queue's messages of priority p > 0 wait in "<queue><sep><p>".
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-KOMBU_PRIORITY_SEP = "\x06\x16"
-
-
-def redis_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
-    """The Redis lists kombu keeps ``queue``'s messages in, under the broker's key prefix
-    (``global_keyprefix`` in :func:`~rankloop.core.settings.broker_settings`), one per
-    priority step."""
-    prefix = transport_options.get("global_keyprefix") or ""
-    sep = transport_options.get("sep", KOMBU_PRIORITY_SEP)
-    steps = transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS)
-    return [f"{prefix}{queue}{sep}{p}" if p else f"{prefix}{queue}" for p in steps]
 
 
 def _redis_depths(app: Flask) -> dict[str, int]:
