@@ -267,6 +267,16 @@ def code_withheld(settings: CampaignSettings, annotator: Any) -> bool:
     return over_attention_limit(settings, annotator.attention_failed, annotator.tasks_done)
 
 
+def completion_withheld(campaign: Any, annotator: Any) -> bool:
+    """What the owner is shown: ``campaign``'s own annotator, with no code issued, whom the
+    attention policy withholds it from (:func:`code_withheld`)."""
+    return (
+        annotator.campaign_id == campaign.id
+        and annotator.completion_code is None
+        and code_withheld(campaign.config, annotator)
+    )
+
+
 ISSUE_COMPLETION_CODE = (
     update(ANNOTATORS)
     .where(ANNOTATORS.c.id == bindparam("annotator_id"))
@@ -343,6 +353,7 @@ __all__ = [
     "claim_task",
     "code_withheld",
     "completion_code",
+    "completion_withheld",
     "count_ranking",
     "credit",
     "credit_annotator",

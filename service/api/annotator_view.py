@@ -13,7 +13,7 @@ from service.api.responses import json_response, no_store
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round
 from service.routing import ok, operation
-from service.statements import code_withheld
+from service.statements import completion_withheld
 
 bp = Blueprint("annotator_view", __name__, url_prefix="/api/campaigns")
 
@@ -60,9 +60,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
                 tasks_done=len(rows),
                 tasks_quota=campaign.config.tasks_per_annotator,
                 completion_code=annotator.completion_code,
-                completion_withheld=annotator.campaign_id == campaign.id
-                and annotator.completion_code is None
-                and code_withheld(campaign.config, annotator),
+                completion_withheld=completion_withheld(campaign, annotator),
                 created_at=iso(annotator.created_at),
                 last_seen=iso(annotator.last_seen),
                 revoked_at=iso(annotator.revoked_at),

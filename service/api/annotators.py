@@ -20,7 +20,7 @@ from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
-from service.statements import code_withheld
+from service.statements import completion_withheld
 from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
@@ -110,11 +110,7 @@ def list_annotators(campaign_id: str):
         ):
             flags.append("failed_attention_checks")
         # The attention policy: a campaign's own annotator over it gets no completion code.
-        withheld = (
-            a.campaign_id == campaign.id
-            and a.completion_code is None
-            and code_withheld(campaign.config, a)
-        )
+        withheld = completion_withheld(campaign, a)
         if withheld:
             flags.append("code_withheld")
         if weight is not None and weight < 0:
