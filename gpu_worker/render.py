@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from rankloop.core.contracts import (
+    MOVE_ITEMS,
     BestImage,
     ImageRole,
     RenderedImage,
@@ -190,7 +191,7 @@ def render_round(
         images=entries,
         # The optimizer's current point before this round's ranking: not shown to annotators.
         best=BestImage(key=best_key, thumb_key=best_thumb_key),
-        stats=_json_scalars(optimizer.stats),
+        stats={**_json_scalars(optimizer.stats), MOVE_ITEMS: optimizer.move_items()},
     ).model_dump(mode="json")
     store.put(manifest_key, json.dumps(result, sort_keys=True).encode(), "application/json")
     return result

@@ -47,6 +47,12 @@ MAX_ROUND_DEADLINE_S: Final = 7 * 24 * 3600
 MIN_RENDER_TIMEOUT_S: Final = 60.0
 MAX_RENDER_TIMEOUT_S: Final = 24 * 3600
 MAX_QUORUM: Final = 1000  # rankings a round waits for
+QuorumRule = Literal["fixed", "adaptive"]
+# Above 0.999 the bootstrap's draws (rankloop.core.settle.SETTLE_DRAWS) cannot tell it apart.
+MAX_SETTLE_CONFIDENCE: Final = 0.999
+# A straggler is a lease past a multiple of the median: at 1 every other lease would be one.
+MIN_STRAGGLER_AFTER: Final = 1.0
+MAX_STRAGGLER_AFTER: Final = 100.0
 MAX_TASKS_PER_ANNOTATOR: Final = 100_000
 MAX_RECRUIT_CAP: Final = 100_000  # participants /join admits to one campaign
 # A completion code as crowd platforms issue them (Prolific: eight letters and digits), and
@@ -61,6 +67,34 @@ class CampaignFields(RenderFields):
 
     annotators_per_round: Integer = Field(
         default=3, ge=1, le=MAX_QUORUM, description="quorum of rankings"
+    )
+    # Adaptive quorum (rankloop.core.settle): a round closes once the decision it feeds is
+    # settled, at min_annotators_per_round at the least and annotators_per_round (the cap) at
+    # the most. Fixed stays the default until the benchmark (`rankloop bench campaign
+    # --quorum`) says otherwise.
+    quorum: QuorumRule = Field(
+        default="fixed",
+        description="fixed: every round waits for annotators_per_round rankings; adaptive: a "
+        "round closes from min_annotators_per_round on once its decision is settled",
+    )
+    min_annotators_per_round: Integer = Field(
+        default=2, ge=1, le=MAX_QUORUM, description="adaptive quorum: rankings a round needs"
+    )
+    settle_confidence: float = Field(
+        default=0.9,
+        ge=0.5,
+        le=MAX_SETTLE_CONFIDENCE,
+        description="adaptive quorum: how sure the consensus must be of the round's decision",
+    )
+    # No waiting for stragglers: the round's last slot is offered to one more annotator once
+    # the lease on it has run this many times the campaign's median ranking time. Null (the
+    # default, and every stored campaign older than the setting): never.
+    straggler_after: float | None = Field(
+        default=None,
+        ge=MIN_STRAGGLER_AFTER,
+        le=MAX_STRAGGLER_AFTER,
+        description="offer a round's last slot to one more annotator once its lease has run "
+        "this many times the campaign's median ranking time; null: never",
     )
     rounds: Integer = Field(default=10, ge=1, le=MAX_ROUNDS, description="round budget")
     round_deadline_s: float = Field(
@@ -118,6 +152,23 @@ class CampaignFields(RenderFields):
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: FeedName = DEFAULT_FEED
+
+    @model_validator(mode="after")
+    def _quorum_bounds(self) -> CampaignFields:
+        if self.quorum == "adaptive" and self.min_annotators_per_round > self.annotators_per_round:
+            raise ValueError(
+                f"min_annotators_per_round ({self.min_annotators_per_round}) must not exceed "
+                f"annotators_per_round ({self.annotators_per_round}), the adaptive quorum's cap"
+            )
+        return self
+
+
+def first_quorum(settings: CampaignFields) -> int:
+    """The rankings a new round waits for before it may close: the minimum of an adaptive
+    quorum, the whole quorum of a fixed one (:func:`service.statements.round_quorum`)."""
+    if settings.quorum == "adaptive":
+        return min(settings.min_annotators_per_round, settings.annotators_per_round)
+    return settings.annotators_per_round
 
 
 def attention_limit(settings: CampaignFields) -> tuple[int, int]:
@@ -224,7 +275,9 @@ __all__ = [
     "CompletionCode",
     "CompletionUrl",
     "ConsensusMethod",
+    "QuorumRule",
     "attention_limit",
+    "first_quorum",
     "lease_of",
     "over_attention_limit",
 ]

@@ -53,6 +53,15 @@ class RoundStatus(StrEnum):
     FAILED = "failed"
 
 
+class CloseReason(StrEnum):
+    """Why a round closed (``rounds.close_reason``, shown per round to the owner)."""
+
+    SETTLED = "settled"  # adaptive quorum: the decision it feeds was settled
+    CAP = "cap"  # its quorum (the cap, annotators_per_round) was in
+    DEADLINE = "deadline"  # adaptive quorum: its deadline came with the minimum in, unsettled
+    STRAGGLER = "straggler"  # an extra annotator was offered the last slot and ranked first
+
+
 class TaskStatus(StrEnum):
     """An annotator's leased task ("assignment" in the database): leased until submitted."""
 
@@ -331,6 +340,12 @@ class RenderResult(_Message):
     # The optimizer's current point rendered clean in the same batch (never shown to annotators).
     best: BestImage | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+
+
+# The key of a render result's ``stats`` (kept in ``rounds.stats``) listing the round's move
+# candidates, as image positions with the current point first (``RankSGD.move_items``): which
+# decision the round's ranking feeds, read by the adaptive quorum (rankloop.core.settle).
+MOVE_ITEMS: Final = "move_items"
 
 
 def parse(model: type[_M], data: Any, what: str) -> _M:

@@ -183,6 +183,15 @@ class RankSGD:
         self._pending = True
         return self._proposal
 
+    def move_items(self) -> list[int] | None:
+        """The asked round's points ``x`` may move to, as indices into the proposal's points,
+        the current point first (it staying is a decision too); ``None`` for the two-phase
+        schedule, whose gradient rounds move nothing the crowd is asked about. Call after
+        :meth:`ask`."""
+        if self.next_kind != VERIFIED:
+            return None
+        return verified.shown_move_items(self._state)
+
     def tell(self, order: Sequence[int] | None = None, *, preferences: Any = None) -> None:
         """Feed back this round's ranking.
 

@@ -252,7 +252,14 @@ def estimator_weights_from_preferences(w: np.ndarray, lay: Layout) -> np.ndarray
 
 def chosen_from_order(order: Sequence[int], lay: Layout) -> int | None:
     """The move candidate ranked highest, or ``None`` when no candidate was ranked."""
-    candidates = set(lay.move_items)
+    return chosen_among_order(order, lay.move_items)
+
+
+def chosen_among_order(order: Sequence[int], items: Sequence[int]) -> int | None:
+    """:func:`chosen_from_order` over ``items`` (the centre first, then the points ``x`` may
+    move to, in any numbering ``order`` shares): the coordinator's settle rule
+    (:mod:`rankloop.core.settle`) reads the same rule in displayed positions."""
+    candidates = set(items)
     for item in order:
         if item in candidates:
             return int(item)
@@ -262,11 +269,17 @@ def chosen_from_order(order: Sequence[int], lay: Layout) -> int | None:
 def chosen_from_preferences(w: np.ndarray, lay: Layout) -> int | None:
     """The trial with the most net wins among the candidates that beats the centre pairwise,
     the centre when none does, ``None`` when ``W`` says nothing about any candidate."""
-    items = lay.move_items
+    return chosen_among_preferences(w, lay.move_items)
+
+
+def chosen_among_preferences(w: np.ndarray, items: Sequence[int]) -> int | None:
+    """:func:`chosen_from_preferences` over ``items`` (the centre first, then the points ``x``
+    may move to, indices into ``w``)."""
+    items = list(items)
     sub = w[np.ix_(items, items)]
     if float(sub.sum()) <= 0.0:
         return None
-    centre = lay.centre
+    centre = items[0]
     net = sub.sum(axis=1) - sub.sum(axis=0)
     preferred = [
         i
@@ -313,6 +326,15 @@ def current_layout(state: OptimizerState) -> Layout:
 def display(state: OptimizerState) -> np.ndarray:
     """Unshuffled point shown at each position of the state's verified round."""
     return reproducible_permutation(state.seed, state.round, state.m)
+
+
+def shown_move_items(state: OptimizerState) -> list[int]:
+    """The displayed positions of the state's verified round's move candidates, the centre
+    first (:attr:`Layout.move_items`, shuffled as shown): what the coordinator needs to know
+    which decision a round's rankings feed (:mod:`rankloop.core.settle`)."""
+    shown = display(state)
+    where = {int(item): position for position, item in enumerate(shown)}
+    return [where[item] for item in current_layout(state).move_items]
 
 
 def shown_points(state: OptimizerState) -> np.ndarray:
