@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
     CampaignStatus,
+    CloseReason,
     ImageRole,
     RoundStatus,
 )
@@ -36,12 +37,12 @@ from service.models import (
     Round,
     utcnow,
 )
+from service.quorum import close_reason
 from service.rendering import (
     Outcome,
     new_round,
     run_step,
 )
-from service.statements import quorum_reached
 from service.transitions import audit, compare_and_set, get_campaign
 
 log = logging.getLogger(__name__)
@@ -80,16 +81,21 @@ def open_round(session: Session, round_id: int) -> tuple[Round, Campaign] | None
     return round_, campaign
 
 
-def close_if_ready(session: Session, round_id: int, now: dt.datetime | None = None) -> Outcome:
-    """Close the round when its quorum is in; else nothing."""
+def close_if_ready(
+    session: Session, round_id: int, now: dt.datetime | None = None, deadline: bool = False
+) -> Outcome:
+    """Close the round when its quorum says so (:func:`service.quorum.close_reason`;
+    ``deadline``: its deadline has passed); else nothing, but an adaptive quorum raised by
+    one while the round's decision is unsettled."""
     found = open_round(session, round_id)
     if found is None:
         return Outcome()
     round_, campaign = found
-    if not quorum_reached(campaign.config, count_rankings(session, round_id)):
-        session.rollback()
+    reason = close_reason(session, round_, campaign, count_rankings(session, round_id), deadline)
+    if reason is None:
+        session.commit()  # (a raised quorum)
         return Outcome()
-    return close_round(session, round_, now)
+    return close_round(session, round_, now, reason)
 
 
 def after_ranking(round_id: int, app: Flask | None = None) -> None:
@@ -111,14 +117,25 @@ def after_ranking(round_id: int, app: Flask | None = None) -> None:
             record_failure(session, round_id, error, step="close")
 
 
-def close_round(session: Session, round_: Round, now: dt.datetime | None = None) -> Outcome:
-    """Close an open round: consensus, then the next render message or the campaign's end."""
+def close_round(
+    session: Session,
+    round_: Round,
+    now: dt.datetime | None = None,
+    reason: CloseReason = CloseReason.CAP,
+) -> Outcome:
+    """Close an open round (for ``reason``): consensus, then the next render message or the
+    campaign's end."""
     from rankloop.core.consensus import AnnotatorReliability
 
     now = now or utcnow()
     campaign = get_campaign(session, round_.campaign_id, lock=True)
     if not compare_and_set(
-        session, round_, RoundStatus.OPEN, status=RoundStatus.CLOSED, closed_at=now
+        session,
+        round_,
+        RoundStatus.OPEN,
+        status=RoundStatus.CLOSED,
+        closed_at=now,
+        close_reason=reason,
     ):
         session.rollback()
         return Outcome()
@@ -159,6 +176,7 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         campaign.id,
         round_.number,
         n_rankings=len(rankings),
+        reason=str(reason),
         agreement=row.agreement,
         winner=order[0] if order else None,
     )

@@ -132,9 +132,7 @@ def _submit_in_steps(
         },
     )
     session.commit()
-    return Submitted(
-        ranking_id, round_.id, False, passed, quorum_reached(settings, counted.n_rankings)
-    )
+    return Submitted(ranking_id, round_.id, False, passed, quorum_reached(settings, *counted[2:4]))
 
 
 # -- PostgreSQL: one statement -------------------------------------------------------------------
@@ -175,7 +173,7 @@ def _submit_postgres_statement() -> Any:
     claimed = claim_task(t.c.id.in_(select(target.c.id))).returning(t.c.id).cte("claimed")
     counted = (
         count_ranking(r.c.id.in_(select(target.c.round_id)))
-        .returning(r.c.n_rankings)
+        .returning(r.c.n_rankings, r.c.quorum)
         .cte("counted")
     )
     credited = (
@@ -191,7 +189,7 @@ def _submit_postgres_statement() -> Any:
         .cte("stored")
     )
     # Joined, not just selected: a CTE that wrote nothing empties the answer.
-    return select(stored.c.id, counted.c.n_rankings).select_from(
+    return select(stored.c.id, counted.c.n_rankings, counted.c.quorum).select_from(
         stored.join(counted, true()).join(claimed, true()).join(credited, true())
     )
 
@@ -232,8 +230,10 @@ def _submit_postgres(
     ).fetchone()
     if stored is None:
         return _reference_path(session, token_hash, task_id, order, now)
-    ranking_id, n_rankings = stored
-    return Submitted(ranking_id, round_.id, False, passed, quorum_reached(settings, n_rankings))
+    ranking_id, n_rankings, quorum = stored
+    return Submitted(
+        ranking_id, round_.id, False, passed, quorum_reached(settings, n_rankings, quorum)
+    )
 
 
 __all__ = ["submit_by_token"]

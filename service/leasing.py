@@ -42,10 +42,10 @@ from service.statements import (
     lease_ends,
     lease_ends_sql,
     lease_lapsed,
+    lease_room_sql,
     lease_running,
     lock_round,
     now_param,
-    quorum_sql,
     renew_lapsed_lease,
     round_leasable,
 )
@@ -139,7 +139,7 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .group_by(t.c.round_id)
         .subquery()
     )
-    need = quorum_sql(c.c.settings) - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
+    need = lease_room_sql(r, c.c.settings) - r.c.n_rankings - func.coalesce(leased.c.leased, 0)
     # This annotator's task on the round, but a lapsed lease (that one is renewed instead).
     mine = select(t.c.id).where(
         t.c.round_id == r.c.id, t.c.annotator_id == annotator_id, ~lease_lapsed(now)
@@ -203,7 +203,8 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
 
 def _withdraw_over_quorum_statement() -> Any:
     """Expire the task just leased when the round now holds more running leases and rankings
-    than its quorum; returns its id when it did.
+    than its room (its quorum, plus one once its last slot was offered:
+    :func:`~service.statements.lease_room`); returns its id when it did.
 
     Two requests that choose the same round at once each count the other's lease as not yet
     there (each statement sees what was committed when it began), so both insert and the round
@@ -220,6 +221,14 @@ def _withdraw_over_quorum_statement() -> Any:
     # Not "round_id": a column of the table updated (its parameter would be read as its value).
     round_id, now = bindparam("lease_round_id", type_=Integer), now_param()
     rankings = lock_round(round_id).scalar_subquery()
+    # The round's room (its quorum, one more once its last slot was offered) may only grow
+    # while it is open: a stale read makes this lease step back, never stay over it.
+    room = (
+        select(lease_room_sql(ROUNDS, CAMPAIGNS.c.settings))
+        .select_from(ROUNDS.join(CAMPAIGNS, CAMPAIGNS.c.id == ROUNDS.c.campaign_id))
+        .where(ROUNDS.c.id == round_id)
+        .scalar_subquery()
+    )
     running = (
         select(func.count())
         .select_from(t)
@@ -229,7 +238,7 @@ def _withdraw_over_quorum_statement() -> Any:
     return (
         update(t)
         .where(t.c.id == bindparam("task_id"), t.c.status == TaskStatus.LEASED)
-        .where(rankings + running > bindparam("quorum"))
+        .where(rankings + running > room)
         .values(expires_at=t.c.created_at)
         .returning(t.c.id)
     )
@@ -250,16 +259,10 @@ _TOUCH_ANNOTATOR = (
 # -- the two ways to run them ------------------------------------------------------------------
 
 
-def _withdrawn(
-    session: Session, task_id: str, round_id: int, campaign: CampaignView, now: dt.datetime
-) -> bool:
+def _withdrawn(session: Session, task_id: str, round_id: int, now: dt.datetime) -> bool:
     """Whether the lease just made was withdrawn over the quorum (:data:`_WITHDRAW_OVER_QUORUM`)."""
     params = {"task_id": task_id, "lease_round_id": round_id, "now": now}
-    quorum = campaign.config.annotators_per_round
-    return (
-        run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params, quorum=quorum).fetchone()
-        is not None
-    )
+    return run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params).fetchone() is not None
 
 
 def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Lease | None:
@@ -277,7 +280,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             # A lease whose request died between its insert and its quorum check below (a web
             # process killed there) is checked when its annotator asks again: else it would
             # stay, and rank, beyond the quorum.
-            if not _withdrawn(session, task_id, round_.id, campaign, now):
+            if not _withdrawn(session, task_id, round_.id, now):
                 return Lease(annotator_id, task_id, expires_at, round_, campaign)
             continue  # over the quorum: look for another round
         if looked_again:
@@ -294,7 +297,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
             campaign = campaign_view(session, campaign_id)
-            if not _withdrawn(session, task_id, round_id, campaign, now):
+            if not _withdrawn(session, task_id, round_id, now):
                 round_ = RoundRef(round_id, campaign_id, number)
                 return Lease(annotator_id, task_id, expires_at, round_, campaign)
             continue  # another annotator took the round's last place at the same instant
@@ -355,7 +358,6 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
                     "task_id": inserted.id,
                     "lease_round_id": round_.id,
                     "now": now,
-                    "quorum": campaign.config.annotators_per_round,
                 },
             ).first()
             is not None

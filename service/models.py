@@ -134,6 +134,14 @@ class Round(Base):
     extensions: Mapped[int] = mapped_column(Integer, default=0)
     # Rankings stored so far, bumped in the transaction that stores each one.
     n_rankings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The rankings the round waits for now: an adaptive quorum's, raised one at a time while
+    # its decision is unsettled (service.closing); NULL: the campaign's annotators_per_round.
+    quorum: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Why it closed (rankloop.core.contracts.CloseReason); NULL while open, and for rounds
+    # closed before the reason was recorded.
+    close_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    # When its last slot was offered to one more annotator (a straggler held it): once a round.
+    straggler_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
 
     campaign: Mapped[Campaign] = relationship(back_populates="rounds")
     images: Mapped[list[Image]] = relationship(back_populates="round", order_by="Image.position")

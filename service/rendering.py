@@ -43,6 +43,7 @@ from service.config import app_settings, settings_of
 from service.db import session_scope
 from service.jobs import send_render
 from service.models import AuditEvent, Campaign, Image, Round, utcnow
+from service.statements import initial_quorum
 from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def new_round(
         status=RoundStatus.RENDERING,
         previous_state_key=previous.state_key if previous else None,
         consensus_in=None if consensus is None else consensus.model_dump(),
+        quorum=initial_quorum(campaign.config),
     )
     session.add(round_)
     audit(session, "round_render_requested", campaign.id, number)

@@ -37,6 +37,7 @@ from sqlalchemy.sql.expression import FromClause
 from rankloop.core.campaign_settings import (
     CampaignSettings,
     attention_limit,
+    first_quorum,
     over_attention_limit,
 )
 from rankloop.core.contracts import (
@@ -147,15 +148,58 @@ def slot_taken_over(
     others = session.execute(
         OTHERS_RUNNING, {"round_id": round_id, "task_id": task_id, "now": now}
     ).scalar_one()
-    return quorum_reached(settings, n_rankings + others)
+    quorum, straggler_at = session.execute(
+        select(ROUNDS.c.quorum, ROUNDS.c.straggler_at).where(ROUNDS.c.id == round_id)
+    ).one()
+    return n_rankings + others >= lease_room(settings, quorum, straggler_at)
 
 
 # -- a round's quorum ---------------------------------------------------------------------------
 
 
-def quorum_reached(settings: CampaignSettings, n_rankings: int) -> bool:
-    """Whether ``n_rankings`` rankings are a round's quorum (``annotators_per_round``)."""
-    return n_rankings >= settings.annotators_per_round
+def round_quorum(settings: CampaignSettings, quorum: int | None) -> int:
+    """The rankings a round waits for now: its own ``quorum`` (an adaptive quorum's, raised
+    while its decision is unsettled: :mod:`service.closing`), else the campaign's
+    ``annotators_per_round``. A new round's is
+    :func:`~rankloop.core.campaign_settings.first_quorum`."""
+    return settings.annotators_per_round if quorum is None else quorum
+
+
+def initial_quorum(settings: CampaignSettings) -> int | None:
+    """A new round's ``quorum`` column: an adaptive quorum's minimum; NULL for a fixed quorum
+    (the campaign's ``annotators_per_round``, as every round before the column had)."""
+    return first_quorum(settings) if settings.quorum == "adaptive" else None
+
+
+def quorum_reached(settings: CampaignSettings, n_rankings: int, quorum: int | None = None) -> bool:
+    """Whether ``n_rankings`` rankings are a round's quorum (:func:`round_quorum`; the
+    round's own ``quorum`` column, NULL for a fixed quorum)."""
+    return n_rankings >= round_quorum(settings, quorum)
+
+
+def lease_room(settings: CampaignSettings, quorum: int | None, straggler_at: Any) -> int:
+    """The rankings and running leases a round may hold at once: its quorum, and one more once
+    its last slot was offered to another annotator (``straggler_at``: the straggler keeps its
+    lease, the first of the two rankings fills the slot). Never more than one more."""
+    return round_quorum(settings, quorum) + (straggler_at is not None)
+
+
+def round_quorum_sql(rounds: FromClause = ROUNDS, settings: Any = CAMPAIGNS.c.settings) -> Any:
+    """:func:`round_quorum` inside a statement joined with the round and its campaign."""
+    return func.coalesce(rounds.c.quorum, quorum_sql(settings))
+
+
+def lease_room_sql(rounds: FromClause = ROUNDS, settings: Any = CAMPAIGNS.c.settings) -> Any:
+    """:func:`lease_room` inside a statement joined with the round and its campaign."""
+    offered = case((rounds.c.straggler_at.is_not(None), 1), else_=0)
+    return round_quorum_sql(rounds, settings) + offered
+
+
+def round_quorum_met(
+    n_rankings: Any, rounds: FromClause = ROUNDS, settings: Any = CAMPAIGNS.c.settings
+) -> ColumnElement[bool]:
+    """:func:`quorum_reached` inside a statement joined with the round and its campaign."""
+    return n_rankings >= round_quorum_sql(rounds, settings)
 
 
 def quorum_sql(settings: Any = CAMPAIGNS.c.settings) -> Any:
@@ -325,7 +369,7 @@ def ranking_row(task_id: Any, round_id: Any, annotator_id: Any, late: Any) -> di
 
 # The statements on one row, as the reference path and the hot path's steps run them.
 COUNT_RANKING = count_ranking(ROUNDS.c.id == bindparam("round_id")).returning(
-    ROUNDS.c.campaign_id, ROUNDS.c.number, ROUNDS.c.n_rankings
+    ROUNDS.c.campaign_id, ROUNDS.c.number, ROUNDS.c.n_rankings, ROUNDS.c.quorum
 )
 INSERT_RANKING = (
     insert(RANKINGS)
@@ -357,9 +401,12 @@ __all__ = [
     "count_ranking",
     "credit",
     "credit_annotator",
+    "initial_quorum",
     "lease_ends",
     "lease_ends_sql",
     "lease_lapsed",
+    "lease_room",
+    "lease_room_sql",
     "lease_running",
     "lock_round",
     "now_param",
@@ -370,6 +417,9 @@ __all__ = [
     "ranking_row",
     "renew_lapsed_lease",
     "round_leasable",
+    "round_quorum",
+    "round_quorum_met",
+    "round_quorum_sql",
     "slot_taken_over",
     "takes_rankings",
     "takes_rankings_sql",

@@ -152,7 +152,11 @@ def submit(
     except IntegrityError:
         return repeated(session, task_id, order)
     return Submitted(
-        ranking_id, round_.id, late, passed, quorum_reached(settings, counted.n_rankings)
+        ranking_id,
+        round_.id,
+        late,
+        passed,
+        quorum_reached(settings, counted.n_rankings, counted.quorum),
     )
 
 

@@ -30,7 +30,7 @@ from service.rendering import (
     render_message,
     render_slot_free,
 )
-from service.statements import quorum_met, round_leasable
+from service.statements import round_leasable, round_quorum, round_quorum_met
 from service.transitions import audit, compare_and_set
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
             campaign.id,
             round_.number,
             n_rankings=count_rankings(session, round_id),
-            quorum=campaign.config.annotators_per_round,
+            quorum=round_quorum(campaign.config, round_.quorum),
         )
         outcome.events.append("extended")
     session.commit()
@@ -74,7 +74,7 @@ def _extend(session: Session, round_id: int, now: dt.datetime) -> Outcome:
 
 def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     """A round past its deadline: closed when its quorum is in, else extended."""
-    closed = close_if_ready(session, round_id, now)
+    closed = close_if_ready(session, round_id, now, deadline=True)
     return closed if closed.events else _extend(session, round_id, now)
 
 
@@ -204,7 +204,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     # Quorum in but still open: the close (inline, after the last ranking's commit) died with
     # its web process. Closed now, not at the deadline.
     full = session.scalars(
-        open_rounds.where(r.c.deadline > now, quorum_met(r.c.n_rankings, c.c.settings))
+        open_rounds.where(r.c.deadline > now, round_quorum_met(r.c.n_rankings, r, c.c.settings))
     ).all()
     rendering = session.scalars(
         select(r.c.id)
