@@ -76,7 +76,7 @@ def test_invariant_to_item_order(feed, move_items):
     first = settle(rankings, move_items=move_items, feed=feed, weights=weights)
     rng = np.random.default_rng(0)
     for _ in range(3):
-        relabel = rng.permutation(N_ITEMS - 1).tolist() + [ATTENTION]  # the check stays last
+        relabel = [*rng.permutation(N_ITEMS - 1).tolist(), ATTENTION]  # the check stays last
         moved = [(a, [relabel[i] for i in order]) for a, order in rankings]
         moves = None if move_items is None else [relabel[i] for i in move_items]
         again = settle(moved, move_items=moves, feed=feed, weights=weights)

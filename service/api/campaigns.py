@@ -6,6 +6,7 @@ from flask import Blueprint
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus
 from service import closing, forking, lifecycle
 from service.api import events, responses
@@ -25,6 +26,7 @@ from service.models import Campaign, Ranking, Round
 from service.rendering import owner_actor, run_step
 from service.routing import Reply, ok, operation
 from service.schemas import CampaignCreate, ForkCreate, validate
+from service.statements import round_quorum
 from service.transitions import audit
 
 bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
@@ -157,15 +159,18 @@ def _winner_url(round_: Round, thumb: bool = False) -> str | None:
     return object_url((winner.thumb_key or winner.key) if thumb else winner.key)
 
 
-def round_response(round_: Round, n_rankings: int, quorum: int) -> responses.Round:
+def round_response(round_: Round, n_rankings: int, settings: CampaignSettings) -> responses.Round:
     by_position = {image.position: image for image in round_.images}
     consensus = round_.consensus
     return responses.Round(
         number=round_.number,
         kind=round_.kind,
         status=round_.status,
-        quorum=quorum,
+        quorum=round_quorum(settings, round_.quorum),
+        quorum_cap=settings.annotators_per_round,
         rankings_count=n_rankings,
+        close_reason=round_.close_reason,
+        straggler_offered_at=iso(round_.straggler_at),
         deadline=iso(round_.deadline),
         extensions=round_.extensions,
         error=round_.error,
@@ -203,7 +208,6 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
             .group_by(Ranking.round_id)
         ).all()
     )
-    quorum = campaign.config.annotators_per_round
     all_rounds = session.scalars(
         select(Round)
         .where(Round.campaign_id == campaign.id)
@@ -226,7 +230,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
         rounds_done=sum(1 for r in all_rounds if r.status == RoundStatus.CLOSED),
         current_round=None
         if current is None
-        else round_response(current, counts.get(current.id, 0), quorum),
+        else round_response(current, counts.get(current.id, 0), campaign.config),
         best_image_url=best,
         # The optimizer's point as of the latest render: what the campaign delivers.
         current_best_image_url=None if current_best is None else object_url(current_best.best_key),
@@ -245,6 +249,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
                 current_best_url=object_url(r.best_thumb_key or r.best_key) if r.best_key else None,
                 agreement=r.consensus.agreement if r.consensus else None,
                 n_rankings=counts.get(r.id, 0),
+                close_reason=r.close_reason,
                 stats=r.stats or {},
                 render_seconds=r.render_seconds,
                 opened_at=iso(r.opened_at),

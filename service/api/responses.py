@@ -35,6 +35,7 @@ Timestamp = Annotated[
 CampaignStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.CampaignStatus)})]
 RoundStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.RoundStatus)})]
 ImageRole = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.ImageRole)})]
+CloseReason = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.CloseReason)})]
 AnnotatorFlag = Literal[
     "failed_attention_checks", "code_withheld", "contrarian", "low_weight", "idle"
 ]
@@ -64,8 +65,22 @@ class Round(_Response):
     number: int
     kind: str | None
     status: RoundStatus
-    quorum: int
+    quorum: int = Field(
+        description="rankings the round waits for now (adaptive: raised one at "
+        "a time while its decision is unsettled)"
+    )
+    quorum_cap: int = Field(description="the most rankings it may take (annotators_per_round)")
     rankings_count: int
+    close_reason: CloseReason | None = Field(
+        default=None,
+        description="why the round closed: settled (adaptive quorum: its decision was settled), "
+        "cap (annotators_per_round rankings in), deadline (adaptive: its deadline came, "
+        "unsettled), straggler (one more annotator was offered its last slot and answered "
+        "first); null while open, and for rounds closed before this was recorded",
+    )
+    straggler_offered_at: Timestamp | None = Field(
+        default=None, description="when its last slot was offered to one more annotator"
+    )
     deadline: Timestamp | None
     extensions: int
     error: str | None
@@ -90,6 +105,13 @@ class HistoryEntry(_Response):
     current_best_url: str | None = Field(description="the optimizer's point after the round")
     agreement: float | None
     n_rankings: int
+    close_reason: CloseReason | None = Field(
+        default=None,
+        description="why the round closed: settled (adaptive quorum: its decision was settled), "
+        "cap (annotators_per_round rankings in), deadline (adaptive: its deadline came, "
+        "unsettled), straggler (one more annotator was offered its last slot and answered "
+        "first); null while open, and for rounds closed before this was recorded",
+    )
     stats: dict[str, Any]
     render_seconds: float | None
     opened_at: Timestamp | None
@@ -242,6 +264,15 @@ class RoundDetail(_Response):
     kind: str | None
     status: RoundStatus
     quorum: int
+    quorum_cap: int
+    close_reason: CloseReason | None = Field(
+        default=None,
+        description="why the round closed: settled (adaptive quorum: its decision was settled), "
+        "cap (annotators_per_round rankings in), deadline (adaptive: its deadline came, "
+        "unsettled), straggler (one more annotator was offered its last slot and answered "
+        "first); null while open, and for rounds closed before this was recorded",
+    )
+    straggler_offered_at: Timestamp | None = None
     images: list[RoundImage]
     rankings: list[RoundRanking] = Field(description="in the order they were submitted")
     consensus: RoundConsensus | None

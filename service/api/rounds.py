@@ -52,13 +52,16 @@ def show_round(campaign_id: str, number: str):
         .order_by(Ranking.id)
     ).all()
     # The images and the consensus as the campaign shows its current round: one shape.
-    summary = round_response(round_, len(rows), campaign.config.annotators_per_round)
+    summary = round_response(round_, len(rows), campaign.config)
     return json_response(
         responses.RoundDetail(
             number=round_.number,
             kind=round_.kind,
             status=round_.status,
             quorum=summary.quorum,
+            quorum_cap=summary.quorum_cap,
+            close_reason=summary.close_reason,
+            straggler_offered_at=summary.straggler_offered_at,
             images=summary.images,
             rankings=[
                 responses.RoundRanking(

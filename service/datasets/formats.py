@@ -67,7 +67,8 @@ def schema(table: str):
         weight = pa.struct([("annotator_id", string), ("weight", float64)])
         fields = [
             ("campaign_id", string), ("round", int64), ("round_kind", string),
-            ("method", string), ("n_rankings", int64), ("order", pa.list_(int64)),
+            ("method", string), ("n_rankings", int64), ("close_reason", string),
+            ("order", pa.list_(int64)),
             ("order_image_ids", strings), ("scores", pa.list_(float64)),
             ("agreement", float64), ("weights", pa.list_(weight)),
             ("winner_image_id", string), ("image_ids", strings), ("image_keys", strings),

@@ -246,6 +246,7 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
             "round_kind": round_.kind,
             "method": consensus.method,
             "n_rankings": consensus.n_rankings,
+            "close_reason": round_.close_reason,
             "order": [int(p) for p in consensus.order],
             "order_image_ids": [by_position[int(p)].id for p in consensus.order],
             "scores": [float(s) for s in consensus.scores],

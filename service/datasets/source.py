@@ -46,6 +46,7 @@ class RoundInfo:
     previous_state_key: str | None
     images: list[ImageInfo]  # by position
     consensus: Consensus | None  # detached; its ``weights`` are the annotators' at closing
+    close_reason: str | None = None  # rankloop.core.contracts.CloseReason; None: not recorded
 
     def weight(self, annotator_id: str) -> float | None:
         if self.consensus is None:
@@ -121,8 +122,9 @@ class CampaignSource:
         with self.sessions() as session:
             # Plain rows for the round and its images (the ORM's identity map is not needed).
             connection = session.connection()
-            fields = Round.number, Round.kind, Round.state_key, Round.previous_state_key
-            number, kind, state_key, previous_state_key = connection.execute(
+            fields = (Round.number, Round.kind, Round.state_key, Round.previous_state_key,
+                      Round.close_reason)  # fmt: skip
+            number, kind, state_key, previous_state_key, close_reason = connection.execute(
                 select(*fields).where(Round.id == round_id)
             ).one()
             images = connection.execute(
@@ -133,6 +135,7 @@ class CampaignSource:
             info = RoundInfo(
                 round_id, number, kind, state_key, previous_state_key,
                 [ImageInfo(*image) for image in images], session.get(Consensus, round_id),
+                close_reason,
             )  # fmt: skip
             session.expunge_all()
         self._rounds[round_id] = info

@@ -9,11 +9,13 @@ import { ApiError, api } from "./api.js";
 import { $, clear, copyText, h } from "./dom.js";
 import { openLive } from "./live.js";
 import {
+  CLOSE_REASONS,
   FINAL,
   hideError,
   markRefreshed,
   ownerApi,
   ownerKey,
+  rankingsOf,
   requireOwner,
   roundStatus,
   showError,
@@ -124,7 +126,9 @@ function renderStrip(campaign) {
     setImage(figure.querySelector("img"), round.best_thumb_url || round.best_image_url);
     figure.querySelector("a").href = round.best_image_url;
     const agreement = Number.isFinite(round.agreement) ? ` · ${round.agreement.toFixed(2)}` : "";
-    figure.querySelector("figcaption").textContent = `Round ${round.number}${agreement}`;
+    // How many rankings the round took, and why it closed (adaptive quorum, stragglers).
+    const took = round.close_reason ? ` · ${round.n_rankings} (${round.close_reason})` : "";
+    figure.querySelector("figcaption").textContent = `Round ${round.number}${agreement}${took}`;
     return figure;
   });
   const currentUrl = campaign.current_best_image_url || campaign.best_image_url;
@@ -178,7 +182,8 @@ function renderRound(campaign) {
   stat("Round", round.number);
   stat("Kind", round.kind || "—");
   stat("Status", roundStatus(campaign.status, round.status));
-  stat("Rankings", `${round.rankings_count ?? 0} / ${round.quorum ?? "?"}`);
+  stat("Rankings", rankingsOf(round.rankings_count, round));
+  if (round.close_reason) stat("Closed because", CLOSE_REASONS[round.close_reason] || round.close_reason);
   stat("Agreement", consensus ? fmtNumber(consensus.agreement) : "—");
   const live = !FINAL.has(campaign.status) && round.status === "open";
   stat("Deadline", live && round.deadline ? new Date(round.deadline).toLocaleTimeString() : "—");

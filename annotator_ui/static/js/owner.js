@@ -120,3 +120,17 @@ export function relativeTime(iso) {
   if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
   return new Date(t).toLocaleDateString();
 }
+
+// Why a round closed (responses.Round.close_reason), as the owner reads it.
+export const CLOSE_REASONS = {
+  settled: "settled (its decision was sure)",
+  cap: "quorum in",
+  deadline: "deadline (unsettled)",
+  straggler: "straggler (did not wait for the slowest)",
+};
+
+// "2 / 3", or "2 / 2 (up to 5)" for an adaptive quorum still below its cap.
+export function rankingsOf(count, round) {
+  const cap = round.quorum_cap && round.quorum_cap > round.quorum ? ` (up to ${round.quorum_cap})` : "";
+  return `${count ?? 0} / ${round.quorum ?? "?"}${cap}`;
+}

@@ -3,7 +3,7 @@
 // Data: GET /api/campaigns/<id>/rounds/<n>.
 
 import { $, clear, h } from "./dom.js";
-import { ownerApi, roundStatus, showError } from "./owner.js";
+import { CLOSE_REASONS, ownerApi, rankingsOf, roundStatus, showError } from "./owner.js";
 
 let base = "";
 let follow = true; // show the latest round until the owner picks another one
@@ -47,12 +47,15 @@ function render(round) {
   const stat = (label, value) => stats.append(h("div", {}, h("dt", { text: label }), h("dd", { text: value })));
   stat("Status", roundStatus(campaignStatus, round.status));
   stat("Kind", round.kind || "—");
-  stat("Rankings", `${round.rankings.length} / ${round.quorum}`);
+  stat("Rankings", rankingsOf(round.rankings.length, round));
+  if (round.close_reason) stat("Closed because", CLOSE_REASONS[round.close_reason] || round.close_reason);
   stat("Agreement", fmt(round.consensus?.agreement));
   stat("Consensus method", round.consensus?.method || "—");
   stat("Render", Number.isFinite(round.render_seconds) ? `${round.render_seconds.toFixed(1)} s` : "—");
   // The optimizer's figures for the round: its step, whether the line search moved, ...
-  for (const [name, value] of Object.entries(round.stats || {})) stat(`Optimizer: ${name}`, fmt(value));
+  for (const [name, value] of Object.entries(round.stats || {})) {
+    if (value === null || typeof value !== "object") stat(`Optimizer: ${name}`, fmt(value));
+  }
 
   clear($("#detail-legend")).append(
     ...round.images.map((image, i) =>
