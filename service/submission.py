@@ -10,7 +10,8 @@ met). Those writes are built from :mod:`service.statements`, as the hot path's a
 Answers: 404 an unknown task, 403 another annotator's, 409 already submitted with another
 order or the campaign ended (stopped: a ranking made after the stop is kept out of the data and
 every consensus), 410 the round is no longer open or the lease ran out and the task went to someone else.
-A late ranking whose round still needs it (nobody else holds or filled its slot) is stored
+A ranking for a round that closed without waiting for it (a straggler's:
+:mod:`service.stragglers`) is stored late and credited, never refused. A late ranking whose round still needs it (nobody else holds or filled its slot) is stored
 (``late``); that is decided under the round's lock (:func:`~service.statements.slot_taken_over`),
 as a new lease's check against the quorum is, so a late ranking is never stored beside the
 ranking of whoever took its slot over. The same order sent again for
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import RoundStatus, TaskStatus
+from rankloop.core.contracts import CloseReason, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
 from service.driver import RANKINGS, TASKS
@@ -108,6 +109,8 @@ def submit(
     if not takes_rankings(campaign.status):
         raise campaign_ended(campaign.status)
     if round_.status != RoundStatus.OPEN:
+        if straggler_kept(round_):
+            return _keep_late(session, annotator, task, round_, campaign, order, now)
         raise Gone(f"round {round_.number} is {round_.status}: fetch the next task")
     late = task.expires_at <= now
     if late and slot_taken_over(session, settings, round_.id, task.id, now):
@@ -125,6 +128,9 @@ def submit(
         status = session.scalar(select(Campaign.status).where(Campaign.id == campaign.id))
         if not takes_rankings(status):
             raise campaign_ended(status)
+        session.refresh(round_)
+        if straggler_kept(round_):  # closed by the other of the last slot's two meanwhile
+            return _keep_late(session, annotator, task, round_, campaign, order, now)
         raise Gone(f"round {round_.number} closed: fetch the next task")
     try:
         ranking_id = session.execute(
@@ -160,8 +166,61 @@ def submit(
     )
 
 
+def straggler_kept(round_: Round) -> bool:
+    """Whether a ranking for a task still leased on this closed round is kept: the round
+    closed because its last slot was offered to one more annotator and the other ranked first
+    (:mod:`service.stragglers`); the slower one did the work it was given."""
+    return round_.status == RoundStatus.CLOSED and round_.close_reason == CloseReason.STRAGGLER
+
+
+def _keep_late(
+    session: Session,
+    annotator: Annotator,
+    task: Assignment,
+    round_: Round,
+    campaign: Campaign,
+    order: list[Any],
+    now: dt.datetime,
+) -> Submitted:
+    """Store and credit a straggler's ranking on its closed round, marked late: not counted
+    on the round (its consensus is made), kept in the data and the exports."""
+    settings = campaign.config
+    images = round_images(session, round_)
+    positions = parse_order(order, images, settings.k, settings.allow_ties)
+    passed = attention_passed(positions, images)
+    if rowcount(session.execute(claim_task(TASKS.c.id == task.id))) != 1:
+        return repeated(session, task.id, order)
+    try:
+        ranking_id = session.execute(
+            INSERT_RANKING,
+            {
+                "task_id": task.id,
+                "round_id": round_.id,
+                "annotator_id": annotator.id,
+                "order": list(order),
+                "positions": positions,
+                "passed": passed,
+                "late": True,
+                "now": now,
+            },
+        ).scalar_one()
+        session.execute(
+            CREDIT_ANNOTATOR,
+            {
+                "annotator_id": annotator.id,
+                "now": now,
+                **credit(settings, campaign.completion_code, passed),
+            },
+        )
+        session.commit()
+    except IntegrityError:
+        return repeated(session, task.id, order)
+    return Submitted(ranking_id, round_.id, True, passed, False)
+
+
 __all__ = [
     "Submitted",
     "repeated",
+    "straggler_kept",
     "submit",
 ]

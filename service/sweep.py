@@ -1,6 +1,7 @@
 """The sweep (``rankloop.coord.sweep``, run by beat): what no request is left to do. A round
 past its deadline is closed when its quorum is in (:func:`service.closing.close_if_ready`), else
-extended, never guessed; a round whose quorum is in but whose close was lost is closed; and a
+extended, never guessed; a round whose quorum is in but whose close was lost is closed; a round
+waiting on a straggler has its last slot offered to one more annotator (:mod:`service.stragglers`); and a
 render that never left, never came back, or whose worker stopped beating
 (:func:`heartbeat_stale`) is sent again, as is one that no worker holds and the broker lost
 (:func:`lost_by_broker`: a Redis restart without persistence empties its queue).
@@ -31,6 +32,7 @@ from service.rendering import (
     render_slot_free,
 )
 from service.statements import round_leasable, round_quorum, round_quorum_met
+from service.stragglers import offer_last_slot, straggling_rounds
 from service.transitions import audit, compare_and_set
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ def _due(session: Session, round_id: int, now: dt.datetime) -> Outcome:
     """A round past its deadline: closed when its quorum is in, else extended."""
     closed = close_if_ready(session, round_id, now, deadline=True)
     return closed if closed.events else _extend(session, round_id, now)
+
+
+def _offer(session: Session, round_id: int, now: dt.datetime) -> Outcome:
+    """A round waiting on a straggler: its last slot offered to one more annotator, once."""
+    return Outcome(events=["straggler_offered"] if offer_last_slot(session, round_id, now) else [])
 
 
 def _resend(
@@ -221,7 +228,14 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         lost = set()
     resend = functools.partial(_resend, lost=lost)
     outcome = Outcome()
-    for step, round_ids in ((_due, due), (close_if_ready, full), (resend, rendering)):
+    stragglers = straggling_rounds(session, now)
+    session.rollback()
+    for step, round_ids in (
+        (_due, due),
+        (close_if_ready, full),
+        (_offer, stragglers),
+        (resend, rendering),
+    ):
         for round_id in round_ids:
             try:
                 done = step(session, round_id, now)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from service import closing, db, leasing, lifecycle, submission, sweep
 from service.auth import hash_token
-from service.models import Annotator, Consensus, Round, utcnow
+from service.models import Annotator, Consensus, Ranking, Round, utcnow
 from tests.fixtures.coordinator import insert_campaign, render_round
 
 M = 4
@@ -144,3 +144,103 @@ def test_a_fixed_quorum_is_unchanged(app, session):
     assert closing.close_if_ready(session, stored.round_id).events == ["closed"]
     round_ = the_round(session, cid)
     assert (round_.close_reason, round_.n_rankings) == ("cap", 3)
+
+
+# -- no waiting for stragglers ----------------------------------------------------------------
+
+
+def straggler_campaign(app, session, now):
+    """A fixed quorum of 3 offering stragglers at twice the median; round 0 ranked by a, b, c
+    in 20 s each (the measured median), round 1 open."""
+    cid = insert_campaign(
+        session, m=M, annotators_per_round=3, straggler_after=2.0, lease_s=900.0, rounds=3
+    )
+    lifecycle.start(session, cid)
+    render_round(app, cid, 0, m=M, session=session)
+    people = annotators(session, cid, "abcde")
+    for person in people[:3]:
+        leasing.lease(session, person, now)
+    for person in people[:3]:
+        stored = rank(session, person, FORWARD, now + dt.timedelta(seconds=20))
+    closing.close_if_ready(session, stored.round_id)
+    render_round(app, cid, 1, m=M, session=session)
+    return cid, people
+
+
+def test_a_straggler_s_slot_is_offered_once_and_never_over_the_quorum(app, session):
+    t0 = utcnow()
+    cid, (a, b, c, d, e) = straggler_campaign(app, session, t0)
+    t1 = t0 + dt.timedelta(minutes=1)
+    rank(session, a, FORWARD, t1 + dt.timedelta(seconds=10))
+    rank(session, b, FORWARD, t1 + dt.timedelta(seconds=10))
+    assert leasing.lease(session, c, t1) is not None  # the last slot: c takes its time
+    assert leasing.lease(session, d, t1 + dt.timedelta(seconds=30)) is None  # never over-leased
+    # Not yet well past the median (20 s): no offer.
+    assert "straggler_offered" not in sweep.sweep(session, t1 + dt.timedelta(seconds=35)).events
+    assert the_round(session, cid, 1).straggler_at is None
+    assert "straggler_offered" in sweep.sweep(session, t1 + dt.timedelta(seconds=45)).events
+    assert the_round(session, cid, 1).straggler_at is not None
+    assert "straggler_offered" not in sweep.sweep(session, t1 + dt.timedelta(seconds=90)).events
+    # One more annotator, one only.
+    assert leasing.lease(session, d, t1 + dt.timedelta(seconds=46)) is not None
+    assert leasing.lease(session, e, t1 + dt.timedelta(seconds=46)) is None
+    # The first ranking to arrive closes the round.
+    stored = rank(session, d, FORWARD, t1 + dt.timedelta(seconds=60))
+    assert stored.quorum_reached
+    assert closing.close_if_ready(session, stored.round_id).events == ["closed"]
+    round_ = the_round(session, cid, 1)
+    assert (round_.status, round_.close_reason, round_.n_rankings) == ("closed", "straggler", 3)
+    assert session.get(Consensus, round_.id).n_rankings == 3
+
+
+def test_a_straggler_s_late_ranking_is_kept_credited_and_exported(app, session):
+    t0 = utcnow()
+    cid, (a, b, c, d, _e) = straggler_campaign(app, session, t0)
+    t1 = t0 + dt.timedelta(minutes=1)
+    rank(session, a, FORWARD, t1)
+    rank(session, b, FORWARD, t1)
+    task, _, _ = leasing.lease(session, c, t1)
+    sweep.sweep(session, t1 + dt.timedelta(seconds=60))
+    stored = rank(session, d, FORWARD, t1 + dt.timedelta(seconds=70))
+    closing.close_if_ready(session, stored.round_id)
+    before = session.get(Annotator, c.id).tasks_done
+    round_ = the_round(session, cid, 1)
+    by_position = {image.position: image.id for image in round_.images}
+    late = submission.submit(
+        session,
+        c,
+        task.id,
+        [by_position[p] for p in [*BACKWARD, ATTENTION]],
+        t1 + dt.timedelta(seconds=90),
+    )
+    assert late.late and not late.quorum_reached
+    session.rollback()
+    ranking = session.get(Ranking, late.ranking_id)
+    assert ranking.late and ranking.round_id == round_.id
+    assert session.get(Annotator, c.id, populate_existing=True).tasks_done == before + 1
+    round_ = the_round(session, cid, 1)
+    assert round_.n_rankings == 3 and session.get(Consensus, round_.id).n_rankings == 3
+    # The same order again answers the same, changes nothing.
+    again = submission.submit(
+        session, c, task.id, [by_position[p] for p in [*BACKWARD, ATTENTION]], utcnow()
+    )
+    assert again.ranking_id == late.ranking_id
+    # In the export, marked late.
+    from service.datasets.source import CampaignSource
+
+    source = CampaignSource(app.extensions["rankloop_sessionmaker"], cid)
+    exported = [(info.number, r.id, r.late) for info, r in source.rankings()]
+    assert (1, late.ranking_id, True) in exported
+
+
+def test_no_offer_without_the_setting(app, session):
+    t0 = utcnow()
+    cid = insert_campaign(session, m=M, annotators_per_round=2, lease_s=900.0)
+    lifecycle.start(session, cid)
+    render_round(app, cid, 0, m=M, session=session)
+    a, b, c = annotators(session, cid, "abc")
+    for person in (a, b):
+        leasing.lease(session, person, t0)
+    rank(session, a, FORWARD, t0 + dt.timedelta(seconds=20))
+    assert "straggler_offered" not in sweep.sweep(session, t0 + dt.timedelta(seconds=500)).events
+    assert leasing.lease(session, c, t0 + dt.timedelta(seconds=500)) is None
