@@ -42,6 +42,7 @@ import click
 import numpy as np
 
 from rankloop.bench.campaign_plot import plot_improvements
+from rankloop.bench.campaign_quorum import run_quorum_bench
 from rankloop.bench.optimizer import AuthorsLoop
 from rankloop.bench.report import format_table, save_results
 from rankloop.simulation.campaign import run_campaign
@@ -157,11 +158,40 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
 @click.option("--rounds", default=20, show_default=True, help="Rounds per campaign.")
 @click.option("--adversary", is_flag=True, help="Add an annotator who answers backwards.")
 @click.option("--quick", is_flag=True, help="Smoke run: 3 seeds, 10 rounds, no tuning.")
-@click.option("--out", default="bench-results/campaign.json", show_default=True)
-def campaign_command(seeds: int, rounds: int, adversary: bool, quick: bool, out: str) -> None:
-    """The delivered image's improvement: new default vs today's default vs the authors' loop."""
+@click.option(
+    "--quorum",
+    "quorums",
+    default=None,
+    help="Compare quorum rules instead, e.g. fixed:3,fixed:5,adaptive:2-5: improvement, "
+    "rankings spent and round wall time (simulated), with and without straggler offers.",
+)
+@click.option(
+    "--straggler-after",
+    default=1.5,
+    show_default=True,
+    help="With --quorum: offer the last slot once it has run this many median ranking times.",
+)
+@click.option("--out", default=None, help="JSON results [bench-results/campaign(-quorum).json]")
+def campaign_command(
+    seeds: int,
+    rounds: int,
+    adversary: bool,
+    quick: bool,
+    quorums: str | None,
+    straggler_after: float,
+    out: str | None,
+) -> None:
+    """The delivered image's improvement: new default vs today's default vs the authors' loop
+    (or, with --quorum, quorum rules against each other)."""
     if quick:
         seeds, rounds = 3, 10
+    if quorums:
+        run_quorum_bench(
+            objectives(), quorums, seeds, rounds, adversary, straggler_after,
+            out or "bench-results/campaign-quorum.json", M, K,
+        )  # fmt: skip
+        return
+    out = out or "bench-results/campaign.json"
     started = time.perf_counter()
     rows, curves_out, verdicts = [], {}, {}
     for objective in objectives():

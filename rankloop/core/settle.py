@@ -46,7 +46,7 @@ from rankloop.core.consensus.aggregate import aggregate
 from rankloop.core.consensus.evidence import parse_rankings
 from rankloop.core.consensus.reliability import AnnotatorReliability
 from rankloop.core.contracts import Feed
-from rankloop.core.optimizer.verified import chosen_among_order, chosen_among_preferences
+from rankloop.core.optimizer.verified import chosen_among_preferences
 
 #: Bootstrap draws per check: the probability's standard error is at most 1.2 % at 0.9.
 SETTLE_DRAWS: Final = 600
@@ -96,9 +96,20 @@ def decision(
         What the optimizer is told: the matrix (the move needs a majority over the current
         point), or the order (the top move candidate moves).
     """
-    if move_items and feed == Feed.PAIRWISE:
-        return chosen_among_preferences(pairwise, move_items)
-    items = list(move_items) if move_items else list(candidates)
+    if move_items:
+        # Nothing said about the move candidates is a decision too: the point stays (the
+        # optimizer reads "no choice" as "the current point": no move, a shorter step).
+        if feed == Feed.PAIRWISE:
+            chosen = chosen_among_preferences(pairwise, move_items)
+        else:
+            chosen = _top(pairwise, move_items)
+        return move_items[0] if chosen is None else chosen
+    return _top(pairwise, candidates)
+
+
+def _top(pairwise: np.ndarray, items: Sequence[int]) -> int | None:
+    """The item of ``items`` with the most net wins; None on a tie or with no evidence."""
+    items = list(items)
     net = pairwise.sum(axis=1) - pairwise.sum(axis=0)
     if not np.any(pairwise[items]) and not np.any(pairwise[:, items]):
         return None  # nothing said about any of them
@@ -106,7 +117,7 @@ def decision(
     top = [i for i in items if np.isclose(net[i], best, rtol=1e-9, atol=1e-12)]
     if len(top) > 1:
         return None  # a tie names no decision (and leaves item numbering out of it)
-    return chosen_among_order(top, items)
+    return top[0]
 
 
 def settlement(

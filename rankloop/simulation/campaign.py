@@ -22,6 +22,7 @@ from rankloop.core.optimizer import RankSGD
 from rankloop.core.round_step import candidate_feed, pixel_effect, shown_items, tell
 from rankloop.simulation.crowd import Crowd, make_crowd
 from rankloop.simulation.objectives import Problem, make_problem
+from rankloop.simulation.quorum import QuorumRule, attention_failed
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign"]
 
@@ -68,6 +69,8 @@ def run_campaign(
     optimizer_options: dict[str, Any] | None = None,
     problem: Problem | None = None,
     optimizer: Any = None,
+    quorum: QuorumRule | None = None,
+    settle_confidence: float = 0.9,
 ) -> Iterator[RoundRecord]:
     """Run a simulated campaign, yielding one :class:`RoundRecord` per round.
 
@@ -102,6 +105,10 @@ def run_campaign(
     optimizer : object, optional
         Instead of a new ``RankSGD``: any object with ``ask()``, ``tell(order)`` /
         ``tell(preferences=W)`` and ``x`` (say, a baseline loop), started at ``problem.x0``.
+    quorum : QuorumRule, optional
+        Which of the crowd's answers each round closes on (:mod:`rankloop.simulation.quorum`):
+        the first ``q`` to arrive, or an adaptive quorum settled at ``settle_confidence`` as the
+        coordinator settles it. Default: every answer.
     """
     if method not in METHODS:
         raise InvalidInput(f"unknown consensus method {method!r}; use one of {', '.join(METHODS)}")
@@ -141,6 +148,12 @@ def run_campaign(
                 break
         else:
             raise InvalidInput("every annotator dropped out of every attempt; lower the dropout")
+        if quorum is not None:
+            answers = _quorum_answers(
+                quorum, answers, optimizer, reliability, len(shown_values), attention_items,
+                method=method, feed=feed, seed=seed, round_number=proposal.round,
+                confidence=settle_confidence,
+            )  # fmt: skip
         consensus = aggregate(
             answers,
             len(shown_values),
@@ -163,3 +176,42 @@ def run_campaign(
             weights={str(a): w for a, w in consensus.weights.items()},
             stats=optimizer.stats,
         )
+
+
+def _quorum_answers(
+    quorum: QuorumRule,
+    answers: list[Any],
+    optimizer: Any,
+    reliability: AnnotatorReliability,
+    n_items: int,
+    attention_items: list[int],
+    *,
+    method: str,
+    feed: str,
+    seed: int,
+    round_number: int,
+    confidence: float,
+) -> list[Any]:
+    """The answers a round closes on under ``quorum`` (arrival order drawn per round)."""
+    from rankloop.core.settle import settle_round
+
+    move = getattr(optimizer, "move_items", None)
+    move_items = move() if callable(move) else None
+    record = reliability.to_dict()
+
+    def settled(subset: list[Any]) -> bool:
+        return settle_round(
+            subset,
+            n_items,
+            method=method,
+            reliability=record,
+            known_worst=attention_items,
+            failed_check=[a for a, order in subset
+                          if attention_failed(order, attention_items, n_items)],
+            move_items=move_items,
+            feed=feed,
+            seed=seed * 100_003 + round_number,
+        ).settled(confidence)  # fmt: skip
+
+    rng = np.random.default_rng([seed, round_number, 24])
+    return quorum.take(answers, rng, settled)
