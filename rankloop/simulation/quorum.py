@@ -109,8 +109,10 @@ def round_wall_time(
     medians, and the first of the two to answer fills it.
     """
 
-    def draw(n: int) -> np.ndarray:
-        return median_s * np.exp(sigma * rng.standard_normal(n))
+    # Every slot's own time first, the offered annotators' from a stream of their own: the
+    # same crowd with and without offers.
+    base = median_s * np.exp(sigma * rng.standard_normal(max(needed, low)))
+    offers = np.random.default_rng(rng.integers(2**63))
 
     def last_slot(start: float, slowest: float, ready: float) -> float:
         """When the last slot (leased at ``start``, answered at ``slowest``) is filled, with
@@ -121,12 +123,12 @@ def round_wall_time(
         offered = math.ceil(due / sweep_s) * sweep_s  # the sweep sees it at its next run
         if offered >= slowest:
             return slowest
-        return min(slowest, offered + float(draw(1)[0]))
+        return min(slowest, offered + median_s * math.exp(sigma * offers.standard_normal()))
 
-    times = np.sort(draw(low))
+    times = np.sort(base[:low])
     ready = float(times[-2]) if low > 1 else 0.0
     clock = last_slot(0.0, float(times[-1]), ready)
-    for _ in range(needed - low):
+    for extra in base[low:needed]:
         start = clock
-        clock = last_slot(start, start + float(draw(1)[0]), start)
+        clock = last_slot(start, start + float(extra), start)
     return clock
