@@ -176,3 +176,39 @@ def test_one_annotator_in_detail(app: Flask, owner: Owner):
     other = owner.campaign()["id"]
     assert owner.get(f"/api/campaigns/{other}/annotators/{first}").status_code == 404
     assert owner.get(f"/api/campaigns/{cid}/annotators/nobody").status_code == 404
+
+
+def test_a_round_says_how_many_rankings_it_took_and_why_it_closed(app: Flask, owner: Owner):
+    campaign = owner.campaign(
+        start=True,
+        rounds=2,
+        quorum="adaptive",
+        min_annotators_per_round=2,
+        annotators_per_round=4,
+    )
+    cid = campaign["id"]
+    render_round(app, cid, 0)
+    tokens = [token for _, token in _annotators(owner, cid, 2)]
+    _rank(owner, tokens[0])
+    detail = owner.get(f"/api/campaigns/{cid}/rounds/0").json
+    assert (detail["quorum"], detail["quorum_cap"], detail["close_reason"]) == (2, 4, None)
+    # The same order again (the page shuffles per annotator: ranked by image index instead).
+    response = owner.client.get("/api/tasks/next", headers=bearer(tokens[1]))
+    images = response.get_json()["images"]
+    order = [i["id"] for i in sorted(images, key=lambda i: detail_position(detail, i["id"]))]
+    sent = owner.client.post(
+        f"/api/tasks/{response.get_json()['task_id']}/ranking",
+        json={"order": order},
+        headers=bearer(tokens[1]),
+    )
+    assert sent.status_code == 201
+    body = owner.get(f"/api/campaigns/{cid}/rounds/0").json
+    assert body["status"] == "closed" and len(body["rankings"]) == 2
+    assert body["close_reason"] == "settled"
+    history = owner.get(f"/api/campaigns/{cid}").json["history"]
+    assert (history[0]["n_rankings"], history[0]["close_reason"]) == (2, "settled")
+
+
+def detail_position(detail: dict, image_id: str) -> int:
+    """Where the first annotator put ``image_id`` (their order, as the round detail shows it)."""
+    return detail["rankings"][0]["order"].index(image_id)
