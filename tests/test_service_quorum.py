@@ -10,7 +10,7 @@ import functools
 import pytest
 from sqlalchemy import select
 
-from service import closing, db, leasing, lifecycle, submission, sweep
+from service import closing, db, fast_submission, leasing, lifecycle, submission, sweep
 from service.auth import hash_token
 from service.models import Annotator, Consensus, Ranking, Round, utcnow
 from tests.fixtures.coordinator import insert_campaign, render_round
@@ -244,3 +244,17 @@ def test_no_offer_without_the_setting(app, session):
     rank(session, a, FORWARD, t0 + dt.timedelta(seconds=20))
     assert "straggler_offered" not in sweep.sweep(session, t0 + dt.timedelta(seconds=500)).events
     assert leasing.lease(session, c, t0 + dt.timedelta(seconds=500)) is None
+
+
+def test_the_hot_path_reads_the_round_s_own_quorum(app, session):
+    cid = started(app, session)
+    people = annotators(session, cid, "ab")
+    reached = []
+    for person in people:
+        task, round_, _ = leasing.lease(session, person)
+        by_position = {image.position: image.id for image in round_.images}
+        order = [by_position[p] for p in [*FORWARD, ATTENTION]]
+        session.commit()  # outside a transaction, as a request: PostgreSQL's one statement
+        stored = fast_submission.submit_by_token(session, person.token_hash, task.id, order)
+        reached.append(stored.quorum_reached)
+    assert reached == [False, True]  # the minimum (2), not the cap (4)
