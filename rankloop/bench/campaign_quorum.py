@@ -119,6 +119,7 @@ def quorum_study(
                 "offers p90 s": float(np.percentile(offered, 90)),
             }
             rows.append(row)
+            click.echo(f"  {objective.label}, {rule.label}: done", err=True)
             found[rule.label] = {"row": row, "curve": np.median(curves, axis=0)}
             curves_out[f"{objective.label}/{rule.label}"] = {
                 "improvement": curves.tolist(), "rankings": spent.tolist(),
