@@ -28,6 +28,10 @@ Reported per objective and method: median, 10th percentile and worst improvement
 and 20 rounds, and the share of campaigns that did not improve. Targets (issue 12): median
 after 10 rounds at least twice the authors' loop's, and no campaign without improvement after
 10 rounds.
+
+With ``--quorum fixed:3,fixed:5,adaptive:2-5`` it compares quorum rules instead (the new default
+only): improvement, rankings spent and simulated round wall time, with and without straggler
+offers (:mod:`rankloop.bench.campaign_quorum`).
 """
 
 from __future__ import annotations
