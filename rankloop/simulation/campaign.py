@@ -70,7 +70,6 @@ def run_campaign(
     problem: Problem | None = None,
     optimizer: Any = None,
     quorum: QuorumRule | None = None,
-    settle_confidence: float = 0.9,
 ) -> Iterator[RoundRecord]:
     """Run a simulated campaign, yielding one :class:`RoundRecord` per round.
 
@@ -107,7 +106,7 @@ def run_campaign(
         ``tell(preferences=W)`` and ``x`` (say, a baseline loop), started at ``problem.x0``.
     quorum : QuorumRule, optional
         Which of the crowd's answers each round closes on (:mod:`rankloop.simulation.quorum`):
-        the first ``q`` to arrive, or an adaptive quorum settled at ``settle_confidence`` as the
+        the first ``q`` to arrive, or an adaptive quorum settled at its confidence as the
         coordinator settles it. Default: every answer.
     """
     if method not in METHODS:
@@ -152,7 +151,6 @@ def run_campaign(
             answers = _quorum_answers(
                 quorum, answers, optimizer, reliability, len(shown_values), attention_items,
                 method=method, feed=feed, seed=seed, round_number=proposal.round,
-                confidence=settle_confidence,
             )  # fmt: skip
         consensus = aggregate(
             answers,
@@ -190,7 +188,6 @@ def _quorum_answers(
     feed: str,
     seed: int,
     round_number: int,
-    confidence: float,
 ) -> list[Any]:
     """The answers a round closes on under ``quorum`` (arrival order drawn per round)."""
     from rankloop.core.settle import settle_round
@@ -211,7 +208,7 @@ def _quorum_answers(
             move_items=move_items,
             feed=feed,
             seed=seed * 100_003 + round_number,
-        ).settled(confidence)  # fmt: skip
+        ).settled(quorum.confidence)  # fmt: skip
 
     rng = np.random.default_rng([seed, round_number, 24])
     return quorum.take(answers, rng, settled)

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from rankloop.core.campaign_settings import CampaignFields
 from rankloop.core.errors import InvalidInput
+
+DEFAULT_CONFIDENCE: float = CampaignFields.model_fields["settle_confidence"].get_default()
 
 __all__ = ["QuorumRule", "attention_failed", "parse_quorums", "round_wall_time"]
 
@@ -29,17 +32,23 @@ class QuorumRule:
     kind: str
     low: int
     high: int
+    confidence: float = DEFAULT_CONFIDENCE  # an adaptive quorum's settle_confidence
 
     @property
     def label(self) -> str:
-        return f"fixed:{self.high}" if self.kind == "fixed" else f"adaptive:{self.low}-{self.high}"
+        if self.kind == "fixed":
+            return f"fixed:{self.high}"
+        suffix = "" if self.confidence == DEFAULT_CONFIDENCE else f"@{self.confidence:g}"
+        return f"adaptive:{self.low}-{self.high}{suffix}"
 
     @classmethod
     def parse(cls, text: str) -> QuorumRule:
-        """``fixed:3`` or ``adaptive:2-5``."""
+        """``fixed:3``, ``adaptive:2-5`` or ``adaptive:2-5@0.97`` (a settle confidence)."""
         kind, _, size = text.strip().partition(":")
+        size, _, confidence_text = size.partition("@")
         try:
-            if kind == "fixed":
+            confidence = float(confidence_text) if confidence_text else DEFAULT_CONFIDENCE
+            if kind == "fixed" and not confidence_text:
                 low = high = int(size)
             elif kind == "adaptive":
                 low_text, _, high_text = size.partition("-")
@@ -48,11 +57,12 @@ class QuorumRule:
                 raise ValueError(kind)
         except ValueError:
             raise InvalidInput(
-                f"bad quorum {text!r}: use fixed:N or adaptive:LOW-HIGH (e.g. adaptive:2-5)"
+                f"bad quorum {text!r}: use fixed:N or adaptive:LOW-HIGH[@CONFIDENCE] "
+                "(e.g. adaptive:2-5)"
             ) from None
-        if not 1 <= low <= high:
-            raise InvalidInput(f"bad quorum {text!r}: need 1 <= LOW <= HIGH")
-        return cls(kind, low, high)
+        if not 1 <= low <= high or not 0.5 <= confidence < 1.0:
+            raise InvalidInput(f"bad quorum {text!r}: need 1 <= LOW <= HIGH, 0.5 <= CONFIDENCE < 1")
+        return cls(kind, low, high, confidence)
 
     def take(
         self,
