@@ -64,6 +64,15 @@ class TaskStatus(StrEnum):
 class ImageRole(StrEnum):
     CANDIDATE = "candidate"  # an optimizer point; its ``index`` is the optimizer's index
     ATTENTION = "attention"  # the degraded copy of the current best (attention check)
+    # A verdict round's two images (rankloop.core.verdict): where the campaign started (round
+    # 0's current best) and what it delivers (the latest current best).
+    START = "start"
+    DELIVERED = "delivered"
+
+
+# The kind of the round that asks the crowd the owner's question (delivered vs start); every
+# other round's kind is the optimizer's, set by the render worker.
+VERDICT_ROUND: Final = "verdict"
 
 
 # -- what the optimizer is told --------------------------------------------------------------

@@ -18,10 +18,12 @@ def register_api(app: Flask) -> None:
         rounds,
         stream,
         tasks,
+        verdict,
     )
 
     for module in (
         campaigns,
+        verdict,
         rounds,
         annotators,
         recruitment,

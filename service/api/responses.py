@@ -118,7 +118,29 @@ class CampaignSummary(_Response):
     )
 
 
+class Verdict(_Response):
+    """The crowd's verdict (rankloop.core.verdict): answers to the campaign's verdict rounds."""
+
+    share: float | None = Field(
+        description="share of the decisive answers preferring the delivered image to the start; "
+        "null before any"
+    )
+    low: float | None = Field(description="95 % Wilson interval, lower end")
+    high: float | None = Field(description="95 % Wilson interval, upper end")
+    n: int = Field(description="decisive answers (ties apart)")
+    prefer_delivered: int
+    prefer_start: int
+    ties: int
+    from_non_steering: int = Field(
+        description="answers from annotators who ranked no other round of the campaign"
+    )
+    summary: str = Field(description="the verdict in one sentence")
+    rounds: list[int] = Field(description="the campaign's verdict rounds")
+    open: bool = Field(description="a verdict round is collecting answers now")
+
+
 class Campaign(CampaignSummary):
+    verdict: Verdict
     history: list[HistoryEntry]
 
 
