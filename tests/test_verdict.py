@@ -53,8 +53,8 @@ def test_wilson_interval_refuses_impossible_counts_and_is_uninformative_without_
 
 def test_an_answer_reads_as_a_preference():
     assert preference([1, 0], start=0, delivered=1) == "delivered"
-    assert preference([0, 1], start=0, delivered=1) == "start"
-    assert preference([0], start=0, delivered=1) == "start"  # the unranked one is below
+    assert preference([0, 1], start=0, delivered=1) == "starting"
+    assert preference([0], start=0, delivered=1) == "starting"  # the unranked one is below
     assert preference([[0, 1]], start=0, delivered=1) == "tie"
     assert preference([], start=0, delivered=1) is None
     counted = count_answers(
@@ -103,7 +103,7 @@ def _answer(session, annotator, prefer: str):
     task, round_, _ = leased
     assert round_.kind == "verdict"
     by_role = {image.role: image.id for image in round_.images}
-    other = "start" if prefer == "delivered" else "delivered"
+    other = "starting" if prefer == "delivered" else "delivered"
     submission.submit(session, annotator, task.id, [by_role[prefer], by_role[other]])
     return round_.id
 
@@ -134,7 +134,7 @@ def test_a_campaign_ends_with_a_verdict_round_asked_of_non_steering_annotators_f
     verdict_round = _round(session, cid, 3)
     assert (verdict_round.kind, verdict_round.status) == ("verdict", "open")
     keys = {image.role: image.key for image in verdict_round.images}
-    assert keys == {"start": _round(session, cid, 0).best_key,
+    assert keys == {"starting": _round(session, cid, 0).best_key,
                     "delivered": _round(session, cid, 2).best_key}  # fmt: skip
 
     # A newcomer who has not steered is around: the steering annotators wait for them.
@@ -142,7 +142,7 @@ def test_a_campaign_ends_with_a_verdict_round_asked_of_non_steering_annotators_f
     assert leasing.lease(session, alice) is None
     _answer(session, carol, "delivered")
     # Nobody who did not steer is left to ask: a steering annotator answers (quota or not).
-    _answer(session, alice, "start")
+    _answer(session, alice, "starting")
     closing.close_if_ready(session, verdict_round.id)
     session.refresh(campaign)
     assert campaign.status == "finished"
@@ -179,7 +179,7 @@ def test_an_excluded_annotators_answer_does_not_count(app, session):
     alice, bob = _annotator(session, cid, "alice"), _annotator(session, cid, "bob")
     _steer(app, session, cid, [alice, bob], 2)
     _answer(session, alice, "delivered")
-    _answer(session, bob, "start")
+    _answer(session, bob, "starting")
     bob.excluded = True
     session.commit()
     verdict = verdicts.campaign_verdict(session, cid)

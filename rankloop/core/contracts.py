@@ -66,7 +66,7 @@ class ImageRole(StrEnum):
     ATTENTION = "attention"  # the degraded copy of the current best (attention check)
     # A verdict round's two images (rankloop.core.verdict): where the campaign started (round
     # 0's current best) and what it delivers (the latest current best).
-    START = "start"
+    START = "starting"
     DELIVERED = "delivered"
 
 

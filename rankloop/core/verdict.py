@@ -19,12 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from rankloop.core.contracts import ImageRole
 from rankloop.core.errors import InvalidInput
 
 # Campaigns of at least this many rounds end with a verdict round unless their owner says
 # otherwise (campaign setting ``verdict``): a shorter one has barely moved.
 VERDICT_MIN_ROUNDS: Final = 5
 Z_95: Final = 1.959963984540054  # the standard normal's 97.5 % quantile
+TIE: Final = "tie"  # an answer that ties the two images
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -45,9 +47,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 
 def preference(positions: Sequence[Any], start: int, delivered: int) -> str | None:
-    """What one stored answer (image positions, best first; a list is a tie) says: ``"delivered"``
-    or ``"start"`` (whichever is placed higher; an unranked image is below every ranked one),
-    ``"tie"``, or None when it places neither image."""
+    """What one stored answer (image positions, best first; a list is a tie) says: the role
+    (:class:`~rankloop.core.contracts.ImageRole`) of the image placed higher (an unranked image
+    is below every ranked one), :data:`TIE`, or None when it places neither image."""
 
     def place(position: int) -> float:
         for rank, group in enumerate(positions):
@@ -58,8 +60,8 @@ def preference(positions: Sequence[Any], start: int, delivered: int) -> str | No
 
     a, b = place(delivered), place(start)
     if a == b:
-        return None if math.isinf(a) else "tie"
-    return "delivered" if a < b else "start"
+        return None if math.isinf(a) else TIE
+    return ImageRole.DELIVERED if a < b else ImageRole.START
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,15 @@ def count_answers(answers: Iterable[tuple[Sequence[Any], int, int, bool]]) -> Ve
         said = preference(positions, start_at, delivered_at)
         if said is None:
             continue
-        delivered += said == "delivered"
-        start += said == "start"
-        ties += said == "tie"
+        delivered += said == ImageRole.DELIVERED
+        start += said == ImageRole.START
+        ties += said == TIE
         fresh += not steered
     return Verdict(delivered=delivered, start=start, ties=ties, fresh=fresh)
 
 
 __all__ = [
+    "TIE",
     "VERDICT_MIN_ROUNDS",
     "Z_95",
     "Verdict",
