@@ -21,6 +21,7 @@ import {
 } from "./owner.js";
 import { lineChart } from "./plot.js";
 import { setupRoundDetail, updateRoundDetail } from "./round_detail.js";
+import { renderVerdict } from "./verdict.js";
 
 const campaignId = document.body.dataset.campaignId;
 const base = `/campaigns/${encodeURIComponent(campaignId)}`;
@@ -195,6 +196,8 @@ function renderRound(campaign) {
   for (const image of sorted) {
     const rank = position.get(image.id);
     const attention = image.role === "attention";
+    // A verdict round shows the starting and the delivered image; others, candidates.
+    const role = attention ? "attention check" : image.role === "candidate" ? "candidate" : `${image.role} image`;
     grid.append(
       h(
         "figure",
@@ -208,7 +211,7 @@ function renderRound(campaign) {
         h(
           "figcaption",
           {},
-          h("span", { className: attention ? "role-attention" : "", text: attention ? "attention check" : "candidate" }),
+          h("span", { className: attention ? "role-attention" : "", text: role }),
           h("a", { href: image.url, target: "_blank", rel: "noopener noreferrer", text: "full size" }),
         ),
       ),
@@ -385,6 +388,7 @@ function render({ campaign, annotators }) {
   hideError();
   $("#campaign").hidden = false;
   renderHead(campaign);
+  if (changed("verdict", [campaign.verdict, campaign.status])) renderVerdict(campaign, { base, refresh });
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
   renderRoundAge(campaign.current_round);
