@@ -410,3 +410,34 @@ def test_the_recruit_panel_shows_cap_joined_owner_links_and_completion(server, t
     assert page.is_visible("#recruit-url")
     assert axe_violations(page) == []
     assert errors == []
+
+
+def test_the_crowds_verdict_leads_the_campaign_page(server, tab, screenshot_dir):
+    page, errors = tab
+    cid = server.open_round(rounds=2, verdict=True, tasks_per_annotator=5)["id"]
+    ((_, token),) = annotators(server, cid, 1)
+    rank(server, token)
+    render_round(server.app, cid, 1)
+    rank(server, token)
+    rank(server, token)  # the verdict round: the delivered image against the start
+    shown = server.owner.get(f"/api/campaigns/{cid}").json
+    assert shown["status"] == "finished" and shown["verdict"]["n"] == 1
+    sign_in(page, f"{server.base_url}/dashboard/{cid}")
+    page.wait_for_selector("#verdict-card:not([hidden])", timeout=WAIT_MS)
+    assert page.text_content("#verdict-summary") == shown["verdict"]["summary"]
+    assert page.locator("#verdict-figure .verdict-bar").count() == 1
+    # The verdict comes before everything else the page shows of the campaign.
+    order = page.eval_on_selector_all(
+        "#campaign > section", "nodes => nodes.map(n => n.id || n.getAttribute('aria-labelledby'))"
+    )
+    assert order[:2] == ["", "verdict-card"] or order[1] == "verdict-card", order
+    page.screenshot(path=screenshot_dir / "console-verdict.png", full_page=True)
+    assert axe_violations(page) == []
+    page.click("#verdict-ask")
+    page.wait_for_function(
+        "() => document.querySelector('#verdict-hint').textContent.includes('collecting')",
+        timeout=WAIT_MS,
+    )
+    assert server.owner.get(f"/api/campaigns/{cid}/verdict").json["open"]
+    assert page.is_disabled("#verdict-ask")
+    assert errors == []

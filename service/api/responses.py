@@ -181,7 +181,10 @@ class NewAnnotators(_Response):
 class AnnotatorRow(_Response):
     id: str
     participant_id: str | None
-    weight: float | None = Field(description="reliability weight from the consensus")
+    weight: float | None = Field(
+        description="reliability weight: the campaign's evidence about them pooled over every "
+        "closed round (the same number as their own view's)"
+    )
     n_rankings: int
     n_attention_failed: int
     completion_withheld: bool = Field(
@@ -243,6 +246,11 @@ class AnnotatorDetail(_Response):
     last_seen: Timestamp | None
     revoked_at: Timestamp | None
     excluded: bool
+    weight: float | None = Field(
+        description="reliability weight: the campaign's evidence about them pooled over every "
+        "closed round, as the annotator list shows it (each ranking's weight is the one its "
+        "round's consensus used)"
+    )
     rankings: list[AnnotatorRanking] = Field(description="this campaign's, oldest first")
 
 
