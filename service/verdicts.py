@@ -33,14 +33,15 @@ from rankloop.core.contracts import (
 from rankloop.core.errors import Conflict
 from rankloop.core.verdict import Verdict, count_answers
 from service.driver import ANNOTATORS, RANKINGS, ROUNDS
-from service.models import Annotator, Campaign, Image, Ranking, Round, utcnow
+from service.models import Annotator, AuditEvent, Campaign, Image, Ranking, Round, utcnow
 from service.rendering import Outcome
 from service.transitions import audit, get_campaign
 
 # An annotator who did not steer and was seen this recently may still come for the verdict:
 # until none is, steering annotators wait (at most until the round's first deadline).
 FRESH_SEEN: Final = dt.timedelta(minutes=10)
-_THEN: Final = "then"  # the verdict round's stats key: the campaign's status once it closes
+OPENED: Final = "verdict_round_opened"  # its audit event records what the round compares
+_THEN: Final = "then"  # and the campaign's status once it closes (its event's key)
 
 
 def is_verdict(round_: Round) -> bool:
@@ -82,7 +83,6 @@ def _open(
         best_thumb_key=delivered.best_thumb_key,
         state_key=delivered.state_key,
         previous_state_key=delivered.state_key,
-        stats={"start_round": start.number, "delivered_round": delivered.number, _THEN: then},
         opened_at=now,
         deadline=now + dt.timedelta(seconds=campaign.config.round_deadline_s),
     )
@@ -104,12 +104,13 @@ def _open(
         )
     audit(
         session,
-        "verdict_round_opened",
+        OPENED,
         campaign.id,
         round_.number,
         actor=actor,
         start_round=start.number,
         delivered_round=delivered.number,
+        **{_THEN: str(then)},
     )
     return round_
 
@@ -122,7 +123,17 @@ def open_final(session: Session, campaign: Campaign, now: dt.datetime) -> bool:
 
 def conclude(session: Session, campaign: Campaign, round_: Round, now: dt.datetime) -> None:
     """A verdict round closed: the campaign ends again, as it had (finished or stopped)."""
-    then = (round_.stats or {}).get(_THEN, CampaignStatus.FINISHED)
+    opened = session.scalar(
+        select(AuditEvent.data)
+        .where(
+            AuditEvent.campaign_id == campaign.id,
+            AuditEvent.round_number == round_.number,
+            AuditEvent.kind == OPENED,
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    then = (opened or {}).get(_THEN, CampaignStatus.FINISHED)
     campaign.status = CampaignStatus(then)
     campaign.finished_at = campaign.finished_at or now
     audit(session, "verdict_round_closed", campaign.id, round_.number)

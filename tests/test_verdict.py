@@ -254,3 +254,27 @@ def test_nothing_to_compare_is_a_conflict(app, session):
 def test_recent_is_the_fresh_window():
     now = dt.datetime(2026, 1, 1, 12)
     assert verdicts.recent(now) == now - verdicts.FRESH_SEEN
+
+
+def test_a_stopped_campaign_asked_for_a_verdict_ends_stopped_again(app, session):
+    cid = new_campaign(session, rounds=4, tasks_per_annotator=9)
+    alice, bob = _annotator(session, cid, "alice"), _annotator(session, cid, "bob")
+    _steer(app, session, cid, [alice, bob], 2)
+    render_round(app, cid, 2, session=session)
+    # A round left rendering or open holds the verdict back.
+    session.execute(
+        Round.__table__.update().where(Round.campaign_id == cid, Round.number == 2)
+        .values(status="failed")
+    )  # fmt: skip
+    session.commit()
+    lifecycle.stop(session, cid)
+    verdicts.request(session, cid)
+    verdict_round = _round(session, cid, 3)
+    keys = {image.role: image.key for image in verdict_round.images}
+    assert keys["delivered"] == _round(session, cid, 2).best_key
+    _answer(session, alice, "delivered")
+    _answer(session, bob, "delivered")
+    closing.close_if_ready(session, verdict_round.id)
+    campaign = session.get(Campaign, cid)
+    session.refresh(campaign)
+    assert campaign.status == "stopped"

@@ -105,8 +105,9 @@ class Verdict:
         if self.share is None:
             return "no verdict yet: nobody has compared the delivered image with the start"
         low, high = self.interval or (0.0, 1.0)
+        answers = "1 answer prefers" if self.n == 1 else f"{self.n} answers prefer"
         return (
-            f"{self.share:.0%} of {self.n} answers prefer the delivered image to the start "
+            f"{self.share:.0%} of {answers} the delivered image to the start "
             f"(95 % CI {low:.0%}–{high:.0%})"
         )
 
