@@ -211,7 +211,10 @@ def test_drill_into_a_round_and_revoke_an_annotator(server, tab, screenshot_dir)
     checks = page.locator("#detail-rankings tbody tr td:nth-child(3)").all_text_contents()
     assert checks[0] == "—" and set(checks[1:]) <= {"passed", "failed"}
     stats = page.locator("#detail-stats dt").all_text_contents()
-    assert "Optimizer: step" in stats and "Agreement" in stats
+    assert "Next step length" in stats and "Agreement" in stats
+    # No raw optimizer key: what moved, by how much and why, in words.
+    assert not [name for name in stats if "_" in name], stats
+    assert page.text_content("#detail-why").startswith("The first round")
     assert page.locator("#detail-legend img").count() == 5
     assert axe_violations(page) == []
 
