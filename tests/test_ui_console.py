@@ -135,6 +135,14 @@ def test_create_a_campaign_from_the_form(server, tab, screenshot_dir):
     page.uncheck("#f-attention_check")
     page.check("#f-recruit")
     page.fill("#f-recruit_cap", "5")
+    # The completion fields, checked by the API's rules: an http URL is refused at its field.
+    page.fill("#f-completion_code", "C0DE42")
+    page.fill("#f-completion_url", "http://app.prolific.com/submissions/complete?cc=C0DE42")
+    submit(page)
+    assert "https" in error_of(page, "completion_url") or "pattern" in error_of(
+        page, "completion_url"
+    )
+    page.fill("#f-completion_url", "https://app.prolific.com/submissions/complete?cc=C0DE42")
     page.select_option("#f-consensus_method", "borda")
     page.fill("#f-seed", "7")
     assert page.text_content("#estimate div:first-child dd") == "6"  # 3 rounds × 2
@@ -155,6 +163,11 @@ def test_create_a_campaign_from_the_form(server, tab, screenshot_dir):
         "recruit": True, "recruit_cap": 5, "consensus_method": "borda", "seed": 7,
     }  # fmt: skip
     assert settings["optimizer"]["step"] == 0.5
+    # The created campaign hands out the owner's code and sends a finished participant on.
+    assert created["completion_code"] == "C0DE42"
+    recruit = server.owner.get(f"/api/campaigns/{campaign_id}/recruit").json
+    assert recruit["completion_code"] == "C0DE42"
+    assert recruit["completion_url"] == "https://app.prolific.com/submissions/complete?cc=C0DE42"
     assert errors == []
 
 
