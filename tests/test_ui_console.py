@@ -190,9 +190,19 @@ def test_duplicate_a_campaign_with_an_estimate_from_its_history(server, tab):
     ]  # fmt: skip
     assert page.is_checked("#f-allow_ties") and not page.is_checked("#f-start")
     assert "Apples" in page.text_content("#create-source")
+    # Money too: annotator time per ranking (measured here: the source's two rankings are too
+    # few, so the stated default) × rankings × the pay per hour.
+    page.wait_for_function(
+        "() => document.querySelector('#estimate div:last-child dd').textContent !== '—'",
+        timeout=WAIT_MS,
+    )
     values = page.eval_on_selector_all("#estimate dd", "nodes => nodes.map(n => n.textContent)")
     assert values[0] == "6"  # 3 rounds × 2
     assert "—" not in values[1:]  # measured on the source's closed round and renders
+    estimate = server.owner.get("/api/estimate?m=4&k=3").json
+    assert not estimate["measured"] and page.input_value("#pay-per-hour") == "12"
+    assert values[-1] == f"{6 * estimate['seconds_per_ranking'] / 3600 * 12:.2f}"
+    assert "stated default" in page.text_content("#cost-hint")
     assert errors == []
 
 

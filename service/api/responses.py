@@ -139,6 +139,22 @@ class Verdict(_Response):
     open: bool = Field(description="a verdict round is collecting answers now")
 
 
+class Estimate(_Response):
+    """What one ranking of a campaign of the asked shape costs in annotator time and pay."""
+
+    seconds_per_ranking: float = Field(
+        description="annotator seconds per ranking: measured on this deployment when it has "
+        "rankings, else the stated default"
+    )
+    default_seconds_per_ranking: float = Field(
+        description="the stated default for this shape: read the prompt, look at every image, "
+        "pick (rankloop.core.contracts.typical_ranking_s)"
+    )
+    measured: bool = Field(description="seconds_per_ranking was measured here")
+    n_measured: int = Field(description="rankings measured (the latest, on time)")
+    pay_per_hour: float = Field(description="the deployment's setting RANKLOOP_PAY_PER_HOUR")
+
+
 class Campaign(CampaignSummary):
     verdict: Verdict
     history: list[HistoryEntry]
