@@ -170,8 +170,10 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
     elif verdicts.is_verdict(round_):
         verdicts.conclude(session, campaign, round_, now)
         outcome.events.append("finished")
-    elif round_.number + 1 >= settings.rounds and verdict_wanted(settings) and (
-        verdicts.open_final(session, campaign, now)
+    elif (
+        round_.number + 1 >= settings.rounds
+        and verdict_wanted(settings)
+        and (verdicts.open_final(session, campaign, now))
     ):
         outcome.events.append("verdict")
     elif round_.number + 1 >= settings.rounds:

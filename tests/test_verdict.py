@@ -120,9 +120,7 @@ def _steer(app, session, cid, annotators, rounds):
         closing.close_if_ready(session, _round(session, cid, number).id)
 
 
-def test_a_campaign_ends_with_a_verdict_round_asked_of_non_steering_annotators_first(
-    app, session
-):
+def test_a_campaign_ends_with_a_verdict_round_asked_of_non_steering_annotators_first(app, session):
     # A quota of 3 steering rankings: the steering annotators are at it when the verdict opens.
     cid = new_campaign(session, rounds=3, verdict=True, tasks_per_annotator=3)
     alice, bob = _annotator(session, cid, "alice"), _annotator(session, cid, "bob")

@@ -20,7 +20,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise InvalidInput("the report's figure needs matplotlib: pip install 'rankloop[report]'") from None
+        raise InvalidInput(
+            "the report's figure needs matplotlib: pip install 'rankloop[report]'"
+        ) from None
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 

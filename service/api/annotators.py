@@ -25,7 +25,7 @@ from service.api.common import (
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token
 from service.db import get_session
-from service.models import Annotator, Campaign, Ranking, Round, utcnow
+from service.models import Annotator, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
 from service.statements import completion_withheld

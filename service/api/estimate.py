@@ -29,7 +29,7 @@ bp = Blueprint("estimate", __name__, url_prefix="/api")
 
 RECENT: Final = 2000  # the latest rankings measured (on time, not late)
 MIN_MEASURED: Final = 5  # fewer: the stated default is used
-ESTIMATE_QUERY = {
+ESTIMATE_QUERY: dict[str, dict[str, Any]] = {
     "m": {"type": "integer", "minimum": MIN_M, "maximum": MAX_M},
     "k": {"type": "integer", "minimum": 1, "maximum": MAX_M},
     "width": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},

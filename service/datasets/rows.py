@@ -362,18 +362,9 @@ def _id_groups(order: list[Any]) -> list[list[Any]]:
     return [e if type(e) is list else [e] for e in order]
 
 
-def _verdict_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
-    # (Imported on use: the verdict reads the service's models, which import this module's
-    # neighbours.)
-    from service.datasets.verdict_rows import verdict_rows
-
-    return verdict_rows(source, images)
-
-
 TABLES: dict[str, Callable[[CampaignSource, Images], Iterator[Batch]]] = {
     "rankings": ranking_rows,
     "consensus": consensus_rows,
     "pairs": pair_rows,
     "consensus_pairs": consensus_pair_rows,
-    "verdict": _verdict_rows,
 }
