@@ -498,7 +498,9 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     asked = api.call("post", f"{campaign}/verdict", campaign_id=pear)
     assert asked.status_code == 202 and asked.json["open"]
     assert api.call("get", f"{campaign}/verdict", campaign_id=pear).json["rounds"] == [2]
-    assert api.call("get", "/api/estimate", query="?m=4").json["measured"]
+    assert api.call("get", "/api/estimate", query="?m=4").json["pay_per_hour"] == 12.0
+    curve = api.call("get", f"{campaign}/improvement", campaign_id=pear).json["points"]
+    assert [p["round"] for p in curve] == [0, 1]
     api.call("get", "/healthz", token=None)
     api.call("get", "/metrics", token=None)
     # The tables were made without Alembic (db.create_all): not ready until stamped at head.

@@ -457,6 +457,9 @@ def test_the_crowds_verdict_leads_the_campaign_page(server, tab, screenshot_dir)
         "#campaign > section", "nodes => nodes.map(n => n.id || n.getAttribute('aria-labelledby'))"
     )
     assert order[:2] == ["", "verdict-card"] or order[1] == "verdict-card", order
+    # The improvement curve, with its interval as a band, from the rankings already given.
+    page.wait_for_selector("#plot-improvement path.band", state="attached", timeout=WAIT_MS)
+    assert page.locator("#plot-improvement circle").count() == 2  # rounds 0 and 1
     page.screenshot(path=screenshot_dir / "console-verdict.png", full_page=True)
     assert axe_violations(page) == []
     page.click("#verdict-ask")

@@ -12,6 +12,7 @@ reliability weight of their last round.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 from rankloop.commands.errors import CampaignId, atomic_output
 from rankloop.core.consensus.krippendorff import krippendorff_alpha_ordinal, tau_with
 from rankloop.core.contracts import ImageRole
+from rankloop.core.errors import NotFound
+from rankloop.core.improvement import Strength
 from rankloop.core.verdict import Verdict
 
 
@@ -105,7 +108,8 @@ def _number(value: Any) -> float | None:
 
 
 def markdown(campaign_id: str, rounds: list[RoundRow], annotators: dict[str, AnnotatorRow],
-             alpha: float | None, png: str, verdict: Verdict | None = None) -> str:  # fmt: skip
+             alpha: float | None, png: str, verdict: Verdict | None = None,
+             curve: Sequence[Strength] = ()) -> str:  # fmt: skip
     scored = [(r.kendall_w, r.rankings) for r in rounds if r.kendall_w is not None]
     total = sum(n for _, n in scored)
     w = sum(value * n for value, n in scored) / total if total else None
@@ -113,6 +117,10 @@ def markdown(campaign_id: str, rounds: list[RoundRow], annotators: dict[str, Ann
     lines = [
         f"# Campaign {campaign_id}", "",
         f"**The crowd's verdict:** {verdict.sentence()}.", "",
+        *(["Strength of each round's best image relative to round 0's (scaled Plackett–Luce "
+           "utilities chained through the rounds, 95 % bootstrap interval): "
+           + ", ".join(f"round {p.round}: {p.strength:.2f} [{p.low:.2f}, {p.high:.2f}]"
+                       for p in curve) + ".", ""] if curve else []),
         f"{sum(r.rankings for r in rounds)} rankings over {len(rounds)} rounds by "
         f"{len(annotators)} annotators. Kendall's W (mean over rounds, weighted by rankings): "
         f"{_fmt(w)}; Krippendorff's alpha (ordinal, every round's images): {_fmt(alpha)}.", "",
@@ -138,12 +146,16 @@ def _fmt(value: float | None) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="folder for report-<id>.md, .png and .pdf")  # fmt: skip
 @click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
-def report_command(campaign_id: str, out: Path, url: str | None) -> None:
+@click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL); the "
+              "improvement curve finds each round's best among its images there")  # fmt: skip
+def report_command(campaign_id: str, out: Path, url: str | None, store_url: str | None) -> None:
     """The crowd's verdict, agreement (Kendall's W, Krippendorff's alpha) and reliability: a
     figure (PNG and PDF) and Markdown."""
+    from rankloop.commands.export import open_store
     from rankloop.commands.report_figure import draw
     from service.cli import database_url
     from service.datasets import sessions_for
+    from service.improvement import campaign_improvement
     from service.verdicts import campaign_verdict
 
     sessions, dispose = sessions_for(database_url(url))
@@ -151,15 +163,20 @@ def report_command(campaign_id: str, out: Path, url: str | None) -> None:
         rounds, annotators, alpha = collect(sessions, campaign_id)
         with sessions() as session:
             verdict = campaign_verdict(session, campaign_id)
+            try:
+                curve = campaign_improvement(session, open_store(store_url), campaign_id)
+            except (NotFound, OSError) as error:  # images not in that store: say so, go on
+                click.echo(f"the improvement curve is left out: {error}", err=True)
+                curve = []
     finally:
         dispose()
     png = out / f"report-{campaign_id}.png"
-    text = markdown(campaign_id, rounds, annotators, alpha, png.name, verdict)
+    text = markdown(campaign_id, rounds, annotators, alpha, png.name, verdict, curve)
     with (
         atomic_output(png) as partial_png,
         atomic_output(png.with_suffix(".pdf")) as partial_pdf,
         atomic_output(png.with_suffix(".md")) as partial_md,
     ):
-        draw(rounds, verdict, [partial_png, partial_pdf], f"Campaign {campaign_id}")
+        draw(rounds, verdict, curve, [partial_png, partial_pdf], f"Campaign {campaign_id}")
         partial_md.write_text(text, encoding="utf-8")
     click.echo(text)

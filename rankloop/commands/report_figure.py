@@ -1,5 +1,5 @@
-"""The figure of ``rankloop report``: the crowd's verdict first, then agreement and the
-optimizer's moves per round, drawn with matplotlib in DejaVu Sans (the font matplotlib ships,
+"""The figure of ``rankloop report``: the crowd's verdict first, the improvement curve with its
+interval, then agreement and the optimizer's moves per round, drawn with matplotlib in DejaVu Sans (the font matplotlib ships,
 which has every glyph used here: the en dash, the Greek alpha), with axis titles and ticks, as
 PNG and PDF for a paper's appendix."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rankloop.core.errors import InvalidInput
+from rankloop.core.improvement import Strength
 from rankloop.core.verdict import Verdict
 
 FONT = "DejaVu Sans"
@@ -75,19 +76,42 @@ def _series(ax: Any, rounds: Sequence[Any], fields: Sequence[tuple[str, str, str
     ax.xaxis.get_major_locator().set_params(integer=True)
 
 
-def draw(rounds: Sequence[Any], verdict: Verdict, paths: Sequence[Path], title: str) -> None:
+def _improvement_panel(ax: Any, curve: Sequence[Strength]) -> None:
+    ax.set_title("Best image's strength relative to round 0")
+    ax.set_ylabel("scaled Plackett–Luce utility")
+    ax.axhline(0, color=GREY, linewidth=1, linestyle="--")
+    if len(curve) < 2:
+        ax.set_xlabel("round")
+        ax.text(0.5, 0.5, "fewer than two rounds", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+        return
+    xs = [p.round for p in curve]
+    ax.set_xlabel(f"round (rounds {min(xs)}–{max(xs)})")
+    ax.fill_between(xs, [p.low for p in curve], [p.high for p in curve], color=BLUE,
+                    alpha=0.2, label="95 % bootstrap interval")  # fmt: skip
+    ax.plot(xs, [p.strength for p in curve], marker="o", color=BLUE, label="estimate")
+    ax.legend(frameon=False)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def draw(rounds: Sequence[Any], verdict: Verdict, curve: Sequence[Strength],
+         paths: Sequence[Path], title: str) -> None:  # fmt: skip
     """Draw the report's figure once and save it to each of ``paths`` (PNG, PDF: by suffix)."""
     plt = _pyplot()
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    figure, grid = plt.subplots(3, 2, figsize=(11, 11), layout="constrained")
+    verdict_ax, improvement_ax, agreement_ax, moved_ax, step_ax, spare = grid.flat
     figure.suptitle(title)
-    _verdict_panel(axes[0][0], verdict)
-    _series(axes[0][1], rounds,
+    _verdict_panel(verdict_ax, verdict)
+    _improvement_panel(improvement_ax, curve)
+    _series(agreement_ax, rounds,
             [("kendall_w", "Kendall's W", BLUE), ("alpha", "Krippendorff's α (ordinal)", ORANGE)],
             "Agreement per round", "agreement")  # fmt: skip
-    _series(axes[1][0], rounds, [("moved", "latent moved", BLUE)],
+    _series(moved_ax, rounds, [("moved", "latent moved", BLUE)],
             "How far the delivered point moved", "latent distance")  # fmt: skip
-    _series(axes[1][1], rounds, [("step", "line-search step", BLUE)],
+    _series(step_ax, rounds, [("step", "line-search step", BLUE)],
             "Line-search step", "step length")  # fmt: skip
+    spare.axis("off")
     for path in paths:
         # The format from the real suffix (atomic_output's partial names keep it last).
         figure.savefig(path, dpi=150, format=path.suffix.lstrip("."))

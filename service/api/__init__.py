@@ -13,6 +13,7 @@ def register_api(app: Flask) -> None:
         estimate,
         events,
         exports,
+        improvement,
         openapi,
         previews,
         recruitment,
@@ -25,6 +26,7 @@ def register_api(app: Flask) -> None:
     for module in (
         campaigns,
         verdict,
+        improvement,
         rounds,
         annotators,
         recruitment,

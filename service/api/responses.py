@@ -139,6 +139,20 @@ class Verdict(_Response):
     open: bool = Field(description="a verdict round is collecting answers now")
 
 
+class StrengthPoint(_Response):
+    round: int = Field(description="the round whose best image this is")
+    strength: float = Field(
+        description="relative to round 0's best (0), in utility units: an honest annotator's "
+        "noise is 1"
+    )
+    low: float = Field(description="95 % interval, lower end")
+    high: float = Field(description="95 % interval, upper end")
+
+
+class Improvement(_Response):
+    points: list[StrengthPoint] = Field(description="round 0's first; empty before two rounds")
+
+
 class Estimate(_Response):
     """What one ranking of a campaign of the asked shape costs in annotator time and pay."""
 

@@ -219,11 +219,14 @@ function renderRound(campaign) {
   }
 }
 
-function renderPlots(campaign) {
-  const history = [...(campaign.history || [])].sort((a, b) => a.number - b.number);
+function renderPlots(campaign, improvement) {
+  // The verdict round is no step of the optimizer: its figures stay off these plots.
+  const history = [...(campaign.history || [])].filter((r) => r.kind !== "verdict").sort((a, b) => a.number - b.number);
   const series = (pick) => history.map((round) => ({ x: round.number, y: pick(round) }));
   const num = (value) => (typeof value === "number" ? value : null);
+  const strength = (improvement || []).map((p) => ({ x: p.round, y: p.strength, low: p.low, high: p.high }));
   clear($("#plots")).append(
+    lineChart({ id: "plot-improvement", title: "Best image's strength vs round 0 (95% interval)", points: strength }),
     lineChart({ id: "plot-agreement", title: "Agreement", points: series((r) => num(r.agreement)), yMax: 1 }),
     lineChart({ id: "plot-moved", title: "Latent moved", points: series((r) => num(r.stats?.moved)) }),
     lineChart({ id: "plot-step", title: "Line-search step", points: series((r) => num(r.stats?.step)) }),
@@ -392,7 +395,13 @@ function render({ campaign, annotators }) {
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
   renderRoundAge(campaign.current_round);
-  if (changed("plots", campaign.history)) renderPlots(campaign);
+  if (changed("plots", campaign.history)) {
+    renderPlots(campaign, null);
+    // The curve comes apart (it refits the rounds): drawn when it arrives.
+    ownerApi(`${base}/improvement`)
+      .then(({ data }) => renderPlots(campaign, data?.points))
+      .catch(() => {});
+  }
   updateRoundDetail(campaign);
   const firstRound = (campaign.history || []).find((round) => round.opened_at);
   renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at, { base, refresh });
