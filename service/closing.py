@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import verdict_wanted
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
     CampaignStatus,
@@ -24,6 +25,7 @@ from rankloop.core.contracts import (
     RoundStatus,
 )
 from rankloop.core.round_step import candidate_feed
+from service import verdicts
 from service.config import settings_of
 from service.db import session_scope
 from service.jobs import send_close_round
@@ -183,6 +185,15 @@ def close_round(
     outcome = Outcome(events=["closed"])
     if campaign.status in CAMPAIGN_ENDED:
         pass
+    elif verdicts.is_verdict(round_):
+        verdicts.conclude(session, campaign, round_, now)
+        outcome.events.append("finished")
+    elif (
+        round_.number + 1 >= settings.rounds
+        and verdict_wanted(settings)
+        and (verdicts.open_final(session, campaign, now))
+    ):
+        outcome.events.append("verdict")
     elif round_.number + 1 >= settings.rounds:
         campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
         audit(session, "campaign_finished", campaign.id, round_.number)

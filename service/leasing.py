@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import MAX_LOAD_CREDIT_S, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
+from service import verdicts
 from service.auth import unknown_token
 from service.caches import CampaignView, RoundRef, campaign_view
 from service.driver import (
@@ -151,7 +152,9 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
         .where(rk.c.annotator_id == annotator_id, ranked_round.c.campaign_id == r.c.campaign_id)
         .scalar_subquery()
     )
-    eligible = [round_leasable()]
+    # The verdict round: asked first of annotators who did not steer, and not counted against
+    # the quota of steering work (service.verdicts).
+    eligible = [round_leasable(), verdicts.open_to(annotator_id)]
     if own_campaign:
         eligible.append(r.c.campaign_id == bindparam("annotator_campaign_id"))
     return (
@@ -163,7 +166,8 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
             *eligible,
             need > 0,
             ~mine.exists(),
-            done_here < c.c.settings["tasks_per_annotator"].as_integer(),
+            (done_here < c.c.settings["tasks_per_annotator"].as_integer())
+            | verdicts.is_verdict_sql(r),
         )
         .order_by(need.desc(), r.c.opened_at, r.c.id)
         .limit(1)
@@ -287,6 +291,7 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             return None
         params: dict[str, Any] = {
             "now": now,
+            "recent": verdicts.recent(now),
             "annotator_id": annotator_id,
             "task_id": new_short_id(),
         }
@@ -325,7 +330,11 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
         if looked_again:
             session.commit()
             return None
-        params: dict[str, Any] = {"now": now, "annotator_id": annotator_id}
+        params: dict[str, Any] = {
+            "now": now,
+            "recent": verdicts.recent(now),
+            "annotator_id": annotator_id,
+        }
         if own_campaign_id is not None:
             params["annotator_campaign_id"] = own_campaign_id
         target = session.execute(_ROUND_TO_LEASE[own_campaign_id is not None], params).first()

@@ -234,12 +234,19 @@ def test_report_writes_png_and_markdown(app, campaign, tmp_path):
     from rankloop.commands.report import collect, report_command
 
     result = CliRunner().invoke(
-        report_command, [campaign, "--out", str(tmp_path), "--url", settings_of(app).database_url]
-    )
+        report_command,
+        [campaign, "--out", str(tmp_path), "--url", settings_of(app).database_url,
+         "--store", settings_of(app).store_url],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert PILImage.open(tmp_path / f"report-{campaign}.png").size[0] > 0
+    figure = PILImage.open(tmp_path / f"report-{campaign}.png")
+    assert figure.size[0] >= 1200  # a figure for a page, not a thumbnail
+    assert (tmp_path / f"report-{campaign}.pdf").read_bytes().startswith(b"%PDF")
     text = (tmp_path / f"report-{campaign}.md").read_text()
     assert f"report-{campaign}.png" in text
+    # The verdict leads (this campaign asked for none yet), then the improvement curve.
+    assert text.splitlines()[2].startswith("**The crowd's verdict:** no verdict yet")
+    assert text.splitlines()[4].startswith("Strength of each round's best image")
     rounds, annotators, alpha = collect(app.extensions["rankloop_sessionmaker"], campaign)
     _, consensus, _ = _database(app, campaign)
     # Kendall's W over the candidates is the agreement each round's consensus recorded.

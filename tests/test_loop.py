@@ -91,9 +91,11 @@ def test_five_rounds_with_three_annotators_on_real_services(
     base = f"http://127.0.0.1:{server.server_port}"
     owner = Http(base, ADMIN)
     try:
+        # No verdict round (its own tests: tests/test_verdict.py): five rounds, all steering.
         status, campaign = owner.request("POST", "/api/campaigns", {
             "prompt": "loop", "generator": "cppn", "m": 4, "annotators_per_round": 3, "rounds": 5,
-            "width": 64, "height": 64, "start": True})  # fmt: skip
+            "width": 64, "height": 64, "start": True,
+            "verdict": False})  # fmt: skip
         assert status == 201, campaign
         cid = campaign["id"]
         status, created = owner.request("POST", f"/api/campaigns/{cid}/annotators", {"count": 3})

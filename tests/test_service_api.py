@@ -485,6 +485,22 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     assert (
         forked["status"] == "running" and forked["prompt"] == fork["prompt"] and forked["id"] != cid
     )
+    # The verdict: asked of an ended campaign whose delivered image differs from its start.
+    pear = api.call("post", "/api/campaigns", json={**settings, "prompt": "a pear", "rounds": 2, "tasks_per_annotator": 2,
+                                                   "annotators_per_round": 1}).json["id"]  # fmt: skip
+    pear_token = api.call("post", f"{campaign}/annotators", json={"count": 1},
+                          campaign_id=pear).json["annotators"][0]["token"]  # fmt: skip
+    for number in range(2):
+        render_round(app, pear, number)
+        task = api.call("get", "/api/tasks/next", token=pear_token).json
+        api.call("post", ranking, token=pear_token, json={"order": [i["id"] for i in task["images"]]},
+                 task_id=task["task_id"])  # fmt: skip
+    asked = api.call("post", f"{campaign}/verdict", campaign_id=pear)
+    assert asked.status_code == 202 and asked.json["open"]
+    assert api.call("get", f"{campaign}/verdict", campaign_id=pear).json["rounds"] == [2]
+    assert api.call("get", "/api/estimate", query="?m=4").json["pay_per_hour"] == 12.0
+    curve = api.call("get", f"{campaign}/improvement", campaign_id=pear).json["points"]
+    assert [p["round"] for p in curve] == [0, 1]
     api.call("get", "/healthz", token=None)
     api.call("get", "/metrics", token=None)
     # The tables were made without Alembic (db.create_all): not ready until stamped at head.

@@ -135,6 +135,14 @@ def test_create_a_campaign_from_the_form(server, tab, screenshot_dir):
     page.uncheck("#f-attention_check")
     page.check("#f-recruit")
     page.fill("#f-recruit_cap", "5")
+    # The completion fields, checked by the API's rules: an http URL is refused at its field.
+    page.fill("#f-completion_code", "C0DE42")
+    page.fill("#f-completion_url", "http://app.prolific.com/submissions/complete?cc=C0DE42")
+    submit(page)
+    assert "https" in error_of(page, "completion_url") or "pattern" in error_of(
+        page, "completion_url"
+    )
+    page.fill("#f-completion_url", "https://app.prolific.com/submissions/complete?cc=C0DE42")
     page.select_option("#f-consensus_method", "borda")
     page.fill("#f-seed", "7")
     assert page.text_content("#estimate div:first-child dd") == "6"  # 3 rounds × 2
@@ -155,6 +163,11 @@ def test_create_a_campaign_from_the_form(server, tab, screenshot_dir):
         "recruit": True, "recruit_cap": 5, "consensus_method": "borda", "seed": 7,
     }  # fmt: skip
     assert settings["optimizer"]["step"] == 0.5
+    # The created campaign hands out the owner's code and sends a finished participant on.
+    assert created["completion_code"] == "C0DE42"
+    recruit = server.owner.get(f"/api/campaigns/{campaign_id}/recruit").json
+    assert recruit["completion_code"] == "C0DE42"
+    assert recruit["completion_url"] == "https://app.prolific.com/submissions/complete?cc=C0DE42"
     assert errors == []
 
 
@@ -177,9 +190,19 @@ def test_duplicate_a_campaign_with_an_estimate_from_its_history(server, tab):
     ]  # fmt: skip
     assert page.is_checked("#f-allow_ties") and not page.is_checked("#f-start")
     assert "Apples" in page.text_content("#create-source")
+    # Money too: annotator time per ranking (measured here: the source's two rankings are too
+    # few, so the stated default) × rankings × the pay per hour.
+    page.wait_for_function(
+        "() => document.querySelector('#estimate div:last-child dd').textContent !== '—'",
+        timeout=WAIT_MS,
+    )
     values = page.eval_on_selector_all("#estimate dd", "nodes => nodes.map(n => n.textContent)")
     assert values[0] == "6"  # 3 rounds × 2
     assert "—" not in values[1:]  # measured on the source's closed round and renders
+    estimate = server.owner.get("/api/estimate?m=4&k=3").json
+    assert not estimate["measured"] and page.input_value("#pay-per-hour") == "12"
+    assert values[-1] == f"{6 * estimate['seconds_per_ranking'] / 3600 * 12:.2f}"
+    assert "stated default" in page.text_content("#cost-hint")
     assert errors == []
 
 
@@ -211,7 +234,10 @@ def test_drill_into_a_round_and_revoke_an_annotator(server, tab, screenshot_dir)
     checks = page.locator("#detail-rankings tbody tr td:nth-child(3)").all_text_contents()
     assert checks[0] == "—" and set(checks[1:]) <= {"passed", "failed"}
     stats = page.locator("#detail-stats dt").all_text_contents()
-    assert "Optimizer: step" in stats and "Agreement" in stats
+    assert "Next step length" in stats and "Agreement" in stats
+    # No raw optimizer key: what moved, by how much and why, in words.
+    assert not [name for name in stats if "_" in name], stats
+    assert page.text_content("#detail-why").startswith("The first round")
     assert page.locator("#detail-legend img").count() == 5
     assert axe_violations(page) == []
 
@@ -409,4 +435,38 @@ def test_the_recruit_panel_shows_cap_joined_owner_links_and_completion(server, t
     }
     assert page.is_visible("#recruit-url")
     assert axe_violations(page) == []
+    assert errors == []
+
+
+def test_the_crowds_verdict_leads_the_campaign_page(server, tab, screenshot_dir):
+    page, errors = tab
+    cid = server.open_round(rounds=2, verdict=True, tasks_per_annotator=5)["id"]
+    ((_, token),) = annotators(server, cid, 1)
+    rank(server, token)
+    render_round(server.app, cid, 1)
+    rank(server, token)
+    rank(server, token)  # the verdict round: the delivered image against the start
+    shown = server.owner.get(f"/api/campaigns/{cid}").json
+    assert shown["status"] == "finished" and shown["verdict"]["n"] == 1
+    sign_in(page, f"{server.base_url}/dashboard/{cid}")
+    page.wait_for_selector("#verdict-card:not([hidden])", timeout=WAIT_MS)
+    assert page.text_content("#verdict-summary") == shown["verdict"]["summary"]
+    assert page.locator("#verdict-figure .verdict-bar").count() == 1
+    # The verdict comes before everything else the page shows of the campaign.
+    order = page.eval_on_selector_all(
+        "#campaign > section", "nodes => nodes.map(n => n.id || n.getAttribute('aria-labelledby'))"
+    )
+    assert order[:2] == ["", "verdict-card"] or order[1] == "verdict-card", order
+    # The improvement curve, with its interval as a band, from the rankings already given.
+    page.wait_for_selector("#plot-improvement path.band", state="attached", timeout=WAIT_MS)
+    assert page.locator("#plot-improvement circle").count() == 2  # rounds 0 and 1
+    page.screenshot(path=screenshot_dir / "console-verdict.png", full_page=True)
+    assert axe_violations(page) == []
+    page.click("#verdict-ask")
+    page.wait_for_function(
+        "() => document.querySelector('#verdict-hint').textContent.includes('collecting')",
+        timeout=WAIT_MS,
+    )
+    assert server.owner.get(f"/api/campaigns/{cid}/verdict").json["open"]
+    assert page.is_disabled("#verdict-ask")
     assert errors == []

@@ -1,6 +1,6 @@
-"""``rankloop report <campaign>``: agreement and reliability, as a PNG of the campaign's
-progress (the dashboard's plots: agreement, latent moved, line-search step; plus Krippendorff's
-alpha) and a short Markdown summary.
+"""``rankloop report <campaign>``: the crowd's verdict (delivered vs starting image, with its
+95 % interval) first, then agreement and reliability, as a figure (PNG and PDF,
+:mod:`rankloop.commands.report_figure`) and a short Markdown summary.
 
 Per round: Kendall's W and Krippendorff's alpha (ordinal) of the answers over the candidates
 (the attention image left out: it would inflate both); for the campaign: alpha pooled over
@@ -12,6 +12,7 @@ reliability weight of their last round.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ import numpy as np
 from rankloop.commands.errors import CampaignId, atomic_output
 from rankloop.core.consensus.krippendorff import krippendorff_alpha_ordinal, tau_with
 from rankloop.core.contracts import ImageRole
+from rankloop.core.errors import NotFound
+from rankloop.core.improvement import Strength
+from rankloop.core.verdict import Verdict
 
 
 @dataclass
@@ -104,12 +108,19 @@ def _number(value: Any) -> float | None:
 
 
 def markdown(campaign_id: str, rounds: list[RoundRow], annotators: dict[str, AnnotatorRow],
-             alpha: float | None, png: str) -> str:  # fmt: skip
+             alpha: float | None, png: str, verdict: Verdict | None = None,
+             curve: Sequence[Strength] = ()) -> str:  # fmt: skip
     scored = [(r.kendall_w, r.rankings) for r in rounds if r.kendall_w is not None]
     total = sum(n for _, n in scored)
     w = sum(value * n for value, n in scored) / total if total else None
+    verdict = verdict or Verdict()
     lines = [
         f"# Campaign {campaign_id}", "",
+        f"**The crowd's verdict:** {verdict.sentence()}.", "",
+        *(["Strength of each round's best image relative to round 0's (scaled Plackett–Luce "
+           "utilities chained through the rounds, 95 % bootstrap interval): "
+           + ", ".join(f"round {p.round}: {p.strength:.2f} [{p.low:.2f}, {p.high:.2f}]"
+                       for p in curve) + ".", ""] if curve else []),
         f"{sum(r.rankings for r in rounds)} rankings over {len(rounds)} rounds by "
         f"{len(annotators)} annotators. Kendall's W (mean over rounds, weighted by rankings): "
         f"{_fmt(w)}; Krippendorff's alpha (ordinal, every round's images): {_fmt(alpha)}.", "",
@@ -130,68 +141,42 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-PANEL, MARGIN = 260, 36
-
-
-def plot(rounds: list[RoundRow], path: Path) -> Path:
-    """One small line chart per series, drawn with Pillow."""
-    from PIL import Image, ImageDraw
-
-    series = {
-        "Kendall's W": [(r.round, r.kendall_w) for r in rounds],
-        "Krippendorff's alpha": [(r.round, r.alpha) for r in rounds],
-        "Latent moved": [(r.round, r.moved) for r in rounds],
-        "Line-search step": [(r.round, r.step) for r in rounds],
-    }
-    image = Image.new("RGB", (len(series) * (PANEL + MARGIN) + MARGIN, PANEL + 2 * MARGIN), "white")
-    draw = ImageDraw.Draw(image)
-    for column, (title, points) in enumerate(series.items()):
-        left, top = MARGIN + column * (PANEL + MARGIN), MARGIN
-        draw.rectangle((left, top, left + PANEL, top + PANEL), outline=(160, 160, 160))
-        draw.text((left, top - 16), title, fill="black")
-        known = [(x, y) for x, y in points if y is not None]
-        if not known:
-            continue
-        xs, ys = [x for x, _ in known], [y for _, y in known]
-        low, high = min(0.0, *ys), max(1.0 if "W" in title else 1e-9, *ys)
-        x_span = max(max(xs) - min(xs), 1)
-
-        def xy(x: float, y: float, left: int = left, top: int = top, low: float = low,
-               high: float = high, first: int = min(xs), x_span: int = x_span) -> tuple[float, float]:  # fmt: skip
-            return (left + (x - first) / x_span * PANEL,
-                    top + PANEL - (y - low) / (high - low or 1) * PANEL)  # fmt: skip
-
-        draw.text((left + 2, top + PANEL + 4), f"rounds {min(xs)}–{max(xs)}", fill="gray")
-        draw.text((left + 2, top + 2), f"{high:.2f}", fill="gray")
-        draw.text((left + 2, top + PANEL - 12), f"{low:.2f}", fill="gray")
-        coordinates = [xy(x, y) for x, y in known]
-        if len(coordinates) > 1:
-            draw.line(coordinates, fill=(31, 119, 180), width=2)
-        for cx, cy in coordinates:
-            draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), fill=(31, 119, 180))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
 @click.command("report")
 @click.argument("campaign_id", type=CampaignId())
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="folder for report-<id>.md and report-<id>.png")  # fmt: skip
+              show_default=True, help="folder for report-<id>.md, .png and .pdf")  # fmt: skip
 @click.option("--url", help="SQLAlchemy URL (default: RANKLOOP_DATABASE_URL)")
-def report_command(campaign_id: str, out: Path, url: str | None) -> None:
-    """Agreement (Kendall's W, Krippendorff's alpha) and reliability: a PNG and Markdown."""
+@click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL); the "
+              "improvement curve finds each round's best among its images there")  # fmt: skip
+def report_command(campaign_id: str, out: Path, url: str | None, store_url: str | None) -> None:
+    """The crowd's verdict, agreement (Kendall's W, Krippendorff's alpha) and reliability: a
+    figure (PNG and PDF) and Markdown."""
+    from rankloop.commands.export import open_store
+    from rankloop.commands.report_figure import draw
     from service.cli import database_url
     from service.datasets import sessions_for
+    from service.improvement import campaign_improvement
+    from service.verdicts import campaign_verdict
 
     sessions, dispose = sessions_for(database_url(url))
     try:
         rounds, annotators, alpha = collect(sessions, campaign_id)
+        with sessions() as session:
+            verdict = campaign_verdict(session, campaign_id)
+            try:
+                curve = campaign_improvement(session, open_store(store_url), campaign_id)
+            except (NotFound, OSError) as error:  # images not in that store: say so, go on
+                click.echo(f"the improvement curve is left out: {error}", err=True)
+                curve = []
     finally:
         dispose()
     png = out / f"report-{campaign_id}.png"
-    text = markdown(campaign_id, rounds, annotators, alpha, png.name)
-    with atomic_output(png) as partial_png, atomic_output(png.with_suffix(".md")) as partial_md:
-        plot(rounds, partial_png)
+    text = markdown(campaign_id, rounds, annotators, alpha, png.name, verdict, curve)
+    with (
+        atomic_output(png) as partial_png,
+        atomic_output(png.with_suffix(".pdf")) as partial_pdf,
+        atomic_output(png.with_suffix(".md")) as partial_md,
+    ):
+        draw(rounds, verdict, curve, [partial_png, partial_pdf], f"Campaign {campaign_id}")
         partial_md.write_text(text, encoding="utf-8")
     click.echo(text)

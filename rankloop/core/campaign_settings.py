@@ -31,6 +31,7 @@ from rankloop.core.contracts import (
     with_generator_defaults,
 )
 from rankloop.core.optimizer_schema import Integer
+from rankloop.core.verdict import VERDICT_MIN_ROUNDS
 
 ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
 log = logging.getLogger(__name__)
@@ -152,6 +153,13 @@ class CampaignFields(RenderFields):
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
     consensus_feed: FeedName = DEFAULT_FEED
+    # The crowd's verdict (rankloop.core.verdict): a last round asking delivered vs start.
+    verdict: bool | None = Field(
+        default=None,
+        description="end with a verdict round (the delivered image against the starting one, "
+        f"asked first of annotators who did not steer); null: on for campaigns of at least "
+        f"{VERDICT_MIN_ROUNDS} rounds",
+    )
 
     @model_validator(mode="after")
     def _quorum_bounds(self) -> CampaignFields:
@@ -185,6 +193,13 @@ def over_attention_limit(settings: CampaignFields, failed: int, done: int) -> bo
     """Whether ``failed`` attention checks in ``done`` tasks withhold the completion code."""
     most, share = attention_limit(settings)
     return failed > most and 2 * failed > done * share
+
+
+def verdict_wanted(settings: CampaignFields) -> bool:
+    """Whether the campaign ends with a verdict round (setting ``verdict``, else its length)."""
+    if settings.verdict is not None:
+        return settings.verdict
+    return settings.rounds >= VERDICT_MIN_ROUNDS
 
 
 def lease_of(settings: Mapping[str, Any]) -> float:
@@ -280,4 +295,5 @@ __all__ = [
     "first_quorum",
     "lease_of",
     "over_attention_limit",
+    "verdict_wanted",
 ]

@@ -73,6 +73,15 @@ class TaskStatus(StrEnum):
 class ImageRole(StrEnum):
     CANDIDATE = "candidate"  # an optimizer point; its ``index`` is the optimizer's index
     ATTENTION = "attention"  # the degraded copy of the current best (attention check)
+    # A verdict round's two images (rankloop.core.verdict): where the campaign started (round
+    # 0's current best) and what it delivers (the latest current best).
+    START = "starting"
+    DELIVERED = "delivered"
+
+
+# The kind of the round that asks the crowd the owner's question (delivered vs start); every
+# other round's kind is the optimizer's, set by the render worker.
+VERDICT_ROUND: Final = "verdict"
 
 
 # -- what the optimizer is told --------------------------------------------------------------
@@ -180,17 +189,23 @@ UNKNOWN_SIDE: Final = 1024  # a checkpoint's native size, unknown here: assume a
 MAX_LOAD_CREDIT_S: Final = 120.0
 
 
-def default_lease_s(
+def typical_ranking_s(
     m: int, k: int | None, width: int | None, height: int | None, attention_check: bool = True
 ) -> float:
-    """The lease, in seconds, of a campaign that sets none (a multiple of 10 s)."""
+    """Seconds a careful worker takes for one task of this shape: read, look at every image,
+    pick (the stated default of an estimate before a deployment has measured its own)."""
     shown = m + (1 if attention_check else 0)  # the attention copy is looked at too
     picks = shown if k is None else min(k, shown)
     side = math.sqrt((width or UNKNOWN_SIDE) * (height or UNKNOWN_SIDE))
     detail = min(2.0, max(0.5, side / 512))
-    seconds = LEASE_SLACK * (
-        LEASE_BASE_S + shown * LEASE_PER_IMAGE_S * detail + picks * LEASE_PER_PICK_S
-    )
+    return LEASE_BASE_S + shown * LEASE_PER_IMAGE_S * detail + picks * LEASE_PER_PICK_S
+
+
+def default_lease_s(
+    m: int, k: int | None, width: int | None, height: int | None, attention_check: bool = True
+) -> float:
+    """The lease, in seconds, of a campaign that sets none (a multiple of 10 s)."""
+    seconds = LEASE_SLACK * typical_ranking_s(m, k, width, height, attention_check)
     seconds = 10.0 * math.ceil(seconds / 10.0)
     return min(MAX_DERIVED_LEASE_S, max(MIN_DERIVED_LEASE_S, seconds))
 

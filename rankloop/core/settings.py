@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # without persistence loses its queue) is sent again by the sweep, well before its
     # render_timeout_s. Never while it waits in the queue, however long (service/sweep.py).
     render_lost_after_s: float = Field(default=30.0, ge=5, le=3600, allow_inf_nan=False)
+    # What the console's estimate of a campaign's cost pays an annotator per hour of work
+    # (in the owner's currency: Prolific asks for at least about 9 GBP).
+    pay_per_hour: float = Field(default=12.0, ge=0, le=10_000, allow_inf_nan=False)
     ratelimit_enabled: bool = True
     ratelimit_storage_uri: str = "memory://"
     ratelimit_key_prefix: str = ""

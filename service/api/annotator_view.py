@@ -8,7 +8,7 @@ from sqlalchemy import or_, select
 
 from rankloop.core.errors import NotFound
 from service.api import responses
-from service.api.common import iso, owned_campaign
+from service.api.common import iso, owned_campaign, reliability_weights
 from service.api.responses import json_response, no_store
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round
@@ -65,6 +65,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
                 last_seen=iso(annotator.last_seen),
                 revoked_at=iso(annotator.revoked_at),
                 excluded=annotator.excluded,
+                weight=reliability_weights(campaign).get(annotator.id, annotator.weight),
                 rankings=[
                     responses.AnnotatorRanking(
                         round=number,

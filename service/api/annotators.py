@@ -13,11 +13,19 @@ from sqlalchemy import func, or_, select
 
 from rankloop.core.errors import Forbidden, NotFound
 from service.api import responses
-from service.api.common import PAGE_QUERY, iso, json_body, owned_campaign, page_args, task_link
+from service.api.common import (
+    PAGE_QUERY,
+    iso,
+    json_body,
+    owned_campaign,
+    page_args,
+    reliability_weights,
+    task_link,
+)
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token
 from service.db import get_session
-from service.models import Annotator, Campaign, Ranking, Round, utcnow
+from service.models import Annotator, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
 from service.statements import completion_withheld
@@ -98,7 +106,7 @@ def list_annotators(campaign_id: str):
         .offset(offset)
     ).all()
     annotators, more = page[:limit], offset + limit if len(page) > limit else None
-    weights = _campaign_weights(campaign)
+    weights = reliability_weights(campaign)
     now = utcnow()
     rows = []
     for a in annotators:
@@ -182,12 +190,3 @@ def revoke_annotator(campaign_id: str, annotator_id: str):
             id=annotator.id, revoked_at=iso(annotator.revoked_at), excluded=annotator.excluded
         )
     )
-
-
-def _campaign_weights(campaign: Campaign) -> dict[str, float]:
-    if not campaign.reliability:
-        return {}
-    from rankloop.core.consensus import AnnotatorReliability
-
-    reliability = AnnotatorReliability.from_dict(campaign.reliability)
-    return {str(a): float(reliability.weight(a)) for a in reliability.annotators}

@@ -20,6 +20,7 @@ from service.api.common import (
     page_args,
 )
 from service.api.responses import json_response, no_store
+from service.api.verdict import verdict_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
@@ -239,6 +240,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
         return summary
     return responses.Campaign(
         **dict(summary),
+        verdict=verdict_response(session, campaign.id, all_rounds),
         history=[
             responses.HistoryEntry(
                 number=r.number,

@@ -86,6 +86,19 @@ PAGE_QUERY = {
 }
 
 
+def reliability_weights(campaign: Campaign) -> dict[str, float]:
+    """Each annotator's reliability weight: the campaign's evidence about them pooled over every
+    closed round (``Campaign.reliability``), the one number the annotator list and an
+    annotator's own view both show (the weight a round's consensus gave them, as it stood
+    before that round, is the per-round figure)."""
+    if not campaign.reliability:
+        return {}
+    from rankloop.core.consensus import AnnotatorReliability
+
+    reliability = AnnotatorReliability.from_dict(campaign.reliability)
+    return {str(a): float(reliability.weight(a)) for a in reliability.annotators}
+
+
 def page_args() -> tuple[int, int]:
     """``?limit=&offset=`` of a listed page, checked: (limit, offset)."""
     return (

@@ -140,7 +140,59 @@ class CampaignSummary(_Response):
     )
 
 
+class Verdict(_Response):
+    """The crowd's verdict (rankloop.core.verdict): answers to the campaign's verdict rounds."""
+
+    share: float | None = Field(
+        description="share of the decisive answers preferring the delivered image to the start; "
+        "null before any"
+    )
+    low: float | None = Field(description="95 % Wilson interval, lower end")
+    high: float | None = Field(description="95 % Wilson interval, upper end")
+    n: int = Field(description="decisive answers (ties apart)")
+    prefer_delivered: int
+    prefer_start: int
+    ties: int
+    from_non_steering: int = Field(
+        description="answers from annotators who ranked no other round of the campaign"
+    )
+    summary: str = Field(description="the verdict in one sentence")
+    rounds: list[int] = Field(description="the campaign's verdict rounds")
+    open: bool = Field(description="a verdict round is collecting answers now")
+
+
+class StrengthPoint(_Response):
+    round: int = Field(description="the round whose best image this is")
+    strength: float = Field(
+        description="relative to round 0's best (0), in utility units: an honest annotator's "
+        "noise is 1"
+    )
+    low: float = Field(description="95 % interval, lower end")
+    high: float = Field(description="95 % interval, upper end")
+
+
+class Improvement(_Response):
+    points: list[StrengthPoint] = Field(description="round 0's first; empty before two rounds")
+
+
+class Estimate(_Response):
+    """What one ranking of a campaign of the asked shape costs in annotator time and pay."""
+
+    seconds_per_ranking: float = Field(
+        description="annotator seconds per ranking: measured on this deployment when it has "
+        "rankings, else the stated default"
+    )
+    default_seconds_per_ranking: float = Field(
+        description="the stated default for this shape: read the prompt, look at every image, "
+        "pick (rankloop.core.contracts.typical_ranking_s)"
+    )
+    measured: bool = Field(description="seconds_per_ranking was measured here")
+    n_measured: int = Field(description="rankings measured (the latest, on time)")
+    pay_per_hour: float = Field(description="the deployment's setting RANKLOOP_PAY_PER_HOUR")
+
+
 class Campaign(CampaignSummary):
+    verdict: Verdict
     history: list[HistoryEntry]
 
 
@@ -181,7 +233,10 @@ class NewAnnotators(_Response):
 class AnnotatorRow(_Response):
     id: str
     participant_id: str | None
-    weight: float | None = Field(description="reliability weight from the consensus")
+    weight: float | None = Field(
+        description="reliability weight: the campaign's evidence about them pooled over every "
+        "closed round (the same number as their own view's)"
+    )
     n_rankings: int
     n_attention_failed: int
     completion_withheld: bool = Field(
@@ -243,6 +298,11 @@ class AnnotatorDetail(_Response):
     last_seen: Timestamp | None
     revoked_at: Timestamp | None
     excluded: bool
+    weight: float | None = Field(
+        description="reliability weight: the campaign's evidence about them pooled over every "
+        "closed round, as the annotator list shows it (each ranking's weight is the one its "
+        "round's consensus used)"
+    )
     rankings: list[AnnotatorRanking] = Field(description="this campaign's, oldest first")
 
 

@@ -19,8 +19,13 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput, NotFound
 from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
-from service.datasets.rows import IMAGE_MODES, TABLES, Batch, Images
+from service.datasets.rows import IMAGE_MODES, Batch, Images
+from service.datasets.rows import TABLES as ROW_TABLES
 from service.datasets.source import CampaignSource
+from service.datasets.verdict_rows import verdict_rows
+
+# Every table, by name: those built from the rows (rows.TABLES) and the crowd's verdict.
+TABLES = {**ROW_TABLES, "verdict": verdict_rows}
 
 __all__ = ["FORMATS", "IMAGE_MODES", "TABLES", "CampaignSource", "Images", "export", "media_type"]
 

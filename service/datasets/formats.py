@@ -85,6 +85,14 @@ def schema(table: str):
             ("round", int64), ("pair_source", string), ("attention_passed", boolean),
             ("weight", float64),
         ]  # fmt: skip
+    elif table == "verdict":
+        fields = [
+            ("campaign_id", string), ("prompt", string), ("share", float64), ("low", float64),
+            ("high", float64), ("n", int64), ("prefer_delivered", int64),
+            ("prefer_start", int64), ("ties", int64), ("from_non_steering", int64),
+            ("summary", string), ("verdict_rounds", pa.list_(int64)),
+            ("start_image_ref", string), ("delivered_image_ref", string),
+        ]  # fmt: skip
     else:
         raise ValueError(f"unknown table {table!r}")
     return pa.schema(fields)

@@ -29,10 +29,12 @@ function render(a) {
   stat("Completion code", a.completion_code || "not issued yet");
   const access = a.revoked_at ? (a.excluded ? "revoked, excluded" : "revoked") : a.pool ? "pool" : "active";
   stat("Access", access);
+  // The same number as the annotator table's (the campaign's pooled evidence about them).
+  stat("Reliability weight", Number.isFinite(a.weight) ? a.weight.toFixed(2) : "—");
 
   const points = a.rankings.map((r) => ({ x: r.round, y: r.weight }));
   clear($("#annotator-plot")).append(
-    lineChart({ id: "plot-annotator-weight", title: "Reliability weight", points }),
+    lineChart({ id: "plot-annotator-weight", title: "Weight in each round's consensus", points }),
   );
   const body = clear($("#annotator-rankings tbody"));
   for (const r of a.rankings) {

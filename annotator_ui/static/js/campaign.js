@@ -23,6 +23,7 @@ import {
 } from "./owner.js";
 import { lineChart } from "./plot.js";
 import { setupRoundDetail, updateRoundDetail } from "./round_detail.js";
+import { renderVerdict } from "./verdict.js";
 
 const campaignId = document.body.dataset.campaignId;
 const base = `/campaigns/${encodeURIComponent(campaignId)}`;
@@ -200,6 +201,8 @@ function renderRound(campaign) {
   for (const image of sorted) {
     const rank = position.get(image.id);
     const attention = image.role === "attention";
+    // A verdict round shows the starting and the delivered image; others, candidates.
+    const role = attention ? "attention check" : image.role === "candidate" ? "candidate" : `${image.role} image`;
     grid.append(
       h(
         "figure",
@@ -213,7 +216,7 @@ function renderRound(campaign) {
         h(
           "figcaption",
           {},
-          h("span", { className: attention ? "role-attention" : "", text: attention ? "attention check" : "candidate" }),
+          h("span", { className: attention ? "role-attention" : "", text: role }),
           h("a", { href: image.url, target: "_blank", rel: "noopener noreferrer", text: "full size" }),
         ),
       ),
@@ -221,11 +224,14 @@ function renderRound(campaign) {
   }
 }
 
-function renderPlots(campaign) {
-  const history = [...(campaign.history || [])].sort((a, b) => a.number - b.number);
+function renderPlots(campaign, improvement) {
+  // The verdict round is no step of the optimizer: its figures stay off these plots.
+  const history = [...(campaign.history || [])].filter((r) => r.kind !== "verdict").sort((a, b) => a.number - b.number);
   const series = (pick) => history.map((round) => ({ x: round.number, y: pick(round) }));
   const num = (value) => (typeof value === "number" ? value : null);
+  const strength = (improvement || []).map((p) => ({ x: p.round, y: p.strength, low: p.low, high: p.high }));
   clear($("#plots")).append(
+    lineChart({ id: "plot-improvement", title: "Best image's strength vs round 0 (95% interval)", points: strength }),
     lineChart({ id: "plot-agreement", title: "Agreement", points: series((r) => num(r.agreement)), yMax: 1 }),
     lineChart({ id: "plot-moved", title: "Latent moved", points: series((r) => num(r.stats?.moved)) }),
     lineChart({ id: "plot-step", title: "Line-search step", points: series((r) => num(r.stats?.step)) }),
@@ -390,10 +396,17 @@ function render({ campaign, annotators }) {
   hideError();
   $("#campaign").hidden = false;
   renderHead(campaign);
+  if (changed("verdict", [campaign.verdict, campaign.status])) renderVerdict(campaign, { base, refresh });
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
   renderRoundAge(campaign.current_round);
-  if (changed("plots", campaign.history)) renderPlots(campaign);
+  if (changed("plots", campaign.history)) {
+    renderPlots(campaign, null);
+    // The curve comes apart (it refits the rounds): drawn when it arrives.
+    ownerApi(`${base}/improvement`)
+      .then(({ data }) => renderPlots(campaign, data?.points))
+      .catch(() => {});
+  }
   updateRoundDetail(campaign);
   const firstRound = (campaign.history || []).find((round) => round.opened_at);
   renderAnnotators(annotators, firstRound?.opened_at || campaign.created_at, { base, refresh });

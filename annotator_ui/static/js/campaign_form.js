@@ -141,6 +141,28 @@ function fmtDuration(seconds) {
 }
 
 let basis = { minutesPerRanking: null, renderSeconds: null, from: null };
+// Annotator seconds per ranking for the form's shape and the pay per hour (GET /api/estimate:
+// measured on this deployment, else the stated default).
+let cost = null;
+let costAsked = 0;
+
+async function refreshCost() {
+  const f = form().elements;
+  const query = new URLSearchParams();
+  for (const name of ["m", "k", "width", "height"]) if (f[name]?.value.trim()) query.set(name, f[name].value.trim());
+  query.set("attention_check", f.attention_check?.checked ? "true" : "false");
+  const asked = ++costAsked;
+  try {
+    const { data } = await ownerApi(`/estimate?${query}`);
+    if (asked !== costAsked) return;
+    cost = data;
+    const pay = $("#pay-per-hour");
+    if (pay && pay.value === "") pay.value = String(data.pay_per_hour);
+  } catch {
+    cost = null; // an out-of-range field: its own error says so on submit
+  }
+  renderEstimate();
+}
 
 function renderEstimate() {
   const rounds = Number(form().elements.rounds.value);
@@ -155,6 +177,16 @@ function renderEstimate() {
   stat("Render per round", fmtDuration(render));
   const known = needed && Number.isFinite(perRanking) && Number.isFinite(render);
   stat("Time, about", known ? fmtDuration(rounds * render + needed * perRanking * 60) : "—");
+  const work = cost && needed ? needed * cost.seconds_per_ranking : null;
+  stat("Annotator time per ranking", cost ? fmtDuration(cost.seconds_per_ranking) : "—");
+  stat("Annotator time in all", Number.isFinite(work) ? fmtDuration(work) : "—");
+  const pay = Number($("#pay-per-hour")?.value);
+  stat("Cost, about", Number.isFinite(work) && pay >= 0 ? (work / 3600 * pay).toFixed(2) : "—");
+  $("#cost-hint").textContent = !cost
+    ? ""
+    : cost.measured
+      ? `Annotator time per ranking measured on this server (${cost.n_measured} recent rankings), for tasks of this shape; cost = rankings × that time × pay per hour.`
+      : `Annotator time per ranking: the stated default for tasks of this shape (${Math.round(cost.default_seconds_per_ranking)} s: read the prompt, look at every image, pick) until this server has measured its own; cost = rankings × that time × pay per hour.`;
   $("#estimate-hint").textContent = basis.from
     ? `Minutes per ranking and render time measured on “${basis.from}”.`
     : "Rankings needed = rounds × annotators per round. Minutes per ranking and render time " +
@@ -248,7 +280,9 @@ export async function setupCreateForm({ open = false } = {}) {
   if (wanted) await duplicate(wanted);
   if (open) $("#create").open = true;
   renderEstimate();
+  refreshCost();
   form().addEventListener("input", renderEstimate);
+  form().addEventListener("change", refreshCost);
   $("#preview").addEventListener("click", preview);
   form().addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -22,7 +22,8 @@ function fmt(value) {
   return value.toExponential(0);
 }
 
-// points: [{x: round number, y: number | null}]; yMax fixes the scale (agreement: 1).
+// points: [{x: round number, y: number | null, low?, high?}] (low and high: an interval, drawn
+// as a band); yMax fixes the scale (agreement: 1).
 export function lineChart({ id, title, points, yMax = null, unit = "" }) {
   const valid = points.filter((p) => Number.isFinite(p.y));
   const figure = h("figure", { className: "plot", id });
@@ -39,8 +40,10 @@ export function lineChart({ id, title, points, yMax = null, unit = "" }) {
   const xs = points.map((p) => p.x);
   const xMin = Math.min(...xs);
   const xMax = Math.max(...xs);
-  const top = yMax ?? niceMax(Math.max(...valid.map((p) => p.y)));
-  const bottom = Math.min(0, ...valid.map((p) => p.y));
+  // An interval (points' low and high) is drawn as a band behind the line, inside the scale.
+  const band = valid.filter((p) => Number.isFinite(p.low) && Number.isFinite(p.high));
+  const top = yMax ?? niceMax(Math.max(...valid.map((p) => p.y), ...band.map((p) => p.high)));
+  const bottom = Math.min(0, ...valid.map((p) => p.y), ...band.map((p) => p.low));
   const px = (x) => M.left + (xMax === xMin ? (W - M.left - M.right) / 2 : ((x - xMin) / (xMax - xMin)) * (W - M.left - M.right));
   const py = (y) => H - M.bottom - ((y - bottom) / (top - bottom || 1)) * (H - M.top - M.bottom);
 
@@ -54,6 +57,11 @@ export function lineChart({ id, title, points, yMax = null, unit = "" }) {
       chart.append(svg("text", { x: px(p.x), y: H - 6, "text-anchor": "middle", class: "tick", text: p.x }));
     }
   });
+  if (band.length > 1) {
+    const upper = band.map((p) => `${px(p.x).toFixed(1)},${py(p.high).toFixed(1)}`);
+    const lower = band.map((p) => `${px(p.x).toFixed(1)},${py(p.low).toFixed(1)}`).reverse();
+    chart.append(svg("path", { d: `M${upper.join("L")}L${lower.join("L")}Z`, class: "band" }));
+  }
   // A gap in the data (a round without the statistic) breaks the line.
   let d = "";
   let pen = false;

@@ -3,6 +3,7 @@
 // Data: GET /api/campaigns/<id>/rounds/<n>.
 
 import { $, clear, h } from "./dom.js";
+import { figures, whatMoved } from "./optimizer_words.js";
 import { CLOSE_REASONS, ownerApi, rankingsOf, roundStatus, showError } from "./owner.js";
 
 let base = "";
@@ -52,10 +53,9 @@ function render(round) {
   stat("Agreement", fmt(round.consensus?.agreement));
   stat("Consensus method", round.consensus?.method || "—");
   stat("Render", Number.isFinite(round.render_seconds) ? `${round.render_seconds.toFixed(1)} s` : "—");
-  // The optimizer's figures for the round: its step, whether the line search moved, ...
-  for (const [name, value] of Object.entries(round.stats || {})) {
-    if (value === null || typeof value !== "object") stat(`Optimizer: ${name}`, fmt(value));
-  }
+  // The optimizer's figures for the round, named for a reader; what moved and why, in words.
+  for (const [name, value] of figures(round.stats)) stat(name, value);
+  $("#detail-why").textContent = whatMoved(round);
 
   clear($("#detail-legend")).append(
     ...round.images.map((image, i) =>
