@@ -34,7 +34,8 @@ def open_store(store_url: str | None):
 @click.option("--images", type=click.Choice(list(IMAGE_MODES)), default="key",
               show_default=True,
               help="embed: bytes in the Parquet rows, or an images/ folder beside a JSONL file")  # fmt: skip
-@click.option("--base-url", help="with --images url, where the coordinator serves /objects/")
+@click.option("--base-url",
+              help="where the coordinator serves /objects/ (image URLs of a local store)")  # fmt: skip
 @click.option(
     "--out", type=click.Path(path_type=Path), help="default: rankloop-<id>-<table>.<format>"
 )
@@ -53,19 +54,17 @@ def export_command(campaign_id: str, table: str, fmt: str, images: str, base_url
         total = len(source.round_ids) if table.startswith("consensus") else source.count_rankings()
         store = open_store(store_url) if images != "key" else None
 
-        def by_url(key: str) -> str:
-            assert store is not None
-            presigned = store.url(key, 7 * 24 * 3600)
+        def by_url(key: str) -> str | None:
+            """Presigned by the store, else under --base-url, else none (image_0_url null)."""
+            presigned = store.url(key, 7 * 24 * 3600) if store is not None else None
             if presigned:
                 return presigned
-            if not base_url:
-                raise click.UsageError("--images url with a local store needs --base-url")
-            return f"{base_url.rstrip('/')}/objects/{key}"
+            return f"{base_url.rstrip('/')}/objects/{key}" if base_url else None
 
         policy = datasets.Images(
             images,
             get=store.get if store is not None else None,
-            url=by_url if store is not None else None,
+            url=by_url,
             folder=out.parent if fmt == "jsonl" else None,
         )
         label = f"{table} of {campaign_id}"

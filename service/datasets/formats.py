@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from service.datasets import pickapic
+
 if TYPE_CHECKING:
     from service.datasets.rows import Batch
 
@@ -69,7 +71,8 @@ def schema(table: str):
             ("campaign_id", string), ("round", int64), ("round_kind", string),
             ("method", string), ("n_rankings", int64), ("order", pa.list_(int64)),
             ("order_image_ids", strings), ("scores", pa.list_(float64)),
-            ("agreement", float64), ("weights", pa.list_(weight)),
+            ("agreement", float64), ("krippendorff_alpha", float64),
+            ("weights", pa.list_(weight)),
             ("winner_image_id", string), ("image_ids", strings), ("image_keys", strings),
             ("image_roles", strings), ("image_refs", strings), ("created_at", timestamp),
         ]  # fmt: skip
@@ -78,12 +81,15 @@ def schema(table: str):
             ("caption", string), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
             ("label_0", float64), ("label_1", float64), ("image_0_uid", string),
             ("image_1_uid", string), ("best_image_uid", string), ("model_0", string),
-            ("model_1", string), ("user_id", string), ("ranking_id", int64),
+            ("model_1", string), ("user_id", int64), ("ranking_id", int64),
             ("created_at", timestamp), ("are_different", boolean), ("has_label", boolean),
+            ("image_0_url", string), ("image_1_url", string),
             ("image_0_ref", string), ("image_1_ref", string), ("campaign_id", string),
             ("round", int64), ("pair_source", string), ("attention_passed", boolean),
-            ("weight", float64),
+            ("weight", float64), ("annotator_id", string),
         ]  # fmt: skip
+        names = [name for name, _ in fields]
+        return pa.schema(fields, metadata={b"pandas": pickapic.pandas_metadata(names)})
     else:
         raise ValueError(f"unknown table {table!r}")
     return pa.schema(fields)

@@ -207,6 +207,17 @@ class CampaignSource:
                 return
             last = rows[-1][0]
 
+    def round_answers(self, round_id: int) -> list[tuple[str, Any]]:
+        """``(annotator_id, positions)`` of each ranking of the round, in id order (a round's
+        rankings are a quorum's worth: read at once, for its agreement)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Ranking.annotator_id, Ranking.positions)
+                .where(Ranking.round_id == round_id)
+                .order_by(Ranking.id)
+            ).all()
+        return [(annotator, positions) for annotator, positions in rows]
+
     def count_rankings(self) -> int:
         from sqlalchemy import func
 
