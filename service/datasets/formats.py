@@ -123,6 +123,18 @@ class _Chunks:
         return data
 
 
+def record_batch(columns: dict[str, Any], table_schema: Any) -> Any:
+    """Columns (lists, or :class:`~service.datasets.rows.Repeat` and ``Groups``) as an Arrow
+    record batch of ``table_schema``."""
+    import pyarrow as pa
+
+    arrays = {
+        k: v if isinstance(v, list) else v.to_arrow(table_schema.field(k).type)
+        for k, v in columns.items()
+    }
+    return pa.RecordBatch.from_pydict(arrays, schema=table_schema)
+
+
 def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
                    ) -> Iterator[bytes]:  # fmt: skip
     """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC).
@@ -154,11 +166,7 @@ def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
                     if take == rows
                     else {k: v[start : start + take] for k, v in columns.items()}
                 )
-                arrays = {
-                    k: v if isinstance(v, list) else v.to_arrow(table_schema.field(k).type)
-                    for k, v in part.items()
-                }
-                pending.append(pa.RecordBatch.from_pydict(arrays, schema=table_schema))
+                pending.append(record_batch(part, table_schema))
                 start, filled = start + take, filled + take
                 if filled == batch:
                     filled = 0

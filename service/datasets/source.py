@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import Integer, String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
@@ -81,6 +81,14 @@ class RankingBatch:
     submitted_at: list[dt.datetime]
     leased_at: list[dt.datetime | None]
     flat: bool  # no order or positions holds a group (no ties)
+
+
+@dataclass(frozen=True)
+class Crowd:
+    annotators: int  # who gave at least one ranking
+    rankings: int
+    attention_failed: int
+    recruited: int  # of the annotators, those who joined through the recruitment link
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,38 @@ class CampaignSource:
                 .order_by(Ranking.id)
             ).all()
         return [(annotator, positions) for annotator, positions in rows]
+
+    def prompt_of(self, round_: RoundInfo) -> str:
+        """The prompt a round's images answer (what a dataset splits on)."""
+        return self.campaign.prompt
+
+    def crowd(self) -> Crowd:
+        """Who ranked: annotators, rankings, failed attention checks, recruited participants."""
+        from sqlalchemy import func
+
+        from service.models import Annotator
+
+        with self.sessions() as session:
+            in_campaign = (
+                select(Ranking.annotator_id, Ranking.attention_passed)
+                .join(Round, Round.id == Ranking.round_id)
+                .where(Round.campaign_id == self.campaign.id)
+                .subquery()
+            )
+            annotators, rankings, failures = session.execute(
+                select(
+                    func.count(func.distinct(in_campaign.c.annotator_id)),
+                    func.count(),
+                    func.sum(func.cast(in_campaign.c.attention_passed.is_(False), Integer)),
+                )
+            ).one()
+            recruited = session.scalar(
+                select(func.count(Annotator.id)).where(
+                    Annotator.id.in_(select(in_campaign.c.annotator_id)),
+                    Annotator.participant_id.is_not(None),
+                )
+            )
+        return Crowd(int(annotators), int(rankings), int(failures or 0), int(recruited or 0))
 
     def count_rankings(self) -> int:
         from sqlalchemy import func
