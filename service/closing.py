@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
     CampaignStatus,
@@ -165,6 +166,11 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
     outcome = Outcome(events=["closed"])
     if campaign.status in CAMPAIGN_ENDED:
         pass
+    elif settings.kind == IMAGE_SET:  # no next render: it ends with its last open item
+        if not _open_rounds_left(session, campaign.id):
+            campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
+            audit(session, "campaign_finished", campaign.id, round_.number)
+            outcome.events.append("finished")
     elif round_.number + 1 >= settings.rounds:
         campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
         audit(session, "campaign_finished", campaign.id, round_.number)
@@ -174,6 +180,17 @@ def close_round(session: Session, round_: Round, now: dt.datetime | None = None)
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
+
+
+def _open_rounds_left(session: Session, campaign_id: str) -> bool:
+    return (
+        session.scalar(
+            select(Round.id)
+            .where(Round.campaign_id == campaign_id, Round.status == RoundStatus.OPEN)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def round_consensus(

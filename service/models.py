@@ -134,6 +134,9 @@ class Round(Base):
     extensions: Mapped[int] = mapped_column(Integer, default=0)
     # Rankings stored so far, bumped in the transaction that stores each one.
     n_rankings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An image set's item (service.image_sets): its own prompt and the id it was imported under.
+    prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    item_id: Mapped[str | None] = mapped_column(String(200), default=None)
 
     campaign: Mapped[Campaign] = relationship(back_populates="rounds")
     images: Mapped[list[Image]] = relationship(back_populates="round", order_by="Image.position")
@@ -155,6 +158,8 @@ class Image(Base):
     role: Mapped[str] = mapped_column(String(16), default=ImageRole.CANDIDATE)
     key: Mapped[str] = mapped_column(String(300))
     thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # The model that made an image-set image, as imported (None: the campaign's generator).
+    model: Mapped[str | None] = mapped_column(String(300), default=None)
 
     round: Mapped[Round] = relationship(back_populates="images")
 

@@ -200,6 +200,7 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
         if round_.id != current:  # a round's columns are the same for each of its rankings
             current, shown = round_.id, round_.images
             per_round = {
+                "prompt": source.prompt_of(round_),
                 "round": round_.number,
                 "round_kind": round_.kind,
                 "state_key": round_.state_key,
@@ -309,7 +310,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
               weights: Sequence[float | None]) -> Batch:  # fmt: skip
     """The pairs of each answer (positions best first) of one round, as columns."""
     config = source.campaign.config
-    model = config.model or config.generator
+    model = config.model or config.generator  # an image set's images name their own
     by_position = {i.position: i for i in round_.images}
     candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
     refs: dict[str, str] = {}  # an image's reference, asked once (it may write a file)
@@ -340,7 +341,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
         return [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
 
     columns: dict[str, Column] = {
-        "caption": [source.campaign.prompt] * n,
+        "caption": [source.prompt_of(round_)] * n,
         "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
         "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
         "label_0": labels,
@@ -351,8 +352,8 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
             "" if label == 0.5 else (a.id if label == 1.0 else b.id)
             for a, b, label in zip(firsts, seconds, labels, strict=True)
         ],
-        "model_0": [model] * n,
-        "model_1": [model] * n,
+        "model_0": [i.model or model for i in firsts],
+        "model_1": [i.model or model for i in seconds],
         "user_id": each(
             [CONSENSUS_USER_ID if u == CONSENSUS_USER else user_number(u) for u in user_ids]
         ),

@@ -35,6 +35,7 @@ class ImageInfo:
     index: int
     role: str
     key: str
+    model: str | None = None  # an image set's, as imported
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RoundInfo:
     previous_state_key: str | None
     images: list[ImageInfo]  # by position
     consensus: Consensus | None  # detached; its ``weights`` are the annotators' at closing
+    prompt: str | None = None  # an image set's item's own prompt
 
     def weight(self, annotator_id: str) -> float | None:
         if self.consensus is None:
@@ -129,18 +131,24 @@ class CampaignSource:
         with self.sessions() as session:
             # Plain rows for the round and its images (the ORM's identity map is not needed).
             connection = session.connection()
-            fields = Round.number, Round.kind, Round.state_key, Round.previous_state_key
-            number, kind, state_key, previous_state_key = connection.execute(
+            fields = (
+                Round.number,
+                Round.kind,
+                Round.state_key,
+                Round.previous_state_key,
+                Round.prompt,
+            )
+            number, kind, state_key, previous_state_key, prompt = connection.execute(
                 select(*fields).where(Round.id == round_id)
             ).one()
             images = connection.execute(
-                select(Image.id, Image.position, Image.index, Image.role, Image.key)
+                select(Image.id, Image.position, Image.index, Image.role, Image.key, Image.model)
                 .where(Image.round_id == round_id)
                 .order_by(Image.position)
             )
             info = RoundInfo(
                 round_id, number, kind, state_key, previous_state_key,
-                [ImageInfo(*image) for image in images], session.get(Consensus, round_id),
+                [ImageInfo(*image) for image in images], session.get(Consensus, round_id), prompt,
             )  # fmt: skip
             session.expunge_all()
         self._rounds[round_id] = info
@@ -228,7 +236,7 @@ class CampaignSource:
 
     def prompt_of(self, round_: RoundInfo) -> str:
         """The prompt a round's images answer (what a dataset splits on)."""
-        return self.campaign.prompt
+        return round_.prompt or self.campaign.prompt
 
     def crowd(self) -> Crowd:
         """Who ranked: annotators, rankings, failed attention checks, recruited participants."""
