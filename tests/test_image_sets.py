@@ -347,3 +347,50 @@ def test_image_set_end_to_end_over_http(s3_app, tmp_path):
     loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf"))
     captions = [set(loaded[s]["caption"]) for s in loaded]
     assert sum(len(c) for c in captions) == len(set().union(*captions)) == 4
+
+
+def test_sweep_closes_a_full_item_whose_close_was_lost(sqlite_app, tmp_path, monkeypatch):
+    """An item's round has no deadline: the sweep still closes it once its quorum is in (the
+    inline close died with its process), and the last one finishes the campaign."""
+    from service import sweep as sweeping
+    from service.api import tasks
+
+    app = sqlite_app
+    result = _import(app, folder_tree(tmp_path / "set", items=1), "--start",
+                     "--set", "tasks_per_annotator=1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with db.session_scope(app) as session:
+        campaign_id = session.scalars(select(Campaign.id)).one()
+    monkeypatch.setattr(tasks, "after_ranking", lambda round_id: None)  # the close is lost
+    owner = Owner(app.test_client())
+    client = app.test_client()
+    for token in owner.annotators(campaign_id, 2):
+        task = client.get("/api/tasks/next", headers=bearer(token)).json
+        order = [i["id"] for i in task["images"]]
+        posted = client.post(f"/api/tasks/{task['task_id']}/ranking", json={"order": order},
+                             headers=bearer(token))  # fmt: skip
+        assert posted.status_code == 201
+    assert owner.get(f"/api/campaigns/{campaign_id}").json["status"] == "running"
+    with app.app_context(), db.session_scope(app) as session:
+        outcome = sweeping.sweep(session)
+    assert "finished" in outcome.events
+    assert owner.get(f"/api/campaigns/{campaign_id}").json["status"] == "finished"
+
+
+def test_a_large_image_gets_a_thumbnail_and_a_small_one_is_its_own(tmp_path):
+    from rankloop.core.storage import THUMB_SIDE, LocalStore
+    from service.image_sets.storing import Blobs, check_image
+
+    store = LocalStore(tmp_path / "store")
+    blobs = Blobs(store)
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (600, 300), (10, 200, 30)).save(buffer, format="JPEG")
+    large = reading.RawImage("large", buffer.getvalue, "m")
+    key, thumb, new = blobs.put(*check_image(large))
+    assert new and key.endswith(".jpg") and thumb.endswith(".thumb.webp")
+    assert PILImage.open(io.BytesIO(store.get(thumb))).size == (THUMB_SIDE, THUMB_SIDE // 2)
+    small = reading.RawImage("small", lambda: picture("good", 1), "m")
+    key, thumb, _ = blobs.put(*check_image(small))
+    assert thumb == key
+    assert blobs.put(*check_image(large))[2] is False and (blobs.stored, blobs.reused) == (2, 1)
+    assert Blobs(store).put(*check_image(large))[2] is False  # found in the store: not put again

@@ -113,25 +113,23 @@ def _add_round(session: Session, blobs: Blobs, campaign: Campaign, item: RawItem
         campaign_id=campaign.id, number=number, kind=ROUND_KIND, status=RoundStatus.OPEN,
         prompt=item.prompt, item_id=item.item_id, opened_at=now, deadline=None,
     )  # fmt: skip
-    session.add(round_)
-    session.flush()
+    session.add(round_)  # its images join it through the relationship: one flush per batch
     degraded_from = attention_source(item.item_id, len(item.images)) if attention else -1
     attention_bytes: bytes | None = None
     attention_pixels = None
     for position, raw in enumerate(item.images):
         data, fmt, pixels = check_image(raw)
         key, thumb, _ = blobs.put(data, fmt, pixels)
-        session.add(Image(round_id=round_.id, position=position, index=position,
-                          role=ImageRole.CANDIDATE, key=key, thumb_key=thumb,
-                          model=raw.model))  # fmt: skip
+        round_.images.append(Image(position=position, index=position, key=key, thumb_key=thumb,
+                                   role=ImageRole.CANDIDATE, model=raw.model))  # fmt: skip
         if position == degraded_from:
             attention_bytes = attention_image(pixels, fmt)
             attention_pixels = pixels
     if attention_bytes is not None and attention_pixels is not None:
         n = len(item.images)
         key, thumb, _ = blobs.put(attention_bytes, sniff(attention_bytes), attention_pixels)
-        session.add(Image(round_id=round_.id, position=n, index=n, role=ImageRole.ATTENTION,
-                          key=key, thumb_key=thumb))  # fmt: skip
+        round_.images.append(Image(position=n, index=n, role=ImageRole.ATTENTION, key=key,
+                                   thumb_key=thumb))  # fmt: skip
     return len(item.images)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from collections import OrderedDict
 
 import numpy as np
 from PIL import Image as PILImage
@@ -22,14 +22,7 @@ from service.image_sets.reading import RawImage
 
 PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 MAX_PIXELS = 40_000_000  # a decompression bomb is refused, not decoded
-
-
-@dataclass(frozen=True)
-class Stored:
-    key: str
-    thumb_key: str
-    model: str | None
-    new: bool  # put now (False: the store held it already)
+KNOWN_KEYS = 4096  # recent keys not asked of the store again
 
 
 class Blobs:
@@ -37,23 +30,30 @@ class Blobs:
 
     def __init__(self, store: ObjectStore):
         self.store = store
-        self.known: set[str] = set()  # keys stored or found in this import
+        # Keys stored or found lately in this import (bounded: memory stays flat).
+        self.known: OrderedDict[str, None] = OrderedDict()
         self.stored = self.reused = 0
 
     def put(self, data: bytes, fmt: str, pixels: PILImage.Image) -> tuple[str, str, bool]:
         found = digest(data)
-        key, thumb = blob_key(found, fmt), thumb_key(found)
+        key = blob_key(found, fmt)
+        # An image no larger than a thumbnail is its own (one file, one store call fewer).
+        small = max(pixels.size) <= THUMB_SIDE
+        thumb = key if small else thumb_key(found)
         if key in self.known:
             self.reused += 1
             return key, thumb, False
-        new = not (self.store.exists(key) and self.store.exists(thumb))
+        new = not (self.store.exists(key) and (small or self.store.exists(thumb)))
         if new:
             self.store.put(key, data, FORMATS[fmt])
-            self.store.put(thumb, _thumbnail(pixels), "image/webp")
+            if not small:
+                self.store.put(thumb, _thumbnail(pixels), "image/webp")
             self.stored += 1
         else:
             self.reused += 1
-        self.known.add(key)
+        self.known[key] = None
+        if len(self.known) > KNOWN_KEYS:
+            self.known.popitem(last=False)
         return key, thumb, new
 
 
