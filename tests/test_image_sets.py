@@ -335,6 +335,10 @@ def test_image_set_end_to_end_over_http(s3_app, tmp_path):
     assert set(frame["caption"]) == {f"a lighthouse {i}" for i in range(4)}
     best = frame.apply(lambda r: r["model_0"] if r["label_0"] == 1.0 else r["model_1"], axis=1)
     assert (best[(frame["model_0"] == "good") | (frame["model_1"] == "good")] == "good").all()
+    lines = owner.get(f"/api/campaigns/{campaign_id}/export?format=rankings.jsonl").data
+    for row in map(json.loads, lines.decode().splitlines()):
+        assert sorted(m for m in row["image_models"] if m) == sorted(MODELS)
+        assert row["prompt"] == prompts[row["round"]]
     folder = tmp_path / "dataset"
     from rankloop.commands.export import export_command
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankloop.core.campaign_settings import attention_limit
+from rankloop.core.campaign_settings import IMAGE_SET, attention_limit
 from service.datasets.agreement import Pooled
 from service.datasets.folder import PROMPT_COLUMNS, SplitSummary
 from service.datasets.source import CampaignSource, Crowd
@@ -166,7 +166,8 @@ def card(sources: Sequence[CampaignSource], table: str, summaries: dict[str, Spl
         c = source.campaign.config
         lines.append(
             f"| {source.campaign.id} | {_cell(source.campaign.prompt)} | "
-            f"{_cell(c.model or c.generator)} | {c.m} | {c.k or 'all'} | "
+            f"{'the owner’s images' if c.kind == IMAGE_SET else _cell(c.model or c.generator)} | "
+            f"{c.m} | {c.k or 'all'} | "
             f"{'allowed' if c.allow_ties else 'no'} | {c.annotators_per_round} | "
             f"{len(source.round_ids)} | {c.consensus_method} | {crowd.annotators} "
             f"({crowd.recruited}) | {crowd.rankings} | {crowd.attention_failed} |"

@@ -58,7 +58,7 @@ def schema(table: str):
             ("round_kind", string), ("ranking_id", int64), ("settings", string),
             ("seed", int64), ("state_key", string), ("previous_state_key", string),
             ("image_ids", strings), ("image_keys", strings), ("image_roles", strings),
-            ("image_indices", pa.list_(int64)), ("image_refs", strings),
+            ("image_indices", pa.list_(int64)), ("image_models", strings), ("image_refs", strings),
             ("images", pa.list_(pa.binary())), ("annotator_id", string),
             ("order", pa.list_(strings)), ("positions", pa.list_(pa.list_(int64))),
             ("top_k", int64), ("n_ranked", int64), ("ties", boolean),

@@ -209,6 +209,7 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
                 "image_keys": [i.key for i in shown],
                 "image_roles": [i.role for i in shown],
                 "image_indices": [i.index for i in shown],
+                "image_models": [i.model for i in shown],  # an image set's; else null
                 "image_refs": [images.ref(i.key) for i in shown],
                 "images": [images.data(i.key) for i in shown] if images.embedded else None,
             }
