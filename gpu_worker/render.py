@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
 from rankloop.core.contracts import (
     MOVE_ITEMS,
@@ -42,11 +42,11 @@ from rankloop.core.contracts import (
 )
 from rankloop.core.errors import CorruptedObject, InvalidInput
 from rankloop.core.round_step import pixel_effect, shown_items, tell
-from rankloop.core.storage import BEST, ObjectStore, image_name, round_prefix
+from rankloop.core.storage import BEST, THUMB_SIDE, ObjectStore, image_name, round_prefix
+from rankloop.imaging import degrade
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 256
 ATTENTION_SEED_OFFSET = 7_919  # keeps the attention image's noise apart from the latent seeds
 
 
@@ -258,18 +258,6 @@ def encode_thumbnail(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="WEBP", quality=80, method=2)  # method 2: fastest of 0..6 here
     return buffer.getvalue()
-
-
-def degrade(pixels: np.ndarray) -> np.ndarray:
-    """The look of the attention check: a strong blur, nearly grey, washed out. An honest
-    annotator ranks it last (and :mod:`rankloop.simulation.http_annotators` finds it by its
-    colour alone)."""
-    image = Image.fromarray(pixels)
-    radius = max(2.0, max(image.size) / 24.0)
-    image = image.filter(ImageFilter.GaussianBlur(radius))
-    image = ImageEnhance.Color(image).enhance(0.15)
-    image = ImageEnhance.Contrast(image).enhance(0.6)
-    return np.asarray(image)
 
 
 # The grain's search: at most this many encodings of each file. The size grows with the grain

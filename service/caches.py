@@ -1,5 +1,5 @@
 """Per-process caches of what never changes: a campaign's prompt, settings and completion code
-(fixed at creation), and an opened round's images. Both are keyed by values unique in any
+(fixed at creation), and an opened round's images (and an image set's round's prompt). Both are keyed by values unique in any
 database (random 128-bit campaign ids; campaign id and round number), so one cache serves any
 number of databases, and both are bounded (least recently added dropped first)."""
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
-from service.models import Campaign, Image
+from service.models import Campaign, Image, Round
 
 MAX_ENTRIES = 4096
 _LOCK = threading.Lock()
@@ -67,6 +67,7 @@ class RoundLike(Protocol):
 
 _CAMPAIGNS: OrderedDict[str, CampaignView] = OrderedDict()
 _IMAGES: OrderedDict[tuple[str, int], tuple[ImageView, ...]] = OrderedDict()
+_PROMPTS: OrderedDict[tuple[str, int], str] = OrderedDict()
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -115,4 +116,23 @@ def round_images(session: Session, round_: RoundLike) -> tuple[ImageView, ...]:
     return images
 
 
-__all__ = ["CampaignView", "ImageView", "RoundRef", "campaign_view", "round_images"]
+def round_prompt(session: Session, round_: RoundLike) -> str:
+    """An image set's round's own prompt (its item's), cached: it never changes."""
+    cache_key = (round_.campaign_id, round_.number)
+    with _LOCK:
+        cached = _PROMPTS.get(cache_key)
+    if cached is not None:
+        return cached
+    prompt = session.scalar(select(Round.prompt).where(Round.id == round_.id)) or ""
+    _remember(_PROMPTS, cache_key, prompt)
+    return prompt
+
+
+__all__ = [
+    "CampaignView",
+    "ImageView",
+    "RoundRef",
+    "campaign_view",
+    "round_images",
+    "round_prompt",
+]

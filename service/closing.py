@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import verdict_wanted
+from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
     CampaignStatus,
@@ -188,6 +189,11 @@ def close_round(
     elif verdicts.is_verdict(round_):
         verdicts.conclude(session, campaign, round_, now)
         outcome.events.append("finished")
+    elif settings.kind == IMAGE_SET:  # no next render: it ends with its last open item
+        if not _open_rounds_left(session, campaign.id):
+            campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
+            audit(session, "campaign_finished", campaign.id, round_.number)
+            outcome.events.append("finished")
     elif (
         round_.number + 1 >= settings.rounds
         and verdict_wanted(settings)
@@ -203,6 +209,17 @@ def close_round(
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
+
+
+def _open_rounds_left(session: Session, campaign_id: str) -> bool:
+    return (
+        session.scalar(
+            select(Round.id)
+            .where(Round.campaign_id == campaign_id, Round.status == RoundStatus.OPEN)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def round_consensus(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.contracts import CAMPAIGN_LIVE, CampaignStatus, RoundStatus
 from rankloop.core.errors import Conflict
 from service.models import utcnow
@@ -22,6 +23,8 @@ def start(session: Session, campaign_id: str, actor: str | None = None) -> Outco
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise Conflict(f"campaign is {campaign.status}: only a draft or paused campaign starts")
     outcome = Outcome()
+    if not campaign.rounds and campaign.config.kind == IMAGE_SET:
+        raise Conflict("an image set starts once its items are imported (POST .../items)")
     campaign.status = CampaignStatus.RUNNING
     audit(session, "campaign_started", campaign.id, actor=actor)
     if not campaign.rounds:

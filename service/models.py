@@ -142,6 +142,9 @@ class Round(Base):
     close_reason: Mapped[str | None] = mapped_column(String(16), default=None)
     # When its last slot was offered to one more annotator (a straggler held it): once a round.
     straggler_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    # An image set's item (service.image_sets): its own prompt and the id it was imported under.
+    prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    item_id: Mapped[str | None] = mapped_column(String(200), default=None)
 
     campaign: Mapped[Campaign] = relationship(back_populates="rounds")
     images: Mapped[list[Image]] = relationship(back_populates="round", order_by="Image.position")
@@ -163,6 +166,8 @@ class Image(Base):
     role: Mapped[str] = mapped_column(String(16), default=ImageRole.CANDIDATE)
     key: Mapped[str] = mapped_column(String(300))
     thumb_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # The model that made an image-set image, as imported (None: the campaign's generator).
+    model: Mapped[str | None] = mapped_column(String(300), default=None)
 
     round: Mapped[Round] = relationship(back_populates="images")
 

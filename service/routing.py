@@ -68,6 +68,7 @@ class Operation:
     body: type[BaseModel] | None = None
     query: Mapping[str, Query] = field(default_factory=dict)
     module: str = ""  # the view's module
+    upload: tuple[str, ...] = ()  # a body that is a file, in one of these media types
 
 
 # endpoint -> its operation, in declaration order; filled as the view modules are imported.
@@ -86,6 +87,7 @@ def operation(
     query: Mapping[str, Query] | None = None,
     endpoint: str | None = None,
     defaults: dict[str, Any] | None = None,
+    upload: tuple[str, ...] = (),
 ) -> Callable[[View], View]:
     """Route ``method rule`` of ``bp`` to the decorated view (``endpoint``: by default the
     view's name; ``defaults``: Flask's) and record its contract. The view is returned as is, so
@@ -105,6 +107,7 @@ def operation(
             body=body,
             query=dict(query or {}),
             module=view.__module__,
+            upload=upload,
         )
         options: dict[str, Any] = {"defaults": defaults} if defaults else {}
         bp.add_url_rule(rule, name, view, methods=[method.upper()], **options)

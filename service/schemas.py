@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from rankloop.core.campaign_settings import (
     COMPLETION_CODE,
+    IMAGE_SET,
     MAX_ROUNDS,
     CampaignFields,
     lease_of,
@@ -52,6 +53,8 @@ class CampaignCreate(CampaignFields):
             self.model_dump(include={"generator", "model", "width", "height"})
         )
         check_round_size(self.generator, self.m, size["width"], size["height"])
+        if self.kind == IMAGE_SET and self.start:
+            raise ValueError("an image set starts once its items are imported: start: false")
         self._completion_fits()
         return self
 

@@ -209,9 +209,12 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     open_rounds = select(r.c.id).join(c, c.c.id == r.c.campaign_id).where(round_leasable())
     due = session.scalars(open_rounds.where(r.c.deadline <= now)).all()
     # Quorum in but still open: the close (inline, after the last ranking's commit) died with
-    # its web process. Closed now, not at the deadline.
+    # its web process. Closed now, not at the deadline (an image set's items have none).
     full = session.scalars(
-        open_rounds.where(r.c.deadline > now, round_quorum_met(r.c.n_rankings, r, c.c.settings))
+        open_rounds.where(
+            (r.c.deadline > now) | r.c.deadline.is_(None),
+            round_quorum_met(r.c.n_rankings, r, c.c.settings),
+        )
     ).all()
     rendering = session.scalars(
         select(r.c.id)

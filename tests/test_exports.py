@@ -21,6 +21,7 @@ from rankloop.core.settings import settings_of
 from service import db
 from service.datasets import formats
 from service.datasets.pairs import OVER_UNRANKED, RANKED, TIE, ranking_pairs
+from service.datasets.pickapic import CONSENSUS_USER_ID, user_number
 from service.datasets.reconsensus import rerun
 from service.models import Consensus, Image, Ranking, Round
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
@@ -129,10 +130,22 @@ def test_pairs_parquet_is_the_pick_a_pic_layout(app, owner, campaign, tmp_path):
     rankings, _, images = _database(app, campaign)
     pick_a_pic = ["caption", "jpg_0", "jpg_1", "label_0", "label_1", "image_0_uid",
                   "image_1_uid", "best_image_uid", "model_0", "model_1", "user_id",
-                  "ranking_id", "created_at", "are_different", "has_label"]  # fmt: skip
+                  "ranking_id", "created_at", "are_different", "has_label", "image_0_url",
+                  "image_1_url"]  # fmt: skip
     assert list(frame.columns)[: len(pick_a_pic)] == pick_a_pic
     assert len(frame) == PAIRS_PER_RANKING * len(rankings)
     assert (frame["label_0"] + frame["label_1"] == 1.0).all()
+    # Pick-a-Pic v2's types: user_id int64, a stable number of the pseudonym kept beside it.
+    assert str(frame["user_id"].dtype) == "int64" and (frame["user_id"] > 0).all()
+    by_ranking = {r.id: r.annotator_id for r in rankings}
+    assert list(frame["annotator_id"]) == [by_ranking[r] for r in frame["ranking_id"]]
+    assert list(frame["user_id"]) == [user_number(a) for a in frame["annotator_id"]]
+    assert frame.groupby("annotator_id")["user_id"].nunique().eq(1).all()
+    assert frame["user_id"].nunique() == QUORUM
+    assert frame["image_0_url"].str.startswith("http").all()
+    # images=embed: the refs are the keys, and the URLs (local or presigned) name them.
+    urls = zip(frame["image_0_ref"], frame["image_0_url"], strict=True)
+    assert all(key in url for key, url in urls)
     store = app.extensions["rankloop_store"]
     for row in dataset.select(range(0, len(frame), 5)):
         first, second = images[row["image_0_uid"]], images[row["image_1_uid"]]
@@ -155,6 +168,14 @@ def test_consensus_and_jsonl_exports_match_the_database(app, owner, campaign):
         assert row["order"] == stored.order and row["scores"] == stored.scores
         assert row["agreement"] == stored.agreement and row["n_rankings"] == QUORUM
         assert set(row) == set(formats.schema("consensus").names)
+    # Krippendorff's alpha per round is the report's (the answers over the candidates).
+    from rankloop.commands.report import collect
+
+    report_rounds, _, _ = collect(app.extensions["rankloop_sessionmaker"], campaign)
+    assert [r["krippendorff_alpha"] for r in rows] == pytest.approx(
+        [r.alpha for r in report_rounds]
+    )
+    assert all(r["krippendorff_alpha"] is not None for r in rows)
     lines = owner.get(f"/api/campaigns/{campaign}/export?format=rankings.jsonl&images=key").data
     rows = [json.loads(line) for line in lines.decode().splitlines()]
     assert [r["ranking_id"] for r in rows] == [r.id for r in rankings]
@@ -267,7 +288,8 @@ def test_consensus_pairs_follow_each_rounds_consensus(app, owner, campaign, tmp_
     path.write_bytes(response.data)
     frame, _ = _load_both_ways(path, tmp_path)
     _, consensus, images = _database(app, campaign)
-    assert len(frame) == PAIRS_PER_RANKING * ROUNDS and set(frame["user_id"]) == {"consensus"}
+    assert len(frame) == PAIRS_PER_RANKING * ROUNDS and set(frame["user_id"]) == {0}
+    assert set(frame["annotator_id"]) == {"consensus"} and frame["ranking_id"].isna().all()
     for row in frame.itertuples():
         order = consensus[row.round].order  # positions, best first
         first, second = images[row.image_0_uid], images[row.image_1_uid]
@@ -307,3 +329,31 @@ def test_column_shortcuts_give_what_the_python_lists_give():
         repeated = Repeat(value, 5)
         assert repeated.to_list() == [value] * 5 and len(repeated[1:4]) == 3
         assert repeated.to_arrow(type_).equals(pa.array([value] * 5, type_))
+
+
+def test_pairs_and_consensus_pairs_concatenate_with_the_same_dtypes(owner, campaign, tmp_path):
+    """The two pairs tables read with the same dtypes (ranking_id and attention_passed nullable,
+    not an all-null float or object), so that concatenating them keeps every column's type."""
+    import pandas as pd
+
+    frames = []
+    for table in ("pairs", "consensus_pairs"):
+        response = owner.get(f"/api/campaigns/{campaign}/export?format={table}.parquet")
+        path = tmp_path / f"{table}.parquet"
+        path.write_bytes(response.data)
+        frames.append(pd.read_parquet(path))
+    pairs, consensus = frames
+    assert pairs.dtypes.to_dict() == consensus.dtypes.to_dict()
+    assert str(pairs["ranking_id"].dtype) == "Int64" and str(pairs["user_id"].dtype) == "int64"
+    both = pd.concat(frames, ignore_index=True)
+    assert both.dtypes.to_dict() == pairs.dtypes.to_dict()
+    assert both["ranking_id"].isna().sum() == len(consensus)
+
+
+def test_user_number_is_stable_positive_and_not_the_consensus():
+    assert user_number("0f3a9c2b1d4e5f60") == user_number("0f3a9c2b1d4e5f60")
+    numbers = {user_number(f"{i:016x}") for i in range(10_000)}
+    assert len(numbers) == 10_000 and CONSENSUS_USER_ID not in numbers
+    assert all(0 < n < 2**63 for n in numbers)
+    # Fixed by the digest, not by the run: a dataset exported again maps the same way.
+    assert user_number("annotator-1") == 119211107859112196

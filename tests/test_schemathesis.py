@@ -38,6 +38,9 @@ STATED_RULES = {
     ("GET", "/join/{campaign_id}"): ["400", "410"],
     # images=embed needs a Parquet format (400).
     ("GET", "/api/campaigns/{campaign_id}/export"): ["400"],
+    # Items are a readable file of well-formed items, into a draft image set (400 names the
+    # line; an optimizer campaign's or a started one's is 409).
+    ("POST", "/api/campaigns/{campaign_id}/items"): ["400"],
     # A fork's settings are a campaign's: the same rules between fields (422).
     ("POST", "/api/campaigns/{campaign_id}/fork"): ["422"],
 }

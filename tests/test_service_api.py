@@ -20,7 +20,15 @@ from werkzeug.test import TestResponse
 
 from rankloop.core.contracts import heartbeat_key
 from rankloop.core.settings import settings_of
-from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round, stamp_head
+from tests.fixtures.coordinator import (
+    ADMIN,
+    Owner,
+    bearer,
+    make_app,
+    render_round,
+    stamp_head,
+    tiny_png,
+)
 
 
 @pytest.fixture
@@ -508,6 +516,19 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     stamp_head(app)
     assert api.call("get", "/readyz", token=None).json["status"] == "ready"
     draft = api.call("post", "/api/campaigns", json={"prompt": "a pear"}).json["id"]
+    image_set = api.call(
+        "post", "/api/campaigns", json={"prompt": "pears", "kind": "image_set"}
+    ).json["id"]
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:  # one item: a prompt and two images
+        archive.writestr("pear/prompt.txt", "a pear")
+        archive.writestr("pear/a.png", tiny_png(10))
+        archive.writestr("pear/b.png", tiny_png(90))
+    items = "/api/campaigns/{campaign_id}/items"
+    uploaded = api.client.post(items.format(campaign_id=image_set), data=bundle.getvalue(),
+                               content_type="application/zip", headers=bearer(ADMIN))  # fmt: skip
+    api.check(uploaded, "post", items)
+    assert uploaded.status_code == 201 and uploaded.json["items"] == 1
     for action in ("start", "pause", "resume", "stop"):
         assert api.call("post", f"{campaign}/{action}", campaign_id=draft).status_code == 200
     plum = api.call(

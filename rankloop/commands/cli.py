@@ -56,6 +56,7 @@ class CommandLine(LazyGroup):
         "bench": "rankloop.bench:bench_group",
         "export": "rankloop.commands.export:export_command",
         "import": "rankloop.commands.export:import_command",
+        "import-images": "rankloop.commands.import_images:import_images_command",
         "replay": "rankloop.commands.replay:replay_command",
         "fork": "rankloop.commands.fork:fork_command",
         "report": "rankloop.commands.report:report_command",

@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 
 from rankloop.commands.errors import CampaignId, atomic_output
+from rankloop.core.errors import InvalidInput
 from rankloop.core.settings import load_settings
 from service.datasets import FORMATS, IMAGE_MODES, TABLES
+from service.datasets.folder import PROMPT_COLUMNS
+from service.datasets.splits import DEFAULT_FRACTIONS, parse_fractions
 
 DATABASE_HELP = "SQLAlchemy URL (default: RANKLOOP_DATABASE_URL or var/rankloop.sqlite)"
 
@@ -26,59 +29,108 @@ def open_store(store_url: str | None):
 
 
 @click.command("export")
-@click.argument("campaign_id", type=CampaignId())
+@click.argument("campaign_ids", metavar="CAMPAIGN_ID...", nargs=-1, required=True,
+                type=CampaignId())  # fmt: skip
 @click.option("--table", type=click.Choice(list(TABLES)),
-              default="rankings", show_default=True)  # fmt: skip
+              help="default: rankings (a file), pairs (--dataset)")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="parquet",
               show_default=True)  # fmt: skip
 @click.option("--images", type=click.Choice(list(IMAGE_MODES)), default="key",
               show_default=True,
               help="embed: bytes in the Parquet rows, or an images/ folder beside a JSONL file")  # fmt: skip
-@click.option("--base-url", help="with --images url, where the coordinator serves /objects/")
+@click.option("--base-url",
+              help="where the coordinator serves /objects/ (image URLs of a local store)")  # fmt: skip
 @click.option(
     "--out", type=click.Path(path_type=Path), help="default: rankloop-<id>-<table>.<format>"
 )
+@click.option("--dataset", type=click.Path(file_okay=False, path_type=Path),
+              help="write a Hugging Face dataset folder here instead (Parquet shards per "
+              "split by prompt, and a dataset card); several campaigns go into one")  # fmt: skip
+@click.option("--splits", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+              show_default=True, help="--dataset: train,validation,test fractions")  # fmt: skip
+@click.option("--license", "license_", default="other", show_default=True,
+              help="--dataset: the card's licence (a Hub licence id)")  # fmt: skip
+@click.option("--name", help="--dataset: the card's title (default: the folder's name)")
 @click.option("--url", help=DATABASE_HELP)
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
-def export_command(campaign_id: str, table: str, fmt: str, images: str, base_url: str | None,
-                   out: Path | None, url: str | None, store_url: str | None) -> None:  # fmt: skip
-    """Export a campaign's rankings, consensus or pairwise preferences (streamed)."""
+def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, images: str,
+                   base_url: str | None, out: Path | None, dataset: Path | None, splits: str,
+                   license_: str, name: str | None, url: str | None,
+                   store_url: str | None) -> None:  # fmt: skip
+    """Export a campaign's rankings, consensus or pairwise preferences (streamed), or with
+    --dataset a dataset folder of one or more campaigns."""
     from service import datasets
     from service.cli import database_url
 
-    out = out or Path(f"rankloop-{campaign_id}-{table}.{fmt}")
+    if dataset is None and len(campaign_ids) > 1:
+        raise click.UsageError("several campaigns go into one --dataset folder, not one file")
+    if dataset is not None and (fmt != "parquet" or out is not None):
+        raise click.UsageError("--dataset writes Parquet shards: leave out --format and --out")
+    table = table or ("rankings" if dataset is None else "pairs")
+    try:
+        fractions = parse_fractions(splits)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--splits") from None
+    if dataset is not None and table not in PROMPT_COLUMNS:
+        raise click.UsageError(f"--dataset splits by prompt: --table {' or '.join(PROMPT_COLUMNS)}")
     sessions, dispose = datasets.sessions_for(database_url(url))
     try:
-        source = datasets.CampaignSource(sessions, campaign_id)
-        total = len(source.round_ids) if table.startswith("consensus") else source.count_rankings()
+        sources = [datasets.CampaignSource(sessions, c) for c in campaign_ids]
+        total = sum(
+            len(s.round_ids) if table.startswith("consensus") else s.count_rankings()
+            for s in sources
+        )
         store = open_store(store_url) if images != "key" else None
 
-        def by_url(key: str) -> str:
-            assert store is not None
-            presigned = store.url(key, 7 * 24 * 3600)
+        def by_url(key: str) -> str | None:
+            """Presigned by the store, else under --base-url, else none (image_0_url null)."""
+            presigned = store.url(key, 7 * 24 * 3600) if store is not None else None
             if presigned:
                 return presigned
-            if not base_url:
-                raise click.UsageError("--images url with a local store needs --base-url")
-            return f"{base_url.rstrip('/')}/objects/{key}"
+            return f"{base_url.rstrip('/')}/objects/{key}" if base_url else None
 
+        get = store.get if store is not None else None
+        if dataset is not None:
+            policy = datasets.Images(images, get=get, url=by_url)
+            _dataset(sources, table, policy, dataset, fractions, license_, name, total)
+            return
+        out = out or Path(f"rankloop-{campaign_ids[0]}-{table}.{fmt}")
         policy = datasets.Images(
-            images,
-            get=store.get if store is not None else None,
-            url=by_url if store is not None else None,
-            folder=out.parent if fmt == "jsonl" else None,
+            images, get=get, url=by_url, folder=out.parent if fmt == "jsonl" else None
         )
-        label = f"{table} of {campaign_id}"
+        label = f"{table} of {campaign_ids[0]}"
         with (
             atomic_output(out) as partial,
             click.progressbar(length=total, label=label) as bar,
             partial.open("wb") as file,
         ):
-            for chunk in datasets.export(source, table, fmt, policy, progress=bar.update):
+            for chunk in datasets.export(sources[0], table, fmt, policy, progress=bar.update):
                 file.write(chunk)
     finally:
         dispose()
     click.echo(f"wrote {out}")
+
+
+def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, ...],
+             license_: str, name: str | None, total: int) -> None:  # fmt: skip
+    from service.datasets import card
+    from service.datasets import folder as dataset_folder
+    from service.datasets.splits import Splitter
+
+    splitter = Splitter(fractions)
+    title = name or folder.name
+
+    def text(summaries, written: Path) -> str:
+        facts = card.split_facts(sources, splitter)
+        return card.card(sources, table, summaries, facts, written, splitter, license_, title)
+
+    with click.progressbar(length=total, label=f"{table} into {folder}") as bar:
+        summaries = dataset_folder.write_dataset(
+            sources, table, images, folder, splitter, text, progress=bar.update
+        )
+    for split, summary in summaries.items():
+        click.echo(f"{split}: {summary.num_examples} rows, {len(summary.prompts)} prompts")
+    click.echo(f"wrote {folder}")
 
 
 @click.command("import")

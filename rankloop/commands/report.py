@@ -21,7 +21,11 @@ import click
 import numpy as np
 
 from rankloop.commands.errors import CampaignId, atomic_output
-from rankloop.core.consensus.krippendorff import krippendorff_alpha_ordinal, tau_with
+from rankloop.core.consensus.krippendorff import (
+    image_units,
+    krippendorff_alpha_ordinal,
+    tau_with,
+)
 from rankloop.core.contracts import ImageRole
 from rankloop.core.errors import NotFound
 from rankloop.core.improvement import Strength
@@ -81,7 +85,7 @@ def collect(
             [(r.annotator_id, r.positions) for r in rankings], len(round_.images)
         )
         ranks = [mid_ranks(a, candidates) for a in answers]
-        units = [np.array([r[c] for r in ranks]) for c in range(len(candidates))]
+        units = image_units(ranks)
         pooled.extend(units)
         reference = None
         if round_.consensus is not None:

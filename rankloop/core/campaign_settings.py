@@ -34,6 +34,11 @@ from rankloop.core.optimizer_schema import Integer
 from rankloop.core.verdict import VERDICT_MIN_ROUNDS
 
 ConsensusMethod = Literal[METHODS]  # type: ignore[valid-type]
+# What shows a campaign's images: the optimizer renders each round from the last one's
+# consensus; an image set's rounds are the owner's own items (service.image_sets), all open at
+# once, with no optimizer and no render.
+CampaignKind = Literal["optimizer", "image_set"]
+IMAGE_SET: Final = "image_set"
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS: Final = 10_000  # a campaign's round budget
@@ -148,6 +153,11 @@ class CampaignFields(RenderFields):
         description="the completion code only for a participant who failed at most this many "
         "attention checks; null: withheld when they failed more than half of their tasks' "
         "checks and at least 2",
+    )
+    kind: CampaignKind = Field(
+        default="optimizer",
+        description="optimizer: rounds rendered by the optimizer; image_set: the owner's own "
+        "images, one round per imported item (POST /api/campaigns/<id>/items)",
     )
     consensus_method: ConsensusMethod = "auto"
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
@@ -277,6 +287,7 @@ class CampaignSettings(CampaignFields):
 
 __all__ = [
     "COMPLETION_CODE",
+    "IMAGE_SET",
     "MAX_QUORUM",
     "MAX_RECRUIT_CAP",
     "MAX_RENDER_TIMEOUT_S",
@@ -286,6 +297,7 @@ __all__ = [
     "MIN_RENDER_TIMEOUT_S",
     "MIN_ROUND_DEADLINE_S",
     "CampaignFields",
+    "CampaignKind",
     "CampaignSettings",
     "CompletionCode",
     "CompletionUrl",

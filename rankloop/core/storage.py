@@ -33,6 +33,7 @@ def round_prefix(campaign_id: str | int, round_number: int) -> str:
 
 
 BEST: str = "best"  # the image_name "index" of the optimizer's current point
+THUMB_SIDE: int = 256  # pixels of a thumbnail's longer side (``thumbs/<name>.webp``)
 
 
 def image_name(

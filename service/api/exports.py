@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from rankloop.core.errors import InvalidInput, NotFound
+from rankloop.core.image_sets import BLOB_KEY
 from service import datasets
 from service.api import responses
 from service.api.common import base_url, iso, object_url, owned_campaign, store
@@ -44,7 +45,7 @@ CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
     responses={200: Reply("The image", media=tuple(CONTENT_TYPES.values()))},
 )
 def get_object(key: str):
-    if not OBJECT_KEY.match(key) or ".." in key:
+    if not (OBJECT_KEY.match(key) or BLOB_KEY.match(key)) or ".." in key:
         raise NotFound("no such image")
     try:
         data = store().get(key)

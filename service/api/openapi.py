@@ -140,6 +140,12 @@ def _operation(declared: Operation, path: str, refs: Refs) -> dict[str, Any]:
             "required": True,
             "content": {JSON: {"schema": refs[declared.body]}},
         }
+    if declared.upload:  # a file: its bytes as they are
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        document["requestBody"] = {
+            "required": True,
+            "content": {media: dict(binary) for media in declared.upload},
+        }
     return document
 
 

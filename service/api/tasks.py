@@ -12,12 +12,13 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import select
 
+from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.errors import InvalidInput
 from service.api import responses
 from service.api.common import iso, json_body, object_url
 from service.api.responses import json_response
 from service.auth import bearer_token, hash_token, unknown_token
-from service.caches import round_images
+from service.caches import round_images, round_prompt
 from service.closing import after_ranking
 from service.db import get_session
 from service.fast_submission import submit_by_token
@@ -54,7 +55,7 @@ def next_task():
             k=settings.k,
             allow_ties=settings.allow_ties,
             expires_at=iso(lease.expires_at),
-            prompt=campaign.prompt,
+            prompt=round_prompt(session, round_) if settings.kind == IMAGE_SET else campaign.prompt,
             images=[
                 responses.TaskImage(
                     id=image.id,

@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from service.datasets import pickapic
+
 if TYPE_CHECKING:
     from service.datasets.rows import Batch
 
@@ -56,7 +58,7 @@ def schema(table: str):
             ("round_kind", string), ("ranking_id", int64), ("settings", string),
             ("seed", int64), ("state_key", string), ("previous_state_key", string),
             ("image_ids", strings), ("image_keys", strings), ("image_roles", strings),
-            ("image_indices", pa.list_(int64)), ("image_refs", strings),
+            ("image_indices", pa.list_(int64)), ("image_models", strings), ("image_refs", strings),
             ("images", pa.list_(pa.binary())), ("annotator_id", string),
             ("order", pa.list_(strings)), ("positions", pa.list_(pa.list_(int64))),
             ("top_k", int64), ("n_ranked", int64), ("ties", boolean),
@@ -70,7 +72,8 @@ def schema(table: str):
             ("method", string), ("n_rankings", int64), ("close_reason", string),
             ("order", pa.list_(int64)),
             ("order_image_ids", strings), ("scores", pa.list_(float64)),
-            ("agreement", float64), ("weights", pa.list_(weight)),
+            ("agreement", float64), ("krippendorff_alpha", float64),
+            ("weights", pa.list_(weight)),
             ("winner_image_id", string), ("image_ids", strings), ("image_keys", strings),
             ("image_roles", strings), ("image_refs", strings), ("created_at", timestamp),
         ]  # fmt: skip
@@ -79,12 +82,15 @@ def schema(table: str):
             ("caption", string), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
             ("label_0", float64), ("label_1", float64), ("image_0_uid", string),
             ("image_1_uid", string), ("best_image_uid", string), ("model_0", string),
-            ("model_1", string), ("user_id", string), ("ranking_id", int64),
+            ("model_1", string), ("user_id", int64), ("ranking_id", int64),
             ("created_at", timestamp), ("are_different", boolean), ("has_label", boolean),
+            ("image_0_url", string), ("image_1_url", string),
             ("image_0_ref", string), ("image_1_ref", string), ("campaign_id", string),
             ("round", int64), ("pair_source", string), ("attention_passed", boolean),
-            ("weight", float64),
+            ("weight", float64), ("annotator_id", string),
         ]  # fmt: skip
+        names = [name for name, _ in fields]
+        return pa.schema(fields, metadata={b"pandas": pickapic.pandas_metadata(names)})
     elif table == "verdict":
         fields = [
             ("campaign_id", string), ("prompt", string), ("share", float64), ("low", float64),
@@ -126,6 +132,18 @@ class _Chunks:
         return data
 
 
+def record_batch(columns: dict[str, Any], table_schema: Any) -> Any:
+    """Columns (lists, or :class:`~service.datasets.rows.Repeat` and ``Groups``) as an Arrow
+    record batch of ``table_schema``."""
+    import pyarrow as pa
+
+    arrays = {
+        k: v if isinstance(v, list) else v.to_arrow(table_schema.field(k).type)
+        for k, v in columns.items()
+    }
+    return pa.RecordBatch.from_pydict(arrays, schema=table_schema)
+
+
 def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
                    ) -> Iterator[bytes]:  # fmt: skip
     """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC).
@@ -157,11 +175,7 @@ def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
                     if take == rows
                     else {k: v[start : start + take] for k, v in columns.items()}
                 )
-                arrays = {
-                    k: v if isinstance(v, list) else v.to_arrow(table_schema.field(k).type)
-                    for k, v in part.items()
-                }
-                pending.append(pa.RecordBatch.from_pydict(arrays, schema=table_schema))
+                pending.append(record_batch(part, table_schema))
                 start, filled = start + take, filled + take
                 if filled == batch:
                     filled = 0

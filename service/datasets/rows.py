@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rankloop.core.contracts import ImageRole
+from rankloop.core.errors import InvalidInput
+from service.datasets.agreement import round_alpha
 from service.datasets.pairs import ranking_pairs
+from service.datasets.pickapic import CONSENSUS_USER, CONSENSUS_USER_ID, user_number
 from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
 from service.rendering import IMAGE_SALT
 
@@ -109,7 +112,7 @@ class Images:
     """
 
     def __init__(self, mode: str = "key", get: Callable[[str], bytes] | None = None,
-                 url: Callable[[str], str] | None = None, folder: Path | None = None,
+                 url: Callable[[str], str | None] | None = None, folder: Path | None = None,
                  cache: int = 64):  # fmt: skip
         if mode not in IMAGE_MODES:
             raise ValueError(f"images={mode!r}: use one of {', '.join(IMAGE_MODES)}")
@@ -127,14 +130,25 @@ class Images:
         """Whether rows carry bytes (Parquet with ``embed``)."""
         return self.mode == "embed" and self.folder is None
 
-    def ref(self, key: str) -> str:
-        if self.mode == "url":
-            assert self._url is not None
-            url = self._refs.get(key)  # a presigned URL costs a signature: once per image
-            if url is None:
-                url = self._refs[key] = self._url(key)
+    def url(self, key: str) -> str | None:
+        """The image's URL (``image_0_url``), whatever the mode, when the exporter can give one
+        (``None`` from the CLI with a local store and no ``--base-url``)."""
+        if self._url is None:
+            return None
+        url = self._refs.get(key)  # a presigned URL costs a signature: once per image
+        if url is None:
+            url = self._url(key)
+            if url is not None:
+                self._refs[key] = url
                 if len(self._refs) > self._size:
                     self._refs.popitem(last=False)
+        return url
+
+    def ref(self, key: str) -> str:
+        if self.mode == "url":
+            url = self.url(key)
+            if url is None:
+                raise InvalidInput("images by URL: a local store needs a base URL (--base-url)")
             return url
         if self.mode == "embed" and self.folder is not None:
             path = self.folder / "images" / key
@@ -186,6 +200,7 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
         if round_.id != current:  # a round's columns are the same for each of its rankings
             current, shown = round_.id, round_.images
             per_round = {
+                "prompt": source.prompt_of(round_),
                 "round": round_.number,
                 "round_kind": round_.kind,
                 "state_key": round_.state_key,
@@ -194,6 +209,7 @@ def ranking_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
                 "image_keys": [i.key for i in shown],
                 "image_roles": [i.role for i in shown],
                 "image_indices": [i.index for i in shown],
+                "image_models": [i.model for i in shown],  # an image set's; else null
                 "image_refs": [images.ref(i.key) for i in shown],
                 "images": [images.data(i.key) for i in shown] if images.embedded else None,
             }
@@ -251,6 +267,7 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
             "order_image_ids": [by_position[int(p)].id for p in consensus.order],
             "scores": [float(s) for s in consensus.scores],
             "agreement": consensus.agreement,
+            "krippendorff_alpha": round_alpha(round_, source.round_answers(round_.id)),
             "weights": [
                 {"annotator_id": a, "weight": float(w)}
                 for a, w in sorted(consensus.weights.items())
@@ -277,8 +294,8 @@ def pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
 
 
 def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
-    """The same layout from each round's consensus instead: ``user_id`` ``consensus``, no
-    ``ranking_id``, and ``weight`` the round's agreement (Kendall's W)."""
+    """The same layout from each round's consensus instead: ``annotator_id`` ``consensus``
+    (``user_id`` 0), no ``ranking_id``, and ``weight`` the round's agreement (Kendall's W)."""
     for round_ in source.rounds():
         consensus = round_.consensus
         if consensus is not None:
@@ -288,9 +305,6 @@ def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[Batc
             )  # fmt: skip
 
 
-CONSENSUS_USER = "consensus"
-
-
 def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
               answers: Sequence[Any], user_ids: Sequence[str],
               ranking_ids: Sequence[int | None], created_at: Sequence[Any],
@@ -298,7 +312,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
               weights: Sequence[float | None]) -> Batch:  # fmt: skip
     """The pairs of each answer (positions best first) of one round, as columns."""
     config = source.campaign.config
-    model = config.model or config.generator
+    model = config.model or config.generator  # an image set's images name their own
     by_position = {i.position: i for i in round_.images}
     candidates = [i.position for i in round_.images if i.role == ImageRole.CANDIDATE]
     refs: dict[str, str] = {}  # an image's reference, asked once (it may write a file)
@@ -329,7 +343,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
         return [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
 
     columns: dict[str, Column] = {
-        "caption": [source.campaign.prompt] * n,
+        "caption": [source.prompt_of(round_)] * n,
         "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
         "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
         "label_0": labels,
@@ -340,13 +354,17 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
             "" if label == 0.5 else (a.id if label == 1.0 else b.id)
             for a, b, label in zip(firsts, seconds, labels, strict=True)
         ],
-        "model_0": [model] * n,
-        "model_1": [model] * n,
-        "user_id": each(user_ids),
+        "model_0": [i.model or model for i in firsts],
+        "model_1": [i.model or model for i in seconds],
+        "user_id": each(
+            [CONSENSUS_USER_ID if u == CONSENSUS_USER else user_number(u) for u in user_ids]
+        ),
         "ranking_id": each(ranking_ids),
         "created_at": each(created_at),
         "are_different": [a.key != b.key for a, b in zip(firsts, seconds, strict=True)],
         "has_label": [True] * n,
+        "image_0_url": [images.url(i.key) for i in firsts],
+        "image_1_url": [images.url(i.key) for i in seconds],
         "image_0_ref": [ref(i) for i in firsts],
         "image_1_ref": [ref(i) for i in seconds],
         "campaign_id": [source.campaign.id] * n,
@@ -354,6 +372,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
         "pair_source": kinds,
         "attention_passed": each(attention_passed),
         "weight": each(weights),
+        "annotator_id": each(user_ids),
     }
     return Batch(columns, n, len(answers))
 

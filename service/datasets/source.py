@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import Integer, String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
@@ -35,6 +35,7 @@ class ImageInfo:
     index: int
     role: str
     key: str
+    model: str | None = None  # an image set's, as imported
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RoundInfo:
     images: list[ImageInfo]  # by position
     consensus: Consensus | None  # detached; its ``weights`` are the annotators' at closing
     close_reason: str | None = None  # rankloop.core.contracts.CloseReason; None: not recorded
+    prompt: str | None = None  # an image set's item's own prompt
 
     def weight(self, annotator_id: str) -> float | None:
         if self.consensus is None:
@@ -82,6 +84,14 @@ class RankingBatch:
     submitted_at: list[dt.datetime]
     leased_at: list[dt.datetime | None]
     flat: bool  # no order or positions holds a group (no ties)
+
+
+@dataclass(frozen=True)
+class Crowd:
+    annotators: int  # who gave at least one ranking
+    rankings: int
+    attention_failed: int
+    recruited: int  # of the annotators, those who joined through the recruitment link
 
 
 @dataclass(frozen=True)
@@ -123,19 +133,19 @@ class CampaignSource:
             # Plain rows for the round and its images (the ORM's identity map is not needed).
             connection = session.connection()
             fields = (Round.number, Round.kind, Round.state_key, Round.previous_state_key,
-                      Round.close_reason)  # fmt: skip
-            number, kind, state_key, previous_state_key, close_reason = connection.execute(
+                      Round.close_reason, Round.prompt)  # fmt: skip
+            number, kind, state_key, previous_state_key, close_reason, prompt = connection.execute(
                 select(*fields).where(Round.id == round_id)
             ).one()
             images = connection.execute(
-                select(Image.id, Image.position, Image.index, Image.role, Image.key)
+                select(Image.id, Image.position, Image.index, Image.role, Image.key, Image.model)
                 .where(Image.round_id == round_id)
                 .order_by(Image.position)
             )
             info = RoundInfo(
                 round_id, number, kind, state_key, previous_state_key,
                 [ImageInfo(*image) for image in images], session.get(Consensus, round_id),
-                close_reason,
+                close_reason, prompt,
             )  # fmt: skip
             session.expunge_all()
         self._rounds[round_id] = info
@@ -209,6 +219,49 @@ class CampaignSource:
             if len(rows) < self.batch:
                 return
             last = rows[-1][0]
+
+    def round_answers(self, round_id: int) -> list[tuple[str, Any]]:
+        """``(annotator_id, positions)`` of each ranking of the round, in id order (a round's
+        rankings are a quorum's worth: read at once, for its agreement)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Ranking.annotator_id, Ranking.positions)
+                .where(Ranking.round_id == round_id)
+                .order_by(Ranking.id)
+            ).all()
+        return [(annotator, positions) for annotator, positions in rows]
+
+    def prompt_of(self, round_: RoundInfo) -> str:
+        """The prompt a round's images answer (what a dataset splits on)."""
+        return round_.prompt or self.campaign.prompt
+
+    def crowd(self) -> Crowd:
+        """Who ranked: annotators, rankings, failed attention checks, recruited participants."""
+        from sqlalchemy import func
+
+        from service.models import Annotator
+
+        with self.sessions() as session:
+            in_campaign = (
+                select(Ranking.annotator_id, Ranking.attention_passed)
+                .join(Round, Round.id == Ranking.round_id)
+                .where(Round.campaign_id == self.campaign.id)
+                .subquery()
+            )
+            annotators, rankings, failures = session.execute(
+                select(
+                    func.count(func.distinct(in_campaign.c.annotator_id)),
+                    func.count(),
+                    func.sum(func.cast(in_campaign.c.attention_passed.is_(False), Integer)),
+                )
+            ).one()
+            recruited = session.scalar(
+                select(func.count(Annotator.id)).where(
+                    Annotator.id.in_(select(in_campaign.c.annotator_id)),
+                    Annotator.participant_id.is_not(None),
+                )
+            )
+        return Crowd(int(annotators), int(rankings), int(failures or 0), int(recruited or 0))
 
     def count_rankings(self) -> int:
         from sqlalchemy import func

@@ -50,6 +50,14 @@ def krippendorff_alpha_ordinal(units: Sequence[np.ndarray]) -> float | None:
     return float(1.0 - (n - 1) * float((coincidences * delta).sum()) / expected)
 
 
+def image_units(ranks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The units of :func:`krippendorff_alpha_ordinal` from one rank vector per annotator over
+    the same images: one unit per image, the ranks its annotators gave it."""
+    if not ranks:
+        return []
+    return [np.array([r[c] for r in ranks]) for c in range(len(ranks[0]))]
+
+
 def tau_with(ranks: np.ndarray, reference: np.ndarray) -> float | None:
     """Kendall's tau-b between an annotator's ranks and the consensus's (None if undefined)."""
     tau = kendalltau(ranks, reference).statistic
