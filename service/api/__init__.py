@@ -17,6 +17,8 @@ def register_api(app: Flask) -> None:
         recruitment,
         rounds,
         stream,
+        studies,
+        study_join,
         tasks,
     )
 
@@ -25,6 +27,8 @@ def register_api(app: Flask) -> None:
         rounds,
         annotators,
         recruitment,
+        studies,
+        study_join,
         annotator_view,
         tasks,
         exports,

@@ -97,7 +97,7 @@ def export(campaign_id: str):
     get_session().close()  # every batch reads in its own short transaction
     source = datasets.CampaignSource(current_app.extensions["rankloop_sessionmaker"], campaign.id)
     if fmt == "jsonl":
-        body, media, name = _records(source), "application/x-ndjson", "jsonl"
+        body, media, name = records(source), "application/x-ndjson", "jsonl"
     else:
         images = datasets.Images(mode, get=store().get, url=_absolute_url)
         body = datasets.export(source, table, kind, images)
@@ -116,7 +116,7 @@ def _absolute_url(key: str) -> str:
     return f"{base_url()}{url}" if url.startswith("/") else url
 
 
-def _records(source: datasets.CampaignSource) -> Iterator[bytes]:
+def records(source: datasets.CampaignSource) -> Iterator[bytes]:
     """The original export: one ExportRecord per ranking."""
     for round_, ranking in source.rankings():
         keys = {i.id: i.key for i in round_.images}

@@ -1,0 +1,322 @@
+"""Owner endpoints for studies: create from a prompt list, list, show, start/pause/stop, export.
+
+A study is visible to the owner key that created it (and the admin token) only: to anyone else
+it does not exist (404), so a study's id tells nothing about another owner's work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from rankloop.core.contracts import CampaignStatus, RoundStatus
+from rankloop.core.errors import InvalidInput, NotFound
+from service import datasets, studies
+from service.api import exports, responses
+from service.api.common import PAGE_QUERY, base_url, check_model, iso, json_body, page_args
+from service.api.responses import json_response, no_store
+from service.auth import Owner, require_owner
+from service.db import get_session
+from service.models import Annotator, Campaign, Ranking, Round, Study
+from service.prompt_lists import BadPromptList, format_of, read_file, read_json
+from service.rendering import owner_actor, run_step
+from service.routing import NDJSON, Reply, ok, operation
+from service.schemas import validate
+
+bp = Blueprint("studies", __name__, url_prefix="/api/studies")
+
+
+# -- responses -------------------------------------------------------------------------------------
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyCampaign(_Response):
+    id: str
+    prompt: str
+    status: responses.CampaignStatus
+    rounds_closed: int
+    rankings: int
+    current_round: int | None = Field(description="the latest round's number; null: none yet")
+    current_round_status: responses.RoundStatus | None
+
+
+class StudySummary(_Response):
+    id: str
+    name: str
+    status: responses.CampaignStatus
+    created_at: responses.Timestamp
+    finished_at: responses.Timestamp | None
+    prompts: int = Field(description="campaigns in the study, one per prompt")
+    campaigns_by_status: dict[str, int]
+    rounds_closed: int
+    rankings: int
+    workers: int = Field(description="participants who joined through the study's link")
+    link: str = Field(description="the study's one recruitment link (Prolific fills PROLIFIC_PID)")
+    recruit: bool
+    recruit_cap: int
+    tasks_per_worker: int
+    completion_code: str
+    completion_url: str | None
+    pay_per_hour: float | None
+    settings: dict[str, Any] = Field(description="the campaign settings its prompts share")
+
+
+class StudyDetail(StudySummary):
+    campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
+
+
+class StudyList(_Response):
+    studies: list[StudySummary]
+    next_offset: int | None
+
+
+# -- routes ----------------------------------------------------------------------------------------
+@operation(
+    bp,
+    "POST",
+    "",
+    summary=(
+        "Create a study: one campaign per prompt, under shared settings and one recruitment "
+        "link. The prompts come in the JSON body (prompts), or as an uploaded file "
+        "(multipart/form-data: file, with the rest of this body as the JSON form field "
+        "'study', and optionally 'format': lines, csv, jsonl or parquet; by default the "
+        "file's suffix says). CSV, JSON Lines and Parquet need a prompt column, and may give "
+        "negative_prompt and seed per row. A bad row is refused with its line (422, "
+        "details[].line), and nothing is created"
+    ),
+    auth="owner",
+    body=studies.StudyCreate,
+    responses={201: Reply("Created", StudyDetail)},
+)
+def create_study():
+    session = get_session()
+    owner = require_owner(session)
+    body, rows = _create_request()
+    generator = body.settings.get("generator")
+    if isinstance(generator, str):  # a bad type is the row check's to name
+        model = body.settings.get("model")
+        check_model(generator, model if isinstance(model, str) else None)
+    study = studies.create(session, body, rows, owner.key_id, owner_actor(owner.key_id))
+    if body.start:
+        run_step(studies.control, study.id, "start", owner_actor(owner.key_id), session=session)
+    session.expire_all()
+    return no_store(json_response(study_response(study, detail=True), 201))
+
+
+def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
+    """The body and its prompt rows, from a JSON body or an upload."""
+    upload = request.files.get("file") if request.mimetype == "multipart/form-data" else None
+    if upload is None:
+        body: studies.StudyCreate = validate(studies.StudyCreate, json_body())
+        if body.prompts is None:
+            raise BadPromptList("give prompts, or upload a file (multipart/form-data: file)")
+        return body, read_json(body.prompts)
+    raw = request.form.get("study", "{}")
+    try:
+        fields = json.loads(raw)
+    except ValueError as error:
+        raise InvalidInput(f"the form field 'study' is not JSON: {error}") from None
+    body = validate(studies.StudyCreate, fields)
+    if body.prompts is not None:
+        raise BadPromptList("give prompts or a file, not both")
+    fmt = format_of(upload.filename, request.form.get("format"))
+    return body, read_file(upload.read(), fmt)
+
+
+@operation(
+    bp,
+    "GET",
+    "",
+    summary="List studies, newest first, a page at a time (next_offset: the next page)",
+    auth="owner",
+    query=PAGE_QUERY,
+    responses=ok(StudyList),
+)
+def list_studies():
+    session = get_session()
+    owner = require_owner(session)
+    limit, offset = page_args()
+    query = select(Study).order_by(Study.created_at.desc(), Study.id)
+    if not owner.is_admin:
+        query = query.where(Study.owner_key_id == owner.key_id)
+    page = session.scalars(query.limit(limit + 1).offset(offset)).all()
+    listed = [study_response(s, detail=False) for s in page[:limit]]
+    more = offset + limit if len(page) > limit else None
+    return no_store(json_response(StudyList(studies=listed, next_offset=more)))
+
+
+@operation(
+    bp,
+    "GET",
+    "/<study_id>",
+    summary="Show a study: status, counts, and each campaign's id, prompt, status, rounds closed",
+    auth="owner",
+    responses=ok(StudyDetail),
+)
+def show_study(study_id: str):
+    study, _ = owned_study(study_id)
+    return no_store(json_response(study_response(study, detail=True)))
+
+
+def control_study(study_id: str, action: str):
+    study, owner = owned_study(study_id)
+    session = get_session()
+    run_step(studies.control, study.id, action, owner_actor(owner.key_id), session=session)
+    session.expire_all()
+    return no_store(json_response(study_response(study, detail=True)))
+
+
+_SAYS = {
+    "start": "Start the study: every campaign of it (a paused one resumes)",
+    "pause": "Pause the study: every running campaign of it",
+    "stop": "Stop the study: every campaign of it not ended yet; its link admits no one more",
+}
+for _action in studies.CONTROLS:
+    operation(
+        bp,
+        "POST",
+        f"/<study_id>/{_action}",
+        summary=_SAYS[_action],
+        auth="owner",
+        responses=ok(StudyDetail),
+        endpoint=f"control_{_action}",
+        defaults={"action": _action},
+    )(control_study)
+
+
+@operation(
+    bp,
+    "GET",
+    "/<study_id>/export",
+    summary=(
+        "Every ranking of every campaign of the study as JSON lines (ExportRecord each, with "
+        "its campaign_id and prompt), campaign by campaign in the prompt list's order"
+    ),
+    auth="owner",
+    query={"format": ("jsonl",)},
+    responses={200: Reply("JSON lines", responses.ExportRecord, (NDJSON,))},
+)
+def export_study(study_id: str):
+    study, _ = owned_study(study_id)
+    if request.args.get("format", "jsonl") != "jsonl":
+        raise InvalidInput("unknown format: a study exports format=jsonl")
+    session = get_session()
+    ids = [c.id for c in studies.campaigns_of(session, study.id)]
+    session.close()  # every batch reads in its own short transaction
+    maker = current_app.extensions["rankloop_sessionmaker"]
+
+    def lines() -> Iterator[bytes]:
+        for campaign_id in ids:
+            yield from exports.records(datasets.CampaignSource(maker, campaign_id))
+
+    response = Response(stream_with_context(lines()), mimetype=NDJSON)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="rankloop-study-{study.id}.jsonl"'
+    )
+    return response
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def owned_study(study_id: str) -> tuple[Study, Owner]:
+    """The study the request's owner asks for, and that owner: 401 without an owner's key, 404
+    for no such study and for another owner's."""
+    session = get_session()
+    owner = require_owner(session)
+    study = session.get(Study, study_id)
+    if study is None or not (owner.is_admin or study.owner_key_id == owner.key_id):
+        raise NotFound(f"no study {study_id!r}")
+    return study, owner
+
+
+def join_link(study: Study) -> str:
+    prolific = "&".join(f"{p}={{{{%{p}%}}}}" for p in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
+    return f"{base_url()}/join/study/{study.id}?{prolific}"
+
+
+def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
+    session = get_session()
+    campaigns = studies.campaigns_of(session, study.id)
+    closed = dict(
+        session.execute(
+            select(Round.campaign_id, func.count())
+            .join(Campaign, Campaign.id == Round.campaign_id)
+            .where(Campaign.study_id == study.id, Round.status == RoundStatus.CLOSED)
+            .group_by(Round.campaign_id)
+        ).all()
+    )
+    ranked = dict(
+        session.execute(
+            select(Round.campaign_id, func.count(Ranking.id))
+            .join(Ranking, Ranking.round_id == Round.id)
+            .join(Campaign, Campaign.id == Round.campaign_id)
+            .where(Campaign.study_id == study.id)
+            .group_by(Round.campaign_id)
+        ).all()
+    )
+    workers = session.scalar(
+        select(func.count()).select_from(Annotator).where(Annotator.study_id == study.id)
+    )
+    by_status: dict[str, int] = {}
+    for campaign in campaigns:
+        by_status[campaign.status] = by_status.get(campaign.status, 0) + 1
+    summary = StudySummary(
+        id=study.id,
+        name=study.name,
+        status=CampaignStatus(study.status),
+        created_at=iso(study.created_at),
+        finished_at=iso(study.finished_at),
+        prompts=len(campaigns),
+        campaigns_by_status=by_status,
+        rounds_closed=sum(closed.values()),
+        rankings=sum(ranked.values()),
+        workers=workers or 0,
+        link=join_link(study),
+        recruit=study.recruit,
+        recruit_cap=study.recruit_cap,
+        tasks_per_worker=study.tasks_per_worker,
+        completion_code=study.completion_code,
+        completion_url=study.completion_url,
+        pay_per_hour=study.pay_per_hour,
+        settings=study.settings,
+    )
+    if not detail:
+        return summary
+    latest = _latest_rounds(study.id)
+    return StudyDetail(
+        **dict(summary),
+        campaigns=[
+            StudyCampaign(
+                id=c.id,
+                prompt=c.prompt,
+                status=c.status,
+                rounds_closed=closed.get(c.id, 0),
+                rankings=ranked.get(c.id, 0),
+                current_round=latest[c.id][0] if c.id in latest else None,
+                current_round_status=latest[c.id][1] if c.id in latest else None,
+            )
+            for c in campaigns
+        ],
+    )
+
+
+def _latest_rounds(study_id: str) -> dict[str, tuple[int, str]]:
+    """Each campaign's latest round: its number and status."""
+    newest = (
+        select(Round.campaign_id, func.max(Round.number).label("number"))
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(Campaign.study_id == study_id)
+        .group_by(Round.campaign_id)
+        .subquery()
+    )
+    rows = get_session().execute(
+        select(Round.campaign_id, Round.number, Round.status).join(
+            newest, (newest.c.campaign_id == Round.campaign_id) & (newest.c.number == Round.number)
+        )
+    )
+    return {campaign_id: (number, status) for campaign_id, number, status in rows}

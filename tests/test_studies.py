@@ -1,0 +1,337 @@
+"""Studies (issue 19): made from a prompt list in every accepted format, refused with the bad
+row's line and nothing half-made, one recruitment link, workers routed across the study's
+campaigns (never a round twice, never over a quorum, the closest round to its quorum first),
+the study's quota and completion code, start/pause/stop, the export, and tenancy.
+
+Every test runs on SQLite and on PostgreSQL (the ``app`` fixture of tests/fixtures/coordinator).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from rankloop.core.study_settings import MAX_STUDY_PROMPTS
+from service import db
+from service.auth import hash_token, new_token
+from service.models import Annotator, Campaign, OwnerKey, Study
+from tests.fixtures.coordinator import Owner, bearer
+from tests.fixtures.coordinator import render_round as render_with_check
+
+# Small rounds: quorum 2, at most 2 rounds of one prompt per worker.
+SHARED = {"m": 4, "annotators_per_round": 2, "rounds": 3, "tasks_per_annotator": 2}
+PROMPTS = ["a red apple", "a green pear", "a yellow lemon"]
+
+
+def render_round(app: Flask, campaign_id: str, number: int) -> None:
+    """A round rendered without an attention check: a test's rankings need not find it."""
+    render_with_check(app, campaign_id, number, attention=False)
+
+
+def make_study(owner: Owner, prompts: Any = PROMPTS, **fields: Any) -> dict:
+    body = {"name": "fruit", "prompts": prompts, "settings": SHARED, **fields}
+    response = owner.post("/api/studies", json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def upload(owner: Owner, data: bytes, filename: str, **fields: Any):
+    form = {
+        "file": (io.BytesIO(data), filename),
+        "study": json.dumps({"name": "up", "settings": SHARED, **fields}),
+    }
+    return owner.post("/api/studies", data=form, content_type="multipart/form-data")
+
+
+def running_study(app: Flask, owner: Owner, **fields: Any) -> dict:
+    study = make_study(owner, start=True, recruit=True, **fields)
+    assert study["status"] == "running"
+    for campaign in study["campaigns"]:
+        assert campaign["status"] == "running" and campaign["current_round_status"] == "rendering"
+        render_round(app, campaign["id"], 0)
+    return study
+
+
+def join(app: Flask, study_id: str, participant: str) -> str:
+    response = app.test_client().get(f"/join/study/{study_id}?PROLIFIC_PID={participant}")
+    assert response.status_code == 302, response.json
+    fragment = parse_qs(urlsplit(response.headers["Location"]).fragment)
+    assert fragment["study"] == [study_id]
+    return fragment["token"][0]
+
+
+def rank(app: Flask, token: str) -> dict | None:
+    """The worker's next task, ranked; None when there is none."""
+    client = app.test_client()
+    response = client.get("/api/tasks/next", headers=bearer(token))
+    if response.status_code == 204:
+        return None
+    task = response.json
+    order = {"order": [image["id"] for image in task["images"]]}
+    sent = client.post(f"/api/tasks/{task['task_id']}/ranking", json=order, headers=bearer(token))
+    assert sent.status_code == 201, sent.json
+    return task
+
+
+def other_owner(app: Flask) -> Owner:
+    key = new_token()
+    with app.app_context(), db.session_scope() as session:
+        session.add(OwnerKey(name="lab b", key_hash=hash_token(key)))
+        session.commit()
+    lab = Owner(app.test_client())
+    lab._h = lambda headers=None: {**bearer(key), **(headers or {})}  # type: ignore[method-assign]
+    return lab
+
+
+def count(app: Flask, model: type) -> int:
+    with app.app_context(), db.session_scope() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+# -- creating ----------------------------------------------------------------------------------
+
+
+def test_a_study_is_made_from_a_json_list_with_one_campaign_per_prompt(app, owner):
+    rows = ["a red apple", {"prompt": "a pear", "negative_prompt": "blurry", "seed": 7}]
+    study = make_study(owner, rows, completion_code="ABC123", tasks_per_worker=5)
+    assert study["status"] == "draft" and study["prompts"] == 2
+    assert study["completion_code"] == "ABC123" and study["tasks_per_worker"] == 5
+    assert study["link"].startswith(f"http://localhost/join/study/{study['id']}?PROLIFIC_PID=")
+    assert [c["prompt"] for c in study["campaigns"]] == ["a red apple", "a pear"]
+    assert all(c["status"] == "draft" and c["current_round"] is None for c in study["campaigns"])
+    pear = owner.get(f"/api/campaigns/{study['campaigns'][1]['id']}").json
+    assert pear["settings"]["negative_prompt"] == "blurry" and pear["settings"]["seed"] == 7
+    assert pear["settings"]["annotators_per_round"] == 2 and pear["completion_code"] == "ABC123"
+    # A campaign on its own works as it always did, beside the study.
+    alone = owner.campaign()
+    assert [s["id"] for s in owner.get("/api/studies").json["studies"]] == [study["id"]]
+    assert alone["id"] not in {c["id"] for c in study["campaigns"]}
+
+
+def test_a_study_is_made_from_lines_csv_jsonl_and_parquet(app, owner):
+    made = [make_study(owner, "a red apple\na green pear\n")]
+    csv = b'prompt,negative_prompt,seed\na red apple,,\n"a pear, ripe",blurry,3\n'
+    made.append(upload(owner, csv, "prompts.csv").json)
+    jsonl = b'{"prompt": "a red apple"}\n\n{"prompt": "a pear, ripe", "seed": 3}\n'
+    made.append(upload(owner, jsonl, "prompts.jsonl").json)
+    made.append(upload(owner, b"a red apple\na pear, ripe\n", "prompts.txt").json)
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pyarrow.table({"prompt": ["a red apple", "a pear, ripe"], "seed": [None, 3]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    made.append(upload(owner, buffer.getvalue(), "prompts.parquet").json)
+    for study in made:
+        assert study["prompts"] == 2, study
+    # The blank line of the plain list is refused (a missing prompt), the others' are skipped.
+    assert [c["prompt"] for c in made[1]["campaigns"]] == ["a red apple", "a pear, ripe"]
+    seeded = owner.get(f"/api/campaigns/{made[4]['campaigns'][1]['id']}").json
+    assert seeded["settings"]["seed"] == 3
+    negative = owner.get(f"/api/campaigns/{made[1]['campaigns'][1]['id']}").json
+    assert negative["settings"]["negative_prompt"] == "blurry"
+
+
+def test_a_blank_line_in_a_plain_list_is_refused_with_its_line(app, owner):
+    response = owner.post("/api/studies", json={"prompts": "a red apple\n\na pear\n"})
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["line"] == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "line", "words"),
+    [
+        (b"text,seed\na red apple,1\n", "p.csv", 1, "no 'prompt' column"),
+        (b"prompt,seed\na red apple,1\na pear,one\n", "p.csv", 3, "seed must be a whole number"),
+        (b"prompt,seed\na red apple,1\n,4\n", "p.csv", 3, "no prompt"),
+        (b"prompt\na red apple\n,\n", "p.csv", 3, "more fields than the header"),
+        (b'{"prompt": "a red apple"}\n{"prompt": \n', "p.jsonl", 2, "not JSON"),
+        (b'{"prompt": "a red apple"}\n{"text": "a pear"}\n', "p.jsonl", 2, "unknown column"),
+        (b"a red apple\na pear\x00\n", "p.txt", 2, "NUL byte"),
+        (b"prompt\n", "p.csv", None, "no prompt"),
+        (b"", "p.txt", None, "no prompt"),
+        (b"prompt,m\na red apple,99\n", "p.csv", 2, "unknown column"),
+    ],
+)
+def test_a_bad_prompt_file_is_refused_with_its_line_and_nothing_is_made(
+    app, owner, data, filename, line, words
+):
+    response = upload(owner, data, filename)
+    assert response.status_code == 422, response.json
+    error = response.json["error"]
+    assert words in error["message"] and error["details"][0]["line"] == line
+    assert count(app, Study) == 0 and count(app, Campaign) == 0
+
+
+def test_a_row_a_campaign_would_refuse_names_its_line(app, owner):
+    long = "x" * 2001  # over MAX_PROMPT
+    response = owner.post("/api/studies", json={"prompts": ["a red apple", "a pear", long]})
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["line"] == 3
+    bad_setting = owner.post("/api/studies", json={"prompts": ["a"], "settings": {"m": 0}})
+    assert bad_setting.status_code == 422
+    assert bad_setting.json["error"]["details"][0]["field"] == "settings.m"
+    study_wide = owner.post("/api/studies", json={"prompts": ["a"], "settings": {"recruit": True}})
+    assert study_wide.status_code == 422
+    assert count(app, Study) == 0 and count(app, Campaign) == 0
+
+
+def test_too_many_prompts_an_empty_list_and_no_prompts_are_refused(app, owner):
+    too_many = "\n".join(f"p{n}" for n in range(MAX_STUDY_PROMPTS + 1))
+    response = owner.post("/api/studies", json={"prompts": too_many})
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["line"] == MAX_STUDY_PROMPTS + 1
+    for body in ({"prompts": []}, {"prompts": ""}, {}, {"prompts": [3]}, {"prompts": 3}):
+        assert owner.post("/api/studies", json=body).status_code == 422, body
+    assert count(app, Study) == 0 and count(app, Campaign) == 0
+
+
+# -- the link, the routing, the quota ------------------------------------------------------------
+
+
+def test_the_study_link_keeps_the_identity_rules_and_the_cap(app, owner):
+    study = make_study(owner, recruit=True, recruit_cap=1)
+    client = app.test_client()
+    url = f"/join/study/{study['id']}"
+    assert client.get(url).status_code == 400  # no participant id, no identity
+    assert client.get(f"{url}?PROLIFIC_PID=%7B%7B%25PROLIFIC_PID%25%7D%7D").status_code == 400
+    token = join(app, study["id"], "p1")
+    again = client.get(f"{url}?PROLIFIC_PID=p1")  # no takeover: the holder keeps the token
+    assert again.status_code == 302
+    assert again.headers["Location"].endswith(f"#rejoin={study['id']}")
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200
+    assert client.get(f"{url}?PROLIFIC_PID=p2").status_code == 409  # the cap
+    assert client.get(f"/join/study/{'0' * 32}?PROLIFIC_PID=p3").status_code == 404
+    closed = make_study(owner)  # recruit off
+    assert client.get(f"/join/study/{closed['id']}?PROLIFIC_PID=p1").status_code == 403
+    assert count(app, Annotator) == 1
+    assert owner.get(f"/api/studies/{study['id']}").json["workers"] == 1
+
+
+def test_a_worker_is_routed_across_the_study_and_gets_its_code_after_its_quota(app, owner):
+    study = running_study(app, owner, tasks_per_worker=3, completion_code="DONE42")
+    token = join(app, study["id"], "p1")
+    seen = []
+    while (task := rank(app, token)) is not None:
+        seen.append((task["campaign_id"], task["round"]))
+    # One worker, three prompts: each one's open round, then the quota is met.
+    assert sorted(seen) == sorted((c["id"], 0) for c in study["campaigns"])
+    me = app.test_client().get("/api/me", headers=bearer(token)).json
+    assert me["tasks_done"] == 3 and me["tasks_quota"] == 3
+    assert me["completion_code"] == "DONE42" and me["completion_url"] is None
+    assert me["waiting"]["reason"] == "quota_reached"
+
+
+def test_a_worker_ranks_one_prompt_at_most_its_cap(app, owner):
+    study = running_study(app, owner, prompts=["a red apple"], tasks_per_worker=10)
+    cid = study["campaigns"][0]["id"]
+    tokens = [join(app, study["id"], f"p{n}") for n in range(3)]
+    for token in tokens[:2]:
+        assert rank(app, token) is not None
+    render_round(app, cid, 1)  # the first round closed on its quorum
+    assert rank(app, tokens[0]) is not None  # a second round of the prompt: within the cap (2)
+    assert rank(app, tokens[2]) is not None
+    render_round(app, cid, 2)
+    # The cap per worker and prompt (tasks_per_annotator): a third round is not for them.
+    assert app.test_client().get("/api/tasks/next", headers=bearer(tokens[0])).status_code == 204
+    assert rank(app, tokens[1]) is not None
+
+
+def test_the_round_closest_to_its_quorum_goes_first_and_never_over_it(app, owner):
+    study = running_study(app, owner)
+    tokens = [join(app, study["id"], f"p{n}") for n in range(4)]
+    client = app.test_client()
+    leased = [client.get("/api/tasks/next", headers=bearer(t)).json for t in tokens]
+    where = [(task["campaign_id"], task["round"]) for task in leased]
+    # The second worker completes the first one's round; the third and fourth the next one's.
+    assert where[0] == where[1] and where[2] == where[3] and where[0] != where[2]
+    first = rank(app, tokens[0])
+    assert first is not None and (first["campaign_id"], first["round"]) == where[0]
+    # A worker never gets a round they ranked, even when it is the only one left to complete.
+    nxt = client.get("/api/tasks/next", headers=bearer(tokens[0])).json
+    assert (nxt["campaign_id"], nxt["round"]) not in (where[0], where[2])
+
+
+def render_pending(app: Flask, owner: Owner, study_id: str) -> None:
+    """Play the render worker for every campaign of the study whose next round waits for it."""
+    for campaign in owner.get(f"/api/studies/{study_id}").json["campaigns"]:
+        if campaign["status"] == "running" and campaign["current_round_status"] == "rendering":
+            render_round(app, campaign["id"], campaign["current_round"])
+
+
+def test_a_worker_never_gets_a_round_twice_and_every_round_is_reached(app, owner):
+    study = running_study(app, owner, tasks_per_worker=100, settings={**SHARED, "rounds": 2})
+    tokens = [join(app, study["id"], f"p{n}") for n in range(3)]
+    ranked: dict[str, list] = {t: [] for t in tokens}
+    for _ in range(20):
+        tasks = [(token, rank(app, token)) for token in tokens]
+        for token, task in tasks:
+            if task is not None:
+                ranked[token].append((task["campaign_id"], task["round"]))
+        if not any(task for _, task in tasks):
+            render_pending(app, owner, study["id"])
+    for keys in ranked.values():
+        assert len(keys) == len(set(keys))  # never a round twice
+    shown = owner.get(f"/api/studies/{study['id']}").json
+    # Every round of every prompt was ranked to its quorum: the study is done.
+    assert shown["campaigns_by_status"] == {"finished": 3}
+    assert shown["rankings"] == 3 * 2 * 2 and shown["rounds_closed"] == 6
+    reached = {key for keys in ranked.values() for key in keys}
+    assert reached == {(c["id"], n) for c in study["campaigns"] for n in (0, 1)}
+
+
+def test_pause_and_stop_act_on_every_campaign_and_the_stop_gives_the_code(app, owner):
+    study = running_study(app, owner, tasks_per_worker=10)
+    token = join(app, study["id"], "p1")
+    assert rank(app, token) is not None
+    client = app.test_client()
+    paused = owner.post(f"/api/studies/{study['id']}/pause").json
+    assert paused["status"] == "paused"
+    assert {c["status"] for c in paused["campaigns"]} == {"paused"}
+    assert client.get("/api/tasks/next", headers=bearer(token)).status_code == 204
+    assert client.get("/api/me", headers=bearer(token)).json["waiting"]["reason"] == "paused"
+    assert owner.post(f"/api/studies/{study['id']}/pause").status_code == 409
+    assert owner.post(f"/api/studies/{study['id']}/start").json["status"] == "running"
+    assert client.get("/api/tasks/next", headers=bearer(token)).status_code == 200
+    stopped = owner.post(f"/api/studies/{study['id']}/stop").json
+    assert stopped["status"] == "stopped" and stopped["finished_at"]
+    assert {c["status"] for c in stopped["campaigns"]} == {"stopped"}
+    me = client.get("/api/me", headers=bearer(token)).json
+    assert (
+        me["completion_code"] == study["completion_code"] and me["waiting"]["reason"] == "finished"
+    )
+    assert client.get(f"/join/study/{study['id']}?PROLIFIC_PID=p9").status_code == 410
+
+
+def test_the_export_concatenates_the_campaigns_with_their_prompt(app, owner):
+    study = running_study(app, owner)
+    token = join(app, study["id"], "p1")
+    tasks = [rank(app, token), rank(app, token)]
+    lines = owner.get(f"/api/studies/{study['id']}/export").data.decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    prompts = {c["id"]: c["prompt"] for c in study["campaigns"]}
+    assert sorted(r["campaign_id"] for r in records) == sorted(t["campaign_id"] for t in tasks)
+    assert all(r["prompt"] == prompts[r["campaign_id"]] for r in records)
+    assert owner.get(f"/api/studies/{study['id']}/export?format=csv").status_code == 400
+
+
+def test_another_owner_sees_no_study(app, owner):
+    study = make_study(owner)
+    lab = other_owner(app)
+    assert lab.get("/api/studies").json["studies"] == []
+    for response in (
+        lab.get(f"/api/studies/{study['id']}"),
+        lab.post(f"/api/studies/{study['id']}/start"),
+        lab.get(f"/api/studies/{study['id']}/export"),
+    ):
+        assert response.status_code == 404
+    assert owner.get(f"/api/studies/{study['id']}").json["status"] == "draft"
+    mine = lab.post("/api/studies", json={"prompts": ["a plum"]}).json
+    assert [s["id"] for s in lab.get("/api/studies").json["studies"]] == [mine["id"]]
+    assert app.test_client().get("/api/studies").status_code == 401
