@@ -191,7 +191,7 @@ def _round_to_lease(scope: Scope, *columns: Any) -> Any:
     )
 
 
-def _lease_round_postgres(scope: Scope) -> Any:
+def _lease_round_postgres(scope: Scope, skip_locked: bool = False) -> Any:
     """PostgreSQL: choose the round and insert the task in one statement; the task with its
     round, or no row (nothing to lease, or a parallel request leased that round first)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -208,6 +208,8 @@ def _lease_round_postgres(scope: Scope) -> Any:
         now,
         lease_ends_sql(now, lease_s),
     )
+    if skip_locked:
+        choice = choice.with_for_update(of=r, skip_locked=True)
     inserted = (
         pg_insert(t)
         .from_select(
@@ -261,6 +263,7 @@ _WITHDRAW_OVER_QUORUM = _withdraw_over_quorum_statement()
 _ROUND_TO_LEASE = {scope: _round_to_lease(scope) for scope in SCOPES}
 _RENEW_EXPIRED_LEASE = renew_lapsed_lease()
 _LEASE_ROUND_POSTGRES = {scope: _lease_round_postgres(scope) for scope in SCOPES}
+_LEASE_STUDY_ROUND_UNLOCKED = _lease_round_postgres("study", skip_locked=True)
 _TOUCH_ANNOTATOR = (
     update(ANNOTATORS)
     .where(ANNOTATORS.c.id == bindparam("annotator_id"))
@@ -310,8 +313,16 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             "task_id": new_short_id(),
             **_scope_params(own_campaign_id, study_id),
         }
-        statement = _LEASE_ROUND_POSTGRES[_scope(own_campaign_id, study_id)]
-        leased = run_on_driver(session, statement, **params).fetchone()
+        scope = _scope(own_campaign_id, study_id)
+        leased = None
+        if scope == "study":
+            # A study's workers all want the round closest to its quorum: one that another
+            # request is leasing this instant is passed over for the next (SKIP LOCKED), else
+            # most of them would lease the same round and step back (below). Only when every
+            # round was passed over, or none is left, is the plain choice made.
+            leased = run_on_driver(session, _LEASE_STUDY_ROUND_UNLOCKED, **params).fetchone()
+        if leased is None:
+            leased = run_on_driver(session, _LEASE_ROUND_POSTGRES[scope], **params).fetchone()
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
             campaign = campaign_view(session, campaign_id)

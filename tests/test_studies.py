@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -335,3 +336,61 @@ def test_another_owner_sees_no_study(app, owner):
     mine = lab.post("/api/studies", json={"prompts": ["a plum"]}).json
     assert [s["id"] for s in lab.get("/api/studies").json["studies"]] == [mine["id"]]
     assert app.test_client().get("/api/studies").status_code == 401
+
+
+def _at_once(fns: list) -> list:
+    """Run the callables in threads released together; their results, in order."""
+    barrier = threading.Barrier(len(fns))
+    results: list = [None] * len(fns)
+
+    def run(n: int) -> None:
+        barrier.wait(timeout=60)
+        results[n] = fns[n]()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(fns))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_workers_leasing_at_once_never_take_a_round_over_its_quorum(app, owner):
+    """Twelve study workers ask at the same moment (PostgreSQL's concurrent writers): three
+    rounds of quorum two give six tasks, two a round, and the other six are told none."""
+    if db.get_engine(app).dialect.name != "postgresql":
+        pytest.skip("concurrent writers are PostgreSQL's: SQLite serves the one-process demo")
+    study = running_study(app, owner, recruit_cap=50)
+    tokens = [join(app, study["id"], f"p{n}") for n in range(12)]
+
+    def fetch(token: str):
+        def ask():
+            answer = app.test_client().get("/api/tasks/next", headers=bearer(token))
+            while answer.status_code == 409:  # "fetch the next task again", as the page does
+                answer = app.test_client().get("/api/tasks/next", headers=bearer(token))
+            return answer
+
+        return ask
+
+    answers = _at_once([fetch(token) for token in tokens])
+    leased = [a.json for a in answers if a.status_code == 200]
+    assert sorted(a.status_code for a in answers) == [200] * 6 + [204] * 6
+    per_round: dict[tuple, int] = {}
+    for task in leased:
+        key = (task["campaign_id"], task["round"])
+        per_round[key] = per_round.get(key, 0) + 1
+    assert sorted(per_round.values()) == [2, 2, 2]
+
+
+def test_joins_at_once_never_pass_the_study_cap(app, owner):
+    if db.get_engine(app).dialect.name != "postgresql":
+        pytest.skip("concurrent writers are PostgreSQL's: SQLite serves the one-process demo")
+    study = make_study(owner, recruit=True, recruit_cap=3)
+
+    def visit(n: int):
+        return lambda: app.test_client().get(f"/join/study/{study['id']}?PROLIFIC_PID=w{n % 6}")
+
+    statuses = sorted(r.status_code for r in _at_once([visit(n) for n in range(12)]))
+    assert 409 in statuses and set(statuses) <= {302, 409}
+    assert count(app, Annotator) == 3
