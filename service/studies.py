@@ -144,6 +144,20 @@ def campaigns_of(session: Session, study_id: str) -> list[Campaign]:
     )
 
 
+def status_of(session: Session, study: Study) -> str:
+    """The study's status: as its owner set it, but ``finished`` for a started study whose every
+    campaign ended (each finished its rounds, or was stopped on its own): nothing is left to
+    rank, its link admits no one, and its workers are owed their code."""
+    if study.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+        return study.status
+    live = session.scalar(
+        select(Campaign.id)
+        .where(Campaign.study_id == study.id, Campaign.status.not_in(CAMPAIGN_ENDED))
+        .limit(1)
+    )
+    return study.status if live is not None else CampaignStatus.FINISHED
+
+
 # -- start, pause, stop ----------------------------------------------------------------------------
 
 # action -> (the study statuses it moves from, the status it moves to)
@@ -218,7 +232,8 @@ def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:
     study = session.get(Study, annotator.study_id)
     assert study is not None  # a foreign key
     settings = CampaignSettings.from_stored(study.settings)
-    concluded = study.status in CAMPAIGN_CONCLUDED
+    status = status_of(session, study)
+    concluded = status in CAMPAIGN_CONCLUDED
     code: str | None = annotator.completion_code
     if (
         code is None
@@ -233,11 +248,11 @@ def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:
     quota_met = annotator.tasks_done >= study.tasks_per_worker
     waiting = (
         "finished"
-        if study.status in CAMPAIGN_ENDED
+        if status in CAMPAIGN_ENDED
         else "not_started"
-        if study.status == CampaignStatus.DRAFT
+        if status == CampaignStatus.DRAFT
         else "paused"
-        if study.status == CampaignStatus.PAUSED
+        if status == CampaignStatus.PAUSED
         else "quota_reached"
         if quota_met
         else "none_open"
@@ -261,5 +276,6 @@ __all__ = [
     "campaigns_of",
     "control",
     "create",
+    "status_of",
     "worker_progress",
 ]

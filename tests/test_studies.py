@@ -285,6 +285,13 @@ def test_a_worker_never_gets_a_round_twice_and_every_round_is_reached(app, owner
     assert shown["rankings"] == 3 * 2 * 2 and shown["rounds_closed"] == 6
     reached = {key for keys in ranked.values() for key in keys}
     assert reached == {(c["id"], n) for c in study["campaigns"] for n in (0, 1)}
+    # Nothing is left to rank: the study has finished, and its workers have their code.
+    assert shown["status"] == "finished"
+    me = app.test_client().get("/api/me", headers=bearer(tokens[0])).json
+    assert me["completion_code"] == study["completion_code"]
+    assert me["waiting"]["reason"] == "finished"
+    late = app.test_client().get(f"/join/study/{study['id']}?PROLIFIC_PID=late")
+    assert late.status_code == 410
 
 
 def test_pause_and_stop_act_on_every_campaign_and_the_stop_gives_the_code(app, owner):

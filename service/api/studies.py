@@ -268,7 +268,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     summary = StudySummary(
         id=study.id,
         name=study.name,
-        status=CampaignStatus(study.status),
+        status=CampaignStatus(studies.status_of(session, study)),
         created_at=iso(study.created_at),
         finished_at=iso(study.finished_at),
         prompts=len(campaigns),
