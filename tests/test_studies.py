@@ -401,3 +401,25 @@ def test_joins_at_once_never_pass_the_study_cap(app, owner):
     statuses = sorted(r.status_code for r in _at_once([visit(n) for n in range(12)]))
     assert 409 in statuses and set(statuses) <= {302, 409}
     assert count(app, Annotator) == 3
+
+
+def test_a_study_workers_waiting_stream_follows_its_study_only(app, owner):
+    """The waiting page's stream: a round opening in the study tells its worker, one of a
+    campaign outside the study does not, and pausing the study tells them at once."""
+    from tests.test_stream import open_stream
+
+    study = make_study(owner, start=True, recruit=True)
+    token = join(app, study["id"], "p1")
+    outside = owner.campaign(start=True)["id"]
+    events = open_stream(owner, "/api/tasks/stream", **bearer(token))
+    try:
+        assert events.next() == ("waiting", {"pool": True, "open_rounds": 0, "latest_round": None})
+        render_round(app, outside, 0)  # another owner's work: not this worker's
+        render_round(app, study["campaigns"][0]["id"], 0)
+        assert events.next()[1]["open_rounds"] == 1
+        render_round(app, study["campaigns"][1]["id"], 0)
+        assert events.next()[1]["open_rounds"] == 2
+        assert owner.post(f"/api/studies/{study['id']}/pause").status_code == 200
+        assert events.next()[1]["open_rounds"] == 0
+    finally:
+        events.close()
