@@ -15,8 +15,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -65,6 +66,14 @@ class StudyCreate(StudyFields):
     start: bool = False
 
 
+class StudyDuplicate(BaseModel):
+    """``POST /api/studies/<id>/duplicate``: what the copy changes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Text | None = Field(default=None, max_length=200, description="null: the source's")
+
+
 def create(
     session: Session, body: StudyCreate, rows: list[PromptRow], owner_key_id: int | None, actor: str
 ) -> Study:
@@ -89,7 +98,7 @@ def create(
     study = Study(
         name=body.name,
         status=CampaignStatus.DRAFT,
-        settings=checked[0].settings(),
+        settings=shared,  # as the owner gave them: what a duplicate starts from
         recruit=body.recruit,
         recruit_cap=body.recruit_cap,
         tasks_per_worker=body.tasks_per_worker,
@@ -132,6 +141,44 @@ def _campaign_body(base: dict[str, Any], row: PromptRow, first: bool = False) ->
                 message, details=[{"field": field, "message": problems[0]["msg"]}]
             ) from None
         raise BadPromptList(message, row.line) from None
+
+
+def duplicate(
+    session: Session, study_id: str, name: str | None, owner_key_id: int | None, actor: str
+) -> Study:
+    """A new draft study with the same prompts (each with its own overrides), shared settings,
+    link settings and pay, and a completion code of its own (a new crowd-platform study has its
+    own): the source's completion URL carries over only when it names no code."""
+    source = session.get(Study, study_id)
+    if source is None:
+        raise NotFound(f"no study {study_id!r}")
+    shared = CampaignSettings.from_stored(source.settings)
+    rows = [
+        PromptRow(
+            n + 1,
+            campaign.prompt,
+            {
+                key: campaign.settings[key]
+                for key in ("negative_prompt", "seed")
+                if key in campaign.settings and campaign.settings[key] != getattr(shared, key)
+            },
+        )
+        for n, campaign in enumerate(campaigns_of(session, study_id))
+    ]
+    url = source.completion_url
+    body = StudyCreate(
+        name=source.name if name is None else name,
+        settings=source.settings,
+        recruit=source.recruit,
+        recruit_cap=source.recruit_cap,
+        tasks_per_worker=source.tasks_per_worker,
+        completion_url=url if url and "cc" not in parse_qs(urlsplit(url).query) else None,
+        pay_per_hour=source.pay_per_hour,
+    )
+    study = create(session, body, rows, owner_key_id, actor)
+    audit(session, "study_duplicated", actor=actor, study_id=study.id, source=study_id)
+    session.commit()
+    return study
 
 
 def campaigns_of(session: Session, study_id: str) -> list[Campaign]:
@@ -272,10 +319,12 @@ __all__ = [
     "MOVES",
     "NOT_SHARED",
     "StudyCreate",
+    "StudyDuplicate",
     "WorkerProgress",
     "campaigns_of",
     "control",
     "create",
+    "duplicate",
     "status_of",
     "worker_progress",
 ]

@@ -508,6 +508,7 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     for action in ("start", "pause", "stop"):
         api.call("post", f"/api/studies/{{study_id}}/{action}", study_id=study)
     api.call("get", "/api/studies/{study_id}/export", study_id=study)
+    api.call("post", "/api/studies/{study_id}/duplicate", json={}, study_id=study)
     fig = api.call("post", "/api/studies", json={**study_body, "start": True}).json["id"]
     study_join = "/join/study/{study_id}"
     assert api.call("get", study_join, None, "?workerId=w", study_id=fig).status_code == 302

@@ -180,6 +180,9 @@ def test_a_row_a_campaign_would_refuse_names_its_line(app, owner):
     assert bad_setting.json["error"]["details"][0]["field"] == "settings.m"
     study_wide = owner.post("/api/studies", json={"prompts": ["a"], "settings": {"recruit": True}})
     assert study_wide.status_code == 422
+    unlisted = {"generator": "diffusers", "model": "/etc/passwd"}  # not the operator's model
+    refused = owner.post("/api/studies", json={"prompts": ["a"], "settings": unlisted})
+    assert refused.status_code == 422 and "model" in refused.json["error"]["message"]
     assert count(app, Study) == 0 and count(app, Campaign) == 0
 
 
@@ -423,3 +426,24 @@ def test_a_study_workers_waiting_stream_follows_its_study_only(app, owner):
         assert events.next()[1]["open_rounds"] == 0
     finally:
         events.close()
+
+
+def test_a_duplicate_has_the_prompts_their_overrides_and_a_code_of_its_own(app, owner):
+    rows = ["a red apple", {"prompt": "a pear", "negative_prompt": "blurry", "seed": 7}]
+    url = "https://app.prolific.com/submissions/complete?cc=ABC123"
+    study = make_study(owner, rows, completion_url=url, tasks_per_worker=5, pay_per_hour=9.5)
+    owner.post(f"/api/studies/{study['id']}/start")
+    copy = owner.post(f"/api/studies/{study['id']}/duplicate", json={"name": "again"})
+    assert copy.status_code == 201, copy.json
+    made = copy.json
+    assert made["id"] != study["id"] and made["status"] == "draft" and made["name"] == "again"
+    assert [c["prompt"] for c in made["campaigns"]] == ["a red apple", "a pear"]
+    assert made["completion_code"] != "ABC123" and made["completion_url"] is None
+    assert made["tasks_per_worker"] == 5 and made["pay_per_hour"] == 9.5
+    assert made["settings"] == study["settings"] == SHARED
+    pear = owner.get(f"/api/campaigns/{made['campaigns'][1]['id']}").json["settings"]
+    apple = owner.get(f"/api/campaigns/{made['campaigns'][0]['id']}").json["settings"]
+    assert (pear["negative_prompt"], pear["seed"]) == ("blurry", 7)
+    assert (apple["negative_prompt"], apple["seed"]) == ("", 0)
+    lab = other_owner(app)
+    assert lab.post(f"/api/studies/{study['id']}/duplicate", json={}).status_code == 404

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from rankloop.core.contracts import CampaignStatus, RoundStatus
+from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets, studies
 from service.api import exports, responses
@@ -98,15 +98,20 @@ def create_study():
     session = get_session()
     owner = require_owner(session)
     body, rows = _create_request()
-    generator = body.settings.get("generator")
-    if isinstance(generator, str):  # a bad type is the row check's to name
-        model = body.settings.get("model")
-        check_model(generator, model if isinstance(model, str) else None)
+    _check_model(body.settings)
     study = studies.create(session, body, rows, owner.key_id, owner_actor(owner.key_id))
     if body.start:
         run_step(studies.control, study.id, "start", owner_actor(owner.key_id), session=session)
     session.expire_all()
     return no_store(json_response(study_response(study, detail=True), 201))
+
+
+def _check_model(settings: dict[str, Any]) -> None:
+    """The shared settings' model, refused unless the operator lists it (``check_model``)."""
+    generator = settings.get("generator", DEFAULT_GENERATOR)
+    if isinstance(generator, str):  # a bad type is the row check's to name
+        model = settings.get("model")
+        check_model(generator, model if isinstance(model, str) else None)
 
 
 def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
@@ -188,6 +193,28 @@ for _action in studies.CONTROLS:
         endpoint=f"control_{_action}",
         defaults={"action": _action},
     )(control_study)
+
+
+@operation(
+    bp,
+    "POST",
+    "/<study_id>/duplicate",
+    summary=(
+        "A new draft study with this one's prompts (each with its overrides), shared settings, "
+        "link settings and pay, and a completion code of its own; the completion URL carries "
+        "over only when it names no code"
+    ),
+    auth="owner",
+    body=studies.StudyDuplicate,
+    responses={201: Reply("Created", StudyDetail)},
+)
+def duplicate_study(study_id: str):
+    study, owner = owned_study(study_id)
+    body: studies.StudyDuplicate = validate(studies.StudyDuplicate, json_body())
+    _check_model(study.settings)  # one since taken off the operator's list is not rendered
+    session = get_session()
+    copy = studies.duplicate(session, study.id, body.name, owner.key_id, owner_actor(owner.key_id))
+    return no_store(json_response(study_response(copy, detail=True), 201))
 
 
 @operation(
