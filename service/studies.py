@@ -12,21 +12,29 @@ every campaign of the study (:mod:`service.lifecycle`, campaign by campaign).
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
+import statistics
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
-from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CAMPAIGN_ENDED, CampaignStatus, Text
+from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
+    CAMPAIGN_ENDED,
+    CampaignStatus,
+    RoundStatus,
+    Text,
+)
 from rankloop.core.errors import Conflict, NotFound
 from rankloop.core.study_settings import StudyFields
 from service import lifecycle
-from service.models import Annotator, Campaign, Study, utcnow
+from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study, utcnow
 from service.prompt_lists import BadPromptList, PromptRow
 from service.rendering import Outcome
 from service.schemas import CampaignCreate, UnprocessableInput
@@ -205,6 +213,61 @@ def status_of(session: Session, study: Study) -> str:
     return study.status if live is not None else CampaignStatus.FINISHED
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What a study's rankings took and cost so far, and the estimate to finish."""
+
+    task_s_median: float | None  # seconds from a task handed out to its ranking
+    rankings_last_hour: int
+    spent: float | None  # pay_per_hour x the time workers spent on ranked tasks
+    rankings_left: int  # to finish every live campaign's round budget at its quorum
+    to_finish: float | None  # pay_per_hour x rankings_left x the median task time
+
+
+def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Costs:
+    """The study's measured task times and what they cost (``pay_per_hour``); the rankings left
+    to make are each live campaign's rounds not yet closed at its quorum, less the rankings its
+    open round already has."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Ranking.created_at, Assignment.created_at)
+        .join(Assignment, Assignment.id == Ranking.assignment_id)
+        .join(Round, Round.id == Ranking.round_id)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(Campaign.study_id == study.id)
+    ).all()
+    seconds = sorted(max(0.0, (ranked - leased).total_seconds()) for ranked, leased in rows)
+    median = statistics.median(seconds) if seconds else None
+    rounds = {
+        campaign_id: (closed or 0, ranked or 0)
+        for campaign_id, closed, ranked in session.execute(
+            select(
+                Round.campaign_id,
+                func.sum(case((Round.status == RoundStatus.CLOSED, 1), else_=0)),
+                func.sum(case((Round.status == RoundStatus.OPEN, Round.n_rankings), else_=0)),
+            )
+            .join(Campaign, Campaign.id == Round.campaign_id)
+            .where(Campaign.study_id == study.id)
+            .group_by(Round.campaign_id)
+        )
+    }
+    left = 0
+    for campaign in campaigns_of(session, study.id):
+        if campaign.status in CAMPAIGN_ENDED:
+            continue
+        config = campaign.config
+        closed, ranked = rounds.get(campaign.id, (0, 0))
+        left += max(0, (config.rounds - closed) * config.annotators_per_round - ranked)
+    pay = study.pay_per_hour
+    return Costs(
+        task_s_median=median,
+        rankings_last_hour=sum(1 for ranked, _ in rows if now - ranked <= dt.timedelta(hours=1)),
+        spent=None if pay is None else pay * sum(seconds) / 3600,
+        rankings_left=left,
+        to_finish=None if pay is None or median is None else pay * left * median / 3600,
+    )
+
+
 # -- start, pause, stop ----------------------------------------------------------------------------
 
 # action -> (the study statuses it moves from, the status it moves to)
@@ -318,11 +381,13 @@ __all__ = [
     "CONTROLS",
     "MOVES",
     "NOT_SHARED",
+    "Costs",
     "StudyCreate",
     "StudyDuplicate",
     "WorkerProgress",
     "campaigns_of",
     "control",
+    "costs",
     "create",
     "duplicate",
     "status_of",

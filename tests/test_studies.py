@@ -447,3 +447,17 @@ def test_a_duplicate_has_the_prompts_their_overrides_and_a_code_of_its_own(app, 
     assert (apple["negative_prompt"], apple["seed"]) == ("", 0)
     lab = other_owner(app)
     assert lab.post(f"/api/studies/{study['id']}/duplicate", json={}).status_code == 404
+
+
+def test_the_study_says_what_its_rankings_cost_and_what_is_left(app, owner):
+    study = running_study(app, owner, pay_per_hour=12.0)
+    shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
+    # Three prompts, three rounds each, quorum two: eighteen rankings to make, none made.
+    assert shown == {"task_s_median": None, "rankings_last_hour": 0, "spent": 0.0,
+                     "rankings_left": 18, "to_finish": None}  # fmt: skip
+    token = join(app, study["id"], "p1")
+    assert rank(app, token) is not None and rank(app, token) is not None
+    shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
+    assert shown["rankings_left"] == 16 and shown["rankings_last_hour"] == 2
+    assert shown["task_s_median"] >= 0 and shown["spent"] >= 0
+    assert shown["to_finish"] == pytest.approx(12.0 * 16 * shown["task_s_median"] / 3600)

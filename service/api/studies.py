@@ -6,6 +6,7 @@ it does not exist (404), so a study's id tells nothing about another owner's wor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -67,7 +68,16 @@ class StudySummary(_Response):
     settings: dict[str, Any] = Field(description="the campaign settings its prompts share")
 
 
+class StudyCosts(_Response):
+    task_s_median: float | None = Field(description="seconds from a task handed out to its ranking")
+    rankings_last_hour: int
+    spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
+    rankings_left: int = Field(description="to finish every live campaign's rounds at quorum")
+    to_finish: float | None = Field(description="pay_per_hour x rankings_left x task_s_median")
+
+
 class StudyDetail(StudySummary):
+    costs: StudyCosts
     campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
 
 
@@ -317,6 +327,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     latest = _latest_rounds(study.id)
     return StudyDetail(
         **dict(summary),
+        costs=StudyCosts(**dataclasses.asdict(studies.costs(session, study))),
         campaigns=[
             StudyCampaign(
                 id=c.id,
