@@ -38,7 +38,7 @@ from rankloop.core.contracts import (
     RoundStatus,
 )
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
-from service import join_pages, studies
+from service import join_pages, study_progress
 from service.api import responses
 from service.api.common import base_url, owned_campaign
 from service.api.responses import json_response, no_store
@@ -331,7 +331,7 @@ def me():
 
 def _study_me(session: Session, annotator: Annotator) -> responses.Me:
     """``GET /api/me`` of a study's worker: the study's quota, code and status."""
-    progress = studies.worker_progress(session, annotator)
+    progress = study_progress.worker_progress(session, annotator)
     withheld = progress.attention_failed and progress.done
     return responses.Me(
         annotator_id=annotator.id,

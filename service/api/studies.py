@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
-from service import datasets, studies
+from service import datasets, studies, study_progress
 from service.api import exports, responses
 from service.api.common import PAGE_QUERY, base_url, check_model, iso, json_body, page_args
 from service.api.responses import json_response, no_store
@@ -305,7 +305,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     summary = StudySummary(
         id=study.id,
         name=study.name,
-        status=CampaignStatus(studies.status_of(session, study)),
+        status=CampaignStatus(study_progress.status_of(session, study)),
         created_at=iso(study.created_at),
         finished_at=iso(study.finished_at),
         prompts=len(campaigns),
@@ -327,7 +327,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     latest = _latest_rounds(study.id)
     return StudyDetail(
         **dict(summary),
-        costs=StudyCosts(**dataclasses.asdict(studies.costs(session, study))),
+        costs=StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
         campaigns=[
             StudyCampaign(
                 id=c.id,

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core.contracts import CAMPAIGN_ENDED
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
-from service import studies
+from service import study_progress
 from service.api.recruitment import (
     CONTEXT_PARAMS,
     PARTICIPANT_PARAMS,
@@ -62,7 +62,7 @@ def join_study(study_id: str):
     study = session.get(Study, study_id)
     if study is None:
         return refuse("unknown", NotFound(f"no study {study_id!r}"))
-    status = studies.status_of(session, study)
+    status = study_progress.status_of(session, study)
     if status in CAMPAIGN_ENDED:
         return refuse("ended", Gone(f"this study is {status}; thank you for your interest"))
     if not study.recruit:
