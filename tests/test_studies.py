@@ -220,6 +220,9 @@ def test_the_study_link_keeps_the_identity_rules_and_the_cap(app, owner):
 
 def test_a_worker_is_routed_across_the_study_and_gets_its_code_after_its_quota(app, owner):
     study = running_study(app, owner, tasks_per_worker=3, completion_code="DONE42")
+    shown = owner.get(f"/api/studies/{study['id']}").json["campaigns"]
+    assert all(c["best_image_url"].startswith("/objects/campaigns/") for c in shown)
+    assert all(c["best_image_url"] is None for c in study["campaigns"])  # before the render
     token = join(app, study["id"], "p1")
     seen = []
     while (task := rank(app, token)) is not None:

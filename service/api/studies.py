@@ -19,7 +19,15 @@ from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStat
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets, studies, study_progress
 from service.api import exports, responses
-from service.api.common import PAGE_QUERY, base_url, check_model, iso, json_body, page_args
+from service.api.common import (
+    PAGE_QUERY,
+    base_url,
+    check_model,
+    iso,
+    json_body,
+    object_url,
+    page_args,
+)
 from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
 from service.db import get_session
@@ -45,6 +53,9 @@ class StudyCampaign(_Response):
     rankings: int
     current_round: int | None = Field(description="the latest round's number; null: none yet")
     current_round_status: responses.RoundStatus | None
+    best_image_url: str | None = Field(
+        description="the optimizer's point as of the latest render (a thumbnail); null: none yet"
+    )
 
 
 class StudySummary(_Response):
@@ -325,6 +336,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     if not detail:
         return summary
     latest = _latest_rounds(study.id)
+    best = _best_thumbs(study.id)
     return StudyDetail(
         **dict(summary),
         costs=StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
@@ -337,6 +349,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
                 rankings=ranked.get(c.id, 0),
                 current_round=latest[c.id][0] if c.id in latest else None,
                 current_round_status=latest[c.id][1] if c.id in latest else None,
+                best_image_url=object_url(best.get(c.id)),
             )
             for c in campaigns
         ],
@@ -358,3 +371,20 @@ def _latest_rounds(study_id: str) -> dict[str, tuple[int, str]]:
         )
     )
     return {campaign_id: (number, status) for campaign_id, number, status in rows}
+
+
+def _best_thumbs(study_id: str) -> dict[str, str]:
+    """Each campaign's current best (the latest round rendered with one), as a thumbnail key."""
+    newest = (
+        select(Round.campaign_id, func.max(Round.number).label("number"))
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(Campaign.study_id == study_id, Round.best_key.is_not(None))
+        .group_by(Round.campaign_id)
+        .subquery()
+    )
+    rows = get_session().execute(
+        select(Round.campaign_id, func.coalesce(Round.best_thumb_key, Round.best_key)).join(
+            newest, (newest.c.campaign_id == Round.campaign_id) & (newest.c.number == Round.number)
+        )
+    )
+    return {campaign_id: key for campaign_id, key in rows}
