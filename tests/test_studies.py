@@ -333,6 +333,17 @@ def test_the_export_concatenates_the_campaigns_with_their_prompt(app, owner):
     assert sorted(r["campaign_id"] for r in records) == sorted(t["campaign_id"] for t in tasks)
     assert all(r["prompt"] == prompts[r["campaign_id"]] for r in records)
     assert owner.get(f"/api/studies/{study['id']}/export?format=csv").status_code == 400
+    # A dataset table: one file for the whole study, every row naming its campaign and prompt.
+    table = owner.get(f"/api/studies/{study['id']}/export?format=rankings.jsonl")
+    rows = [json.loads(line) for line in table.data.decode().splitlines()]
+    assert sorted(r["campaign_id"] for r in rows) == sorted(t["campaign_id"] for t in tasks)
+    assert all(r["prompt"] == prompts[r["campaign_id"]] for r in rows)
+    pq = pytest.importorskip("pyarrow.parquet")
+    parquet = owner.get(f"/api/studies/{study['id']}/export?format=pairs.parquet&images=key")
+    assert parquet.status_code == 200, parquet.data[:300]
+    pairs = pq.read_table(io.BytesIO(parquet.data)).to_pylist()
+    assert {p["campaign_id"] for p in pairs} == {t["campaign_id"] for t in tasks}
+    assert {p["caption"] for p in pairs} == {prompts[t["campaign_id"]] for t in tasks}
 
 
 def test_another_owner_sees_no_study(app, owner):

@@ -99,7 +99,7 @@ def export(campaign_id: str):
     if fmt == "jsonl":
         body, media, name = records(source), "application/x-ndjson", "jsonl"
     else:
-        images = datasets.Images(mode, get=store().get, url=_absolute_url)
+        images = datasets.Images(mode, get=store().get, url=absolute_url)
         body = datasets.export(source, table, kind, images)
         media, name = datasets.media_type(kind), f"{table}.{kind}"
     response = Response(stream_with_context(body), mimetype=media)
@@ -111,7 +111,7 @@ def export(campaign_id: str):
     return response
 
 
-def _absolute_url(key: str) -> str:
+def absolute_url(key: str) -> str:
     url = object_url(key)
     return f"{base_url()}{url}" if url.startswith("/") else url
 

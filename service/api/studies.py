@@ -7,6 +7,7 @@ it does not exist (404), so a study's id tells nothing about another owner's wor
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from service.api.common import (
     json_body,
     object_url,
     page_args,
+    store,
 )
 from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
@@ -36,6 +38,7 @@ from service.prompt_lists import BadPromptList, format_of, read_file, read_json
 from service.rendering import owner_actor, run_step
 from service.routing import NDJSON, Reply, ok, operation
 from service.schemas import validate
+from service.study_export import study_table
 
 bp = Blueprint("studies", __name__, url_prefix="/api/studies")
 
@@ -243,29 +246,49 @@ def duplicate_study(study_id: str):
     "GET",
     "/<study_id>/export",
     summary=(
-        "Every ranking of every campaign of the study as JSON lines (ExportRecord each, with "
-        "its campaign_id and prompt), campaign by campaign in the prompt list's order"
+        "Every ranking of every campaign of the study, campaign by campaign in the prompt "
+        "list's order: as JSON lines (format=jsonl: ExportRecord each, with its campaign_id and "
+        "prompt), or as one dataset table (format=TABLE.FORMAT, images=...: those of a "
+        "campaign's export, every row naming its campaign and prompt)"
     ),
     auth="owner",
-    query={"format": ("jsonl",)},
-    responses={200: Reply("JSON lines", responses.ExportRecord, (NDJSON,))},
+    query={
+        "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
+        "images": datasets.IMAGE_MODES,
+    },
+    responses={
+        200: Reply(
+            "JSON lines (ExportRecord each with format=jsonl), or Parquet",
+            responses.ExportRecord,
+            (NDJSON, datasets.media_type("parquet")),
+        )
+    },
 )
 def export_study(study_id: str):
     study, _ = owned_study(study_id)
-    if request.args.get("format", "jsonl") != "jsonl":
-        raise InvalidInput("unknown format: a study exports format=jsonl")
+    fmt = request.args.get("format", "jsonl")
+    table, _, kind = fmt.partition(".")
+    if fmt != "jsonl" and (table not in datasets.TABLES or kind not in datasets.FORMATS):
+        choices = ", ".join(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)
+        raise InvalidInput(f"unknown format: use format=jsonl or one of {choices}")
+    mode = request.args.get("images", "url")
+    if mode not in datasets.IMAGE_MODES or (mode == "embed" and kind != "parquet"):
+        raise InvalidInput("images: use url, key, or embed with a Parquet format")
     session = get_session()
     ids = [c.id for c in studies.campaigns_of(session, study.id)]
     session.close()  # every batch reads in its own short transaction
     maker = current_app.extensions["rankloop_sessionmaker"]
-
-    def lines() -> Iterator[bytes]:
-        for campaign_id in ids:
-            yield from exports.records(datasets.CampaignSource(maker, campaign_id))
-
-    response = Response(stream_with_context(lines()), mimetype=NDJSON)
+    body: Iterator[bytes]
+    if fmt == "jsonl":
+        records = (exports.records(datasets.CampaignSource(maker, cid)) for cid in ids)
+        body, media, name = itertools.chain.from_iterable(records), NDJSON, ".jsonl"
+    else:
+        images = datasets.Images(mode, get=store().get, url=exports.absolute_url)
+        body = study_table(maker, ids, table, kind, images)
+        media, name = datasets.media_type(kind), f"-{table}.{kind}"
+    response = Response(stream_with_context(body), mimetype=media)
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="rankloop-study-{study.id}.jsonl"'
+        f'attachment; filename="rankloop-study-{study.id}{name}"'
     )
     return response
 
