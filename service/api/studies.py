@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets, studies, study_progress
 from service.api import exports, responses
+from service.api import study_responses as r
 from service.api.common import (
     PAGE_QUERY,
     base_url,
@@ -43,63 +43,6 @@ from service.study_export import study_table
 bp = Blueprint("studies", __name__, url_prefix="/api/studies")
 
 
-# -- responses -------------------------------------------------------------------------------------
-class _Response(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StudyCampaign(_Response):
-    id: str
-    prompt: str
-    status: responses.CampaignStatus
-    rounds_closed: int
-    rankings: int
-    current_round: int | None = Field(description="the latest round's number; null: none yet")
-    current_round_status: responses.RoundStatus | None
-    best_image_url: str | None = Field(
-        description="the optimizer's point as of the latest render (a thumbnail); null: none yet"
-    )
-
-
-class StudySummary(_Response):
-    id: str
-    name: str
-    status: responses.CampaignStatus
-    created_at: responses.Timestamp
-    finished_at: responses.Timestamp | None
-    prompts: int = Field(description="campaigns in the study, one per prompt")
-    campaigns_by_status: dict[str, int]
-    rounds_closed: int
-    rankings: int
-    workers: int = Field(description="participants who joined through the study's link")
-    link: str = Field(description="the study's one recruitment link (Prolific fills PROLIFIC_PID)")
-    recruit: bool
-    recruit_cap: int
-    tasks_per_worker: int
-    completion_code: str
-    completion_url: str | None
-    pay_per_hour: float | None
-    settings: dict[str, Any] = Field(description="the campaign settings its prompts share")
-
-
-class StudyCosts(_Response):
-    task_s_median: float | None = Field(description="seconds from a task handed out to its ranking")
-    rankings_last_hour: int
-    spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
-    rankings_left: int = Field(description="to finish every live campaign's rounds at quorum")
-    to_finish: float | None = Field(description="pay_per_hour x rankings_left x task_s_median")
-
-
-class StudyDetail(StudySummary):
-    costs: StudyCosts
-    campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
-
-
-class StudyList(_Response):
-    studies: list[StudySummary]
-    next_offset: int | None
-
-
 # -- routes ----------------------------------------------------------------------------------------
 @operation(
     bp,
@@ -116,7 +59,7 @@ class StudyList(_Response):
     ),
     auth="owner",
     body=studies.StudyCreate,
-    responses={201: Reply("Created", StudyDetail)},
+    responses={201: Reply("Created", r.StudyDetail)},
 )
 def create_study():
     session = get_session()
@@ -165,7 +108,7 @@ def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
     summary="List studies, newest first, a page at a time (next_offset: the next page)",
     auth="owner",
     query=PAGE_QUERY,
-    responses=ok(StudyList),
+    responses=ok(r.StudyList),
 )
 def list_studies():
     session = get_session()
@@ -177,7 +120,7 @@ def list_studies():
     page = session.scalars(query.limit(limit + 1).offset(offset)).all()
     listed = [study_response(s, detail=False) for s in page[:limit]]
     more = offset + limit if len(page) > limit else None
-    return no_store(json_response(StudyList(studies=listed, next_offset=more)))
+    return no_store(json_response(r.StudyList(studies=listed, next_offset=more)))
 
 
 @operation(
@@ -186,7 +129,7 @@ def list_studies():
     "/<study_id>",
     summary="Show a study: status, counts, and each campaign's id, prompt, status, rounds closed",
     auth="owner",
-    responses=ok(StudyDetail),
+    responses=ok(r.StudyDetail),
 )
 def show_study(study_id: str):
     study, _ = owned_study(study_id)
@@ -213,7 +156,7 @@ for _action in studies.CONTROLS:
         f"/<study_id>/{_action}",
         summary=_SAYS[_action],
         auth="owner",
-        responses=ok(StudyDetail),
+        responses=ok(r.StudyDetail),
         endpoint=f"control_{_action}",
         defaults={"action": _action},
     )(control_study)
@@ -230,7 +173,7 @@ for _action in studies.CONTROLS:
     ),
     auth="owner",
     body=studies.StudyDuplicate,
-    responses={201: Reply("Created", StudyDetail)},
+    responses={201: Reply("Created", r.StudyDetail)},
 )
 def duplicate_study(study_id: str):
     study, owner = owned_study(study_id)
@@ -310,7 +253,7 @@ def join_link(study: Study) -> str:
     return f"{base_url()}/join/study/{study.id}?{prolific}"
 
 
-def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
+def study_response(study: Study, detail: bool) -> r.StudyDetail | r.StudySummary:
     session = get_session()
     campaigns = studies.campaigns_of(session, study.id)
     closed = dict(
@@ -336,7 +279,7 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
     by_status: dict[str, int] = {}
     for campaign in campaigns:
         by_status[campaign.status] = by_status.get(campaign.status, 0) + 1
-    summary = StudySummary(
+    summary = r.StudySummary(
         id=study.id,
         name=study.name,
         status=CampaignStatus(study_progress.status_of(session, study)),
@@ -360,11 +303,11 @@ def study_response(study: Study, detail: bool) -> StudyDetail | StudySummary:
         return summary
     latest = _latest_rounds(study.id)
     best = _best_thumbs(study.id)
-    return StudyDetail(
+    return r.StudyDetail(
         **dict(summary),
-        costs=StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
+        costs=r.StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
         campaigns=[
-            StudyCampaign(
+            r.StudyCampaign(
                 id=c.id,
                 prompt=c.prompt,
                 status=c.status,
