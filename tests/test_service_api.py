@@ -514,6 +514,7 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     assert api.call("get", study_join, None, "?workerId=w", study_id=fig).status_code == 302
     assert api.call("get", study_join, None, preview, study_id=fig).status_code == 200
     api.call("get", "/api/studies/{study_id}", study_id=fig)
+    api.call("get", "/api/studies/{study_id}/workers", study_id=fig)
 
     foreign = {"order": [i["id"] for i in tasks[1]["images"]]}
     errors = [

@@ -231,6 +231,9 @@ def test_a_worker_is_routed_across_the_study_and_gets_its_code_after_its_quota(a
     assert sorted(seen) == sorted((c["id"], 0) for c in study["campaigns"])
     me = app.test_client().get("/api/me", headers=bearer(token)).json
     assert me["tasks_done"] == 3 and me["tasks_quota"] == 3
+    (worker,) = owner.get(f"/api/studies/{study['id']}/workers").json["workers"]
+    assert (worker["participant_id"], worker["tasks_done"]) == ("p1", 3)
+    assert worker["completion_code"] == "DONE42"
     assert me["completion_code"] == "DONE42" and me["completion_url"] is None
     assert me["waiting"]["reason"] == "quota_reached"
 
@@ -354,6 +357,7 @@ def test_another_owner_sees_no_study(app, owner):
         lab.get(f"/api/studies/{study['id']}"),
         lab.post(f"/api/studies/{study['id']}/start"),
         lab.get(f"/api/studies/{study['id']}/export"),
+        lab.get(f"/api/studies/{study['id']}/workers"),
     ):
         assert response.status_code == 404
     assert owner.get(f"/api/studies/{study['id']}").json["status"] == "draft"

@@ -236,6 +236,50 @@ def export_study(study_id: str):
     return response
 
 
+@operation(
+    bp,
+    "GET",
+    "/<study_id>/workers",
+    summary=(
+        "The study's workers, oldest first, a page at a time: participant id and the "
+        "platform's visit, tasks done, attention checks failed, completion code (to match "
+        "payments on the crowd platform)"
+    ),
+    auth="owner",
+    query=PAGE_QUERY,
+    responses=ok(r.StudyWorkerList),
+)
+def list_workers(study_id: str):
+    study, _ = owned_study(study_id)
+    limit, offset = page_args()
+    page = (
+        get_session()
+        .scalars(
+            select(Annotator)
+            .where(Annotator.study_id == study.id)
+            .order_by(Annotator.created_at, Annotator.id)
+            .limit(limit + 1)
+            .offset(offset)
+        )
+        .all()
+    )
+    workers = [
+        r.StudyWorker(
+            id=a.id,
+            participant_id=a.participant_id,
+            participant_context=a.participant_context,
+            tasks_done=a.tasks_done,
+            attention_failed=a.attention_failed,
+            completion_code=a.completion_code,
+            joined_at=iso(a.created_at),
+            last_seen=iso(a.last_seen),
+        )
+        for a in page[:limit]
+    ]
+    more = offset + limit if len(page) > limit else None
+    return no_store(json_response(r.StudyWorkerList(workers=workers, next_offset=more)))
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 def owned_study(study_id: str) -> tuple[Study, Owner]:
     """The study the request's owner asks for, and that owner: 401 without an owner's key, 404

@@ -64,3 +64,21 @@ class StudyDetail(StudySummary):
 class StudyList(_Response):
     studies: list[StudySummary]
     next_offset: int | None
+
+
+class StudyWorker(_Response):
+    id: str
+    participant_id: str | None
+    participant_context: dict[str, str] | None = Field(
+        description="what the platform said about the visit (Prolific's study and session)"
+    )
+    tasks_done: int
+    attention_failed: int = Field(description="attention checks failed")
+    completion_code: str | None = Field(description="issued: the worker met the quota")
+    joined_at: responses.Timestamp
+    last_seen: responses.Timestamp | None
+
+
+class StudyWorkerList(_Response):
+    workers: list[StudyWorker] = Field(description="oldest first, at most `limit`")
+    next_offset: int | None

@@ -3,7 +3,16 @@
 
 import { apiRoot } from "./api.js";
 import { $, clear, h } from "./dom.js";
-import { hideError, markRefreshed, ownerApi, ownerKey, requireOwner, showError, statusBadge } from "./owner.js";
+import {
+  hideError,
+  markRefreshed,
+  ownerApi,
+  ownerKey,
+  relativeTime,
+  requireOwner,
+  showError,
+  statusBadge,
+} from "./owner.js";
 
 const studyId = document.body.dataset.studyId;
 const path = `/studies/${encodeURIComponent(studyId)}`;
@@ -81,8 +90,31 @@ function render(study) {
   markRefreshed();
 }
 
+// The first page of workers (the oldest 100): who joined, how far they are, their code.
+function renderWorkers(workers) {
+  const table = $("#workers");
+  const body = clear(table.querySelector("tbody"));
+  table.hidden = workers.length === 0;
+  $("#workers-empty").hidden = workers.length > 0;
+  for (const worker of workers) {
+    body.append(
+      h(
+        "tr",
+        {},
+        h("td", { text: worker.participant_id || worker.id }),
+        h("td", { text: String(worker.tasks_done) }),
+        h("td", { text: String(worker.attention_failed) }),
+        h("td", { text: worker.completion_code || "—" }),
+        h("td", { text: relativeTime(worker.last_seen) }),
+      ),
+    );
+  }
+}
+
 async function load() {
-  return (await ownerApi(path)).data;
+  const [study, workers] = await Promise.all([ownerApi(path), ownerApi(`${path}/workers`)]);
+  renderWorkers(workers.data?.workers || []);
+  return study.data;
 }
 
 async function download() {
