@@ -6,8 +6,9 @@ every running one for a pool annotator) and has not met its quota of rankings in
 (``tasks_per_annotator``). A study's worker is offered the rounds of its study's campaigns
 only, while under the study's quota, the round closest to its quorum first (then the oldest):
 that closes rounds, so renders start, while the study's other campaigns keep the worker busy.
-A round it ranked, or holds a running lease on, is not offered again; one whose lease ran out unused is, with the same task renewed (else a small team's round
-could never reach its quorum).
+A round it ranked, or holds a running lease on, is not offered again; one whose lease ran out
+unused is, with the same task renewed (else a small team's round could never reach its
+quorum).
 
 This is the annotator's hot path: Core statements on the tables (no ORM objects), as few round
 trips as the database allows: on PostgreSQL outside a transaction, one statement for the

@@ -22,6 +22,7 @@ assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished 
 from __future__ import annotations
 
 import re
+from typing import cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -343,7 +344,7 @@ def _study_me(session: Session, annotator: Annotator) -> responses.Me:
         attention_failed=progress.attention_failed,
         completion_withheld_reason="attention_checks" if withheld else None,
         waiting=responses.Waiting(
-            reason=progress.waiting,  # type: ignore[arg-type]
+            reason=cast(responses.WaitingReason, progress.waiting),
             rankings_needed=None,
             render_estimate_s=None,
         ),
