@@ -113,6 +113,8 @@ def test_a_study_is_made_from_a_json_list_with_one_campaign_per_prompt(app, owne
     alone = owner.campaign()
     assert [s["id"] for s in owner.get("/api/studies").json["studies"]] == [study["id"]]
     assert alone["id"] not in {c["id"] for c in study["campaigns"]}
+    # The campaign list is the campaigns on their own: a study's are listed in the study.
+    assert [c["id"] for c in owner.get("/api/campaigns").json["campaigns"]] == [alone["id"]]
 
 
 def test_a_study_is_made_from_lines_csv_jsonl_and_parquet(app, owner):
