@@ -9,7 +9,8 @@ there is nothing for a cross-site request to ride on, so no CSRF token is needed
 
 The web app (:mod:`rankloop.commands.web`, the layer above both tiers) passes :func:`init_app`
 to the coordinator's factory, which registers :data:`ui_blueprint` (no URL prefix); the
-routes are ``/task``, ``/dashboard`` and ``/dashboard/<campaign_id>``; assets are under
+routes are ``/task``, ``/dashboard``, ``/dashboard/<campaign_id>``, ``/dashboard/studies``
+and ``/dashboard/study/<study_id>``; assets are under
 ``/ui-static/``.
 """
 
@@ -48,6 +49,18 @@ def campaign_page(campaign_id: str) -> str:
     return render_template(
         "campaign.html", api_root=f"{request.script_root}/api", campaign_id=campaign_id
     )
+
+
+@ui_blueprint.get("/dashboard/studies")
+def studies_page() -> str:
+    """The owner's studies, and the form that makes one from a prompt list."""
+    return render_template("studies.html", api_root=f"{request.script_root}/api")
+
+
+@ui_blueprint.get("/dashboard/study/<study_id>")
+def study_page(study_id: str) -> str:
+    """One study: its prompts' progress at a glance, its link, costs and controls."""
+    return render_template("study.html", api_root=f"{request.script_root}/api", study_id=study_id)
 
 
 @ui_blueprint.context_processor

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from service.models import Annotator, Assignment, Campaign, Ranking, Round
+from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study
 from service.transitions import is_postgres
 
 ANNOTATORS = cast(Table, Annotator.__table__)
@@ -16,6 +16,7 @@ TASKS = cast(Table, Assignment.__table__)  # the annotators' tasks (table ``assi
 ROUNDS = cast(Table, Round.__table__)
 CAMPAIGNS = cast(Table, Campaign.__table__)
 RANKINGS = cast(Table, Ranking.__table__)
+STUDIES = cast(Table, Study.__table__)
 
 _COMPILED: dict[int, tuple[str, dict[str, Any]]] = {}
 
@@ -59,6 +60,7 @@ __all__ = [
     "CAMPAIGNS",
     "RANKINGS",
     "ROUNDS",
+    "STUDIES",
     "TASKS",
     "autocommit_on_postgres",
     "insert_on_conflict",

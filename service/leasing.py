@@ -3,9 +3,12 @@
 An annotator keeps its running lease; else it gets a new task on the round that most needs a
 ranking (largest quorum shortfall, then oldest) among the campaigns it may work on (its own;
 every running one for a pool annotator) and has not met its quota of rankings in
-(``tasks_per_annotator``). A round it ranked, or holds a running lease on, is not offered
-again; one whose lease ran out unused is, with the same task renewed (else a small team's round
-could never reach its quorum).
+(``tasks_per_annotator``). A study's worker is offered the rounds of its study's campaigns
+only, while under the study's quota, the round closest to its quorum first (then the oldest):
+that closes rounds, so renders start, while the study's other campaigns keep the worker busy.
+A round it ranked, or holds a running lease on, is not offered again; one whose lease ran out
+unused is, with the same task renewed (else a small team's round could never reach its
+quorum).
 
 This is the annotator's hot path: Core statements on the tables (no ORM objects), as few round
 trips as the database allows: on PostgreSQL outside a transaction, one statement for the
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Integer, String, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
@@ -49,9 +52,23 @@ from service.statements import (
     now_param,
     renew_lapsed_lease,
     round_leasable,
+    study_round_eligible,
 )
 
 LAST_SEEN_EVERY = dt.timedelta(seconds=60)  # ``annotators.last_seen``: one write a minute at most
+# Whose rounds an annotator is offered: its own campaign's, its study's, or (pool) every one.
+Scope = Literal["campaign", "study", "pool"]
+SCOPES: tuple[Scope, ...] = ("campaign", "study", "pool")
+
+
+def _scope(campaign_id: str | None, study_id: str | None) -> Scope:
+    return "campaign" if campaign_id is not None else "study" if study_id is not None else "pool"
+
+
+def _scope_params(campaign_id: str | None, study_id: str | None) -> dict[str, Any]:
+    if campaign_id is not None:
+        return {"annotator_campaign_id": campaign_id}
+    return {"annotator_study_id": study_id} if study_id is not None else {}
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,7 @@ def _current_lease_statement() -> Any:
             r.c.id.label("round_id"),
             r.c.number,
             r.c.campaign_id.label("round_campaign_id"),
+            a.c.study_id,
         )
         .select_from(
             a.outerjoin(
@@ -128,7 +146,7 @@ def _current_lease_statement() -> Any:
     )
 
 
-def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
+def _round_to_lease(scope: Scope, *columns: Any) -> Any:
     """The open round that most needs this annotator's ranking (see the module's docstring)."""
     t, r, c, rk = TASKS, ROUNDS, CAMPAIGNS, RANKINGS
     now = now_param()
@@ -155,8 +173,12 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
     # The verdict round: asked first of annotators who did not steer, and not counted against
     # the quota of steering work (service.verdicts).
     eligible = [round_leasable(), verdicts.open_to(annotator_id)]
-    if own_campaign:
+    if scope == "campaign":
         eligible.append(r.c.campaign_id == bindparam("annotator_campaign_id"))
+    elif scope == "study":
+        eligible.extend(study_round_eligible(c))
+    # A study's worker closes rounds first; elsewhere the largest shortfall goes first.
+    first = need.asc() if scope == "study" else need.desc()
     return (
         select(*(columns or (r.c.id, r.c.number, r.c.campaign_id)))
         .select_from(r)
@@ -169,12 +191,12 @@ def _round_to_lease(own_campaign: bool, *columns: Any) -> Any:
             (done_here < c.c.settings["tasks_per_annotator"].as_integer())
             | verdicts.is_verdict_sql(r),
         )
-        .order_by(need.desc(), r.c.opened_at, r.c.id)
+        .order_by(first, r.c.opened_at, r.c.id)
         .limit(1)
     )
 
 
-def _lease_round_postgres(own_campaign: bool) -> Any:
+def _lease_round_postgres(scope: Scope, skip_locked: bool = False) -> Any:
     """PostgreSQL: choose the round and insert the task in one statement; the task with its
     round, or no row (nothing to lease, or a parallel request leased that round first)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -183,7 +205,7 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
     now = now_param()
     lease_s = c.c.settings["lease_s"].as_float()
     choice = _round_to_lease(
-        own_campaign,
+        scope,
         bindparam("task_id", type_=String),
         r.c.id,
         bindparam("annotator_id", type_=String),
@@ -191,6 +213,8 @@ def _lease_round_postgres(own_campaign: bool) -> Any:
         now,
         lease_ends_sql(now, lease_s),
     )
+    if skip_locked:
+        choice = choice.with_for_update(of=r, skip_locked=True)
     inserted = (
         pg_insert(t)
         .from_select(
@@ -250,9 +274,10 @@ def _withdraw_over_quorum_statement() -> Any:
 
 _CURRENT_LEASE = _current_lease_statement()
 _WITHDRAW_OVER_QUORUM = _withdraw_over_quorum_statement()
-_ROUND_TO_LEASE = {True: _round_to_lease(True), False: _round_to_lease(False)}
+_ROUND_TO_LEASE = {scope: _round_to_lease(scope) for scope in SCOPES}
 _RENEW_EXPIRED_LEASE = renew_lapsed_lease()
-_LEASE_ROUND_POSTGRES = {True: _lease_round_postgres(True), False: _lease_round_postgres(False)}
+_LEASE_ROUND_POSTGRES = {scope: _lease_round_postgres(scope) for scope in SCOPES}
+_LEASE_STUDY_ROUND_UNLOCKED = _lease_round_postgres("study", skip_locked=True)
 _TOUCH_ANNOTATOR = (
     update(ANNOTATORS)
     .where(ANNOTATORS.c.id == bindparam("annotator_id"))
@@ -289,16 +314,24 @@ def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Leas
             continue  # over the quorum: look for another round
         if looked_again:
             return None
+        study_id = row[8]
         params: dict[str, Any] = {
             "now": now,
             "recent": verdicts.recent(now),
             "annotator_id": annotator_id,
             "task_id": new_short_id(),
+            **_scope_params(own_campaign_id, study_id),
         }
-        if own_campaign_id is not None:
-            params["annotator_campaign_id"] = own_campaign_id
-        statement = _LEASE_ROUND_POSTGRES[own_campaign_id is not None]
-        leased = run_on_driver(session, statement, **params).fetchone()
+        scope = _scope(own_campaign_id, study_id)
+        leased = None
+        if scope == "study":
+            # A study's workers all want the round closest to its quorum: one that another
+            # request is leasing this instant is passed over for the next (SKIP LOCKED), else
+            # most of them would lease the same round and step back (below). Only when every
+            # round was passed over, or none is left, is the plain choice made.
+            leased = run_on_driver(session, _LEASE_STUDY_ROUND_UNLOCKED, **params).fetchone()
+        if leased is None:
+            leased = run_on_driver(session, _LEASE_ROUND_POSTGRES[scope], **params).fetchone()
         if leased is not None:
             task_id, expires_at, round_id, number, campaign_id = leased
             campaign = campaign_view(session, campaign_id)
@@ -334,10 +367,10 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
             "now": now,
             "recent": verdicts.recent(now),
             "annotator_id": annotator_id,
+            **_scope_params(own_campaign_id, row.study_id),
         }
-        if own_campaign_id is not None:
-            params["annotator_campaign_id"] = own_campaign_id
-        target = session.execute(_ROUND_TO_LEASE[own_campaign_id is not None], params).first()
+        scope = _scope(own_campaign_id, row.study_id)
+        target = session.execute(_ROUND_TO_LEASE[scope], params).first()
         if target is None:
             session.commit()
             looked_again = True  # (see _lease_postgres)

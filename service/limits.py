@@ -60,7 +60,7 @@ ANNOTATOR_ENDPOINTS = (
     "stream.task_ticket",
     "stream.task_stream",
 )
-JOIN_ENDPOINTS = ("recruitment.join",)
+JOIN_ENDPOINTS = ("recruitment.join", "study_join.join_study")
 # Every endpoint an owner key opens: the campaigns blueprint, and these.
 OWNER_ENDPOINTS = (
     "annotators.create_annotators",

@@ -73,6 +73,10 @@ class Campaign(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+    # The study this campaign is one prompt of (NULL: a campaign on its own), and its place in
+    # the study's prompt list.
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"), index=True, default=None)
+    study_position: Mapped[int | None] = mapped_column(Integer, default=None)
 
     rounds: Mapped[list[Round]] = relationship(back_populates="campaign", order_by="Round.number")
 
@@ -172,10 +176,33 @@ class Image(Base):
     round: Mapped[Round] = relationship(back_populates="images")
 
 
+class Study(Base):
+    """Many campaigns, one per prompt, under shared settings and one recruitment link
+    (:mod:`service.studies`). The study's own settings: :mod:`rankloop.core.study_settings`."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT, index=True)
+    # The campaign settings its prompts share, as each campaign stores them (the first row's).
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recruit: Mapped[bool] = mapped_column(Boolean, default=False)
+    recruit_cap: Mapped[int] = mapped_column(Integer)
+    tasks_per_worker: Mapped[int] = mapped_column(Integer)
+    completion_code: Mapped[str] = mapped_column(String(32))
+    completion_url: Mapped[str | None] = mapped_column(Text, default=None)
+    pay_per_hour: Mapped[float | None] = mapped_column(Float, default=None)
+    owner_key_id: Mapped[int | None] = mapped_column(ForeignKey("owner_keys.id"), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+
 class Annotator(Base):
     __tablename__ = "annotators"
     __table_args__ = (
         UniqueConstraint("campaign_id", "participant_id", name="uq_annotator_participant"),
+        UniqueConstraint("study_id", "participant_id", name="uq_annotator_study_participant"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_short_id)
@@ -201,6 +228,9 @@ class Annotator(Base):
     # ``token_revoked``), not that nobody holds it. Null: never revoked.
     revoked_token_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # A study's worker (``campaign_id`` NULL): ranks in the study's campaigns only, up to the
+    # study's ``tasks_per_worker``, and gets the study's completion code.
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"), index=True, default=None)
 
 
 class Assignment(Base):

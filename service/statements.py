@@ -48,7 +48,7 @@ from rankloop.core.contracts import (
     TaskStatus,
 )
 from rankloop.core.errors import Conflict
-from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, TASKS
+from service.driver import ANNOTATORS, CAMPAIGNS, RANKINGS, ROUNDS, STUDIES, TASKS
 
 
 def now_param() -> Any:
@@ -63,6 +63,20 @@ def round_leasable(rounds: FromClause = ROUNDS, campaigns: FromClause = CAMPAIGN
     """A round annotators are given tasks on (joined with its campaign): open, and its campaign
     running (a paused campaign's open round waits)."""
     return (rounds.c.status == RoundStatus.OPEN) & (campaigns.c.status == CampaignStatus.RUNNING)
+
+
+def study_round_eligible(campaigns: FromClause = CAMPAIGNS) -> list[ColumnElement[bool]]:
+    """A round a study's worker (the parameters ``annotator_id``, ``annotator_study_id``) may be
+    given, beside :func:`round_leasable`: one of their study's campaigns, while they are under
+    the study's quota (``tasks_per_worker``; the completion code is theirs from there)."""
+    a = ANNOTATORS
+    under_quota = (
+        select(a.c.id)
+        .join(STUDIES, STUDIES.c.id == a.c.study_id)
+        .where(a.c.id == bindparam("annotator_id"), a.c.tasks_done < STUDIES.c.tasks_per_worker)
+        .exists()
+    )
+    return [campaigns.c.study_id == bindparam("annotator_study_id", type_=String), under_quota]
 
 
 def lease_running(now: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
@@ -279,16 +293,26 @@ def credit_annotator(*where: Any) -> Update:
             attention_failed=failed,
             # The quota met with this ranking: the crowd platform's completion code, once, unless
             # the campaign's attention policy withholds it (too many attention checks failed).
+            # A study's worker has the study's quota (its campaigns share the study's code).
             completion_code=case(
                 (
                     ANNOTATORS.c.completion_code.is_(None)
-                    & (done >= bindparam("quota", type_=Integer))
+                    & (done >= func.coalesce(_study_quota(), bindparam("quota", type_=Integer)))
                     & ~over_attention_limit_sql(failed, done),
                     bindparam("code", type_=String),
                 ),
                 else_=ANNOTATORS.c.completion_code,
             ),
         )
+    )
+
+
+def _study_quota() -> Any:
+    """The ``tasks_per_worker`` of the study of the annotator row being updated (NULL: none)."""
+    return (
+        select(STUDIES.c.tasks_per_worker)
+        .where(STUDIES.c.id == ANNOTATORS.c.study_id)
+        .scalar_subquery()
     )
 
 
@@ -421,6 +445,7 @@ __all__ = [
     "round_quorum_met",
     "round_quorum_sql",
     "slot_taken_over",
+    "study_round_eligible",
     "takes_rankings",
     "takes_rankings_sql",
 ]

@@ -539,6 +539,20 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
     preview = "?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE"
     assert api.call("get", join, None, preview, campaign_id=plum["id"]).status_code == 200
 
+    study_body = {"prompts": ["a fig"], "recruit": True, "settings": {"m": 4}}
+    study = api.call("post", "/api/studies", json=study_body).json["id"]
+    api.call("get", "/api/studies")
+    for action in ("start", "pause", "stop"):
+        api.call("post", f"/api/studies/{{study_id}}/{action}", study_id=study)
+    api.call("get", "/api/studies/{study_id}/export", study_id=study)
+    api.call("post", "/api/studies/{study_id}/duplicate", json={}, study_id=study)
+    fig = api.call("post", "/api/studies", json={**study_body, "start": True}).json["id"]
+    study_join = "/join/study/{study_id}"
+    assert api.call("get", study_join, None, "?workerId=w", study_id=fig).status_code == 302
+    assert api.call("get", study_join, None, preview, study_id=fig).status_code == 200
+    api.call("get", "/api/studies/{study_id}", study_id=fig)
+    api.call("get", "/api/studies/{study_id}/workers", study_id=fig)
+
     foreign = {"order": [i["id"] for i in tasks[1]["images"]]}
     errors = [
         api.call("get", "/api/campaigns", token=None),

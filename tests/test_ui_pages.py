@@ -14,7 +14,13 @@ from rankloop.core import mturk
 from rankloop.core.settings import Settings, load_settings, settings_of
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
-PAGES = ["/task", "/dashboard", "/dashboard/0123456789abcdef0123456789abcdef"]
+PAGES = [
+    "/task",
+    "/dashboard",
+    "/dashboard/0123456789abcdef0123456789abcdef",
+    "/dashboard/studies",
+    "/dashboard/study/0123456789abcdef0123456789abcdef",
+]
 
 
 def _app(tmp_path, pages: bool = True, **config):

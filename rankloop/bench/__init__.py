@@ -1,4 +1,4 @@
-"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images``.
+"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images|study``.
 
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
@@ -18,6 +18,7 @@ from rankloop.commands.cli import LazyGroup
         "api": "rankloop.bench.api:api_command",
         "export": "rankloop.bench.export:export_command",
         "import-images": "rankloop.bench.import_images:import_images_command",
+        "study": "rankloop.bench.study:study_command",
     },
 )
 def bench_group() -> None:

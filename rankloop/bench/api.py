@@ -50,7 +50,7 @@ from rankloop.bench.turnaround import render_result, turnaround
 from rankloop.commands.serve import GUNICORN_CONF
 
 
-def _create_database(admin_url: str) -> tuple[str, str]:
+def create_database(admin_url: str) -> tuple[str, str]:
     import psycopg
 
     name = f"rankloop_bench_{uuid.uuid4().hex[:8]}"
@@ -60,7 +60,7 @@ def _create_database(admin_url: str) -> tuple[str, str]:
     return name, f"{base}/{name}"
 
 
-def _drop_database(admin_url: str, name: str) -> None:
+def drop_database(admin_url: str, name: str) -> None:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as connection:
@@ -156,7 +156,7 @@ def api_command(
     # Each pool annotator ranks each open round once: enough tokens for the whole run.
     annotators = 300 if quick else max(2000, users * seconds * 3)
     rounds_n = 3 if quick else 15
-    db_name, db_url = _create_database(postgres)
+    db_name, db_url = create_database(postgres)
     work = Path(tempfile.mkdtemp(prefix="rankloop-bench-api-"))
     prefix = f"rankloop-bench-{uuid.uuid4().hex[:8]}:"
     env = {
@@ -277,7 +277,7 @@ def api_command(
     finally:
         if app is not None:
             get_engine(app).dispose()
-        _drop_database(postgres, db_name)
+        drop_database(postgres, db_name)
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(match=f"*{prefix}*", count=500):  # broker and limiter keys
             client.delete(key)

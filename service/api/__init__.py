@@ -20,6 +20,8 @@ def register_api(app: Flask) -> None:
         recruitment,
         rounds,
         stream,
+        studies,
+        study_join,
         tasks,
         verdict,
     )
@@ -31,6 +33,8 @@ def register_api(app: Flask) -> None:
         rounds,
         annotators,
         recruitment,
+        studies,
+        study_join,
         annotator_view,
         tasks,
         exports,

@@ -66,7 +66,10 @@ def create_campaign():
     bp,
     "GET",
     "",
-    summary="List campaigns, newest first, a page at a time (next_offset: the next page)",
+    summary=(
+        "List campaigns, newest first, a page at a time (next_offset: the next page); a "
+        "study's campaigns are listed in their study (GET /api/studies/<id>)"
+    ),
     auth="owner",
     query=PAGE_QUERY,
     responses=ok(responses.CampaignList),
@@ -75,7 +78,11 @@ def list_campaigns():
     session = get_session()
     owner = require_owner(session)
     limit, offset = page_args()
-    query = select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id)
+    query = (
+        select(Campaign)
+        .where(Campaign.study_id.is_(None))  # a study of 500 prompts would bury the rest
+        .order_by(Campaign.created_at.desc(), Campaign.id)
+    )
     if not owner.is_admin:
         query = query.where(Campaign.owner_key_id == owner.key_id)
     page = session.scalars(query.limit(limit + 1).offset(offset)).all()

@@ -98,9 +98,9 @@ def export(campaign_id: str):
     get_session().close()  # every batch reads in its own short transaction
     source = datasets.CampaignSource(current_app.extensions["rankloop_sessionmaker"], campaign.id)
     if fmt == "jsonl":
-        body, media, name = _records(source), "application/x-ndjson", "jsonl"
+        body, media, name = records(source), "application/x-ndjson", "jsonl"
     else:
-        images = datasets.Images(mode, get=store().get, url=_absolute_url)
+        images = datasets.Images(mode, get=store().get, url=absolute_url)
         body = datasets.export(source, table, kind, images)
         media, name = datasets.media_type(kind), f"{table}.{kind}"
     response = Response(stream_with_context(body), mimetype=media)
@@ -112,12 +112,12 @@ def export(campaign_id: str):
     return response
 
 
-def _absolute_url(key: str) -> str:
+def absolute_url(key: str) -> str:
     url = object_url(key)
     return f"{base_url()}{url}" if url.startswith("/") else url
 
 
-def _records(source: datasets.CampaignSource) -> Iterator[bytes]:
+def records(source: datasets.CampaignSource) -> Iterator[bytes]:
     """The original export: one ExportRecord per ranking."""
     for round_, ranking in source.rankings():
         keys = {i.id: i.key for i in round_.images}

@@ -22,6 +22,7 @@ assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished 
 from __future__ import annotations
 
 import re
+from typing import cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -38,7 +39,7 @@ from rankloop.core.contracts import (
     RoundStatus,
 )
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
-from service import join_pages
+from service import join_pages, study_progress
 from service.api import responses
 from service.api.common import base_url, owned_campaign
 from service.api.responses import json_response, no_store
@@ -110,14 +111,14 @@ def recruiting(campaign: Campaign) -> bool:
     return campaign.config.recruit
 
 
-def _refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
+def refuse(reason: join_pages.Reason, error: RankloopError) -> Response:
     """A refusal: a page in the worker's language for a browser, the JSON error otherwise."""
     if join_pages.wants_page():
         return join_pages.join_page(reason, error.http_status)
     raise error
 
 
-def _participant_context() -> dict[str, str] | None:
+def participant_context() -> dict[str, str] | None:
     context = {
         name: value.strip()[:128]
         for param, name in CONTEXT_PARAMS.items()
@@ -151,10 +152,10 @@ def _rejoin(session: Session, campaign_id: str, known: str) -> WerkzeugResponse:
     it, and their task."""
     audit(session, "annotator_rejoin_refused", campaign_id, actor=known)
     session.commit()
-    return _to_task_page(f"rejoin={campaign_id}")
+    return to_task_page(f"rejoin={campaign_id}")
 
 
-def _to_task_page(fragment: str) -> WerkzeugResponse:
+def to_task_page(fragment: str) -> WerkzeugResponse:
     """The redirect to the task page, with MTurk's assignment when it came from an MTurk HIT:
     the page posts it back to MTurk when the worker is done (task page, notices.js)."""
     assignment = request.args.get("assignmentId", "").strip()[:128]
@@ -164,6 +165,35 @@ def _to_task_page(fragment: str) -> WerkzeugResponse:
     # url_for keeps the mount prefix (SCRIPT_NAME) when the app is served under a path.
     response = no_store(redirect(f"{url_for('ui.task_page')}#{fragment}", code=302))
     return join_pages.framed_by_mturk(response)
+
+
+def visiting_participant() -> str | Response:
+    """The participant id a join link was opened with, else the answer to give instead:
+    MTurk's preview page, or the refusal of a visit with no participant id or with the
+    platform's placeholder (no id, no identity)."""
+    if request.args.get("assignmentId") == MTURK_PREVIEW:
+        # MTurk shows the HIT before a worker accepts it: no worker id yet, nobody to admit.
+        return join_pages.join_page("preview", 200)
+    participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
+    if not participant or not participant.strip():
+        return refuse(
+            "no_participant",
+            InvalidInput(
+                "this link needs your participant id (PROLIFIC_PID or workerId): open it from "
+                "the study page of your crowd platform"
+            ),
+        )
+    participant = participant.strip()[:128]
+    if unfilled_placeholder(participant):
+        return refuse(
+            "placeholder",
+            InvalidInput(
+                f"the participant id {participant[:40]!r} is the platform's placeholder, not an "
+                "id: the study's link must let the platform fill it in (open the study from its "
+                "page on your platform)"
+            ),
+        )
+    return participant
 
 
 @operation(
@@ -197,38 +227,19 @@ def join(campaign_id: str):
     session = get_session()
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
-        return _refuse("unknown", NotFound(f"no campaign {campaign_id!r}"))
+        return refuse("unknown", NotFound(f"no campaign {campaign_id!r}"))
     if campaign.status in CAMPAIGN_ENDED:
-        return _refuse(
+        return refuse(
             "ended", Gone(f"this campaign is {campaign.status}; thank you for your interest")
         )
     if not recruiting(campaign):
-        return _refuse(
+        return refuse(
             "not_recruiting",
             Forbidden("this campaign does not recruit through a link: ask its organiser"),
         )
-    if request.args.get("assignmentId") == MTURK_PREVIEW:
-        # MTurk shows the HIT before a worker accepts it: no worker id yet, nobody to admit.
-        return join_pages.join_page("preview", 200)
-    participant = next((request.args[p] for p in PARTICIPANT_PARAMS if request.args.get(p)), None)
-    if not participant or not participant.strip():
-        return _refuse(
-            "no_participant",
-            InvalidInput(
-                "this link needs your participant id (PROLIFIC_PID or workerId): open it from "
-                "the study page of your crowd platform"
-            ),
-        )
-    participant = participant.strip()[:128]
-    if unfilled_placeholder(participant):
-        return _refuse(
-            "placeholder",
-            InvalidInput(
-                f"the participant id {participant[:40]!r} is the platform's placeholder, not an "
-                "id: the study's link must let the platform fill it in (open the study from its "
-                "page on your platform)"
-            ),
-        )
+    participant = visiting_participant()
+    if not isinstance(participant, str):
+        return participant
     known = _participant_annotator(session, campaign.id, participant)
     if known is not None:
         return _rejoin(session, campaign.id, known)
@@ -247,9 +258,9 @@ def join(campaign_id: str):
         .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
     )
     if (joined or 0) >= campaign.config.recruit_cap:
-        return _refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
+        return refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
     token = new_token()
-    context = _participant_context()
+    context = participant_context()
     annotator = Annotator(
         campaign_id=campaign.id,
         participant_id=participant,
@@ -277,7 +288,7 @@ def join(campaign_id: str):
         context=context,
     )
     session.commit()
-    return _to_task_page(f"token={token}")
+    return to_task_page(f"token={token}")
 
 
 @operation(
@@ -291,6 +302,8 @@ def join(campaign_id: str):
 def me():
     session = get_session()
     annotator = require_annotator(session)
+    if annotator.study_id is not None:
+        return no_store(json_response(_study_me(session, annotator)))
     campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
     quota = campaign.config.tasks_per_annotator if campaign else None
     code = completion_code(session, annotator, campaign)
@@ -314,6 +327,27 @@ def me():
                 waiting=_waiting(session, annotator, campaign, quota),
             )
         )
+    )
+
+
+def _study_me(session: Session, annotator: Annotator) -> responses.Me:
+    """``GET /api/me`` of a study's worker: the study's quota, code and status."""
+    progress = study_progress.worker_progress(session, annotator)
+    withheld = progress.attention_failed and progress.done
+    return responses.Me(
+        annotator_id=annotator.id,
+        campaign_id=None,
+        tasks_done=annotator.tasks_done,
+        tasks_quota=progress.quota,
+        completion_code=progress.completion_code,
+        completion_url=progress.completion_url,
+        attention_failed=progress.attention_failed,
+        completion_withheld_reason="attention_checks" if withheld else None,
+        waiting=responses.Waiting(
+            reason=cast(responses.WaitingReason, progress.waiting),
+            rankings_needed=None,
+            render_estimate_s=None,
+        ),
     )
 
 

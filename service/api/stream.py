@@ -277,7 +277,9 @@ def task_stream():
 
 def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> dict[str, Any] | None:
     row = session.execute(
-        select(Annotator.campaign_id, Annotator.token_hash).where(Annotator.id == annotator_id)
+        select(Annotator.campaign_id, Annotator.study_id, Annotator.token_hash).where(
+            Annotator.id == annotator_id
+        )
     ).first()
     if row is None or row.token_hash != token_hash:  # gone or revoked: the stream ends
         return None
@@ -286,12 +288,16 @@ def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> di
         # of a round to ask again, each time (the page's slow poll updates that count).
         state = _campaign_state(session, row.campaign_id, rankings=False)
         return {"pool": False, **(state or {})}
-    # A pool annotator (NULL campaign) may work on every running campaign.
-    count, latest = session.execute(
+    # A pool annotator (NULL campaign) may work on every running campaign; a study's worker on
+    # every running campaign of its study.
+    query = (
         select(func.count(), func.max(Round.id))
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(round_leasable())
-    ).one()
+    )
+    if row.study_id is not None:
+        query = query.where(Campaign.study_id == row.study_id)
+    count, latest = session.execute(query).one()
     return {"pool": True, "open_rounds": count, "latest_round": latest}
 
 

@@ -460,7 +460,10 @@ async function main() {
     );
     return;
   }
+  // A study's link says which study (#study=): a second visit through it finds this token.
+  const study = new URLSearchParams(window.location.hash.replace(/^#/, "")).get("study");
   state.token = rejoined || takeFragmentCredential("token", TOKEN_KEY);
+  if (study && state.token) rememberCampaign(study, state.token);
   if (!state.token) {
     showStatus(
       "Open your personal task link",

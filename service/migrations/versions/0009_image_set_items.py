@@ -2,7 +2,7 @@
 model (exports fill model_0/model_1 from it)
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 """
 
 from __future__ import annotations

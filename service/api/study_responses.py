@@ -1,0 +1,84 @@
+"""The JSON responses of the study endpoints (:mod:`service.api.studies`), one pydantic model
+each, as :mod:`service.api.responses` has the others: no extra field, every field required."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api import responses
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyCampaign(_Response):
+    id: str
+    prompt: str
+    status: responses.CampaignStatus
+    rounds_closed: int
+    rankings: int
+    current_round: int | None = Field(description="the latest round's number; null: none yet")
+    current_round_status: responses.RoundStatus | None
+    best_image_url: str | None = Field(
+        description="the optimizer's point as of the latest render (a thumbnail); null: none yet"
+    )
+
+
+class StudySummary(_Response):
+    id: str
+    name: str
+    status: responses.CampaignStatus
+    created_at: responses.Timestamp
+    finished_at: responses.Timestamp | None
+    prompts: int = Field(description="campaigns in the study, one per prompt")
+    campaigns_by_status: dict[str, int]
+    rounds_closed: int
+    rankings: int
+    workers: int = Field(description="participants who joined through the study's link")
+    link: str = Field(description="the study's one recruitment link (Prolific fills PROLIFIC_PID)")
+    recruit: bool
+    recruit_cap: int
+    tasks_per_worker: int
+    completion_code: str
+    completion_url: str | None
+    pay_per_hour: float | None
+    settings: dict[str, Any] = Field(description="the campaign settings its prompts share")
+
+
+class StudyCosts(_Response):
+    task_s_median: float | None = Field(description="seconds from a task handed out to its ranking")
+    rankings_last_hour: int
+    spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
+    rankings_left: int = Field(description="to finish every live campaign's rounds at quorum")
+    to_finish: float | None = Field(description="pay_per_hour x rankings_left x task_s_median")
+
+
+class StudyDetail(StudySummary):
+    costs: StudyCosts
+    campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
+
+
+class StudyList(_Response):
+    studies: list[StudySummary]
+    next_offset: int | None
+
+
+class StudyWorker(_Response):
+    id: str
+    participant_id: str | None
+    participant_context: dict[str, str] | None = Field(
+        description="what the platform said about the visit (Prolific's study and session)"
+    )
+    tasks_done: int
+    attention_failed: int = Field(description="attention checks failed")
+    completion_code: str | None = Field(description="issued: the worker met the quota")
+    joined_at: responses.Timestamp
+    last_seen: responses.Timestamp | None
+
+
+class StudyWorkerList(_Response):
+    workers: list[StudyWorker] = Field(description="oldest first, at most `limit`")
+    next_offset: int | None

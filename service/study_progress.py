@@ -1,0 +1,143 @@
+"""How a study stands: its status as its workers and its link see it, what its rankings cost
+and what is left, and a study worker's progress (``GET /api/me``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from rankloop.core.campaign_settings import CampaignSettings
+from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CAMPAIGN_ENDED, CampaignStatus, RoundStatus
+from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study, utcnow
+from service.statements import ISSUE_COMPLETION_CODE, code_withheld
+from service.studies import campaigns_of
+
+
+def status_of(session: Session, study: Study) -> str:
+    """The study's status: as its owner set it, but ``finished`` for a started study whose every
+    campaign ended (each finished its rounds, or was stopped on its own): nothing is left to
+    rank, its link admits no one, and its workers are owed their code."""
+    if study.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+        return study.status
+    live = session.scalar(
+        select(Campaign.id)
+        .where(Campaign.study_id == study.id, Campaign.status.not_in(CAMPAIGN_ENDED))
+        .limit(1)
+    )
+    return study.status if live is not None else CampaignStatus.FINISHED
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a study's rankings took and cost so far, and the estimate to finish."""
+
+    task_s_median: float | None  # seconds from a task handed out to its ranking
+    rankings_last_hour: int
+    spent: float | None  # pay_per_hour x the time workers spent on ranked tasks
+    rankings_left: int  # to finish every live campaign's round budget at its quorum
+    to_finish: float | None  # pay_per_hour x rankings_left x the median task time
+
+
+def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Costs:
+    """The study's measured task times and what they cost (``pay_per_hour``); the rankings left
+    to make are each live campaign's rounds not yet closed at its quorum, less the rankings its
+    open round already has."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Ranking.created_at, Assignment.created_at)
+        .join(Assignment, Assignment.id == Ranking.assignment_id)
+        .join(Round, Round.id == Ranking.round_id)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(Campaign.study_id == study.id)
+    ).all()
+    seconds = sorted(max(0.0, (ranked - leased).total_seconds()) for ranked, leased in rows)
+    median = statistics.median(seconds) if seconds else None
+    rounds = {
+        campaign_id: (closed or 0, ranked or 0)
+        for campaign_id, closed, ranked in session.execute(
+            select(
+                Round.campaign_id,
+                func.sum(case((Round.status == RoundStatus.CLOSED, 1), else_=0)),
+                func.sum(case((Round.status == RoundStatus.OPEN, Round.n_rankings), else_=0)),
+            )
+            .join(Campaign, Campaign.id == Round.campaign_id)
+            .where(Campaign.study_id == study.id)
+            .group_by(Round.campaign_id)
+        )
+    }
+    left = 0
+    for campaign in campaigns_of(session, study.id):
+        if campaign.status in CAMPAIGN_ENDED:
+            continue
+        config = campaign.config
+        closed, ranked = rounds.get(campaign.id, (0, 0))
+        left += max(0, (config.rounds - closed) * config.annotators_per_round - ranked)
+    pay = study.pay_per_hour
+    return Costs(
+        task_s_median=median,
+        rankings_last_hour=sum(1 for ranked, _ in rows if now - ranked <= dt.timedelta(hours=1)),
+        spent=None if pay is None else pay * sum(seconds) / 3600,
+        rankings_left=left,
+        to_finish=None if pay is None or median is None else pay * left * median / 3600,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerProgress:
+    """What ``GET /api/me`` tells a study's worker."""
+
+    quota: int
+    completion_code: str | None
+    completion_url: str | None
+    attention_failed: bool
+    done: bool
+    waiting: str  # a responses.WaitingReason
+
+
+def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:
+    """A study worker's progress: the study's quota; its completion code, issued here once the
+    study was stopped after they ranked (the quota met issues it with the ranking); and why a
+    page with no task has none (the study's status, the quota, else work yet to come)."""
+    study = session.get(Study, annotator.study_id)
+    assert study is not None  # a foreign key
+    settings = CampaignSettings.from_stored(study.settings)
+    status = status_of(session, study)
+    concluded = status in CAMPAIGN_CONCLUDED
+    code: str | None = annotator.completion_code
+    if (
+        code is None
+        and concluded
+        and annotator.tasks_done
+        and not code_withheld(settings, annotator)
+    ):
+        code = session.execute(
+            ISSUE_COMPLETION_CODE, {"annotator_id": annotator.id, "code": study.completion_code}
+        ).scalar_one()
+        session.commit()
+    quota_met = annotator.tasks_done >= study.tasks_per_worker
+    waiting = (
+        "finished"
+        if status in CAMPAIGN_ENDED
+        else "not_started"
+        if status == CampaignStatus.DRAFT
+        else "paused"
+        if status == CampaignStatus.PAUSED
+        else "quota_reached"
+        if quota_met
+        else "none_open"
+    )
+    return WorkerProgress(
+        quota=study.tasks_per_worker,
+        completion_code=code,
+        completion_url=study.completion_url if code else None,
+        attention_failed=code is None and code_withheld(settings, annotator),
+        done=quota_met or (concluded and annotator.tasks_done > 0),
+        waiting=waiting,
+    )
+
+
+__all__ = ["Costs", "WorkerProgress", "costs", "status_of", "worker_progress"]

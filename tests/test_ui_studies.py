@@ -1,0 +1,99 @@
+"""A study as a paid crowd worker meets it on a phone (390×844, touch), in headless Chromium:
+the study's one link, a task of each of its prompts one after the other, then the study's
+completion code and the redirect to the platform; and the owner's study pages load clean.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import test_ui_failure_paths as failure_paths
+from tests.fixtures.coordinator import ADMIN, render_round
+from tests.test_ui_failure_paths import WAIT_MS, shown_task
+from tests.test_ui_task_page import PROLIFIC, VIEWPORTS, open_page, tap
+
+server = failure_paths.server  # the coordinator over HTTP, shared with the failure paths
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_a_phone_worker_ranks_across_the_study_and_is_sent_to_the_platform(
+    server, browser, screenshot_dir
+):
+    body = {
+        "name": "fruit",
+        "prompts": ["a red apple", "a green pear"],
+        "settings": {"m": 4, "annotators_per_round": 2, "rounds": 2, "tasks_per_annotator": 1},
+        "recruit": True,
+        "tasks_per_worker": 2,
+        "completion_url": PROLIFIC,
+        "start": True,
+    }
+    created = server.owner.post("/api/studies", json=body)
+    assert created.status_code == 201, created.json
+    study = created.json
+    for campaign in study["campaigns"]:
+        render_round(server.app, campaign["id"], 0, attention=False)
+    context = browser.new_context(**VIEWPORTS["phone"])
+    arrived: list[str] = []
+
+    def platform(route):  # Prolific's page, as far as this test needs it
+        arrived.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<h1>Prolific</h1>")
+
+    context.route("https://app.prolific.com/**", platform)
+    try:
+        page, errors = open_page(
+            context, f"{server.base_url}/join/study/{study['id']}?PROLIFIC_PID=pp1"
+        )
+        prompts = []
+        task = shown_task(page)
+        for n in range(2):
+            if n:  # the next task, in the same page
+                page.wait_for_function(
+                    "previous => document.querySelector('#task').dataset.taskId !== previous",
+                    arg=task,
+                    timeout=WAIT_MS,
+                )
+                task = shown_task(page)
+            prompts.append(page.text_content("#prompt"))
+            for tile in range(4):
+                tap(page, "phone", page.locator(".tile-pick").nth(tile))
+            page.click("#submit")
+        # One task of each prompt (the quota: 2), then the study's code and the platform.
+        assert sorted(p.strip() for p in prompts) == ["a green pear", "a red apple"]
+        page.wait_for_selector("#completion-link:not([hidden])", timeout=WAIT_MS)
+        assert page.text_content("#completion-code") == "DONE2024"
+        page.screenshot(path=screenshot_dir / "study-phone-completion-redirect.png")
+        page.wait_for_url(PROLIFIC, timeout=WAIT_MS)
+        assert arrived == [PROLIFIC] and errors == []
+    finally:
+        context.close()
+    shown = server.owner.get(f"/api/studies/{study['id']}").json
+    assert [c["rankings"] for c in shown["campaigns"]] == [1, 1]
+
+
+def test_the_study_pages_show_the_study_and_its_prompts(server, browser, screenshot_dir):
+    body = {"name": "fruit", "prompts": ["a red apple", "a green pear"], "settings": {"m": 4}}
+    study = server.owner.post("/api/studies", json=body).json
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page, errors = open_page(context, f"{server.base_url}/dashboard/studies#key={ADMIN}")
+        page.wait_for_selector("#studies:not([hidden]) a", timeout=WAIT_MS)
+        page.click("#studies a")
+        page.wait_for_selector("#prompts .study-tile", timeout=WAIT_MS)
+        tiles = page.eval_on_selector_all(
+            "#prompts .prompt", "nodes => nodes.map(n => n.textContent)"
+        )
+        assert tiles == ["a red apple", "a green pear"]
+        assert page.text_content("#study-name") == "fruit"
+        page.click("[data-action=start]")
+        page.wait_for_function(
+            "() => document.querySelector('#study-status').textContent === 'running'",
+            timeout=WAIT_MS,
+        )
+        page.screenshot(path=screenshot_dir / "study-console.png")
+        assert errors == []
+    finally:
+        context.close()
+    assert server.owner.get(f"/api/studies/{study['id']}").json["status"] == "running"
