@@ -9,6 +9,11 @@ campaign (all 20 rounds, items of different rounds kept apart, workers shared, l
 shuffled so its position-bias term learns nothing spurious): it sees every round's data in
 hindsight, the most favourable setup it can have.
 
+Orientation. The "sharp adversary" crowd (3 honest annotators at different noise, a spammer, an
+adversary reversing as sharply as the best honest one), top-k answers, fresh items every round,
+without and with attention checks: how many campaigns (``--flip-seeds``) the default consensus
+spends upside down (mean tau to the truth below 0), beside the known-scale limit.
+
 Part 2, end effect. The simulated crowd steers ``RankSGD`` on a synthetic objective for N
 rounds; f/f0 at the end, per consensus method, with the optimizer told either the consensus
 order (``tell(order)``) or its weighted pairwise matrix (``tell(preferences=W)``).
@@ -55,6 +60,8 @@ LABELS = {
 BASELINES = ("borda", "plackett_luce", "noisy_bt")
 #: The issue's target: the default consensus within this much mean tau of the known-scale limit.
 LIMIT_GAP_TARGET = 0.03
+#: Campaigns of the sharp-adversary crowd per setting by default (the issue's check used 1,000).
+FLIP_SEEDS = 100
 
 
 def _tau(order: list[int], values: np.ndarray) -> float:
@@ -111,11 +118,15 @@ def _true_scale(annotator: SimulatedAnnotator) -> float:
     return sign / annotator.temperature
 
 
-def _known_scale_order(answers: list, m: int, scales: dict[str, float]) -> list[int]:
+def _known_scale_order(
+    answers: list, m: int, scales: dict[str, float], known_worst: list[int] | None = None
+) -> list[int]:
     """The known-scale limit: the scaled Plackett–Luce fit told every annotator's true scale."""
     parsed = parse_rankings(answers, m)
     fixed = np.array([scales[str(a.annotator)] for a in parsed])
-    fit = fit_round(parsed, m, fixed, np.ones(len(parsed)), fixed_scales=fixed)
+    fit = fit_round(
+        parsed, m, fixed, np.ones(len(parsed)), frozenset(known_worst or ()), fixed_scales=fixed
+    )
     return [int(i) for i in np.argsort(-fit.utilities, kind="stable")]
 
 
@@ -148,6 +159,71 @@ def quality_campaign(
         results["noisy_bt"]["tau"].append(_tau(order, values))
         results["noisy_bt"]["top1"].append(float(order[0] == int(np.argmin(values))))
     return results
+
+
+def orientation_campaign(
+    seed: int,
+    rounds: int = 20,
+    m: int = 8,
+    k: int | None = 3,
+    temperature: float = 0.5,
+    attention: bool = False,
+) -> dict[str, list[float]]:
+    """One campaign of the "sharp adversary" crowd (3 honest at different noise, a spammer, an
+    adversary as sharp as the best honest annotator), fresh items every round: per-round Kendall
+    tau to the truth of the default consensus and of the known-scale limit. With ``attention``
+    every round also shows a degraded copy of an item (known worst), as campaigns do."""
+    crowd = make_crowd(
+        5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed,
+        sharp_adversaries=True,
+    )
+    true_scales = {a.id: _true_scale(a) for a in crowd.annotators}
+    rng = np.random.default_rng([seed, 17])
+    reliability = AnnotatorReliability()
+    taus: dict[str, list[float]] = {"auto": [], "known_scale": []}
+    worst = [m] if attention else []
+    for round_number in range(rounds):
+        values = rng.standard_normal(m)
+        shown = np.append(values, values.max()) if attention else values
+        answers = crowd.rank(shown, round_number, worst)
+        consensus = aggregate(answers, len(shown), reliability=reliability, known_worst=worst)
+        oracle = _known_scale_order(answers, len(shown), true_scales, worst)
+        for method, order in (("auto", consensus.order), ("known_scale", oracle)):
+            taus[method].append(_tau([i for i in order if i < m], values))
+    return taus
+
+
+def orientation_study(
+    seeds: int, rounds: int, m: int, k: int, temperature: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Flipped campaigns (mean tau to the truth below 0) of the sharp-adversary crowd, without
+    and with attention checks, beside the known-scale limit."""
+    rows, per_campaign = [], {}
+    for attention in (False, True):
+        setting = f"sharp adversary, top-{k}" + (", attention checks" if attention else "")
+        runs = [orientation_campaign(s, rounds, m, k, temperature, attention) for s in range(seeds)]
+        auto = np.array([r["auto"] for r in runs])  # (seeds, rounds)
+        limit = np.array([r["known_scale"] for r in runs])
+        campaign_tau = auto.mean(axis=1)
+        rows.append(
+            {
+                "part": "orientation",
+                "setting": setting,
+                "campaigns": seeds,
+                "flips": int((campaign_tau < 0).sum()),
+                "limit flips": int((limit.mean(axis=1) < 0).sum()),
+                "tau mean": float(auto.mean()),
+                "known-scale limit": float(limit.mean()),
+                "gap to limit": float(limit.mean() - auto.mean()),
+                "worst campaign": float(campaign_tau.min()),
+                "tau rounds 1-5": float(auto[:, :5].mean()),
+            }
+        )
+        per_campaign[setting] = {
+            "flipped_seeds": [int(s) for s in np.nonzero(campaign_tau < 0)[0]],
+            "campaign_tau": campaign_tau.tolist(),
+        }
+    return rows, per_campaign
 
 
 def end_effect(
@@ -197,6 +273,12 @@ def feed_study(
 @click.option("--m", default=8, show_default=True, help="Items per round.")
 @click.option("--topk", default=3, show_default=True, help="k of the top-k setting.")
 @click.option("--temperature", default=0.5, show_default=True, help="Honest annotators' noise.")
+@click.option(
+    "--flip-seeds",
+    default=FLIP_SEEDS,
+    show_default=True,
+    help="Campaigns of the sharp-adversary crowd, counted for flips (each setting).",
+)
 @click.option("--end-rounds", default=40, show_default=True, help="Rounds of each end-effect run.")
 @click.option("--end-seeds", default=8, show_default=True, help="Seeds of the end-effect runs.")
 @click.option("--objective", default="projected", show_default=True)
@@ -209,6 +291,7 @@ def consensus_command(
     m: int,
     topk: int,
     temperature: float,
+    flip_seeds: int,
     end_rounds: int,
     end_seeds: int,
     objective: str,
@@ -218,7 +301,7 @@ def consensus_command(
 ) -> None:
     """Consensus methods side by side: tau/top-1 to the hidden truth, and f/f0 they lead to."""
     if quick:
-        seeds, rounds, end_rounds, end_seeds, dim = 2, 6, 8, 1, 16
+        seeds, rounds, end_rounds, end_seeds, dim, flip_seeds = 2, 6, 8, 1, 16, 4
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     per_round: dict[str, Any] = {}
@@ -258,6 +341,16 @@ def consensus_command(
             "old_auto_gap_to_limit": means["known_scale"] - means["weighted_kemeny"],
             "limit_target_met": bool(means["known_scale"] - means["auto"] <= LIMIT_GAP_TARGET),
         }
+
+    orientation_rows, per_campaign = orientation_study(flip_seeds, rounds, m, topk, temperature)
+    rows += orientation_rows
+    summary["orientation"] = {
+        "flips": {r["setting"]: r["flips"] for r in orientation_rows},
+        "gap_to_limit": {r["setting"]: r["gap to limit"] for r in orientation_rows},
+        "targets_met": all(
+            r["flips"] == 0 and r["gap to limit"] <= LIMIT_GAP_TARGET for r in orientation_rows
+        ),
+    }
 
     end_methods = ("auto", "borda", "plackett_luce", "kemeny")
     for method in end_methods:
@@ -322,6 +415,27 @@ def consensus_command(
     click.echo(format_table([r for r in rows if r["part"] == "quality"], quality_columns))
     click.echo()
     click.echo(
+        f"Orientation: {flip_seeds} campaigns x {rounds} rounds of 3 honest annotators, a spammer "
+        "and an adversary as sharp as the best honest one; a flip = mean tau to the truth < 0"
+    )
+    click.echo(
+        format_table(
+            orientation_rows,
+            [
+                "setting",
+                "campaigns",
+                "flips",
+                "limit flips",
+                "tau mean",
+                "known-scale limit",
+                "gap to limit",
+                "worst campaign",
+                "tau rounds 1-5",
+            ],
+        )
+    )
+    click.echo()
+    click.echo(
         f"End effect: f/f0 after {end_rounds} rounds on {objective} d={dim}, "
         f"{end_seeds} seeds, temperature {temperature} (lower is better). "
         "With tell(preferences) the unweighted methods share one pairwise matrix, so they coincide."
@@ -350,6 +464,11 @@ def consensus_command(
             f"below it (old auto {summary[setting]['old_auto_gap_to_limit']:.3f}; target <= "
             f"{LIMIT_GAP_TARGET}: {'met' if summary[setting]['limit_target_met'] else 'missed'})"
         )
+    click.echo(
+        f"orientation: {sum(summary['orientation']['flips'].values())} flipped campaigns, "
+        f"gap to the known-scale limit <= {LIMIT_GAP_TARGET} and no flips: "
+        f"{'met' if summary['orientation']['targets_met'] else 'missed'}"
+    )
     verdict = summary["feed"]
     click.echo(
         f"better feed with noisy crowds: tell({verdict['winner']}); over "
@@ -362,12 +481,14 @@ def consensus_command(
         "consensus",
         rows,
         per_round=per_round,
+        per_campaign=per_campaign,
         summary=summary,
         seeds=seeds,
         rounds=rounds,
         m=m,
         topk=topk,
         temperature=temperature,
+        flip_seeds=flip_seeds,
         end_rounds=end_rounds,
         end_seeds=end_seeds,
         objective=objective,
