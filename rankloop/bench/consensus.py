@@ -174,7 +174,12 @@ def orientation_campaign(
     tau to the truth of the default consensus and of the known-scale limit. With ``attention``
     every round also shows a degraded copy of an item (known worst), as campaigns do."""
     crowd = make_crowd(
-        5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed,
+        5,
+        spammers=1,
+        adversaries=1,
+        temperature=temperature,
+        k=k,
+        seed=seed,
         sharp_adversaries=True,
     )
     true_scales = {a.id: _true_scale(a) for a in crowd.annotators}

@@ -14,15 +14,19 @@ Without attention items nothing pulled it back: measured on the benchmark's "sha
 crowd, 6 campaigns in 1,000 spent all 20 rounds at a Kendall tau of about -0.7.
 
 The fix: after every round, compare the two modes under an honest-majority prior on the
-*signs*: each annotator's scale is positive with probability :data:`HONEST_PRIOR`, moved by
-their attention checks (each one passed or failed is a test of the sign that is right with
-probability :data:`CHECK_ACCURACY`). An annotator's own evidence about their sign is the data
-part of their belief (the belief less the prior it started from), which the mirror negates.
-The posterior odds of the present mode against its mirror multiply one factor per annotator,
-bounded by their prior odds, so a confident honest majority keeps the campaign the right way up
-however sharp the adversary, a spammer (sign unknown) counts for nothing, and attention checks
-can still show a reversed majority for what it is. When the mirror is more probable every
-belief is mirrored (its data part negated, the prior applied again) and the round refitted.
+*signs*: each annotator's scale is drawn from a two-sided mixture, positive with probability
+:data:`HONEST_PRIOR` moved by their attention checks (each one passed or failed is a test of
+the sign that is right with probability :data:`CHECK_ACCURACY`; the checks are the part of the
+likelihood that the mirror does not keep). As the likelihood is otherwise the same in both
+modes, the posterior odds are this prior's, one bounded factor per annotator: a sharp adversary
+counts as one annotator, not by their sharpness (as a sum of scales would), a spammer near 0
+counts for little, and attention checks can still show a reversed majority for what it is.
+The factor is read at each belief's mean, which still carries the Gaussian prior's pull
+towards the present mode: early, thin evidence does not swing the campaign back and forth
+(mirroring on the first round's noise sent some campaigns into a worse state), and once a few
+rounds agree that the honest majority reads negative, the mirror wins. Then every belief is
+mirrored (its data part negated, the prior applied again) and the round is refitted. Measured
+on 1,000 campaigns of that crowd: see ``rankloop bench consensus`` (orientation rows).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE
 
@@ -39,8 +42,6 @@ HONEST_PRIOR = 0.75
 #: Probability that an annotator of positive scale passes an attention check and one of
 #: negative scale fails it: how much one check says about the sign.
 CHECK_ACCURACY = 0.9
-#: Below this much information beyond the prior, a belief says nothing about the sign.
-MIN_INFORMATION = 1e-9
 
 
 def sign_log_odds(checks_passed: np.ndarray, checks_failed: np.ndarray) -> np.ndarray:
@@ -52,34 +53,25 @@ def sign_log_odds(checks_passed: np.ndarray, checks_failed: np.ndarray) -> np.nd
     return math.log(HONEST_PRIOR / (1.0 - HONEST_PRIOR)) + check * (passed - failed)
 
 
-def data_z(mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """The z-score of the data part of each belief: ``d sqrt(I)`` where the belief
-    ``N(mean, 1 / precision)`` is the prior times ``N(d, 1 / I)``, ``I = precision - prior``."""
-    mean = np.asarray(mean, dtype=float)
-    precision = np.asarray(precision, dtype=float)
-    information = precision - PRIOR_PRECISION
-    informed = information > MIN_INFORMATION
-    numerator = precision * mean - PRIOR_PRECISION * PRIOR_SCALE
-    return np.where(informed, numerator / np.sqrt(np.where(informed, information, 1.0)), 0.0)
-
-
 def mirror_log_odds(
     mean: np.ndarray, precision: np.ndarray, checks_passed: np.ndarray, checks_failed: np.ndarray
 ) -> float:
     """Log posterior odds of the present mode against its mirror (negative: mirror it).
 
-    Annotator ``j`` is positive with prior probability ``r = sigmoid(lambda_j)``
-    (:func:`sign_log_odds`) and, by their data, with probability ``q = Phi(z_j)`` in the
-    present mode and ``1 - q`` in the mirror; the factor is
-    ``(r q + (1 - r)(1 - q)) / (r (1 - q) + (1 - r) q)``, between ``exp(-|lambda_j|)`` and
-    ``exp(|lambda_j|)``.
+    The likelihood is the same in both modes, so the odds are the prior's: each scale is drawn
+    from ``r N(PRIOR_SCALE, 1 / PRIOR_PRECISION) + (1 - r) N(-PRIOR_SCALE, 1 / PRIOR_PRECISION)``
+    with ``r = sigmoid(lambda_j)`` (:func:`sign_log_odds`), and the mirror negates every scale,
+    so annotator ``j`` at scale ``s`` contributes
+    ``log((r e^{c s} + (1 - r) e^{-c s}) / (r e^{-c s} + (1 - r) e^{c s}))``,
+    ``c = PRIOR_SCALE * PRIOR_PRECISION``: about ``2 c s (2 r - 1)`` for a scale near 0 (a
+    spammer counts for little) and never more than ``|lambda_j|`` (a sharp adversary counts as
+    one annotator, not as their sharpness).
     """
-    z = data_z(mean, precision)
-    log_q, log_not_q = log_ndtr(z), log_ndtr(-z)
+    c = PRIOR_SCALE * PRIOR_PRECISION * np.asarray(mean, dtype=float)
     lam = sign_log_odds(checks_passed, checks_failed)
     log_r, log_not_r = -np.logaddexp(0.0, -lam), -np.logaddexp(0.0, lam)
-    present = np.logaddexp(log_r + log_q, log_not_r + log_not_q)
-    mirrored = np.logaddexp(log_r + log_not_q, log_not_r + log_q)
+    present = np.logaddexp(log_r + c, log_not_r - c)
+    mirrored = np.logaddexp(log_r - c, log_not_r + c)
     return float((present - mirrored).sum())
 
 
@@ -88,4 +80,3 @@ def mirrored_mean(mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     mean = np.asarray(mean, dtype=float)
     precision = np.asarray(precision, dtype=float)
     return 2.0 * PRIOR_PRECISION * PRIOR_SCALE / precision - mean
-

@@ -155,7 +155,8 @@ class AnnotatorReliability:
         keys = sorted(self._scales)
         if not keys:
             return False
-        mean, precision = (np.array(column) for column in zip(*(self._scales[k] for k in keys)))
+        beliefs = np.array([self._scales[key] for key in keys])
+        mean, precision = beliefs[:, 0], beliefs[:, 1]
         evidence = [self._evidence(key) for key in keys]
         passed = np.array([e.checks_passed for e in evidence])
         failed = np.array([e.checks_failed for e in evidence])
