@@ -143,7 +143,7 @@ def test_a_campaign_that_used_to_turn_upside_down_stays_the_right_way_up(seed):
 
 @pytest.mark.parametrize("attention", [False, True])
 def test_an_honest_majority_consensus_correlates_positively_with_the_truth(attention):
-    campaign_taus = [np.mean(sharp_campaign(seed, 12, attention)[2]) for seed in (77, 214, 542)]
+    campaign_taus = [np.mean(sharp_campaign(seed, 20, attention)[2]) for seed in (77, 214, 542)]
     assert min(campaign_taus) > 0.3
 
 
