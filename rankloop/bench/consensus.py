@@ -12,7 +12,8 @@ hindsight, the most favourable setup it can have.
 Orientation. The "sharp adversary" crowd (3 honest annotators at different noise, a spammer, an
 adversary reversing as sharply as the best honest one), top-k answers, fresh items every round,
 without and with attention checks: how many campaigns (``--flip-seeds``) the default consensus
-spends upside down (mean tau to the truth below 0), beside the known-scale limit.
+spends upside down (mean tau to the truth below 0), beside the known-scale limit
+(:mod:`.consensus_orientation`; `--orientation-only` runs these rows alone).
 
 Part 2, end effect. The simulated crowd steers ``RankSGD`` on a synthetic objective for N
 rounds; f/f0 at the end, per consensus method, with the optimizer told either the consensus
@@ -29,13 +30,20 @@ import click
 import numpy as np
 from scipy.stats import wilcoxon
 
+from rankloop.bench.consensus_orientation import (
+    FLIP_SEEDS,
+    known_scale_order,
+    orientation_report,
+    orientation_study,
+    orientation_summary,
+    tau_to_truth,
+    true_scale,
+)
 from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
-from rankloop.core.consensus.evidence import parse_rankings
-from rankloop.core.consensus.scaled_pl import fit_round
 from rankloop.core.contracts import FEEDS, Feed
 from rankloop.simulation.campaign import run_campaign
-from rankloop.simulation.crowd import SimulatedAnnotator, make_crowd
+from rankloop.simulation.crowd import make_crowd
 
 QUALITY_METHODS = (
     "auto",
@@ -60,17 +68,6 @@ LABELS = {
 BASELINES = ("borda", "plackett_luce", "noisy_bt")
 #: The issue's target: the default consensus within this much mean tau of the known-scale limit.
 LIMIT_GAP_TARGET = 0.03
-#: Campaigns of the sharp-adversary crowd per setting by default (the issue's check used 1,000).
-FLIP_SEEDS = 100
-
-
-def _tau(order: list[int], values: np.ndarray) -> float:
-    from scipy.stats import kendalltau
-
-    position = np.empty(len(order))
-    position[order] = np.arange(len(order))
-    tau = kendalltau(position, values).statistic
-    return float(tau) if np.isfinite(tau) else 0.0
 
 
 def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> list[list[int]]:
@@ -110,32 +107,12 @@ def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> lis
     return orders
 
 
-def _true_scale(annotator: SimulatedAnnotator) -> float:
-    """The scale of the scaled Plackett–Luce model that generates this annotator's answers."""
-    if annotator.kind == "spammer":
-        return 0.0
-    sign = -1.0 if annotator.kind == "adversary" else 1.0
-    return sign / annotator.temperature
-
-
-def _known_scale_order(
-    answers: list, m: int, scales: dict[str, float], known_worst: list[int] | None = None
-) -> list[int]:
-    """The known-scale limit: the scaled Plackett–Luce fit told every annotator's true scale."""
-    parsed = parse_rankings(answers, m)
-    fixed = np.array([scales[str(a.annotator)] for a in parsed])
-    fit = fit_round(
-        parsed, m, fixed, np.ones(len(parsed)), frozenset(known_worst or ()), fixed_scales=fixed
-    )
-    return [int(i) for i in np.argsort(-fit.utilities, kind="stable")]
-
-
 def quality_campaign(
     seed: int, rounds: int = 20, m: int = 8, k: int | None = None, temperature: float = 0.5
 ) -> dict[str, dict[str, list[float]]]:
     """One campaign: per method, per-round Kendall tau and top-1 hits to the hidden truth."""
     crowd = make_crowd(5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed)
-    true_scales = {a.id: _true_scale(a) for a in crowd.annotators}
+    true_scales = {a.id: true_scale(a) for a in crowd.annotators}
     rng = np.random.default_rng([seed, 17])
     reliability = {method: AnnotatorReliability() for method in QUALITY_METHODS}
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -145,90 +122,20 @@ def quality_campaign(
         answers = crowd.rank(values, round_number)
         campaign.append((round_number, answers))
         truths.append(values)
-        oracle = _known_scale_order(answers, m, true_scales)
-        results["known_scale"]["tau"].append(_tau(oracle, values))
+        oracle = known_scale_order(answers, m, true_scales)
+        results["known_scale"]["tau"].append(tau_to_truth(oracle, values))
         results["known_scale"]["top1"].append(float(oracle[0] == int(np.argmin(values))))
         for method in QUALITY_METHODS:
             if method in ("noisy_bt", "known_scale"):
                 continue
             consensus = aggregate(answers, m, method=method, reliability=reliability[method])
             order = list(consensus.order)
-            results[method]["tau"].append(_tau(order, values))
+            results[method]["tau"].append(tau_to_truth(order, values))
             results[method]["top1"].append(float(order[0] == int(np.argmin(values))))
     for order, values in zip(_noisy_bt_orders(campaign, m, seed), truths, strict=True):
-        results["noisy_bt"]["tau"].append(_tau(order, values))
+        results["noisy_bt"]["tau"].append(tau_to_truth(order, values))
         results["noisy_bt"]["top1"].append(float(order[0] == int(np.argmin(values))))
     return results
-
-
-def orientation_campaign(
-    seed: int,
-    rounds: int = 20,
-    m: int = 8,
-    k: int | None = 3,
-    temperature: float = 0.5,
-    attention: bool = False,
-) -> dict[str, list[float]]:
-    """One campaign of the "sharp adversary" crowd (3 honest at different noise, a spammer, an
-    adversary as sharp as the best honest annotator), fresh items every round: per-round Kendall
-    tau to the truth of the default consensus and of the known-scale limit. With ``attention``
-    every round also shows a degraded copy of an item (known worst), as campaigns do."""
-    crowd = make_crowd(
-        5,
-        spammers=1,
-        adversaries=1,
-        temperature=temperature,
-        k=k,
-        seed=seed,
-        sharp_adversaries=True,
-    )
-    true_scales = {a.id: _true_scale(a) for a in crowd.annotators}
-    rng = np.random.default_rng([seed, 17])
-    reliability = AnnotatorReliability()
-    taus: dict[str, list[float]] = {"auto": [], "known_scale": []}
-    worst = [m] if attention else []
-    for round_number in range(rounds):
-        values = rng.standard_normal(m)
-        shown = np.append(values, values.max()) if attention else values
-        answers = crowd.rank(shown, round_number, worst)
-        consensus = aggregate(answers, len(shown), reliability=reliability, known_worst=worst)
-        oracle = _known_scale_order(answers, len(shown), true_scales, worst)
-        for method, order in (("auto", consensus.order), ("known_scale", oracle)):
-            taus[method].append(_tau([i for i in order if i < m], values))
-    return taus
-
-
-def orientation_study(
-    seeds: int, rounds: int, m: int, k: int, temperature: float
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Flipped campaigns (mean tau to the truth below 0) of the sharp-adversary crowd, without
-    and with attention checks, beside the known-scale limit."""
-    rows, per_campaign = [], {}
-    for attention in (False, True):
-        setting = f"sharp adversary, top-{k}" + (", attention checks" if attention else "")
-        runs = [orientation_campaign(s, rounds, m, k, temperature, attention) for s in range(seeds)]
-        auto = np.array([r["auto"] for r in runs])  # (seeds, rounds)
-        limit = np.array([r["known_scale"] for r in runs])
-        campaign_tau = auto.mean(axis=1)
-        rows.append(
-            {
-                "part": "orientation",
-                "setting": setting,
-                "campaigns": seeds,
-                "flips": int((campaign_tau < 0).sum()),
-                "limit flips": int((limit.mean(axis=1) < 0).sum()),
-                "tau mean": float(auto.mean()),
-                "known-scale limit": float(limit.mean()),
-                "gap to limit": float(limit.mean() - auto.mean()),
-                "worst campaign": float(campaign_tau.min()),
-                "tau rounds 1-5": float(auto[:, :5].mean()),
-            }
-        )
-        per_campaign[setting] = {
-            "flipped_seeds": [int(s) for s in np.nonzero(campaign_tau < 0)[0]],
-            "campaign_tau": campaign_tau.tolist(),
-        }
-    return rows, per_campaign
 
 
 def end_effect(
@@ -272,6 +179,37 @@ def feed_study(
     }
 
 
+def _orientation_only(
+    flip_seeds: int,
+    rounds: int,
+    m: int,
+    topk: int,
+    temperature: float,
+    out: str,
+    quick: bool,
+    started: float,
+) -> None:
+    rows, per_campaign = orientation_study(flip_seeds, rounds, m, topk, temperature)
+    summary = {"orientation": orientation_summary(rows, LIMIT_GAP_TARGET)}
+    click.echo(orientation_report(rows, summary["orientation"], rounds, LIMIT_GAP_TARGET))
+    path = save_results(
+        out,
+        "consensus",
+        rows,
+        per_campaign=per_campaign,
+        summary=summary,
+        rounds=rounds,
+        m=m,
+        topk=topk,
+        temperature=temperature,
+        flip_seeds=flip_seeds,
+        orientation_only=True,
+        quick=quick,
+        seconds=time.perf_counter() - started,
+    )
+    click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
+
+
 @click.command("consensus")
 @click.option("--seeds", default=10, show_default=True, help="Campaigns per setting.")
 @click.option("--rounds", default=20, show_default=True, help="Rounds per quality campaign.")
@@ -288,6 +226,11 @@ def feed_study(
 @click.option("--end-seeds", default=8, show_default=True, help="Seeds of the end-effect runs.")
 @click.option("--objective", default="projected", show_default=True)
 @click.option("--dim", default=64, show_default=True)
+@click.option(
+    "--orientation-only",
+    is_flag=True,
+    help="Only the orientation rows (flipped campaigns), e.g. with --flip-seeds 1000.",
+)
 @click.option("--quick", is_flag=True, help="Smoke run: 2 seeds, few rounds.")
 @click.option("--out", default="bench-results/consensus.json", show_default=True)
 def consensus_command(
@@ -301,6 +244,7 @@ def consensus_command(
     end_seeds: int,
     objective: str,
     dim: int,
+    orientation_only: bool,
     quick: bool,
     out: str,
 ) -> None:
@@ -308,6 +252,9 @@ def consensus_command(
     if quick:
         seeds, rounds, end_rounds, end_seeds, dim, flip_seeds = 2, 6, 8, 1, 16, 4
     started = time.perf_counter()
+    if orientation_only:
+        _orientation_only(flip_seeds, rounds, m, topk, temperature, out, quick, started)
+        return
     rows: list[dict[str, Any]] = []
     per_round: dict[str, Any] = {}
     summary: dict[str, Any] = {}
@@ -349,13 +296,7 @@ def consensus_command(
 
     orientation_rows, per_campaign = orientation_study(flip_seeds, rounds, m, topk, temperature)
     rows += orientation_rows
-    summary["orientation"] = {
-        "flips": {r["setting"]: r["flips"] for r in orientation_rows},
-        "gap_to_limit": {r["setting"]: r["gap to limit"] for r in orientation_rows},
-        "targets_met": all(
-            r["flips"] == 0 and r["gap to limit"] <= LIMIT_GAP_TARGET for r in orientation_rows
-        ),
-    }
+    summary["orientation"] = orientation_summary(orientation_rows, LIMIT_GAP_TARGET)
 
     end_methods = ("auto", "borda", "plackett_luce", "kemeny")
     for method in end_methods:
@@ -420,24 +361,7 @@ def consensus_command(
     click.echo(format_table([r for r in rows if r["part"] == "quality"], quality_columns))
     click.echo()
     click.echo(
-        f"Orientation: {flip_seeds} campaigns x {rounds} rounds of 3 honest annotators, a spammer "
-        "and an adversary as sharp as the best honest one; a flip = mean tau to the truth < 0"
-    )
-    click.echo(
-        format_table(
-            orientation_rows,
-            [
-                "setting",
-                "campaigns",
-                "flips",
-                "limit flips",
-                "tau mean",
-                "known-scale limit",
-                "gap to limit",
-                "worst campaign",
-                "tau rounds 1-5",
-            ],
-        )
+        orientation_report(orientation_rows, summary["orientation"], rounds, LIMIT_GAP_TARGET)
     )
     click.echo()
     click.echo(
@@ -469,11 +393,6 @@ def consensus_command(
             f"below it (old auto {summary[setting]['old_auto_gap_to_limit']:.3f}; target <= "
             f"{LIMIT_GAP_TARGET}: {'met' if summary[setting]['limit_target_met'] else 'missed'})"
         )
-    click.echo(
-        f"orientation: {sum(summary['orientation']['flips'].values())} flipped campaigns, "
-        f"gap to the known-scale limit <= {LIMIT_GAP_TARGET} and no flips: "
-        f"{'met' if summary['orientation']['targets_met'] else 'missed'}"
-    )
     verdict = summary["feed"]
     click.echo(
         f"better feed with noisy crowds: tell({verdict['winner']}); over "
