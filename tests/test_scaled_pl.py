@@ -11,6 +11,7 @@ from scipy.stats import kendalltau
 
 from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.core.consensus.evidence import parse_rankings
+from rankloop.core.consensus.orientation import mirror_log_odds, mirrored_mean
 from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE, fit_round
 from rankloop.simulation.crowd import make_crowd
 
@@ -96,3 +97,87 @@ def test_a_pool_seeds_scales_discounted():
     mean, precision = seeded.scale("a0")
     assert mean < 0
     assert PRIOR_PRECISION <= precision < reliability.scale("a0")[1]
+
+
+# -- orientation: the consensus never turns upside down (issue 23) -----------------------------
+
+
+def sharp_campaign(seed, rounds=20, attention=False, order=None):
+    """The issue's crowd: 3 honest at different noise, a spammer, an adversary as sharp as the
+    best honest annotator; top-3 answers, fresh items every round."""
+    crowd = make_crowd(5, spammers=1, adversaries=1, k=3, seed=seed, sharp_adversaries=True)
+    rng = np.random.default_rng([seed, 17])
+    reliability = AnnotatorReliability()
+    taus, consensuses = [], []
+    worst = [8] if attention else []
+    for round_number in range(rounds):
+        values = rng.standard_normal(8)
+        shown = np.append(values, values.max()) if attention else values
+        answers = crowd.rank(shown, round_number, worst)
+        if order is not None:
+            answers = [answers[i] for i in order]
+        consensus = aggregate(answers, len(shown), reliability=reliability, known_worst=worst)
+        real = [i for i in consensus.order if i < 8]
+        taus.append(kendalltau(np.argsort(real), values).statistic)
+        consensuses.append(consensus)
+    return reliability, consensuses, taus
+
+
+def test_the_sharp_adversary_crowd_has_the_adversary_as_sharp_as_the_best_honest():
+    crowd = make_crowd(5, spammers=1, adversaries=1, seed=77, sharp_adversaries=True)
+    honest = [a.temperature for a in crowd.annotators if a.kind == "honest"]
+    assert crowd.annotators[-1].kind == "adversary"
+    assert crowd.annotators[-1].temperature == min(honest) < 0.5
+
+
+@pytest.mark.parametrize("seed", [77, 212])
+def test_a_campaign_that_used_to_turn_upside_down_stays_the_right_way_up(seed):
+    # These seeds spent all 20 rounds at a mean tau of about -0.7 before the orientation
+    # check: the first rounds' thin evidence sided with the spammer and the adversary.
+    reliability, _, taus = sharp_campaign(seed)
+    assert np.mean(taus) > 0.4
+    assert np.mean(taus[-10:]) > 0.6  # the right way up for good
+    scale = {a: reliability.scale(a)[0] for a in ("h0", "h1", "h2", "s0", "a0")}
+    assert min(scale["h0"], scale["h1"], scale["h2"]) > 0 > scale["a0"]
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_an_honest_majority_consensus_correlates_positively_with_the_truth(attention):
+    campaign_taus = [np.mean(sharp_campaign(seed, 20, attention)[2]) for seed in (77, 214, 542)]
+    assert min(campaign_taus) > 0.3
+
+
+def test_the_fit_does_not_depend_on_the_order_of_the_answers():
+    forward, ahead, _ = sharp_campaign(77, rounds=6)
+    backward, behind, _ = sharp_campaign(77, rounds=6, order=[4, 3, 2, 1, 0])
+    for one, other in zip(ahead, behind, strict=True):
+        assert one.order == other.order
+        np.testing.assert_allclose(one.scores, other.scores, atol=1e-6)
+        assert one.weights == pytest.approx(other.weights, abs=1e-6)
+    one, other = forward.to_dict()["scales"], backward.to_dict()["scales"]
+    assert one.keys() == other.keys()
+    for key in one:
+        assert one[key] == pytest.approx(other[key])
+
+
+def test_the_mirror_of_a_reversed_majority_is_preferred_and_mirroring_twice_is_identity():
+    # Three annotators confidently negative, one positive, a spammer: read the other way up.
+    mean = np.array([-1.0, -1.2, -0.9, 1.5, 0.1])
+    precision = np.array([8.0, 8.0, 8.0, 8.0, 8.0])
+    none = np.zeros(5)
+    assert mirror_log_odds(mean, precision, none, none) < 0
+    mirrored = mirrored_mean(mean, precision)
+    assert mirror_log_odds(mirrored, precision, none, none) > 0
+    np.testing.assert_allclose(mirrored_mean(mirrored, precision), mean)
+    # A belief never updated is the prior, whichever way up.
+    assert mirrored_mean(np.array([PRIOR_SCALE]), np.array([PRIOR_PRECISION]))[0] == PRIOR_SCALE
+
+
+def test_attention_checks_outweigh_the_honest_majority_prior():
+    # The same beliefs, but the three negative annotators failed their checks and the positive
+    # one passed: the present mode is the right one (a reversed majority, shown up by checks).
+    mean = np.array([-1.0, -1.2, -0.9, 1.5, 0.1])
+    precision = np.full(5, 8.0)
+    passed = np.array([0.0, 0.0, 0.0, 4.0, 2.0])
+    failed = np.array([4.0, 4.0, 4.0, 0.0, 2.0])
+    assert mirror_log_odds(mean, precision, passed, failed) > 0

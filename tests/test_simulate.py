@@ -100,7 +100,32 @@ def test_bench_consensus_quick(tmp_path):
     document = json.loads(out.read_text())
     assert document["benchmark"] == "consensus"
     parts = {row["part"] for row in document["rows"]}
-    assert parts == {"quality", "end effect", "feed"}
+    assert parts == {"quality", "orientation", "end effect", "feed"}
     methods = {row["method"] for row in document["rows"] if row["part"] == "quality"}
     assert {"rankloop auto", "Borda", "choix PL-MLE", "crowd-kit NoisyBT"} <= methods
     assert document["meta"]["summary"]["feed"]["winner"] in ("order", "pairwise")
+    assert "flipped campaigns" in result.output
+
+
+def test_bench_consensus_orientation_counts_flipped_campaigns(tmp_path):
+    out = tmp_path / "orientation.json"
+    result = CliRunner().invoke(
+        main,
+        ["bench", "consensus", "--orientation-only", "--flip-seeds", "2", "--rounds", "3"]
+        + ["--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    rows = document["rows"]
+    assert [row["setting"] for row in rows] == [
+        "sharp adversary, top-3",
+        "sharp adversary, top-3, attention checks",
+    ]
+    for row in rows:
+        assert row["campaigns"] == 2
+        assert row["flips"] == len(
+            document["meta"]["per_campaign"][row["setting"]]["flipped_seeds"]
+        )
+        assert {"known-scale limit", "gap to limit", "limit flips"} <= row.keys()
+    assert "flipped campaigns" in result.output

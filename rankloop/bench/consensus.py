@@ -9,6 +9,12 @@ campaign (all 20 rounds, items of different rounds kept apart, workers shared, l
 shuffled so its position-bias term learns nothing spurious): it sees every round's data in
 hindsight, the most favourable setup it can have.
 
+Orientation. The "sharp adversary" crowd (3 honest annotators at different noise, a spammer, an
+adversary reversing as sharply as the best honest one), top-k answers, fresh items every round,
+without and with attention checks: how many campaigns (``--flip-seeds``) the default consensus
+spends upside down (mean tau to the truth below 0), beside the known-scale limit
+(:mod:`.consensus_orientation`; `--orientation-only` runs these rows alone).
+
 Part 2, end effect. The simulated crowd steers ``RankSGD`` on a synthetic objective for N
 rounds; f/f0 at the end, per consensus method, with the optimizer told either the consensus
 order (``tell(order)``) or its weighted pairwise matrix (``tell(preferences=W)``).
@@ -24,13 +30,20 @@ import click
 import numpy as np
 from scipy.stats import wilcoxon
 
+from rankloop.bench.consensus_orientation import (
+    FLIP_SEEDS,
+    known_scale_order,
+    orientation_report,
+    orientation_study,
+    orientation_summary,
+    tau_to_truth,
+    true_scale,
+)
 from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
-from rankloop.core.consensus.evidence import parse_rankings
-from rankloop.core.consensus.scaled_pl import fit_round
 from rankloop.core.contracts import FEEDS, Feed
 from rankloop.simulation.campaign import run_campaign
-from rankloop.simulation.crowd import SimulatedAnnotator, make_crowd
+from rankloop.simulation.crowd import make_crowd
 
 QUALITY_METHODS = (
     "auto",
@@ -55,15 +68,6 @@ LABELS = {
 BASELINES = ("borda", "plackett_luce", "noisy_bt")
 #: The issue's target: the default consensus within this much mean tau of the known-scale limit.
 LIMIT_GAP_TARGET = 0.03
-
-
-def _tau(order: list[int], values: np.ndarray) -> float:
-    from scipy.stats import kendalltau
-
-    position = np.empty(len(order))
-    position[order] = np.arange(len(order))
-    tau = kendalltau(position, values).statistic
-    return float(tau) if np.isfinite(tau) else 0.0
 
 
 def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> list[list[int]]:
@@ -103,28 +107,12 @@ def _noisy_bt_orders(campaign: list[tuple[int, list]], m: int, seed: int) -> lis
     return orders
 
 
-def _true_scale(annotator: SimulatedAnnotator) -> float:
-    """The scale of the scaled Plackett–Luce model that generates this annotator's answers."""
-    if annotator.kind == "spammer":
-        return 0.0
-    sign = -1.0 if annotator.kind == "adversary" else 1.0
-    return sign / annotator.temperature
-
-
-def _known_scale_order(answers: list, m: int, scales: dict[str, float]) -> list[int]:
-    """The known-scale limit: the scaled Plackett–Luce fit told every annotator's true scale."""
-    parsed = parse_rankings(answers, m)
-    fixed = np.array([scales[str(a.annotator)] for a in parsed])
-    fit = fit_round(parsed, m, fixed, np.ones(len(parsed)), fixed_scales=fixed)
-    return [int(i) for i in np.argsort(-fit.utilities, kind="stable")]
-
-
 def quality_campaign(
     seed: int, rounds: int = 20, m: int = 8, k: int | None = None, temperature: float = 0.5
 ) -> dict[str, dict[str, list[float]]]:
     """One campaign: per method, per-round Kendall tau and top-1 hits to the hidden truth."""
     crowd = make_crowd(5, spammers=1, adversaries=1, temperature=temperature, k=k, seed=seed)
-    true_scales = {a.id: _true_scale(a) for a in crowd.annotators}
+    true_scales = {a.id: true_scale(a) for a in crowd.annotators}
     rng = np.random.default_rng([seed, 17])
     reliability = {method: AnnotatorReliability() for method in QUALITY_METHODS}
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -134,18 +122,18 @@ def quality_campaign(
         answers = crowd.rank(values, round_number)
         campaign.append((round_number, answers))
         truths.append(values)
-        oracle = _known_scale_order(answers, m, true_scales)
-        results["known_scale"]["tau"].append(_tau(oracle, values))
+        oracle = known_scale_order(answers, m, true_scales)
+        results["known_scale"]["tau"].append(tau_to_truth(oracle, values))
         results["known_scale"]["top1"].append(float(oracle[0] == int(np.argmin(values))))
         for method in QUALITY_METHODS:
             if method in ("noisy_bt", "known_scale"):
                 continue
             consensus = aggregate(answers, m, method=method, reliability=reliability[method])
             order = list(consensus.order)
-            results[method]["tau"].append(_tau(order, values))
+            results[method]["tau"].append(tau_to_truth(order, values))
             results[method]["top1"].append(float(order[0] == int(np.argmin(values))))
     for order, values in zip(_noisy_bt_orders(campaign, m, seed), truths, strict=True):
-        results["noisy_bt"]["tau"].append(_tau(order, values))
+        results["noisy_bt"]["tau"].append(tau_to_truth(order, values))
         results["noisy_bt"]["top1"].append(float(order[0] == int(np.argmin(values))))
     return results
 
@@ -191,16 +179,58 @@ def feed_study(
     }
 
 
+def _orientation_only(
+    flip_seeds: int,
+    rounds: int,
+    m: int,
+    topk: int,
+    temperature: float,
+    out: str,
+    quick: bool,
+    started: float,
+) -> None:
+    rows, per_campaign = orientation_study(flip_seeds, rounds, m, topk, temperature)
+    summary = {"orientation": orientation_summary(rows, LIMIT_GAP_TARGET)}
+    click.echo(orientation_report(rows, summary["orientation"], rounds, LIMIT_GAP_TARGET))
+    path = save_results(
+        out,
+        "consensus",
+        rows,
+        per_campaign=per_campaign,
+        summary=summary,
+        rounds=rounds,
+        m=m,
+        topk=topk,
+        temperature=temperature,
+        flip_seeds=flip_seeds,
+        orientation_only=True,
+        quick=quick,
+        seconds=time.perf_counter() - started,
+    )
+    click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
+
+
 @click.command("consensus")
 @click.option("--seeds", default=10, show_default=True, help="Campaigns per setting.")
 @click.option("--rounds", default=20, show_default=True, help="Rounds per quality campaign.")
 @click.option("--m", default=8, show_default=True, help="Items per round.")
 @click.option("--topk", default=3, show_default=True, help="k of the top-k setting.")
 @click.option("--temperature", default=0.5, show_default=True, help="Honest annotators' noise.")
+@click.option(
+    "--flip-seeds",
+    default=FLIP_SEEDS,
+    show_default=True,
+    help="Campaigns of the sharp-adversary crowd, counted for flips (each setting).",
+)
 @click.option("--end-rounds", default=40, show_default=True, help="Rounds of each end-effect run.")
 @click.option("--end-seeds", default=8, show_default=True, help="Seeds of the end-effect runs.")
 @click.option("--objective", default="projected", show_default=True)
 @click.option("--dim", default=64, show_default=True)
+@click.option(
+    "--orientation-only",
+    is_flag=True,
+    help="Only the orientation rows (flipped campaigns), e.g. with --flip-seeds 1000.",
+)
 @click.option("--quick", is_flag=True, help="Smoke run: 2 seeds, few rounds.")
 @click.option("--out", default="bench-results/consensus.json", show_default=True)
 def consensus_command(
@@ -209,17 +239,22 @@ def consensus_command(
     m: int,
     topk: int,
     temperature: float,
+    flip_seeds: int,
     end_rounds: int,
     end_seeds: int,
     objective: str,
     dim: int,
+    orientation_only: bool,
     quick: bool,
     out: str,
 ) -> None:
     """Consensus methods side by side: tau/top-1 to the hidden truth, and f/f0 they lead to."""
     if quick:
-        seeds, rounds, end_rounds, end_seeds, dim = 2, 6, 8, 1, 16
+        seeds, rounds, end_rounds, end_seeds, dim, flip_seeds = 2, 6, 8, 1, 16, 4
     started = time.perf_counter()
+    if orientation_only:
+        _orientation_only(flip_seeds, rounds, m, topk, temperature, out, quick, started)
+        return
     rows: list[dict[str, Any]] = []
     per_round: dict[str, Any] = {}
     summary: dict[str, Any] = {}
@@ -258,6 +293,10 @@ def consensus_command(
             "old_auto_gap_to_limit": means["known_scale"] - means["weighted_kemeny"],
             "limit_target_met": bool(means["known_scale"] - means["auto"] <= LIMIT_GAP_TARGET),
         }
+
+    orientation_rows, per_campaign = orientation_study(flip_seeds, rounds, m, topk, temperature)
+    rows += orientation_rows
+    summary["orientation"] = orientation_summary(orientation_rows, LIMIT_GAP_TARGET)
 
     end_methods = ("auto", "borda", "plackett_luce", "kemeny")
     for method in end_methods:
@@ -322,6 +361,10 @@ def consensus_command(
     click.echo(format_table([r for r in rows if r["part"] == "quality"], quality_columns))
     click.echo()
     click.echo(
+        orientation_report(orientation_rows, summary["orientation"], rounds, LIMIT_GAP_TARGET)
+    )
+    click.echo()
+    click.echo(
         f"End effect: f/f0 after {end_rounds} rounds on {objective} d={dim}, "
         f"{end_seeds} seeds, temperature {temperature} (lower is better). "
         "With tell(preferences) the unweighted methods share one pairwise matrix, so they coincide."
@@ -362,12 +405,14 @@ def consensus_command(
         "consensus",
         rows,
         per_round=per_round,
+        per_campaign=per_campaign,
         summary=summary,
         seeds=seeds,
         rounds=rounds,
         m=m,
         topk=topk,
         temperature=temperature,
+        flip_seeds=flip_seeds,
         end_rounds=end_rounds,
         end_seeds=end_seeds,
         objective=objective,

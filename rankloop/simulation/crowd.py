@@ -212,12 +212,15 @@ def make_crowd(
     tie_rate: float = 0.0,
     seed: int = 0,
     scale: str = "relative",
+    sharp_adversaries: bool = False,
 ) -> Crowd:
     """A crowd of ``annotators``: honest ones first, then ``spammers``, then ``adversaries``.
 
     Honest annotators' temperatures spread log-uniformly over ``[temperature / 2,
     temperature * 2]`` (drawn from ``seed``): some are more careful than others. Adversaries
-    reverse a ranking made at ``temperature``. Ids are ``"h0", "h1", ...`` (honest), ``"s0",
+    reverse a ranking made at ``temperature``, or with ``sharp_adversaries`` at the most careful
+    honest annotator's temperature (as sure of their reversed answers as the best honest one
+    is of theirs). Ids are ``"h0", "h1", ...`` (honest), ``"s0",
     ...`` (spammers) and ``"a0", ...`` (adversaries).
     """
     honest = annotators - spammers - adversaries
@@ -235,7 +238,8 @@ def make_crowd(
     members += [
         SimulatedAnnotator(f"s{i}", "spammer", temperature, **common) for i in range(spammers)
     ]
+    sharpest = float(temperatures.min()) if sharp_adversaries and honest else temperature
     members += [
-        SimulatedAnnotator(f"a{i}", "adversary", temperature, **common) for i in range(adversaries)
+        SimulatedAnnotator(f"a{i}", "adversary", sharpest, **common) for i in range(adversaries)
     ]
     return Crowd(tuple(members), seed=seed, scale=scale)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rankloop.core.consensus.evidence import Answer, annotator_key, signed_votes
+from rankloop.core.consensus.orientation import mirror_log_odds, mirrored_mean
 from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE
 from rankloop.core.errors import InvalidInput
 
@@ -146,6 +147,26 @@ class AnnotatorReliability:
     def record_scale(self, annotator_id: Hashable, mean: float, precision: float) -> None:
         """Replace the annotator's scale belief (done by :func:`aggregate`)."""
         self._scales[annotator_key(annotator_id)] = (float(mean), float(precision))
+
+    def orient_scales(self) -> bool:
+        """Mirror every scale belief when the mirror mode is the more probable (an
+        honest-majority prior on the signs plus the attention checks; see
+        :mod:`.orientation`). True if it mirrored them."""
+        keys = sorted(self._scales)
+        if not keys:
+            return False
+        beliefs = np.array([self._scales[key] for key in keys])
+        mean, precision = beliefs[:, 0], beliefs[:, 1]
+        evidence = [self._evidence(key) for key in keys]
+        passed = np.array([e.checks_passed for e in evidence])
+        failed = np.array([e.checks_failed for e in evidence])
+        if mirror_log_odds(mean, precision, passed, failed) >= 0.0:
+            return False
+        for key, new_mean, new_precision in zip(
+            keys, mirrored_mean(mean, precision), precision, strict=True
+        ):
+            self._scales[key] = (float(new_mean), float(new_precision))
+        return True
 
     def rounds(self, annotator_id: Hashable) -> int:
         """Rounds of this campaign in which the annotator answered."""

@@ -29,6 +29,11 @@ log-likelihood in ``s_j``, exact for the Gaussian part and close once a few roun
 Attention items (known to be worst) are held at utility ``-ATTENTION_UTILITY``, so an annotator
 who ranks one high gains evidence for a low or negative scale whatever the others answered.
 
+The likelihood is unchanged when every scale and every utility change sign, so the campaign's
+posterior has a mirror mode that fits the answers as well; which of the two the beliefs sit in
+is checked after every round by :mod:`.orientation` (an honest-majority prior on the signs,
+and the attention checks), called from :func:`~rankloop.core.consensus.aggregate.aggregate`.
+
 References
 ----------
 Plackett, R. L. (1975). The analysis of permutations. *Applied Statistics* 24(2).
