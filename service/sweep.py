@@ -17,7 +17,8 @@ from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import CAMPAIGN_LIVE, HEARTBEAT_STALE_S, RoundStatus
+from rankloop.core.contracts import CAMPAIGN_LIVE, RoundStatus
+from rankloop.core.settings import Settings
 from service.closing import close_if_ready, count_rankings, open_round, record_failure
 from service.config import app_settings
 from service.driver import CAMPAIGNS, ROUNDS
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 # A render whose message never left (the broker was down at commit) is sent after this grace.
 UNSENT_GRACE = dt.timedelta(seconds=30)
-# A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
-HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
 # Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
 UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
 LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
@@ -95,11 +94,12 @@ def _resend(
         session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
         return Outcome()
     timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
+    stale = stale_after()
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
     reason: str | None = None
     if sent + timeout <= now:
         reason = UNSENT if round_.render_enqueued_at is None else TIMEOUT
-    elif sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now):
+    elif sent + stale <= now and heartbeat_stale(campaign.id, round_.number, now):
         reason = STALE
     elif round_id in lost and render_heartbeat(campaign.id, round_.number) is None:
         reason = NOT_QUEUED  # (the heartbeat read again: a worker that took it since beats)
@@ -117,7 +117,7 @@ def _resend(
         # (a render queued behind others is not sent again and again).
         drop_heartbeat(campaign.id, round_.number)
         return outcome
-    if round_.render_enqueued_at is not None and sent + HEARTBEAT_STALE <= now:
+    if round_.render_enqueued_at is not None and sent + stale <= now:
         _check_pickup(session, round_)
     session.commit()
     return outcome
@@ -178,8 +178,16 @@ def lost_by_broker(session: Session, now: dt.datetime) -> set[int]:
     return {round_id for job_id, round_id in quiet.items() if job_id not in held}
 
 
+def stale_after() -> dt.timedelta:
+    """How old a render's heartbeat may get before its worker is taken for gone (the setting
+    ``render_stale_after_s``; its default outside an app)."""
+    if has_app_context():
+        return dt.timedelta(seconds=app_settings().render_stale_after_s)
+    return dt.timedelta(seconds=Settings.model_fields["render_stale_after_s"].default)
+
+
 def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
-    """Whether the round's render heartbeat exists and is older than ``HEARTBEAT_STALE``: its
+    """Whether the round's render heartbeat exists and is older than :func:`stale_after`: its
     worker died mid-render, or finished and its result was lost. No heartbeat (the render is
     still queued, or the store cannot say) is not stale: ``render_timeout_s`` covers it."""
     beat = render_heartbeat(campaign_id, round_number)
@@ -189,7 +197,7 @@ def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bo
         at = float(beat["at"])
     except (ValueError, KeyError, TypeError):
         return True  # a damaged heartbeat beats no more
-    return now.replace(tzinfo=dt.UTC).timestamp() - at >= HEARTBEAT_STALE.total_seconds()
+    return now.replace(tzinfo=dt.UTC).timestamp() - at >= stale_after().total_seconds()
 
 
 def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
@@ -235,7 +243,6 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
 
 
 __all__ = [
-    "HEARTBEAT_STALE",
     "LOST_BY_BROKER",
     "NOT_QUEUED",
     "PICKUP_FAILED",
@@ -245,5 +252,6 @@ __all__ = [
     "UNSENT_GRACE",
     "heartbeat_stale",
     "lost_by_broker",
+    "stale_after",
     "sweep",
 ]
