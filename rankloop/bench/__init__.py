@@ -1,4 +1,4 @@
-"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api``.
+"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|respawn``.
 
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
@@ -17,6 +17,7 @@ from rankloop.commands.cli import LazyGroup
         "render": "rankloop.bench.render:render_command",
         "api": "rankloop.bench.api:api_command",
         "export": "rankloop.bench.export:export_command",
+        "respawn": "rankloop.bench.respawn:respawn_command",
     },
 )
 def bench_group() -> None:
