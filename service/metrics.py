@@ -19,7 +19,9 @@ process, a bookkeeping worker, a render worker):
   (:func:`service.jobs.redis_queue_keys`);
 - ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
   coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
-  when ``same`` is 0; ``service.health.render_workers``).
+  when ``same`` is 0; ``service.health.render_workers``);
+- ``rankloop_renders_stalled``: renders waiting ``render_lost_after_s`` or more while no render
+  worker beats on this coordinator's route (:mod:`service.render_backlog`): alert on it.
 
 The responses of this process (``rankloop_http_responses_total{endpoint, status}``, 4xx and
 5xx only) are counted where they happen: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory,
@@ -49,6 +51,7 @@ from service.config import settings_of
 from service.db import session_scope
 from service.jobs import redis_queue_keys
 from service.models import Campaign, Ranking, Round, utcnow
+from service.render_backlog import stalled_metric
 from service.resend_metrics import renders_resent
 from service.routing import Reply, operation
 
@@ -78,6 +81,7 @@ class DatabaseCollector(Collector):
                 families += _rankings(session)
                 families += _render_seconds(session)
                 families += renders_resent(session)
+                families += stalled_metric(session, self.app, utcnow())
         except SQLAlchemyError as error:
             # The database down: the scrape goes on with what this process knows, and says so.
             log.warning("metrics without the database: %s", error)
