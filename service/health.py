@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, current_app
@@ -137,11 +137,11 @@ def _renders() -> Renders | None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         with session_scope(app) as session:
-            backlog = render_backlog(session, app, utcnow())
+            backlog = render_backlog(session, app, utcnow(), len(render_workers(app).same))
     except Exception as error:  # information only: readiness never fails for it
         current_app.logger.warning("render backlog unreadable: %s", error)
         return None
-    return Renders(**backlog.as_json())
+    return Renders(**asdict(backlog))
 
 
 @dataclass

@@ -49,6 +49,7 @@ from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
 from rankloop.core.settings import broker_settings
 from service.config import settings_of
 from service.db import session_scope
+from service.health import render_workers
 from service.jobs import redis_queue_keys
 from service.models import Campaign, Ranking, Round, utcnow
 from service.render_backlog import stalled_metric
@@ -81,7 +82,8 @@ class DatabaseCollector(Collector):
                 families += _rankings(session)
                 families += _render_seconds(session)
                 families += renders_resent(session)
-                families += stalled_metric(session, self.app, utcnow())
+                beating = len(render_workers(self.app).same)
+                families += stalled_metric(session, self.app, utcnow(), beating)
         except SQLAlchemyError as error:
             # The database down: the scrape goes on with what this process knows, and says so.
             log.warning("metrics without the database: %s", error)
@@ -195,8 +197,6 @@ def _queue_depths(app: Flask) -> Iterator:
 
 
 def _render_workers(app: Flask) -> Iterator:
-    from service.health import render_workers
-
     census = render_workers(app)
     workers = GaugeMetricFamily(
         "rankloop_render_workers",

@@ -42,48 +42,43 @@ class Backlog:
     render_workers: int  # render workers beating on this coordinator's route
     stalled: int  # waiting render_lost_after_s or more with no render worker beating
 
-    def as_json(self) -> dict[str, float | int | None]:
-        return {
-            "waiting": self.waiting,
-            "oldest_s": None if self.oldest_s is None else round(self.oldest_s, 1),
-            "render_workers": self.render_workers,
-            "stalled": self.stalled,
-        }
 
-
-def render_backlog(session: Session, app: Flask, now: dt.datetime) -> Backlog:
-    """One query for the waiting renders (a second only when no render worker beats) and the
-    render workers' census (cached a few seconds per process)."""
-    from service.health import render_workers
-
+def render_backlog(session: Session, app: Flask, now: dt.datetime, workers: int) -> Backlog:
+    """One query for the waiting renders, a second only when no render worker beats;
+    ``workers``: the render workers beating on this coordinator's route
+    (:func:`service.health.render_workers`, which reads their heartbeats)."""
     live = (Round.status == RoundStatus.RENDERING, Campaign.status.in_(CAMPAIGN_LIVE))
     waiting_q = select(func.count(), func.min(_waiting_since())).join(Campaign).where(*live)
     waiting, oldest = session.execute(waiting_q).one()
-    workers = len(render_workers(app).same)
     stalled = 0
     if waiting and not workers:
         since = now - dt.timedelta(seconds=settings_of(app).render_lost_after_s)
-        stalled = session.scalar(
-            select(func.count())
-            .select_from(Round)
-            .join(Campaign)
-            .where(*live, _waiting_since() <= since)
+        stalled = (
+            session.scalar(
+                select(func.count())
+                .select_from(Round)
+                .join(Campaign)
+                .where(*live, _waiting_since() <= since)
+            )
+            or 0
         )
     return Backlog(
         waiting=int(waiting),
-        oldest_s=(now - oldest).total_seconds() if oldest else None,
+        oldest_s=round((now - oldest).total_seconds(), 1) if oldest else None,
         render_workers=workers,
-        stalled=int(stalled or 0),
+        stalled=int(stalled),
     )
 
 
-def stalled_metric(session: Session, app: Flask, now: dt.datetime) -> Iterator[GaugeMetricFamily]:
+def stalled_metric(
+    session: Session, app: Flask, now: dt.datetime, workers: int
+) -> Iterator[GaugeMetricFamily]:
     """``rankloop_renders_stalled``, read in the scrape's database session."""
     yield GaugeMetricFamily(
         "rankloop_renders_stalled",
         "Renders waiting render_lost_after_s or more while no render worker beats on this "
         "coordinator's route (alert on > 0: nothing renders them)",
-        value=render_backlog(session, app, now).stalled,
+        value=render_backlog(session, app, now, workers).stalled,
     )
 
 

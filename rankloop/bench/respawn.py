@@ -7,6 +7,8 @@ read) without pause, and a probe asks ``GET /healthz`` twice a second with a 5 s
 load balancer's health check does. Two faults, each in a fresh server:
 
 - ``kill``: a web process is killed with ``kill -9`` a third of the way through the load;
+- ``kill-all``: every web process is, at once (an OOM kill of the lot): nothing serves until
+  gunicorn's replacements do;
 - ``recycle``: ``GUNICORN_MAX_REQUESTS`` is small, so every process is replaced several times
   (gunicorn's ``max_requests``: a graceful exit after that many requests, with jitter).
 
@@ -38,12 +40,18 @@ from rankloop.bench.report import format_table, save_results
 PROBE_TIMEOUT_S = 5.0  # a load balancer's health check gives up after this
 PROBE_EVERY_S = 0.5
 REQUEST_TIMEOUT_S = 30.0  # gunicorn's own worker timeout: no answer by then is no answer
+FAULTS = ("kill", "kill-all", "recycle")
 RECYCLE_AFTER = 150  # GUNICORN_MAX_REQUESTS in the recycle run (plus the config's jitter)
 
 
 def _workers(log: Path) -> list[int]:
     """The web processes' pids that gunicorn announced, in boot order."""
     return [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", log.read_text())]
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
 
 
 class _Load:
@@ -76,7 +84,8 @@ class _Load:
                     connection = None
             except (OSError, http.client.HTTPException) as error:
                 outcome = type(error).__name__
-                connection.close()
+                if connection is not None:
+                    connection.close()
                 connection = None
             with self.lock:
                 self.requests.append((started, time.monotonic() - started, outcome))
@@ -146,8 +155,8 @@ def _serve(env: dict[str, str], workers: int, work: Path, name: str):
 @click.option("--users", default=16, show_default=True, help="client connections")
 @click.option("--workers", default=2, show_default=True, help="gunicorn processes")
 @click.option(
-    "--fault", "faults", multiple=True, type=click.Choice(["kill", "recycle"]),
-    help="[default: both]",
+    "--fault", "faults", multiple=True, type=click.Choice(FAULTS),
+    help="[default: all]",
 )  # fmt: skip
 @click.option(
     "--postgres",
@@ -186,15 +195,16 @@ def respawn_command(
     rows: list[dict[str, Any]] = []
     try:
         upgrade(db_url)
-        for fault in faults or ("kill", "recycle"):
+        for fault in faults or FAULTS:
             extra = {"GUNICORN_MAX_REQUESTS": str(RECYCLE_AFTER)} if fault == "recycle" else {}
             server, port, log = _serve({**env, **extra}, workers, work, fault)
             load = _Load(port, users)
             try:
-                if fault == "kill":
-                    load.run(seconds, lambda log=log: os.kill(_workers(log)[-1], signal.SIGKILL))
-                else:
+                if fault == "recycle":
                     load.run(seconds)
+                else:
+                    victims = -1 if fault == "kill" else -workers  # the processes now serving
+                    load.run(seconds, lambda log=log, n=victims: _kill(_workers(log)[n:]))
             finally:
                 stop_process(server)
             row = load.row(fault)
