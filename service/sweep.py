@@ -25,6 +25,7 @@ from service.driver import CAMPAIGNS, ROUNDS
 from service.jobs import render_jobs_held
 from service.models import AuditEvent, Campaign, Round, utcnow
 from service.rendering import (
+    RENDER_WAITING,
     Outcome,
     drop_heartbeat,
     render_heartbeat,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 UNSENT_GRACE = dt.timedelta(seconds=30)
 # Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
 UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
+SLOT_FREED = "slot_freed"  # it waited for one of its owner's render slots (never sent before)
 LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
 
 
@@ -99,6 +101,10 @@ def _resend(
     reason: str | None = None
     if sent + timeout <= now:
         reason = UNSENT if round_.render_enqueued_at is None else TIMEOUT
+    elif round_.render_enqueued_at is None and _waited_for_slot(session, round_):
+        # Held back by its owner's render cap, and a slot is free now: sent at once, not
+        # UNSENT_GRACE after its round was made (that grace is for a broker down at commit).
+        reason = SLOT_FREED
     elif sent + stale <= now and heartbeat_stale(campaign.id, round_.number, now):
         reason = STALE
     elif round_id in lost and render_heartbeat(campaign.id, round_.number) is None:
@@ -121,6 +127,17 @@ def _resend(
         _check_pickup(session, round_)
     session.commit()
     return outcome
+
+
+def _waited_for_slot(session: Session, round_: Round) -> bool:
+    """Whether the round's render was kept waiting for a render slot
+    (:func:`service.rendering.send_renders` audits it, ``RENDER_WAITING``)."""
+    waited = select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.campaign_id == round_.campaign_id,
+        AuditEvent.round_number == round_.number,
+        AuditEvent.kind == RENDER_WAITING,
+    )  # fmt: skip
+    return bool(session.scalar(waited))
 
 
 PICKUP_FAILED = "render_pickup_failed"  # shown as the round's problem (service.api.events)
@@ -246,6 +263,7 @@ __all__ = [
     "LOST_BY_BROKER",
     "NOT_QUEUED",
     "PICKUP_FAILED",
+    "SLOT_FREED",
     "STALE",
     "TIMEOUT",
     "UNSENT",
