@@ -547,7 +547,7 @@ def test_a_render_held_by_redis_is_not_sent_again(postgres_url, redis_url, tmp_p
     try:
         cid = stack.start_campaign()
         job = queued_job(stack, cid)
-        later = utcnow() + dt.timedelta(seconds=120)  # past 30 s, far before render_timeout_s
+        later = utcnow() + dt.timedelta(seconds=120)  # past 10 s, far before render_timeout_s
         client = redis.Redis.from_url(redis_url)
         queue, unacked = f"{stack.prefix}gpu", f"{stack.prefix}unacked"
         with stack.app.app_context():

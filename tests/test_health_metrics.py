@@ -273,7 +273,7 @@ def test_a_render_stall_is_said_by_readyz_and_metrics_without_a_503(app, owner: 
     assert renders["stalled"] == 0  # sent just now: no stall yet
     with app.app_context(), session_scope(app) as session:
         waiting = session.query(Round).filter_by(campaign_id=cid).one()
-        waiting.render_enqueued_at = utcnow() - dt.timedelta(seconds=45)  # past 30 s
+        waiting.render_enqueued_at = utcnow() - dt.timedelta(seconds=45)  # past 10 s
         session.commit()
     stalled = client.get("/readyz")
     assert stalled.status_code == 200 and stalled.json["status"] == "ready"

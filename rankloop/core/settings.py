@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     # longer holds either (Redis: not on the render queue, not unacknowledged; a Redis restart
     # without persistence loses its queue) is sent again by the sweep, well before its
     # render_timeout_s. Never while it waits in the queue, however long (service/sweep.py).
-    render_lost_after_s: float = Field(default=30.0, ge=5, le=3600, allow_inf_nan=False)
+    # 10 s: a render lost with a Redis restart without persistence is rendered again about 12 s
+    # after the restart (34 s with 30 s); the broker is read only for renders this old.
+    render_lost_after_s: float = Field(default=10.0, ge=5, le=3600, allow_inf_nan=False)
     # A render whose worker's heartbeat (rewritten every contracts.HEARTBEAT_EVERY_S, 2 s) is
     # older than this is taken for lost (its worker was killed, or its result was lost) and sent
     # again by the sweep (every 2 s). At least three beats: a slow store write is no death. With
