@@ -7,10 +7,11 @@ as is). Failures are recorded, never left as a stuck round:
 - bad settings, an unknown model, a corrupted state object, an image too large for the GPU:
   a :class:`~rankloop.core.errors.RankloopError` subclass, not retried (the coordinator's
   ``link_error`` records it);
-- a transient object-store error: retried with exponential backoff (capped at 15 s, so a render
-  goes on within 15 s of the store's return; about three and a half minutes in all), then
-  recorded; the coordinator leaves that round ``rendering`` and sends
-  it again (only the classes of ``contracts.PERMANENT_RENDER_ERRORS`` fail a campaign).
+- a transient object-store error: retried after 1, 2, then every ``store_retry_every_s``
+  (3 s: a render goes on within that of the store's return) for ``store_outage_budget_s``
+  (three and a half minutes), then recorded; the coordinator leaves that round ``rendering``
+  and sends it again (only the classes of ``contracts.PERMANENT_RENDER_ERRORS`` fail a
+  campaign).
 
 While a render runs, a heartbeat object (``contracts.heartbeat_key``) is rewritten every
 ``HEARTBEAT_EVERY_S``: the coordinator's sweep sends again a render whose heartbeat went stale
@@ -43,14 +44,23 @@ from rankloop.core.contracts import (
     render_error_is_permanent,
 )
 from rankloop.core.errors import CorruptedObject, RankloopError, StorageError
-from rankloop.core.settings import load_settings
+from rankloop.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# 2, 4, 8, then 15 s between tries: an object store outage of about three and a half minutes.
-# After that the round stays ``rendering`` and the coordinator's sweep sends it again.
-MAX_STORE_RETRIES = 16
-MAX_RETRY_DELAY_S = 15
+
+def store_retry_delay(retries: int, settings: Settings) -> float | None:
+    """Seconds before try ``retries + 1`` of a render that met a store error: 1, 2, then
+    ``store_retry_every_s``; None once the tries so far have waited ``store_outage_budget_s``
+    (then the error is recorded and the coordinator's sweep takes over)."""
+    every = settings.store_retry_every_s
+
+    def delay(n: int) -> float:
+        return min(every, float(2**n))
+
+    if sum(delay(n) for n in range(retries)) >= settings.store_outage_budget_s:
+        return None
+    return delay(retries)
 
 
 @functools.cache
@@ -61,7 +71,7 @@ def worker_store():
     return store_from_config(load_settings())
 
 
-@app.task(bind=True, name=TASK_NAME, max_retries=MAX_STORE_RETRIES)
+@app.task(bind=True, name=TASK_NAME, max_retries=None)  # bounded by store_retry_delay
 def render_round_task(
     self,
     campaign_id: str,
@@ -87,7 +97,10 @@ def render_round_task(
         report_permanent(store, campaign_id, round_number, error)
         raise  # retrying cannot fix a damaged object
     except StorageError as error:
-        delay = min(MAX_RETRY_DELAY_S, 2 ** (self.request.retries + 1))
+        delay = store_retry_delay(self.request.retries, load_settings())
+        if delay is None:
+            log.error("object store error, no more tries: %s", error)
+            raise
         log.warning("object store error (retry in %ss): %s", delay, error)
         raise self.retry(exc=error, countdown=delay) from error
     except RankloopError as error:

@@ -16,8 +16,12 @@ from rankloop.core.settings import Settings, load_settings
 from rankloop.core.storage import LocalStore, ObjectStore, check_key
 
 
+def _default(setting: str) -> Any:
+    return Settings.model_fields[setting].default
+
+
 class S3Store:
-    """An S3-compatible bucket through boto3, with adaptive retries for transient errors."""
+    """An S3-compatible bucket through boto3, with boto's retries for transient errors."""
 
     def __init__(
         self,
@@ -29,13 +33,22 @@ class S3Store:
         region: str = "us-east-1",
         public_endpoint_url: str | None = None,
         create_bucket: bool = False,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
+        retry_mode: str | None = None,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
     ):
         import boto3
         from botocore.config import Config
 
+        # Unset: the settings' defaults (s3_max_attempts, s3_retry_mode, s3_*_timeout_s).
         config = Config(
-            retries={"max_attempts": max_attempts, "mode": "adaptive"},
+            retries={
+                "total_max_attempts": max_attempts or _default("s3_max_attempts"),
+                "mode": retry_mode or _default("s3_retry_mode"),
+            },
+            connect_timeout=connect_timeout_s or _default("s3_connect_timeout_s"),
+            read_timeout=read_timeout_s or _default("s3_read_timeout_s"),
             s3={"addressing_style": "path"},
             signature_version="s3v4",
         )
@@ -153,5 +166,9 @@ def store_from_config(config: Settings | Mapping[str, Any]) -> ObjectStore:
             region=settings.s3_region,
             public_endpoint_url=settings.s3_public_endpoint_url,
             create_bucket=settings.s3_create_bucket,
+            max_attempts=settings.s3_max_attempts,
+            retry_mode=settings.s3_retry_mode,
+            connect_timeout_s=settings.s3_connect_timeout_s,
+            read_timeout_s=settings.s3_read_timeout_s,
         )
     return LocalStore(url.removeprefix("file://"))

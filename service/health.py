@@ -5,7 +5,10 @@ dependency, so a database outage never makes a supervisor kill healthy web proce
 ``/readyz`` (readiness) checks what a request needs: the database answers, the broker accepts
 a connection, the object store answers, and the database's migrations are at the head of this
 release's; any failure answers 503 with a JSON body naming each check and what went wrong, so
-a load balancer takes the process out of rotation and an operator reads why.
+a load balancer takes the process out of rotation and an operator reads why. Its body also
+says how the renders fare (``renders``: waiting, the oldest's wait, render workers beating,
+stalled), which never changes its status: a stalled GPU tier is no reason to take web processes
+out of rotation (:mod:`service.render_backlog` says why).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, current_app
@@ -28,7 +31,9 @@ from rankloop.core.liveness import (
     render_route,
 )
 from service.config import settings_of
-from service.db import get_engine, upgrade_hint
+from service.db import get_engine, session_scope, upgrade_hint
+from service.models import utcnow
+from service.render_backlog import render_backlog
 from service.routing import Reply, ok, operation
 
 bp = Blueprint("health", __name__)
@@ -47,11 +52,25 @@ class Check(BaseModel):
     error: str | None = Field(description="what failed (null when ok)")
 
 
+class Renders(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    waiting: int = Field(description="renders of live campaigns not back yet")
+    oldest_s: float | None = Field(description="how long the oldest waiting render has waited")
+    render_workers: int = Field(description="render workers beating on this coordinator's queue")
+    stalled: int = Field(
+        description="renders waiting RANKLOOP_RENDER_LOST_AFTER_S or more while no render worker "
+        "beats: nothing renders them (information only: the status stays 200)"
+    )
+
+
 class Readiness(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: str = Field(json_schema_extra={"enum": ["ready", "unavailable"]})
     failed: list[str] = Field(description="the names of the checks that failed")
     checks: dict[str, Check] = Field(description="database, broker, store, migrations")
+    renders: Renders | None = Field(
+        description="how the renders fare; never a reason for 503 (null: the database is down)"
+    )
 
 
 def _database() -> None:
@@ -106,7 +125,23 @@ def readiness() -> Readiness:
             current_app.logger.warning("readiness check %s failed: %s", name, error)
             checks[name] = Check(ok=False, error=f"{type(error).__name__}: {error}"[:500])
     failed = [name for name, check in checks.items() if not check.ok]
-    return Readiness(status="unavailable" if failed else "ready", failed=failed, checks=checks)
+    return Readiness(
+        status="unavailable" if failed else "ready",
+        failed=failed,
+        checks=checks,
+        renders=_renders() if checks["database"].ok else None,
+    )
+
+
+def _renders() -> Renders | None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        with session_scope(app) as session:
+            backlog = render_backlog(session, app, utcnow(), len(render_workers(app).same))
+    except Exception as error:  # information only: readiness never fails for it
+        current_app.logger.warning("render backlog unreadable: %s", error)
+        return None
+    return Renders(**asdict(backlog))
 
 
 @dataclass

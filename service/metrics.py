@@ -19,7 +19,9 @@ process, a bookkeeping worker, a render worker):
   (:func:`service.jobs.redis_queue_keys`);
 - ``rankloop_render_workers{route}``: render workers whose heartbeat is fresh, reading this
   coordinator's render queue (``same``) or another (``other``: a broker configuration mismatch
-  when ``same`` is 0; ``service.health.render_workers``).
+  when ``same`` is 0; ``service.health.render_workers``);
+- ``rankloop_renders_stalled``: renders waiting ``render_lost_after_s`` or more while no render
+  worker beats on this coordinator's route (:mod:`service.render_backlog`): alert on it.
 
 The responses of this process (``rankloop_http_responses_total{endpoint, status}``, 4xx and
 5xx only) are counted where they happen: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory,
@@ -47,8 +49,10 @@ from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
 from rankloop.core.settings import broker_settings
 from service.config import settings_of
 from service.db import session_scope
+from service.health import render_workers
 from service.jobs import redis_queue_keys
 from service.models import Campaign, Ranking, Round, utcnow
+from service.render_backlog import stalled_metric
 from service.resend_metrics import renders_resent
 from service.routing import Reply, operation
 
@@ -78,6 +82,8 @@ class DatabaseCollector(Collector):
                 families += _rankings(session)
                 families += _render_seconds(session)
                 families += renders_resent(session)
+                beating = len(render_workers(self.app).same)
+                families += stalled_metric(session, self.app, utcnow(), beating)
         except SQLAlchemyError as error:
             # The database down: the scrape goes on with what this process knows, and says so.
             log.warning("metrics without the database: %s", error)
@@ -191,8 +197,6 @@ def _queue_depths(app: Flask) -> Iterator:
 
 
 def _render_workers(app: Flask) -> Iterator:
-    from service.health import render_workers
-
     census = render_workers(app)
     workers = GaugeMetricFamily(
         "rankloop_render_workers",

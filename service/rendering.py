@@ -394,6 +394,9 @@ def _preview_finished(render_id: str) -> bool:
     return bool(beat and beat.get("error"))
 
 
+RENDER_WAITING = "round_render_waiting"  # the audit event of a render kept for a render slot
+
+
 def _defer(session: Session, message: RenderMessage, slots: int) -> bool:
     """Keep ``message`` waiting (unsent) when its owner's render slots are full."""
     if slots <= 0:
@@ -407,7 +410,7 @@ def _defer(session: Session, message: RenderMessage, slots: int) -> bool:
         .where(Round.campaign_id == campaign.id, Round.number == message.round_number)
         .values(render_enqueued_at=None)
     )
-    audit(session, "round_render_waiting", campaign.id, message.round_number)
+    audit(session, RENDER_WAITING, campaign.id, message.round_number)
     session.commit()
     return True
 
@@ -460,6 +463,7 @@ __all__ = [
     "PREVIEW_DONE",
     "PREVIEW_HOLD_S",
     "PREVIEW_SENT",
+    "RENDER_WAITING",
     "Outcome",
     "drop_heartbeat",
     "mark_enqueued",

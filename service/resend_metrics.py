@@ -1,7 +1,8 @@
 """``rankloop_renders_resent_total{reason}``: renders the sweep sent again, by why
 (:mod:`service.sweep`: ``unsent``, the broker was down when the round was made;
 ``heartbeat_stale``, its worker stopped beating; ``not_queued``, no worker holds it and the
-broker lost its message; ``timeout``, not back within ``render_timeout_s``; ``unknown``, sent
+broker lost its message; ``timeout``, not back within ``render_timeout_s``; ``slot_freed``,
+sent for the first time once one of its owner's render slots freed; ``unknown``, sent
 again by an older release). Counted from the audit log at each scrape, like the other database
 metrics (:mod:`service.metrics`), so every process answers the same numbers whoever re-sent.
 """

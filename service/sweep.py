@@ -18,13 +18,15 @@ from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rankloop.core.contracts import CAMPAIGN_LIVE, HEARTBEAT_STALE_S, RoundStatus
+from rankloop.core.contracts import CAMPAIGN_LIVE, RoundStatus
+from rankloop.core.settings import Settings
 from service.closing import close_if_ready, count_rankings, open_round, record_failure
 from service.config import app_settings
 from service.driver import CAMPAIGNS, ROUNDS
 from service.jobs import render_jobs_held
 from service.models import AuditEvent, Campaign, Round, utcnow
 from service.rendering import (
+    RENDER_WAITING,
     Outcome,
     drop_heartbeat,
     render_heartbeat,
@@ -39,10 +41,9 @@ log = logging.getLogger(__name__)
 
 # A render whose message never left (the broker was down at commit) is sent after this grace.
 UNSENT_GRACE = dt.timedelta(seconds=30)
-# A render whose worker's heartbeat (contracts.heartbeat_key) is older than this is lost.
-HEARTBEAT_STALE = dt.timedelta(seconds=HEARTBEAT_STALE_S)
 # Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
 UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
+SLOT_FREED = "slot_freed"  # it waited for one of its owner's render slots (never sent before)
 LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
 
 
@@ -102,11 +103,16 @@ def _resend(
         session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
         return Outcome()
     timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
+    stale = stale_after()
     sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
     reason: str | None = None
     if sent + timeout <= now:
         reason = UNSENT if round_.render_enqueued_at is None else TIMEOUT
-    elif sent + HEARTBEAT_STALE <= now and heartbeat_stale(campaign.id, round_.number, now):
+    elif round_.render_enqueued_at is None and _waited_for_slot(session, round_):
+        # Held back by its owner's render cap, and a slot is free now: sent at once, not
+        # UNSENT_GRACE after its round was made (that grace is for a broker down at commit).
+        reason = SLOT_FREED
+    elif sent + stale <= now and heartbeat_stale(campaign.id, round_.number, now):
         reason = STALE
     elif round_id in lost and render_heartbeat(campaign.id, round_.number) is None:
         reason = NOT_QUEUED  # (the heartbeat read again: a worker that took it since beats)
@@ -124,10 +130,21 @@ def _resend(
         # (a render queued behind others is not sent again and again).
         drop_heartbeat(campaign.id, round_.number)
         return outcome
-    if round_.render_enqueued_at is not None and sent + HEARTBEAT_STALE <= now:
+    if round_.render_enqueued_at is not None and sent + stale <= now:
         _check_pickup(session, round_)
     session.commit()
     return outcome
+
+
+def _waited_for_slot(session: Session, round_: Round) -> bool:
+    """Whether the round's render was kept waiting for a render slot
+    (:func:`service.rendering.send_renders` audits it, ``RENDER_WAITING``)."""
+    waited = select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.campaign_id == round_.campaign_id,
+        AuditEvent.round_number == round_.number,
+        AuditEvent.kind == RENDER_WAITING,
+    )  # fmt: skip
+    return bool(session.scalar(waited))
 
 
 PICKUP_FAILED = "render_pickup_failed"  # shown as the round's problem (service.api.events)
@@ -185,8 +202,16 @@ def lost_by_broker(session: Session, now: dt.datetime) -> set[int]:
     return {round_id for job_id, round_id in quiet.items() if job_id not in held}
 
 
+def stale_after() -> dt.timedelta:
+    """How old a render's heartbeat may get before its worker is taken for gone (the setting
+    ``render_stale_after_s``; its default outside an app)."""
+    if has_app_context():
+        return dt.timedelta(seconds=app_settings().render_stale_after_s)
+    return dt.timedelta(seconds=Settings.model_fields["render_stale_after_s"].default)
+
+
 def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bool:
-    """Whether the round's render heartbeat exists and is older than ``HEARTBEAT_STALE``: its
+    """Whether the round's render heartbeat exists and is older than :func:`stale_after`: its
     worker died mid-render, or finished and its result was lost. No heartbeat (the render is
     still queued, or the store cannot say) is not stale: ``render_timeout_s`` covers it."""
     beat = render_heartbeat(campaign_id, round_number)
@@ -196,7 +221,7 @@ def heartbeat_stale(campaign_id: str, round_number: int, now: dt.datetime) -> bo
         at = float(beat["at"])
     except (ValueError, KeyError, TypeError):
         return True  # a damaged heartbeat beats no more
-    return now.replace(tzinfo=dt.UTC).timestamp() - at >= HEARTBEAT_STALE.total_seconds()
+    return now.replace(tzinfo=dt.UTC).timestamp() - at >= stale_after().total_seconds()
 
 
 def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
@@ -252,15 +277,16 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
 
 
 __all__ = [
-    "HEARTBEAT_STALE",
     "LOST_BY_BROKER",
     "NOT_QUEUED",
     "PICKUP_FAILED",
+    "SLOT_FREED",
     "STALE",
     "TIMEOUT",
     "UNSENT",
     "UNSENT_GRACE",
     "heartbeat_stale",
     "lost_by_broker",
+    "stale_after",
     "sweep",
 ]

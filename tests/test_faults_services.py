@@ -8,6 +8,7 @@ as JSON under ``$RANKLOOP_BENCH_OUT`` or the temporary directory).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +29,8 @@ from tests.fixtures.private_services import (
 )
 
 WORK_AGAIN_BOUND_S = 60.0  # the issue's target, after any single fault
+# After the store is back: the issue measured 18 s; the worker retried up to 15 s apart then.
+STORE_BACK_BOUND_S = 12.0
 
 
 def annotators(client: FlaskClient, cid: str, count: int) -> list[str]:
@@ -57,9 +60,12 @@ def sweep_quietly(stack: Stack) -> None:
         print(f"sweep failed: {type(error).__name__}")
 
 
-def work_again(stack: Stack, client: FlaskClient, token: str, since: float) -> tuple[float, list]:
-    """Poll ``/api/tasks/next`` as an idle annotator (and run the sweep each second) until it
-    answers a task: the seconds since ``since`` and every status seen (with Retry-After)."""
+def work_again(
+    stack: Stack, client: FlaskClient, token: str, since: float, sweeping: bool = True
+) -> tuple[float, list]:
+    """Poll ``/api/tasks/next`` as an idle annotator (and run the sweep each second, unless
+    not ``sweeping``) until it answers a task: the seconds since ``since`` and every status
+    seen (with Retry-After)."""
     seen: list = []
     with stack.app.app_context():
         while True:
@@ -69,7 +75,8 @@ def work_again(stack: Stack, client: FlaskClient, token: str, since: float) -> t
                 return time.monotonic() - since, seen
             assert response.status_code in (204, 503), response.data[:500]
             assert time.monotonic() - since < WORK_AGAIN_BOUND_S, (seen, stack.logs())
-            sweep_quietly(stack)
+            if sweeping:
+                sweep_quietly(stack)
             time.sleep(1.0)
 
 
@@ -281,16 +288,20 @@ def test_object_store_outage_pauses_a_campaign_which_resumes_by_itself(
     the campaign stays running, and once the store is back the sweep sends the render again
     and annotators have work within 60 s.
 
-    The issue's outage lasted 90 s, past the worker's retry budget then; here the worker runs
-    with a budget of 3 tries 2 s apart (tests/fixtures/short_retry_worker.py) so that an outage
-    of about 15 s takes the same path (the budget running out while the store is down) and the
-    test stays short. The production budget is about three and a half minutes."""
+    Here the worker's budget is 5 s (RANKLOOP_STORE_OUTAGE_BUDGET_S: three retries, 1, 2 and
+    2 s apart) so that an outage of about 15 s takes the same path (the budget running out while
+    the store is down) and the test stays short. The production budget is three and a half
+    minutes."""
     weed = PrivateSeaweed(tmp_path / "weed")
     weed.start()
     stack = None
     try:
         stack = Stack(tmp_path, postgres_url, redis_url, store=weed.s3.store_config())
-        stack.worker("tests.fixtures.short_retry_worker")
+        stack.worker(
+            "gpu_worker.celery_app",
+            RANKLOOP_STORE_RETRY_EVERY_S="2",
+            RANKLOOP_STORE_OUTAGE_BUDGET_S="5",
+        )
         cid = stack.start_campaign(delay_s=1.0)
         client = stack.app.test_client()
         (token,) = annotators(client, cid, 1)
@@ -322,10 +333,69 @@ def test_object_store_outage_pauses_a_campaign_which_resumes_by_itself(
     report_recovery(
         "fault_object_store_outage",
         {"outage_s": round(up - down, 1), "work_again_after_store_back_s": round(recovered, 1),
-         "retry_budget": "3 tries, 2 s apart (test worker)",
+         "retry_budget": "5 s: 3 retries, 1, 2, 2 s apart (test worker)",
          "render_errors": kinds.count("round_render_error"),
          "resent": kinds.count("round_render_resent")},
     )  # fmt: skip
+
+
+# Inside the production worker's retry budget; RANKLOOP_FAULT_STORE_OUTAGE_S=90 is the issue's.
+STORE_OUTAGE_S = float(os.environ.get("RANKLOOP_FAULT_STORE_OUTAGE_S", 30))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sweeping", [True, False], ids=["with-sweep", "retry-alone"])
+def test_object_store_outage_within_the_retry_budget(
+    postgres_url, redis_url, tmp_path: Path, sweeping: bool
+):
+    """The object store (a private SeaweedFS) goes down mid-render for 30 s, within the
+    production render worker's retry budget: once it is back, annotators have work again within
+    seconds. With the sweep running (beat's job, as in production) it sends the render again as
+    soon as it reads the stale heartbeat; without it (``retry-alone``) only the worker's own
+    retry brings the round back, within store_retry_every_s (3 s; the countdown reached 15 s
+    before, and the issue measured 18 s after a 90 s outage). The figures are printed and
+    saved; the bound proves the mechanism with room for a loaded machine."""
+    weed = PrivateSeaweed(tmp_path / "weed")
+    weed.start()
+    stack = None
+    try:
+        stack = Stack(tmp_path, postgres_url, redis_url, store=weed.s3.store_config())
+        stack.worker("gpu_worker.celery_app")
+        cid = stack.start_campaign(delay_s=1.0)
+        client = stack.app.test_client()
+        (token,) = annotators(client, cid, 1)
+        stack.wait_mid_render(cid)
+
+        weed.stop()
+        down = time.monotonic()
+        seen: list = []
+        with stack.app.app_context():
+            while time.monotonic() - down < STORE_OUTAGE_S:
+                response = client.get("/api/tasks/next", headers=bearer(token))
+                seen.append((response.status_code, response.headers.get("Retry-After")))
+                sweep_quietly(stack)
+                time.sleep(1.0)
+        weed.start()
+        up = time.monotonic()
+        recovered, after = work_again(stack, client, token, up, sweeping=sweeping)
+        stack.check_opened_once(cid)
+        kinds = stack.events(cid)
+        renders = stack.renders_received()
+        retries = stack.workers[-1].log_text().count("object store error (retry in")
+    finally:
+        if stack is not None:
+            stack.close()
+        weed.stop()
+    assert 500 not in [status for status, _ in seen + after]
+    assert "round_failed" not in kinds
+    report_recovery(
+        f"fault_object_store_outage_in_budget_{'with_sweep' if sweeping else 'retry_alone'}",
+        {"outage_s": round(up - down, 1), "work_again_after_store_back_s": round(recovered, 1),
+         "renders_received": renders, "store_retries": retries,
+         "resent": kinds.count("round_render_resent")},
+    )  # fmt: skip
+    assert recovered < STORE_BACK_BOUND_S
 
 
 @pytest.mark.slow
@@ -477,7 +547,7 @@ def test_a_render_held_by_redis_is_not_sent_again(postgres_url, redis_url, tmp_p
     try:
         cid = stack.start_campaign()
         job = queued_job(stack, cid)
-        later = utcnow() + dt.timedelta(seconds=120)  # past 30 s, far before render_timeout_s
+        later = utcnow() + dt.timedelta(seconds=120)  # past 10 s, far before render_timeout_s
         client = redis.Redis.from_url(redis_url)
         queue, unacked = f"{stack.prefix}gpu", f"{stack.prefix}unacked"
         with stack.app.app_context():

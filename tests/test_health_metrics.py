@@ -248,3 +248,41 @@ def test_render_workers_on_another_route_are_reported_on_the_waiting_round(app, 
     with app.app_context():
         assert health.render_workers().mismatch is None
         assert [w["worker"] for w in health.render_workers().same] == ["w2@host"]
+
+
+def test_a_render_stall_is_said_by_readyz_and_metrics_without_a_503(app, owner: Owner):
+    """Issue 23: a round stalled for want of a render worker left /readyz at 200 saying
+    nothing. Readiness still answers 200 (every web process out of the load balancer because the
+    GPU tier is gone would be a full outage: annotators of open rounds could not submit), and
+    its body and rankloop_renders_stalled say the stall; a render worker beating ends it."""
+    import time
+
+    from rankloop.core.liveness import render_route, worker_beat_key
+    from service import health
+    from service.db import session_scope
+    from service.models import Round
+    from tests.fixtures.coordinator import stamp_head
+
+    stamp_head(app)
+    cid = owner.campaign(start=True)["id"]
+    client = app.test_client()
+    fresh = client.get("/readyz")
+    assert fresh.status_code == 200
+    renders = fresh.json["renders"]
+    assert renders["waiting"] == 1 and renders["render_workers"] == 0
+    assert renders["stalled"] == 0  # sent just now: no stall yet
+    with app.app_context(), session_scope(app) as session:
+        waiting = session.query(Round).filter_by(campaign_id=cid).one()
+        waiting.render_enqueued_at = utcnow() - dt.timedelta(seconds=45)  # past 10 s
+        session.commit()
+    stalled = client.get("/readyz")
+    assert stalled.status_code == 200 and stalled.json["status"] == "ready"
+    assert stalled.json["renders"]["stalled"] == 1 and stalled.json["renders"]["oldest_s"] >= 45
+    assert samples(app)[("rankloop_renders_stalled", ())] == 1
+
+    body = {"at": time.time(), "worker": "gpu@host", "route": render_route(settings_of(app))}
+    app.extensions["rankloop_store"].put(worker_beat_key("gpu@host"), json.dumps(body).encode())
+    health._census.clear()
+    renders = client.get("/readyz").json["renders"]
+    assert renders["render_workers"] == 1 and renders["stalled"] == 0
+    assert samples(app)[("rankloop_renders_stalled", ())] == 0

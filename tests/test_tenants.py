@@ -98,6 +98,29 @@ def test_renders_wait_for_a_slot_of_their_owner_and_other_owners_go_first(app, o
     assert "round_render_waiting" in kinds and "round_render_resent" in kinds
 
 
+def test_a_render_kept_for_a_slot_is_sent_by_the_next_sweep_once_one_frees(app, owner):
+    """Not 30 s after its round was made (the grace of a render whose broker was down at
+    commit): a Redis restart under three campaigns of one owner left the third without work
+    for 29.5 s, 23 of them waiting for that grace with a slot free."""
+    settings_of(app).render_slots_per_owner = 1
+    first = owner.campaign(start=True)["id"]
+    waiting = owner.campaign(start=True)["id"]
+    assert _enqueued(app, waiting) is None
+    soon = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=2)
+    with app.app_context():
+        render_round(app, first, 0)  # the slot frees
+        run_step(sweep.sweep, soon)  # beat's next sweep
+    assert _enqueued(app, waiting) is not None
+    with app.app_context(), db.session_scope() as session:
+        reason = AuditEvent.data["reason"].as_string()
+        resent = session.scalars(
+            select(reason).where(
+                AuditEvent.campaign_id == waiting, AuditEvent.kind == "round_render_resent"
+            )
+        ).all()
+    assert resent == [sweep.SLOT_FREED]
+
+
 def test_a_session_outside_the_app_counts_render_slots_by_the_settings_default(
     app, owner, monkeypatch
 ):

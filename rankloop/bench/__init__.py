@@ -1,4 +1,4 @@
-"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images|study``.
+"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images|study|respawn``.
 
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
@@ -19,6 +19,7 @@ from rankloop.commands.cli import LazyGroup
         "export": "rankloop.bench.export:export_command",
         "import-images": "rankloop.bench.import_images:import_images_command",
         "study": "rankloop.bench.study:study_command",
+        "respawn": "rankloop.bench.respawn:respawn_command",
     },
 )
 def bench_group() -> None:

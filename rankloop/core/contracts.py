@@ -395,10 +395,10 @@ def render_error_is_permanent(error: str) -> bool:
 
 # A render worker writes a heartbeat object (JSON ``{"at": <unix time>, "worker": ...}``) when it
 # starts a round's render and every HEARTBEAT_EVERY_S while it runs; the coordinator's sweep
-# treats a render whose heartbeat is older than HEARTBEAT_STALE_S as lost and sends it again.
+# treats a render whose heartbeat is older than the setting render_stale_after_s (at least
+# three beats) as lost and sends it again.
 # Outside the round's prefix: a round's objects are exactly its images, state and manifest.
-HEARTBEAT_EVERY_S: Final = 3.0
-HEARTBEAT_STALE_S: Final = 15.0
+HEARTBEAT_EVERY_S: Final = 2.0
 
 
 def heartbeat_key(campaign_id: str, round_number: int) -> str:

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_public_endpoint_url: str | None = None  # what browsers reach, when it differs
     s3_create_bucket: bool = False
+    # boto's own tries of one store request. "standard": a few quick tries (50 ms-scale backoff
+    # for a refused connection). "adaptive" adds a client-side rate limiter that, once it sees
+    # throttling answers (503 SlowDown), slows every later request of the process: a render
+    # meeting a store that is just back could crawl.
+    s3_retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    s3_max_attempts: int = Field(default=3, ge=1, le=20)  # in all, the first included
+    # A store host that does not answer (not even "refused") fails a request after this, so a
+    # render's own retries and the heartbeats go on instead of hanging for boto's 60 s.
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
+    s3_read_timeout_s: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
 
     # -- broker (both tiers: see broker_settings) ----------------------------------------------
     broker_url: str = ""  # "": kombu's SQLAlchemy transport on var_dir/broker.sqlite
@@ -96,7 +106,14 @@ class Settings(BaseSettings):
     # longer holds either (Redis: not on the render queue, not unacknowledged; a Redis restart
     # without persistence loses its queue) is sent again by the sweep, well before its
     # render_timeout_s. Never while it waits in the queue, however long (service/sweep.py).
-    render_lost_after_s: float = Field(default=30.0, ge=5, le=3600, allow_inf_nan=False)
+    # 10 s: a render lost with a Redis restart without persistence is rendered again about 12 s
+    # after the restart (34 s with 30 s); the broker is read only for renders this old.
+    render_lost_after_s: float = Field(default=10.0, ge=5, le=3600, allow_inf_nan=False)
+    # A render whose worker's heartbeat (rewritten every contracts.HEARTBEAT_EVERY_S, 2 s) is
+    # older than this is taken for lost (its worker was killed, or its result was lost) and sent
+    # again by the sweep (every 2 s). At least three beats: a slow store write is no death. With
+    # 15 s a render worker's kill -9 left annotators without work for 20 s; with 6 s, about 10.
+    render_stale_after_s: float = Field(default=6.0, ge=6, le=3600, allow_inf_nan=False)
     # What the console's estimate of a campaign's cost pays an annotator per hour of work
     # (in the owner's currency: Prolific asks for at least about 9 GBP).
     pay_per_hour: float = Field(default=12.0, ge=0, le=10_000, allow_inf_nan=False)
@@ -145,6 +162,12 @@ class Settings(BaseSettings):
     inductor_cache: str = ""  # "": var_dir/inductor-cache
     # JSON settings object rendered once at worker start (pays the model load and compile).
     warmup: Annotated[dict[str, Any] | None, NoDecode] = None
+    # A render that meets an object store error tries again after 1, 2, then every
+    # store_retry_every_s seconds (so it goes on within that of the store's return; it was 15 s),
+    # until store_outage_budget_s have passed; then it is recorded as failed, the round stays
+    # rendering and the coordinator's sweep sends it again once the store answers.
+    store_retry_every_s: float = Field(default=3.0, ge=0.5, le=300, allow_inf_nan=False)
+    store_outage_budget_s: float = Field(default=210.0, ge=1, le=86400, allow_inf_nan=False)
 
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
