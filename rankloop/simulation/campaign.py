@@ -169,7 +169,9 @@ def run_campaign(
             reliability=reliability,
             known_worst=attention_items,
         )
-        told = candidate_feed(consensus.order, consensus.pairwise, items, feed)
+        told = candidate_feed(
+            consensus.order, consensus.pairwise, items, feed, consensus.agreement, len(answers)
+        )
         tell(optimizer, told, n)
         order = told.order
         truth_best = int(np.argmin(values))

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from rankloop.core.contracts import RoundStatus
+from rankloop.core.optimizer.visibility import distinguishable
 from service import closing, forking, lifecycle
 from service.api import events, responses
 from service.api.common import (
@@ -186,6 +187,7 @@ def round_response(round_: Round, n_rankings: int, quorum: int) -> responses.Rou
         else responses.RoundConsensus(
             order=[by_position[p].id for p in consensus.order if p in by_position],
             agreement=consensus.agreement,
+            distinguishable=distinguishable(consensus.agreement, consensus.n_rankings),
             weights=consensus.weights,
             method=consensus.method,
         ),

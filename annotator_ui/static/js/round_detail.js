@@ -49,6 +49,9 @@ function render(round) {
   stat("Kind", round.kind || "—");
   stat("Rankings", `${round.rankings.length} / ${round.quorum}`);
   stat("Agreement", fmt(round.consensus?.agreement));
+  // Whether people told this round's images apart (agreement above chance); the optimizer
+  // widens its perturbations after a round they could not.
+  stat("Images distinguishable", fmt(round.consensus?.distinguishable));
   stat("Consensus method", round.consensus?.method || "—");
   stat("Render", Number.isFinite(round.render_seconds) ? `${round.render_seconds.toFixed(1)} s` : "—");
   // The optimizer's figures for the round: its step, whether the line search moved, ...
