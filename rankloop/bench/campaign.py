@@ -157,14 +157,28 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
 @click.option("--rounds", default=20, show_default=True, help="Rounds per campaign.")
 @click.option("--adversary", is_flag=True, help="Add an annotator who answers backwards.")
 @click.option("--quick", is_flag=True, help="Smoke run: 3 seeds, 10 rounds, no tuning.")
+@click.option(
+    "--crowd",
+    type=click.Choice(["pixel-exact", "perceptual", "both"]),
+    default="pixel-exact",
+    show_default=True,
+    help="pixel-exact: the methods side by side; perceptual: the new default on cppn under "
+    "crowds that see phone or desktop tiles (rankloop.bench.perceptual), beside the "
+    "pixel-exact crowd; both: the two tables.",
+)
+@click.option(
+    "--fixed-floor", is_flag=True, help="Perceptual: keep the visible floor (no agreement rule)."
+)
 @click.option("--out", default="bench-results/campaign.json", show_default=True)
-def campaign_command(seeds: int, rounds: int, adversary: bool, quick: bool, out: str) -> None:
+def campaign_command(
+    seeds: int, rounds: int, adversary: bool, quick: bool, crowd: str, fixed_floor: bool, out: str
+) -> None:
     """The delivered image's improvement: new default vs today's default vs the authors' loop."""
     if quick:
         seeds, rounds = 3, 10
     started = time.perf_counter()
     rows, curves_out, verdicts = [], {}, {}
-    for objective in objectives():
+    for objective in objectives() if crowd != "perceptual" else []:
         authors = (8.0, 0.03) if quick else tune_authors(objective, 10, adversary)
         medians = {}
         for method in METHODS:
@@ -192,21 +206,31 @@ def campaign_command(seeds: int, rounds: int, adversary: bool, quick: bool, out:
     for t in CHECKPOINTS:
         if t <= rounds:
             columns += [f"median@{t}", f"p10@{t}", f"worst@{t}", f"not improved@{t}"]
-    click.echo(
-        f"Delivered-image improvement 1 - f(x_t)/f(x_0), {seeds} campaigns each, m={M}, "
-        f"top-{K}, 3 annotators (one careless){' + an adversary' if adversary else ''}"
-    )
-    click.echo(format_table(rows, columns))
+    if rows:
+        click.echo(
+            f"Delivered-image improvement 1 - f(x_t)/f(x_0), {seeds} campaigns each, m={M}, "
+            f"top-{K}, 3 annotators (one careless){' + an adversary' if adversary else ''}"
+        )
+        click.echo(format_table(rows, columns))
     for label, verdict in verdicts.items():
         click.echo(
             f"{label}: new/authors median@10 = {verdict['median_new_over_authors@10']:.2f} "
             f"(target >= 2: {'met' if verdict['twice_authors_met'] else 'missed'}); every "
             f"campaign improved by round 10: {'yes' if verdict['all_improved_met'] else 'no'}"
         )
+    perceptual = None
+    if crowd != "pixel-exact":
+        from rankloop.bench.perceptual import report_campaigns
+
+        # No adversary here: the perceptual crowd models people who try.
+        perceptual = report_campaigns(
+            seeds, rounds, lambda seed: make_campaign_crowd(seed, False), not fixed_floor
+        )
     path = save_results(
         out,
         "campaign",
         rows,
+        perceptual=perceptual,
         verdicts=verdicts,
         curves=curves_out,
         seeds=seeds,
@@ -215,5 +239,8 @@ def campaign_command(seeds: int, rounds: int, adversary: bool, quick: bool, out:
         quick=quick,
         seconds=time.perf_counter() - started,
     )
+    if not curves_out:
+        click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
+        return
     png = plot_improvements(curves_out, path.with_suffix(".png"))
     click.echo(f"saved {path} and {png} ({time.perf_counter() - started:.0f} s)")
