@@ -205,7 +205,9 @@ def close_round(
         audit(session, "campaign_finished", campaign.id, round_.number)
         outcome.events.append("finished")
     else:
-        feed = candidate_feed(order, pairwise, images, settings.consensus_feed)
+        feed = candidate_feed(
+            order, pairwise, images, settings.consensus_feed, row.agreement, row.n_rankings
+        )
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome

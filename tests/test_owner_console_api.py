@@ -59,6 +59,27 @@ def test_a_round_in_detail_shows_every_ranking_and_the_consensus(app: Flask, own
     assert owner.get(f"/api/campaigns/{cid}/rounds/one").status_code == 404
 
 
+def test_whether_people_told_a_rounds_images_apart_follows_their_agreement(
+    app: Flask, owner: Owner
+):
+    for alike, expected in ((True, True), (False, False)):
+        cid = owner.campaign(start=True, rounds=2)["id"]
+        render_round(app, cid, 0)
+        for n, (_, token) in enumerate(_annotators(owner, cid, 2)):
+            task = owner.client.get("/api/tasks/next", headers=bearer(token)).get_json()
+            order = sorted(image["id"] for image in task["images"])  # the same for both ...
+            if not alike and n == 1:
+                order.reverse()  # ... or exactly backwards: agreement below chance
+            sent = owner.client.post(
+                f"/api/tasks/{task['task_id']}/ranking",
+                json={"order": order},
+                headers=bearer(token),
+            )
+            assert sent.status_code == 201, sent.json
+        consensus = owner.get(f"/api/campaigns/{cid}/rounds/0").json["consensus"]
+        assert consensus["distinguishable"] is expected
+
+
 def test_another_owner_cannot_see_a_round(app: Flask, owner: Owner):
     cid = owner.campaign(start=True)["id"]
     render_round(app, cid, 0)

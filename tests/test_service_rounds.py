@@ -95,7 +95,10 @@ def test_a_campaign_runs_from_start_to_finish(app, session):
             (request,) = outcome.renders
             assert request.round_number == number + 1
             assert request.previous_state_key.endswith(f"rounds/{number:04d}/state.npz")
-            assert request.consensus == ConsensusFeed(order=[0, 1, 2, 3], pairwise=None)
+            # The two identical rankings agree fully: the optimizer's visible floor hears it.
+            assert request.consensus == ConsensusFeed(
+                order=[0, 1, 2, 3], pairwise=None, agreement=1.0, raters=2
+            )
         else:
             assert outcome.renders == [] and "finished" in outcome.events
     campaign = session.get(Campaign, cid)

@@ -175,6 +175,18 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
     show_default=True,
     help="With --quorum: offer the last slot once it has run this many median ranking times.",
 )
+@click.option(
+    "--crowd",
+    type=click.Choice(["pixel-exact", "perceptual", "both"]),
+    default="pixel-exact",
+    show_default=True,
+    help="pixel-exact: the methods side by side; perceptual: the new default on cppn under "
+    "crowds that see phone or desktop tiles (rankloop.bench.perceptual), beside the "
+    "pixel-exact crowd; both: the two tables.",
+)
+@click.option(
+    "--fixed-floor", is_flag=True, help="Perceptual: keep the visible floor (no agreement rule)."
+)
 @click.option("--out", default=None, help="JSON results [bench-results/campaign(-quorum).json]")
 def campaign_command(
     seeds: int,
@@ -183,6 +195,8 @@ def campaign_command(
     quick: bool,
     quorums: str | None,
     straggler_after: float,
+    crowd: str,
+    fixed_floor: bool,
     out: str | None,
 ) -> None:
     """The delivered image's improvement: new default vs today's default vs the authors' loop
@@ -198,7 +212,7 @@ def campaign_command(
     out = out or "bench-results/campaign.json"
     started = time.perf_counter()
     rows, curves_out, verdicts = [], {}, {}
-    for objective in objectives():
+    for objective in objectives() if crowd != "perceptual" else []:
         authors = (8.0, 0.03) if quick else tune_authors(objective, 10, adversary)
         medians = {}
         for method in METHODS:
@@ -226,21 +240,31 @@ def campaign_command(
     for t in CHECKPOINTS:
         if t <= rounds:
             columns += [f"median@{t}", f"p10@{t}", f"worst@{t}", f"not improved@{t}"]
-    click.echo(
-        f"Delivered-image improvement 1 - f(x_t)/f(x_0), {seeds} campaigns each, m={M}, "
-        f"top-{K}, 3 annotators (one careless){' + an adversary' if adversary else ''}"
-    )
-    click.echo(format_table(rows, columns))
+    if rows:
+        click.echo(
+            f"Delivered-image improvement 1 - f(x_t)/f(x_0), {seeds} campaigns each, m={M}, "
+            f"top-{K}, 3 annotators (one careless){' + an adversary' if adversary else ''}"
+        )
+        click.echo(format_table(rows, columns))
     for label, verdict in verdicts.items():
         click.echo(
             f"{label}: new/authors median@10 = {verdict['median_new_over_authors@10']:.2f} "
             f"(target >= 2: {'met' if verdict['twice_authors_met'] else 'missed'}); every "
             f"campaign improved by round 10: {'yes' if verdict['all_improved_met'] else 'no'}"
         )
+    perceptual = None
+    if crowd != "pixel-exact":
+        from rankloop.bench.perceptual import report_campaigns
+
+        # No adversary here: the perceptual crowd models people who try.
+        perceptual = report_campaigns(
+            seeds, rounds, lambda seed: make_campaign_crowd(seed, False), not fixed_floor
+        )
     path = save_results(
         out,
         "campaign",
         rows,
+        perceptual=perceptual,
         verdicts=verdicts,
         curves=curves_out,
         seeds=seeds,
@@ -249,5 +273,8 @@ def campaign_command(
         quick=quick,
         seconds=time.perf_counter() - started,
     )
+    if not curves_out:
+        click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
+        return
     png = plot_improvements(curves_out, path.with_suffix(".png"))
     click.echo(f"saved {path} and {png} ({time.perf_counter() - started:.0f} s)")

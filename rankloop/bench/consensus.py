@@ -210,6 +210,34 @@ def _orientation_only(
     click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
 
 
+def _perceptual_part(rows: list[dict[str, Any]], seeds: int, temperature: float, k: int) -> None:
+    """The perceptual rows (:func:`rankloop.bench.perceptual.consensus_rows`), printed and
+    added to ``rows``: three honest annotators of the given temperature, top-``k``."""
+    from rankloop.bench.perceptual import consensus_rows
+    from rankloop.simulation.crowd import Crowd
+
+    def crowd(seed: int) -> Crowd:
+        members = [
+            SimulatedAnnotator(f"h{i}", "honest", temperature * factor, k=k)
+            for i, factor in enumerate((1.0, 1.4, 0.8))
+        ]
+        return Crowd(tuple(members), seed=seed)
+
+    found = consensus_rows(seeds, crowd)
+    rows.extend(found)
+    click.echo()
+    click.echo(
+        f"Under a crowd that sees like people: one round of 8 cppn candidates per seed and taste "
+        f"({seeds} seeds x 3 tastes), perturbations of the given RMS pixel change, 3 honest "
+        f"annotators top-{k}; pairs above = share at ΔE00 >= 2.3 at the tile size"
+    )
+    click.echo(
+        format_table(
+            found, ["setting", "method", "tau mean", "top-1 hit", "pairs above", "agreement"]
+        )
+    )
+
+
 @click.command("consensus")
 @click.option("--seeds", default=10, show_default=True, help="Campaigns per setting.")
 @click.option("--rounds", default=20, show_default=True, help="Rounds per quality campaign.")
@@ -232,6 +260,12 @@ def _orientation_only(
     help="Only the orientation rows (flipped campaigns), e.g. with --flip-seeds 1000.",
 )
 @click.option("--quick", is_flag=True, help="Smoke run: 2 seeds, few rounds.")
+@click.option(
+    "--perceptual",
+    is_flag=True,
+    help="Also: one round of cppn candidates per size of perturbation, ranked by the "
+    "pixel-exact crowd and by crowds that see phone or desktop tiles (rankloop.bench.perceptual).",
+)
 @click.option("--out", default="bench-results/consensus.json", show_default=True)
 def consensus_command(
     seeds: int,
@@ -246,6 +280,7 @@ def consensus_command(
     dim: int,
     orientation_only: bool,
     quick: bool,
+    perceptual: bool,
     out: str,
 ) -> None:
     """Consensus methods side by side: tau/top-1 to the hidden truth, and f/f0 they lead to."""
@@ -400,6 +435,8 @@ def consensus_command(
         f"{verdict['pooled_geo_mean_pref_over_order']:.3f}, preferences lower in "
         f"{verdict['pooled_pref_wins']:.0%}, Wilcoxon p = {verdict['wilcoxon_p']:.2g}"
     )
+    if perceptual:
+        _perceptual_part(rows, seeds, temperature, topk)
     path = save_results(
         out,
         "consensus",

@@ -315,6 +315,10 @@ class ConsensusFeed(_Message):
 
     order: list[int] = Field(default_factory=list)  # best-first candidate indices
     pairwise: list[list[float]] | None = None  # weighted evidence W[a, b]: a beats b
+    # How consistently the crowd ranked: Kendall's W of ``raters`` rankings (the optimizer's
+    # visible floor follows it); absent from a round closed before it was sent.
+    agreement: float | None = None
+    raters: int | None = None
 
 
 class RenderMessage(_Message):

@@ -60,6 +60,11 @@ class OptimizerOptions(BaseModel):
         le=1,
         description="at least min_visible (RMS pixel change over the full range)",
     )
+    follow_agreement: bool = Field(
+        default=DEFAULT_OPTIONS["follow_agreement"],
+        description="move the visible floor (from min_visible up to max_visible) with how "
+        "consistently the crowd ranks: wider after a round people could not tell apart",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> OptimizerOptions:

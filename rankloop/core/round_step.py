@@ -55,6 +55,8 @@ def candidate_feed(
     pairwise: Sequence[Sequence[float]] | np.ndarray | None,
     items: Sequence[ShownItem],
     feed: str,
+    agreement: float | None = None,
+    raters: int | None = None,
 ) -> ConsensusFeed:
     """The consensus restricted to the candidates, in optimizer indices.
 
@@ -69,10 +71,17 @@ def candidate_feed(
     feed : {"order", "pairwise"}
         ``"pairwise"`` passes the candidates' sub-matrix on as well (when it holds any
         evidence); ``"order"`` passes only the order.
+    agreement, raters : float, int, optional
+        The consensus's Kendall's W and how many rankings it merged, passed on for the
+        optimizer's visible floor (:meth:`~rankloop.core.optimizer.RankSGD.note_agreement`).
     """
     candidates = sorted((i for i in items if i.role == ImageRole.CANDIDATE), key=lambda i: i.index)
     by_position = {i.position: i for i in candidates}
-    result = ConsensusFeed(order=[by_position[p].index for p in order if p in by_position])
+    result = ConsensusFeed(
+        order=[by_position[p].index for p in order if p in by_position],
+        agreement=None if agreement is None else float(agreement),
+        raters=raters,
+    )
     if feed == Feed.PAIRWISE and pairwise is not None:
         matrix = np.asarray(pairwise, dtype=float)
         positions = [i.position for i in candidates]
@@ -86,7 +95,10 @@ def candidate_feed(
 
 def tell(optimizer: Any, consensus: ConsensusFeed, n: int) -> None:
     """Tell ``optimizer`` (a :class:`~rankloop.core.optimizer.RankSGD` that asked ``n`` points)
-    what the crowd preferred: the pairwise evidence when there is some, else the order."""
+    what the crowd preferred: the pairwise evidence when there is some, else the order; and,
+    when the consensus says it and the optimizer listens, how consistently the crowd ranked."""
+    if consensus.agreement is not None and hasattr(optimizer, "note_agreement"):
+        optimizer.note_agreement(consensus.agreement, consensus.raters)
     if consensus.pairwise is not None:
         matrix = np.asarray(consensus.pairwise, dtype=float)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < n:

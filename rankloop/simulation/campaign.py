@@ -23,6 +23,7 @@ from rankloop.core.round_step import candidate_feed, pixel_effect, shown_items, 
 from rankloop.simulation.crowd import Crowd, make_crowd
 from rankloop.simulation.objectives import Problem, make_problem
 from rankloop.simulation.quorum import QuorumRule, attention_failed
+from rankloop.simulation.perceptual_crowd import PerceptualCrowd
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign"]
 
@@ -43,6 +44,9 @@ class RoundRecord:
     answers: int  # annotators who answered
     weights: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    # A perceptual crowd's view of the round: the share of candidate pairs at least a JND
+    # apart at its tile size ("pairs_above"), their median ΔE00 ("median_de").
+    perception: dict[str, float] = field(default_factory=dict)
 
 
 def _kendall_tau(order: list[int], values: np.ndarray) -> float:
@@ -59,7 +63,7 @@ def run_campaign(
     objective: str = "projected",
     dim: int = 64,
     rounds: int = 30,
-    crowd: Crowd | None = None,
+    crowd: Crowd | PerceptualCrowd | None = None,
     method: str = "auto",
     feed: str = DEFAULT_FEED,
     m: int = 8,
@@ -82,8 +86,10 @@ def run_campaign(
         Its dimension.
     rounds : int
         Rounds to run.
-    crowd : Crowd, optional
-        Default: ``make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)``.
+    crowd : Crowd or PerceptualCrowd, optional
+        Default: ``make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)``. A perceptual
+        crowd sees the round's images at its tile size (the problem must render) and ranks
+        what it can tell apart.
     method : str
         Consensus method (:data:`rankloop.core.consensus.METHODS`).
     feed : {"pairwise", "order"}
@@ -141,8 +147,23 @@ def run_campaign(
         shown_values = np.append(values, values.max()) if attention else values
         items = shown_items(n, attention)
         attention_items = [i.position for i in items if i.index >= n]
+        seen, perception = None, {}
+        if isinstance(crowd, PerceptualCrowd):
+            if problem.render is None:
+                raise InvalidInput("a perceptual crowd needs a problem that renders its points")
+            seen = crowd.see(
+                crowd.round_images(problem.render, proposal.points, optimizer.x, attention)
+            )
+            perception = crowd.figures(seen, n)
         for attempt in range(MAX_ATTEMPTS):
-            answers = crowd.rank(shown_values, proposal.round, attention_items, attempt=attempt)
+            if seen is not None:
+                assert isinstance(crowd, PerceptualCrowd)
+                answers = crowd.rank(
+                    shown_values, proposal.round, attention_items, attempt, seen=seen
+                )
+            else:
+                assert isinstance(crowd, Crowd)
+                answers = crowd.rank(shown_values, proposal.round, attention_items, attempt=attempt)
             if answers:
                 break
         else:
@@ -159,7 +180,9 @@ def run_campaign(
             reliability=reliability,
             known_worst=attention_items,
         )
-        told = candidate_feed(consensus.order, consensus.pairwise, items, feed)
+        told = candidate_feed(
+            consensus.order, consensus.pairwise, items, feed, consensus.agreement, len(answers)
+        )
         tell(optimizer, told, n)
         order = told.order
         truth_best = int(np.argmin(values))
@@ -173,6 +196,7 @@ def run_campaign(
             answers=len(answers),
             weights={str(a): w for a, w in consensus.weights.items()},
             stats=optimizer.stats,
+            perception=perception,
         )
 
 

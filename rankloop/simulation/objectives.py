@@ -96,12 +96,13 @@ def make_shifted_sphere(dim: int, seed: int = 0) -> Objective:
 @dataclass(frozen=True)
 class Problem:
     """An objective with its dimension and a starting point (and, for an image objective, the
-    renderer of its points: ``render(points) -> list of uint8 images``)."""
+    renderer of its points: ``render(points, size=None) -> list of uint8 images``, at the
+    objective's own size or ``size`` x ``size``)."""
 
     name: str
     objective: Objective
     x0: np.ndarray
-    render: Callable[[np.ndarray], list[np.ndarray]] | None = None
+    render: Callable[..., list[np.ndarray]] | None = None
 
     @property
     def dim(self) -> int:
@@ -133,7 +134,8 @@ def make_cppn_problem(taste: str, seed: int = 0, size: int = 32) -> Problem:
 
     ``f(latent)`` renders the latent at ``size`` x ``size`` and scores it by
     :data:`CPPN_TASTES` ``[taste]``; ``x0 ~ N(0, I)`` from ``seed``, as a campaign starts.
-    The problem renders (``render``), so simulations can measure the pixel effect.
+    The problem renders (``render``, at ``size`` or a given side), so simulations can measure
+    the pixel effect and a perceptual crowd can see the images at its tile size.
     """
     if taste not in CPPN_TASTES:
         raise InvalidInput(f"unknown taste {taste!r}; known: {', '.join(CPPN_TASTES)}")
@@ -143,14 +145,15 @@ def make_cppn_problem(taste: str, seed: int = 0, size: int = 32) -> Problem:
     loss = CPPN_TASTES[taste]
     cache: dict[bytes, np.ndarray] = {}
 
-    def render(points: np.ndarray) -> list[np.ndarray]:
+    def render(points: np.ndarray, side: int | None = None) -> list[np.ndarray]:
+        side = size if side is None else int(side)
         images = []
         for point in np.asarray(points, dtype=np.float64).reshape(-1, family.latent_dim):
-            key = point.tobytes()
+            key = point.tobytes() + side.to_bytes(4, "little")
             if key not in cache:
                 if len(cache) > 4096:
                     cache.clear()
-                cache[key] = family.render(point, size, size)
+                cache[key] = family.render(point, side, side)
             images.append(cache[key])
         return images
 

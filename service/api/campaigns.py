@@ -8,6 +8,7 @@ from sqlalchemy.orm import selectinload
 
 from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import RoundStatus
+from rankloop.core.optimizer.visibility import distinguishable
 from service import closing, forking, lifecycle
 from service.api import events, responses
 from service.api.common import (
@@ -199,6 +200,7 @@ def round_response(round_: Round, n_rankings: int, settings: CampaignSettings) -
         else responses.RoundConsensus(
             order=[by_position[p].id for p in consensus.order if p in by_position],
             agreement=consensus.agreement,
+            distinguishable=distinguishable(consensus.agreement, consensus.n_rankings),
             weights=consensus.weights,
             method=consensus.method,
         ),

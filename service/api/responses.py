@@ -57,6 +57,11 @@ class RoundImage(_Response):
 class RoundConsensus(_Response):
     order: list[str] = Field(description="image ids, best first")
     agreement: float | None
+    distinguishable: bool | None = Field(
+        description="whether the annotators told the images apart: their agreement above chance "
+        "by the optimizer's threshold (rankloop.core.optimizer.visibility); null under two "
+        "rankings"
+    )
     weights: dict[str, float] = Field(description="reliability weight per annotator id")
     method: str
 

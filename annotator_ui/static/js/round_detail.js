@@ -51,6 +51,9 @@ function render(round) {
   stat("Rankings", rankingsOf(round.rankings.length, round));
   if (round.close_reason) stat("Closed because", CLOSE_REASONS[round.close_reason] || round.close_reason);
   stat("Agreement", fmt(round.consensus?.agreement));
+  // Whether people told this round's images apart (agreement above chance); the optimizer
+  // widens its perturbations after a round they could not.
+  stat("Images distinguishable", fmt(round.consensus?.distinguishable));
   stat("Consensus method", round.consensus?.method || "—");
   stat("Render", Number.isFinite(round.render_seconds) ? `${round.render_seconds.toFixed(1)} s` : "—");
   // The optimizer's figures for the round, named for a reader; what moved and why, in words.

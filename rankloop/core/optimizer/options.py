@@ -50,6 +50,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # between the two, steps at least the lower one. 0 turns the bound off.
     "min_visible": 0.03,
     "max_visible": 0.12,
+    # Move the band's floor with how consistently the crowd ranks (visibility.py): wider when
+    # people could not tell the candidates apart, back toward min_visible when they agree.
+    "follow_agreement": True,
 }
 
 
@@ -117,4 +120,5 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "schedule": str(opts["schedule"]),
         "min_visible": float(opts["min_visible"]),
         "max_visible": float(opts["max_visible"]),
+        "follow_agreement": bool(opts["follow_agreement"]),
     }

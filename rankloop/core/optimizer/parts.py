@@ -29,6 +29,7 @@ from rankloop.core.optimizer.metric import (
 )
 from rankloop.core.optimizer.noise import STREAM_PERTURBATIONS, standard_normals
 from rankloop.core.optimizer.path import stretch_along_path
+from rankloop.core.optimizer.visibility import next_floor
 
 
 def to_shell(points: np.ndarray, dim: int) -> np.ndarray:
@@ -85,6 +86,11 @@ class OptimizerState:
     noted_effect: float | None
     #: Layout of a verified round (:data:`~rankloop.core.optimizer.verified.LAYOUTS`).
     layout: str
+    #: The visibility band's floor as the crowd's agreement moved it (an RMS pixel change;
+    #: ``None``: ``min_visible``, as before any agreement was noted).
+    visible_floor: float | None = None
+    #: A newly noted chance-corrected agreement, waiting for the pending round's tell.
+    noted_agreement: float | None = None
 
     @property
     def dim(self) -> int:
@@ -99,12 +105,19 @@ class OptimizerState:
         return norm / math.sqrt(self.dim)
 
     def visible_band(self) -> tuple[float, float]:
-        """Latent distances whose pixel change is ``min_visible`` and ``max_visible`` (0, inf
-        while the pixel effect is unknown or the band is off)."""
+        """Latent distances whose pixel change is the visible floor (:meth:`floor`) and
+        ``max_visible`` (0, inf while the pixel effect is unknown or the band is off)."""
         effect, high = self.pixel_effect, self.options["max_visible"]
         if effect is None or high <= 0.0:
             return 0.0, math.inf
-        return self.options["min_visible"] / effect, high / effect
+        return self.floor() / effect, high / effect
+
+    def floor(self) -> float:
+        """The smallest RMS pixel change of a perturbation or a step: ``min_visible``, moved
+        within the band by the crowd's agreement (:mod:`.visibility`)."""
+        if self.visible_floor is None or not self.options.get("follow_agreement", False):
+            return self.options["min_visible"]
+        return self.visible_floor
 
     def metric_warmup(self) -> float:
         """0 -> 1 over the first ``max(200, 2 d)`` rounds; 0 when no metric is learnt."""
@@ -167,6 +180,11 @@ class OptimizerState:
         round's images takes effect, the step stays visible, the round number advances."""
         if self.noted_effect is not None:  # measured on this round's images: for the next ones
             self.pixel_effect, self.noted_effect = self.noted_effect, None
+        if self.noted_agreement is not None:  # how well people told this round's images apart
+            if self.options.get("follow_agreement", False):
+                low, high = self.options["min_visible"], self.options["max_visible"]
+                self.visible_floor = next_floor(self.floor(), self.noted_agreement, low, high)
+            self.noted_agreement = None
         # A step whose pixel change nobody could see wastes the next rounds' trials.
         self.step = max(self.step, self.visible_band()[0])
         self.round += 1

@@ -25,6 +25,7 @@ from rankloop.core.optimizer.options import resolve_options
 from rankloop.core.optimizer.parts import OptimizerState, initial_step, to_shell
 from rankloop.core.optimizer.state import read_state_dict, write_state_dict
 from rankloop.core.optimizer.verified import ANCHORED, VERIFIED, Layout
+from rankloop.core.optimizer.visibility import chance_corrected
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class RankSGD:
         ``schedule``: ``"verified"`` (default) or ``"two_phase"`` (the options ``gradient_rounds``,
         ``sgd_moves`` and ``momentum`` are the two-phase loop's); ``min_visible`` and
         ``max_visible``: the RMS pixel change (0..1) that perturbations keep once the pixel
-        effect is known (0.03, 0.12; see :meth:`note_pixel_effect`).
+        effect is known (0.03, 0.12; see :meth:`note_pixel_effect`); ``follow_agreement``: move
+        the band's floor with the crowd's agreement (True; see :meth:`note_agreement`).
 
     Raises
     ------
@@ -135,7 +137,9 @@ class RankSGD:
         self._pending = False  # an ask is out and awaits its tell
         self._proposal: Proposal | None = None
         self._stats: dict[str, Any] = {}
-        self._update_stats(kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none")
+        self._update_stats(
+            kind="none", moved=0.0, picked_step=0.0, accepted=0, picked="none", crowd_agreement=None
+        )
 
     # ------------------------------------------------------------------ public API
     @property
@@ -222,10 +226,11 @@ class RankSGD:
             outcome = verified.tell_verified(self._state, order, preferences)
         else:
             outcome = two_phase.tell_two_phase(self._state, proposal.kind, order, preferences, n)
+        rho = self._state.noted_agreement  # the crowd's agreement on this round, if noted
         self._state.end_round()
         self._pending = False
         self._proposal = None
-        self._update_stats(kind=proposal.kind, **outcome)
+        self._update_stats(kind=proposal.kind, crowd_agreement=rho, **outcome)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -267,6 +272,15 @@ class RankSGD:
             effect = math.sqrt(effect * self._state.pixel_effect)
         self._state.noted_effect = effect
 
+    def note_agreement(self, agreement: float | None, raters: int | None) -> None:
+        """Record how consistently the crowd ranked this round: Kendall's W of its ``raters``
+        rankings (the consensus's ``agreement``). At this round's tell the visibility band's
+        floor widens when the agreement is near chance (people could not tell the candidates
+        apart) and narrows when it is high (:mod:`~rankloop.core.optimizer.visibility`); the
+        floor is in the stats (``visible_floor``, with ``crowd_agreement``, the chance-corrected
+        agreement). Under two rankings say nothing."""
+        self._state.noted_agreement = chance_corrected(agreement, raters)
+
     # ------------------------------------------------------------------ internals
     def _layout(self) -> Layout:
         """The layout of the next (or pending) verified round."""
@@ -286,5 +300,7 @@ class RankSGD:
             "metric_spread": float(np.std(np.log(state.scales))),
             "estimates_averaged": float(state.direction_count),
             "x_norm": float(np.linalg.norm(state.x)),
+            # The smallest RMS pixel change of the next perturbations and steps (visibility.py).
+            "visible_floor": float(state.floor()),
             **{k: (float(v) if isinstance(v, float) else v) for k, v in values.items()},
         }

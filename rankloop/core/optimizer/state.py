@@ -4,8 +4,9 @@ A :meth:`RankSGD.state_dict` is an explicit, versioned dictionary of plain value
 arrays (never a pickle); :func:`dumps_state` stores it as ``.npz`` (the arrays, plus a JSON
 header for the rest) and :func:`loads_state` reads it back, refusing damaged bytes and unknown
 versions. Version 2 added the learnt metric, version 3 the round schedule and the pixel effect,
-version 4 the anchored layout of a verified round; versions 1 to 3 still load and continue
-exactly as they would have before (:func:`upgrade_state`).
+version 4 the anchored layout of a verified round, version 5 the visible floor that follows
+the crowd's agreement; versions 1 to 4 still load and continue exactly as they would have
+before (:func:`upgrade_state`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from rankloop.core.errors import CorruptedObject, InvalidInput
 from rankloop.core.optimizer.parts import OptimizerState
 from rankloop.core.optimizer.verified import CENTRED, LAYOUTS
 
-STATE_VERSION = 4
-#: Versions 1 (no metric), 2 (no schedule, no pixel effect) and 3 (verified rounds centred on
-#: the current point) still load, and continue exactly as they would have before.
-SUPPORTED_STATE_VERSIONS = (1, 2, 3, 4)
+STATE_VERSION = 5
+#: Versions 1 (no metric), 2 (no schedule, no pixel effect), 3 (verified rounds centred on
+#: the current point) and 4 (a fixed visible floor) still load, and continue exactly as they
+#: would have before.
+SUPPORTED_STATE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +36,7 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     1 -> 2: an identity metric that never adapts, the fixed radius ratio it had.
     2 -> 3: the two-phase schedule (the only one then), no visibility band, no pixel effect.
     3 -> 4: verified rounds keep the layout they had, perturbations around the current point.
+    4 -> 5: the visible floor stays ``min_visible`` (the agreement is not followed).
     """
     if state["version"] == 1:
         options = {**state["options"], "adapt_metric": False, "metric_rate": 0.0}
@@ -50,6 +53,11 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
         state.setdefault("noted_effect", None)
     if state["version"] == 3:
         state = {**state, "version": 4, "layout": CENTRED, "path": None}
+    if state["version"] == 4:
+        options = {**state["options"], "follow_agreement": False}
+        state = {**state, "version": 5, "options": options}
+        state.setdefault("visible_floor", None)
+        state.setdefault("noted_agreement", None)
     return state
 
 
@@ -97,6 +105,8 @@ def write_state_dict(state: OptimizerState, pending: bool, stats: dict[str, Any]
         "noted_effect": state.noted_effect,
         "layout": state.layout,
         "path": None if state.path is None else state.path.copy(),
+        "visible_floor": state.visible_floor,
+        "noted_agreement": state.noted_agreement,
     }
 
 
@@ -153,6 +163,8 @@ def read_state_dict(state: Mapping[str, Any]) -> SavedState:
             "path": (
                 None if state["path"] is None else np.array(state["path"], np.float64).reshape(-1)
             ),
+            "visible_floor": _optional_float(state["visible_floor"]),
+            "noted_agreement": _optional_float(state["noted_agreement"]),
         }
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InvalidInput):
