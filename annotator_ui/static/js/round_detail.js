@@ -118,6 +118,9 @@ function render(round) {
 
 async function load(number) {
   const { data } = await ownerApi(`${base}/rounds/${number}`);
+  // A slower answer for a round no longer picked (a refresh's, racing the owner's pick) is
+  // dropped: it would replace the picked round's rankings.
+  if (String(number) !== $("#round-pick").value) return;
   const signature = JSON.stringify(data, withoutQuery);
   if (signature === shown) return;
   shown = signature;
