@@ -29,6 +29,7 @@ from rankloop.core.round_step import candidate_feed
 from service import verdicts
 from service.config import settings_of
 from service.db import session_scope
+from service.image_sets.rounds import open_next
 from service.jobs import send_close_round
 from service.models import (
     Annotator,
@@ -189,8 +190,8 @@ def close_round(
     elif verdicts.is_verdict(round_):
         verdicts.conclude(session, campaign, round_, now)
         outcome.events.append("finished")
-    elif settings.kind == IMAGE_SET:  # no next render: it ends with its last open item
-        if not _open_rounds_left(session, campaign.id):
+    elif settings.kind == IMAGE_SET:  # no render: a queued item opens, or the set is done
+        if not open_next(session, campaign.id, now):
             campaign.status, campaign.finished_at = CampaignStatus.FINISHED, now
             audit(session, "campaign_finished", campaign.id, round_.number)
             outcome.events.append("finished")
@@ -211,17 +212,6 @@ def close_round(
         outcome.renders.append(new_round(session, campaign, round_.number + 1, round_, feed))
     session.commit()
     return outcome
-
-
-def _open_rounds_left(session: Session, campaign_id: str) -> bool:
-    return (
-        session.scalar(
-            select(Round.id)
-            .where(Round.campaign_id == campaign_id, Round.status == RoundStatus.OPEN)
-            .limit(1)
-        )
-        is not None
-    )
 
 
 def round_consensus(

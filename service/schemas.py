@@ -94,7 +94,7 @@ class CampaignCreate(CampaignFields):
 
 # What a fork cannot change: the optimizer state, or the renders it was made with, depend on it.
 FORK_KEEPS = ("generator", "model", "width", "height", "m", "k", "seed", "optimizer",
-              "attention_check", "steps", "guidance", "scheduler")  # fmt: skip
+              "attention_check", "steps", "guidance", "scheduler", "kind")  # fmt: skip
 
 # A fork's body: the round to start from, and any campaign setting a fork may change.
 ForkCreate = create_model(

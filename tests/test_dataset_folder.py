@@ -201,3 +201,14 @@ def test_card_features_and_sizes_match_what_datasets_writes():
         "10K<n<100K",
         "1M<n<10M",
     ]
+
+
+def test_push_to_hub_without_network_fails_in_one_line_and_keeps_the_folder(app, campaigns,
+                                                                          tmp_path):  # fmt: skip
+    folder = tmp_path / "pushed"
+    result = _export(app, [campaigns[0], "--dataset", str(folder), "--push-to-hub", "me/prefs"])
+    assert result.exit_code == 1
+    assert f"wrote {folder}, but the upload to me/prefs failed" in result.output
+    assert (folder / "README.md").is_file()
+    result = _export(app, [campaigns[0], "--push-to-hub", "me/prefs"])
+    assert result.exit_code == 2 and "give --dataset DIR" in result.output

@@ -398,3 +398,37 @@ def test_a_large_image_gets_a_thumbnail_and_a_small_one_is_its_own(tmp_path):
     assert thumb == key
     assert blobs.put(*check_image(large))[2] is False and (blobs.stored, blobs.reused) == (2, 1)
     assert Blobs(store).put(*check_image(large))[2] is False  # found in the store: not put again
+
+
+def test_items_beyond_the_window_wait_and_open_as_others_close(sqlite_app, tmp_path, monkeypatch):
+    """At most OPEN_ITEMS items are open at once (choosing a task weighs every open round); a
+    closed item lets the next queued one open, and the set finishes with its last item."""
+    from service.image_sets import importer, rounds
+
+    monkeypatch.setattr(importer, "OPEN_ITEMS", 2)
+    monkeypatch.setattr(rounds, "OPEN_ITEMS", 2)
+    app = sqlite_app
+    result = _import(app, folder_tree(tmp_path / "set", items=3), "--start",
+                     "--set", "tasks_per_annotator=3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with db.session_scope(app) as session:
+        campaign_id = session.scalars(select(Campaign.id)).one()
+    assert [r.status for r, _ in _rounds(app, campaign_id)] == ["open", "open", "queued"]
+    assert _rounds(app, campaign_id)[2][0].opened_at is None
+    owner = Owner(app.test_client())
+    client = app.test_client()
+    seen: list[int] = []
+    tokens = owner.annotators(campaign_id, 2)
+    # An annotator who ranked every open item comes back once a queued one has opened.
+    for token in [*tokens, *tokens]:
+        while (task := client.get("/api/tasks/next", headers=bearer(token))).status_code == 200:
+            seen.append(task.json["round"])
+            order = [i["id"] for i in task.json["images"]]
+            posted = client.post(f"/api/tasks/{task.json['task_id']}/ranking",
+                                 json={"order": order}, headers=bearer(token))  # fmt: skip
+            assert posted.status_code == 201
+            statuses = [r.status for r, _ in _rounds(app, campaign_id)]
+            assert statuses.count("open") <= 2
+    assert sorted(seen) == [0, 0, 1, 1, 2, 2]
+    assert [r.status for r, _ in _rounds(app, campaign_id)] == ["closed"] * 3
+    assert owner.get(f"/api/campaigns/{campaign_id}").json["status"] == "finished"

@@ -51,11 +51,14 @@ def open_store(store_url: str | None):
 @click.option("--license", "license_", default="other", show_default=True,
               help="--dataset: the card's licence (a Hub licence id)")  # fmt: skip
 @click.option("--name", help="--dataset: the card's title (default: the folder's name)")
+@click.option("--push-to-hub", "repo", metavar="REPO",
+              help="--dataset: then upload the folder to this Hugging Face dataset repository "
+              "(huggingface_hub, its token: HF_TOKEN or huggingface-cli login)")  # fmt: skip
 @click.option("--url", help=DATABASE_HELP)
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
 def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, images: str,
                    base_url: str | None, out: Path | None, dataset: Path | None, splits: str,
-                   license_: str, name: str | None, url: str | None,
+                   license_: str, name: str | None, repo: str | None, url: str | None,
                    store_url: str | None) -> None:  # fmt: skip
     """Export a campaign's rankings, consensus or pairwise preferences (streamed), or with
     --dataset a dataset folder of one or more campaigns."""
@@ -71,6 +74,8 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         fractions = parse_fractions(splits)
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="--splits") from None
+    if repo is not None and dataset is None:
+        raise click.UsageError("--push-to-hub uploads a --dataset folder: give --dataset DIR")
     if dataset is not None and table not in PROMPT_COLUMNS:
         raise click.UsageError(f"--dataset splits by prompt: --table {' or '.join(PROMPT_COLUMNS)}")
     sessions, dispose = datasets.sessions_for(database_url(url))
@@ -93,6 +98,8 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         if dataset is not None:
             policy = datasets.Images(images, get=get, url=by_url)
             _dataset(sources, table, policy, dataset, fractions, license_, name, total)
+            if repo is not None:
+                _push(dataset, repo)
             return
         out = out or Path(f"rankloop-{campaign_ids[0]}-{table}.{fmt}")
         policy = datasets.Images(
@@ -109,6 +116,26 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
     finally:
         dispose()
     click.echo(f"wrote {out}")
+
+
+def _push(folder: Path, repo: str) -> None:
+    """Upload the written folder to the Hub (it stays on disk whatever happens)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise click.ClickException(
+            f"wrote {folder}; --push-to-hub needs huggingface_hub: pip install 'rankloop[hub]'"
+        ) from None
+    api = HfApi()
+    try:
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=folder, repo_type="dataset",
+                          commit_message="rankloop export --dataset")  # fmt: skip
+    except Exception as exc:  # offline, no token, no rights: the folder is still there
+        raise click.ClickException(
+            f"wrote {folder}, but the upload to {repo} failed: {exc}"
+        ) from None
+    click.echo(f"pushed {folder} to https://huggingface.co/datasets/{repo}")
 
 
 def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, ...],

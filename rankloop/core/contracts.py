@@ -48,6 +48,7 @@ CAMPAIGN_CONCLUDED: Final = (CampaignStatus.FINISHED, CampaignStatus.STOPPED)
 
 class RoundStatus(StrEnum):
     RENDERING = "rendering"
+    QUEUED = "queued"  # an image set's item waiting for a place among its open rounds
     OPEN = "open"
     CLOSED = "closed"
     FAILED = "failed"

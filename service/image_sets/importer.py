@@ -1,6 +1,8 @@
-"""Items into a draft image-set campaign, all or nothing: each item becomes one open round (its
+"""Items into a draft image-set campaign, all or nothing: each item becomes one round (its
 images shuffled per annotator on the task page as any round's are, its attention image last),
-waiting for its quorum while the campaign runs; no optimizer and no render.
+open and waiting for its quorum while the campaign runs, or queued behind the
+:data:`~rankloop.core.image_sets.OPEN_ITEMS` open ones (:mod:`service.image_sets.rounds` opens
+it when one closes); no optimizer and no render.
 
 The rows are written in the caller's transaction (flushed and let go of every
 :data:`FLUSH_EVERY` items: flat memory) and committed by the caller once every item passed: a
@@ -20,7 +22,14 @@ from sqlalchemy.orm import Session
 from rankloop.core.campaign_settings import IMAGE_SET, MAX_ROUNDS
 from rankloop.core.contracts import MAX_PROMPT, CampaignStatus, ImageRole, RoundStatus
 from rankloop.core.errors import Conflict, InvalidInput
-from rankloop.core.image_sets import MAX_IMAGES, MAX_ITEMS, MAX_MODEL, MIN_IMAGES, sniff
+from rankloop.core.image_sets import (
+    MAX_IMAGES,
+    MAX_ITEMS,
+    MAX_MODEL,
+    MIN_IMAGES,
+    OPEN_ITEMS,
+    sniff,
+)
 from rankloop.core.storage import ObjectStore
 from service.image_sets.reading import RawItem
 from service.image_sets.storing import Blobs, attention_image, attention_source, check_image
@@ -62,13 +71,23 @@ def import_items(session: Session, store: ObjectStore, campaign_id: str,
     }
     number = session.scalar(select(func.count()).where(Round.campaign_id == campaign_id)) or 0
     first = number
+    open_now = (
+        session.scalar(
+            select(func.count()).where(
+                Round.campaign_id == campaign_id, Round.status == RoundStatus.OPEN
+            )
+        )
+        or 0
+    )
     blobs = Blobs(store)
     sizes: list[int] = []  # smallest and largest item
     images = 0
     for item in items:
         _check(item, seen, number - first)
         seen[item.item_id] = item.line
-        n = _add_round(session, blobs, campaign, item, number, config.attention_check, now)
+        opens = open_now < OPEN_ITEMS  # the rest wait their turn (service.image_sets.rounds)
+        open_now += opens
+        n = _add_round(session, blobs, campaign, item, number, config.attention_check, now, opens)
         sizes = [min(sizes[0], n), max(sizes[1], n)] if sizes else [n, n]
         images += n
         number += 1
@@ -107,11 +126,13 @@ def _check(item: RawItem, seen: dict[str, int], imported: int) -> None:
 
 
 def _add_round(session: Session, blobs: Blobs, campaign: Campaign, item: RawItem, number: int,
-               attention: bool, now: dt.datetime) -> int:  # fmt: skip
-    """The item's round (open) and its images; the number of candidates."""
+               attention: bool, now: dt.datetime, opens: bool) -> int:  # fmt: skip
+    """The item's round (open, or queued behind the open ones) and its images; the number of
+    candidates."""
     round_ = Round(
-        campaign_id=campaign.id, number=number, kind=ROUND_KIND, status=RoundStatus.OPEN,
-        prompt=item.prompt, item_id=item.item_id, opened_at=now, deadline=None,
+        campaign_id=campaign.id, number=number, kind=ROUND_KIND,
+        status=RoundStatus.OPEN if opens else RoundStatus.QUEUED, prompt=item.prompt,
+        item_id=item.item_id, opened_at=now if opens else None, deadline=None,
     )  # fmt: skip
     session.add(round_)  # its images join it through the relationship: one flush per batch
     degraded_from = attention_source(item.item_id, len(item.images)) if attention else -1
