@@ -34,6 +34,7 @@ from rankloop.core.storage import ObjectStore
 from service.image_sets.reading import RawItem
 from service.image_sets.storing import Blobs, attention_image, attention_source, check_image
 from service.models import Campaign, Image, Round, utcnow
+from service.statements import initial_quorum
 from service.transitions import audit, get_campaign
 
 FLUSH_EVERY = 500  # items written and let go of at a time
@@ -133,6 +134,7 @@ def _add_round(session: Session, blobs: Blobs, campaign: Campaign, item: RawItem
         campaign_id=campaign.id, number=number, kind=ROUND_KIND,
         status=RoundStatus.OPEN if opens else RoundStatus.QUEUED, prompt=item.prompt,
         item_id=item.item_id, opened_at=now if opens else None, deadline=None,
+        quorum=initial_quorum(campaign.config),
     )  # fmt: skip
     session.add(round_)  # its images join it through the relationship: one flush per batch
     degraded_from = attention_source(item.item_id, len(item.images)) if attention else -1
