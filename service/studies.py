@@ -160,9 +160,9 @@ def duplicate(
             n + 1,
             campaign.prompt,
             {
-                key: campaign.settings[key]
+                key: getattr(campaign.config, key)
                 for key in ("negative_prompt", "seed")
-                if key in campaign.settings and campaign.settings[key] != getattr(shared, key)
+                if getattr(campaign.config, key) != getattr(shared, key)
             },
         )
         for n, campaign in enumerate(campaigns_of(session, study_id))

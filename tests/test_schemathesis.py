@@ -43,6 +43,14 @@ STATED_RULES = {
     ("POST", "/api/campaigns/{campaign_id}/items"): ["400"],
     # A fork's settings are a campaign's: the same rules between fields (422).
     ("POST", "/api/campaigns/{campaign_id}/fork"): ["422"],
+    # A study needs prompts or a file (422), each row a campaign the rules allow (422).
+    ("POST", "/api/studies"): ["422"],
+    # A duplicate's model must still be on the operator's list (422).
+    ("POST", "/api/studies/{study_id}/duplicate"): ["422"],
+    # As a campaign's link: a participant id is needed (400), an ended study takes nobody (410).
+    ("GET", "/join/study/{study_id}"): ["400", "410"],
+    # images=embed needs a Parquet format (400).
+    ("GET", "/api/studies/{study_id}/export"): ["400"],
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 

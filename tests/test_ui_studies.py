@@ -97,3 +97,22 @@ def test_the_study_pages_show_the_study_and_its_prompts(server, browser, screens
     finally:
         context.close()
     assert server.owner.get(f"/api/studies/{study['id']}").json["status"] == "running"
+
+
+def test_the_study_link_opened_again_continues_in_the_same_browser(server, browser):
+    """A second visit through the study's link takes no identity: the page continues with the
+    token this browser got on the first visit (kept under the study's id), on the same task."""
+    body = {"prompts": ["a red apple"], "settings": {"m": 4}, "recruit": True, "start": True}
+    study = server.owner.post("/api/studies", json=body).json
+    render_round(server.app, study["campaigns"][0]["id"], 0, attention=False)
+    context = browser.new_context(**VIEWPORTS["phone"])
+    link = f"{server.base_url}/join/study/{study['id']}?PROLIFIC_PID=pp2"
+    try:
+        first, errors = open_page(context, link)
+        task = shown_task(first)
+        again, more_errors = open_page(context, link)
+        assert shown_task(again) == task
+        assert errors == [] and more_errors == []
+    finally:
+        context.close()
+    assert server.owner.get(f"/api/studies/{study['id']}").json["workers"] == 1

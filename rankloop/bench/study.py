@@ -37,6 +37,7 @@ from rankloop.bench.api import create_database, drop_database
 from rankloop.bench.load_drivers import ADMIN
 from rankloop.bench.report import format_table, save_results
 from rankloop.bench.turnaround import render_result
+from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
 
 MEDIAN_RANKING_S, SIGMA = 20.0, 0.6  # a person's time per ranking (log-normal)
 
@@ -91,9 +92,9 @@ def _place_for(app: Any, campaign_ids: list[str], token: str) -> bool:
     query = text(
         """
         SELECT 1 FROM rounds r JOIN campaigns c ON c.id = r.campaign_id
-        WHERE c.id = ANY(:ids) AND r.status = 'open' AND c.status = 'running'
+        WHERE c.id = ANY(:ids) AND r.status = :round_open AND c.status = :campaign_running
           AND r.n_rankings + (SELECT count(*) FROM assignments t WHERE t.round_id = r.id
-                AND t.status = 'leased' AND t.expires_at > now() AT TIME ZONE 'utc')
+                AND t.status = :task_leased AND t.expires_at > now() AT TIME ZONE 'utc')
               < CAST(c.settings ->> 'annotators_per_round' AS integer)
           AND NOT EXISTS (SELECT 1 FROM assignments t JOIN annotators a ON a.id = t.annotator_id
                 WHERE t.round_id = r.id AND a.token_hash = :hash)
@@ -101,7 +102,12 @@ def _place_for(app: Any, campaign_ids: list[str], token: str) -> bool:
         """
     )
     with app.app_context(), session_scope() as session:
-        found = session.execute(query, {"ids": campaign_ids, "hash": hash_token(token)})
+        words = {
+            "round_open": RoundStatus.OPEN,
+            "campaign_running": CampaignStatus.RUNNING,
+            "task_leased": TaskStatus.LEASED,
+        }
+        found = session.execute(query, {"ids": campaign_ids, "hash": hash_token(token), **words})
         return found.first() is not None
 
 
@@ -155,7 +161,7 @@ def _renderer(app, m: int, render_s: float, stop: threading.Event) -> None:
         with app.app_context(), session_scope() as session:
             waiting = session.execute(
                 select(Round.campaign_id, Round.number, Round.created_at).where(
-                    Round.status == "rendering"
+                    Round.status == RoundStatus.RENDERING
                 )
             ).all()
             for campaign_id, number, created in waiting:
@@ -241,7 +247,7 @@ def _crowd(mode, options, app, base, stop) -> dict[str, Any]:
                 live = session.scalar(
                     select(func.count())
                     .select_from(Campaign)
-                    .where(Campaign.id.in_(ids), Campaign.status == "running")
+                    .where(Campaign.id.in_(ids), Campaign.status == CampaignStatus.RUNNING)
                 )
             if not live:
                 break
