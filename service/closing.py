@@ -16,8 +16,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from rankloop.core.campaign_settings import verdict_wanted
-from rankloop.core.campaign_settings import IMAGE_SET
+from rankloop.core.campaign_settings import IMAGE_SET, verdict_wanted
 from rankloop.core.contracts import (
     CAMPAIGN_ENDED,
     CampaignStatus,

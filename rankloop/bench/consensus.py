@@ -43,7 +43,7 @@ from rankloop.bench.report import format_table, save_results
 from rankloop.core.consensus import AnnotatorReliability, aggregate
 from rankloop.core.contracts import FEEDS, Feed
 from rankloop.simulation.campaign import run_campaign
-from rankloop.simulation.crowd import make_crowd
+from rankloop.simulation.crowd import SimulatedAnnotator, make_crowd
 
 QUALITY_METHODS = (
     "auto",

@@ -177,10 +177,10 @@ def respawn_command(
     redis_url: str,
 ) -> None:
     """What clients and health probes see while gunicorn replaces a web process under load."""
-    from rankloop.bench.api import _create_database, _drop_database
+    from rankloop.bench.api import create_database, drop_database
     from service.cli import upgrade
 
-    db_name, db_url = _create_database(postgres)
+    db_name, db_url = create_database(postgres)
     work = Path(tempfile.mkdtemp(prefix="rankloop-bench-respawn-"))
     prefix = f"rankloop-bench-{uuid.uuid4().hex[:8]}:"
     env = {
@@ -211,7 +211,7 @@ def respawn_command(
             row["workers_booted"] = len(_workers(log))
             rows.append(row)
     finally:
-        _drop_database(postgres, db_name)
+        drop_database(postgres, db_name)
     columns = ["fault", "requests", "failed", "slowest_s", "p99_s", "over_5s", "probes_failed",
                "longest_without_probe_answer_s", "workers_booted"]  # fmt: skip
     click.echo(format_table(rows, columns))

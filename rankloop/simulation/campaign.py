@@ -22,8 +22,8 @@ from rankloop.core.optimizer import RankSGD
 from rankloop.core.round_step import candidate_feed, pixel_effect, shown_items, tell
 from rankloop.simulation.crowd import Crowd, make_crowd
 from rankloop.simulation.objectives import Problem, make_problem
-from rankloop.simulation.quorum import QuorumRule, attention_failed
 from rankloop.simulation.perceptual_crowd import PerceptualCrowd
+from rankloop.simulation.quorum import QuorumRule, attention_failed
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign"]
 
