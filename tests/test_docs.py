@@ -147,21 +147,30 @@ def test_the_quickstart_runs_as_written(tmp_path):
 @pytest.mark.timeout(300)
 def test_the_diffusion_dpo_snippet_loads_a_pairs_export(sqlite_app, tmp_path):
     """The training guide's data-loading snippet, as written, on a real ``pairs`` export."""
+    from sqlalchemy import select
+
+    from service import db
+    from service.models import Image
     from tests.fixtures.coordinator import Owner, bearer, render_round
 
     owner = Owner(sqlite_app.test_client())
     created = owner.campaign(start=True, m=4, annotators_per_round=2, rounds=1)
     client = sqlite_app.test_client()
-    render_round(sqlite_app, created["id"], 0, m=4)
+    rendered = render_round(sqlite_app, created["id"], 0, m=4)
+    attention = {i["key"] for i in rendered["images"] if i["role"] == "attention"}
+    with db.session_scope(sqlite_app) as session:
+        attention = set(session.scalars(select(Image.id).where(Image.key.in_(attention))))
     for token in owner.annotators(created["id"], 2):
         task = client.get("/api/tasks/next", headers=bearer(token)).json
-        order = [image["id"] for image in task["images"]]
+        ids = [image["id"] for image in task["images"]]
+        order = [*(i for i in ids if i not in attention), *attention]  # the check passed
         ranked = client.post(f"/api/tasks/{task['task_id']}/ranking", json={"order": order},
                              headers=bearer(token))  # fmt: skip
         assert ranked.status_code == 201, ranked.json
     export = owner.get(f"/api/campaigns/{created['id']}/export?format=pairs.parquet&images=embed")
     assert export.status_code == 200
-    (tmp_path / "pairs.parquet").write_bytes(export.data)
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / f"pairs-{created['id']}.parquet").write_bytes(export.data)
     (snippet,) = [b for b in _blocks(DOCS / "guides" / "datasets.md", "python") if "DataLoader" in b]
     check = "\nassert batch['pixel_values'].shape[1:] == (6, RESOLUTION, RESOLUTION), batch\n"
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
