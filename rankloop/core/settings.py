@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         description="largest request body in bytes",
         json_schema_extra=WEB,
     )
+    docs_url: str = Field(
+        default="",
+        description="where the landing page (/) links the documentation site, if it is "
+        "published (e.g. the site `mkdocs build` makes, served by the proxy); empty: the "
+        "landing page says how to build it from a checkout",
+        json_schema_extra=WEB,
+    )
     ui_image_origins: str = Field(
         default="",
         description="space-separated origins the pages may load images from (a CDN)",
