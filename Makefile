@@ -1,4 +1,4 @@
-# Two set-up commands on a fresh machine (see README): `make demo` and `make test`.
+# Two set-up commands on a fresh machine (see README and docs/quickstart.md): `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -491,7 +491,7 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
     cluster, the loss of a node).
     Their exchanges are topic exchanges, so a retry's countdown waits in RabbitMQ's delayed
     delivery exchanges (which Celery's workers declare) instead of in a worker. A queue that
-    already exists as a classic queue is refused (``PRECONDITION_FAILED``): see the README.
+    already exists as a classic queue is refused (``PRECONDITION_FAILED``): see docs/guides/deploy.md, Broker.
     """
     transport = dict(settings.broker_transport_options)
     return {
