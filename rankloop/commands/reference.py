@@ -193,10 +193,12 @@ def api_reference() -> str:
                 lines.append(f"- **Body**: `{ref.rsplit('/', 1)[-1]}` (JSON)")
             for status, reply in op["responses"].items():
                 if "$ref" in reply:
-                    continue  # the shared error reply, said once below
-                schema = next(iter(reply.get("content", {}).values()), {}).get("schema", {})
+                    continue  # the shared error reply, said once on the page
+                content: dict[str, Any] = reply.get("content", {})
+                first: dict[str, Any] = next(iter(content.values()), {})
+                schema = first.get("schema", {})
                 model = f" `{_schema_type(schema)}`" if schema else ""
-                media = ", ".join(reply.get("content", {}))
+                media = ", ".join(content)
                 lines.append(
                     f"- **{status}**: {_cell(reply['description'])}{model}"
                     + (f" ({media})" if media else "")

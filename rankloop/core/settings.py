@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rankloop.core.errors import InvalidInput
@@ -48,11 +49,11 @@ _OPTIONAL = (
 
 
 # Which processes read a setting (json_schema_extra "read_by"): the reference lists it.
-ALL: Final = {"read_by": "all processes"}
-COORDINATOR: Final = {"read_by": "web, bookkeeping workers, beat"}
-WEB: Final = {"read_by": "web"}
-RENDER: Final = {"read_by": "render workers"}
-WEB_AND_RENDER: Final = {"read_by": "web, render workers"}
+ALL: Final[JsonDict] = {"read_by": "all processes"}
+COORDINATOR: Final[JsonDict] = {"read_by": "web, bookkeeping workers, beat"}
+WEB: Final[JsonDict] = {"read_by": "web"}
+RENDER: Final[JsonDict] = {"read_by": "render workers"}
+WEB_AND_RENDER: Final[JsonDict] = {"read_by": "web, render workers"}
 
 
 class Settings(BaseSettings):
