@@ -180,3 +180,13 @@ def test_the_diffusion_dpo_snippet_loads_a_pairs_export(sqlite_app, tmp_path):
     ran = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=280)  # fmt: skip
     assert ran.returncode == 0, ran.stderr[-4000:]
+
+
+def test_the_readmes_links_lead_to_pages_that_exist():
+    """The README is two screens that link into the site: every relative link names a file."""
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, missing
+    assert len(readme.splitlines()) <= 120, "the README fits on two screens"
