@@ -1,4 +1,4 @@
-# Two set-up commands on a fresh machine (see README): `make demo` and `make test`.
+# Two set-up commands on a fresh machine (see README and docs/quickstart.md): `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 UNIT_TESTS := not services and not browser and not slow and not gpu
 ALL_TESTS := not gpu and not bench
 
-.PHONY: venv demo test test-unit test-bench lint format system-deps bench clean
+.PHONY: venv demo test test-unit test-bench lint format system-deps bench docs docs-build clean
 
 $(BIN)/rankloop: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,9 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The full lane: lint, then every test but the GPU ones and the load benchmark. Needs
-# PostgreSQL and Redis (see README); starts SeaweedFS, Celery workers and Chromium itself.
+# The full lane: lint, then every test but the GPU ones and the load benchmark (the docs site is
+# built strictly there too: tests/test_docs.py). Needs PostgreSQL and Redis (see
+# docs/explanation/tests.md); starts SeaweedFS, Celery workers and Chromium itself.
 test: venv system-deps lint
 	$(BIN)/pytest -m "$(ALL_TESTS)" $(PYTEST_ARGS)
 
@@ -55,5 +56,13 @@ bench: venv
 	$(BIN)/rankloop bench consensus --out bench-results/consensus.json
 	$(BIN)/rankloop bench render --out bench-results/render.json
 
+# The documentation site on http://127.0.0.1:8001 (reloads on edits); docs-build writes site/,
+# which works offline (open site/index.html).
+docs: venv
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+docs-build: venv
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output
+	rm -rf site $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis test-output

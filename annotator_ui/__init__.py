@@ -9,17 +9,18 @@ there is nothing for a cross-site request to ride on, so no CSRF token is needed
 
 The web app (:mod:`rankloop.commands.web`, the layer above both tiers) passes :func:`init_app`
 to the coordinator's factory, which registers :data:`ui_blueprint` (no URL prefix); the
-routes are ``/task``, ``/dashboard``, ``/dashboard/<campaign_id>``, ``/dashboard/studies``
-and ``/dashboard/study/<study_id>``; assets are under
+routes are ``/`` (a landing page), ``/task``, ``/dashboard``, ``/dashboard/<campaign_id>``,
+``/dashboard/studies`` and ``/dashboard/study/<study_id>``; assets are under
 ``/ui-static/``.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, current_app, render_template, request
 
 from annotator_ui.inline_scripts import inline_script
 from annotator_ui.security import add_security_headers
+from rankloop.core.settings import settings_of
 
 ui_blueprint = Blueprint(
     "ui",
@@ -29,6 +30,17 @@ ui_blueprint = Blueprint(
     # Not "/static": that path belongs to the application's own static folder.
     static_url_path="/ui-static",
 )
+
+
+@ui_blueprint.get("/")
+def landing_page() -> str:
+    """What this server is, for whoever opens its address: links to the console, the API
+    document and the documentation (no script, no data)."""
+    return render_template(
+        "landing.html",
+        api_root=f"{request.script_root}/api",
+        docs_url=settings_of(current_app).docs_url,
+    )
 
 
 @ui_blueprint.get("/task")

@@ -41,10 +41,13 @@ class CampaignCreate(CampaignFields):
 
     model_config = _Strict.model_config
 
-    name: Text = Field(default="", max_length=200)
-    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT)
-    optimizer: OptimizerOptions = Field(default_factory=OptimizerOptions)
-    start: bool = False
+    name: Text = Field(default="", max_length=200, description="a name for the owner's list")
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT, description="what to generate")
+    optimizer: OptimizerOptions = Field(
+        default_factory=OptimizerOptions,
+        description="RankSGD options the owner sets; the optimizer's defaults fill the rest",
+    )
+    start: bool = Field(default=False, description="start the campaign at once")
 
     @model_validator(mode="after")
     def _fits(self) -> CampaignCreate:

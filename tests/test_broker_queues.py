@@ -2,7 +2,7 @@
 
 Both tiers declare ``coord`` and ``gpu`` alike, so whichever declares a queue first, the other's
 declaration is equivalent: RabbitMQ refuses a queue declared again with other arguments, which
-is also why the README moves an upgrade from classic queues to a new vhost.
+is also why the deploy guide (docs/guides/deploy.md) moves an upgrade from classic queues to a new vhost.
 """
 
 from __future__ import annotations

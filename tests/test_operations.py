@@ -190,8 +190,8 @@ def test_rankloop_serve_finds_its_gunicorn_settings_in_an_installed_wheel(tmp_pa
     assert f"[default:{site / 'rankloop' / 'commands' / 'gunicorn_conf.py'}]" in unwrapped
 
 
-def test_the_readme_runs_every_process_as_its_systemd_unit_does():
-    """The README's table of processes and the units in infra/ give the same command lines."""
+def test_the_deploy_guide_runs_every_process_as_its_systemd_unit_does():
+    """The deploy guide's table of processes and the units in infra/ give the same command lines."""
     import re
 
     def normal(command: str) -> str:
@@ -204,7 +204,8 @@ def test_the_readme_runs_every_process_as_its_systemd_unit_does():
         normal(re.search(r"^ExecStart=(.*?[^\\])$", unit.read_text(), re.M | re.S).group(1))
         for unit in units
     }
-    production = (ROOT / "README.md").read_text().split("## Production", 1)[1].split("\n## ", 1)[0]
+    guide = (ROOT / "docs" / "guides" / "deploy.md").read_text()
+    production = guide.split("## Processes", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (?:web|bookkeeping|beat|render) \| `([^`]+)` \|", production, re.M)
     assert len(rows) == 4 and {normal(row) for row in rows} == started
 

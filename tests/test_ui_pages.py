@@ -15,6 +15,7 @@ from rankloop.core.settings import Settings, load_settings, settings_of
 
 STATIC = Path(__file__).resolve().parents[1] / "annotator_ui" / "static"
 PAGES = [
+    "/",
     "/task",
     "/dashboard",
     "/dashboard/0123456789abcdef0123456789abcdef",
@@ -165,6 +166,21 @@ def test_images_may_come_from_the_object_stores_public_endpoint_only():
     assert image_origins(settings(UI_IMAGE_ORIGINS="https://cdn.example.org")) == [
         "https://cdn.example.org"
     ]
+
+
+def test_the_address_alone_says_what_this_is_and_links_the_console_and_docs(tmp_path):
+    """``/`` is a page, not a JSON 404: what this server is, links to the console, the API
+    document and the documentation (its published site when RANKLOOP_DOCS_URL names one)."""
+    response = _app(tmp_path).test_client().get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "This is a rankloop server" in page
+    assert 'href="/dashboard"' in page and 'href="/api/openapi.json"' in page
+    assert "make docs" in page
+    published = _app(tmp_path, DOCS_URL="https://docs.example.org/rankloop/").test_client()
+    assert 'href="https://docs.example.org/rankloop/"' in published.get("/").get_data(as_text=True)
+    # The coordinator's app alone serves the API, and / stays its JSON 404 there.
+    assert _app(tmp_path, pages=False).test_client().get("/").status_code == 404
 
 
 def test_the_pages_are_composed_above_and_the_api_serves_alone(tmp_path):

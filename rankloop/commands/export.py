@@ -1,5 +1,5 @@
 """``rankloop export`` and ``rankloop import``: a campaign's preference data in and out of a
-database, with a progress bar. The formats are :mod:`service.datasets`'s (README, "Datasets").
+database, with a progress bar. The formats are :mod:`service.datasets`'s (docs/guides/datasets.md).
 """
 
 from __future__ import annotations

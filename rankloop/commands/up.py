@@ -177,7 +177,8 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     from service.cli import upgrade
 
     upgrade(settings.database_url)
-    app = create_web_app({"BASE_URL": f"http://{host}:{port}"})
+    # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL).
+    app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}"})
     from service.tasks import warm_up_consensus
 
     threading.Thread(target=warm_up_consensus, name="warm-up", daemon=True).start()

@@ -122,8 +122,13 @@ class CampaignFields(RenderFields):
         le=MAX_RENDER_TIMEOUT_S,
         description="seconds before a render not back is sent again",
     )
-    allow_ties: bool = False
-    tasks_per_annotator: Integer = Field(default=10, ge=1, le=MAX_TASKS_PER_ANNOTATOR)
+    allow_ties: bool = Field(default=False, description="annotators may declare ties")
+    tasks_per_annotator: Integer = Field(
+        default=10,
+        ge=1,
+        le=MAX_TASKS_PER_ANNOTATOR,
+        description="an annotator's quota: tasks before the completion code",
+    )
     # The recruitment link (/join) works only when the owner turns it on.
     recruit: bool = Field(default=False, description="open the /join recruitment link")
     recruit_cap: Integer = Field(
@@ -159,10 +164,17 @@ class CampaignFields(RenderFields):
         description="optimizer: rounds rendered by the optimizer; image_set: the owner's own "
         "images, one round per imported item (POST /api/campaigns/<id>/items)",
     )
-    consensus_method: ConsensusMethod = "auto"
+    consensus_method: ConsensusMethod = Field(
+        default="auto",
+        description="how a round's rankings merge into one order (auto: scaled "
+        "Plackett-Luce with learnt annotator reliability)",
+    )
     # What the optimizer is told: the weighted pairwise matrix beat the order alone in
     # `rankloop bench consensus` (feed study: lower f/f0 at each noise level and with top-k).
-    consensus_feed: FeedName = DEFAULT_FEED
+    consensus_feed: FeedName = Field(
+        default=DEFAULT_FEED,
+        description="what the optimizer is told: the weighted pairwise matrix or the order",
+    )
     # The crowd's verdict (rankloop.core.verdict): a last round asking delivered vs start.
     verdict: bool | None = Field(
         default=None,

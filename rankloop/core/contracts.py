@@ -272,24 +272,59 @@ class RenderFields(BaseModel):
     (:func:`with_generator_defaults`); a diffusers size left ``None`` is the checkpoint's native
     size, which only the worker can read."""
 
-    negative_prompt: Text = Field(default="", max_length=MAX_PROMPT)
-    generator: GeneratorName = DEFAULT_GENERATOR
-    model: Text | None = Field(default=None, max_length=300)
+    negative_prompt: Text = Field(
+        default="", max_length=MAX_PROMPT, description="what the images should not show"
+    )
+    generator: GeneratorName = Field(
+        default=DEFAULT_GENERATOR,
+        description="cppn (built in, CPU, no weights), tiny-sd (random-weight CPU stand-in) or "
+        "diffusers (a real model: see model)",
+    )
+    model: Text | None = Field(
+        default=None,
+        max_length=300,
+        description="diffusers only: a hub id or local folder on the operator's list "
+        "(RANKLOOP_MODELS)",
+    )
     m: Integer = Field(
         default=DEFAULT_M, ge=MIN_M, le=MAX_M, description="perturbed points per gradient round"
     )
     k: Integer | None = Field(
         default=None, ge=1, le=MAX_M, description="ranked items per task, at most m; null = full"
     )
-    attention_check: bool = True
-    steps: Integer | None = Field(default=None, ge=1, le=MAX_STEPS)
-    guidance: float | None = Field(default=None, ge=0, le=MAX_GUIDANCE)
-    width: Integer | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
-    height: Integer | None = Field(
-        default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE
+    attention_check: bool = Field(
+        default=True,
+        description="show a degraded copy of the current best in every task (an honest "
+        "annotator ranks it last)",
     )
-    scheduler: Text | None = Field(default=None, max_length=64)
-    seed: Integer = Field(default=0, ge=0, le=MAX_SEED)
+    steps: Integer | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="denoising steps; null: the generator's"
+    )
+    guidance: float | None = Field(
+        default=None, ge=0, le=MAX_GUIDANCE, description="guidance scale; null: the generator's"
+    )
+    width: Integer | None = Field(
+        default=None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=SIDE_MULTIPLE,
+        description="image width in pixels; null: the generator's (a checkpoint's native size)",
+    )
+    height: Integer | None = Field(
+        default=None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=SIDE_MULTIPLE,
+        description="image height in pixels; null: the generator's (a checkpoint's native size)",
+    )
+    scheduler: Text | None = Field(
+        default=None,
+        max_length=64,
+        description="diffusers: ddim, euler or default (the checkpoint's own, Euler when stochastic); null: the generator's",
+    )
+    seed: Integer = Field(
+        default=0, ge=0, le=MAX_SEED, description="seed of the latent and the perturbations"
+    )
 
     @model_validator(mode="after")
     def _k_fits(self) -> RenderFields:

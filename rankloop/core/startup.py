@@ -5,7 +5,7 @@ workers call :func:`announce`. When no ``RANKLOOP_*`` variable is set at all (an
 was not loaded), the embedded defaults under ``var/`` are in use: a second, loud line says so,
 because such a process meets nobody else's database or queue and would otherwise wait in
 silence. It warns rather than refuses: the same commands run a one-machine setup on purpose
-(README, "Production").
+(docs/guides/deploy.md, "The env file").
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def announce(
         lines.append(
             f"WARNING: {process}: no RANKLOOP_* variable is set: using the embedded defaults "
             f"under {settings.var_dir} (SQLite, local store, SQLite broker), which no other "
-            "machine shares. Load your env file (README, Production) unless this is meant."
+            "machine shares. Load your env file (docs: Deploy, The env file) unless this is meant."
         )
     for line in lines:
         print(line, file=sys.stderr, flush=True)

@@ -5,7 +5,7 @@ from a :class:`~service.datasets.source.CampaignSource` a batch at a time, as co
 at a million rankings the per-row objects were most of the export's time.
 
 Every table has the same columns in JSONL and Parquet (``service.datasets.formats`` holds the
-Parquet schema of each); the column lists are in the README's "Datasets" section.
+Parquet schema of each); the column lists are in docs/reference/datasets.md (generated).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ answer ranks them where people look, and the estimate is read at the point where
 (the anchor), not one step behind. Measured (3 seeds, the ``bench optimizer`` cases): f/f0 on
 the d = 400 shifted sphere with top-3 answers 1.8e-3 -> 5.5e-4, on the d = 16,384 latent with
 campaign settings 3.8e-2 -> 1.7e-2; the campaign benchmark's median improvement after 10
-rounds rose for every taste (numbers in the README's Benchmarks section).
+rounds rose for every taste (numbers in docs/explanation/benchmarks.md).
 
 Move rule (the delivered point only ever changes to a crowd-preferred point). Among the centre
 and the move candidates (the trials; in the anchored layout also the perturbations, while they
