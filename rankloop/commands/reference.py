@@ -188,9 +188,9 @@ def api_reference() -> str:
                 if parameter["in"] == "query":
                     kind = _schema_type(parameter["schema"])
                     lines.append(f"- **Query** `{parameter['name']}`: `{kind}`")
-            if "requestBody" in op:
-                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                lines.append(f"- **Body**: `{ref.rsplit('/', 1)[-1]}` (JSON)")
+            # A JSON model, or an upload (a study's prompt file, an image set's items).
+            for media, body in op.get("requestBody", {}).get("content", {}).items():
+                lines.append(f"- **Body**: `{_schema_type(body.get('schema', {}))}` ({media})")
             for status, reply in op["responses"].items():
                 if "$ref" in reply:
                     continue  # the shared error reply, said once on the page
