@@ -54,7 +54,7 @@ def sign_log_odds(checks_passed: np.ndarray, checks_failed: np.ndarray) -> np.nd
 
 
 def mirror_log_odds(
-    mean: np.ndarray, precision: np.ndarray, checks_passed: np.ndarray, checks_failed: np.ndarray
+    mean: np.ndarray, checks_passed: np.ndarray, checks_failed: np.ndarray
 ) -> float:
     """Log posterior odds of the present mode against its mirror (negative: mirror it).
 
@@ -67,11 +67,11 @@ def mirror_log_odds(
     spammer counts for little) and never more than ``|lambda_j|`` (a sharp adversary counts as
     one annotator, not as their sharpness).
     """
-    c = PRIOR_SCALE * PRIOR_PRECISION * np.asarray(mean, dtype=float)
+    cs = PRIOR_SCALE * PRIOR_PRECISION * np.asarray(mean, dtype=float)
     lam = sign_log_odds(checks_passed, checks_failed)
     log_r, log_not_r = -np.logaddexp(0.0, -lam), -np.logaddexp(0.0, lam)
-    present = np.logaddexp(log_r + c, log_not_r - c)
-    mirrored = np.logaddexp(log_r - c, log_not_r + c)
+    present = np.logaddexp(log_r + cs, log_not_r - cs)
+    mirrored = np.logaddexp(log_r - cs, log_not_r + cs)
     return float((present - mirrored).sum())
 
 
