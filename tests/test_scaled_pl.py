@@ -165,9 +165,9 @@ def test_the_mirror_of_a_reversed_majority_is_preferred_and_mirroring_twice_is_i
     mean = np.array([-1.0, -1.2, -0.9, 1.5, 0.1])
     precision = np.array([8.0, 8.0, 8.0, 8.0, 8.0])
     none = np.zeros(5)
-    assert mirror_log_odds(mean, precision, none, none) < 0
+    assert mirror_log_odds(mean, none, none) < 0
     mirrored = mirrored_mean(mean, precision)
-    assert mirror_log_odds(mirrored, precision, none, none) > 0
+    assert mirror_log_odds(mirrored, none, none) > 0
     np.testing.assert_allclose(mirrored_mean(mirrored, precision), mean)
     # A belief never updated is the prior, whichever way up.
     assert mirrored_mean(np.array([PRIOR_SCALE]), np.array([PRIOR_PRECISION]))[0] == PRIOR_SCALE
@@ -177,7 +177,14 @@ def test_attention_checks_outweigh_the_honest_majority_prior():
     # The same beliefs, but the three negative annotators failed their checks and the positive
     # one passed: the present mode is the right one (a reversed majority, shown up by checks).
     mean = np.array([-1.0, -1.2, -0.9, 1.5, 0.1])
-    precision = np.full(5, 8.0)
     passed = np.array([0.0, 0.0, 0.0, 4.0, 2.0])
     failed = np.array([4.0, 4.0, 4.0, 0.0, 2.0])
-    assert mirror_log_odds(mean, precision, passed, failed) > 0
+    assert mirror_log_odds(mean, passed, failed) > 0
+
+
+def test_a_sharp_adversary_counts_as_one_annotator_not_by_their_sharpness():
+    # The scales sum to a negative number, yet three honest annotators against one adversary
+    # keep the present mode.
+    mean = np.array([1.0, 1.2, 0.9, 0.0, -10.0])
+    assert mean.sum() < 0
+    assert mirror_log_odds(mean, np.zeros(5), np.zeros(5)) > 0

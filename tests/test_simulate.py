@@ -111,8 +111,17 @@ def test_bench_consensus_orientation_counts_flipped_campaigns(tmp_path):
     out = tmp_path / "orientation.json"
     result = CliRunner().invoke(
         main,
-        ["bench", "consensus", "--orientation-only", "--flip-seeds", "2", "--rounds", "3"]
-        + ["--out", str(out)],
+        [
+            "bench",
+            "consensus",
+            "--orientation-only",
+            "--flip-seeds",
+            "2",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

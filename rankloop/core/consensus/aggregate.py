@@ -152,7 +152,9 @@ def aggregate(
             reliability.record_scale(answer.annotator, mean, precision)
         if reliability.orient_scales():  # the campaign was upside down: refit this round
             beliefs = np.array([reliability.scale(a.annotator) for a in answers])
-            fit = fit_round(answers, n_items, beliefs[:, 0], beliefs[:, 1], worst, beliefs[:, 0])
+            fit = fit_round(
+                answers, n_items, beliefs[:, 0], beliefs[:, 1], worst, fixed_scales=beliefs[:, 0]
+            )
     if method == "scaled_pl":
         weights = [float(s) for s in fit.scale_mean]
     elif method != "weighted_kemeny":

@@ -160,7 +160,7 @@ class AnnotatorReliability:
         evidence = [self._evidence(key) for key in keys]
         passed = np.array([e.checks_passed for e in evidence])
         failed = np.array([e.checks_failed for e in evidence])
-        if mirror_log_odds(mean, precision, passed, failed) >= 0.0:
+        if mirror_log_odds(mean, passed, failed) >= 0.0:
             return False
         for key, new_mean, new_precision in zip(
             keys, mirrored_mean(mean, precision), precision, strict=True
