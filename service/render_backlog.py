@@ -10,7 +10,7 @@ is not stalled: the sweep sends it again within seconds (:mod:`service.sweep`).
 Readiness stays 200 for a stall and says it in its body: a web process still serves every open
 round's annotators, their rankings and the owners' consoles, and a load balancer that took every
 web process out of rotation because a GPU worker is gone would turn a render stall into a full
-outage. Alert on ``rankloop_renders_stalled`` instead (README, Supervision and monitoring).
+outage. Alert on ``rankloop_renders_stalled`` instead (docs/guides/deploy.md, "Monitoring and alerts").
 """
 
 from __future__ import annotations

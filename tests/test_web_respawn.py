@@ -1,7 +1,8 @@
 """A web process replaced under load (killed, or recycled by ``max_requests``) leaves no request
 waiting for seconds: gunicorn's arbiter imports the app's modules once, so a new process only
 forks and creates its app; a process that is done exits at once; recycled processes are spread
-out. The seconds themselves: ``rankloop bench respawn`` (README, Production)."""
+out. The seconds themselves: ``rankloop bench respawn`` (docs/guides/deploy.md, "When gunicorn
+replaces a web process")."""
 
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ to the cap. Deterministic: the draws come from the round's seed and each annotat
 the answer does not depend on the order of the rankings, and the rules compare items only
 by their evidence, so not on the items' numbering either (bar exact ties of that evidence).
 
-Measured (``rankloop bench campaign --quorum``, README): adaptive 2-5 spends a third fewer
-rankings than fixed-5 but improves less than fixed-3 on three objectives of four. A round's
+Measured (``rankloop bench campaign --quorum``, docs/explanation/benchmarks.md): adaptive 2-5
+spends a third fewer rankings than fixed-5 but improves less than fixed-3 on three objectives
+of four. A round's
 rankings also feed the direction estimate, which this rule does not weigh; settling that too
 (its perturbations are nearly orthogonal, so the cosine of the estimator's weight vectors
 across draws would measure it) is the next step.

@@ -142,7 +142,7 @@ def card(sources: Sequence[CampaignSource], table: str, summaries: dict[str, Spl
     lines = [
         "---", top.rstrip("\n"), "---", "", f"# {name}", "",
         f"Human rankings of generated images, collected with rankloop: table `{table}`, "
-        f"{TABLE_TEXT[table]}. Column by column: rankloop's README, \"Datasets\".", "",
+        f"{TABLE_TEXT[table]}. Column by column: rankloop's docs, reference/datasets.md.", "",
         "## Splits", "",
         f"By prompt (`{PROMPT_COLUMNS[table]}`): a stable hash of the prompt (BLAKE2b, "
         f"`service/datasets/splits.py`) picks its split with fractions {fractions}, so a prompt "
