@@ -133,28 +133,9 @@ def submit(
             return _keep_late(session, annotator, task, round_, campaign, order, now)
         raise Gone(f"round {round_.number} closed: fetch the next task")
     try:
-        ranking_id = session.execute(
-            INSERT_RANKING,
-            {
-                "task_id": task.id,
-                "round_id": round_.id,
-                "annotator_id": annotator.id,
-                "order": list(order),
-                "positions": positions,
-                "passed": passed,
-                "late": late,
-                "now": now,
-            },
-        ).scalar_one()
-        session.execute(
-            CREDIT_ANNOTATOR,
-            {
-                "annotator_id": annotator.id,
-                "now": now,
-                **credit(settings, campaign.completion_code, passed),
-            },
+        ranking_id = _store_and_credit(
+            session, task, annotator, campaign, order, positions, passed, late, now
         )
-        session.commit()
     except IntegrityError:
         return repeated(session, task_id, order)
     return Submitted(
@@ -191,31 +172,50 @@ def _keep_late(
     if rowcount(session.execute(claim_task(TASKS.c.id == task.id))) != 1:
         return repeated(session, task.id, order)
     try:
-        ranking_id = session.execute(
-            INSERT_RANKING,
-            {
-                "task_id": task.id,
-                "round_id": round_.id,
-                "annotator_id": annotator.id,
-                "order": list(order),
-                "positions": positions,
-                "passed": passed,
-                "late": True,
-                "now": now,
-            },
-        ).scalar_one()
-        session.execute(
-            CREDIT_ANNOTATOR,
-            {
-                "annotator_id": annotator.id,
-                "now": now,
-                **credit(settings, campaign.completion_code, passed),
-            },
+        ranking_id = _store_and_credit(
+            session, task, annotator, campaign, order, positions, passed, True, now
         )
-        session.commit()
     except IntegrityError:
         return repeated(session, task.id, order)
     return Submitted(ranking_id, round_.id, True, passed, False)
+
+
+def _store_and_credit(
+    session: Session,
+    task: Assignment,
+    annotator: Annotator,
+    campaign: Campaign,
+    order: list[Any],
+    positions: list[Any],
+    passed: bool | None,
+    late: bool,
+    now: dt.datetime,
+) -> Any:
+    """Insert the ranking for the claimed task, credit its annotator and commit; the new
+    ranking's id (an IntegrityError if the task was ranked in parallel)."""
+    ranking_id = session.execute(
+        INSERT_RANKING,
+        {
+            "task_id": task.id,
+            "round_id": task.round_id,
+            "annotator_id": annotator.id,
+            "order": list(order),
+            "positions": positions,
+            "passed": passed,
+            "late": late,
+            "now": now,
+        },
+    ).scalar_one()
+    session.execute(
+        CREDIT_ANNOTATOR,
+        {
+            "annotator_id": annotator.id,
+            "now": now,
+            **credit(campaign.config, campaign.completion_code, passed),
+        },
+    )
+    session.commit()
+    return ranking_id
 
 
 __all__ = [

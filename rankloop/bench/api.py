@@ -101,6 +101,23 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
     return tokens
 
 
+def services_options(command: Any) -> Any:
+    """The options of a benchmark that serves the coordinator: PostgreSQL (a database of its
+    own, created and dropped) and Redis."""
+    return click.option(
+        "--postgres",
+        default=os.environ.get(
+            "RANKLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        show_default=True,
+        help="an admin URL; the benchmark creates and drops its own database",
+    )(
+        click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True)(
+            command
+        )
+    )
+
+
 @click.command("api")
 @click.option("--out", default="bench-results/api.json", show_default=True)
 @click.option("--quick", is_flag=True, help="a short smoke run (a few seconds of load)")
@@ -119,15 +136,7 @@ def _seed(app, campaigns: int, annotators: int, m: int) -> list[str]:
 @click.option(
     "--threads", default=None, type=int, help="threads per gunicorn process [default: the conf]"
 )
-@click.option(
-    "--postgres",
-    default=os.environ.get(
-        "RANKLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    show_default=True,
-    help="an admin URL; the benchmark creates and drops its own database",
-)
-@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True)
+@services_options
 def api_command(
     out: str,
     quick: bool,

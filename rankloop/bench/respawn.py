@@ -34,6 +34,7 @@ from typing import Any
 
 import click
 
+from rankloop.bench.api import services_options
 from rankloop.bench.load_drivers import ADMIN, free_port, start_gunicorn, stop_process
 from rankloop.bench.report import format_table, save_results
 
@@ -158,15 +159,7 @@ def _serve(env: dict[str, str], workers: int, work: Path, name: str):
     "--fault", "faults", multiple=True, type=click.Choice(FAULTS),
     help="[default: all]",
 )  # fmt: skip
-@click.option(
-    "--postgres",
-    default=os.environ.get(
-        "RANKLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-    ),
-    show_default=True,
-    help="an admin URL; the benchmark creates and drops its own database",
-)
-@click.option("--redis", "redis_url", default="redis://127.0.0.1:6379/0", show_default=True)
+@services_options
 def respawn_command(
     out: str,
     seconds: int,

@@ -56,34 +56,22 @@ def get_object(key: str):
     return response
 
 
-@operation(
-    bp,
-    "GET",
-    "/api/campaigns/<campaign_id>/export",
-    summary=(
-        "Every ranking as JSON lines (format=jsonl), or a dataset table (format=TABLE.FORMAT:"
-        " rankings, consensus, pairs in the Pick-a-Pic v2 layout, consensus_pairs; JSON lines"
-        " or Parquet, images by url, key or embedded in Parquet)"
-    ),
-    auth="owner",
-    query={
-        "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
-        "images": datasets.IMAGE_MODES,
-    },
-    responses={
-        200: Reply(
-            "JSON lines (ExportRecord each with format=jsonl), or Parquet",
-            responses.ExportRecord,
-            (NDJSON, datasets.media_type("parquet")),
-        )
-    },
-)
-def export(campaign_id: str):
-    """Stream an export (``service.datasets``): ``format=jsonl`` (the default) is the original
-    JSON lines of :class:`~service.api.responses.ExportRecord`; ``format=<table>.<jsonl|parquet>``
-    with table ``rankings``, ``consensus`` or ``pairs`` are the dataset tables, with
-    ``images=url`` (the default), ``key`` or ``embed`` (Parquet only: the bytes in the rows)."""
-    campaign, _ = owned_campaign(campaign_id)
+# The query and replies of an export, a campaign's or a study's.
+EXPORT_QUERY = {
+    "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
+    "images": datasets.IMAGE_MODES,
+}
+EXPORT_REPLIES = {
+    200: Reply(
+        "JSON lines (ExportRecord each with format=jsonl), or Parquet",
+        responses.ExportRecord,
+        (NDJSON, datasets.media_type("parquet")),
+    )
+}
+
+
+def export_request() -> tuple[str, str, str, str]:
+    """The request's export format, table, file kind and images mode, or InvalidInput."""
     fmt = request.args.get("format", "jsonl")
     table, _, kind = fmt.partition(".")
     if fmt != "jsonl" and (table not in datasets.TABLES or kind not in datasets.FORMATS):
@@ -95,6 +83,29 @@ def export(campaign_id: str):
             "images: use url, key, or embed with a Parquet format "
             "(`rankloop export` writes JSON lines with an images/ folder)"
         )
+    return fmt, table, kind, mode
+
+
+@operation(
+    bp,
+    "GET",
+    "/api/campaigns/<campaign_id>/export",
+    summary=(
+        "Every ranking as JSON lines (format=jsonl), or a dataset table (format=TABLE.FORMAT:"
+        " rankings, consensus, pairs in the Pick-a-Pic v2 layout, consensus_pairs; JSON lines"
+        " or Parquet, images by url, key or embedded in Parquet)"
+    ),
+    auth="owner",
+    query=EXPORT_QUERY,
+    responses=EXPORT_REPLIES,
+)
+def export(campaign_id: str):
+    """Stream an export (``service.datasets``): ``format=jsonl`` (the default) is the original
+    JSON lines of :class:`~service.api.responses.ExportRecord`; ``format=<table>.<jsonl|parquet>``
+    with table ``rankings``, ``consensus`` or ``pairs`` are the dataset tables, with
+    ``images=url`` (the default), ``key`` or ``embed`` (Parquet only: the bytes in the rows)."""
+    campaign, _ = owned_campaign(campaign_id)
+    fmt, table, kind, mode = export_request()
     get_session().close()  # every batch reads in its own short transaction
     source = datasets.CampaignSource(current_app.extensions["rankloop_sessionmaker"], campaign.id)
     if fmt == "jsonl":

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
 from service import datasets, studies, study_progress
-from service.api import exports, responses
+from service.api import exports
 from service.api import study_responses as r
 from service.api.common import (
     PAGE_QUERY,
@@ -195,28 +195,12 @@ def duplicate_study(study_id: str):
         "campaign's export, every row naming its campaign and prompt)"
     ),
     auth="owner",
-    query={
-        "format": ("jsonl", *(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)),
-        "images": datasets.IMAGE_MODES,
-    },
-    responses={
-        200: Reply(
-            "JSON lines (ExportRecord each with format=jsonl), or Parquet",
-            responses.ExportRecord,
-            (NDJSON, datasets.media_type("parquet")),
-        )
-    },
+    query=exports.EXPORT_QUERY,
+    responses=exports.EXPORT_REPLIES,
 )
 def export_study(study_id: str):
     study, _ = owned_study(study_id)
-    fmt = request.args.get("format", "jsonl")
-    table, _, kind = fmt.partition(".")
-    if fmt != "jsonl" and (table not in datasets.TABLES or kind not in datasets.FORMATS):
-        choices = ", ".join(f"{t}.{f}" for t in datasets.TABLES for f in datasets.FORMATS)
-        raise InvalidInput(f"unknown format: use format=jsonl or one of {choices}")
-    mode = request.args.get("images", "url")
-    if mode not in datasets.IMAGE_MODES or (mode == "embed" and kind != "parquet"):
-        raise InvalidInput("images: use url, key, or embed with a Parquet format")
+    fmt, table, kind, mode = exports.export_request()
     session = get_session()
     ids = [c.id for c in studies.campaigns_of(session, study.id)]
     session.close()  # every batch reads in its own short transaction
