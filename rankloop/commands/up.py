@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import click
 
-from rankloop.core.contracts import CAMPAIGN_ENDED, CampaignStatus, RoundStatus
+from rankloop.core.contracts import CAMPAIGN_ENDED, VERDICT_ROUND, CampaignStatus, RoundStatus
 from rankloop.core.settings import env_name, load_settings
 
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
@@ -135,6 +135,7 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
     from service.closing import winner_image
     from service.db import session_scope
     from service.models import Campaign
+    from service.verdicts import campaign_verdict
 
     with app.app_context(), session_scope(app) as session:
         campaign = session.get(Campaign, campaign_id)
@@ -147,7 +148,8 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
                          "n_rankings": r.consensus.n_rankings if r.consensus else None,
                          "winner_key": winner.key if winner else None,
                          "best_key": r.best_key})  # fmt: skip
-        return {"status": campaign.status, "error": campaign.error,
+        verdict = campaign_verdict(session, campaign_id).sentence()
+        return {"status": campaign.status, "error": campaign.error, "verdict": verdict,
                 "budget": campaign.config.rounds, "rounds": rows}  # fmt: skip
 
 
@@ -256,6 +258,10 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
         for row in progress["rounds"]:
             if row["status"] == RoundStatus.CLOSED and row["number"] not in reported:
                 reported.add(row["number"])
+                if row["kind"] == VERDICT_ROUND:  # the crowd's verdict: no optimizer step
+                    click.echo(f"verdict   rankings {row['n_rankings']}  {progress['verdict']}  "
+                               f"({time.monotonic() - started:.0f}s)")  # fmt: skip
+                    continue
                 # "best" is the optimizer's point this round was built around (rendered clean);
                 # "winner" is the image the crowd put first in this round.
                 best_costs.append(cost(row["best_key"]))
@@ -269,10 +275,10 @@ def _watch(app, campaign_id: str, exit_when_done: bool, workers: list, processes
         if progress["status"] in CAMPAIGN_ENDED and exit_when_done:
             submitted = sum(w.submitted for w in workers)
             first, last = (best_costs[0], best_costs[-1]) if best_costs else (float("nan"),) * 2
-            click.echo(f"campaign {progress['status']}: {len(reported)} rounds, {submitted} simulated "
+            click.echo(f"campaign {progress['status']}: {len(best_costs)} rounds, {submitted} simulated "
                        f"rankings, best image cost {first:+.3f} -> {last:+.3f}, last round's winner "
                        f"{last_winner_cost:+.3f} (lower = closer to what the crowd prefers), "
-                       f"{time.monotonic() - started:.0f}s")  # fmt: skip
+                       f"{time.monotonic() - started:.0f}s; verdict: {progress['verdict']}")  # fmt: skip
             if progress["error"]:
                 click.echo(f"error: {progress['error']}", err=True)
             return 0 if progress["status"] == CampaignStatus.FINISHED else 1
