@@ -205,6 +205,22 @@ def campaign_verdict(session: Session, campaign_id: str) -> Verdict:
     )
 
 
+def study_verdicts(session: Session, campaign_ids: list[str]) -> dict[str, Verdict]:
+    """Each campaign's verdict (:func:`campaign_verdict`), for a study's campaigns; the study's
+    own is :func:`rankloop.core.verdict.pool` of these."""
+    asked = set(
+        session.scalars(
+            select(Round.campaign_id)
+            .where(Round.campaign_id.in_(campaign_ids), Round.kind == VERDICT_ROUND)
+            .distinct()
+        )
+    )
+    # Only campaigns with a verdict round cost queries: most of a running study's have none.
+    return {
+        cid: campaign_verdict(session, cid) if cid in asked else Verdict() for cid in campaign_ids
+    }
+
+
 # -- who is offered the verdict round (inside service.leasing's statement) ----------------------
 
 
@@ -264,4 +280,5 @@ __all__ = [
     "open_to",
     "recent",
     "request",
+    "study_verdicts",
 ]

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
-from service import datasets, studies, study_progress
+from rankloop.core.verdict import pool, spread
+from service import datasets, studies, study_progress, verdicts
 from service.api import exports, responses
 from service.api import study_responses as r
 from service.api.common import (
@@ -347,8 +348,15 @@ def study_response(study: Study, detail: bool) -> r.StudyDetail | r.StudySummary
         return summary
     latest = _latest_rounds(study.id)
     best = _best_thumbs(study.id)
+    each = verdicts.study_verdicts(session, [c.id for c in campaigns])
+    pooled = pool(each.values())
     return r.StudyDetail(
         **dict(summary),
+        verdict=r.StudyVerdict(
+            **pooled.to_dict(),
+            **spread(each.values()).to_dict(),
+            summary=pooled.sentence(),
+        ),
         costs=r.StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
         campaigns=[
             r.StudyCampaign(
@@ -360,6 +368,9 @@ def study_response(study: Study, detail: bool) -> r.StudyDetail | r.StudySummary
                 current_round=latest[c.id][0] if c.id in latest else None,
                 current_round_status=latest[c.id][1] if c.id in latest else None,
                 best_image_url=object_url(best.get(c.id)),
+                verdict=r.CampaignVerdict(
+                    **{k: each[c.id].to_dict()[k] for k in ("share", "low", "high", "n")}
+                ),
             )
             for c in campaigns
         ],
