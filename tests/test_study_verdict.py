@@ -15,6 +15,7 @@ from rankloop.core.verdict import Verdict, pool, spread, wilson_interval
 from service import db, leasing, submission, verdicts
 from service.auth import hash_token
 from service.models import Annotator, Campaign, Round, utcnow
+from tests.test_report_html import _parse, _report, _self_contained
 from tests.test_studies import make_study
 
 
@@ -70,7 +71,7 @@ def _answers(session, cid: str, delivered: int, start: int) -> None:
         submission.submit(session, annotator, task.id, [by_role[prefer], by_role[other]])
 
 
-def test_a_study_pools_its_campaigns_verdicts(app, owner):
+def test_a_study_pools_its_campaigns_verdicts(app, owner, tmp_path):
     # A quorum above any campaign's answers: the verdict rounds stay open to every one of them.
     settings = {"m": 4, "annotators_per_round": 9, "rounds": 3, "tasks_per_annotator": 2}
     study = make_study(owner, prompts=["apple", "pear", "lemon"], settings=settings)
@@ -109,3 +110,19 @@ def test_a_study_pools_its_campaigns_verdicts(app, owner):
     assert [(r["campaign_id"], r["prompt"], r["n"]) for r in rows] == [
         (apple, "apple", 8), (pear, "pear", 5), (lemon, "lemon", 0),
     ]  # fmt: skip
+
+    # The study's report: the pooled verdict leads, then each campaign's in a table.
+    out = _report(app, study["id"], tmp_path)
+    page = _parse(out / f"report-study-{study['id']}.html")
+    _self_contained(page)  # the forest plot, embedded
+    assert page.sections[:3] == ["verdict", "figure", "campaigns"]
+    text = (out / f"report-study-{study['id']}.md").read_text(encoding="utf-8")
+    assert "62% of 13 answers prefer the delivered image" in text
+    assert (
+        "Per prompt: 1 better (interval above 50 %), 1 worse, 0 undecided, 1 without answers"
+        in text
+    )
+    for prompt, n, share in (("apple", "8", "100 %"), ("pear", "5", "0 %"), ("lemon", "0", "–")):
+        at = page.cells.index(prompt)
+        assert (page.cells[at + 3], page.cells[at + 4]) == (n, share)
+    assert (out / f"report-study-{study['id']}.pdf").read_bytes().startswith(b"%PDF")

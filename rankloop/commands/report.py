@@ -31,7 +31,6 @@ from rankloop.core.errors import NotFound
 from rankloop.core.improvement import Strength
 from rankloop.core.verdict import Verdict
 
-
 # Agreement intervals: a percentile bootstrap over a round's rankings (its annotators' answers
 # resampled with replacement), seeded by the round's number so a report is reproducible.
 AGREEMENT_DRAWS = 200

@@ -196,7 +196,7 @@ def campaign_html(
                 "95 % interval",
             ],
             agreement_rows,
-        )  # fmt: skip
+        )
         + "</section>",
         '<section id="annotators"><h2>Annotators</h2><p class="muted">Reliability: the weight '
         "the campaign's evidence gives each annotator, pooled over its closed rounds (the "
@@ -205,7 +205,7 @@ def campaign_html(
             ["annotator", "rankings", "failed attention", "mean τ with consensus", "reliability"],
             annotator_rows,
             text=1,
-        )  # fmt: skip
+        )
         + "</section>",
         '<section id="strip"><h2>Best image of every round</h2>'
         + (f'<div class="strip">{shots}</div>' if shots else "<p>No images found.</p>")
