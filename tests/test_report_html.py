@@ -6,6 +6,7 @@ test-output/screenshots/)."""
 from __future__ import annotations
 
 import html
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from flask import Flask
 
 from rankloop.commands.report import report_command
 from rankloop.core.settings import settings_of
+from rankloop.core.storage import round_prefix
 from service import db
 from service.api.common import reliability_weights
 from service.models import Campaign
@@ -121,3 +123,22 @@ def test_the_html_report_opens_offline_in_chromium(browser, screenshot_dir, camp
     finally:
         context.close()
     assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []
+
+
+def test_export_writes_the_campaigns_images_in_one_zip(app, campaign, tmp_path):  # noqa: F811
+    from rankloop.commands.export import export_command
+
+    settings = settings_of(app)
+    path = tmp_path / "images.zip"
+    args = [campaign, "--images-zip", str(path), "--url", settings.database_url,
+            "--store", settings.store_url]  # fmt: skip
+    result = CliRunner().invoke(export_command, args)
+    assert result.exit_code == 0, result.output
+    store = app.extensions["rankloop_store"]
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == [f"round-{n:04d}.png" for n in range(ROUNDS)]
+        for number in range(ROUNDS):
+            key = f"{round_prefix(campaign, number)}/best.png"
+            assert archive.read(f"round-{number:04d}.png") == store.get(key)
+    refused = CliRunner().invoke(export_command, [*args, "--table", "pairs"])
+    assert refused.exit_code == 2 and "one campaign's images" in refused.output
