@@ -135,14 +135,14 @@ def draw_study(campaigns: Sequence[tuple[str, Verdict]], pooled: Verdict,
     (``campaigns``: label and verdict), and the pooled share last, saved to each of ``paths``."""
     plt = _pyplot()
     rows = [*campaigns, ("all prompts (pooled)", pooled)]
-    figure, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * len(rows)), layout="constrained")
+    figure, ax = plt.subplots(figsize=(10, 1.4 + 0.35 * len(rows)), layout="constrained")
     figure.suptitle(title)
     ax.axvline(50, color=GREY, linestyle="--", linewidth=1)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("answers preferring the delivered image (%), with 95 % Wilson interval")
+    ax.set_xlim(-3, 103)  # a share of 0 or 100 % stays whole
+    ax.set_xlabel("answers preferring the delivered image (%), 95 % Wilson interval")
     labels = []
     for y, (label, verdict) in enumerate(reversed(rows)):
-        short = label if len(label) <= 40 else label[:39] + "…"
+        short = label if len(label) <= 32 else label[:31] + "…"
         labels.append(f"{short} (n={verdict.n})")
         if verdict.share is None or verdict.interval is None:
             ax.text(50, y, "no answers", ha="center", va="center", color=GREY, fontsize=8)
