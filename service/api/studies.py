@@ -128,7 +128,11 @@ def list_studies():
     bp,
     "GET",
     "/<study_id>",
-    summary="Show a study: status, counts, and each campaign's id, prompt, status, rounds closed",
+    summary=(
+        "Show a study: the crowd's verdict pooled over its campaigns (95 % Wilson interval, "
+        "and how many campaigns' own intervals lie above or below 1/2), status, counts, and "
+        "each campaign's id, prompt, status, rounds closed and verdict"
+    ),
     auth="owner",
     responses=ok(r.StudyDetail),
 )
