@@ -1,7 +1,8 @@
 """A study's export: its campaigns' tables as one dataset, campaign by campaign in the prompt
-list's order. Every row of every table already names its campaign and prompt
-(:mod:`service.datasets.rows`), so the campaigns' rows are simply chained into one stream, and
-into one Parquet file (not files concatenated) when Parquet is asked for."""
+list's order. Every row of every table (the ``verdict`` table's too: one row per campaign)
+already names its campaign and prompt (:mod:`service.datasets.rows`), so the campaigns' rows
+are simply chained into one stream, and into one Parquet file (not files concatenated) when
+Parquet is asked for."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from collections.abc import Callable, Iterator
 from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput
+from service.datasets import TABLES
 from service.datasets.formats import EMBEDDED_ROW_GROUP, ROW_GROUP, chunks
-from service.datasets.rows import TABLES, Images
+from service.datasets.rows import Images
 from service.datasets.source import CampaignSource
 
 

@@ -171,38 +171,52 @@ def request(session: Session, campaign_id: str, actor: str | None = None) -> Out
 def campaign_verdict(session: Session, campaign_id: str) -> Verdict:
     """The verdict of every stored answer to the campaign's verdict rounds (excluded annotators'
     apart, as in every consensus)."""
-    rounds = session.scalars(
-        select(Round).where(Round.campaign_id == campaign_id, Round.kind == VERDICT_ROUND)
-    ).all()
+    return study_verdicts(session, [campaign_id])[campaign_id]
+
+
+def study_verdicts(session: Session, campaign_ids: list[str]) -> dict[str, Verdict]:
+    """Each campaign's verdict (:func:`campaign_verdict`), read for many campaigns at once (a
+    study's: its own is :func:`rankloop.core.verdict.pool` of these) in four queries at most."""
+    found: dict[str, Verdict] = {cid: Verdict() for cid in campaign_ids}
+    rounds = dict(
+        session.execute(
+            select(Round.id, Round.campaign_id).where(
+                Round.campaign_id.in_(campaign_ids), Round.kind == VERDICT_ROUND
+            )
+        ).all()
+    )
     if not rounds:
-        return Verdict()
+        return found
     roles: dict[int, dict[str, int]] = {}
-    for image in session.scalars(select(Image).where(Image.round_id.in_([r.id for r in rounds]))):
+    for image in session.scalars(select(Image).where(Image.round_id.in_(list(rounds)))):
         roles.setdefault(image.round_id, {})[image.role] = image.position
+    # Who steered which campaign (ranked one of its other rounds).
     steered = set(
-        session.scalars(
-            select(Ranking.annotator_id)
+        session.execute(
+            select(Round.campaign_id, Ranking.annotator_id)
             .join(Round, Round.id == Ranking.round_id)
-            .where(Round.campaign_id == campaign_id, _steering(Round.kind))
+            .where(Round.campaign_id.in_(set(rounds.values())), _steering(Round.kind))
             .distinct()
-        )
+        ).all()
     )
     answers = session.execute(
         select(Ranking.round_id, Ranking.annotator_id, Ranking.positions)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .where(Ranking.round_id.in_(roles), Annotator.excluded.is_(False))
+        .where(Ranking.round_id.in_(list(roles)), Annotator.excluded.is_(False))
         .order_by(Ranking.id)
     ).all()
-    return count_answers(
-        (
-            positions,
-            roles[round_id][ImageRole.START],
-            roles[round_id][ImageRole.DELIVERED],
-            annotator_id in steered,
-        )
-        for round_id, annotator_id, positions in answers
-        if ImageRole.START in roles[round_id] and ImageRole.DELIVERED in roles[round_id]
-    )
+    by_campaign: dict[str, list[tuple[Any, int, int, bool]]] = {}
+    for round_id, annotator_id, positions in answers:
+        held = roles[round_id]
+        if ImageRole.START in held and ImageRole.DELIVERED in held:
+            cid = rounds[round_id]
+            by_campaign.setdefault(cid, []).append(
+                (positions, held[ImageRole.START], held[ImageRole.DELIVERED],
+                 (cid, annotator_id) in steered)
+            )  # fmt: skip
+    for cid, counted in by_campaign.items():
+        found[cid] = count_answers(counted)
+    return found
 
 
 # -- who is offered the verdict round (inside service.leasing's statement) ----------------------
@@ -264,4 +278,5 @@ __all__ = [
     "open_to",
     "recent",
     "request",
+    "study_verdicts",
 ]

@@ -116,3 +116,39 @@ def test_the_study_link_opened_again_continues_in_the_same_browser(server, brows
     finally:
         context.close()
     assert server.owner.get(f"/api/studies/{study['id']}").json["workers"] == 1
+
+
+def test_the_crowds_verdict_leads_the_study_page(server, browser, screenshot_dir):
+    from service import db
+    from tests.test_study_verdict import _answers, _ended
+
+    settings = {"m": 4, "annotators_per_round": 9, "rounds": 3}
+    body = {"name": "verdicts", "prompts": ["a plum", "a fig"], "settings": settings}
+    study = server.owner.post("/api/studies", json=body).json
+    plum, fig = (c["id"] for c in study["campaigns"])
+    with server.app.app_context(), db.session_scope() as session:
+        from service import verdicts
+
+        for cid, delivered, start in ((plum, 6, 1), (fig, 2, 1)):
+            _ended(session, cid)
+            verdicts.request(session, cid)
+            _answers(session, cid, delivered, start)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page, errors = open_page(
+            context, f"{server.base_url}/dashboard/study/{study['id']}#key={ADMIN}"
+        )
+        page.wait_for_selector("#verdict-figure .verdict-bar", timeout=WAIT_MS)
+        summary = page.text_content("#verdict-summary") or ""
+        assert summary.startswith("80% of 10 answers prefer the delivered image")
+        # The verdict comes before the progress card, and each prompt's tile has its own.
+        cards = page.eval_on_selector_all("#study > section", "s => s.map(n => n.id || '')")
+        assert cards.index("verdict-card") < 2
+        lines = page.eval_on_selector_all(
+            "#prompts .verdict-line", "nodes => nodes.map(n => n.textContent)"
+        )
+        assert lines[0].startswith("verdict 86% (") and lines[0].endswith("n=7)")
+        page.screenshot(path=screenshot_dir / "study-verdict.png", full_page=True)
+        assert errors == []
+    finally:
+        context.close()

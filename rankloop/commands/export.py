@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from rankloop.commands.errors import CampaignId, atomic_output
-from rankloop.core.errors import InvalidInput
+from rankloop.core.errors import InvalidInput, NotFound
 from rankloop.core.settings import load_settings
 from service.datasets import FORMATS, IMAGE_MODES, TABLES
 from service.datasets.folder import PROMPT_COLUMNS
@@ -54,16 +54,28 @@ def open_store(store_url: str | None):
 @click.option("--push-to-hub", "repo", metavar="REPO",
               help="--dataset: then upload the folder to this Hugging Face dataset repository "
               "(huggingface_hub, its token: HF_TOKEN or huggingface-cli login)")  # fmt: skip
+@click.option("--images-zip", "images_zip", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the campaign's delivered image of every round, full size, in one zip "
+              "here (round-NNNN.png, read from the store one at a time) instead of a table")  # fmt: skip
 @click.option("--url", help=DATABASE_HELP)
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
 def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, images: str,
                    base_url: str | None, out: Path | None, dataset: Path | None, splits: str,
-                   license_: str, name: str | None, repo: str | None, url: str | None,
-                   store_url: str | None) -> None:  # fmt: skip
-    """Export a campaign's rankings, consensus or pairwise preferences (streamed), or with
-    --dataset a dataset folder of one or more campaigns."""
+                   license_: str, name: str | None, repo: str | None, images_zip: Path | None,
+                   url: str | None, store_url: str | None) -> None:  # fmt: skip
+    """Export a campaign's rankings, consensus or pairwise preferences (streamed), with
+    --dataset a dataset folder of one or more campaigns, or with --images-zip its images."""
     from service import datasets
     from service.cli import database_url
+
+    if images_zip is not None:
+        if len(campaign_ids) > 1 or dataset is not None or out is not None or table is not None:
+            raise click.UsageError(
+                "--images-zip writes one campaign's images: give one CAMPAIGN_ID, and no "
+                "--dataset, --out or --table"
+            )
+        _images_zip(campaign_ids[0], images_zip, url, store_url)
+        return
 
     if dataset is None and len(campaign_ids) > 1:
         raise click.UsageError("several campaigns go into one --dataset folder, not one file")
@@ -116,6 +128,31 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
     finally:
         dispose()
     click.echo(f"wrote {out}")
+
+
+def _images_zip(campaign_id: str, path: Path, url: str | None, store_url: str | None) -> None:
+    """The campaign's delivered images in one zip (service.image_zip, as the console's)."""
+    from service import datasets
+    from service.cli import database_url
+    from service.image_zip import delivered_keys, write_zip
+    from service.models import Campaign
+
+    sessions, dispose = datasets.sessions_for(database_url(url))
+    try:
+        with sessions() as session:
+            if session.get(Campaign, campaign_id) is None:
+                raise NotFound(f"no campaign {campaign_id!r}")
+            keys = delivered_keys(session, campaign_id)
+    finally:
+        dispose()
+    store = open_store(store_url)
+    with (
+        atomic_output(path) as partial,
+        click.progressbar(length=len(keys), label=f"images of {campaign_id}") as bar,
+        partial.open("wb") as file,
+    ):
+        written = write_zip(file, keys, store.get, progress=bar.update)
+    click.echo(f"wrote {path} ({written} images)")
 
 
 def _push(folder: Path, repo: str) -> None:

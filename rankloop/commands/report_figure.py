@@ -57,17 +57,27 @@ def _verdict_panel(ax: Any, verdict: Verdict) -> None:
 
 
 def _series(ax: Any, rounds: Sequence[Any], fields: Sequence[tuple[str, str, str]],
-            title: str, ylabel: str) -> None:  # fmt: skip
+            title: str, ylabel: str, intervals: Sequence[str | None] = ()) -> None:  # fmt: skip
     ax.set_title(title)
     ax.set_xlabel(f"round ({_span(rounds)})")
     ax.set_ylabel(ylabel)
     drawn = False
-    for attribute, label, colour in fields:
+    for i, (attribute, label, colour) in enumerate(fields):
         points = [(r.round, getattr(r, attribute)) for r in rounds]
         known = [(x, y) for x, y in points if y is not None]
         if known:
             ax.plot(*zip(*known, strict=True), marker="o", color=colour, label=label)
             drawn = True
+        spans = intervals[i] if i < len(intervals) else None
+        bars = (
+            [(r.round, getattr(r, attribute), getattr(r, spans)) for r in rounds] if spans else []
+        )
+        bars = [(x, y, b) for x, y, b in bars if y is not None and b is not None]
+        if bars:  # 95 % bootstrap interval of each round's value
+            ax.errorbar([x for x, _, _ in bars], [y for _, y, _ in bars],
+                        yerr=[[max(0.0, y - b[0]) for _, y, b in bars],
+                              [max(0.0, b[1] - y) for _, y, b in bars]],
+                        fmt="none", ecolor=colour, alpha=0.6, capsize=3)  # fmt: skip
     if not drawn:
         ax.text(0.5, 0.5, "no closed rounds", ha="center", va="center", transform=ax.transAxes)
     elif len(fields) > 1:
@@ -106,7 +116,8 @@ def draw(rounds: Sequence[Any], verdict: Verdict, curve: Sequence[Strength],
     _improvement_panel(improvement_ax, curve)
     _series(agreement_ax, rounds,
             [("kendall_w", "Kendall's W", BLUE), ("alpha", "Krippendorff's α (ordinal)", ORANGE)],
-            "Agreement per round", "agreement")  # fmt: skip
+            "Agreement per round (95 % bootstrap intervals)", "agreement",
+            ("w_interval", "alpha_interval"))  # fmt: skip
     _series(moved_ax, rounds, [("moved", "latent moved", BLUE)],
             "How far the delivered point moved", "latent distance")  # fmt: skip
     _series(step_ax, rounds, [("step", "line-search step", BLUE)],
@@ -118,4 +129,35 @@ def draw(rounds: Sequence[Any], verdict: Verdict, curve: Sequence[Strength],
     plt.close(figure)
 
 
-__all__ = ["FONT", "draw"]
+def draw_study(campaigns: Sequence[tuple[str, Verdict]], pooled: Verdict,
+               paths: Sequence[Path], title: str) -> None:  # fmt: skip
+    """A study's verdicts as a forest plot: each campaign's share with its 95 % Wilson interval
+    (``campaigns``: label and verdict), and the pooled share last, saved to each of ``paths``."""
+    plt = _pyplot()
+    rows = [*campaigns, ("all prompts (pooled)", pooled)]
+    figure, ax = plt.subplots(figsize=(10, 1.4 + 0.35 * len(rows)), layout="constrained")
+    figure.suptitle(title)
+    ax.axvline(50, color=GREY, linestyle="--", linewidth=1)
+    ax.set_xlim(-3, 103)  # a share of 0 or 100 % stays whole
+    ax.set_xlabel("answers preferring the delivered image (%), 95 % Wilson interval")
+    labels = []
+    for y, (label, verdict) in enumerate(reversed(rows)):
+        short = label if len(label) <= 32 else label[:31] + "…"
+        labels.append(f"{short} (n={verdict.n})")
+        if verdict.share is None or verdict.interval is None:
+            ax.text(50, y, "no answers", ha="center", va="center", color=GREY, fontsize=8)
+            continue
+        low, high = verdict.interval
+        share = 100 * verdict.share
+        colour = ORANGE if y == 0 else BLUE
+        ax.errorbar([share], [y], xerr=[[share - 100 * low], [100 * high - share]],
+                    fmt="D" if y == 0 else "o", color=colour, capsize=4)  # fmt: skip
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.grid(True, axis="x", alpha=0.3)
+    for path in paths:
+        figure.savefig(path, dpi=150, format=path.suffix.lstrip("."))
+    plt.close(figure)
+
+
+__all__ = ["FONT", "draw", "draw_study"]

@@ -126,12 +126,64 @@ def count_answers(answers: Iterable[tuple[Sequence[Any], int, int, bool]]) -> Ve
     return Verdict(delivered=delivered, start=start, ties=ties, fresh=fresh)
 
 
+def pool(verdicts: Iterable[Verdict]) -> Verdict:
+    """One verdict of many campaigns' answers (a study's): every answer counts once, so the
+    pooled share weighs each campaign by its answers; its interval treats the answers as
+    independent (it is narrower than one that allowed for campaigns differing)."""
+    total = Verdict()
+    for v in verdicts:
+        total = Verdict(
+            delivered=total.delivered + v.delivered,
+            start=total.start + v.start,
+            ties=total.ties + v.ties,
+            fresh=total.fresh + v.fresh,
+        )
+    return total
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How many campaigns' own 95 % intervals lie wholly above one half (the crowd prefers the
+    delivered image), wholly below it (the start), or straddle it, and how many have no answer."""
+
+    above: int = 0
+    below: int = 0
+    undecided: int = 0
+    unanswered: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "campaigns_above": self.above,
+            "campaigns_below": self.below,
+            "campaigns_undecided": self.undecided,
+            "campaigns_unanswered": self.unanswered,
+        }
+
+
+def spread(verdicts: Iterable[Verdict]) -> Spread:
+    """The per-campaign spread of ``verdicts`` (see :class:`Spread`)."""
+    above = below = undecided = unanswered = 0
+    for v in verdicts:
+        if v.interval is None:
+            unanswered += 1
+        elif v.interval[0] > 0.5:
+            above += 1
+        elif v.interval[1] < 0.5:
+            below += 1
+        else:
+            undecided += 1
+    return Spread(above, below, undecided, unanswered)
+
+
 __all__ = [
     "TIE",
     "VERDICT_MIN_ROUNDS",
     "Z_95",
+    "Spread",
     "Verdict",
     "count_answers",
+    "pool",
     "preference",
+    "spread",
     "wilson_interval",
 ]

@@ -5,7 +5,6 @@ images the campaign delivered, one per round, in a zip."""
 from __future__ import annotations
 
 import tempfile
-import zipfile
 
 from flask import Blueprint, send_file
 from sqlalchemy import select
@@ -17,6 +16,7 @@ from service.api.campaigns import round_response
 from service.api.common import iso, owned_campaign, store
 from service.api.responses import json_response
 from service.db import get_session
+from service.image_zip import delivered_keys, write_zip
 from service.models import Annotator, Ranking, Round
 from service.routing import Reply, ok, operation
 
@@ -103,19 +103,9 @@ def download_images(campaign_id: str):
     """The delivered image of every rendered round (the optimizer's point, rendered clean), full
     size, as ``round-NNNN.<ext>`` in a zip (stored: images are compressed already)."""
     campaign, _ = owned_campaign(campaign_id)
-    session = get_session()
-    keys = session.execute(
-        select(Round.number, Round.best_key)
-        .where(Round.campaign_id == campaign.id, Round.best_key.is_not(None))
-        .order_by(Round.number)
-    ).all()
-    objects = store()
+    keys = delivered_keys(get_session(), campaign.id)
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (send_file closes it)
-    with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
-        for number, key in keys:
-            name = str(key).rsplit("/", 1)[-1]
-            extension = name.rsplit(".", 1)[-1] if "." in name else "png"
-            archive.writestr(f"round-{number:04d}.{extension}", objects.get(str(key)))
+    write_zip(spool, keys, store().get)
     spool.seek(0)
     return send_file(
         spool,

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from rankloop.core.contracts import DEFAULT_GENERATOR, CampaignStatus, RoundStatus
 from rankloop.core.errors import InvalidInput, NotFound
-from service import datasets, studies, study_progress
+from rankloop.core.verdict import pool, spread
+from service import datasets, studies, study_progress, verdicts
 from service.api import exports
 from service.api import study_responses as r
 from service.api.common import (
@@ -127,7 +128,11 @@ def list_studies():
     bp,
     "GET",
     "/<study_id>",
-    summary="Show a study: status, counts, and each campaign's id, prompt, status, rounds closed",
+    summary=(
+        "Show a study: the crowd's verdict pooled over its campaigns (95 % Wilson interval, "
+        "and how many campaigns' own intervals lie above or below 1/2), status, counts, and "
+        "each campaign's id, prompt, status, rounds closed and verdict"
+    ),
     auth="owner",
     responses=ok(r.StudyDetail),
 )
@@ -331,8 +336,15 @@ def study_response(study: Study, detail: bool) -> r.StudyDetail | r.StudySummary
         return summary
     latest = _latest_rounds(study.id)
     best = _best_thumbs(study.id)
+    each = verdicts.study_verdicts(session, [c.id for c in campaigns])
+    pooled = pool(each.values())
     return r.StudyDetail(
         **dict(summary),
+        verdict=r.StudyVerdict(
+            **pooled.to_dict(),
+            **spread(each.values()).to_dict(),
+            summary=pooled.sentence(),
+        ),
         costs=r.StudyCosts(**dataclasses.asdict(study_progress.costs(session, study))),
         campaigns=[
             r.StudyCampaign(
@@ -344,6 +356,9 @@ def study_response(study: Study, detail: bool) -> r.StudyDetail | r.StudySummary
                 current_round=latest[c.id][0] if c.id in latest else None,
                 current_round_status=latest[c.id][1] if c.id in latest else None,
                 best_image_url=object_url(best.get(c.id)),
+                verdict=r.CampaignVerdict(
+                    **{k: each[c.id].to_dict()[k] for k in ("share", "low", "high", "n")}
+                ),
             )
             for c in campaigns
         ],

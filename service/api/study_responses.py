@@ -14,6 +14,37 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CampaignVerdict(_Response):
+    """One campaign's verdict, in short (the full one: GET /api/campaigns/<id>/verdict)."""
+
+    share: float | None = Field(description="share preferring the delivered image; null: none")
+    low: float | None = Field(description="95 % Wilson interval, lower end")
+    high: float | None = Field(description="95 % Wilson interval, upper end")
+    n: int = Field(description="decisive answers (ties apart)")
+
+
+class StudyVerdict(_Response):
+    """The study's verdict: every campaign's verdict answers pooled into one share."""
+
+    share: float | None = Field(
+        description="share of all decisive answers preferring the delivered image; null: none"
+    )
+    low: float | None = Field(description="95 % Wilson interval of the pooled share, lower end")
+    high: float | None = Field(description="95 % Wilson interval of the pooled share, upper end")
+    n: int = Field(description="decisive answers, every campaign's (ties apart)")
+    prefer_delivered: int
+    prefer_start: int
+    ties: int
+    from_non_steering: int = Field(
+        description="answers from annotators who ranked no other round of their campaign"
+    )
+    campaigns_above: int = Field(description="campaigns whose own interval lies above 1/2")
+    campaigns_below: int = Field(description="campaigns whose own interval lies below 1/2")
+    campaigns_undecided: int = Field(description="campaigns whose own interval contains 1/2")
+    campaigns_unanswered: int = Field(description="campaigns with no verdict answer yet")
+    summary: str = Field(description="the verdict in one sentence")
+
+
 class StudyCampaign(_Response):
     id: str
     prompt: str
@@ -25,6 +56,7 @@ class StudyCampaign(_Response):
     best_image_url: str | None = Field(
         description="the optimizer's point as of the latest render (a thumbnail); null: none yet"
     )
+    verdict: CampaignVerdict
 
 
 class StudySummary(_Response):
@@ -57,6 +89,7 @@ class StudyCosts(_Response):
 
 
 class StudyDetail(StudySummary):
+    verdict: StudyVerdict = Field(description="the crowd's verdict, pooled over the campaigns")
     costs: StudyCosts
     campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
 

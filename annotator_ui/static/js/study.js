@@ -13,6 +13,7 @@ import {
   showError,
   statusBadge,
 } from "./owner.js";
+import { intervalBar } from "./verdict.js";
 
 const studyId = document.body.dataset.studyId;
 const path = `/studies/${encodeURIComponent(studyId)}`;
@@ -38,6 +39,29 @@ function stat(list, label, value) {
   list.append(h("div", {}, h("dt", { text: label }), h("dd", { text: value })));
 }
 
+const pct = (value) => `${Math.round(100 * value)}%`;
+
+// The study's verdict leads the page: the pooled share, its interval, and how the prompts split.
+function renderVerdict(verdict) {
+  $("#verdict-summary").textContent = verdict.summary;
+  const figure = clear($("#verdict-figure"));
+  const stats = clear($("#verdict-stats"));
+  if (verdict.share === null || verdict.share === undefined) return;
+  figure.append(intervalBar(verdict));
+  stat(stats, "Prefer delivered", String(verdict.prefer_delivered));
+  stat(stats, "Prefer start", String(verdict.prefer_start));
+  stat(stats, "Ties", String(verdict.ties));
+  stat(stats, "Prompts better (interval above 50%)", String(verdict.campaigns_above));
+  stat(stats, "Prompts worse (interval below 50%)", String(verdict.campaigns_below));
+  stat(stats, "Prompts undecided", String(verdict.campaigns_undecided));
+  stat(stats, "Prompts without answers", String(verdict.campaigns_unanswered));
+}
+
+function verdictLine(verdict) {
+  if (verdict.share === null || verdict.share === undefined) return "no verdict yet";
+  return `verdict ${pct(verdict.share)} (${pct(verdict.low)}–${pct(verdict.high)}, n=${verdict.n})`;
+}
+
 function renderPrompts(campaigns) {
   const list = clear($("#prompts"));
   const sorted = [...campaigns].sort(ORDER[$("#sort").value] || ORDER.position);
@@ -55,6 +79,7 @@ function renderPrompts(campaigns) {
         h("a", { href }, image),
         h("p", { className: "prompt", text: campaign.prompt }),
         h("p", { className: "hint" }, badge, ` ${campaign.rounds_closed} rounds closed · ${campaign.rankings} rankings`),
+        h("p", { className: "hint verdict-line", text: verdictLine(campaign.verdict) }),
       ),
     );
   }
@@ -68,6 +93,7 @@ function render(study) {
   statusBadge($("#study-status"), study.status);
   $("#study-link").textContent = study.recruit ? study.link : "closed (recruit is off)";
   $("#study-code").textContent = `Completion code ${study.completion_code} after ${study.tasks_per_worker} tasks${study.completion_url ? ` · workers are sent to ${study.completion_url}` : ""}`;
+  renderVerdict(study.verdict);
   const stats = clear($("#study-stats"));
   stat(stats, "Prompts", String(study.prompts));
   stat(stats, "Rounds closed", String(study.rounds_closed));

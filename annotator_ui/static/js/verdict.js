@@ -7,7 +7,7 @@ import { ownerApi, showError } from "./owner.js";
 
 const pct = (value) => `${Math.round(100 * value)}%`;
 
-function intervalBar(verdict) {
+export function intervalBar(verdict) {
   // 0..100 % with the interval shaded, the share marked and 50 % (no preference) ruled.
   const bar = h("div", {
     className: "verdict-bar",
