@@ -1,18 +1,19 @@
 """A study's export: its campaigns' tables as one dataset, campaign by campaign in the prompt
 list's order. Every row of every table already names its campaign and prompt
-(:mod:`service.datasets.rows`), so the campaigns' rows are simply chained into one stream, and
+(:mod:`service.datasets.rows`), so the campaigns' rows are chained into one stream
+(:func:`~service.datasets.rows.table_rows`: pairs count their prompt's rows over the study), and
 into one Parquet file (not files concatenated) when Parquet is asked for."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
-from rankloop.core.errors import InvalidInput
+from rankloop.core.errors import InvalidInput, NotFound
+from service.datasets.card import StudyInfo
 from service.datasets.formats import EMBEDDED_ROW_GROUP, ROW_GROUP, chunks
-from service.datasets.rows import TABLES, Images
+from service.datasets.rows import Images, table_rows
 from service.datasets.source import CampaignSource
 
 
@@ -30,11 +31,34 @@ def study_table(
             import pyarrow  # noqa: F401
         except ImportError:
             raise InvalidInput("Parquet needs pyarrow: pip install 'rankloop[export]'") from None
-    rows = TABLES[table]
-    batches = itertools.chain.from_iterable(
-        rows(CampaignSource(sessions, campaign_id), images) for campaign_id in campaign_ids
-    )
+    sources = [CampaignSource(sessions, campaign_id) for campaign_id in campaign_ids]
+    batches = table_rows(table, sources, images)
     return chunks(batches, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
 
 
-__all__ = ["study_table"]
+def export_sources(
+    sessions: Callable[[], Session], ids: Sequence[str]
+) -> tuple[list[CampaignSource], list[StudyInfo]]:
+    """The campaigns named by ``ids``, each a campaign's or a study's (all its campaigns, in the
+    prompt list's order), and the studies among them. A campaign named twice is exported once."""
+    from service.models import Campaign, Study
+    from service.studies import campaigns_of
+
+    campaign_ids: list[str] = []
+    studies: list[StudyInfo] = []
+    with sessions() as session:
+        for id_ in ids:
+            if session.get(Campaign, id_) is not None:
+                campaign_ids.append(id_)
+                continue
+            study = session.get(Study, id_)
+            if study is None:
+                raise NotFound(f"no campaign or study {id_!r}")
+            members = [c.id for c in campaigns_of(session, id_)]
+            studies.append(StudyInfo(study.id, study.name, len(members)))
+            campaign_ids += members
+    unique = list(dict.fromkeys(campaign_ids))
+    return [CampaignSource(sessions, c) for c in unique], studies
+
+
+__all__ = ["StudyInfo", "export_sources", "study_table"]

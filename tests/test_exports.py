@@ -135,6 +135,9 @@ def test_pairs_parquet_is_the_pick_a_pic_layout(app, owner, campaign, tmp_path):
     assert list(frame.columns)[: len(pick_a_pic)] == pick_a_pic
     assert len(frame) == PAIRS_PER_RANKING * len(rankings)
     assert (frame["label_0"] + frame["label_1"] == 1.0).all()
+    # Pick-a-Pic v2's num_example_per_prompt: the rows of that caption (one prompt here).
+    assert str(frame["num_example_per_prompt"].dtype) == "int64"
+    assert (frame["num_example_per_prompt"] == len(frame)).all()
     # Pick-a-Pic v2's types: user_id int64, a stable number of the pseudonym kept beside it.
     assert str(frame["user_id"].dtype) == "int64" and (frame["user_id"] > 0).all()
     by_ranking = {r.id: r.annotator_id for r in rankings}
@@ -289,6 +292,7 @@ def test_consensus_pairs_follow_each_rounds_consensus(app, owner, campaign, tmp_
     frame, _ = _load_both_ways(path, tmp_path)
     _, consensus, images = _database(app, campaign)
     assert len(frame) == PAIRS_PER_RANKING * ROUNDS and set(frame["user_id"]) == {0}
+    assert set(frame["num_example_per_prompt"]) == {len(frame)}
     assert set(frame["annotator_id"]) == {"consensus"} and frame["ranking_id"].isna().all()
     for row in frame.itertuples():
         order = consensus[row.round].order  # positions, best first

@@ -29,7 +29,7 @@ def open_store(store_url: str | None):
 
 
 @click.command("export")
-@click.argument("campaign_ids", metavar="CAMPAIGN_ID...", nargs=-1, required=True,
+@click.argument("campaign_ids", metavar="ID...", nargs=-1, required=True,
                 type=CampaignId())  # fmt: skip
 @click.option("--table", type=click.Choice(list(TABLES)),
               help="default: rankings (a file), pairs (--dataset)")  # fmt: skip
@@ -60,13 +60,15 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
                    base_url: str | None, out: Path | None, dataset: Path | None, splits: str,
                    license_: str, name: str | None, repo: str | None, url: str | None,
                    store_url: str | None) -> None:  # fmt: skip
-    """Export a campaign's rankings, consensus or pairwise preferences (streamed), or with
-    --dataset a dataset folder of one or more campaigns."""
+    """Export a campaign's or a study's rankings, consensus or pairwise preferences (streamed),
+    or with --dataset a dataset folder of one or more campaigns and studies (a study: all its
+    campaigns, in its prompt list's order)."""
     from service import datasets
     from service.cli import database_url
+    from service.study_export import export_sources
 
     if dataset is None and len(campaign_ids) > 1:
-        raise click.UsageError("several campaigns go into one --dataset folder, not one file")
+        raise click.UsageError("several ids go into one --dataset folder, not one file")
     if dataset is not None and (fmt != "parquet" or out is not None):
         raise click.UsageError("--dataset writes Parquet shards: leave out --format and --out")
     table = table or ("rankings" if dataset is None else "pairs")
@@ -80,7 +82,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         raise click.UsageError(f"--dataset splits by prompt: --table {' or '.join(PROMPT_COLUMNS)}")
     sessions, dispose = datasets.sessions_for(database_url(url))
     try:
-        sources = [datasets.CampaignSource(sessions, c) for c in campaign_ids]
+        sources, studies = export_sources(sessions, campaign_ids)
         total = sum(
             len(s.round_ids) if table.startswith("consensus") else s.count_rankings()
             for s in sources
@@ -97,7 +99,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         get = store.get if store is not None else None
         if dataset is not None:
             policy = datasets.Images(images, get=get, url=by_url)
-            _dataset(sources, table, policy, dataset, fractions, license_, name, total)
+            _dataset(sources, studies, table, policy, dataset, fractions, license_, name, total)
             if repo is not None:
                 _push(dataset, repo)
             return
@@ -111,7 +113,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
             click.progressbar(length=total, label=label) as bar,
             partial.open("wb") as file,
         ):
-            for chunk in datasets.export(sources[0], table, fmt, policy, progress=bar.update):
+            for chunk in datasets.export(sources, table, fmt, policy, progress=bar.update):
                 file.write(chunk)
     finally:
         dispose()
@@ -138,7 +140,7 @@ def _push(folder: Path, repo: str) -> None:
     click.echo(f"pushed {folder} to https://huggingface.co/datasets/{repo}")
 
 
-def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, ...],
+def _dataset(sources, studies, table: str, images, folder: Path, fractions: tuple[float, ...],
              license_: str, name: str | None, total: int) -> None:  # fmt: skip
     from service.datasets import card
     from service.datasets import folder as dataset_folder
@@ -149,7 +151,8 @@ def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, 
 
     def text(summaries, written: Path) -> str:
         facts = card.split_facts(sources, splitter)
-        return card.card(sources, table, summaries, facts, written, splitter, license_, title)
+        return card.card(sources, table, summaries, facts, written, splitter, license_, title,
+                         studies)  # fmt: skip
 
     with click.progressbar(length=total, label=f"{table} into {folder}") as bar:
         summaries = dataset_folder.write_dataset(

@@ -20,7 +20,7 @@ from typing import Any
 
 from rankloop.core.errors import InvalidInput
 from service.datasets.formats import EMBEDDED_ROW_GROUP, ROW_GROUP, record_batch, schema
-from service.datasets.rows import TABLES, Images, Repeat
+from service.datasets.rows import Images, Repeat, table_rows
 from service.datasets.source import CampaignSource
 from service.datasets.splits import SPLITS, Splitter
 
@@ -117,12 +117,11 @@ def write_splits(sources: Sequence[CampaignSource], table: str, images: Images, 
     }
     column = PROMPT_COLUMNS[table]
     try:
-        for source in sources:
-            for batch in TABLES[table](source, images):
-                if batch.rows:
-                    _route(batch.columns, batch.rows, column, table_schema, splitter, writers)
-                if progress is not None:
-                    progress(batch.units)
+        for batch in table_rows(table, sources, images):
+            if batch.rows:
+                _route(batch.columns, batch.rows, column, table_schema, splitter, writers)
+            if progress is not None:
+                progress(batch.units)
         for writer in writers.values():
             writer.close()
     except BaseException:

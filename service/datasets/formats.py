@@ -87,7 +87,7 @@ def schema(table: str):
             ("image_0_url", string), ("image_1_url", string),
             ("image_0_ref", string), ("image_1_ref", string), ("campaign_id", string),
             ("round", int64), ("pair_source", string), ("attention_passed", boolean),
-            ("weight", float64), ("annotator_id", string),
+            ("weight", float64), ("annotator_id", string), ("num_example_per_prompt", int64),
         ]  # fmt: skip
         names = [name for name, _ in fields]
         return pa.schema(fields, metadata={b"pandas": pickapic.pandas_metadata(names)})

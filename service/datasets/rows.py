@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ from rankloop.core.errors import InvalidInput
 from service.datasets.agreement import round_alpha
 from service.datasets.pairs import ranking_pairs
 from service.datasets.pickapic import CONSENSUS_USER, CONSENSUS_USER_ID, user_number
+from service.datasets.prompt_counts import prompt_counts
 from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
 from service.rendering import IMAGE_SALT
 
@@ -282,31 +283,36 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
         yield Batch({k: [v] for k, v in row.items()}, 1, 1)
 
 
-def pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
+def pair_rows(source: CampaignSource, images: Images,
+              counts: Mapping[str, int] | None = None) -> Iterator[Batch]:  # fmt: skip
     """Pick-a-Pic v2 rows, one answer at a time (``service.datasets.pairs`` says how a ranking
-    becomes pairs); ``weight``: the annotator's reliability weight in that round."""
+    becomes pairs); ``weight``: the annotator's reliability weight in that round. ``counts``:
+    rows per prompt over the whole export (default: this campaign's)."""
+    counts = prompt_counts([source], "pairs") if counts is None else counts
     for batch in source.ranking_batches():
         round_ = batch.round
         yield _pairs_of(
-            source, round_, images, batch.positions, batch.annotator_ids, batch.ids,
+            source, round_, images, counts, batch.positions, batch.annotator_ids, batch.ids,
             batch.submitted_at, batch.attention_passed, _weights(round_, batch.annotator_ids),
         )  # fmt: skip
 
 
-def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
+def consensus_pair_rows(source: CampaignSource, images: Images,
+                        counts: Mapping[str, int] | None = None) -> Iterator[Batch]:  # fmt: skip
     """The same layout from each round's consensus instead: ``annotator_id`` ``consensus``
     (``user_id`` 0), no ``ranking_id``, and ``weight`` the round's agreement (Kendall's W)."""
+    counts = prompt_counts([source], "consensus_pairs") if counts is None else counts
     for round_ in source.rounds():
         consensus = round_.consensus
         if consensus is not None:
             yield _pairs_of(
-                source, round_, images, [consensus.order], [CONSENSUS_USER], [None],
+                source, round_, images, counts, [consensus.order], [CONSENSUS_USER], [None],
                 [consensus.created_at], [None], [consensus.agreement],
             )  # fmt: skip
 
 
 def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
-              answers: Sequence[Any], user_ids: Sequence[str],
+              per_prompt: Mapping[str, int], answers: Sequence[Any], user_ids: Sequence[str],
               ranking_ids: Sequence[int | None], created_at: Sequence[Any],
               attention_passed: Sequence[bool | None],
               weights: Sequence[float | None]) -> Batch:  # fmt: skip
@@ -337,13 +343,13 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
             labels.append(pair.label_0)
             kinds.append(pair.source)
         counts.append(len(labels) - before)
-    n = len(labels)
+    n, prompt = len(labels), source.prompt_of(round_)
 
     def each(values: Sequence[Any]) -> list[Any]:
         return [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
 
     columns: dict[str, Column] = {
-        "caption": [source.prompt_of(round_)] * n,
+        "caption": [prompt] * n,
         "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
         "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
         "label_0": labels,
@@ -373,6 +379,7 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
         "attention_passed": each(attention_passed),
         "weight": each(weights),
         "annotator_id": each(user_ids),
+        "num_example_per_prompt": Repeat(per_prompt[prompt], n),
     }
     return Batch(columns, n, len(answers))
 
@@ -382,6 +389,19 @@ def _id_groups(order: list[Any]) -> list[list[Any]]:
     return [e if type(e) is list else [e] for e in order]
 
 
+def table_rows(table: str, sources: Sequence[CampaignSource], images: Images) -> Iterator[Batch]:
+    """The rows of ``table`` of every source in turn: one table, whose pairs count their prompt's
+    rows over all the sources (``num_example_per_prompt``)."""
+    if table in ("pairs", "consensus_pairs"):
+        counts = prompt_counts(sources, table)
+        for source in sources:
+            yield from PAIR_TABLES[table](source, images, counts)
+        return
+    for source in sources:
+        yield from TABLES[table](source, images)
+
+
+PAIR_TABLES = {"pairs": pair_rows, "consensus_pairs": consensus_pair_rows}
 TABLES: dict[str, Callable[[CampaignSource, Images], Iterator[Batch]]] = {
     "rankings": ranking_rows,
     "consensus": consensus_rows,
