@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput, NotFound
 from service.datasets.card import StudyInfo
-from service.datasets.formats import EMBEDDED_ROW_GROUP, ROW_GROUP, chunks
+from service.datasets.formats import chunks
 from service.datasets.rows import Images, table_rows
 from service.datasets.source import CampaignSource
 
@@ -33,7 +33,7 @@ def study_table(
             raise InvalidInput("Parquet needs pyarrow: pip install 'rankloop[export]'") from None
     sources = [CampaignSource(sessions, campaign_id) for campaign_id in campaign_ids]
     batches = table_rows(table, sources, images)
-    return chunks(batches, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
+    return chunks(batches, table, fmt, images.embedded)
 
 
 def export_sources(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput, NotFound
-from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
+from service.datasets.formats import FORMATS, chunks
 from service.datasets.rows import IMAGE_MODES, Batch, Images, table_rows
 from service.datasets.rows import TABLES as ROW_TABLES
 from service.datasets.source import CampaignSource
@@ -54,7 +54,7 @@ def export(source: CampaignSource | Sequence[CampaignSource], table: str, fmt: s
         raise InvalidInput(f"the {table} table is one campaign's: name a campaign")
     if progress is not None:
         batches = _counting(batches, progress)
-    return chunks(batches, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
+    return chunks(batches, table, fmt, images.embedded)
 
 
 def _require_pyarrow() -> None:

@@ -92,7 +92,35 @@ class Groups:
         return [len(o) < sum(map(len, o)) for o in self.to_list()]
 
 
-Column = list[Any] | Repeat | Groups
+class Embedded:
+    """Image bytes named by their keys: as Arrow, a dictionary of the distinct images and an
+    index per row (a round's few images, not a copy per pair), or plain bytes."""
+
+    def __init__(self, keys: list[str], images: Images):
+        self.keys, self.images = keys, images
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, part: slice) -> Embedded:
+        return Embedded(self.keys[part], self.images)
+
+    def to_list(self) -> list[bytes | None]:
+        return [self.images.data(k) for k in self.keys]
+
+    def to_arrow(self, type_: Any) -> Any:
+        import pyarrow as pa
+
+        if not pa.types.is_dictionary(type_):
+            return pa.array(self.to_list(), type_)
+        distinct = {k: n for n, k in enumerate(dict.fromkeys(self.keys))}
+        return pa.DictionaryArray.from_arrays(
+            pa.array([distinct[k] for k in self.keys], type_.index_type),
+            pa.array([self.images.data(k) for k in distinct], type_.value_type),
+        )
+
+
+Column = list[Any] | Repeat | Groups | Embedded
 
 
 class Batch(NamedTuple):
@@ -350,8 +378,8 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
 
     columns: dict[str, Column] = {
         "caption": [prompt] * n,
-        "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
-        "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
+        "jpg_0": Embedded([i.key for i in firsts], images) if images.embedded else [None] * n,
+        "jpg_1": Embedded([i.key for i in seconds], images) if images.embedded else [None] * n,
         "label_0": labels,
         "label_1": [1.0 - label for label in labels],
         "image_0_uid": [i.id for i in firsts],
