@@ -42,3 +42,20 @@ def test_bench_export_writes_every_row_under_the_memory_cap(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["rankings"] == row["rows"] == 3000
     assert 0 < row["peak_mb"] < TARGET_MB
+
+
+@pytest.mark.slow
+def test_bench_export_embeds_the_images_once_per_row_group(tmp_path):
+    out = tmp_path / "embed.json"
+    result = CliRunner().invoke(
+        export_command,
+        ["--images", "embed", "--rankings", "600", "--per-round", "300", "--image-kb", "20",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["table"] == "pairs" and row["rows"] == 600 * M * (M - 1) // 2
+    # A copy per pair would be 2 x 16,800 x 20 kB; a dictionary per row group is a fraction.
+    assert row["dataset_mb"] < row["copy_per_pair_mb"] / 10
+    result = CliRunner().invoke(export_command, ["--images", "embed", "--table", "rankings"])
+    assert result.exit_code == 2 and "pairs table" in result.output

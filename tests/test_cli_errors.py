@@ -86,7 +86,7 @@ def test_a_campaign_id_that_walks_a_path_is_a_usage_error(url, tmp_path):
 def test_an_unknown_campaign_is_a_failure(url, tmp_path):
     out = tmp_path / "out"
     one_line_error(run("export", "abc", "--url", url, "--out", out / "x.parquet"), 1,
-                   "no campaign 'abc'")  # fmt: skip
+                   "no campaign or study 'abc'")  # fmt: skip
     one_line_error(run("report", "abc", "--url", url, "--out", out), 1, "no campaign 'abc'")
     one_line_error(run("replay", "abc", "--round", "0", "--url", url), 1, "abc")
     assert not out.exists() or not list(out.iterdir())  # no output, not even a partial one

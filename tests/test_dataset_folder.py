@@ -45,8 +45,14 @@ def _prompts() -> list[str]:
 def _run_campaign(app: Flask, owner: Owner, prompt: str, variant: int) -> str:
     created = owner.campaign(prompt=prompt, start=True, m=M, annotators_per_round=QUORUM,
                              rounds=1, allow_ties=True, tasks_per_annotator=1)  # fmt: skip
-    tokens = owner.annotators(created["id"], QUORUM)
-    render_round(app, created["id"], 0, m=M)
+    _rank_round(app, owner, created["id"], variant)
+    return created["id"]
+
+
+def _rank_round(app: Flask, owner: Owner, campaign_id: str, variant: int) -> None:
+    """Round 0 of the campaign rendered and ranked by a quorum (a tie when ``variant`` is 1)."""
+    tokens = owner.annotators(campaign_id, QUORUM)
+    render_round(app, campaign_id, 0, m=M)
     client = app.test_client()
     for n, token in enumerate(tokens):
         task = client.get("/api/tasks/next", headers=bearer(token)).json
@@ -57,7 +63,6 @@ def _run_campaign(app: Flask, owner: Owner, prompt: str, variant: int) -> str:
         response = client.post(f"/api/tasks/{task['task_id']}/ranking", json={"order": order},
                                headers=bearer(token))  # fmt: skip
         assert response.status_code == 201, response.json
-    return created["id"]
 
 
 @pytest.fixture
@@ -102,6 +107,7 @@ def test_dataset_folder_loads_with_its_splits_disjoint_by_prompt(app, campaigns,
     assert set().union(*captions.values()) == set(_prompts())
     pairs_per_ranking = M * (M - 1) // 2
     assert sum(loaded[s].num_rows for s in SPLITS) == pairs_per_ranking * QUORUM * len(campaigns)
+    _assert_counts_per_prompt(loaded)
 
     # Labels agree with the stored rankings, row by row.
     with db.session_scope(app) as session:
@@ -143,6 +149,66 @@ def test_dataset_folder_loads_with_its_splits_disjoint_by_prompt(app, campaigns,
     for split in SPLITS:
         assert f"| {split} | {loaded[split].num_rows} | 2 |" in body or split == "train"
     assert f"| train | {loaded['train'].num_rows} | 2 | 3 | 6 |" in body  # a prompt run twice
+
+
+def _assert_counts_per_prompt(loaded) -> dict[str, int]:
+    """``num_example_per_prompt`` is the rows of its caption over every split (Pick-a-Pic v2's
+    meaning); the rows per caption."""
+    rows: dict[str, int] = {}
+    for split in loaded:
+        for caption in loaded[split]["caption"]:
+            rows[caption] = rows.get(caption, 0) + 1
+    for split in loaded:
+        pairs = zip(loaded[split]["caption"], loaded[split]["num_example_per_prompt"], strict=True)
+        assert all(count == rows[caption] for caption, count in pairs)
+    return rows
+
+
+def test_a_study_exports_as_one_dataset_of_its_campaigns(app, owner, tmp_path):
+    import datasets
+
+    prompts = _prompts()[:-1]  # six prompts, two a split
+    settings = {"m": M, "annotators_per_round": QUORUM, "rounds": 1, "allow_ties": True,
+                "tasks_per_annotator": 1}  # fmt: skip
+    response = owner.post("/api/studies", json={"name": "things", "prompts": prompts,
+                                                "settings": settings, "start": True})  # fmt: skip
+    assert response.status_code == 201, response.json
+    study = response.json
+    members = [c["id"] for c in study["campaigns"]]
+    for variant, campaign_id in enumerate(members):
+        _rank_round(app, owner, campaign_id, variant % 3)
+    alone = _run_campaign(app, owner, prompts[0], 0)  # the study's first prompt, once more
+
+    folder = tmp_path / "study"
+    result = _export(app, [study["id"], alone, "--dataset", str(folder),
+                           "--splits", "0.5,0.25,0.25"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf"))
+    captions = {s: set(loaded[s]["caption"]) for s in SPLITS}
+    splitter = Splitter(FRACTIONS)
+    for split, names in captions.items():
+        assert len(names) == 2 and all(splitter(c) == split for c in names)
+    per_campaign = M * (M - 1) // 2 * QUORUM
+    rows = _assert_counts_per_prompt(loaded)
+    assert rows == {p: per_campaign * (2 if p == prompts[0] else 1) for p in prompts}
+    # The study's campaigns in its prompt order, then the campaign named after it.
+    for split in SPLITS:
+        seen = list(dict.fromkeys(loaded[split]["campaign_id"]))
+        assert seen == [c for c in [*members, alone] if c in seen]
+    body = (folder / "README.md").read_text()
+    assert f"It holds study things (`{study['id']}`): {len(prompts)} prompts" in body
+    for campaign_id in [*members, alone]:
+        assert f"| {campaign_id} |" in body
+
+    # One file: a study id alone is accepted wherever a campaign id is.
+    out = tmp_path / "study.parquet"
+    result = _export(app, [study["id"], "--table", "pairs", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = datasets.load_dataset("parquet", data_files=str(out), cache_dir=str(tmp_path / "hf"))
+    assert set(table["train"]["campaign_id"]) == set(members)
+    assert set(table["train"]["num_example_per_prompt"]) == {per_campaign}
+    result = _export(app, ["nosuchid", "--dataset", str(tmp_path / "none")])
+    assert result.exit_code != 0 and "no campaign or study" in str(result.exception)
 
 
 def test_dataset_folder_refusals_leave_nothing(app, campaigns, tmp_path):

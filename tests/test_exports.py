@@ -135,6 +135,9 @@ def test_pairs_parquet_is_the_pick_a_pic_layout(app, owner, campaign, tmp_path):
     assert list(frame.columns)[: len(pick_a_pic)] == pick_a_pic
     assert len(frame) == PAIRS_PER_RANKING * len(rankings)
     assert (frame["label_0"] + frame["label_1"] == 1.0).all()
+    # Pick-a-Pic v2's num_example_per_prompt: the rows of that caption (one prompt here).
+    assert str(frame["num_example_per_prompt"].dtype) == "int64"
+    assert (frame["num_example_per_prompt"] == len(frame)).all()
     # Pick-a-Pic v2's types: user_id int64, a stable number of the pseudonym kept beside it.
     assert str(frame["user_id"].dtype) == "int64" and (frame["user_id"] > 0).all()
     by_ranking = {r.id: r.annotator_id for r in rankings}
@@ -289,6 +292,7 @@ def test_consensus_pairs_follow_each_rounds_consensus(app, owner, campaign, tmp_
     frame, _ = _load_both_ways(path, tmp_path)
     _, consensus, images = _database(app, campaign)
     assert len(frame) == PAIRS_PER_RANKING * ROUNDS and set(frame["user_id"]) == {0}
+    assert set(frame["num_example_per_prompt"]) == {len(frame)}
     assert set(frame["annotator_id"]) == {"consensus"} and frame["ranking_id"].isna().all()
     for row in frame.itertuples():
         order = consensus[row.round].order  # positions, best first
@@ -357,3 +361,34 @@ def test_user_number_is_stable_positive_and_not_the_consensus():
     assert all(0 < n < 2**63 for n in numbers)
     # Fixed by the digest, not by the run: a dataset exported again maps the same way.
     assert user_number("annotator-1") == 119211107859112196
+
+
+def test_embedded_pairs_store_each_image_once_per_row_group():
+    """Image bytes in the pairs table: a dictionary of the row group's distinct images, never a
+    copy per pair (pyarrow's own dictionary gives up past 1 MB and stores one per row), and the
+    file still reads as the plain schema (binary columns, the pandas dtypes)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from service.datasets.rows import Batch, Embedded, Images
+
+    blobs = {f"k{i}": os.urandom(200_000) for i in range(8)}
+    images = Images("embed", get=blobs.__getitem__)
+    rows = 3 * formats.PAIRS_EMBEDDED_ROW_GROUP
+    columns: dict = {name: [None] * rows for name in formats.schema("pairs").names}
+    columns.update(
+        caption=["a prompt"] * rows,
+        jpg_0=Embedded([f"k{i % 8}" for i in range(rows)], images),
+        jpg_1=Embedded([f"k{(i * 3 + 1) % 8}" for i in range(rows)], images),
+    )
+    data = b"".join(formats.parquet_chunks([Batch(columns, rows, rows)], "pairs", embedded=True))
+    file = pq.ParquetFile(io.BytesIO(data))
+    assert file.num_row_groups == 3
+    # Three row groups, two columns, eight images of 200 kB each: 9.6 MB (a copy per row: 307 MB).
+    assert len(data) < 3 * 2 * 8 * 200_000 * 1.05
+    assert file.schema_arrow.remove_metadata().equals(formats.schema("pairs").remove_metadata())
+    kept = pq.read_table(io.BytesIO(data), read_dictionary=["jpg_0", "jpg_1"])
+    first = kept.column("jpg_0").chunk(0)
+    assert [first.dictionary[i].as_py() for i in first.indices[:9].to_pylist()] == [
+        blobs[f"k{i % 8}"] for i in range(9)
+    ]
+    frame = pq.read_table(io.BytesIO(data), columns=["ranking_id", "attention_passed"]).to_pandas()
+    assert str(frame["ranking_id"].dtype) == "Int64"

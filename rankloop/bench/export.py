@@ -1,6 +1,11 @@
 """``rankloop bench export``: a synthetic campaign of a million rankings exported to Parquet
 (images by reference), reporting rows/s and the export's peak memory.
 
+``--images embed``: the table DPO training reads (``pairs``) with the image bytes inside, as a
+dataset folder's Parquet shards (:mod:`service.datasets.folder`); each image a file of
+``--image-kb`` random bytes (incompressible, as a JPEG is) read from disk as a local store
+would. Target: 200,000 rankings at m = 8 (5.6 M pairs) in under 10 minutes and 1 GB.
+
 The campaign is written straight into a fresh SQLite database (rounds of ``--per-round``
 rankings over 8 candidates and an attention image, a consensus per round); the export then runs
 in a child process, so its peak resident memory (the child's own) measures the export alone.
@@ -25,6 +30,7 @@ from rankloop.core.contracts import CampaignStatus, ImageRole, RoundStatus, Task
 
 M = 8
 TARGET_S, TARGET_MB = 120.0, 500.0
+EMBED_TARGET_S, EMBED_TARGET_MB = 600.0, 1024.0
 
 
 def build(url: str, n_rankings: int, per_round: int, seed: int = 0) -> str:
@@ -164,6 +170,50 @@ def _export(url: str, campaign_id: str, table: str, out: str, queue: Any) -> Non
                "cpu_s": usage.ru_utime + usage.ru_stime})  # fmt: skip
 
 
+def write_images(url: str, root: Path, image_kb: int, seed: int = 0) -> int:
+    """A file of random bytes under ``root`` for every image of the database; their count."""
+    from sqlalchemy import create_engine, select
+
+    from service.models import Image
+
+    rng = np.random.default_rng(seed)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        keys = list(connection.scalars(select(Image.key)))
+    engine.dispose()
+    for key in keys:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.bytes(image_kb * 1024))
+    return len(keys)
+
+
+def _export_embedded(url: str, campaign_id: str, folder: str, root: str, queue: Any) -> None:
+    """The pairs table with image bytes into a dataset folder's shards (one split: a synthetic
+    campaign has one prompt)."""
+    from service import datasets
+    from service.datasets.folder import write_splits
+    from service.datasets.splits import Splitter
+
+    sessions, dispose = datasets.sessions_for(url)
+    started = time.perf_counter()
+    rankings = 0
+
+    def count(n: int) -> None:
+        nonlocal rankings
+        rankings += n
+
+    images = datasets.Images("embed", get=lambda key: (Path(root) / key).read_bytes())
+    source = datasets.CampaignSource(sessions, campaign_id)
+    summaries = write_splits([source], "pairs", images, Path(folder), Splitter(), count)
+    dispose()
+    seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    files = [f for s in summaries.values() for f in s.files]
+    queue.put({"seconds": seconds, "rankings": rankings, "peak_mb": _peak_mb(),
+               "cpu_s": usage.ru_utime + usage.ru_stime, "files": files})  # fmt: skip
+
+
 def _peak_mb() -> float:
     """This process's peak resident memory. On Linux ``VmHWM``: ``ru_maxrss`` also counts the
     parent's memory that a child holds between its fork and its exec (the pytest process, when
@@ -180,14 +230,25 @@ def _peak_mb() -> float:
 
 
 @click.command("export")
-@click.option("--rankings", "n_rankings", default=1_000_000, show_default=True)
+@click.option("--rankings", "n_rankings", type=int,
+              help="default: 1,000,000 (200,000 with --images embed)")  # fmt: skip
 @click.option("--per-round", default=1000, show_default=True, help="rankings per round")
-@click.option("--table", type=click.Choice(["rankings", "pairs"]), default="rankings",
-              show_default=True)  # fmt: skip
+@click.option("--table", type=click.Choice(["rankings", "pairs"]),
+              help="default: rankings (pairs with --images embed)")  # fmt: skip
+@click.option("--images", type=click.Choice(["key", "embed"]), default="key", show_default=True,
+              help="embed: the pairs table with image bytes inside, as a dataset folder's shards")  # fmt: skip
+@click.option("--image-kb", default=100, show_default=True, help="--images embed: bytes per image")
 @click.option("--out", default="bench-results/export.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to save the JSON results.")  # fmt: skip
-def export_command(n_rankings: int, per_round: int, table: str, out: str) -> None:
+def export_command(n_rankings: int | None, per_round: int, table: str | None, images: str,
+                   image_kb: int, out: str) -> None:  # fmt: skip
     """Export a synthetic campaign of N rankings to Parquet: rows/s and peak memory."""
+    if images == "embed":
+        if table == "rankings":
+            raise click.UsageError("--images embed benchmarks the pairs table (what DPO reads)")
+        _embedded(n_rankings or 200_000, per_round, image_kb, out)
+        return
+    n_rankings, table = n_rankings or 1_000_000, table or "rankings"
     with tempfile.TemporaryDirectory(prefix="rankloop-bench-export-") as scratch:
         url = f"sqlite:///{scratch}/bench.sqlite"
         started = time.perf_counter()
@@ -217,3 +278,43 @@ def export_command(n_rankings: int, per_round: int, table: str, out: str) -> Non
     click.echo(
         f"saved {save_results(out, 'export', [row], target_s=TARGET_S, target_mb=TARGET_MB)}"
     )
+
+
+def _embedded(n_rankings: int, per_round: int, image_kb: int, out: str) -> None:
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="rankloop-bench-export-") as scratch:
+        url = f"sqlite:///{scratch}/bench.sqlite"
+        started = time.perf_counter()
+        campaign_id = build(url, n_rankings, per_round)
+        n_images = write_images(url, Path(scratch) / "objects", image_kb)
+        built = time.perf_counter() - started
+        click.echo(f"built {n_rankings} rankings and {n_images} images in {built:.1f} s")
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        folder = Path(scratch) / "dataset"
+        child = context.Process(
+            target=_export_embedded,
+            args=(url, campaign_id, str(folder), f"{scratch}/objects", queue),
+        )
+        child.start()
+        result = queue.get()
+        child.join()
+        paths = [folder / f for f in result["files"]]
+        rows_written = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        size_mb = sum(p.stat().st_size for p in paths) / 2**20
+    plain_mb = rows_written * 2 * image_kb / 2**10  # the image bytes with a copy per pair
+    row = {
+        "table": "pairs", "images": "embed", "image_kb": image_kb,
+        "rankings": result["rankings"], "rows": rows_written, "build_s": round(built, 1),
+        "seconds": round(result["seconds"], 2), "cpu_s": round(result["cpu_s"], 2),
+        "rows_per_s": round(rows_written / result["seconds"]),
+        "peak_mb": round(result["peak_mb"], 1), "shards": len(paths),
+        "dataset_mb": round(size_mb, 1), "copy_per_pair_mb": round(plain_mb),
+        "within_target": result["seconds"] < EMBED_TARGET_S
+        and result["peak_mb"] < EMBED_TARGET_MB,
+    }  # fmt: skip
+    click.echo(format_table([row]))
+    saved = save_results(out, "export", [row], target_s=EMBED_TARGET_S,
+                         target_mb=EMBED_TARGET_MB)  # fmt: skip
+    click.echo(f"saved {saved}")

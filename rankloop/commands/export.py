@@ -29,7 +29,7 @@ def open_store(store_url: str | None):
 
 
 @click.command("export")
-@click.argument("campaign_ids", metavar="CAMPAIGN_ID...", nargs=-1, required=True,
+@click.argument("campaign_ids", metavar="ID...", nargs=-1, required=True,
                 type=CampaignId())  # fmt: skip
 @click.option("--table", type=click.Choice(list(TABLES)),
               help="default: rankings (a file), pairs (--dataset)")  # fmt: skip
@@ -63,10 +63,12 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
                    base_url: str | None, out: Path | None, dataset: Path | None, splits: str,
                    license_: str, name: str | None, repo: str | None, images_zip: Path | None,
                    url: str | None, store_url: str | None) -> None:  # fmt: skip
-    """Export a campaign's rankings, consensus or pairwise preferences (streamed), with
-    --dataset a dataset folder of one or more campaigns, or with --images-zip its images."""
+    """Export a campaign's or a study's rankings, consensus or pairwise preferences (streamed),
+    with --dataset a dataset folder of one or more campaigns and studies (a study: all its
+    campaigns, in its prompt list's order), or with --images-zip a campaign's images."""
     from service import datasets
     from service.cli import database_url
+    from service.study_export import export_sources
 
     if images_zip is not None:
         if len(campaign_ids) > 1 or dataset is not None or out is not None or table is not None:
@@ -78,7 +80,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         return
 
     if dataset is None and len(campaign_ids) > 1:
-        raise click.UsageError("several campaigns go into one --dataset folder, not one file")
+        raise click.UsageError("several ids go into one --dataset folder, not one file")
     if dataset is not None and (fmt != "parquet" or out is not None):
         raise click.UsageError("--dataset writes Parquet shards: leave out --format and --out")
     table = table or ("rankings" if dataset is None else "pairs")
@@ -92,7 +94,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         raise click.UsageError(f"--dataset splits by prompt: --table {' or '.join(PROMPT_COLUMNS)}")
     sessions, dispose = datasets.sessions_for(database_url(url))
     try:
-        sources = [datasets.CampaignSource(sessions, c) for c in campaign_ids]
+        sources, studies = export_sources(sessions, campaign_ids)
         total = sum(
             len(s.round_ids) if table.startswith("consensus") else s.count_rankings()
             for s in sources
@@ -109,7 +111,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
         get = store.get if store is not None else None
         if dataset is not None:
             policy = datasets.Images(images, get=get, url=by_url)
-            _dataset(sources, table, policy, dataset, fractions, license_, name, total)
+            _dataset(sources, studies, table, policy, dataset, fractions, license_, name, total)
             if repo is not None:
                 _push(dataset, repo)
             return
@@ -123,7 +125,7 @@ def export_command(campaign_ids: tuple[str, ...], table: str | None, fmt: str, i
             click.progressbar(length=total, label=label) as bar,
             partial.open("wb") as file,
         ):
-            for chunk in datasets.export(sources[0], table, fmt, policy, progress=bar.update):
+            for chunk in datasets.export(sources, table, fmt, policy, progress=bar.update):
                 file.write(chunk)
     finally:
         dispose()
@@ -175,7 +177,7 @@ def _push(folder: Path, repo: str) -> None:
     click.echo(f"pushed {folder} to https://huggingface.co/datasets/{repo}")
 
 
-def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, ...],
+def _dataset(sources, studies, table: str, images, folder: Path, fractions: tuple[float, ...],
              license_: str, name: str | None, total: int) -> None:  # fmt: skip
     from service.datasets import card
     from service.datasets import folder as dataset_folder
@@ -186,7 +188,8 @@ def _dataset(sources, table: str, images, folder: Path, fractions: tuple[float, 
 
     def text(summaries, written: Path) -> str:
         facts = card.split_facts(sources, splitter)
-        return card.card(sources, table, summaries, facts, written, splitter, license_, title)
+        return card.card(sources, table, summaries, facts, written, splitter, license_, title,
+                         studies)  # fmt: skip
 
     with click.progressbar(length=total, label=f"{table} into {folder}") as bar:
         summaries = dataset_folder.write_dataset(

@@ -13,13 +13,14 @@ The API (``GET /api/campaigns/<id>/export``) and ``rankloop export`` both call :
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
 from rankloop.core.errors import InvalidInput, NotFound
-from service.datasets.formats import EMBEDDED_ROW_GROUP, FORMATS, ROW_GROUP, chunks
-from service.datasets.rows import IMAGE_MODES, Batch, Images
+from service.datasets.formats import FORMATS, chunks
+from service.datasets.rows import IMAGE_MODES, Batch, Images, table_rows
 from service.datasets.rows import TABLES as ROW_TABLES
 from service.datasets.source import CampaignSource
 from service.datasets.verdict_rows import verdict_rows
@@ -30,9 +31,11 @@ TABLES = {**ROW_TABLES, "verdict": verdict_rows}
 __all__ = ["FORMATS", "IMAGE_MODES", "TABLES", "CampaignSource", "Images", "export", "media_type"]
 
 
-def export(source: CampaignSource, table: str, fmt: str, images: Images,
-           progress: Callable[[int], None] | None = None) -> Iterator[bytes]:  # fmt: skip
-    """The bytes of ``table`` of the campaign in ``fmt``, chunk by chunk.
+def export(source: CampaignSource | Sequence[CampaignSource], table: str, fmt: str,
+           images: Images, progress: Callable[[int], None] | None = None
+           ) -> Iterator[bytes]:  # fmt: skip
+    """The bytes of ``table`` of the campaign (or of several as one table: a study's) in
+    ``fmt``, chunk by chunk.
 
     ``progress`` is called with the number of rankings read (rankings, pairs) or rounds
     written (consensus tables) as they go.
@@ -43,10 +46,14 @@ def export(source: CampaignSource, table: str, fmt: str, images: Images,
         raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "parquet":
         _require_pyarrow()
-    batches = TABLES[table](source, images)
+    sources = [source] if isinstance(source, CampaignSource) else list(source)
+    if table in ROW_TABLES:
+        batches = table_rows(table, sources, images)
+    else:  # the verdict: a row per campaign
+        batches = itertools.chain.from_iterable(TABLES[table](s, images) for s in sources)
     if progress is not None:
         batches = _counting(batches, progress)
-    return chunks(batches, table, fmt, EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP)
+    return chunks(batches, table, fmt, images.embedded)
 
 
 def _require_pyarrow() -> None:

@@ -27,6 +27,15 @@ TABLE_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the card says of a study it holds."""
+
+    id: str
+    name: str
+    prompts: int  # its campaigns, one per prompt
+
+
 @dataclass
 class SplitFacts:
     rounds: int = 0
@@ -130,8 +139,8 @@ def attention_text(source: CampaignSource) -> str:
 
 def card(sources: Sequence[CampaignSource], table: str, summaries: dict[str, SplitSummary],
          facts: dict[str, SplitFacts], folder: Path, splitter: Splitter,
-         license_: str, name: str) -> str:  # fmt: skip
-    """The text of ``README.md``."""
+         license_: str, name: str, studies: Sequence[StudyInfo] = ()) -> str:  # fmt: skip
+    """The text of ``README.md``; ``studies``: those whose campaigns it holds."""
     import yaml
 
     crowds: list[Crowd] = [source.crowd() for source in sources]
@@ -143,6 +152,9 @@ def card(sources: Sequence[CampaignSource], table: str, summaries: dict[str, Spl
         "---", top.rstrip("\n"), "---", "", f"# {name}", "",
         f"Human rankings of generated images, collected with rankloop: table `{table}`, "
         f"{TABLE_TEXT[table]}. Column by column: rankloop's docs, reference/datasets.md.", "",
+        *(f"It holds study {_cell(s.name) or '(unnamed)'} (`{s.id}`): {s.prompts} prompts, a "
+          "campaign each, in the study's prompt order." for s in studies),
+        *([""] if studies else []),
         "## Splits", "",
         f"By prompt (`{PROMPT_COLUMNS[table]}`): a stable hash of the prompt (BLAKE2b, "
         f"`service/datasets/splits.py`) picks its split with fractions {fractions}, so a prompt "

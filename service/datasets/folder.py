@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from rankloop.core.errors import InvalidInput
-from service.datasets.formats import EMBEDDED_ROW_GROUP, ROW_GROUP, record_batch, schema
-from service.datasets.rows import TABLES, Images, Repeat
+from service.datasets.formats import (
+    decoded_nbytes,
+    parquet_writer,
+    record_batch,
+    row_group,
+    row_group_table,
+    writer_schema,
+)
+from service.datasets.rows import Images, Repeat, table_rows
 from service.datasets.source import CampaignSource
 from service.datasets.splits import SPLITS, Splitter
 
@@ -45,9 +52,10 @@ class _SplitWriter:
     """One split's shards: record batches gathered into row groups, a new shard past
     :data:`SHARD_BYTES`."""
 
-    def __init__(self, folder: Path, summary: SplitSummary, table_schema: Any, row_group: int,
-                 shard_bytes: int):  # fmt: skip
-        self.folder, self.summary, self.schema = folder, summary, table_schema
+    def __init__(self, folder: Path, summary: SplitSummary, table: str, embedded: bool,
+                 row_group: int, shard_bytes: int):  # fmt: skip
+        self.folder, self.summary, self.table, self.embedded = folder, summary, table, embedded
+        self.schema = writer_schema(table, embedded)
         self.row_group, self.shard_bytes = row_group, shard_bytes
         self.pending: list[Any] = []
         self.pending_rows = 0
@@ -62,20 +70,17 @@ class _SplitWriter:
             self._flush()
 
     def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if not self.pending:
             return
-        table = pa.Table.from_batches(self.pending, self.schema)
+        table = row_group_table(self.pending, self.schema)
         self.pending, self.pending_rows = [], 0
         if self.writer is None:
             path = self.folder / DATA / f"{self.summary.name}-{len(self.paths):05d}.parquet"
             self.paths.append(path)
-            self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            self.writer = parquet_writer(path, self.table, self.embedded)
         self.writer.write_table(table, row_group_size=self.row_group)
         self.summary.num_examples += table.num_rows
-        self.summary.num_bytes += table.nbytes
+        self.summary.num_bytes += decoded_nbytes(table)
         self.in_shard += table.nbytes
         if self.in_shard >= self.shard_bytes:
             self._close_shard()
@@ -108,21 +113,20 @@ def write_splits(sources: Sequence[CampaignSource], table: str, images: Images, 
     if table not in PROMPT_COLUMNS:
         raise InvalidInput(f"a dataset folder holds one of {', '.join(PROMPT_COLUMNS)}")
     (folder / DATA).mkdir(parents=True, exist_ok=True)
-    table_schema = schema(table)
-    row_group = EMBEDDED_ROW_GROUP if images.embedded else ROW_GROUP
+    table_schema = writer_schema(table, images.embedded)
+    rows = row_group(table, images.embedded)
     summaries = {name: SplitSummary(name) for name in SPLITS}
     writers = {
-        name: _SplitWriter(folder, summaries[name], table_schema, row_group, shard_bytes)
+        name: _SplitWriter(folder, summaries[name], table, images.embedded, rows, shard_bytes)
         for name in SPLITS
     }
     column = PROMPT_COLUMNS[table]
     try:
-        for source in sources:
-            for batch in TABLES[table](source, images):
-                if batch.rows:
-                    _route(batch.columns, batch.rows, column, table_schema, splitter, writers)
-                if progress is not None:
-                    progress(batch.units)
+        for batch in table_rows(table, sources, images):
+            if batch.rows:
+                _route(batch.columns, batch.rows, column, table_schema, splitter, writers)
+            if progress is not None:
+                progress(batch.units)
         for writer in writers.values():
             writer.close()
     except BaseException:

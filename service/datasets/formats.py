@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 FORMATS = ("jsonl", "parquet")
 ROW_GROUP = 2000  # rows per Parquet row group (and per chunk of the stream)
 EMBEDDED_ROW_GROUP = 64  # with image bytes inside, a row weighs kilobytes to megabytes
+# A pairs row's two images are indices into a dictionary of the row group's distinct images
+# (a round's m), so its row groups can be longer: the file stores each image once per row
+# group, the writer holds the distinct images only, and a reader decodes a row group's bytes.
+PAIRS_EMBEDDED_ROW_GROUP = 512
+IMAGE_COLUMNS = ("jpg_0", "jpg_1")  # the pairs tables' image bytes, dictionary-encoded
+DICTIONARY_PAGE = 2**30  # pyarrow's default (1 MB) falls back to one copy per row past it
 
 
 def _json_default(value: Any) -> Any:
@@ -87,7 +93,7 @@ def schema(table: str):
             ("image_0_url", string), ("image_1_url", string),
             ("image_0_ref", string), ("image_1_ref", string), ("campaign_id", string),
             ("round", int64), ("pair_source", string), ("attention_passed", boolean),
-            ("weight", float64), ("annotator_id", string),
+            ("weight", float64), ("annotator_id", string), ("num_example_per_prompt", int64),
         ]  # fmt: skip
         names = [name for name, _ in fields]
         return pa.schema(fields, metadata={b"pandas": pickapic.pandas_metadata(names)})
@@ -102,6 +108,73 @@ def schema(table: str):
     else:
         raise ValueError(f"unknown table {table!r}")
     return pa.schema(fields)
+
+
+def row_group(table: str, embedded: bool) -> int:
+    """Rows per Parquet row group of ``table`` (``embedded``: image bytes inside)."""
+    if not embedded:
+        return ROW_GROUP
+    return PAIRS_EMBEDDED_ROW_GROUP if table in ("pairs", "consensus_pairs") else EMBEDDED_ROW_GROUP
+
+
+def writer_schema(table: str, embedded: bool) -> Any:
+    """The Arrow schema the writer is given: :func:`schema`, but with embedded images a pairs
+    table's image columns are dictionaries (the file still reads as :func:`schema`: see
+    :func:`parquet_writer`)."""
+    import pyarrow as pa
+
+    plain = schema(table)
+    if not (embedded and table in ("pairs", "consensus_pairs")):
+        return plain
+    shared = pa.dictionary(pa.int32(), pa.binary())
+    fields = [pa.field(f.name, shared) if f.name in IMAGE_COLUMNS else f for f in plain]
+    return pa.schema(fields, metadata=plain.metadata)
+
+
+def parquet_writer(where: Any, table: str, embedded: bool) -> Any:
+    """A ``ParquetWriter`` for ``table``. With dictionary columns the Arrow schema is not stored
+    in the file, so that readers (``datasets``, pandas) see plain ``binary`` columns, as
+    :func:`schema` has them; the pandas metadata (nullable dtypes) is written on its own."""
+    import pyarrow.parquet as pq
+
+    table_schema = writer_schema(table, embedded)
+    if table_schema.equals(schema(table)):
+        return pq.ParquetWriter(where, table_schema, compression="zstd")
+    writer = pq.ParquetWriter(where, table_schema, compression="zstd", store_schema=False,
+                              dictionary_pagesize_limit=DICTIONARY_PAGE)  # fmt: skip
+    writer.add_key_value_metadata(
+        {k.decode(): v.decode() for k, v in table_schema.metadata.items()}
+    )
+    return writer
+
+
+def row_group_table(batches: list[Any], table_schema: Any) -> Any:
+    """Record batches as one row group's table: dictionary columns unified into one dictionary
+    and one chunk, which pyarrow writes as they are (a dictionary that changes between chunks
+    makes it decode the bytes and hash every one)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(batches, table_schema)
+    if any(pa.types.is_dictionary(f.type) for f in table_schema):
+        table = table.unify_dictionaries().combine_chunks()
+    return table
+
+
+def decoded_nbytes(table: Any) -> int:
+    """``table.nbytes`` with its dictionary columns decoded: the Arrow bytes a reader holds
+    (what a dataset card's ``num_bytes`` counts)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in table.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        for chunk in column.chunks:
+            lengths = pc.binary_length(chunk.dictionary).take(chunk.indices)
+            total += (pc.sum(lengths).as_py() or 0) + 4 * (len(chunk) + 1)
+    return total
 
 
 class _Chunks:
@@ -144,7 +217,7 @@ def record_batch(columns: dict[str, Any], table_schema: Any) -> Any:
     return pa.RecordBatch.from_pydict(arrays, schema=table_schema)
 
 
-def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
+def parquet_chunks(batches: Iterable[Batch], table: str, embedded: bool = False
                    ) -> Iterator[bytes]:  # fmt: skip
     """Parquet bytes, a row group per ``batch`` rows (naive datetimes are UTC).
 
@@ -152,16 +225,16 @@ def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
     that rows carrying image bytes are converted 64 at a time, whatever the batch they came in.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table_schema = schema(table)
+    table_schema = writer_schema(table, embedded)
+    batch = row_group(table, embedded)
     sink = _Chunks()
-    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), table_schema, compression="zstd")
+    writer = parquet_writer(pa.PythonFile(sink, mode="w"), table, embedded)
     pending: list[Any] = []  # record batches of the row group being filled
     filled = 0
 
     def flush() -> bytes:
-        writer.write_table(pa.Table.from_batches(pending, table_schema), row_group_size=batch)
+        writer.write_table(row_group_table(pending, table_schema), row_group_size=batch)
         pending.clear()
         return sink.take()
 
@@ -187,10 +260,10 @@ def parquet_chunks(batches: Iterable[Batch], table: str, batch: int = ROW_GROUP
     yield sink.take()
 
 
-def chunks(batches: Iterable[Batch], table: str, fmt: str, batch: int = ROW_GROUP
+def chunks(batches: Iterable[Batch], table: str, fmt: str, embedded: bool = False
            ) -> Iterator[bytes]:  # fmt: skip
     if fmt == "jsonl":
-        return jsonl_chunks(batches, batch)
+        return jsonl_chunks(batches, row_group(table, embedded))
     if fmt == "parquet":
-        return parquet_chunks(batches, table, batch)
+        return parquet_chunks(batches, table, embedded)
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

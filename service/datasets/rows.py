@@ -1,8 +1,8 @@
 """The rows of the three exports (rankings, consensus per round, pairwise preferences), built
 from a :class:`~service.datasets.source.CampaignSource` a batch at a time, as columns
-(:class:`Batch`), and how images travel. A column is a list, or a value in every row
-(:class:`Repeat`) or orders (:class:`Groups`) that Arrow builds without a Python object per row:
-at a million rankings the per-row objects were most of the export's time.
+(:class:`Batch`), and how images travel. A column is a list or one of the types of
+:mod:`service.datasets.columns` (a value in every row, orders, image bytes by key), which Arrow
+builds without a Python object per row.
 
 Every table has the same columns in JSONL and Parquet (``service.datasets.formats`` holds the
 Parquet schema of each); the column lists are in docs/reference/datasets.md (generated).
@@ -10,88 +10,23 @@ Parquet schema of each); the column lists are in docs/reference/datasets.md (gen
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from rankloop.core.contracts import ImageRole
 from rankloop.core.errors import InvalidInput
 from service.datasets.agreement import round_alpha
+from service.datasets.columns import Column, Embedded, Groups, Repeat
 from service.datasets.pairs import ranking_pairs
 from service.datasets.pickapic import CONSENSUS_USER, CONSENSUS_USER_ID, user_number
+from service.datasets.prompt_counts import prompt_counts
 from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
 from service.rendering import IMAGE_SALT
 
 IMAGE_MODES = ("key", "url", "embed")
-
-
-class Repeat:
-    """A column holding one value in every row: Arrow builds it without a Python object per row
-    (a round's image lists, the campaign's settings)."""
-
-    def __init__(self, value: Any, rows: int):
-        self.value, self.rows = value, rows
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __getitem__(self, part: slice) -> Repeat:
-        return Repeat(self.value, len(range(self.rows)[part]))
-
-    def to_list(self) -> list[Any]:
-        return [self.value] * self.rows
-
-    def to_arrow(self, type_: Any) -> Any:
-        import pyarrow as pa
-
-        return pa.repeat(pa.scalar(self.value, type_), self.rows)
-
-
-class Groups:
-    """A column of stored orders (a list inside one is a tied group) as place groups: one list
-    per place. Without ties (``flat``) Arrow builds the nested lists from the flat values and
-    their lengths, and no Python list is made per place."""
-
-    def __init__(self, orders: list[list[Any]], flat: bool):
-        self.orders, self.flat = orders, flat
-
-    def __len__(self) -> int:
-        return len(self.orders)
-
-    def __getitem__(self, part: slice) -> Groups:
-        return Groups(self.orders[part], self.flat)
-
-    def to_list(self) -> list[list[list[Any]]]:
-        return [_id_groups(o) for o in self.orders]
-
-    def to_arrow(self, type_: Any) -> Any:
-        import pyarrow as pa
-
-        if not self.flat:
-            return pa.array(self.to_list(), type_)
-        values = list(itertools.chain.from_iterable(self.orders))
-        places = pa.ListArray.from_arrays(
-            pa.array(range(len(values) + 1), pa.int32()),
-            pa.array(values, type_.value_type.value_type),
-        )
-        offsets = itertools.accumulate(map(len, self.orders), initial=0)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), places).cast(type_)
-
-    def n_ranked(self) -> list[int]:
-        if self.flat:
-            return [len(o) for o in self.orders]
-        return [sum(map(len, o)) for o in self.to_list()]
-
-    def ties(self) -> list[bool]:
-        if self.flat:
-            return [False] * len(self.orders)
-        return [len(o) < sum(map(len, o)) for o in self.to_list()]
-
-
-Column = list[Any] | Repeat | Groups
 
 
 class Batch(NamedTuple):
@@ -282,31 +217,36 @@ def consensus_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
         yield Batch({k: [v] for k, v in row.items()}, 1, 1)
 
 
-def pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
+def pair_rows(source: CampaignSource, images: Images,
+              counts: Mapping[str, int] | None = None) -> Iterator[Batch]:  # fmt: skip
     """Pick-a-Pic v2 rows, one answer at a time (``service.datasets.pairs`` says how a ranking
-    becomes pairs); ``weight``: the annotator's reliability weight in that round."""
+    becomes pairs); ``weight``: the annotator's reliability weight in that round. ``counts``:
+    rows per prompt over the whole export (default: this campaign's)."""
+    counts = prompt_counts([source], "pairs") if counts is None else counts
     for batch in source.ranking_batches():
         round_ = batch.round
         yield _pairs_of(
-            source, round_, images, batch.positions, batch.annotator_ids, batch.ids,
+            source, round_, images, counts, batch.positions, batch.annotator_ids, batch.ids,
             batch.submitted_at, batch.attention_passed, _weights(round_, batch.annotator_ids),
         )  # fmt: skip
 
 
-def consensus_pair_rows(source: CampaignSource, images: Images) -> Iterator[Batch]:
+def consensus_pair_rows(source: CampaignSource, images: Images,
+                        counts: Mapping[str, int] | None = None) -> Iterator[Batch]:  # fmt: skip
     """The same layout from each round's consensus instead: ``annotator_id`` ``consensus``
     (``user_id`` 0), no ``ranking_id``, and ``weight`` the round's agreement (Kendall's W)."""
+    counts = prompt_counts([source], "consensus_pairs") if counts is None else counts
     for round_ in source.rounds():
         consensus = round_.consensus
         if consensus is not None:
             yield _pairs_of(
-                source, round_, images, [consensus.order], [CONSENSUS_USER], [None],
+                source, round_, images, counts, [consensus.order], [CONSENSUS_USER], [None],
                 [consensus.created_at], [None], [consensus.agreement],
             )  # fmt: skip
 
 
 def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
-              answers: Sequence[Any], user_ids: Sequence[str],
+              per_prompt: Mapping[str, int], answers: Sequence[Any], user_ids: Sequence[str],
               ranking_ids: Sequence[int | None], created_at: Sequence[Any],
               attention_passed: Sequence[bool | None],
               weights: Sequence[float | None]) -> Batch:  # fmt: skip
@@ -337,15 +277,15 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
             labels.append(pair.label_0)
             kinds.append(pair.source)
         counts.append(len(labels) - before)
-    n = len(labels)
+    n, prompt = len(labels), source.prompt_of(round_)
 
     def each(values: Sequence[Any]) -> list[Any]:
         return [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
 
     columns: dict[str, Column] = {
-        "caption": [source.prompt_of(round_)] * n,
-        "jpg_0": [images.data(i.key) for i in firsts] if images.embedded else [None] * n,
-        "jpg_1": [images.data(i.key) for i in seconds] if images.embedded else [None] * n,
+        "caption": [prompt] * n,
+        "jpg_0": Embedded([i.key for i in firsts], images) if images.embedded else [None] * n,
+        "jpg_1": Embedded([i.key for i in seconds], images) if images.embedded else [None] * n,
         "label_0": labels,
         "label_1": [1.0 - label for label in labels],
         "image_0_uid": [i.id for i in firsts],
@@ -373,15 +313,24 @@ def _pairs_of(source: CampaignSource, round_: RoundInfo, images: Images,
         "attention_passed": each(attention_passed),
         "weight": each(weights),
         "annotator_id": each(user_ids),
+        "num_example_per_prompt": Repeat(per_prompt[prompt], n),
     }
     return Batch(columns, n, len(answers))
 
 
-def _id_groups(order: list[Any]) -> list[list[Any]]:
-    """A stored order (a list inside it is a tied group) as groups: one list per place."""
-    return [e if type(e) is list else [e] for e in order]
+def table_rows(table: str, sources: Sequence[CampaignSource], images: Images) -> Iterator[Batch]:
+    """The rows of ``table`` of every source in turn: one table, whose pairs count their prompt's
+    rows over all the sources (``num_example_per_prompt``)."""
+    if table in ("pairs", "consensus_pairs"):
+        counts = prompt_counts(sources, table)
+        for source in sources:
+            yield from PAIR_TABLES[table](source, images, counts)
+        return
+    for source in sources:
+        yield from TABLES[table](source, images)
 
 
+PAIR_TABLES = {"pairs": pair_rows, "consensus_pairs": consensus_pair_rows}
 TABLES: dict[str, Callable[[CampaignSource, Images], Iterator[Batch]]] = {
     "rankings": ranking_rows,
     "consensus": consensus_rows,
