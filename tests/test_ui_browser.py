@@ -550,7 +550,9 @@ def test_dashboard_shows_the_rounds_and_controls_work(
             "n => document.querySelectorAll('#plot-agreement circle').length >= n",
             arg=len(with_agreement),
         )
-        assert page.locator("#plots figure").count() == 3
+        # Improvement (the best image's strength), agreement, latent moved, line-search step.
+        assert page.locator("#plots figure").count() == 4
+        assert page.locator("#plot-improvement").count() == 1
         row = page.locator("#annotators tbody tr").first
         assert row.locator("td").nth(2).text_content() == "3"
         # Controls: pause and resume go through the API and show in the status badge.

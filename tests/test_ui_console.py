@@ -358,6 +358,11 @@ def test_every_export_the_api_offers_downloads_from_the_page(server, tab):
     assert offered == ["jsonl", *tables]
     assert page.is_disabled("#export-images")  # the original JSON lines have no image choice
     for fmt in offered:
+        # Each download from a fresh load of the page: Chromium lets a page start one download
+        # by itself, and more only within a click's activation, which a loaded machine's slow
+        # export can outlast (the next would wait on a prompt nobody answers).
+        page.reload()
+        page.wait_for_selector("#export-form:not([hidden])", timeout=WAIT_MS)
         page.select_option("#export-format", fmt)
         # Image bytes go only into Parquet.
         embed = page.is_disabled("#export-images option[value=embed]")

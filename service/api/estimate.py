@@ -51,6 +51,15 @@ def _int(name: str, low: int, high: int) -> int | None:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = request.args.getlist(name)
+    if not raw:
+        return default
+    if len(raw) > 1 or raw[0] not in ("true", "false"):
+        raise InvalidInput(f"{name} must be true or false, once")
+    return raw[0] == "true"
+
+
 def _typical(stored: Mapping[str, Any]) -> float:
     """The typical seconds of a task of the campaign settings ``stored`` (as stored)."""
     resolved = CampaignSettings.from_stored(stored)
@@ -103,7 +112,7 @@ def estimate():
         "k": _int("k", 1, MAX_M),
         "width": _int("width", 1, MAX_SIDE),
         "height": _int("height", 1, MAX_SIDE),
-        "attention_check": request.args.get("attention_check", "true").lower() != "false",
+        "attention_check": _bool("attention_check", default=True),
     }
     if shape["k"] is not None and shape["k"] > shape["m"]:
         shape["k"] = shape["m"]
