@@ -43,6 +43,7 @@ from service.config import app_settings, settings_of
 from service.db import session_scope
 from service.jobs import send_render
 from service.models import AuditEvent, Campaign, Image, Round, utcnow
+from service.render_queue import SLOT_FREED, Waiting, first_waiting
 from service.statements import initial_quorum
 from service.transitions import audit, compare_and_set, find_round, get_campaign, is_postgres
 
@@ -287,8 +288,8 @@ def render_slot_free(
 ) -> bool:
     """Whether the campaign's owner has fewer than ``slots`` (``RENDER_SLOTS_PER_OWNER``)
     renders in flight (rounds sent and not yet back, and previews: :func:`previews_in_flight`)
-    besides round ``round_number``: renders are scheduled fairly across owners by this cap,
-    oldest waiting round first (the sweep's order)."""
+    besides round ``round_number``: renders are scheduled fairly across owners by this cap, and
+    within an owner in :mod:`service.render_queue`'s order."""
     slots = _slots(slots)
     if slots <= 0:
         return True
@@ -397,35 +398,63 @@ def _preview_finished(render_id: str) -> bool:
 RENDER_WAITING = "round_render_waiting"  # the audit event of a render kept for a render slot
 
 
-def _defer(session: Session, message: RenderMessage, slots: int) -> bool:
-    """Keep ``message`` waiting (unsent) when its owner's render slots are full."""
+def _to_send(session: Session, message: RenderMessage, slots: int) -> RenderMessage | None:
+    """What to send for ``message``: itself when a slot of its owner is free and no render of
+    that owner waits ahead of it (:mod:`service.render_queue`); else it waits (unsent, audited
+    ``RENDER_WAITING``) and, with a slot free, the first render waiting goes in its place.
+    None: nothing to send now."""
     if slots <= 0:
-        return False
+        return message
     campaign = session.get(Campaign, message.campaign_id)
-    if campaign is None or render_slot_free(session, campaign, message.round_number, slots):
+    if campaign is None:
         session.rollback()
-        return False
+        return message
+    round_number = message.round_number
+    free = render_slot_free(session, campaign, round_number, slots)
+    round_ = find_round(session, campaign.id, round_number)
+    waiting = round_ is not None and round_.render_enqueued_at is None
+    head = first_waiting(session, campaign.owner_key_id) if free and waiting else None
+    first = head is None or (head.campaign_id, head.round_number) == (campaign.id, round_number)
+    if free and first:
+        session.rollback()
+        return message
     session.execute(
         update(Round)
         .where(Round.campaign_id == campaign.id, Round.number == message.round_number)
         .values(render_enqueued_at=None)
     )
     audit(session, RENDER_WAITING, campaign.id, message.round_number)
+    instead = _take_slot(session, head) if head is not None else None
     session.commit()
-    return True
+    return instead
+
+
+def _take_slot(session: Session, head: Waiting) -> RenderMessage | None:
+    """Give the free slot to the waiting render ``head`` (stamped sent, in the caller's
+    transaction, which holds its owner's slot lock)."""
+    round_ = session.get(Round, head.round_id)
+    campaign = session.get(Campaign, head.campaign_id)
+    if round_ is None or campaign is None:
+        return None
+    if not compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=utcnow()):
+        return None
+    audit(session, "round_render_resent", campaign.id, round_.number, reason=SLOT_FREED)
+    return render_message(campaign, round_)
 
 
 def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> list[str]:
     """Send render messages whose rows are committed; the ids of the jobs sent. A send that
-    fails is logged and left to the sweep; so is a render whose owner has every render slot
-    busy (:func:`render_slot_free`): the sweep sends it once a slot frees."""
+    fails is logged and left to the sweep. A render whose owner has every render slot busy
+    (:func:`render_slot_free`), or whose owner has renders waiting ahead of it
+    (:mod:`service.render_queue`), waits: the sweep sends it in its turn."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     sent = []
     slots = settings_of(app).render_slots_per_owner
-    for message in renders:
+    for planned in renders:
         with session_scope(app) as session:
-            if _defer(session, message, slots):
-                continue
+            message = _to_send(session, planned, slots)
+        if message is None:
+            continue
         job_id = f"render-{message.campaign_id}-{message.round_number:04d}-{uuid.uuid4().hex[:8]}"
         try:
             send_render(app, message, job_id)

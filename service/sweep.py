@@ -25,6 +25,7 @@ from service.config import app_settings
 from service.driver import CAMPAIGNS, ROUNDS
 from service.jobs import render_jobs_held
 from service.models import AuditEvent, Campaign, Round, utcnow
+from service.render_queue import SLOT_FREED, waiting_in_turn
 from service.rendering import (
     RENDER_WAITING,
     Outcome,
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 UNSENT_GRACE = dt.timedelta(seconds=30)
 # Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
 UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
-SLOT_FREED = "slot_freed"  # it waited for one of its owner's render slots (never sent before)
 LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
 
 
@@ -87,20 +87,31 @@ def _offer(session: Session, round_id: int, now: dt.datetime) -> Outcome:
 
 
 def _resend(
-    session: Session, round_id: int, now: dt.datetime, lost: Collection[int] = ()
+    session: Session,
+    round_id: int,
+    now: dt.datetime,
+    lost: Collection[int] = (),
+    full: set[int | None] | None = None,
 ) -> Outcome:
     """A render that never left, whose worker stopped beating (:func:`heartbeat_stale`), that
     the broker lost (its round in ``lost``, :func:`lost_by_broker`), or that never came back
     within ``render_timeout_s``: sent again (the render job is idempotent, and a second result
-    for the same round is refused by :func:`service.rendering.round_rendered`)."""
+    for the same round is refused by :func:`service.rendering.round_rendered`). ``full``: the
+    owners found with every render slot busy in this sweep (their later waiting renders, behind
+    in :mod:`service.render_queue`'s order, are not looked at again)."""
     round_ = session.get(Round, round_id)
     if round_ is None or round_.status != RoundStatus.RENDERING:
         session.rollback()
         return Outcome()
     campaign = session.get(Campaign, round_.campaign_id)
     assert campaign is not None
-    if round_.render_enqueued_at is None and not render_slot_free(session, campaign, round_.number):
+    if round_.render_enqueued_at is None and (
+        (full is not None and campaign.owner_key_id in full)
+        or not render_slot_free(session, campaign, round_.number)
+    ):
         session.rollback()  # waiting for one of its owner's render slots: a later sweep sends it
+        if full is not None:
+            full.add(campaign.owner_key_id)
         return Outcome()
     timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
     stale = stale_after()
@@ -244,9 +255,15 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
     rendering = session.scalars(
         select(r.c.id)
         .join(c, c.c.id == r.c.campaign_id)
-        .where(r.c.status == RoundStatus.RENDERING, c.c.status.in_(CAMPAIGN_LIVE))
-        .order_by(r.c.id)  # the oldest waiting render takes a free render slot first
+        .where(
+            r.c.status == RoundStatus.RENDERING,
+            c.c.status.in_(CAMPAIGN_LIVE),
+            r.c.render_enqueued_at.is_not(None),
+        )
+        .order_by(r.c.id)
     ).all()
+    # Renders waiting for a slot, in the order they get one (service/render_queue.py).
+    waiting = [w.round_id for w in waiting_in_turn(session)]
     session.rollback()
     try:
         lost = lost_by_broker(session, now)
@@ -255,6 +272,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         log.exception("the check for renders lost by the broker failed")
         lost = set()
     resend = functools.partial(_resend, lost=lost)
+    send_waiting = functools.partial(_resend, full=set())
     outcome = Outcome()
     stragglers = straggling_rounds(session, now)
     session.rollback()
@@ -263,6 +281,7 @@ def sweep(session: Session, now: dt.datetime | None = None) -> Outcome:
         (close_if_ready, full),
         (_offer, stragglers),
         (resend, rendering),
+        (send_waiting, waiting),
     ):
         for round_id in round_ids:
             try:
