@@ -4,10 +4,11 @@ they gave it with the time it took and their reliability weight in that round's 
 from __future__ import annotations
 
 from flask import Blueprint
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from rankloop.core.errors import NotFound
 from service.api import responses
+from service.api.annotators import is_pool
 from service.api.common import iso, owned_campaign, reliability_weights
 from service.api.responses import json_response, no_store
 from service.db import get_session
@@ -43,9 +44,14 @@ def show_annotator(campaign_id: str, annotator_id: str):
     annotator = session.scalar(
         select(Annotator).where(
             Annotator.id == annotator_id,
-            # The campaign's own annotators, and pool annotators (who may work on any campaign:
-            # their rankings here, if any; pool ids are random, so this reveals nothing).
-            or_(Annotator.campaign_id == campaign.id, Annotator.campaign_id.is_(None)),
+            # The campaign's own annotators, pool annotators (who may work on any campaign:
+            # their rankings here, if any; pool ids are random, so this reveals nothing) and
+            # the workers of the campaign's study.
+            or_(
+                Annotator.campaign_id == campaign.id,
+                and_(Annotator.campaign_id.is_(None), Annotator.study_id.is_(None)),
+                and_(Annotator.study_id.is_not(None), Annotator.study_id == campaign.study_id),
+            ),
         )
     )
     if annotator is None:
@@ -56,7 +62,8 @@ def show_annotator(campaign_id: str, annotator_id: str):
                 id=annotator.id,
                 participant_id=annotator.participant_id,
                 participant_context=annotator.participant_context,
-                pool=annotator.campaign_id is None,
+                pool=is_pool(annotator),
+                study_id=annotator.study_id,
                 tasks_done=len(rows),
                 tasks_quota=campaign.config.tasks_per_annotator,
                 completion_code=annotator.completion_code,

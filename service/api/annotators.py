@@ -36,6 +36,11 @@ bp = Blueprint("annotators", __name__)
 IDLE_AFTER = dt.timedelta(minutes=10)
 
 
+def is_pool(annotator: Annotator) -> bool:
+    """A pool annotator: of no campaign and no study (a study's worker is neither too)."""
+    return annotator.campaign_id is None and annotator.study_id is None
+
+
 @operation(
     bp,
     "POST",
@@ -137,7 +142,8 @@ def list_annotators(campaign_id: str):
                 completion_withheld=withheld,
                 created_at=iso(a.created_at),
                 last_seen=iso(a.last_seen),
-                pool=a.campaign_id is None,
+                pool=is_pool(a),
+                study_id=a.study_id,
                 flags=flags,
                 revoked_at=iso(a.revoked_at),
                 excluded=a.excluded,
@@ -151,9 +157,10 @@ def list_annotators(campaign_id: str):
     "POST",
     "/api/campaigns/<campaign_id>/annotators/<annotator_id>/revoke",
     summary=(
-        "Revoke an annotator of the campaign: their later requests answer 401 with the error "
-        "code token_revoked (an unknown token's is unauthorized); what they gave "
-        "stays, marked, and with exclude counts in no later consensus"
+        "Revoke an annotator of the campaign (a worker of its study: from the whole study): "
+        "their later requests answer 401 with the error code token_revoked (an unknown "
+        "token's is unauthorized); what they gave stays, marked, and with exclude counts in "
+        "no later consensus"
     ),
     auth="owner",
     body=AnnotatorRevoke,
@@ -168,7 +175,11 @@ def revoke_annotator(campaign_id: str, annotator_id: str):
     body: AnnotatorRevoke = validate(AnnotatorRevoke, json_body())
     session = get_session()
     annotator = session.get(Annotator, annotator_id)
-    if annotator is None or annotator.campaign_id != campaign.id:
+    if annotator is None or not (
+        annotator.campaign_id == campaign.id
+        # A worker of the campaign's study: the same owner's, revoked from the whole study.
+        or (campaign.study_id is not None and annotator.study_id == campaign.study_id)
+    ):
         # A pool annotator works for every campaign: only the admin may end that (not here).
         raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
     if annotator.revoked_at is None:

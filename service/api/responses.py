@@ -251,6 +251,11 @@ class AnnotatorRow(_Response):
     created_at: Timestamp
     last_seen: Timestamp | None
     pool: bool = Field(description="works on every running campaign")
+    study_id: str | None = Field(
+        default=None,
+        description="the study they joined through (a study worker, routed across its "
+        "campaigns: their rankings, weight and flags here are this campaign's); null otherwise",
+    )
     flags: list[AnnotatorFlag]
     revoked_at: Timestamp | None = Field(
         description="when the owner revoked the token; null: active"
@@ -293,6 +298,9 @@ class AnnotatorDetail(_Response):
         "assignment_id, hit_id (MTurk), whichever came"
     )
     pool: bool
+    study_id: str | None = Field(
+        default=None, description="the study they joined through; null: not a study worker"
+    )
     tasks_done: int
     tasks_quota: int
     completion_code: str | None = Field(description="the code issued to them, once issued")

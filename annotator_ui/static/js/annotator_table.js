@@ -48,7 +48,13 @@ export function renderAnnotators(annotators, campaignStart, page) {
         h("td", { className: "num", text: perHour(a, campaignStart) }),
         h("td", { className: "num", text: a.n_attention_failed ?? 0 }),
         h("td", { text: relativeTime(a.last_seen) }),
-        h("td", {}, flags.map((flag) => h("span", { className: "flag", text: flag }))),
+        h(
+          "td",
+          {},
+          // A study worker ranks across the study's campaigns: this one's rankings are shown.
+          a.study_id && h("span", { className: "flag flag-info", text: "study worker" }),
+          flags.map((flag) => h("span", { className: "flag", text: flag })),
+        ),
         h("td", {}, access(a, page)),
       ),
     );

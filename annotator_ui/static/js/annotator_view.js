@@ -29,6 +29,7 @@ function render(a) {
   stat("Completion code", a.completion_code || "not issued yet");
   const access = a.revoked_at ? (a.excluded ? "revoked, excluded" : "revoked") : a.pool ? "pool" : "active";
   stat("Access", access);
+  if (a.study_id) stat("Joined through", "the campaign's study (its quota and code are the study's)");
   // The same number as the annotator table's (the campaign's pooled evidence about them).
   stat("Reliability weight", Number.isFinite(a.weight) ? a.weight.toFixed(2) : "—");
 
