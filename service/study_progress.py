@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
@@ -40,6 +41,8 @@ class Costs:
     spent: float | None  # pay_per_hour x the time workers spent on ranked tasks
     rankings_left: int  # to finish every live campaign's round budget at its quorum
     to_finish: float | None  # pay_per_hour x rankings_left x the median task time
+    worker_s: float  # the study's workers' time on it: each one's join to their last request
+    idle_share: float | None  # of worker_s, the share not on a ranked task; None: no time yet
 
 
 def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Costs:
@@ -48,13 +51,13 @@ def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Cos
     open round already has."""
     now = now or utcnow()
     rows = session.execute(
-        select(Ranking.created_at, Assignment.created_at)
+        select(Ranking.created_at, Assignment.created_at, Ranking.annotator_id)
         .join(Assignment, Assignment.id == Ranking.assignment_id)
         .join(Round, Round.id == Ranking.round_id)
         .join(Campaign, Campaign.id == Round.campaign_id)
         .where(Campaign.study_id == study.id)
     ).all()
-    seconds = sorted(max(0.0, (ranked - leased).total_seconds()) for ranked, leased in rows)
+    seconds = sorted(max(0.0, (ranked - leased).total_seconds()) for ranked, leased, _ in rows)
     median = statistics.median(seconds) if seconds else None
     rounds = {
         campaign_id: (closed or 0, ranked or 0)
@@ -77,13 +80,43 @@ def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Cos
         closed, ranked = rounds.get(campaign.id, (0, 0))
         left += max(0, (config.rounds - closed) * config.annotators_per_round - ranked)
     pay = study.pay_per_hour
+    present = worker_time(session, study, rows)
+    worker_s = sum(total for total, _ in present)
     return Costs(
         task_s_median=median,
-        rankings_last_hour=sum(1 for ranked, _ in rows if now - ranked <= dt.timedelta(hours=1)),
+        rankings_last_hour=sum(1 for ranked, _, _ in rows if now - ranked <= dt.timedelta(hours=1)),
         spent=None if pay is None else pay * sum(seconds) / 3600,
         rankings_left=left,
         to_finish=None if pay is None or median is None else pay * left * median / 3600,
+        worker_s=worker_s,
+        idle_share=1 - sum(task for _, task in present) / worker_s if worker_s > 0 else None,
     )
+
+
+def worker_time(
+    session: Session, study: Study, rankings: Sequence[Row[dt.datetime, dt.datetime, str]]
+) -> list[tuple[float, float]]:
+    """Each study worker's (time on the study, time on ranked tasks), in seconds. Time on the
+    study runs from their join to their last request (``last_seen``, written at most once a
+    minute while they ask for work, and with each ranking); time on a task from its lease to
+    its ranking. The rest is idle: waiting for a task (paid time on Prolific), reading, or a
+    task left to lapse. Never less than the task time (``last_seen``'s minute)."""
+    on_task: dict[str, float] = {}
+    for ranked, leased, annotator_id in rankings:
+        on_task[annotator_id] = on_task.get(annotator_id, 0.0) + max(
+            0.0, (ranked - leased).total_seconds()
+        )
+    workers = session.execute(
+        select(Annotator.id, Annotator.created_at, Annotator.last_seen).where(
+            Annotator.study_id == study.id
+        )
+    ).all()
+    times = []
+    for annotator_id, joined, last_seen in workers:
+        task = on_task.get(annotator_id, 0.0)
+        there = (last_seen - joined).total_seconds() if last_seen is not None else 0.0
+        times.append((max(there, task), task))
+    return times
 
 
 @dataclass(frozen=True)
@@ -140,4 +173,4 @@ def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:
     )
 
 
-__all__ = ["Costs", "WorkerProgress", "costs", "status_of", "worker_progress"]
+__all__ = ["Costs", "WorkerProgress", "costs", "status_of", "worker_progress", "worker_time"]

@@ -8,6 +8,7 @@ Every test runs on SQLite and on PostgreSQL (the ``app`` fixture of tests/fixtur
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import threading
@@ -474,10 +475,29 @@ def test_the_study_says_what_its_rankings_cost_and_what_is_left(app, owner):
     shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
     # Three prompts, three rounds each, quorum two: eighteen rankings to make, none made.
     assert shown == {"task_s_median": None, "rankings_last_hour": 0, "spent": 0.0,
-                     "rankings_left": 18, "to_finish": None}  # fmt: skip
+                     "rankings_left": 18, "to_finish": None, "worker_s": 0.0,
+                     "idle_share": None}  # fmt: skip
     token = join(app, study["id"], "p1")
     assert rank(app, token) is not None and rank(app, token) is not None
     shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
     assert shown["rankings_left"] == 16 and shown["rankings_last_hour"] == 2
     assert shown["task_s_median"] >= 0 and shown["spent"] >= 0
     assert shown["to_finish"] == pytest.approx(12.0 * 16 * shown["task_s_median"] / 3600)
+    # The worker's time on the study covers their two tasks; the rest of it is idle.
+    assert shown["worker_s"] >= 2 * shown["task_s_median"] >= 0
+    assert shown["idle_share"] is None or 0 <= shown["idle_share"] <= 1
+
+
+def test_the_idle_share_is_the_workers_time_on_the_study_not_on_a_ranked_task(app, owner):
+    study = running_study(app, owner, pay_per_hour=12.0)
+    token = join(app, study["id"], "p1")
+    assert rank(app, token) is not None and rank(app, token) is not None
+    with app.app_context(), db.session_scope() as session:
+        worker = session.scalar(select(Annotator).where(Annotator.study_id == study["id"]))
+        assert worker is not None and worker.last_seen is not None
+        worker.created_at = worker.last_seen - dt.timedelta(minutes=10)  # joined 10 min before
+        session.commit()
+    shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
+    on_task = shown["spent"] * 3600 / 12.0  # the two tasks' lease-to-ranking seconds
+    assert shown["worker_s"] == pytest.approx(600.0)
+    assert shown["idle_share"] == pytest.approx(1 - on_task / 600.0)

@@ -86,6 +86,14 @@ class StudyCosts(_Response):
     spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
     rankings_left: int = Field(description="to finish every live campaign's rounds at quorum")
     to_finish: float | None = Field(description="pay_per_hour x rankings_left x task_s_median")
+    worker_s: float = Field(
+        description="the study's workers' time on it, summed: each one's join to their last "
+        "request (written at most once a minute while they ask for work)"
+    )
+    idle_share: float | None = Field(
+        description="the share of worker_s not on a ranked task (lease to ranking): waiting "
+        "for a task, reading, tasks left to lapse; null: no worker time yet"
+    )
 
 
 class StudyDetail(StudySummary):
