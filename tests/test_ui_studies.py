@@ -10,7 +10,7 @@ import pytest
 from tests import test_ui_failure_paths as failure_paths
 from tests.fixtures.coordinator import ADMIN, render_round
 from tests.test_ui_failure_paths import WAIT_MS, shown_task
-from tests.test_ui_task_page import PROLIFIC, VIEWPORTS, open_page, tap
+from tests.test_ui_task_page import PROLIFIC, VIEWPORTS, axe_violations, open_page, tap
 
 server = failure_paths.server  # the coordinator over HTTP, shared with the failure paths
 
@@ -149,6 +149,79 @@ def test_the_crowds_verdict_leads_the_study_page(server, browser, screenshot_dir
         )
         assert lines[0].startswith("verdict 86% (") and lines[0].endswith("n=7)")
         page.screenshot(path=screenshot_dir / "study-verdict.png", full_page=True)
+        assert errors == []
+    finally:
+        context.close()
+
+
+SIDEWAYS = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+# The elements wider than the screen, innermost first: what makes a page scroll sideways.
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(n => n.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .filter(n => !n.closest('.table-wrap'))
+  .reverse().slice(0, 5)
+  .map(n => `${n.tagName}#${n.id}.${n.className} ${Math.round(n.getBoundingClientRect().right)}`)"""
+
+
+@pytest.mark.parametrize("viewport", ["phone", "desktop"])
+def test_the_study_page_at_a_glance_on_a_phone_and_a_desktop(
+    server, browser, screenshot_dir, viewport
+):
+    """Progress, costs and the idle share, workers, and the sortable grid of best images, each
+    tile a link into its campaign: nothing wider than the screen, and clean for axe-core."""
+    from tests.test_studies import join, rank
+
+    prompts = ["a red apple", "a green pear with a very long prompt that wraps", "a plum"]
+    settings = {"m": 4, "annotators_per_round": 2, "rounds": 2, "tasks_per_annotator": 1}
+    body = {"name": "fruit at a glance", "prompts": prompts, "settings": settings}
+    body |= {"recruit": True, "tasks_per_worker": 3, "pay_per_hour": 12.0, "start": True}
+    study = server.owner.post("/api/studies", json=body).json
+    for campaign in study["campaigns"]:
+        render_round(server.app, campaign["id"], 0, attention=False)
+    token = join(server.app, study["id"], "pp-glance")
+    assert rank(server.app, token) is not None and rank(server.app, token) is not None
+    context = browser.new_context(**VIEWPORTS[viewport])
+    try:
+        listing, list_errors = open_page(
+            context, f"{server.base_url}/dashboard/studies#key={ADMIN}"
+        )
+        listing.wait_for_selector("#studies:not([hidden]) a", timeout=WAIT_MS)
+        listing.screenshot(path=screenshot_dir / f"studies-{viewport}.png", full_page=True)
+        assert listing.evaluate(SIDEWAYS) <= 0, listing.evaluate(WIDEST)
+        assert axe_violations(listing) == [] and list_errors == []
+        page, errors = open_page(
+            context, f"{server.base_url}/dashboard/study/{study['id']}#key={ADMIN}"
+        )
+        page.wait_for_selector("#prompts .study-tile img", timeout=WAIT_MS)
+        page.wait_for_selector("#workers:not([hidden]) tbody tr", timeout=WAIT_MS)
+        stats = page.eval_on_selector_all(
+            "#study-stats dt", "nodes => nodes.map(n => n.textContent)"
+        )
+        for label in (
+            "Spent so far",
+            "Estimate to finish",
+            "Idle share",
+            "Rankings in the last hour",
+        ):
+            assert label in stats
+        idle = page.text_content("#study-stats div:has(dt:text-is('Idle share')) dd")
+        assert idle is not None and idle.endswith("%")
+        # Sorted by rankings, fewest first: the prompt nobody ranked yet leads.
+        page.select_option("#sort", "rankings")
+        lines = page.eval_on_selector_all(
+            "#prompts .study-tile", "tiles => tiles.map(t => t.textContent)"
+        )
+        assert "0 rankings" in lines[0]
+        hrefs = page.eval_on_selector_all(
+            "#prompts .study-tile a", "links => links.map(a => a.getAttribute('href'))"
+        )
+        assert sorted(h.rsplit("/", 1)[1] for h in hrefs) == sorted(
+            c["id"] for c in study["campaigns"]
+        )
+        page.screenshot(path=screenshot_dir / f"study-glance-{viewport}.png", full_page=True)
+        wide = page.evaluate(SIDEWAYS)
+        assert wide <= 0, f"the page scrolls sideways by {wide}px: {page.evaluate(WIDEST)}"
+        assert axe_violations(page) == []
         assert errors == []
     finally:
         context.close()

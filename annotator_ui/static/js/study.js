@@ -40,6 +40,14 @@ function stat(list, label, value) {
 }
 
 const pct = (value) => `${Math.round(100 * value)}%`;
+const share = (value) => (value === null || value === undefined ? "—" : pct(value));
+
+function duration(value) {
+  if (!value) return "—";
+  if (value < 60) return "under a minute";
+  const minutes = Math.round(value / 60);
+  return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
 
 // The study's verdict leads the page: the pooled share, its interval, and how the prompts split.
 function renderVerdict(verdict) {
@@ -104,6 +112,9 @@ function render(study) {
   stat(stats, "Spent so far", money(study.costs.spent));
   stat(stats, "Rankings left", String(study.costs.rankings_left));
   stat(stats, "Estimate to finish", money(study.costs.to_finish));
+  // Idle: the workers' time on the study (join to last request) not on a ranked task.
+  stat(stats, "Worker time on the study", duration(study.costs.worker_s));
+  stat(stats, "Idle share", share(study.costs.idle_share));
   for (const button of document.querySelectorAll("[data-action]")) {
     const action = button.dataset.action;
     button.disabled = !(
