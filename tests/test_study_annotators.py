@@ -21,6 +21,7 @@ def test_a_study_worker_is_in_the_annotator_list_of_each_campaign_they_ranked_in
     ranked_in = task["campaign_id"]
     untouched = second if ranked_in == first else first
 
+    assert owner.get(f"/api/campaigns/{ranked_in}").json["study_id"] == study["id"]
     (row,) = owner.get(f"/api/campaigns/{ranked_in}/annotators").json["annotators"]
     assert row["participant_id"] == "p1" and row["n_rankings"] == 1
     assert row["study_id"] == study["id"] and row["pool"] is False

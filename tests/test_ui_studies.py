@@ -222,6 +222,18 @@ def test_the_study_page_at_a_glance_on_a_phone_and_a_desktop(
         wide = page.evaluate(SIDEWAYS)
         assert wide <= 0, f"the page scrolls sideways by {wide}px: {page.evaluate(WIDEST)}"
         assert axe_violations(page) == []
+        # The drill-down: the last tile (most rankings) opens its campaign, whose annotator
+        # list has the study's worker, marked as such.
+        page.locator("#prompts .study-tile a").last.click()
+        page.wait_for_selector("#annotators:not([hidden]) tbody tr", timeout=WAIT_MS)
+        row = page.text_content("#annotators tbody tr") or ""
+        assert "pp-glance" in row and "study worker" in row
+        # And it leads back to the study, whose link its workers join through.
+        back = page.get_attribute("#campaign-study a", "href") or ""
+        assert back.endswith(f"/dashboard/study/{study['id']}")
+        page.wait_for_selector("#recruit:not([hidden]) #recruit-link a", timeout=WAIT_MS)
+        annotators = page.locator("#annotators").locator("xpath=ancestor::section[1]")
+        annotators.screenshot(path=screenshot_dir / f"study-campaign-annotators-{viewport}.png")
         assert errors == []
     finally:
         context.close()

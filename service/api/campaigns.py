@@ -244,6 +244,7 @@ def campaign_response(campaign: Campaign, history: bool = True) -> responses.Cam
         best_image_url=best,
         # The optimizer's point as of the latest render: what the campaign delivers.
         current_best_image_url=None if current_best is None else object_url(current_best.best_key),
+        study_id=campaign.study_id,
     )
     if not history:
         return summary

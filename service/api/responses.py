@@ -143,6 +143,9 @@ class CampaignSummary(_Response):
     current_best_image_url: str | None = Field(
         description="the optimizer's current point, rendered clean"
     )
+    study_id: str | None = Field(
+        default=None, description="the study it is a prompt of; null: a campaign on its own"
+    )
 
 
 class Verdict(_Response):

@@ -69,6 +69,7 @@ function renderHead(campaign) {
     s.attention_check && "attention checks",
   ].filter(Boolean);
   $("#campaign-settings").textContent = parts.join(" · ");
+  renderStudyOf(campaign.study_id);
   const status = campaign.status;
   const allowed = {
     start: status === "draft",
@@ -281,11 +282,46 @@ async function addAnnotators(event) {
   }
 }
 
+// A study's prompt: back to the study, whose link and code its workers have.
+function studyPage(studyId) {
+  const root = document.body.dataset.apiRoot.replace(/\/api$/, "");
+  return `${root}/dashboard/study/${encodeURIComponent(studyId)}`;
+}
+
+function renderStudyOf(studyId) {
+  let line = $("#campaign-study");
+  if (!studyId) {
+    line?.remove();
+    return;
+  }
+  if (line) return;
+  line = h(
+    "p",
+    { id: "campaign-study", className: "hint" },
+    "A prompt of a study: ",
+    h("a", { href: studyPage(studyId), text: "the study's page" }),
+    " (its workers join through the study's link and get the study's code).",
+  );
+  $("#campaign-settings").after(line);
+}
+
 // The recruitment link is optional in the API; the card stays hidden without it.
-async function showRecruitLink() {
+async function showRecruitLink(studyId) {
   try {
     const { data } = await ownerApi(`${base}/recruit`);
     if (!data?.link) return;
+    if (data.enabled === false && studyId) {
+      // A study's prompt recruits through the study's link, not its own.
+      clear($("#recruit-link")).append(
+        "Workers join through the study's link: ",
+        h("a", { href: studyPage(studyId), text: "the study's page" }),
+        " has it.",
+      );
+      $("#copy-recruit").hidden = true;
+      $("#recruit > .hint").hidden = true;
+      $("#recruit").hidden = false;
+      return;
+    }
     if (data.enabled === false) {
       // Off unless the campaign was created with "recruit": true; the link would be refused.
       $("#recruit-link").textContent =
@@ -470,7 +506,7 @@ requireOwner(load, (data) => {
   );
   const root = document.body.dataset.apiRoot.replace(/\/api$/, "");
   $("#duplicate").href = `${root}/dashboard?duplicate=${encodeURIComponent(campaignId)}`;
-  showRecruitLink();
+  showRecruitLink(data.campaign.study_id);
   document.body.dataset.live = "polling";
   goLive();
   setInterval(() => {
