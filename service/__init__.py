@@ -3,9 +3,12 @@
 The data path, one module per job:
 
 - :mod:`service.lifecycle`: the owner's controls (start, pause, resume, stop);
-- :mod:`service.rendering`: the render hand-off: a new round row, the render message, the
-  render's result (or failure), and :func:`~service.rendering.run_step`, which commits a step
-  and only then sends the render messages it made;
+- :mod:`service.rendering`: the render hand-off: a new round row, the render's result (or
+  failure), and :func:`~service.rendering.run_step`, which commits a step and only then sends
+  the render messages it made (:mod:`service.render_sending`); a render's message
+  (:mod:`service.render_messages`), its owner's render slots (:mod:`service.render_slots`,
+  :mod:`service.preview_renders`), the order of the renders waiting for one
+  (:mod:`service.render_queue`) and its heartbeat (:mod:`service.render_heartbeats`);
 - :mod:`service.leasing`: the next task for an annotator;
 - :mod:`service.submission`: a ranking stored, the reference path (ORM, every check spelt out);
   :mod:`service.fast_submission`: the same on the annotator's hot path (Core statements, one

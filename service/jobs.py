@@ -2,7 +2,7 @@
 
 Views and the bookkeeping jobs call the steps (:mod:`service.closing`,
 :mod:`service.lifecycle`, ...); a step's render messages go out through
-:func:`service.rendering.send_renders`, and a round whose quorum came in with a ranking is
+:func:`service.render_sending.send_renders`, and a round whose quorum came in with a ranking is
 closed inline or queued here (:func:`send_close_round`). Nothing here imports a step: jobs go
 by name (:mod:`rankloop.core.contracts`) to the Celery app that
 :func:`service.tasks.celery_init_app` keeps in ``app.extensions["celery"]``, and this process

@@ -13,7 +13,9 @@ from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.contracts import CAMPAIGN_LIVE, CampaignStatus, RoundStatus
 from rankloop.core.errors import Conflict
 from service.models import utcnow
-from service.rendering import Outcome, drop_heartbeat, new_round, render_message
+from service.render_heartbeats import drop_heartbeat
+from service.render_messages import render_message
+from service.rendering import Outcome, new_round
 from service.transitions import audit, compare_and_set, get_campaign
 
 

@@ -2,9 +2,10 @@
 
 A render waits (its round ``rendering``, in a live campaign, never sent or sent back to wait,
 ``render_enqueued_at`` null) while its owner has every render slot busy
-(:func:`service.rendering.render_slot_free`). Owners never share slots, so one owner's backlog
-cannot hold another owner's renders. Within an owner, slots go round-robin across the owner's
-*groups* (a study, all its campaigns together; a campaign outside any study, on its own):
+(:func:`service.render_slots.render_slot_free`). Owners never share slots, so one owner's
+backlog cannot hold another owner's renders. Within an owner, slots go round-robin across the
+owner's *groups* (a study, all its campaigns together; a campaign outside any study, on its
+own):
 
 1. a group's renders go oldest first, and every group's first waiting render comes before any
    group's second (its *turn*);
@@ -18,7 +19,7 @@ its owner, however many a 200-prompt study has waiting, and two studies of one o
 Both senders follow it: the sweep sends waiting renders in this order
 (:func:`service.sweep.sweep`), and a new render sent from a request is kept waiting when a
 render of its owner is ahead of it here, that render going out in its place
-(:func:`service.rendering.send_renders`).
+(:func:`service.render_sending.send_renders`).
 """
 
 from __future__ import annotations

@@ -25,15 +25,12 @@ from service.config import app_settings
 from service.driver import CAMPAIGNS, ROUNDS
 from service.jobs import render_jobs_held
 from service.models import AuditEvent, Campaign, Round, utcnow
+from service.render_heartbeats import drop_heartbeat, render_heartbeat
+from service.render_messages import render_message
 from service.render_queue import SLOT_FREED, waiting_in_turn
-from service.rendering import (
-    RENDER_WAITING,
-    Outcome,
-    drop_heartbeat,
-    render_heartbeat,
-    render_message,
-    render_slot_free,
-)
+from service.render_sending import RENDER_WAITING
+from service.render_slots import render_slot_free
+from service.rendering import Outcome
 from service.statements import round_leasable, round_quorum, round_quorum_met
 from service.stragglers import offer_last_slot, straggling_rounds
 from service.transitions import audit, compare_and_set
@@ -149,7 +146,7 @@ def _resend(
 
 def _waited_for_slot(session: Session, round_: Round) -> bool:
     """Whether the round's render was kept waiting for a render slot
-    (:func:`service.rendering.send_renders` audits it, ``RENDER_WAITING``)."""
+    (:func:`service.render_sending.send_renders` audits it, ``RENDER_WAITING``)."""
     waited = select(func.count()).select_from(AuditEvent).where(
         AuditEvent.campaign_id == round_.campaign_id,
         AuditEvent.round_number == round_.number,

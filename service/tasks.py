@@ -29,6 +29,7 @@ from rankloop.core.settings import Settings, broker_settings
 from service import closing, rendering, sweep
 from service.config import settings_of
 from service.db import database_unavailable_errors, session_scope
+from service.render_heartbeats import render_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def round_failed_task(
     if exc is not None:
         error = f"{type(exc).__name__}: {exc}"
     else:
-        reported = (rendering.render_heartbeat(campaign_id, int(round_number)) or {}).get("error")
+        reported = (render_heartbeat(campaign_id, int(round_number)) or {}).get("error")
         error = (
             _stored_error(str(request_or_task_id))
             or (str(reported) if reported else None)

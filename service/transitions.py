@@ -43,6 +43,11 @@ def audit(
     )
 
 
+def owner_actor(owner_key_id: int | None) -> str:
+    """The audit log's actor of an owner key (None: the admin token)."""
+    return "admin" if owner_key_id is None else f"owner-key:{owner_key_id}"
+
+
 def get_campaign(session: Session, campaign_id: str, *, lock: bool = False) -> Campaign:
     """The campaign, or NotFound; ``lock``: locked for this transaction (and reloaded)."""
     query = select(Campaign).where(Campaign.id == campaign_id)
@@ -83,4 +88,12 @@ def compare_and_set(
     return True
 
 
-__all__ = ["audit", "compare_and_set", "find_round", "get_campaign", "is_postgres", "rowcount"]
+__all__ = [
+    "audit",
+    "compare_and_set",
+    "find_round",
+    "get_campaign",
+    "is_postgres",
+    "owner_actor",
+    "rowcount",
+]

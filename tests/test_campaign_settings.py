@@ -35,7 +35,7 @@ from rankloop.core.settings import settings_of
 from rankloop.core.storage import LocalStore
 from service import db
 from service.models import Campaign
-from service.rendering import IMAGE_SALT, render_settings
+from service.render_messages import IMAGE_SALT, render_settings
 from service.schemas import CampaignCreate
 
 TURBO = "stabilityai/sd-turbo"

@@ -20,7 +20,7 @@ from rankloop.core.contracts import (
     render_error_is_permanent,
 )
 from rankloop.core.storage import round_prefix
-from service import db, lifecycle, rendering, sweep
+from service import db, lifecycle, render_sending, rendering, sweep
 from service.models import Campaign, Image, utcnow
 from tests.fixtures.fault_stack import SMALL, Stack, events, new_campaign, round_row
 from tests.fixtures.private_services import PrivateRedis
@@ -73,7 +73,7 @@ def test_only_a_permanent_render_error_fails_a_campaign(app, session):
 
     cid = new_campaign(session, render_timeout_s=600)
     lifecycle.start(session, cid)
-    rendering.mark_enqueued(session, cid, 0, "render-x")
+    render_sending.mark_enqueued(session, cid, 0, "render-x")
     store = app.extensions["rankloop_store"]
     now = utcnow()
     # The worker beat until its retries ran out, then reported the store error.

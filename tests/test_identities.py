@@ -288,7 +288,7 @@ def test_image_keys_reveal_neither_index_nor_role(tmp_path):
 def test_the_coordinator_gives_each_campaign_a_secret_for_image_names(app, owner):
     from service import db
     from service.models import Campaign
-    from service.rendering import render_message
+    from service.render_messages import render_message
 
     first, second = (owner.campaign(start=True)["id"] for _ in range(2))
     with app.app_context(), db.session_scope() as session:

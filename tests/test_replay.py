@@ -19,7 +19,8 @@ from rankloop.core.storage import round_prefix
 from service import db
 from service.forking import fork
 from service.models import Campaign, Image, Round
-from service.rendering import render_message, round_rendered
+from service.render_messages import render_message
+from service.rendering import round_rendered
 from tests.fixtures.coordinator import Owner, bearer
 
 M = 3

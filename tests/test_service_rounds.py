@@ -21,6 +21,7 @@ from service import (
     leasing,
     lifecycle,
     ranking_rules,
+    render_sending,
     rendering,
     submission,
     sweep,
@@ -235,7 +236,7 @@ def test_a_failed_render_fails_the_campaign_until_resumed(app, session):
 def test_sweep_resends_a_render_that_never_came_back(app, session):
     cid = new_campaign(session, render_timeout_s=60)
     lifecycle.start(session, cid)
-    rendering.mark_enqueued(session, cid, 0, "render-x")
+    render_sending.mark_enqueued(session, cid, 0, "render-x")
     assert sweep.sweep(session, utcnow() + dt.timedelta(seconds=30)).renders == []
     (request,) = sweep.sweep(session, utcnow() + dt.timedelta(seconds=61)).renders
     assert request.round_number == 0

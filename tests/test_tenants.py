@@ -19,13 +19,9 @@ from rankloop.core.storage import LocalStore, round_prefix
 from service import db, sweep
 from service.auth import hash_token, new_token
 from service.models import AuditEvent, Campaign, OwnerKey, Round
-from service.rendering import (
-    PREVIEW_HOLD_S,
-    PREVIEW_SENT,
-    previews_in_flight,
-    render_slot_free,
-    run_step,
-)
+from service.preview_renders import PREVIEW_HOLD_S, PREVIEW_SENT, previews_in_flight
+from service.render_slots import render_slot_free
+from service.rendering import run_step
 from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
 

@@ -65,7 +65,8 @@ def render_for_real(app, campaign_id: str) -> None:
     from gpu_worker.render import render_round
     from service.db import session_scope
     from service.models import Campaign
-    from service.rendering import render_message, round_rendered
+    from service.render_messages import render_message
+    from service.rendering import round_rendered
 
     store = app.extensions["rankloop_store"]
     with app.app_context(), session_scope() as session:

@@ -46,7 +46,7 @@ def replay_round(sessions: Callable[[], Session], store: ObjectStore, campaign_i
     recorded in the round's manifest."""
     from gpu_worker.render import render_round
     from service.models import Campaign, Image, Round
-    from service.rendering import render_message
+    from service.render_messages import render_message
 
     with sessions() as session:
         campaign = session.get(Campaign, campaign_id)

@@ -25,11 +25,11 @@ from service.api.verdict import verdict_response
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Campaign, Ranking, Round
-from service.rendering import owner_actor, run_step
+from service.rendering import run_step
 from service.routing import Reply, ok, operation
 from service.schemas import CampaignCreate, ForkCreate, validate
 from service.statements import round_quorum
-from service.transitions import audit
+from service.transitions import audit, owner_actor
 
 bp = Blueprint("campaigns", __name__, url_prefix="/api/campaigns")
 

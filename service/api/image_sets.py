@@ -20,8 +20,8 @@ from service.api.responses import json_response, no_store
 from service.db import get_session
 from service.image_sets.importer import import_items
 from service.image_sets.reading import items_of
-from service.rendering import owner_actor
 from service.routing import Reply, operation
+from service.transitions import owner_actor
 
 bp = Blueprint("image_sets", __name__)
 CHUNK = 1 << 20

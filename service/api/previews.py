@@ -11,7 +11,7 @@ its manifest in the store as for any round, and ``GET /api/previews/<id>`` reads
 The render worker has no "centre only" mode, so a preview costs ``MIN_M`` + 1 renders, each at
 most ``PREVIEW_MAX_PIXELS`` (512²; a larger size is a 422 naming width and height). A preview
 takes one of its owner's render slots (``RANKLOOP_RENDER_SLOTS_PER_OWNER``, counted with the
-owner's rounds in flight: :func:`service.rendering.preview_slot_free`) until its image or its
+owner's rounds in flight: :func:`service.render_slots.owner_slot_free`) until its image or its
 failure is in the store; with every slot busy it is refused, 429 with ``Retry-After``, not
 queued (a form's preview is wanted now or not at all). It is sent at once and never re-sent when
 lost: the page asks again.
@@ -47,7 +47,9 @@ from service.api.stream import owner_secret_hash
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.jobs import send_render
-from service.rendering import IMAGE_SALT, preview_done, preview_sent, preview_slot_free
+from service.preview_renders import preview_done, preview_sent
+from service.render_messages import IMAGE_SALT
+from service.render_slots import owner_slot_free
 from service.routing import Reply, operation
 from service.schemas import CampaignCreate, UnprocessableInput, validate
 
@@ -98,7 +100,7 @@ def create_preview():
         settings=parse(RenderSettings, settings, "campaign settings"),
     )
     # The owner's slot check and the record of this preview, in one transaction (the slot lock).
-    if not preview_slot_free(session, owner.key_id):
+    if not owner_slot_free(session, owner.key_id):
         session.rollback()
         raise RenderSlotsBusy(
             "every render slot of this owner is busy (RANKLOOP_RENDER_SLOTS_PER_OWNER: rounds "

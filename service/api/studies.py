@@ -36,10 +36,11 @@ from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, Study
 from service.prompt_lists import BadPromptList, format_of, read_file, read_json
-from service.rendering import owner_actor, run_step
+from service.rendering import run_step
 from service.routing import NDJSON, Reply, ok, operation
 from service.schemas import validate
 from service.study_export import study_table
+from service.transitions import owner_actor
 
 bp = Blueprint("studies", __name__, url_prefix="/api/studies")
 

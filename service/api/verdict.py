@@ -16,8 +16,9 @@ from service.api.common import owned_campaign
 from service.api.responses import json_response, no_store
 from service.db import get_session
 from service.models import Round
-from service.rendering import owner_actor, run_step
+from service.rendering import run_step
 from service.routing import Reply, ok, operation
+from service.transitions import owner_actor
 
 bp = Blueprint("verdict", __name__, url_prefix="/api/campaigns")
 

@@ -24,7 +24,7 @@ from service.datasets.pairs import ranking_pairs
 from service.datasets.pickapic import CONSENSUS_USER, CONSENSUS_USER_ID, user_number
 from service.datasets.prompt_counts import prompt_counts
 from service.datasets.source import CampaignSource, ImageInfo, RoundInfo
-from service.rendering import IMAGE_SALT
+from service.render_messages import IMAGE_SALT
 
 IMAGE_MODES = ("key", "url", "embed")
 
