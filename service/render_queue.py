@@ -16,10 +16,12 @@ own):
 So a plain campaign's render waits behind at most one render of each other study or campaign of
 its owner, however many a 200-prompt study has waiting, and two studies of one owner alternate.
 
-Both senders follow it: the sweep sends waiting renders in this order
-(:func:`service.sweep.sweep`), and a new render sent from a request is kept waiting when a
-render of its owner is ahead of it here, that render going out in its place
-(:func:`service.render_sending.send_renders`).
+Every sender follows it: a slot freed (a render's result or final failure recorded, a preview's
+slot given back) goes at once to the first render here
+(:func:`service.render_sending.send_waiting`); a new render sent from a request is kept waiting
+when a render of its owner is ahead of it here, that render going out in its place
+(:func:`service.render_sending.send_renders`); and the sweep, the safety net, sends waiting
+renders in this order (:func:`service.sweep.sweep`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ its commit (:func:`service.rendering.run_step`), so a message never announces a 
 not exist yet. A send that fails leaves the round ``rendering`` with no ``render_enqueued_at``,
 and the sweep (:func:`service.sweep.sweep`) sends it again. A render over its owner's render
 slots (:mod:`service.render_slots`) waits, unsent, and goes out in
-:mod:`service.render_queue`'s order.
+:mod:`service.render_queue`'s order as soon as a slot frees (:func:`send_waiting`, after the
+commit that frees it; the sweep is the safety net).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from service.jobs import send_render
 from service.models import Campaign, Round, utcnow
 from service.render_messages import render_message
 from service.render_queue import SLOT_FREED, Waiting, first_waiting
-from service.render_slots import render_slot_free
+from service.render_slots import owner_slot_free, render_slot_free
 from service.transitions import audit, compare_and_set, find_round
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
     """Send render messages whose rows are committed; the ids of the jobs sent. A send that
     fails is logged and left to the sweep. A render whose owner has every render slot busy
     (:func:`service.render_slots.render_slot_free`), or whose owner has renders waiting ahead
-    of it (:mod:`service.render_queue`), waits: the sweep sends it in its turn."""
+    of it (:mod:`service.render_queue`), waits: it goes out in its turn (:func:`send_waiting`,
+    or the sweep)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     sent = []
     slots = settings_of(app).render_slots_per_owner
@@ -131,4 +133,48 @@ def send_renders(renders: Iterable[RenderMessage], app: Flask | None = None) -> 
     return sent
 
 
-__all__ = ["RENDER_WAITING", "mark_enqueued", "mark_unsent", "send_renders"]
+def send_waiting(
+    app: Flask | None = None, *, campaign_id: str | None = None, owner_key_id: int | None = None
+) -> list[str]:
+    """Give an owner's free render slots to their waiting renders now, in
+    :mod:`service.render_queue`'s order: called after the commit that frees one (a round's
+    render back or failed for good, a preview's slot released), so a waiting render goes out
+    then, not at the next sweep. The owner: ``campaign_id``'s when given, else
+    ``owner_key_id`` (None: the admin token). The ids of the jobs sent.
+
+    The sweep stays the safety net: this is best effort, and what fails here (the database
+    or the broker down) is logged and left to it, never failing the caller's own work."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    slots = settings_of(app).render_slots_per_owner
+    if slots <= 0:
+        return []  # no cap: no render waits for a slot
+    try:
+        with session_scope(app) as session:
+            if campaign_id is not None:
+                campaign = session.get(Campaign, campaign_id)
+                if campaign is None:
+                    return []
+                owner_key_id = campaign.owner_key_id
+            taken = _take_free_slots(session, owner_key_id, slots)
+        return send_renders(taken, app)
+    except Exception:
+        log.exception("could not send the renders waiting for a slot (the sweep will)")
+        return []
+
+
+def _take_free_slots(session: Session, owner: int | None, slots: int) -> list[RenderMessage]:
+    """Stamp the owner's first waiting renders sent, one per free slot, in one transaction
+    (which holds the owner's slot lock: a request or a sweep checking the same slots waits for
+    its commit); their messages, to send after it."""
+    taken: list[RenderMessage] = []
+    while len(taken) < slots and owner_slot_free(session, owner, slots):
+        head = first_waiting(session, owner)
+        message = _take_slot(session, head) if head is not None else None
+        if message is None:
+            break
+        taken.append(message)
+    session.commit()
+    return taken
+
+
+__all__ = ["RENDER_WAITING", "mark_enqueued", "mark_unsent", "send_renders", "send_waiting"]

@@ -30,6 +30,7 @@ from service import closing, rendering, sweep
 from service.config import settings_of
 from service.db import database_unavailable_errors, session_scope
 from service.render_heartbeats import render_heartbeat
+from service.render_sending import send_waiting
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,13 @@ def _retry_on_database_down(task: Task, error: Exception) -> None:
 def round_rendered_task(self: Task, result: dict[str, Any]) -> bool:
     try:
         with session_scope() as session:
-            return rendering.round_rendered(session, result)
+            opened = rendering.round_rendered(session, result)
     except Exception as error:
         _retry_on_database_down(self, error)
         raise
+    if opened:  # committed: the render slot it held goes to its owner's next waiting render
+        send_waiting(campaign_id=str(result["campaign_id"]))
+    return opened
 
 
 @shared_task(bind=True, name=ROUND_FAILED_TASK, ignore_result=True, max_retries=DATABASE_RETRIES)
@@ -133,10 +137,13 @@ def round_failed_task(
         )
     try:
         with session_scope() as session:
-            return rendering.round_failed(session, campaign_id, int(round_number), error)
+            changed = rendering.round_failed(session, campaign_id, int(round_number), error)
     except Exception as failure:
         _retry_on_database_down(self, failure)
         raise
+    if changed:  # committed: failed for good, its slot is free (a passing error keeps it)
+        send_waiting(campaign_id=campaign_id)
+    return changed
 
 
 def _stored_error(job_id: str) -> str | None:

@@ -120,3 +120,78 @@ def test_a_study_backlog_holds_no_other_owners_render(app, owner):
             for w in waiting_in_turn(session)
         }
     assert owners == {None}  # only the admin's study waits
+
+
+def sent_job(app: Flask, campaign_id: str) -> str | None:
+    """The render job id of the campaign's round 0: set once its message left for the broker."""
+    with app.app_context(), db.session_scope() as session:
+        return session.scalar(select(Round.render_task_id).where(Round.campaign_id == campaign_id))
+
+
+def test_a_waiting_render_goes_out_when_the_render_ahead_comes_back_without_a_sweep(app, owner):
+    """The bookkeeping job that records a render's result (rankloop.coord.round_rendered) gives
+    the slot it frees, after its commit, to its owner's next waiting render in turn: that render
+    went out at the next sweep, up to 2 s later. No sweep runs here."""
+    settings_of(app).render_slots_per_owner = 1
+    first = owner.campaign(start=True)["id"]
+    a = study(owner, "a", 2)
+    plain = owner.campaign(start=True)["id"]
+    with app.app_context(), db.session_scope() as session:
+        queue = [w.campaign_id for w in waiting_in_turn(session)]
+    assert queue == [a[0], plain, a[1]]
+    back = first
+    for expected in queue:
+        assert sent_job(app, expected) is None
+        render_round(app, back, 0, via_job=True)
+        assert in_flight(app) == [expected]
+        assert sent_job(app, expected) is not None  # its message went to the broker
+        back = expected
+    render_round(app, back, 0, via_job=True)
+    assert in_flight(app) == []
+    with app.app_context(), db.session_scope() as session:
+        reasons = session.scalars(
+            select(AuditEvent.data["reason"].as_string()).where(
+                AuditEvent.campaign_id.in_(queue), AuditEvent.kind == "round_render_resent"
+            )
+        ).all()
+    assert reasons == [sweep.SLOT_FREED] * 3
+
+
+def test_a_render_failed_for_good_gives_its_slot_to_the_next_waiting_render(app, owner):
+    """A render failed after the worker's retries (rankloop.coord.round_failed): a permanent
+    error fails its round and frees its slot for the next waiting render at once; a passing
+    error leaves the round rendering, holding its slot, so nothing else goes."""
+    from rankloop.core.errors import ModelUnavailable, StorageError
+    from service.tasks import round_failed_task
+
+    settings_of(app).render_slots_per_owner = 1
+    failing = owner.campaign(start=True)["id"]
+    waiting = owner.campaign(start=True)["id"]
+    assert in_flight(app) == [failing]
+    with app.app_context():
+        where = {"campaign_id": failing, "round_number": 0}
+        assert round_failed_task(None, StorageError("store down"), None, **where)
+        assert in_flight(app) == [failing]
+        assert round_failed_task(None, ModelUnavailable("no such model"), None, **where)
+    assert in_flight(app) == [waiting] and sent_job(app, waiting) is not None
+
+
+def test_a_render_result_is_recorded_when_its_slot_cannot_be_passed_on(app, owner, monkeypatch):
+    """The waiting render is sent after the result's commit, best effort: with the broker down
+    then the result still counts (the round opens) and the sweep sends the waiting render."""
+    from service import render_sending
+
+    settings_of(app).render_slots_per_owner = 1
+    first = owner.campaign(start=True)["id"]
+    waiting = owner.campaign(start=True)["id"]
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(render_sending, "send_render", broker_down)
+        render_round(app, first, 0, via_job=True)  # asserts the job recorded it
+    assert owner.get(f"/api/campaigns/{first}").json["current_round"]["status"] == "open"
+    assert in_flight(app) == [] and sent_job(app, waiting) is None
+    next_sweep(app)
+    assert in_flight(app) == [waiting] and sent_job(app, waiting) is not None

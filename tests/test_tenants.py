@@ -198,6 +198,33 @@ def test_previews_take_their_owners_render_slots_and_leave_other_owners_alone(ap
     assert _enqueued(app, waiting) is not None
 
 
+def test_a_preview_that_could_not_be_sent_gives_its_slot_to_a_waiting_render(
+    app, owner, monkeypatch
+):
+    """A preview takes a free slot ahead of the owner's waiting rounds (it is wanted now); when
+    the broker refuses it, the slot goes to the first waiting round at once, not at the next
+    sweep (none runs here)."""
+    from service.api import previews
+
+    settings_of(app).render_slots_per_owner = 1
+    done = owner.post("/api/previews", json=PREVIEW)
+    assert done.status_code == 202
+    waiting = owner.campaign(start=True)["id"]
+    assert _enqueued(app, waiting) is None  # the preview holds the one slot
+    # That preview finishes (its manifest in the store), unnoticed until the next slot check.
+    store = app.extensions["rankloop_store"]
+    manifest = f"{round_prefix(done.json['id'].split('-')[0], 0)}/manifest.json"
+    store.put(manifest, b"{}", "application/json")
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(previews, "send_render", broker_down)
+    refused = owner.post("/api/previews", json=PREVIEW)
+    assert refused.status_code == 503, refused.json
+    assert _enqueued(app, waiting) is not None
+
+
 def test_a_lost_preview_stops_holding_its_slot(app, owner):
     """A preview is never sent again: one lost with its worker counts for PREVIEW_HOLD_S."""
     settings_of(app).render_slots_per_owner = 1

@@ -49,6 +49,7 @@ from service.db import get_session
 from service.jobs import send_render
 from service.preview_renders import preview_done, preview_sent
 from service.render_messages import IMAGE_SALT
+from service.render_sending import send_waiting
 from service.render_slots import owner_slot_free
 from service.routing import Reply, operation
 from service.schemas import CampaignCreate, UnprocessableInput, validate
@@ -113,6 +114,7 @@ def create_preview():
     except Exception as error:  # the broker is down: the preview holds no slot
         preview_done(session, owner.key_id, render_id)
         session.commit()
+        send_waiting(owner_key_id=owner.key_id)  # the slot it took, to a waiting render
         raise StorageError(f"could not queue the preview render: {error}") from None
     preview_id = f"{render_id}-{_mac(owner, render_id)}"
     return json_response(_pending(preview_id), 202)
