@@ -46,7 +46,7 @@ async function upload(base, file, query) {
 }
 
 function figure(src, full, model, label) {
-  const img = h("img", { src, alt: label, loading: "lazy" });
+  const img = h("img", { src, alt: label });
   return h(
     "figure",
     {},
@@ -129,6 +129,9 @@ async function send(base, { dryRun, refresh }) {
       await refresh();
     }
   } catch (err) {
+    // A row's problem (the API names its line): the owner may skip such rows instead.
+    const oneRow = onError === "abort" && err.status === 400 && /^line \d+/.test(err.message || "");
+    if (oneRow) err.message = `${err.message}. Fix that row, or tick “Skip malformed rows” to import the others.`;
     showProblem(err);
   } finally {
     for (const button of buttons) button.disabled = false;
@@ -136,11 +139,11 @@ async function send(base, { dryRun, refresh }) {
 }
 
 async function showImported(base) {
+  shown = true;
   const { data } = await ownerApi(`${base}/items?limit=${PREVIEW}`);
   const items = data?.items || [];
   $("#items-preview-title").textContent = items.length ? "First items imported" : "No item imported yet";
   renderItems($("#items-preview"), items, { checked: false });
-  shown = true;
 }
 
 // Called on every render of the campaign page: the card only for an image set, the form only
