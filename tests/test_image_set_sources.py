@@ -281,3 +281,16 @@ def test_a_datasets_prompt_list_without_prompts_makes_nothing(sqlite_app, tmp_pa
         assert refused.status_code == 422, refused.json
         assert message in refused.json["error"]["message"]
     assert _counts(sqlite_app) == (0, 0, 0)
+
+
+def test_a_bad_row_of_a_datasets_prompt_list_names_its_row_across_splits(tmp_path):
+    folder = tmp_path / "prompts"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"prompt": ["a red apple", "a green pear"]}),
+        "test": datasets.Dataset.from_dict({"prompt": ["a plum", "a fig\x00"]}),
+    }).save_to_disk(str(folder))  # fmt: skip
+    with pytest.raises(prompt_lists.BadPromptList) as refused:
+        prompt_lists.read_upload(io.BytesIO(zip_folder(folder)), "hf")
+    assert refused.value.details == [
+        {"field": "prompts", "line": 4, "message": "the prompt holds a NUL byte"}
+    ]
