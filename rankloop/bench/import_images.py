@@ -83,9 +83,11 @@ def write_dataset_folder(path: Path, n_items: int, per_item: int = PER_ITEM) -> 
         **{f"model_{n}": {"dtype": "string", "_type": "Value"} for n in range(per_item)},
     }
     (path / "dataset_info.json").write_text(json.dumps({"features": features}))
-    state = {"_data_files": [{"filename": data}], "_fingerprint": f"bench{n_items}",
-             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-             "_output_all_columns": False, "_split": None}  # fmt: skip
+    state: dict[str, Any] = {
+        "_data_files": [{"filename": data}], "_fingerprint": f"bench{n_items}",
+        "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+        "_output_all_columns": False, "_split": None,
+    }  # fmt: skip
     (path / "state.json").write_text(json.dumps(state))
 
 
