@@ -35,7 +35,7 @@ from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, Study
-from service.prompt_lists import BadPromptList, format_of, read_file, read_json
+from service.prompt_lists import BadPromptList, format_of, read_json, read_upload
 from service.rendering import owner_actor, run_step
 from service.routing import NDJSON, Reply, ok, operation
 from service.schemas import validate
@@ -53,9 +53,10 @@ bp = Blueprint("studies", __name__, url_prefix="/api/studies")
         "Create a study: one campaign per prompt, under shared settings and one recruitment "
         "link. The prompts come in the JSON body (prompts), or as an uploaded file "
         "(multipart/form-data: file, with the rest of this body as the JSON form field "
-        "'study', and optionally 'format': lines, csv, jsonl or parquet; by default the "
+        "'study', and optionally 'format': lines, csv, jsonl, parquet or hf; by default the "
         "file's suffix says). CSV, JSON Lines and Parquet need a prompt column, and may give "
-        "negative_prompt and seed per row. A bad row is refused with its line (422, "
+        "negative_prompt and seed per row; hf is a zip of a Hugging Face datasets folder "
+        "(save_to_disk), read for the same columns. A bad row is refused with its line (422, "
         "details[].line), and nothing is created"
     ),
     auth="owner",
@@ -99,7 +100,7 @@ def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
     if body.prompts is not None:
         raise BadPromptList("give prompts or a file, not both")
     fmt = format_of(upload.filename, request.form.get("format"))
-    return body, read_file(upload.read(), fmt)
+    return body, read_upload(upload.stream, fmt)
 
 
 @operation(
