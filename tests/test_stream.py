@@ -18,8 +18,8 @@ from flask import Flask
 
 from rankloop.core.settings import settings_of
 from service import db
-from service.api import stream
 from service.auth import hash_token, new_token
+from service.push.tickets import make_ticket
 from service.models import OwnerKey
 from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round
 
@@ -112,7 +112,7 @@ def test_a_ticket_opens_one_campaigns_stream_of_its_own_owner_for_a_minute(
     assert owner.client.get(f"/api/campaigns/{other}/stream?ticket={ticket}").status_code == 401
     forged = ticket[:-1] + ("0" if ticket[-1] != "0" else "1")
     assert owner.client.get(f"/api/campaigns/{cid}/stream?ticket={forged}").status_code == 401
-    stale = stream.make_ticket(hash_token(ADMIN), "o", f"{cid}:admin", now=time.time() - 61)
+    stale = make_ticket(hash_token(ADMIN), "o", f"{cid}:admin", now=time.time() - 61)
     assert owner.client.get(f"/api/campaigns/{cid}/stream?ticket={stale}").status_code == 401
 
     # Another owner key: no ticket for this campaign; its own ticket dies with the key.
@@ -180,8 +180,9 @@ def test_a_pool_annotators_stream_follows_every_running_campaign(app: Flask, own
 
 
 def test_a_process_holds_a_bounded_number_of_streams(app: Flask, owner: Owner):
-    urls = [f"/api/campaigns/{owner.campaign()['id']}/stream" for _ in range(3)]
-    held = [open_stream(owner, url, **bearer(ADMIN)) for url in urls[: stream.MAX_OPEN_STREAMS]]
+    slots = settings_of(app).web_stream_slots  # RANKLOOP_WEB_STREAM_SLOTS
+    urls = [f"/api/campaigns/{owner.campaign()['id']}/stream" for _ in range(slots + 1)]
+    held = [open_stream(owner, url, **bearer(ADMIN)) for url in urls[:slots]]
     refused = owner.get(urls[-1])
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert refused.get_json()["error"]["message"].endswith("poll instead")
