@@ -114,3 +114,30 @@ def test_the_page_opens_a_new_stream_when_one_ends(server, tab):
     page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
     assert len(tickets) >= 3 and page.get_attribute("body", "data-live") == "stream"
     assert errors == []
+
+
+def test_the_campaign_page_follows_the_stream_process_on_another_port(server, tab):
+    from service.push.server import Background
+
+    page, errors = tab
+    # Told by notifications only (its sweep an hour apart), on another origin (CORS).
+    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
+    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
+    try:
+        cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
+        ((_, token),) = annotators(server, cid, 1)
+        with page.expect_request(lambda r: f":{streams.port}/api/campaigns/" in r.url,
+                                 timeout=WAIT_MS):  # fmt: skip
+            sign_in(page, f"{server.base_url}/dashboard/{cid}")
+        page.wait_for_selector("body[data-live=stream]", timeout=WAIT_MS)
+        page.wait_for_selector("#strip figure.current img", timeout=WAIT_MS)
+        pause_timers(page)
+        campaign_url = f"{server.base_url}/api/campaigns/{cid}"
+        with page.expect_request(lambda request: request.url == campaign_url, timeout=WAIT_MS):
+            rank(server, token)  # round 0 closes, round 1 renders and opens
+            render_round(server.app, cid, 1)
+        page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
+        assert page.get_attribute("body", "data-live") == "stream"
+        assert errors == []
+    finally:
+        streams.stop()

@@ -3,7 +3,9 @@
 ``up``: SQLite in ``var/rankloop.sqlite``, the local object store in ``var/objects``, Celery on
 kombu's SQLAlchemy transport (``var/broker.sqlite``) with two worker subprocesses (the GPU
 worker on queue ``gpu`` with the ``cppn`` generator, the bookkeeping worker on ``coord``), the
-web app in a threaded server, and a sweeper thread for deadlines and lost renders (what
+web app in a threaded server, the stream process's service (:mod:`service.push.server`: the
+pages' live streams, told of changes by SQLite's ``data_version``) on a thread and a port of its
+own, and a sweeper thread for deadlines and lost renders (what
 ``celery beat`` does in production). It creates a demo campaign when the database has none and
 prints the dashboard URL, the owner key and an annotator link. ``--simulate N`` adds N simulated
 annotators talking HTTP; ``--exit-when-done`` ends once the demo campaign has finished.
@@ -28,7 +30,7 @@ from urllib.parse import quote
 import click
 
 from rankloop.core.contracts import CAMPAIGN_ENDED, VERDICT_ROUND, CampaignStatus, RoundStatus
-from rankloop.core.settings import env_name, load_settings
+from rankloop.core.settings import env_name, load_settings, settings_of
 
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
 
@@ -163,8 +165,10 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
 @click.option("--rounds", "rounds_budget", default=None, type=int,
               help="round budget of a new demo campaign [default: 12 with --simulate, else 20]")  # fmt: skip
 @click.option("--exit-when-done", is_flag=True, help="exit once the demo campaign has finished")
+@click.option("--streams-port", default=0, show_default=True, type=int,
+              help="the live streams' port (rankloop streams); 0: any free one")  # fmt: skip
 def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget: int | None,
-               exit_when_done: bool) -> None:  # fmt: skip
+               exit_when_done: bool, streams_port: int) -> None:  # fmt: skip
     """Run rankloop on this machine: web app, workers, SQLite, local object store."""
     _stop_on_signals()  # before anything is started: every child is stopped with this process
     var = Path(var_dir).resolve()
@@ -177,10 +181,15 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     os.environ.update(env)
     from rankloop.commands.web import create_web_app
     from service.cli import upgrade
+    from service.push.server import Background
 
     upgrade(settings.database_url)
-    # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL).
-    app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}"})
+    streams = Background(settings.model_copy(update={"admin_token": admin}), host, streams_port)
+    # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL),
+    # and the proxy routes the streams (RANKLOOP_STREAM_URL then says where, if elsewhere).
+    stream_url = settings.stream_url or f"http://{host}:{streams.port}"
+    app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}",
+                          "STREAM_URL": stream_url})  # fmt: skip
     from service.tasks import warm_up_consensus
 
     threading.Thread(target=warm_up_consensus, name="warm-up", daemon=True).start()
@@ -210,6 +219,7 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
         stop.set()
         if server is not None:
             server.shutdown()
+        streams.stop()
         _stop(processes)
     sys.exit(code)
 
@@ -226,6 +236,8 @@ def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, s
     click.echo(f"  owner dashboard : {dashboard}   (owner key: {admin})")
     click.echo(f"  annotator link  : {base}/task#token={link_token}")
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
+    streams = settings_of(app).stream_url
+    click.echo(f"  live streams    : {streams}   (rankloop streams, in this process)")
     workers = []
     if simulate:
         from rankloop.simulation.http_annotators import start_simulated
