@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from rankloop.core.settings import settings_of
-from service.push import notify
+from service import notify
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
+from service import notify
 from service.models import AuditEvent, Campaign, Round
-from service.push import notify
 
 
 def is_postgres(session: Session) -> bool:

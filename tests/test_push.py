@@ -118,7 +118,9 @@ def test_pausing_or_stopping_a_study_tells_its_waiting_workers(app, owner, strea
         # Nothing is open (every round renders): only the study's status changes.
         assert owner.post(f"/api/studies/{study['id']}/{action}").status_code == 200
         for events in held:
-            assert events.next()[1]["study_status"] == {"pause": "paused", "stop": "stopped"}[action]
+            assert (
+                events.next()[1]["study_status"] == {"pause": "paused", "stop": "stopped"}[action]
+            )
     finally:
         for events in held:
             events.close()
@@ -130,11 +132,12 @@ def test_the_stream_process_refuses_bad_tickets(app, owner, streams):
     response = owner.client.post(f"/api/campaigns/{cid}/stream-ticket", headers=bearer(ADMIN))
     good = response.get_json()["ticket"]
     kind, subject, expires, mac = good.split(".")
+    forged = mac[:-1] + ("1" if mac.endswith("0") else "0")
     (token,) = owner.annotators(cid, 1)
     annotator = annotator_ticket(owner, token)["ticket"]
     refused = {
         f"/api/campaigns/{cid}/stream": 401,  # no ticket
-        f"/api/campaigns/{cid}/stream?ticket={kind}.{subject}.{expires}.{mac[:-1]}0": 401,
+        f"/api/campaigns/{cid}/stream?ticket={kind}.{subject}.{expires}.{forged}": 401,
         f"/api/campaigns/{cid}/stream?ticket={kind}.{subject}.%C2%B2.{mac}": 401,
         f"/api/campaigns/{cid}/stream?ticket={kind}.{subject}.1.{mac}": 401,  # expired
         f"/api/campaigns/{other}/stream?ticket={good}": 401,  # another campaign's

@@ -19,8 +19,8 @@ from flask import Flask
 from rankloop.core.settings import settings_of
 from service import db
 from service.auth import hash_token, new_token
-from service.push.tickets import make_ticket
 from service.models import OwnerKey
+from service.push.tickets import make_ticket
 from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round
 
 

@@ -60,7 +60,9 @@ class Clients:
 
     async def _read(self, index: int, url: str) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(f"GET {url} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+        writer.write(
+            f"GET {url} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
         status = await reader.readline()
         if b" 200 " not in status:
             raise RuntimeError(f"stream refused: {status!r}")
@@ -101,7 +103,9 @@ class Clients:
 @click.option("--rounds", default=20, show_default=True, help="rounds opened, one at a time")
 @click.option(
     "--postgres",
-    default=os.environ.get("RANKLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    default=os.environ.get(
+        "RANKLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
     show_default=True,
     help="an admin URL; the benchmark creates and drops its own database",
 )
@@ -147,7 +151,9 @@ def streams_command(n_streams: int, rounds: int, postgres: str, out: str) -> Non
         _wait_healthy(port, process)
         urls = []
         for token in tokens:
-            ticket = owner.post("/api/tasks/stream-ticket", headers={"Authorization": f"Bearer {token}"})
+            ticket = owner.post(
+                "/api/tasks/stream-ticket", headers={"Authorization": f"Bearer {token}"}
+            )
             urls.append(ticket.get_json()["stream_url"])
         warm = Clients(port, urls[:WARM_UP])
         warm.wait(lambda d: d.get("open_rounds") == 0)

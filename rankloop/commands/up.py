@@ -85,6 +85,17 @@ def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
             app.logger.exception("sweep failed")
 
 
+def _streams(settings, host: str, port: int):
+    """The stream process's service on a thread, on ``port`` (any free port when taken)."""
+    from service.push.server import Background
+
+    try:
+        return Background(settings, host, port)
+    except OSError as error:
+        click.echo(f"port {port} for the live streams: {error}; using a free one")
+        return Background(settings, host, 0)
+
+
 def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
     """The campaign to show: the newest unfinished one, or a new cppn demo campaign."""
     from sqlalchemy import select
@@ -165,10 +176,11 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
 @click.option("--rounds", "rounds_budget", default=None, type=int,
               help="round budget of a new demo campaign [default: 12 with --simulate, else 20]")  # fmt: skip
 @click.option("--exit-when-done", is_flag=True, help="exit once the demo campaign has finished")
-@click.option("--streams-port", default=0, show_default=True, type=int,
-              help="the live streams' port (rankloop streams); 0: any free one")  # fmt: skip
+@click.option("--streams-port", default=None, type=int,
+              help="the live streams' port (rankloop streams) [default: --port + 1, else any "
+                   "free one]")  # fmt: skip
 def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget: int | None,
-               exit_when_done: bool, streams_port: int) -> None:  # fmt: skip
+               exit_when_done: bool, streams_port: int | None) -> None:  # fmt: skip
     """Run rankloop on this machine: web app, workers, SQLite, local object store."""
     _stop_on_signals()  # before anything is started: every child is stopped with this process
     var = Path(var_dir).resolve()
@@ -181,13 +193,15 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     os.environ.update(env)
     from rankloop.commands.web import create_web_app
     from service.cli import upgrade
-    from service.push.server import Background
 
     upgrade(settings.database_url)
-    streams = Background(settings.model_copy(update={"admin_token": admin}), host, streams_port)
+    streams = _streams(settings.model_copy(update={"admin_token": admin}), host,
+                       port + 1 if streams_port is None else streams_port)  # fmt: skip
     # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL),
-    # and the proxy routes the streams (RANKLOOP_STREAM_URL then says where, if elsewhere).
-    stream_url = settings.stream_url or f"http://{host}:{streams.port}"
+    # and the proxy routes the stream paths to the streams' port (docs/guides/crowd-study.md):
+    # the pages open them on the public address (RANKLOOP_STREAM_URL, if set elsewhere).
+    local = f"http://{host}:{streams.port}"
+    stream_url = settings.stream_url or (None if settings.base_url else local)
     app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}",
                           "STREAM_URL": stream_url})  # fmt: skip
     from service.tasks import warm_up_consensus
@@ -236,7 +250,7 @@ def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, s
     click.echo(f"  owner dashboard : {dashboard}   (owner key: {admin})")
     click.echo(f"  annotator link  : {base}/task#token={link_token}")
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
-    streams = settings_of(app).stream_url
+    streams = settings_of(app).stream_url or "the stream paths on the public address (proxy)"
     click.echo(f"  live streams    : {streams}   (rankloop streams, in this process)")
     workers = []
     if simulate:

@@ -1,5 +1,5 @@
 """Push at crowd scale: pages are told the moment work exists, through one notification channel
-(:mod:`service.push.notify`: PostgreSQL ``NOTIFY`` sent with the commit; SQLite's
+(:mod:`service.notify`: PostgreSQL ``NOTIFY`` sent with the commit; SQLite's
 ``data_version``), fanned out by a small asyncio process (``rankloop streams``:
 :mod:`service.push.server`, :mod:`service.push.hub`) that holds thousands of idle server-sent
 event streams as a few kilobytes each. The web tier's own stream routes

@@ -1,7 +1,7 @@
 """The fan-out: every open stream of a stream process, grouped by what it watches
 (:mod:`service.push.states`), told what changed.
 
-A notification (:mod:`service.push.notify`, via :mod:`service.push.sources`) marks campaigns
+A notification (:mod:`service.notify`, via :mod:`service.push.sources`) marks campaigns
 and studies dirty and wakes :meth:`Hub.run`, which reads the state of each watch those may have
 changed, once for all its streams, in a worker thread, and writes the event to each stream
 whose last state differs. Notifications that arrive during a read are taken together by the

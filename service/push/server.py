@@ -28,6 +28,7 @@ import re
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -67,7 +68,9 @@ def _json_reply(status: int, body: dict[str, Any], extra: str = "") -> bytes:
 
 
 def _error(status: int, code: str, message: str, extra: str = "") -> bytes:
-    return _json_reply(status, {"error": {"code": code, "message": message, "details": None}}, extra)
+    return _json_reply(
+        status, {"error": {"code": code, "message": message, "details": None}}, extra
+    )
 
 
 @dataclass
@@ -198,14 +201,20 @@ class StreamService:
             return Opened(watch, ("a", annotator_id, token_hash))
 
     async def serve(
-        self, host: str, port: int, started: asyncio.Future[int] | None = None,
+        self, host: str, port: int, started: Future[int] | None = None,
         stop: asyncio.Event | None = None,
     ) -> None:  # fmt: skip
-        """Serve until ``stop`` is set (or the task is cancelled); ``started`` gets the port."""
+        """Serve until ``stop`` is set (or the task is cancelled); ``started`` (a thread-safe
+        future) gets the port, or the error that kept it from listening."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: _Connection(self), host, port, backlog=4096, reuse_address=True
-        )
+        try:
+            server = await loop.create_server(
+                lambda: _Connection(self), host, port, backlog=4096, reuse_address=True
+            )
+        except OSError as error:  # the port is taken: say so to whoever waits for it
+            if started is not None:
+                started.set_exception(error)
+            raise
         bound = server.sockets[0].getsockname()[1]
         loops = [
             loop.create_task(self.hub.run()),
@@ -243,11 +252,16 @@ def run(settings: Settings, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        started: asyncio.Future[int] = loop.create_future()
-        started.add_done_callback(lambda f: log.info("streams on %s:%s", host, f.result()))
+        started: Future[int] = Future()
+        started.add_done_callback(_log_started)
         await make_service(settings).serve(host, port, started, stop)
 
     asyncio.run(main())
+
+
+def _log_started(started: Future[int]) -> None:
+    if started.exception() is None:
+        log.info("rankloop streams listening on port %s", started.result())
 
 
 class Background:
@@ -257,15 +271,22 @@ class Background:
         self.service = make_service(settings)
         self.loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
-        ready: asyncio.Future[int] = self.loop.create_future()
+        ready: Future[int] = Future()
+        serving = self.service.serve(host, port, ready, self._stop)
         self.thread = threading.Thread(
-            target=self.loop.run_until_complete,
-            args=(self.service.serve(host, port, ready, self._stop),),
-            name="streams",
-            daemon=True,
+            target=self._run, args=(serving,), name="streams", daemon=True
         )
         self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(_wait(ready), self.loop).result(timeout=30)
+        try:
+            self.port = ready.result(timeout=30)
+        except BaseException:
+            self.thread.join(timeout=10)
+            self.service.sessions.kw["bind"].dispose()
+            raise
+
+    def _run(self, serving: Any) -> None:
+        with contextlib.suppress(OSError):  # a port taken: the constructor raises it
+            self.loop.run_until_complete(serving)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
@@ -273,7 +294,3 @@ class Background:
         with contextlib.suppress(Exception):
             self.loop.close()
         self.service.sessions.kw["bind"].dispose()
-
-
-async def _wait(future: asyncio.Future[int]) -> int:
-    return await future

@@ -1,7 +1,7 @@
 """Where a stream process hears of changes: one source per process, whatever the number of
 streams.
 
-- PostgreSQL: one connection that ``LISTEN``\\ s on :data:`service.push.notify.CHANNEL`; every
+- PostgreSQL: one connection that ``LISTEN``\\ s on :data:`service.notify.CHANNEL`; every
   coordinator on every node sends there at commit. When the connection drops, the listener
   reconnects and the hub reads everything again (a notification sent meanwhile is lost).
 - SQLite (one machine, ``rankloop up``): ``PRAGMA data_version`` changes whenever another
@@ -19,8 +19,8 @@ import sqlite3
 from sqlalchemy import make_url
 
 from service.db import sqlite_path
+from service.notify import CHANNEL, read_payload
 from service.push.hub import Hub
-from service.push.notify import CHANNEL, read_payload
 
 log = logging.getLogger("rankloop.streams")
 

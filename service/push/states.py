@@ -104,5 +104,5 @@ def watches_of(session: Session, campaigns: set[str], studies: set[str]) -> set[
         of = select(Campaign.study_id).where(
             Campaign.id.in_(sorted(campaigns)), Campaign.study_id.is_not(None)
         )
-        touched |= {(STUDY, study_id) for study_id in session.scalars(of)}
+        touched |= {(STUDY, str(study_id)) for study_id in session.scalars(of)}
     return touched
