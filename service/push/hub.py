@@ -102,7 +102,12 @@ class Hub:
         told = self._told
         self.watchers.setdefault(stream.watch, set()).add(stream)
         stream.write(f"retry: {RETRY_MS}\n\n".encode())
-        found = await asyncio.to_thread(self._read, {stream.watch})
+        try:
+            found = await asyncio.to_thread(self._read, {stream.watch})
+        except Exception:  # the database is down: the page opens a new stream (or polls)
+            log.warning("reading a new stream's state failed", exc_info=True)
+            stream.finish("lifetime")
+            return
         if stream.done:
             return
         if stream.sent is None:  # else a notification's newer state came first
