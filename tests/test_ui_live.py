@@ -1,6 +1,7 @@
 """Live pages in headless Chromium (server-sent events, service/api/stream.py; live.js): the
 campaign page follows a round closing and the next opening from its stream, and polls when the
-stream is refused; a waiting annotator's page shows the task when a round opens.
+stream is refused; a waiting annotator's page shows the task when a round opens; both through
+the web tier's own streams and through the stream process on another port (service/push).
 
 To show that the stream, not the page's polling, brought a change, the page's clock is paused
 (Playwright's clock: timers do not fire) once the stream is live: only an event can then make
@@ -79,8 +80,25 @@ def test_the_campaign_page_polls_when_streams_are_refused(server, tab):
     assert errors == []
 
 
-def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab):
+@pytest.fixture
+def stream_process(server) -> Iterator[Any]:
+    """The stream process on another port, told by notifications only (its sweep an hour
+    apart); the tickets name it (RANKLOOP_STREAM_URL), so the pages open their streams there."""
+    from service.push.server import Background
+
+    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
+    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
+    yield streams
+    streams.stop()
+
+
+@pytest.mark.parametrize("via", ["web tier", "stream process"])
+def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab, request, via):
     page, errors = tab
+    streamed: list[str] = []  # the waiting page's stream requests
+    if via == "stream process":
+        port = request.getfixturevalue("stream_process").port
+        page.on("request", lambda r: "/tasks/stream?" in r.url and streamed.append(r.url))
     campaign = server.owner.campaign(m=4, annotators_per_round=1, rounds=3, start=True)
     ((_, token),) = annotators(server, campaign["id"], 1)
     page.goto(f"{server.base_url}/task#token={token}")
@@ -89,6 +107,8 @@ def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab):
     pause_timers(page)
     render_round(server.app, campaign["id"], 0)
     page.wait_for_selector("#task:not([hidden]) .tile", timeout=WAIT_MS)
+    if via == "stream process":
+        assert streamed and all(f"127.0.0.1:{port}/" in url for url in streamed)
     assert errors == []
 
 
@@ -116,28 +136,20 @@ def test_the_page_opens_a_new_stream_when_one_ends(server, tab):
     assert errors == []
 
 
-def test_the_campaign_page_follows_the_stream_process_on_another_port(server, tab):
-    from service.push.server import Background
-
+def test_the_campaign_page_follows_the_stream_process_on_another_port(server, tab, stream_process):
     page, errors = tab
-    # Told by notifications only (its sweep an hour apart), on another origin (CORS).
-    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
-    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
-    try:
-        cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
-        ((_, token),) = annotators(server, cid, 1)
-        with page.expect_request(lambda r: f":{streams.port}/api/campaigns/" in r.url,
-                                 timeout=WAIT_MS):  # fmt: skip
-            sign_in(page, f"{server.base_url}/dashboard/{cid}")
-        page.wait_for_selector("body[data-live=stream]", timeout=WAIT_MS)
-        page.wait_for_selector("#strip figure.current img", timeout=WAIT_MS)
-        pause_timers(page)
-        campaign_url = f"{server.base_url}/api/campaigns/{cid}"
-        with page.expect_request(lambda request: request.url == campaign_url, timeout=WAIT_MS):
-            rank(server, token)  # round 0 closes, round 1 renders and opens
-            render_round(server.app, cid, 1)
-        page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
-        assert page.get_attribute("body", "data-live") == "stream"
-        assert errors == []
-    finally:
-        streams.stop()
+    port = stream_process.port  # another origin: CORS, and the page's CSP allows it
+    cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
+    ((_, token),) = annotators(server, cid, 1)
+    with page.expect_request(lambda r: f":{port}/api/campaigns/" in r.url, timeout=WAIT_MS):
+        sign_in(page, f"{server.base_url}/dashboard/{cid}")
+    page.wait_for_selector("body[data-live=stream]", timeout=WAIT_MS)
+    page.wait_for_selector("#strip figure.current img", timeout=WAIT_MS)
+    pause_timers(page)
+    campaign_url = f"{server.base_url}/api/campaigns/{cid}"
+    with page.expect_request(lambda request: request.url == campaign_url, timeout=WAIT_MS):
+        rank(server, token)  # round 0 closes, round 1 renders and opens
+        render_round(server.app, cid, 1)
+    page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
+    assert page.get_attribute("body", "data-live") == "stream"
+    assert errors == []

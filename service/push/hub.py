@@ -76,6 +76,8 @@ class Hub:
     _all: bool = False
     _told: int = 0  # notifications so far: a stream opened meanwhile reads again
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # the first reads in flight, per watch, with the notification count when each began
+    _first: dict[Watch, tuple[asyncio.Future[Any], int]] = field(default_factory=dict)
 
     # -- notifications ---------------------------------------------------------------------
     def tell(self, campaigns: set[str] | None, studies: set[str] | None = None) -> None:
@@ -98,12 +100,20 @@ class Hub:
         return sum(len(streams) for streams in self.watchers.values())
 
     async def add(self, stream: Stream) -> None:
-        """Hold ``stream`` and send it its first state."""
-        told = self._told
+        """Hold ``stream`` and send it its first state. Streams of one watch that open together
+        (pages reconnecting after a restart) share one read."""
         self.watchers.setdefault(stream.watch, set()).add(stream)
         stream.write(f"retry: {RETRY_MS}\n\n".encode())
+        reading = self._first.get(stream.watch)
+        if reading is None:
+            read: asyncio.Future[Any] = asyncio.ensure_future(
+                asyncio.to_thread(self._read, {stream.watch})
+            )
+            reading = self._first[stream.watch] = (read, self._told)
+            read.add_done_callback(lambda _: self._first.pop(stream.watch, None))
+        read, told = reading
         try:
-            found = await asyncio.to_thread(self._read, {stream.watch})
+            found = await asyncio.shield(read)
         except Exception:  # the database is down: the page opens a new stream (or polls)
             log.warning("reading a new stream's state failed", exc_info=True)
             stream.finish("lifetime")
