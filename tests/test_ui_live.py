@@ -37,8 +37,29 @@ def pause_timers(page) -> None:
     page.clock.pause_at(page.evaluate("Date.now()") + 1000)
 
 
-def test_the_campaign_page_follows_its_stream(server, tab):
+@pytest.fixture
+def stream_process(server) -> Iterator[Any]:
+    """The stream process on another port, told by notifications only (its sweep an hour
+    apart); the tickets name it (RANKLOOP_STREAM_URL), so the pages open their streams there."""
+    from service.push.server import Background
+
+    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
+    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
+    yield streams
+    streams.stop()
+
+
+VIA = ["web tier", "stream process"]  # whose streams the pages open
+
+
+@pytest.mark.parametrize("via", VIA)
+def test_the_campaign_page_follows_its_stream(server, tab, request, via):
     page, errors = tab
+    streamed: list[str] = []  # the page's stream requests
+    page.on("request", lambda r: "/stream?" in r.url and streamed.append(r.url))
+    origin = server.base_url
+    if via == "stream process":  # another origin: CORS, and the page's CSP allows it
+        origin = f"http://127.0.0.1:{request.getfixturevalue('stream_process').port}"
     cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
     ((_, token),) = annotators(server, cid, 1)
     sign_in(page, f"{server.base_url}/dashboard/{cid}")
@@ -61,6 +82,7 @@ def test_the_campaign_page_follows_its_stream(server, tab):
     assert "/images/" in winner.locator("a").get_attribute("href")
     assert "/thumbs/" in page.get_attribute("#strip figure.current img", "src")
     assert page.get_attribute("body", "data-live") == "stream"
+    assert streamed and all(url.startswith(f"{origin}/api/") for url in streamed)
     assert errors == []
 
 
@@ -80,25 +102,14 @@ def test_the_campaign_page_polls_when_streams_are_refused(server, tab):
     assert errors == []
 
 
-@pytest.fixture
-def stream_process(server) -> Iterator[Any]:
-    """The stream process on another port, told by notifications only (its sweep an hour
-    apart); the tickets name it (RANKLOOP_STREAM_URL), so the pages open their streams there."""
-    from service.push.server import Background
-
-    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
-    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
-    yield streams
-    streams.stop()
-
-
-@pytest.mark.parametrize("via", ["web tier", "stream process"])
+@pytest.mark.parametrize("via", VIA)
 def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab, request, via):
     page, errors = tab
     streamed: list[str] = []  # the waiting page's stream requests
+    page.on("request", lambda r: "/tasks/stream?" in r.url and streamed.append(r.url))
+    origin = server.base_url
     if via == "stream process":
-        port = request.getfixturevalue("stream_process").port
-        page.on("request", lambda r: "/tasks/stream?" in r.url and streamed.append(r.url))
+        origin = f"http://127.0.0.1:{request.getfixturevalue('stream_process').port}"
     campaign = server.owner.campaign(m=4, annotators_per_round=1, rounds=3, start=True)
     ((_, token),) = annotators(server, campaign["id"], 1)
     page.goto(f"{server.base_url}/task#token={token}")
@@ -107,8 +118,7 @@ def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab, req
     pause_timers(page)
     render_round(server.app, campaign["id"], 0)
     page.wait_for_selector("#task:not([hidden]) .tile", timeout=WAIT_MS)
-    if via == "stream process":
-        assert streamed and all(f"127.0.0.1:{port}/" in url for url in streamed)
+    assert streamed and all(url.startswith(f"{origin}/api/") for url in streamed)
     assert errors == []
 
 
@@ -133,23 +143,4 @@ def test_the_page_opens_a_new_stream_when_one_ends(server, tab):
     render_round(server.app, cid, 1)
     page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
     assert len(tickets) >= 3 and page.get_attribute("body", "data-live") == "stream"
-    assert errors == []
-
-
-def test_the_campaign_page_follows_the_stream_process_on_another_port(server, tab, stream_process):
-    page, errors = tab
-    port = stream_process.port  # another origin: CORS, and the page's CSP allows it
-    cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
-    ((_, token),) = annotators(server, cid, 1)
-    with page.expect_request(lambda r: f":{port}/api/campaigns/" in r.url, timeout=WAIT_MS):
-        sign_in(page, f"{server.base_url}/dashboard/{cid}")
-    page.wait_for_selector("body[data-live=stream]", timeout=WAIT_MS)
-    page.wait_for_selector("#strip figure.current img", timeout=WAIT_MS)
-    pause_timers(page)
-    campaign_url = f"{server.base_url}/api/campaigns/{cid}"
-    with page.expect_request(lambda request: request.url == campaign_url, timeout=WAIT_MS):
-        rank(server, token)  # round 0 closes, round 1 renders and opens
-        render_round(server.app, cid, 1)
-    page.wait_for_selector("#strip figure[data-round='0'] img", timeout=WAIT_MS)
-    assert page.get_attribute("body", "data-live") == "stream"
     assert errors == []
