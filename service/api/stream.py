@@ -34,7 +34,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import ServiceUnavailable
 
-from rankloop.core.errors import NotFound, Unauthorized
+from rankloop.core.errors import NotFound
 from service.api import responses
 from service.api.common import iso, owned_campaign
 from service.api.responses import json_response, no_store
@@ -52,7 +52,6 @@ from service.push.tickets import (
     make_ticket,
     owner_secret,
     owner_subject,
-    read_annotator_ticket,
     read_owner_ticket,
 )
 from service.routing import Reply, ok, operation
@@ -184,13 +183,12 @@ def task_stream():
     session = get_session()
     ticket = _ticket()
     if ticket is None:
-        annotator_id = require_annotator(session).id
+        annotator_id = require_annotator(session).id  # Bearer, for clients that send headers
+        found = states.annotator_watch(session, annotator_id)
+        assert found is not None  # the annotator just authenticated
+        watch, token_hash = found
     else:
-        annotator_id = read_annotator_ticket(session, ticket)
-    found = states.annotator_watch(session, annotator_id)
-    if found is None:
-        raise Unauthorized("stream ticket expired or not valid: ask for a new one")
-    watch, token_hash = found
+        annotator_id, watch, token_hash = states.read_annotator_ticket(session, ticket)
 
     def state(session: Session) -> dict[str, Any] | None:
         if annotator_secret(session, annotator_id) != token_hash:  # gone or revoked

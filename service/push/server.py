@@ -41,7 +41,7 @@ from service.db import database_unavailable_errors, make_engine
 from service.models import Campaign
 from service.push import sources, states
 from service.push.hub import Hub, Stream
-from service.push.tickets import ANNOTATOR, read_owner_ticket, read_ticket
+from service.push.tickets import read_owner_ticket
 
 log = logging.getLogger("rankloop.streams")
 
@@ -193,16 +193,8 @@ class StreamService:
                 if session.get(Campaign, campaign_id) is None:
                     raise NotFound(f"no campaign {campaign_id!r}")
                 return Opened((states.OWNER, campaign_id), ("o", subject, ""))
-            found: dict[str, tuple[states.Watch, str] | None] = {}
-
-            def secret(annotator_id: str) -> str | None:  # one read: the hash and the watch
-                watched = found[annotator_id] = states.annotator_watch(session, annotator_id)
-                return None if watched is None else watched[1]
-
-            annotator_id = read_ticket(ticket, ANNOTATOR, secret)
-            watched = found[annotator_id]
-            assert watched is not None  # read_ticket refuses an annotator not found
-            return Opened(watched[0], ("a", annotator_id, watched[1]))
+            annotator_id, watch, token_hash = states.read_annotator_ticket(session, ticket)
+            return Opened(watch, ("a", annotator_id, token_hash))
 
     async def serve(
         self, host: str, port: int, started: Future[int] | None = None,

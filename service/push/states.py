@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.models import Annotator, Campaign, Ranking, Round, Study
+from service.push.tickets import ANNOTATOR, read_ticket
 from service.statements import round_leasable
 
 Watch = tuple[str, str]
@@ -44,6 +45,21 @@ def annotator_watch(session: Session, annotator_id: str) -> tuple[Watch, str] | 
     if row.study_id is not None:
         return (STUDY, row.study_id), row.token_hash
     return (POOL, ""), row.token_hash
+
+
+def read_annotator_ticket(session: Session, ticket: str) -> tuple[str, Watch, str]:
+    """An annotator's valid ticket -> their id, what their stream watches and their token's
+    hash (one read); else Unauthorized."""
+    found: dict[str, tuple[Watch, str] | None] = {}
+
+    def secret(annotator_id: str) -> str | None:
+        watched = found[annotator_id] = annotator_watch(session, annotator_id)
+        return None if watched is None else watched[1]
+
+    annotator_id = read_ticket(ticket, ANNOTATOR, secret)
+    watched = found[annotator_id]
+    assert watched is not None  # read_ticket refuses an annotator not found
+    return annotator_id, *watched
 
 
 def state(session: Session, watch: Watch) -> dict[str, Any] | None:

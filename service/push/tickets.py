@@ -95,8 +95,3 @@ def read_owner_ticket(
     if subject.partition(":")[0] != campaign_id:
         raise Unauthorized("this stream ticket is for another campaign")
     return subject
-
-
-def read_annotator_ticket(session: Session, ticket: str) -> str:
-    """The annotator id of an annotator's ticket, or Unauthorized."""
-    return read_ticket(ticket, ANNOTATOR, lambda s: annotator_secret(session, s))
