@@ -1,7 +1,7 @@
 """The stream process (service/push): on PostgreSQL (NOTIFY at commit) and on SQLite
 (data_version), a waiting page is told when a round opens and a study's workers when the study
 is paused or stopped; the stream process checks the same tickets as the web tier; one process
-holds many streams; a revoked token's stream ends.
+holds many streams; a revoked token's stream ends; the listener reconnects.
 
 Each test runs the stream process's service on a thread of the test (real HTTP on a free port)
 with its sweep (the re-read of every watched state) an hour apart, unless it tests the sweep:
@@ -200,3 +200,36 @@ def test_one_stream_process_holds_many_waiting_pages(app, owner, streams):
     finally:
         for events in held:
             events.close()
+
+
+def test_the_listener_reconnects_and_misses_nothing(app, owner, streams):
+    """PostgreSQL: the stream process's LISTEN connection killed (a database restart, a
+    failover): it connects again and reads every watched state, so a round that opened
+    meanwhile is still announced."""
+    if app.extensions["rankloop_engine"].dialect.name != "postgresql":
+        pytest.skip("SQLite has no listening connection")
+    from sqlalchemy import text
+
+    from service import db
+
+    cid = owner.campaign(start=True)["id"]
+    (token,) = owner.annotators(cid, 1)
+    events = Events(streams.port, annotator_ticket(owner, token)["stream_url"])
+    try:
+        assert events.next()[1]["round_status"] == "rendering"
+        with db.get_engine(app).begin() as connection:
+            killed = (
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query = 'LISTEN rankloop_push'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert killed == [True]
+        render_round(app, cid, 0)
+        assert events.next()[1]["round_status"] == "open"
+    finally:
+        events.close()
