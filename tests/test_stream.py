@@ -242,3 +242,13 @@ def test_the_streams_answer_as_the_document_says(app: Flask, owner: Owner):
         if not status.endswith("XX")
     }
     assert len(documented) == 4 and documented <= api.checked, documented - api.checked
+
+
+def test_a_web_tier_set_to_serve_no_streams_says_poll(tmp_path):
+    app = make_app(tmp_path, WEB_STREAM_SLOTS=0)  # streams are the stream process's alone
+    owner = Owner(app.test_client())
+    cid = owner.campaign()["id"]
+    refused = owner.get(f"/api/campaigns/{cid}/stream")
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert refused.get_json()["error"]["message"].endswith("poll instead")
+    db.get_engine(app).dispose()
