@@ -213,8 +213,10 @@ def test_the_deploy_guide_runs_every_process_as_its_systemd_unit_does():
     }
     guide = (ROOT / "docs" / "guides" / "deploy.md").read_text()
     production = guide.split("## Processes", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (?:web|bookkeeping|beat|render) \| `([^`]+)` \|", production, re.M)
-    assert len(rows) == 4 and {normal(row) for row in rows} == started
+    rows = re.findall(
+        r"^\| (?:web|streams|bookkeeping|beat|render) \| `([^`]+)` \|", production, re.M
+    )
+    assert len(rows) == 5 and {normal(row) for row in rows} == started
 
 
 def test_announce_hides_passwords():

@@ -475,7 +475,14 @@ class StreamTicket(_Response):
     which cannot send an Authorization header (the key itself never goes in a URL)."""
 
     ticket: str
-    url: str = Field(description="the stream's URL with the ticket, relative to the server")
+    url: str = Field(
+        description="this server's own stream route with the ticket, relative to the server "
+        "(polling; the fallback)"
+    )
+    stream_url: str = Field(
+        description="where to open the stream: the stream process (absolute when "
+        "RANKLOOP_STREAM_URL names its origin), else the same as url"
+    )
     expires_at: Timestamp
 
 

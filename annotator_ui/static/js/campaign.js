@@ -477,7 +477,8 @@ function goLive() {
     // A key the server turns down: the page's own requests say so; no stream.
     getTicket: async () => {
       try {
-        return (await ownerApi(`${base}/stream-ticket`, { method: "POST" })).data.url;
+        const { data } = await ownerApi(`${base}/stream-ticket`, { method: "POST" });
+        return data.stream_url ?? data.url;
       } catch (err) {
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
         throw err;
