@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -177,7 +177,7 @@ def enrol(session: Session, target: JoinTarget, participant: str) -> WerkzeugRes
         return refuse("full", Conflict(target.full))
     token = new_token()
     context = participant_context()
-    scope = {target.scope: target.id}
+    scope: dict[str, Any] = {target.scope: target.id}
     annotator = Annotator(
         participant_id=participant,
         participant_context=context,
@@ -219,7 +219,8 @@ def _participant_annotator(session: Session, target: JoinTarget, participant: st
 def _rejoin(session: Session, target: JoinTarget, known: str) -> WerkzeugResponse:
     """A participant who already joined: never a new token; whoever holds the first one keeps
     it, and their task."""
-    audit(session, "annotator_rejoin_refused", actor=known, **{target.scope: target.id})
+    scope: dict[str, Any] = {target.scope: target.id}
+    audit(session, "annotator_rejoin_refused", actor=known, **scope)
     session.commit()
     return to_task_page(f"rejoin={target.id}")
 
