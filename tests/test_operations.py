@@ -318,6 +318,7 @@ def test_parallel_lease_requests_lease_exactly_the_free_places_of_a_round(
     from service import db
     from service.driver import ROUNDS, TASKS
     from service.models import utcnow
+    from service.statements import lease_running
     from tests.fixtures.coordinator import Owner, bearer, make_app, render_round
 
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
@@ -343,11 +344,7 @@ def test_parallel_lease_requests_lease_exactly_the_free_places_of_a_round(
         running_leases = (
             select(func.count())
             .select_from(TASKS.join(ROUNDS, ROUNDS.c.id == TASKS.c.round_id))
-            .where(
-                ROUNDS.c.campaign_id == cid,
-                TASKS.c.status == "leased",
-                TASKS.c.expires_at > utcnow(),
-            )
+            .where(ROUNDS.c.campaign_id == cid, lease_running(utcnow()))
         )
         with db.get_engine(app).connect() as connection:
             running = connection.execute(running_leases).scalar_one()
