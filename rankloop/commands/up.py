@@ -46,19 +46,25 @@ def _celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path) ->
                             start_new_session=True)  # fmt: skip
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Stopped(Exception):
-    """A stop signal arrived (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt): ``up`` stops
-    everything it started, as on Ctrl-C."""
+    """A stop signal arrived (Ctrl-C's SIGINT, SIGTERM, SIGHUP): ``up`` stops everything it
+    started and exits with status 0."""
 
 
 def _stop_on_signals() -> None:
     def stop(signum: int, _frame: object) -> None:
-        # Once: a second signal while stopping must not interrupt the stop itself.
-        for name in (signal.SIGTERM, signal.SIGHUP):
+        # Once: a further signal (Ctrl-C pressed again) must interrupt neither the stop nor the
+        # exit. Ignored, not left to Python's SIGINT handler: a KeyboardInterrupt in the stop
+        # would skip the rest of it (click's "Aborted!", status 1), and at exit Python puts
+        # the default action back, so a late SIGINT would end the process by the signal (-2).
+        for name in STOP_SIGNALS:
             signal.signal(name, signal.SIG_IGN)
         raise Stopped(signal.Signals(signum).name)
 
-    for name in (signal.SIGTERM, signal.SIGHUP):
+    for name in STOP_SIGNALS:
         signal.signal(name, stop)
 
 
@@ -226,8 +232,8 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
         threading.Thread(target=_sweeper, args=(app, stop), name="sweeper", daemon=True).start()
         code = _serve(app, campaign_id, admin, host, port, var, simulate, exit_when_done, stop,
                       processes)  # fmt: skip
-    except (KeyboardInterrupt, Stopped) as reason:
-        click.echo(f"stopping ({reason or 'interrupted'})")
+    except Stopped as reason:
+        click.echo(f"stopping ({reason})")
         code = 0
     finally:
         stop.set()

@@ -589,6 +589,14 @@ def load_settings(
 
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # RabbitMQ (kombu's py-amqp transport)
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")  # kombu's Redis transport
+
+
+def broker_is_redis(url: str) -> bool:
+    """Whether a broker URL names Redis (then its queues can be read as Redis lists)."""
+    return urlsplit(url).scheme in REDIS_SCHEMES
+
+
 QUORUM_QUEUES: dict[str, Any] = {
     "task_default_queue_type": "quorum",
     "task_default_exchange_type": "topic",

@@ -28,7 +28,7 @@ from service.api.common import (
     iso,
     json_body,
     object_url,
-    page_args,
+    page_of,
     store,
 )
 from service.api.responses import json_response, no_store
@@ -115,13 +115,11 @@ def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
 def list_studies():
     session = get_session()
     owner = require_owner(session)
-    limit, offset = page_args()
     query = select(Study).order_by(Study.created_at.desc(), Study.id)
     if not owner.is_admin:
         query = query.where(Study.owner_key_id == owner.key_id)
-    page = session.scalars(query.limit(limit + 1).offset(offset)).all()
-    listed = [study_response(s, detail=False) for s in page[:limit]]
-    more = offset + limit if len(page) > limit else None
+    page, more = page_of(session, query)
+    listed = [study_response(s, detail=False) for s in page]
     return no_store(json_response(r.StudyList(studies=listed, next_offset=more)))
 
 
@@ -241,17 +239,11 @@ def export_study(study_id: str):
 )
 def list_workers(study_id: str):
     study, _ = owned_study(study_id)
-    limit, offset = page_args()
-    page = (
-        get_session()
-        .scalars(
-            select(Annotator)
-            .where(Annotator.study_id == study.id)
-            .order_by(Annotator.created_at, Annotator.id)
-            .limit(limit + 1)
-            .offset(offset)
-        )
-        .all()
+    page, more = page_of(
+        get_session(),
+        select(Annotator)
+        .where(Annotator.study_id == study.id)
+        .order_by(Annotator.created_at, Annotator.id),
     )
     workers = [
         r.StudyWorker(
@@ -264,9 +256,8 @@ def list_workers(study_id: str):
             joined_at=iso(a.created_at),
             last_seen=iso(a.last_seen),
         )
-        for a in page[:limit]
+        for a in page
     ]
-    more = offset + limit if len(page) > limit else None
     return no_store(json_response(r.StudyWorkerList(workers=workers, next_offset=more)))
 
 
