@@ -46,7 +46,7 @@ import click
 import numpy as np
 
 from rankloop.bench.campaign_plot import plot_improvements
-from rankloop.bench.campaign_quorum import run_quorum_bench
+from rankloop.bench.campaign_quorum import run_quorum_bench, two_taste_objectives
 from rankloop.bench.optimizer import AuthorsLoop
 from rankloop.bench.report import format_table, save_results
 from rankloop.simulation.campaign import run_campaign
@@ -65,6 +65,9 @@ class Objective:
     label: str
     make: Callable[[int], Problem]
     shell: bool  # a diffusion latent: points stay on the Gaussian shell
+    # A crowd of two tastes (rankloop.simulation.tastes): seed -> each group's taste; the
+    # problem ``make`` builds is then their mix.
+    tastes: Callable[[int], tuple[Callable[..., Any], ...]] | None = None
 
 
 def _latent_problem(seed: int) -> Problem:
@@ -170,6 +173,12 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
     "rankings spent and round wall time (simulated), with and without straggler offers.",
 )
 @click.option(
+    "--two-tastes",
+    is_flag=True,
+    help="With --quorum: also steer each objective with a crowd of two tastes (every second "
+    "annotator prefers another), judged on their mix.",
+)
+@click.option(
     "--straggler-after",
     default=1.5,
     show_default=True,
@@ -194,6 +203,7 @@ def campaign_command(
     adversary: bool,
     quick: bool,
     quorums: str | None,
+    two_tastes: bool,
     straggler_after: float,
     crowd: str,
     fixed_floor: bool,
@@ -204,8 +214,11 @@ def campaign_command(
     if quick:
         seeds, rounds = 3, 10
     if quorums:
+        chosen = objectives()
+        if two_tastes:
+            chosen += two_taste_objectives(chosen)
         run_quorum_bench(
-            objectives(), quorums, seeds, rounds, adversary, straggler_after,
+            chosen, quorums, seeds, rounds, adversary, straggler_after,
             out or "bench-results/campaign-quorum.json", M, K,
         )  # fmt: skip
         return

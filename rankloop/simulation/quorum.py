@@ -116,7 +116,8 @@ def round_wall_time(
     until ``needed`` rankings are in (an adaptive quorum's raises); each takes a log-normal time
     (median ``median_s``, log-sd ``sigma``). With ``straggler_after``, the sweep (every
     ``sweep_s``) offers the last slot, once, to one more annotator once it has run that many
-    medians, and the first of the two to answer fills it.
+    medians, and the first of the two to answer fills it. ``straggler_after=0, sweep_s=0``
+    offers it the instant all but the last are in: the most one offer can save.
     """
 
     # Every slot's own time first, the offered annotators' from a stream of their own: the
@@ -130,7 +131,8 @@ def round_wall_time(
         if straggler_after is None:
             return slowest
         due = max(ready, start + straggler_after * median_s)
-        offered = math.ceil(due / sweep_s) * sweep_s  # the sweep sees it at its next run
+        # The sweep sees it at its next run (``sweep_s = 0``: at once).
+        offered = math.ceil(due / sweep_s) * sweep_s if sweep_s > 0 else due
         if offered >= slowest:
             return slowest
         return min(slowest, offered + median_s * math.exp(sigma * offers.standard_normal()))
