@@ -133,3 +133,12 @@ def test_a_paired_interval_sees_a_steady_difference_that_the_medians_hide():
     assert diff == pytest.approx(0.02) and low == pytest.approx(0.02)
     _, low, high = paired_interval(base + rng.normal(0, 0.05, 20), base)
     assert low < 0.0 < high
+
+
+def test_a_rule_may_carry_the_settle_rule_s_prior():
+    rule = QuorumRule.parse("adaptive:2-5@0.6+1")
+    assert (rule.confidence, rule.prior, rule.label) == (0.6, 1.0, "adaptive:2-5@0.6+1")
+    assert QuorumRule.parse("adaptive:2-5").prior == 0.0
+    for bad in ("fixed:3+1", "adaptive:2-5+x", "adaptive:2-5+-1"):
+        with pytest.raises(InvalidInput):
+            QuorumRule.parse(bad)

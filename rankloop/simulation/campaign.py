@@ -238,6 +238,7 @@ def _quorum_answers(
             move_items=move_items,
             feed=feed,
             seed=seed * 100_003 + round_number,
+            prior=quorum.prior,
         ).settled(quorum.confidence)  # fmt: skip
 
     rng = np.random.default_rng([seed, round_number, 24])
