@@ -90,7 +90,8 @@ def tail_rows(
         "p10/median": p10 / median if median > 0 else float("nan"),
         "met": bool(median > 0 and p10 >= TAIL_TARGET * median),
     }  # fmt: skip
-    weak = final <= np.quantile(final, WEAK_SHARE)
+    weak = np.zeros(len(final), dtype=bool)
+    weak[np.argsort(final, kind="stable")[: max(1, round(WEAK_SHARE * len(final)))]] = True
     rows = []
     for feature in FEATURES:
         values = np.array([run[feature] for run in runs], dtype=float)
