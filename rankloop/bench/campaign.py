@@ -31,7 +31,8 @@ after 10 rounds at least twice the authors' loop's, and no campaign without impr
 
 With ``--quorum fixed:3,fixed:5,adaptive:2-5`` it compares quorum rules instead (the new default
 only): improvement, rankings spent and simulated round wall time, with and without straggler
-offers (:mod:`rankloop.bench.campaign_quorum`).
+offers (:mod:`rankloop.bench.campaign_quorum`); with ``--tail`` it studies the weak tail of
+the new default under wider crowds (:mod:`rankloop.bench.campaign_tail`).
 """
 
 from __future__ import annotations
@@ -205,8 +206,8 @@ def run_tail(chosen: list[Objective], seeds: int, adversary: bool, out: str) -> 
 @click.option(
     "--two-tastes",
     is_flag=True,
-    help="With --quorum: also steer each objective with a crowd of two tastes (every second "
-    "annotator prefers another), judged on their mix.",
+    help="With --quorum or --tail: also steer each objective with a crowd of two tastes "
+    "(every second annotator prefers another), judged on their mix.",
 )
 @click.option(
     "--straggler-after",
@@ -226,7 +227,9 @@ def run_tail(chosen: list[Objective], seeds: int, adversary: bool, out: str) -> 
 @click.option(
     "--fixed-floor", is_flag=True, help="Perceptual: keep the visible floor (no agreement rule)."
 )
-@click.option("--out", default=None, help="JSON results [bench-results/campaign(-quorum).json]")
+@click.option(
+    "--out", default=None, help="JSON results [bench-results/campaign(-quorum|-tail).json]"
+)
 def campaign_command(
     seeds: int,
     rounds: int,
