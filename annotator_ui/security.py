@@ -43,6 +43,12 @@ def image_origins(settings: Settings) -> list[str]:
     return origins
 
 
+def stream_origins(settings: Settings) -> list[str]:
+    """The stream process's origin (``RANKLOOP_STREAM_URL``), when pages open streams there."""
+    parts = urlsplit(settings.stream_url or "")
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
+
+
 def content_security_policy(
     settings: Settings,
     framed_by_mturk: bool = False,
@@ -61,7 +67,7 @@ def content_security_policy(
         "script-src": " ".join(["'self'", *script_hashes]),
         "style-src": "'self'",
         "img-src": img_src,
-        "connect-src": "'self'",
+        "connect-src": " ".join(["'self'", *stream_origins(settings)]),
         "font-src": "'self'",
         "form-action": framers,
         "frame-ancestors": framers,

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from rankloop.core.settings import settings_of
+from service import notify
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -73,7 +74,9 @@ def init_app(app: Flask) -> None:
         }
     engine = make_engine(settings.database_url, **options)
     app.extensions["rankloop_engine"] = engine
-    app.extensions["rankloop_sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    notify.install(sessions)  # live streams hear of rounds and statuses changed (service.push)
+    app.extensions["rankloop_sessionmaker"] = sessions
     app.teardown_appcontext(_close_session)
 
 

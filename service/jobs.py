@@ -27,9 +27,9 @@ from rankloop.core.contracts import (
     ROUND_RENDERED_TASK,
     RenderMessage,
 )
+from rankloop.core.settings import broker_is_redis
 
 log = logging.getLogger(__name__)
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
 PAGE = 500  # queued messages read from Redis per LRANGE
 # kombu's Redis transport: a queue's messages of priority p > 0 wait in "<queue><sep><p>".
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -90,7 +90,7 @@ def render_jobs_held(app: Flask, job_ids: Collection[str]) -> set[str] | None:
         return set()
     celery = celery_of(app)
     url = str(celery.conf.broker_url or "")
-    if not url.startswith(REDIS_SCHEMES):
+    if not broker_is_redis(url):
         return None
     options = celery.conf.broker_transport_options or {}
     prefix = str(options.get("global_keyprefix") or "")  # for kombu's unacked hash

@@ -43,6 +43,7 @@ from service.driver import (
 )
 from service.models import Annotator, Assignment, Campaign, Round, new_short_id, utcnow
 from service.statements import (
+    LOCK_ROUND,
     lease_ends,
     lease_ends_sql,
     lease_lapsed,
@@ -236,15 +237,20 @@ def _withdraw_over_quorum_statement() -> Any:
 
     Two requests that choose the same round at once each count the other's lease as not yet
     there (each statement sees what was committed when it began), so both insert and the round
-    is over-leased. Each checks again after its insert is committed: of two such leases at
-    least one sees the other and steps back (both may: then both look again), so running
-    leases never stay above the quorum.
+    is over-leased. Each checks again after its insert is committed, under the round's lock
+    (:data:`~service.statements.LOCK_ROUND`, taken by a statement of its own just before this
+    one, in the same transaction: :func:`_withdrawn`). So the checks run one at a time, in the
+    order they got the lock, and each reads the leases as the checks before it left them: a
+    check steps back only while the round is over its room, and each step back leaves it at
+    its room at least. Exactly the room's leases survive; the rest step back and look again.
+    (Read within the statement that waited for the lock, the count would be as of before the
+    wait: every racing lease could count the others that had already stepped back, and all
+    step back, leaving the places free.)
 
-    The check takes the round's lock (:func:`~service.statements.lock_round`) and reads its
-    rankings as last committed: a late ranking on a lapsed lease's slot, decided under the same
-    lock (:func:`~service.statements.slot_taken_over`), either saw this lease (committed before
-    the check) and was refused, or was stored first and is counted here, and this lease steps
-    back. So a late ranking is never stored beside a new holder's."""
+    The rankings are read under the same lock: a late ranking on a lapsed lease's slot, decided
+    under it (:func:`~service.statements.slot_taken_over`), either saw this lease (committed
+    before the check) and was refused, or was stored first and is counted here, and this lease
+    steps back. So a late ranking is never stored beside a new holder's."""
     t = TASKS
     # Not "round_id": a column of the table updated (its parameter would be read as its value).
     round_id, now = bindparam("lease_round_id", type_=Integer), now_param()
@@ -289,9 +295,15 @@ _TOUCH_ANNOTATOR = (
 
 
 def _withdrawn(session: Session, task_id: str, round_id: int, now: dt.datetime) -> bool:
-    """Whether the lease just made was withdrawn over the quorum (:data:`_WITHDRAW_OVER_QUORUM`)."""
+    """Whether the lease just made was withdrawn over the quorum (:data:`_WITHDRAW_OVER_QUORUM`):
+    the round's lock, then the check, in one short transaction sent in one round trip."""
     params = {"task_id": task_id, "lease_round_id": round_id, "now": now}
-    return run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params).fetchone() is not None
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.pipeline(), driver.transaction():
+        run_on_driver(session, LOCK_ROUND, round_id=round_id)
+        withdrawn = run_on_driver(session, _WITHDRAW_OVER_QUORUM, **params)
+    return withdrawn.fetchone() is not None
 
 
 def _lease_postgres(session: Session, token_hash: str, now: dt.datetime) -> Lease | None:
@@ -391,8 +403,10 @@ def _lease_in_steps(session: Session, token_hash: str, now: dt.datetime) -> Leas
             .on_conflict_do_update(**_RENEW_EXPIRED_LEASE)
             .returning(TASKS.c.id)
         ).first()
-        # Checked against the quorum under the round's lock, held to the commit (a late
-        # ranking's decision takes it too: see _withdraw_over_quorum_statement).
+        # Checked against the quorum under the round's lock, taken first and held to the
+        # commit (a late ranking's decision takes it too: see _withdraw_over_quorum_statement).
+        if inserted is not None:
+            session.execute(LOCK_ROUND, {"round_id": round_.id})
         withdrawn = inserted is not None and (
             session.execute(
                 _WITHDRAW_OVER_QUORUM,

@@ -35,7 +35,6 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -46,7 +45,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from rankloop.core.contracts import COORD_QUEUE, GPU_QUEUE, RoundStatus
-from rankloop.core.settings import broker_settings
+from rankloop.core.settings import broker_is_redis, broker_settings
 from service.config import settings_of
 from service.db import session_scope
 from service.health import render_workers
@@ -145,9 +144,6 @@ def _render_seconds(session) -> Iterator:
     )
 
 
-REDIS_SCHEMES = ("redis", "rediss")
-
-
 def _redis_depths(app: Flask) -> dict[str, int]:
     """Messages waiting on each task queue of a Redis broker: LLEN of its lists (an empty or
     never used queue has none: 0)."""
@@ -155,7 +151,9 @@ def _redis_depths(app: Flask) -> dict[str, int]:
 
     options = broker_settings(settings_of(app))
     transport = options["broker_transport_options"]
-    client = redis.Redis.from_url(options["broker_url"], socket_timeout=2, socket_connect_timeout=2)
+    # (kombu's redis+socket:// is redis-py's unix://)
+    url = options["broker_url"].replace("redis+socket://", "unix://", 1)
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         depths = {}
         for queue in (GPU_QUEUE, COORD_QUEUE):
@@ -173,7 +171,7 @@ def _queue_depths(app: Flask) -> Iterator:
     if celery is None:
         return
     depth = GaugeMetricFamily("rankloop_queue_depth", "Messages waiting", labels=["queue"])
-    if urlsplit(settings_of(app).broker_url).scheme in REDIS_SCHEMES:
+    if broker_is_redis(settings_of(app).broker_url):
         try:
             depths = _redis_depths(app)
         except Exception as error:  # the broker down: no sample

@@ -1,8 +1,16 @@
 """A study's prompt list, read from what an owner sends: plain lines, CSV, JSON Lines or Parquet
-(a ``prompt`` column; optional ``negative_prompt`` and ``seed`` per row), or a JSON list.
+(a ``prompt`` column; optional ``negative_prompt`` and ``seed`` per row), a JSON list, or a
+Hugging Face ``datasets`` folder (:mod:`service.dataset_folders`).
+
+A datasets folder is a folder, and a prompt list comes over HTTP as one uploaded file: so it
+comes as a zip of the folder (format ``hf``, or a ``.zip`` name), read from the spooled upload
+member by member (no unpacking to disk, memory flat), and only its ``prompt``,
+``negative_prompt`` and ``seed`` columns are read: a dataset made for something else (images,
+labels) is taken as it is. One upload keeps the create one request, all or nothing, and works
+from the console's form and ``curl`` alike; a folder on disk is read by :func:`read_folder`.
 
 Every row keeps its line number (a CSV's, counting the header as line 1; a JSON Lines file's;
-a Parquet file's row number from 1; a JSON list's index from 1), and a bad row is refused with
+a Parquet file's or datasets folder's row number from 1; a JSON list's index from 1), and a bad row is refused with
 it (422, ``details`` naming the line), before anything is created. Blank lines and rows with an
 empty prompt are refused too: a study with a prompt missing is never what the owner meant.
 """
@@ -12,15 +20,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from pathlib import Path
+from typing import IO, Any, Final, Literal
 
+from rankloop.core.errors import InvalidInput
 from rankloop.core.study_settings import MAX_STUDY_PROMPTS
+from service import dataset_folders
 from service.schemas import UnprocessableInput
 
-Format = Literal["lines", "csv", "jsonl", "parquet"]
-FORMATS: Final[tuple[Format, ...]] = ("lines", "csv", "jsonl", "parquet")
+Format = Literal["lines", "csv", "jsonl", "parquet", "hf"]
+FORMATS: Final[tuple[Format, ...]] = ("lines", "csv", "jsonl", "parquet", "hf")
 # A file's format from its name, when the owner names none.
 SUFFIXES: Final[dict[str, Format]] = {
     ".txt": "lines",
@@ -28,6 +40,7 @@ SUFFIXES: Final[dict[str, Format]] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".parquet": "parquet",
+    ".zip": "hf",  # a zip of a Hugging Face datasets folder
 }
 COLUMNS: Final = ("prompt", "negative_prompt", "seed")  # what a row may set
 
@@ -64,8 +77,49 @@ def format_of(filename: str | None, given: str | None) -> Format:
     return next((fmt for suffix, fmt in SUFFIXES.items() if name.endswith(suffix)), "lines")
 
 
+def read_upload(stream: IO[bytes], fmt: Format) -> list[PromptRow]:
+    """The rows of an uploaded prompt list; a zip (``hf``) is read from ``stream`` as it lies
+    (seekable: Werkzeug spools a large upload to disk), the rest from its bytes."""
+    if fmt == "hf":
+        try:
+            archive = zipfile.ZipFile(stream)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise BadPromptList(f"not a zip of a datasets folder ({error})") from None
+        with archive:
+            folder = dataset_folders.in_zip(archive)
+            if folder is None:
+                raise BadPromptList(
+                    "the zip holds no datasets folder (state.json or dataset_dict.json, "
+                    "as save_to_disk writes it)"
+                )
+            return _dataset_rows(folder)
+    return read_file(stream.read(), fmt)
+
+
+def read_folder(path: Path) -> list[PromptRow]:
+    """The rows of a Hugging Face datasets folder on disk."""
+    folder = dataset_folders.on_disk(path)
+    if folder is None:
+        raise BadPromptList(f"{path} is not a datasets folder (no state.json or dataset_dict.json)")
+    return _dataset_rows(folder)
+
+
+def _dataset_rows(folder: dataset_folders.DatasetFolder) -> list[PromptRow]:
+    try:
+        if "prompt" not in dataset_folders.columns(folder):
+            raise BadPromptList("the dataset has no 'prompt' column")
+        rows = dataset_folders.rows(folder, COLUMNS)
+        return _checked(_row(n, record) for n, record in rows)
+    except BadPromptList:
+        raise
+    except InvalidInput as error:  # the folder's own problems: a file missing, not Arrow
+        raise BadPromptList(str(error)) from None
+
+
 def read_file(data: bytes, fmt: Format) -> list[PromptRow]:
-    """The rows of an uploaded prompt list."""
+    """The rows of an uploaded prompt list (any format but ``hf``: :func:`read_upload`)."""
+    if fmt == "hf":
+        return read_upload(io.BytesIO(data), fmt)
     if fmt == "parquet":
         return _checked(_parquet_rows(data))
     if b"\x00" in data:
@@ -193,4 +247,14 @@ def _parquet_rows(data: bytes) -> Iterator[PromptRow]:
         yield _row(n, record)
 
 
-__all__ = ["FORMATS", "BadPromptList", "Format", "PromptRow", "format_of", "read_file", "read_json"]
+__all__ = [
+    "FORMATS",
+    "BadPromptList",
+    "Format",
+    "PromptRow",
+    "format_of",
+    "read_file",
+    "read_folder",
+    "read_json",
+    "read_upload",
+]

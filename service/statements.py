@@ -80,13 +80,23 @@ def study_round_eligible(campaigns: FromClause = CAMPAIGNS) -> list[ColumnElemen
 
 
 def lease_running(now: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
-    """A task whose lease runs at ``now``: leased, and ending after it."""
-    return (tasks.c.status == TaskStatus.LEASED) & (tasks.c.expires_at > now)
+    """A task whose lease runs at ``now``: leased, ending after it, and not withdrawn over the
+    quorum (:mod:`service.leasing`: its end set to its start). Withdrawn is said apart from the
+    clock: racing requests' ``now`` differ, and one whose ``now`` is earlier than a withdrawn
+    lease's start would count it as running (and step back from it)."""
+    return (
+        (tasks.c.status == TaskStatus.LEASED)
+        & (tasks.c.expires_at > now)
+        & (tasks.c.expires_at > tasks.c.created_at)
+    )
 
 
 def lease_lapsed(at: Any, tasks: FromClause = TASKS) -> ColumnElement[bool]:
-    """A task whose lease ran out unused by ``at``: still leased, ended at or before it."""
-    return (tasks.c.status == TaskStatus.LEASED) & (tasks.c.expires_at <= at)
+    """A task whose lease ran out unused by ``at``: still leased, ended at or before it (or
+    withdrawn: see :func:`lease_running`)."""
+    return (tasks.c.status == TaskStatus.LEASED) & (
+        (tasks.c.expires_at <= at) | (tasks.c.expires_at <= tasks.c.created_at)
+    )
 
 
 def lease_ends(start: dt.datetime, lease_s: float) -> dt.datetime:

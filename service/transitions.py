@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import NotFound
+from service import notify
 from service.models import AuditEvent, Campaign, Round
 
 
@@ -84,6 +85,8 @@ def compare_and_set(
     )
     if rowcount(result) != 1:
         return False
+    if "status" in values:  # live streams are told at commit (a Core UPDATE: no flush sees it)
+        notify.changed(session, campaign_id=round_.campaign_id)
     session.refresh(round_)
     return True
 

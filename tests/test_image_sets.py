@@ -291,6 +291,10 @@ def test_image_set_end_to_end_over_http(s3_app, tmp_path):
         "stored": 16,
         "reused": 0,
         "rounds": 4,
+        "skipped": 0,
+        "skipped_rows": [],
+        "dry_run": False,
+        "preview": [],
     }
     again = owner.post(f"/api/campaigns/{campaign_id}/items", data=body,
                        content_type="application/zip")  # fmt: skip

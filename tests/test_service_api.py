@@ -525,10 +525,17 @@ def test_every_endpoint_answers_as_the_served_document_says(app):
         archive.writestr("pear/a.png", tiny_png(10))
         archive.writestr("pear/b.png", tiny_png(90))
     items = "/api/campaigns/{campaign_id}/items"
+    checked = api.client.post(items.format(campaign_id=image_set) + "?dry_run=true",
+                              data=bundle.getvalue(), content_type="application/zip",
+                              headers=bearer(ADMIN))  # fmt: skip
+    api.check(checked, "post", items)
+    assert checked.status_code == 200 and checked.json["preview"][0]["prompt"] == "a pear"
     uploaded = api.client.post(items.format(campaign_id=image_set), data=bundle.getvalue(),
                                content_type="application/zip", headers=bearer(ADMIN))  # fmt: skip
     api.check(uploaded, "post", items)
     assert uploaded.status_code == 201 and uploaded.json["items"] == 1
+    listed = api.call("get", items, campaign_id=image_set).json["items"]
+    assert [item["item_id"] for item in listed] == ["pear"]
     for action in ("start", "pause", "resume", "stop"):
         assert api.call("post", f"{campaign}/{action}", campaign_id=draft).status_code == 200
     plum = api.call(

@@ -139,3 +139,44 @@ def test_quorum_settings():
     assert first_quorum(adaptive) == 2
     with pytest.raises(ValueError, match="must not exceed"):
         CampaignFields(quorum="adaptive", min_annotators_per_round=6, annotators_per_round=5)
+
+
+def test_a_prior_asks_more_than_two_agreeing_rankings():
+    """The prior (a random ranking, Gamma(prior)-weighted in every draw) keeps two agreeing
+    rankings from settling alone; enough agreeing ones still settle."""
+    two = [("a", [1, 0, 2]), ("b", [1, 2, 0])]
+    assert settle(two, weights={}).settled(0.9)  # the plain bootstrap: at the minimum
+    with_prior = settlement_with_prior(two, prior=1.0)
+    assert with_prior.decision == 1 and not with_prior.settled(0.9)
+    many = [(f"x{i}", [1, 0, 2]) for i in range(6)]
+    assert settlement_with_prior(many, prior=1.0).settled(0.9)
+    assert settlement_with_prior(many, prior=1.0).confidence > with_prior.confidence
+
+
+@pytest.mark.parametrize("feed", ["pairwise", "order"])
+def test_the_prior_is_invariant_to_annotator_and_item_order(feed):
+    rankings = [("a", [1, 0, 2]), ("b", [5, 2, 0]), ("c", [1, 4, 7])]
+    first = settlement_with_prior(rankings, prior=1.0, feed=feed)
+    again = settlement_with_prior(rankings[::-1], prior=1.0, feed=feed)
+    assert again == first
+    relabel = [*np.random.default_rng(1).permutation(N_ITEMS - 1).tolist(), ATTENTION]
+    moved = [(a, [relabel[i] for i in order]) for a, order in rankings]
+    relabelled = settlement_with_prior(
+        moved, prior=1.0, feed=feed, move_items=[relabel[i] for i in MOVE]
+    )
+    assert relabelled.decision == relabel[first.decision]
+    # Exact but for items whose evidence ties exactly (their random ranks may swap).
+    assert relabelled.confidence == pytest.approx(first.confidence, abs=0.05)
+
+
+def settlement_with_prior(rankings, *, prior, feed="pairwise", move_items=MOVE):
+    return settlement(
+        rankings,
+        N_ITEMS,
+        weights={},
+        move_items=move_items,
+        candidates=[i for i in range(N_ITEMS) if i != ATTENTION],
+        feed=feed,
+        seed=7,
+        prior=prior,
+    )

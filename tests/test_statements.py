@@ -5,9 +5,10 @@ hot path stores a ranking on PostgreSQL in its two statements, without the refer
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
-from sqlalchemy import Float, Integer, literal, select, update
+from sqlalchemy import DateTime, Float, Integer, String, func, literal, select, update
 
 from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus
 from service import db, fast_submission
@@ -17,6 +18,8 @@ from service.statements import (
     completion_code,
     lease_ends,
     lease_ends_sql,
+    lease_lapsed,
+    lease_running,
     now_param,
     quorum_met,
     quorum_reached,
@@ -34,6 +37,29 @@ def test_a_lease_ends_alike_in_python_and_in_postgresql(app):
         for lease_s in (60.0, 90.5, 1800.0, 0.25):
             statement = select(lease_ends_sql(now_param(), literal(lease_s, Float)))
             assert session.scalar(statement, {"now": now}) == lease_ends(now, lease_s)
+
+
+def test_a_lease_withdrawn_over_the_quorum_runs_for_no_clock(app):
+    """A withdrawn lease (its end set to its start) is not running, and is lapsed, even for a
+    racing request whose ``now`` is earlier than its start: else that request would count it
+    and step back from a place left free."""
+    start = dt.datetime(2030, 1, 1, 12, 0, 1)
+    earlier = start - dt.timedelta(milliseconds=300)
+
+    def lease(ends: dt.datetime) -> Any:
+        return select(
+            literal("leased", String).label("status"),
+            literal(start, DateTime).label("created_at"),
+            literal(ends, DateTime).label("expires_at"),
+        )
+
+    withdrawn, running_one = lease(start), lease(start + dt.timedelta(minutes=1))
+    leases = withdrawn.union_all(running_one).subquery("leases")
+    with app.app_context(), db.session_scope() as session:
+        count = select(func.count()).select_from(leases)
+        running = session.scalar(count.where(lease_running(earlier, leases)))
+        lapsed = session.scalar(count.where(lease_lapsed(earlier, leases)))
+    assert (running, lapsed) == (1, 1)
 
 
 def test_the_hot_path_stores_a_ranking_in_two_statements_on_postgresql(app, monkeypatch):

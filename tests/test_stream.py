@@ -18,9 +18,9 @@ from flask import Flask
 
 from rankloop.core.settings import settings_of
 from service import db
-from service.api import stream
 from service.auth import hash_token, new_token
 from service.models import OwnerKey
+from service.push.tickets import make_ticket
 from tests.fixtures.coordinator import ADMIN, Owner, bearer, make_app, render_round
 
 
@@ -112,7 +112,7 @@ def test_a_ticket_opens_one_campaigns_stream_of_its_own_owner_for_a_minute(
     assert owner.client.get(f"/api/campaigns/{other}/stream?ticket={ticket}").status_code == 401
     forged = ticket[:-1] + ("0" if ticket[-1] != "0" else "1")
     assert owner.client.get(f"/api/campaigns/{cid}/stream?ticket={forged}").status_code == 401
-    stale = stream.make_ticket(hash_token(ADMIN), "o", f"{cid}:admin", now=time.time() - 61)
+    stale = make_ticket(hash_token(ADMIN), "o", f"{cid}:admin", now=time.time() - 61)
     assert owner.client.get(f"/api/campaigns/{cid}/stream?ticket={stale}").status_code == 401
 
     # Another owner key: no ticket for this campaign; its own ticket dies with the key.
@@ -180,8 +180,9 @@ def test_a_pool_annotators_stream_follows_every_running_campaign(app: Flask, own
 
 
 def test_a_process_holds_a_bounded_number_of_streams(app: Flask, owner: Owner):
-    urls = [f"/api/campaigns/{owner.campaign()['id']}/stream" for _ in range(3)]
-    held = [open_stream(owner, url, **bearer(ADMIN)) for url in urls[: stream.MAX_OPEN_STREAMS]]
+    slots = settings_of(app).web_stream_slots  # RANKLOOP_WEB_STREAM_SLOTS
+    urls = [f"/api/campaigns/{owner.campaign()['id']}/stream" for _ in range(slots + 1)]
+    held = [open_stream(owner, url, **bearer(ADMIN)) for url in urls[:slots]]
     refused = owner.get(urls[-1])
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert refused.get_json()["error"]["message"].endswith("poll instead")
@@ -241,3 +242,13 @@ def test_the_streams_answer_as_the_document_says(app: Flask, owner: Owner):
         if not status.endswith("XX")
     }
     assert len(documented) == 4 and documented <= api.checked, documented - api.checked
+
+
+def test_a_web_tier_set_to_serve_no_streams_says_poll(tmp_path):
+    app = make_app(tmp_path, WEB_STREAM_SLOTS=0)  # streams are the stream process's alone
+    owner = Owner(app.test_client())
+    cid = owner.campaign()["id"]
+    refused = owner.get(f"/api/campaigns/{cid}/stream")
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert refused.get_json()["error"]["message"].endswith("poll instead")
+    db.get_engine(app).dispose()

@@ -437,14 +437,20 @@ def test_a_study_workers_waiting_stream_follows_its_study_only(app, owner):
     outside = owner.campaign(start=True)["id"]
     events = open_stream(owner, "/api/tasks/stream", **bearer(token))
     try:
-        assert events.next() == ("waiting", {"pool": True, "open_rounds": 0, "latest_round": None})
+        first = {"pool": True, "open_rounds": 0, "latest_round": None, "study_status": "running"}
+        assert events.next() == ("waiting", first)
         render_round(app, outside, 0)  # another owner's work: not this worker's
         render_round(app, study["campaigns"][0]["id"], 0)
         assert events.next()[1]["open_rounds"] == 1
         render_round(app, study["campaigns"][1]["id"], 0)
         assert events.next()[1]["open_rounds"] == 2
         assert owner.post(f"/api/studies/{study['id']}/pause").status_code == 200
-        assert events.next()[1]["open_rounds"] == 0
+        # The study pauses first, then its campaigns: one event or two.
+        state = events.next()[1]
+        assert state["study_status"] == "paused"
+        if state["open_rounds"]:
+            state = events.next()[1]
+        assert (state["open_rounds"], state["study_status"]) == (0, "paused")
     finally:
         events.close()
 

@@ -171,6 +171,49 @@ def test_create_a_campaign_from_the_form(server, tab, screenshot_dir):
     assert errors == []
 
 
+def test_create_an_adaptive_campaign_from_the_form(server, tab):
+    """The quorum settings (issue 24) go through the form: the choice and the limits from the
+    API's document, the rule between two fields said above the button."""
+    page, errors = tab
+    sign_in(page, f"{server.base_url}/dashboard")
+    page.wait_for_selector("#create[open]")
+    options = page.eval_on_selector_all("#f-quorum option", "nodes => nodes.map(n => n.value)")
+    assert options == ["fixed", "adaptive"] and page.input_value("#f-quorum") == "fixed"
+    assert page.input_value("#f-min_annotators_per_round") == "2"
+    assert page.input_value("#f-settle_confidence") == "0.9"
+    assert page.input_value("#f-straggler_after") == ""  # never offered
+    assert page.eval_on_selector("#f-settle_confidence", "e => [e.min, e.step]") == ["0.5", "any"]
+    page.fill("#f-prompt", "a lighthouse at dusk")
+    page.select_option("#f-generator", "cppn")
+    page.select_option("#f-quorum", "adaptive")
+    page.fill("#f-annotators_per_round", "3")
+    page.fill("#f-min_annotators_per_round", "4")  # above the cap: the API says so
+    submit(page)
+    page.wait_for_function(
+        "() => document.querySelector('#create-error').textContent"
+        ".includes('must not exceed annotators_per_round')",
+        timeout=WAIT_MS,
+    )
+    page.fill("#f-settle_confidence", "0.4")
+    submit(page)
+    assert "greater than or equal to 0.5" in error_of(page, "settle_confidence")
+    page.fill("#f-settle_confidence", "0.95")
+    page.fill("#f-min_annotators_per_round", "2")
+    page.fill("#f-annotators_per_round", "5")
+    page.fill("#f-straggler_after", "1.5")
+    submit(page)
+    page.wait_for_url("**/dashboard/*", timeout=WAIT_MS)
+    campaign_id = page.url.rsplit("/", 1)[1]
+    settings = server.owner.get(f"/api/campaigns/{campaign_id}").json["settings"]
+    assert {name: settings[name] for name in (
+        "quorum", "min_annotators_per_round", "annotators_per_round", "settle_confidence",
+        "straggler_after")} == {
+        "quorum": "adaptive", "min_annotators_per_round": 2, "annotators_per_round": 5,
+        "settle_confidence": 0.95, "straggler_after": 1.5,
+    }  # fmt: skip
+    assert errors == []
+
+
 def test_duplicate_a_campaign_with_an_estimate_from_its_history(server, tab):
     page, errors = tab
     source = server.open_round(name="Apples", annotators_per_round=2, k=3, allow_ties=True)

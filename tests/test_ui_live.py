@@ -1,6 +1,7 @@
 """Live pages in headless Chromium (server-sent events, service/api/stream.py; live.js): the
 campaign page follows a round closing and the next opening from its stream, and polls when the
-stream is refused; a waiting annotator's page shows the task when a round opens.
+stream is refused; a waiting annotator's page shows the task when a round opens; both through
+the web tier's own streams and through the stream process on another port (service/push).
 
 To show that the stream, not the page's polling, brought a change, the page's clock is paused
 (Playwright's clock: timers do not fire) once the stream is live: only an event can then make
@@ -36,8 +37,29 @@ def pause_timers(page) -> None:
     page.clock.pause_at(page.evaluate("Date.now()") + 1000)
 
 
-def test_the_campaign_page_follows_its_stream(server, tab):
+@pytest.fixture
+def stream_process(server) -> Iterator[Any]:
+    """The stream process on another port, told by notifications only (its sweep an hour
+    apart); the tickets name it (RANKLOOP_STREAM_URL), so the pages open their streams there."""
+    from service.push.server import Background
+
+    streams = Background(settings_of(server.app).model_copy(update={"push_sweep_s": 3600.0}))
+    settings_of(server.app).stream_url = f"http://127.0.0.1:{streams.port}"
+    yield streams
+    streams.stop()
+
+
+VIA = ["web tier", "stream process"]  # whose streams the pages open
+
+
+@pytest.mark.parametrize("via", VIA)
+def test_the_campaign_page_follows_its_stream(server, tab, request, via):
     page, errors = tab
+    streamed: list[str] = []  # the page's stream requests
+    page.on("request", lambda r: "/stream?" in r.url and streamed.append(r.url))
+    origin = server.base_url
+    if via == "stream process":  # another origin: CORS, and the page's CSP allows it
+        origin = f"http://127.0.0.1:{request.getfixturevalue('stream_process').port}"
     cid = server.open_round(annotators_per_round=1, rounds=3, tasks_per_annotator=5)["id"]
     ((_, token),) = annotators(server, cid, 1)
     sign_in(page, f"{server.base_url}/dashboard/{cid}")
@@ -60,6 +82,7 @@ def test_the_campaign_page_follows_its_stream(server, tab):
     assert "/images/" in winner.locator("a").get_attribute("href")
     assert "/thumbs/" in page.get_attribute("#strip figure.current img", "src")
     assert page.get_attribute("body", "data-live") == "stream"
+    assert streamed and all(url.startswith(f"{origin}/api/") for url in streamed)
     assert errors == []
 
 
@@ -79,8 +102,14 @@ def test_the_campaign_page_polls_when_streams_are_refused(server, tab):
     assert errors == []
 
 
-def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab):
+@pytest.mark.parametrize("via", VIA)
+def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab, request, via):
     page, errors = tab
+    streamed: list[str] = []  # the waiting page's stream requests
+    page.on("request", lambda r: "/tasks/stream?" in r.url and streamed.append(r.url))
+    origin = server.base_url
+    if via == "stream process":
+        origin = f"http://127.0.0.1:{request.getfixturevalue('stream_process').port}"
     campaign = server.owner.campaign(m=4, annotators_per_round=1, rounds=3, start=True)
     ((_, token),) = annotators(server, campaign["id"], 1)
     page.goto(f"{server.base_url}/task#token={token}")
@@ -89,6 +118,7 @@ def test_a_waiting_annotator_gets_the_task_when_the_round_opens(server, tab):
     pause_timers(page)
     render_round(server.app, campaign["id"], 0)
     page.wait_for_selector("#task:not([hidden]) .tile", timeout=WAIT_MS)
+    assert streamed and all(url.startswith(f"{origin}/api/") for url in streamed)
     assert errors == []
 
 

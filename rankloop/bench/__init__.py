@@ -1,4 +1,4 @@
-"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images|study|respawn``.
+"""Benchmarks: ``rankloop bench optimizer|consensus|campaign|render|api|export|import-images|study|respawn|streams``.
 
 Each prints a table and saves JSON (``--out``), comparing methods side by side in one run.
 """
@@ -20,6 +20,7 @@ from rankloop.commands.cli import LazyGroup
         "import-images": "rankloop.bench.import_images:import_images_command",
         "study": "rankloop.bench.study:study_command",
         "respawn": "rankloop.bench.respawn:respawn_command",
+        "streams": "rankloop.bench.streams:streams_command",
     },
 )
 def bench_group() -> None:

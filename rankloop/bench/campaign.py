@@ -31,7 +31,8 @@ after 10 rounds at least twice the authors' loop's, and no campaign without impr
 
 With ``--quorum fixed:3,fixed:5,adaptive:2-5`` it compares quorum rules instead (the new default
 only): improvement, rankings spent and simulated round wall time, with and without straggler
-offers (:mod:`rankloop.bench.campaign_quorum`).
+offers (:mod:`rankloop.bench.campaign_quorum`); with ``--tail`` it studies the weak tail of
+the new default under wider crowds (:mod:`rankloop.bench.campaign_tail`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import click
 import numpy as np
 
 from rankloop.bench.campaign_plot import plot_improvements
-from rankloop.bench.campaign_quorum import run_quorum_bench
+from rankloop.bench.campaign_quorum import run_quorum_bench, two_taste_objectives
 from rankloop.bench.optimizer import AuthorsLoop
 from rankloop.bench.report import format_table, save_results
 from rankloop.simulation.campaign import run_campaign
@@ -65,6 +66,9 @@ class Objective:
     label: str
     make: Callable[[int], Problem]
     shell: bool  # a diffusion latent: points stay on the Gaussian shell
+    # A crowd of two tastes (rankloop.simulation.tastes): seed -> each group's taste; the
+    # problem ``make`` builds is then their mix.
+    tastes: Callable[[int], tuple[Callable[..., Any], ...]] | None = None
 
 
 def _latent_problem(seed: int) -> Problem:
@@ -157,6 +161,29 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
     return row
 
 
+def run_tail(chosen: list[Objective], seeds: int, adversary: bool, out: str) -> None:
+    """``--tail``: :mod:`rankloop.bench.campaign_tail` over today's crowd, a noisier one and,
+    for the two-tastes objectives, their crowd."""
+    from rankloop.bench.campaign_quorum import quorum_crowd
+    from rankloop.bench.campaign_tail import noisy_crowd, print_tail, tail_study
+
+    started = time.perf_counter()
+    crowds = {
+        "today's three": lambda o, s: None if o.tastes else make_campaign_crowd(s, adversary),
+        "twice as noisy": lambda o, s: None if o.tastes else noisy_crowd(s, K),
+        "two tastes": lambda o, s: (
+            quorum_crowd(s, 3, K, adversary, o.tastes(s)) if o.tastes else None
+        ),
+    }
+    summaries, features, runs = tail_study(chosen, crowds, seeds, M, K)
+    print_tail(summaries, features)
+    path = save_results(
+        out, "campaign-tail", summaries, features=features, runs=runs, seeds=seeds,
+        adversary=adversary, seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")
+
+
 @click.command("campaign")
 @click.option("--seeds", default=20, show_default=True, help="Campaigns per objective and method.")
 @click.option("--rounds", default=20, show_default=True, help="Rounds per campaign.")
@@ -168,6 +195,19 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
     default=None,
     help="Compare quorum rules instead, e.g. fixed:3,fixed:5,adaptive:2-5: improvement, "
     "rankings spent and round wall time (simulated), with and without straggler offers.",
+)
+@click.option(
+    "--tail",
+    is_flag=True,
+    help="The weak tail instead: the new default under today's crowd and one twice as noisy "
+    "(with --two-tastes, also two tastes), p10 against the median after 10 rounds, and what "
+    "the weakest fifth of campaigns have in common.",
+)
+@click.option(
+    "--two-tastes",
+    is_flag=True,
+    help="With --quorum or --tail: also steer each objective with a crowd of two tastes "
+    "(every second annotator prefers another), judged on their mix.",
 )
 @click.option(
     "--straggler-after",
@@ -187,13 +227,17 @@ def summarise(curves: np.ndarray, objective: str, method: str) -> dict[str, Any]
 @click.option(
     "--fixed-floor", is_flag=True, help="Perceptual: keep the visible floor (no agreement rule)."
 )
-@click.option("--out", default=None, help="JSON results [bench-results/campaign(-quorum).json]")
+@click.option(
+    "--out", default=None, help="JSON results [bench-results/campaign(-quorum|-tail).json]"
+)
 def campaign_command(
     seeds: int,
     rounds: int,
     adversary: bool,
     quick: bool,
     quorums: str | None,
+    tail: bool,
+    two_tastes: bool,
     straggler_after: float,
     crowd: str,
     fixed_floor: bool,
@@ -203,9 +247,15 @@ def campaign_command(
     (or, with --quorum, quorum rules against each other)."""
     if quick:
         seeds, rounds = 3, 10
+    chosen = objectives()
+    if two_tastes:
+        chosen += two_taste_objectives(chosen)
+    if tail:
+        run_tail(chosen, seeds, adversary, out or "bench-results/campaign-tail.json")
+        return
     if quorums:
         run_quorum_bench(
-            objectives(), quorums, seeds, rounds, adversary, straggler_after,
+            chosen, quorums, seeds, rounds, adversary, straggler_after,
             out or "bench-results/campaign-quorum.json", M, K,
         )  # fmt: skip
         return

@@ -1,6 +1,7 @@
 """``rankloop bench import-images``: an image set of N items of 4 images imported from a
-Parquet table (images as bytes) into a fresh SQLite database and a local store, reporting
-items/s and the import's peak memory.
+Parquet table (images as bytes), or with ``--source datasets`` from a Hugging Face ``datasets``
+folder (``save_to_disk`` layout, images as ``Image`` structs), into a fresh SQLite database and
+a local store, reporting items/s and the import's peak memory.
 
 The table is written first (every image a distinct 16x16 PNG); the import then runs in a child
 process, so its peak resident memory (the child's own) measures the import alone, and is
@@ -52,6 +53,44 @@ def write_table(path: Path, n_items: int, per_item: int = PER_ITEM) -> None:
             }, schema))  # fmt: skip
 
 
+def write_dataset_folder(path: Path, n_items: int, per_item: int = PER_ITEM) -> None:
+    """The same rows as :func:`write_table`, as ``datasets``' ``save_to_disk`` writes them: an
+    Arrow IPC stream, ``state.json`` and ``dataset_info.json``, images as ``Image`` structs."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = path.with_suffix(".parquet")
+    write_table(table, n_items, per_item)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("item_id", pa.string()), ("prompt", pa.string()),
+                        *((f"image_{n}", image) for n in range(per_item)),
+                        *((f"model_{n}", pa.string()) for n in range(per_item))])  # fmt: skip
+    path.mkdir(parents=True)
+    data = "data-00000-of-00001.arrow"
+    with pa.OSFile(str(path / data), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch in pq.ParquetFile(table).iter_batches(batch_size=100):
+            columns = batch.to_pydict()
+            for n in range(per_item):
+                columns[f"image_{n}"] = [{"bytes": b, "path": None} for b in columns[f"image_{n}"]]
+            writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=schema))
+    table.unlink()
+    features = {
+        "item_id": {"dtype": "string", "_type": "Value"},
+        "prompt": {"dtype": "string", "_type": "Value"},
+        **{f"image_{n}": {"_type": "Image"} for n in range(per_item)},
+        **{f"model_{n}": {"dtype": "string", "_type": "Value"} for n in range(per_item)},
+    }
+    (path / "dataset_info.json").write_text(json.dumps({"features": features}))
+    state: dict[str, Any] = {
+        "_data_files": [{"filename": data}], "_fingerprint": f"bench{n_items}",
+        "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+        "_output_all_columns": False, "_split": None,
+    }  # fmt: skip
+    (path / "state.json").write_text(json.dumps(state))
+
+
 def _import(url: str, store_path: str, table: str, queue: Any) -> None:
     from sqlalchemy.orm import sessionmaker
 
@@ -78,9 +117,13 @@ def _import(url: str, store_path: str, table: str, queue: Any) -> None:
                "images": report.images, "peak_mb": _peak_mb()})  # fmt: skip
 
 
-def run(n_items: int, scratch: Path) -> dict[str, Any]:
-    table = scratch / f"items-{n_items}.parquet"
-    write_table(table, n_items)
+def run(n_items: int, scratch: Path, source: str = "parquet") -> dict[str, Any]:
+    if source == "datasets":
+        table = scratch / f"items-{n_items}"
+        write_dataset_folder(table, n_items)
+    else:
+        table = scratch / f"items-{n_items}.parquet"
+        write_table(table, n_items)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     url = f"sqlite:///{scratch}/bench-{n_items}.sqlite"
@@ -90,7 +133,7 @@ def run(n_items: int, scratch: Path) -> dict[str, Any]:
     result = queue.get()
     child.join()
     return {
-        "items": result["items"], "images": result["images"],
+        "source": source, "items": result["items"], "images": result["images"],
         "seconds": round(result["seconds"], 1),
         "items_per_s": round(result["items"] / result["seconds"], 1),
         "peak_mb": round(result["peak_mb"], 1),
@@ -103,12 +146,16 @@ def run(n_items: int, scratch: Path) -> dict[str, Any]:
 @click.option("--items", "n_items", default=100_000, show_default=True)
 @click.option("--small", default=1000, show_default=True,
               help="a smaller import first, to compare peak memory (0: none)")  # fmt: skip
+@click.option("--source", type=click.Choice(["parquet", "datasets"]), default="parquet",
+              show_default=True,
+              help="the items as a Parquet table, or as a Hugging Face datasets folder")  # fmt: skip
 @click.option("--out", default="bench-results/import-images.json", show_default=True,
               type=click.Path(dir_okay=False), help="Where to save the JSON results.")  # fmt: skip
-def import_images_command(n_items: int, small: int, out: str) -> None:
+def import_images_command(n_items: int, small: int, source: str, out: str) -> None:
     """Import an image set of N items of 4 images: items/s and peak memory."""
     with tempfile.TemporaryDirectory(prefix="rankloop-bench-import-") as scratch:
-        rows = [run(n, Path(scratch)) for n in ([small] if small else []) + [n_items]]
+        sizes = ([small] if small else []) + [n_items]
+        rows = [run(n, Path(scratch), source) for n in sizes]
     click.echo(format_table(rows))
     click.echo(
         f"saved {save_results(out, 'import-images', rows, target_s=TARGET_S, target_mb=TARGET_MB)}"

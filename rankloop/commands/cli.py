@@ -60,6 +60,7 @@ class CommandLine(LazyGroup):
         "replay": "rankloop.commands.replay:replay_command",
         "fork": "rankloop.commands.fork:fork_command",
         "report": "rankloop.commands.report:report_command",
+        "streams": "rankloop.commands.streams:streams_command",
     },
 )
 @click.version_option(__version__, prog_name="rankloop")

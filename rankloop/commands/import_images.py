@@ -1,18 +1,24 @@
 """``rankloop import-images SOURCE``: the owner's own images as an image-set campaign (one round
-per item, no optimizer), from a folder tree, a zip, or a CSV, JSON lines or Parquet table
-(:mod:`service.image_sets.reading` says how each is laid out). All or nothing: a malformed item
-is reported with its line and no campaign or round is created.
+per item, no optimizer), from a folder tree, a zip, a CSV, JSON lines or Parquet table, or a
+Hugging Face ``datasets`` folder (:mod:`service.image_sets.reading` says how each is laid out).
+All or nothing: a malformed item is reported with its line and no campaign or round is created;
+or, with ``--skip-bad-rows``, the good items are imported and each skipped one is printed (its
+line, its item id, why) to standard error.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rankloop.commands.errors import CampaignId
 from rankloop.commands.export import DATABASE_HELP, open_store
+
+if TYPE_CHECKING:  # the service loads when the command runs, not when the CLI starts
+    from service.image_sets.importer import Skipped
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -34,12 +40,16 @@ def _setting(text: str) -> tuple[str, object]:
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="a campaign setting, e.g. --set annotators_per_round=5 --set k=2")  # fmt: skip
 @click.option("--start", is_flag=True, help="start the campaign once the items are in")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="import the good items and report the malformed ones (default: a malformed "
+                   "item refuses the whole import)")  # fmt: skip
 @click.option("--url", help=DATABASE_HELP)
 @click.option("--store", "store_url", help="object store (default: RANKLOOP_STORE_URL)")
 def import_images_command(source: Path, campaign_id: str | None, name: str | None,
-                          sets: tuple[str, ...], start: bool, url: str | None,
-                          store_url: str | None) -> None:  # fmt: skip
-    """Import a folder, zip or table of images as an image-set campaign (or into one)."""
+                          sets: tuple[str, ...], start: bool, skip_bad_rows: bool,
+                          url: str | None, store_url: str | None) -> None:  # fmt: skip
+    """Import a folder, zip, table or Hugging Face datasets folder of images as an image-set
+    campaign (or into one)."""
     from service import datasets, lifecycle
     from service.cli import database_url
     from service.image_sets.importer import import_items
@@ -67,7 +77,9 @@ def import_images_command(source: Path, campaign_id: str | None, name: str | Non
             try:
                 with click.progressbar(length=0, label=f"items from {source.name}") as bar:
                     report = import_items(session, store, campaign_id, items_of(source),
-                                          progress=bar.update, actor="cli")  # fmt: skip
+                                          progress=bar.update, actor="cli",
+                                          on_error="skip" if skip_bad_rows else "abort",
+                                          on_skip=_print_skip)  # fmt: skip
                 session.commit()
             except BaseException:
                 session.rollback()
@@ -80,4 +92,9 @@ def import_images_command(source: Path, campaign_id: str | None, name: str | Non
         f"imported {report.items} items ({report.images} images; files: {report.stored} stored, "
         f"{report.reused} already in the store) into campaign {report.campaign_id} "
         f"({'running' if start else 'draft'}; {report.rounds} items in all)"
+        + (f"; skipped {report.skipped} malformed items" if report.skipped else "")
     )
+
+
+def _print_skip(skip: Skipped) -> None:
+    click.echo(f"skipped line {skip.line} (item {skip.item_id}): {skip.reason}", err=True)

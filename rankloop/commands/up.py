@@ -3,7 +3,9 @@
 ``up``: SQLite in ``var/rankloop.sqlite``, the local object store in ``var/objects``, Celery on
 kombu's SQLAlchemy transport (``var/broker.sqlite``) with two worker subprocesses (the GPU
 worker on queue ``gpu`` with the ``cppn`` generator, the bookkeeping worker on ``coord``), the
-web app in a threaded server, and a sweeper thread for deadlines and lost renders (what
+web app in a threaded server, the stream process's service (:mod:`service.push.server`: the
+pages' live streams, told of changes by SQLite's ``data_version``) on a thread and a port of its
+own, and a sweeper thread for deadlines and lost renders (what
 ``celery beat`` does in production). It creates a demo campaign when the database has none and
 prints the dashboard URL, the owner key and an annotator link. ``--simulate N`` adds N simulated
 annotators talking HTTP; ``--exit-when-done`` ends once the demo campaign has finished.
@@ -28,7 +30,7 @@ from urllib.parse import quote
 import click
 
 from rankloop.core.contracts import CAMPAIGN_ENDED, VERDICT_ROUND, CampaignStatus, RoundStatus
-from rankloop.core.settings import env_name, load_settings
+from rankloop.core.settings import env_name, load_settings, settings_of
 
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
 
@@ -44,19 +46,25 @@ def _celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path) ->
                             start_new_session=True)  # fmt: skip
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Stopped(Exception):
-    """A stop signal arrived (SIGTERM, SIGHUP; SIGINT is KeyboardInterrupt): ``up`` stops
-    everything it started, as on Ctrl-C."""
+    """A stop signal arrived (Ctrl-C's SIGINT, SIGTERM, SIGHUP): ``up`` stops everything it
+    started and exits with status 0."""
 
 
 def _stop_on_signals() -> None:
     def stop(signum: int, _frame: object) -> None:
-        # Once: a second signal while stopping must not interrupt the stop itself.
-        for name in (signal.SIGTERM, signal.SIGHUP):
+        # Once: a further signal (Ctrl-C pressed again) must interrupt neither the stop nor the
+        # exit. Ignored, not left to Python's SIGINT handler: a KeyboardInterrupt in the stop
+        # would skip the rest of it (click's "Aborted!", status 1), and at exit Python puts
+        # the default action back, so a late SIGINT would end the process by the signal (-2).
+        for name in STOP_SIGNALS:
             signal.signal(name, signal.SIG_IGN)
         raise Stopped(signal.Signals(signum).name)
 
-    for name in (signal.SIGTERM, signal.SIGHUP):
+    for name in STOP_SIGNALS:
         signal.signal(name, stop)
 
 
@@ -81,6 +89,17 @@ def _sweeper(app, stop: threading.Event, every_s: float = 1.0) -> None:
                 run_step(sweep, app=app)
         except Exception:  # keep sweeping; the next pass retries
             app.logger.exception("sweep failed")
+
+
+def _streams(settings, host: str, port: int):
+    """The stream process's service on a thread, on ``port`` (any free port when taken)."""
+    from service.push.server import Background
+
+    try:
+        return Background(settings, host, port)
+    except OSError as error:
+        click.echo(f"port {port} for the live streams: {error}; using a free one")
+        return Background(settings, host, 0)
 
 
 def demo_campaign(app, rounds_budget: int, quorum: int) -> str:
@@ -163,8 +182,11 @@ def _progress(app, campaign_id: str) -> dict[str, Any]:
 @click.option("--rounds", "rounds_budget", default=None, type=int,
               help="round budget of a new demo campaign [default: 12 with --simulate, else 20]")  # fmt: skip
 @click.option("--exit-when-done", is_flag=True, help="exit once the demo campaign has finished")
+@click.option("--streams-port", default=None, type=int,
+              help="the live streams' port (rankloop streams) [default: --port + 1, else any "
+                   "free one]")  # fmt: skip
 def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget: int | None,
-               exit_when_done: bool) -> None:  # fmt: skip
+               exit_when_done: bool, streams_port: int | None) -> None:  # fmt: skip
     """Run rankloop on this machine: web app, workers, SQLite, local object store."""
     _stop_on_signals()  # before anything is started: every child is stopped with this process
     var = Path(var_dir).resolve()
@@ -179,8 +201,15 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     from service.cli import upgrade
 
     upgrade(settings.database_url)
-    # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL).
-    app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}"})
+    streams = _streams(settings.model_copy(update={"admin_token": admin}), host,
+                       port + 1 if streams_port is None else streams_port)  # fmt: skip
+    # Behind an https proxy the links given out name the public address (RANKLOOP_BASE_URL),
+    # and the proxy routes the stream paths to the streams' port (docs/guides/crowd-study.md):
+    # the pages open them on the public address (RANKLOOP_STREAM_URL, if set elsewhere).
+    local = f"http://{host}:{streams.port}"
+    stream_url = settings.stream_url or (None if settings.base_url else local)
+    app = create_web_app({"BASE_URL": settings.base_url or f"http://{host}:{port}",
+                          "STREAM_URL": stream_url})  # fmt: skip
     from service.tasks import warm_up_consensus
 
     threading.Thread(target=warm_up_consensus, name="warm-up", daemon=True).start()
@@ -203,13 +232,14 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
         threading.Thread(target=_sweeper, args=(app, stop), name="sweeper", daemon=True).start()
         code = _serve(app, campaign_id, admin, host, port, var, simulate, exit_when_done, stop,
                       processes)  # fmt: skip
-    except (KeyboardInterrupt, Stopped) as reason:
-        click.echo(f"stopping ({reason or 'interrupted'})")
+    except Stopped as reason:
+        click.echo(f"stopping ({reason})")
         code = 0
     finally:
         stop.set()
         if server is not None:
             server.shutdown()
+        streams.stop()
         _stop(processes)
     sys.exit(code)
 
@@ -226,6 +256,8 @@ def _serve(app, campaign_id: str, admin: str, host: str, port: int, var: Path, s
     click.echo(f"  owner dashboard : {dashboard}   (owner key: {admin})")
     click.echo(f"  annotator link  : {base}/task#token={link_token}")
     click.echo(f"  campaign        : {campaign_id}   API: {base}/api/openapi.json")
+    streams = settings_of(app).stream_url or "the stream paths on the public address (proxy)"
+    click.echo(f"  live streams    : {streams}   (rankloop streams, in this process)")
     workers = []
     if simulate:
         from rankloop.simulation.http_annotators import start_simulated

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Final
+from typing import Final, Literal
 
 from rankloop.core.errors import InvalidInput
 
@@ -25,6 +25,12 @@ MAX_MODEL: Final = 300  # characters of a model name (rounds store it per image)
 # task weighs every open round (at 20,000 open items a lease took about 500 ms on PostgreSQL),
 # and this many serve OPEN_ITEMS x quorum annotators at the same time.
 OPEN_ITEMS: Final = 200
+# What an import does with a malformed item: refuse the whole import (nothing kept), or import
+# the good items and report the skipped ones (the owner's choice, per import).
+OnError = Literal["abort", "skip"]
+ON_ERROR: Final[tuple[OnError, ...]] = ("abort", "skip")
+MAX_SKIPS_REPORTED: Final = 1000  # skipped rows listed in a reply; beyond, only counted
+PREVIEW_ITEMS: Final = 4  # items a dry run shows, with their images
 
 # Formats an image may have, by their first bytes: the file's extension and its media type.
 FORMATS: Final = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}

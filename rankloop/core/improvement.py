@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from rankloop.core.consensus.evidence import parse_rankings
-from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE, fit_round
+from rankloop.core.consensus.scaled_pl import PRIOR_PRECISION, PRIOR_SCALE, RoundFit, fit_round
 
 BOOTSTRAP: Final = 200  # draws of the interval
 LEVEL: Final = 0.95
@@ -57,8 +57,8 @@ class Strength:
     high: float
 
 
-def _step(answers: Sequence[Any], steps: RoundSteps, scales: np.ndarray | None) -> float:
-    fit = fit_round(
+def _fit(answers: Sequence[Any], steps: RoundSteps, scales: np.ndarray | None = None) -> RoundFit:
+    return fit_round(
         answers,
         steps.n_items,
         np.full(len(answers), PRIOR_SCALE),
@@ -66,6 +66,10 @@ def _step(answers: Sequence[Any], steps: RoundSteps, scales: np.ndarray | None) 
         known_worst=steps.known_worst,
         fixed_scales=scales,
     )
+
+
+def _step(fit: RoundFit, steps: RoundSteps) -> float:
+    """The round's step: its next centre's utility over its centre's."""
     return float(fit.utilities[steps.next_centre] - fit.utilities[steps.centre])
 
 
@@ -76,19 +80,12 @@ def step_samples(
     if steps.centre == steps.next_centre or not steps.rankings:
         return 0.0, np.zeros(draws)
     answers = parse_rankings(list(steps.rankings), steps.n_items)
-    full = fit_round(
-        answers,
-        steps.n_items,
-        np.full(len(answers), PRIOR_SCALE),
-        np.full(len(answers), PRIOR_PRECISION),
-        known_worst=steps.known_worst,
-    )
-    step = float(full.utilities[steps.next_centre] - full.utilities[steps.centre])
+    full = _fit(answers, steps)
     samples = np.empty(draws)
     for i in range(draws):
         pick = rng.integers(0, len(answers), len(answers))
-        samples[i] = _step([answers[j] for j in pick], steps, full.scale_mean[pick])
-    return step, samples
+        samples[i] = _step(_fit([answers[j] for j in pick], steps, full.scale_mean[pick]), steps)
+    return _step(full, steps), samples
 
 
 def improvement_curve(

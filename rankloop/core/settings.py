@@ -44,6 +44,7 @@ _OPTIONAL = (
     "mturk_test_origin",
     "admin_token",
     "base_url",
+    "stream_url",
     "device",
 )
 
@@ -54,6 +55,7 @@ COORDINATOR: Final[JsonDict] = {"read_by": "web, bookkeeping workers, beat"}
 WEB: Final[JsonDict] = {"read_by": "web"}
 RENDER: Final[JsonDict] = {"read_by": "render workers"}
 WEB_AND_RENDER: Final[JsonDict] = {"read_by": "web, render workers"}
+STREAMS: Final[JsonDict] = {"read_by": "stream process"}
 
 
 class Settings(BaseSettings):
@@ -366,6 +368,41 @@ class Settings(BaseSettings):
         "(keep it under gunicorn's worker timeout)",
         json_schema_extra=WEB,
     )
+    # The stream process (rankloop streams, service.push): where pages reach it, how long its
+    # streams last (no gunicorn timeout there; each renewal is a ticket from the web tier), and
+    # how often it reads every watched state anyway (ranking counts, a lost notification).
+    stream_url: str | None = Field(
+        default=None,
+        description="the stream process's origin as pages reach it (e.g. http://host:8001); "
+        "unset: the stream routes on the web tier's own address (a proxy routes them to the "
+        "stream process, or the web tier serves them itself, polling)",
+        json_schema_extra=WEB,
+    )
+    push_stream_lifetime_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=24 * 3600,
+        allow_inf_nan=False,
+        description="seconds a stream of the stream process lasts before the page opens another",
+        json_schema_extra=STREAMS,
+    )
+    push_sweep_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="seconds between the stream process's reads of every watched state "
+        "(ranking counts, revoked credentials, a notification lost while reconnecting)",
+        json_schema_extra=STREAMS,
+    )
+    web_stream_slots: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="streams each web process serves itself, polling (each holds a worker "
+        "thread); past that it answers 503 and pages poll. The stream process has no such cap",
+        json_schema_extra=WEB,
+    )
     # A test's stand-in for MTurk (an http://localhost server), allowed to frame the pages and
     # receive the task page's form only while the app is testing (Flask's TESTING): production
     # stays restricted to MTurk's origins (rankloop.core.mturk) whatever this says.
@@ -552,6 +589,14 @@ def load_settings(
 
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # RabbitMQ (kombu's py-amqp transport)
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")  # kombu's Redis transport
+
+
+def broker_is_redis(url: str) -> bool:
+    """Whether a broker URL names Redis (then its queues can be read as Redis lists)."""
+    return urlsplit(url).scheme in REDIS_SCHEMES
+
+
 QUORUM_QUEUES: dict[str, Any] = {
     "task_default_queue_type": "quorum",
     "task_default_exchange_type": "topic",

@@ -24,6 +24,7 @@ from rankloop.simulation.crowd import Crowd, make_crowd
 from rankloop.simulation.objectives import Problem, make_problem
 from rankloop.simulation.perceptual_crowd import PerceptualCrowd
 from rankloop.simulation.quorum import QuorumRule, attention_failed
+from rankloop.simulation.tastes import TastesCrowd
 
 __all__ = ["FEEDS", "RoundRecord", "run_campaign"]
 
@@ -63,7 +64,7 @@ def run_campaign(
     objective: str = "projected",
     dim: int = 64,
     rounds: int = 30,
-    crowd: Crowd | PerceptualCrowd | None = None,
+    crowd: Crowd | PerceptualCrowd | TastesCrowd | None = None,
     method: str = "auto",
     feed: str = DEFAULT_FEED,
     m: int = 8,
@@ -86,10 +87,11 @@ def run_campaign(
         Its dimension.
     rounds : int
         Rounds to run.
-    crowd : Crowd or PerceptualCrowd, optional
+    crowd : Crowd, PerceptualCrowd or TastesCrowd, optional
         Default: ``make_crowd(5, spammers=1, adversaries=1, k=k, seed=seed)``. A perceptual
         crowd sees the round's images at its tile size (the problem must render) and ranks
-        what it can tell apart.
+        what it can tell apart; a tastes crowd's groups each rank by their own taste (the
+        problem is then the one the campaign is judged on: :func:`~rankloop.simulation.tastes.mixed_problem`).
     method : str
         Consensus method (:data:`rankloop.core.consensus.METHODS`).
     feed : {"pairwise", "order"}
@@ -160,6 +162,10 @@ def run_campaign(
                 assert isinstance(crowd, PerceptualCrowd)
                 answers = crowd.rank(
                     shown_values, proposal.round, attention_items, attempt, seen=seen
+                )
+            elif isinstance(crowd, TastesCrowd):
+                answers = crowd.rank_points(
+                    proposal.points, proposal.round, attention_items, attempt, attention
                 )
             else:
                 assert isinstance(crowd, Crowd)
@@ -232,6 +238,7 @@ def _quorum_answers(
             move_items=move_items,
             feed=feed,
             seed=seed * 100_003 + round_number,
+            prior=quorum.prior,
         ).settled(quorum.confidence)  # fmt: skip
 
     rng = np.random.default_rng([seed, round_number, 24])

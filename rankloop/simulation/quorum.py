@@ -19,6 +19,7 @@ import numpy as np
 
 from rankloop.core.campaign_settings import CampaignFields
 from rankloop.core.errors import InvalidInput
+from rankloop.core.settle import PRIOR_ANNOTATORS
 
 DEFAULT_CONFIDENCE: float = CampaignFields.model_fields["settle_confidence"].get_default()
 
@@ -33,22 +34,28 @@ class QuorumRule:
     low: int
     high: int
     confidence: float = DEFAULT_CONFIDENCE  # an adaptive quorum's settle_confidence
+    prior: float = PRIOR_ANNOTATORS  # the settle rule's prior (rankloop.core.settle)
 
     @property
     def label(self) -> str:
         if self.kind == "fixed":
             return f"fixed:{self.high}"
         suffix = "" if self.confidence == DEFAULT_CONFIDENCE else f"@{self.confidence:g}"
+        if self.prior != PRIOR_ANNOTATORS:
+            suffix += f"+{self.prior:g}"
         return f"adaptive:{self.low}-{self.high}{suffix}"
 
     @classmethod
     def parse(cls, text: str) -> QuorumRule:
-        """``fixed:3``, ``adaptive:2-5`` or ``adaptive:2-5@0.97`` (a settle confidence)."""
+        """``fixed:3``, ``adaptive:2-5``, ``adaptive:2-5@0.97`` (a settle confidence) or
+        ``adaptive:2-5@0.6+1`` (and the settle rule's prior, in annotators)."""
         kind, _, size = text.strip().partition(":")
+        size, _, prior_text = size.partition("+")
         size, _, confidence_text = size.partition("@")
         try:
             confidence = float(confidence_text) if confidence_text else DEFAULT_CONFIDENCE
-            if kind == "fixed" and not confidence_text:
+            prior = float(prior_text) if prior_text else PRIOR_ANNOTATORS
+            if kind == "fixed" and not confidence_text and not prior_text:
                 low = high = int(size)
             elif kind == "adaptive":
                 low_text, _, high_text = size.partition("-")
@@ -57,12 +64,15 @@ class QuorumRule:
                 raise ValueError(kind)
         except ValueError:
             raise InvalidInput(
-                f"bad quorum {text!r}: use fixed:N or adaptive:LOW-HIGH[@CONFIDENCE] "
+                f"bad quorum {text!r}: use fixed:N or adaptive:LOW-HIGH[@CONFIDENCE][+PRIOR] "
                 "(e.g. adaptive:2-5)"
             ) from None
-        if not 1 <= low <= high or not 0.5 <= confidence < 1.0:
-            raise InvalidInput(f"bad quorum {text!r}: need 1 <= LOW <= HIGH, 0.5 <= CONFIDENCE < 1")
-        return cls(kind, low, high, confidence)
+        if not 1 <= low <= high or not 0.5 <= confidence < 1.0 or not 0.0 <= prior <= 100.0:
+            raise InvalidInput(
+                f"bad quorum {text!r}: need 1 <= LOW <= HIGH, 0.5 <= CONFIDENCE < 1, "
+                "0 <= PRIOR <= 100"
+            )
+        return cls(kind, low, high, confidence, prior)
 
     def take(
         self,
@@ -116,7 +126,8 @@ def round_wall_time(
     until ``needed`` rankings are in (an adaptive quorum's raises); each takes a log-normal time
     (median ``median_s``, log-sd ``sigma``). With ``straggler_after``, the sweep (every
     ``sweep_s``) offers the last slot, once, to one more annotator once it has run that many
-    medians, and the first of the two to answer fills it.
+    medians, and the first of the two to answer fills it. ``straggler_after=0, sweep_s=0``
+    offers it the instant all but the last are in: the most one offer can save.
     """
 
     # Every slot's own time first, the offered annotators' from a stream of their own: the
@@ -130,7 +141,8 @@ def round_wall_time(
         if straggler_after is None:
             return slowest
         due = max(ready, start + straggler_after * median_s)
-        offered = math.ceil(due / sweep_s) * sweep_s  # the sweep sees it at its next run
+        # The sweep sees it at its next run (``sweep_s = 0``: at once).
+        offered = math.ceil(due / sweep_s) * sweep_s if sweep_s > 0 else due
         if offered >= slowest:
             return slowest
         return min(slowest, offered + median_s * math.exp(sigma * offers.standard_normal()))

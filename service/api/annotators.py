@@ -18,7 +18,7 @@ from service.api.common import (
     iso,
     json_body,
     owned_campaign,
-    page_args,
+    page_of,
     reliability_weights,
     task_link,
 )
@@ -93,7 +93,6 @@ def create_annotators(campaign_id: str):
 )
 def list_annotators(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
-    limit, offset = page_args()
     session = get_session()
     ranked = dict(
         session.execute(
@@ -103,14 +102,12 @@ def list_annotators(campaign_id: str):
             .group_by(Ranking.annotator_id)
         ).all()
     )
-    page = session.scalars(
+    annotators, more = page_of(
+        session,
         select(Annotator)
         .where(or_(Annotator.campaign_id == campaign.id, Annotator.id.in_(ranked)))
-        .order_by(Annotator.created_at, Annotator.id)
-        .limit(limit + 1)
-        .offset(offset)
-    ).all()
-    annotators, more = page[:limit], offset + limit if len(page) > limit else None
+        .order_by(Annotator.created_at, Annotator.id),
+    )
     weights = reliability_weights(campaign)
     now = utcnow()
     rows = []

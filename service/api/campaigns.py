@@ -18,7 +18,7 @@ from service.api.common import (
     json_body,
     object_url,
     owned_campaign,
-    page_args,
+    page_of,
 )
 from service.api.responses import json_response, no_store
 from service.api.verdict import verdict_response
@@ -78,7 +78,6 @@ def create_campaign():
 def list_campaigns():
     session = get_session()
     owner = require_owner(session)
-    limit, offset = page_args()
     query = (
         select(Campaign)
         .where(Campaign.study_id.is_(None))  # a study of 500 prompts would bury the rest
@@ -86,9 +85,8 @@ def list_campaigns():
     )
     if not owner.is_admin:
         query = query.where(Campaign.owner_key_id == owner.key_id)
-    page = session.scalars(query.limit(limit + 1).offset(offset)).all()
-    listed = [campaign_response(c, history=False) for c in page[:limit]]
-    more = offset + limit if len(page) > limit else None
+    page, more = page_of(session, query)
+    listed = [campaign_response(c, history=False) for c in page]
     return no_store(json_response(responses.CampaignList(campaigns=listed, next_offset=more)))
 
 

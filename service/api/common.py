@@ -7,6 +7,8 @@ import datetime as dt
 from typing import Any, overload
 
 from flask import current_app, request
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import model_refusal
 from rankloop.core.errors import InvalidInput, NotFound
@@ -105,6 +107,15 @@ def page_args() -> tuple[int, int]:
         _int_arg("limit", PAGE_LIMIT, 1, MAX_PAGE_LIMIT),
         _int_arg("offset", 0, 0, MAX_OFFSET),
     )
+
+
+def page_of(session: Session, query: Select[Any]) -> tuple[list[Any], int | None]:
+    """The page of ``query`` (an ordered select of one entity) that ``?limit=&offset=`` asks
+    for (:func:`page_args`): its rows, and the ``offset`` of the next page (None on the last;
+    one row more than the page is read to tell)."""
+    limit, offset = page_args()
+    rows = session.scalars(query.limit(limit + 1).offset(offset)).all()
+    return list(rows[:limit]), offset + limit if len(rows) > limit else None
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:

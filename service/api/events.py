@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.contracts import RoundStatus
 from service.api import responses
-from service.api.common import PAGE_QUERY, iso, owned_campaign, page_args
+from service.api.common import PAGE_QUERY, iso, owned_campaign, page_of
 from service.api.responses import json_response
 from service.db import get_session
 from service.models import AuditEvent, Round, utcnow
@@ -78,23 +78,16 @@ def round_problem(session: Session, round_: Round) -> str | None:
 )
 def list_events(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
-    limit, offset = page_args()
-    rows = (
-        get_session()
-        .scalars(
-            select(AuditEvent)
-            .where(AuditEvent.campaign_id == campaign.id)
-            .order_by(AuditEvent.id.desc())
-            .limit(limit + 1)
-            .offset(offset)
-        )
-        .all()
+    rows, more = page_of(
+        get_session(),
+        select(AuditEvent)
+        .where(AuditEvent.campaign_id == campaign.id)
+        .order_by(AuditEvent.id.desc()),
     )
     events = [
         responses.Event(
             id=e.id, at=iso(e.at), kind=e.kind, round=e.round_number, actor=e.actor, data=e.data
         )
-        for e in rows[:limit]
+        for e in rows
     ]
-    more = offset + limit if len(rows) > limit else None
     return json_response(responses.EventList(events=events, next_offset=more))

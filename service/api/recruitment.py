@@ -22,7 +22,8 @@ assignment and MTurk's ``turkSubmitTo``, for the task page to post the finished 
 from __future__ import annotations
 
 import re
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -46,7 +47,7 @@ from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token, require_annotator
 from service.config import mturk_stand_in
 from service.db import get_session
-from service.models import Annotator, Campaign, Round
+from service.models import Annotator, Campaign, Round, Study
 from service.routing import Reply, ok, operation
 from service.statements import code_withheld, completion_code
 from service.transitions import audit
@@ -139,20 +140,89 @@ def unfilled_placeholder(value: str) -> bool:
     return value == MTURK_PREVIEW or bool(_PLACEHOLDER.search(value))
 
 
-def _participant_annotator(session: Session, campaign_id: str, participant: str) -> str | None:
+@dataclass(frozen=True)
+class JoinTarget:
+    """What a recruitment link joins: a campaign (``/join/<id>``) or a study
+    (:mod:`service.api.study_join`), and the refusal when its ``cap`` is reached."""
+
+    row: type[Campaign] | type[Study]
+    id: str
+    scope: Literal["campaign_id", "study_id"]  # the annotator's column (and the audit's key)
+    cap: int
+    full: str
+    fragment: str = ""  # more for the task page's fragment, after the new token
+
+
+def enrol(session: Session, target: JoinTarget, participant: str) -> WerkzeugResponse:
+    """The participant's annotator on ``target``: made on the first visit (up to its cap of
+    recruited participants; links made by hand are apart) and sent to the task page with its
+    token; a second visit takes nothing from anybody (:func:`_rejoin`)."""
+    known = _participant_annotator(session, target, participant)
+    if known is not None:
+        return _rejoin(session, target, known)
+    # The target's row is locked first, so joins at the same moment count one after another
+    # and never take it past its cap (PostgreSQL; SQLite has one writer anyway).
+    session.execute(select(target.row.id).where(target.row.id == target.id).with_for_update())
+    # The same participant may have joined while this request waited for the lock (a double
+    # click, a platform that opens the link twice): read again, under the lock.
+    known = _participant_annotator(session, target, participant)
+    if known is not None:
+        return _rejoin(session, target, known)
+    joined = session.scalar(
+        select(func.count())
+        .select_from(Annotator)
+        .where(getattr(Annotator, target.scope) == target.id, Annotator.participant_id.is_not(None))
+    )
+    if (joined or 0) >= target.cap:
+        return refuse("full", Conflict(target.full))
+    token = new_token()
+    context = participant_context()
+    scope: dict[str, Any] = {target.scope: target.id}
+    annotator = Annotator(
+        participant_id=participant,
+        participant_context=context,
+        token_hash=hash_token(token),
+        **scope,
+    )
+    try:
+        # Under a savepoint: when another join of the same participant won the unique
+        # constraint after all (no lock held it back), only this insert is undone, and the
+        # answer is the one a second visit gets: the first join's annotator, never a 500.
+        with session.begin_nested():
+            session.add(annotator)
+            session.flush()
+    except IntegrityError:
+        known = _participant_annotator(session, target, participant)
+        if known is None:
+            raise
+        return _rejoin(session, target, known)
+    audit(
+        session,
+        "annotator_joined",
+        actor=annotator.id,
+        participant=participant,
+        context=context,
+        **scope,
+    )
+    session.commit()
+    return to_task_page(f"token={token}{target.fragment}")
+
+
+def _participant_annotator(session: Session, target: JoinTarget, participant: str) -> str | None:
     return session.scalar(
         select(Annotator.id).where(
-            Annotator.campaign_id == campaign_id, Annotator.participant_id == participant
+            getattr(Annotator, target.scope) == target.id, Annotator.participant_id == participant
         )
     )
 
 
-def _rejoin(session: Session, campaign_id: str, known: str) -> WerkzeugResponse:
+def _rejoin(session: Session, target: JoinTarget, known: str) -> WerkzeugResponse:
     """A participant who already joined: never a new token; whoever holds the first one keeps
     it, and their task."""
-    audit(session, "annotator_rejoin_refused", campaign_id, actor=known)
+    scope: dict[str, Any] = {target.scope: target.id}
+    audit(session, "annotator_rejoin_refused", actor=known, **scope)
     session.commit()
-    return to_task_page(f"rejoin={campaign_id}")
+    return to_task_page(f"rejoin={target.id}")
 
 
 def to_task_page(fragment: str) -> WerkzeugResponse:
@@ -240,55 +310,9 @@ def join(campaign_id: str):
     participant = visiting_participant()
     if not isinstance(participant, str):
         return participant
-    known = _participant_annotator(session, campaign.id, participant)
-    if known is not None:
-        return _rejoin(session, campaign.id, known)
-    # The cap counts recruited participants only: links the owner made by hand are apart.
-    # The campaign's row is locked first, so joins at the same moment count one after another
-    # and never take the campaign past its cap (PostgreSQL; SQLite has one writer anyway).
-    session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
-    # The same participant may have joined while this request waited for the lock (a double
-    # click, a platform that opens the link twice): read again, under the lock.
-    known = _participant_annotator(session, campaign.id, participant)
-    if known is not None:
-        return _rejoin(session, campaign.id, known)
-    joined = session.scalar(
-        select(func.count())
-        .select_from(Annotator)
-        .where(Annotator.campaign_id == campaign.id, Annotator.participant_id.is_not(None))
-    )
-    if (joined or 0) >= campaign.config.recruit_cap:
-        return refuse("full", Conflict("this campaign has all the annotators it needs; thank you"))
-    token = new_token()
-    context = participant_context()
-    annotator = Annotator(
-        campaign_id=campaign.id,
-        participant_id=participant,
-        participant_context=context,
-        token_hash=hash_token(token),
-    )
-    try:
-        # Under a savepoint: when another join of the same participant won the unique
-        # constraint after all (no lock held it back), only this insert is undone, and the
-        # answer is the one a second visit gets: the first join's annotator, never a 500.
-        with session.begin_nested():
-            session.add(annotator)
-            session.flush()
-    except IntegrityError:
-        known = _participant_annotator(session, campaign.id, participant)
-        if known is None:
-            raise
-        return _rejoin(session, campaign.id, known)
-    audit(
-        session,
-        "annotator_joined",
-        campaign.id,
-        actor=annotator.id,
-        participant=participant,
-        context=context,
-    )
-    session.commit()
-    return to_task_page(f"token={token}")
+    full = "this campaign has all the annotators it needs; thank you"
+    target = JoinTarget(Campaign, campaign.id, "campaign_id", campaign.config.recruit_cap, full)
+    return enrol(session, target, participant)
 
 
 @operation(

@@ -36,6 +36,10 @@ CampaignStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contract
 RoundStatus = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.RoundStatus)})]
 ImageRole = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.ImageRole)})]
 CloseReason = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.CloseReason)})]
+# A listed page's link to the next (service.api.common.page_of).
+NextOffset = Annotated[
+    int | None, Field(description="the `offset` of the next page; null on the last page")
+]
 AnnotatorFlag = Literal[
     "failed_attention_checks", "code_withheld", "contrarian", "low_weight", "idle"
 ]
@@ -215,16 +219,12 @@ class Event(_Response):
 
 class EventList(_Response):
     events: list[Event] = Field(description="newest first, at most `limit`")
-    next_offset: int | None = Field(
-        description="the `offset` of the next page; null on the last page"
-    )
+    next_offset: NextOffset
 
 
 class CampaignList(_Response):
     campaigns: list[CampaignSummary] = Field(description="newest first, at most `limit`")
-    next_offset: int | None = Field(
-        description="the `offset` of the next page; null on the last page"
-    )
+    next_offset: NextOffset
 
 
 # -- annotators (owner) ------------------------------------------------------------------------
@@ -268,9 +268,7 @@ class AnnotatorRow(_Response):
 
 class AnnotatorList(_Response):
     annotators: list[AnnotatorRow] = Field(description="oldest first, at most `limit`")
-    next_offset: int | None = Field(
-        description="the `offset` of the next page; null on the last page"
-    )
+    next_offset: NextOffset
 
 
 class AnnotatorRevoked(_Response):
@@ -475,7 +473,14 @@ class StreamTicket(_Response):
     which cannot send an Authorization header (the key itself never goes in a URL)."""
 
     ticket: str
-    url: str = Field(description="the stream's URL with the ticket, relative to the server")
+    url: str = Field(
+        description="this server's own stream route with the ticket, relative to the server "
+        "(polling; the fallback)"
+    )
+    stream_url: str = Field(
+        description="where to open the stream: the stream process (absolute when "
+        "RANKLOOP_STREAM_URL names its origin), else the same as url"
+    )
     expires_at: Timestamp
 
 

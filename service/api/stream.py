@@ -1,120 +1,71 @@
-"""Live updates by server-sent events: a campaign's page learns when its round opens, closes or
-the campaign changes status; an annotator's waiting page learns when a task may be there.
+"""Live updates by server-sent events, served by the web tier itself: a campaign's page learns
+when its round opens, closes or the campaign changes status; an annotator's waiting page learns
+when a task may be there.
+
+The stream process (``rankloop streams``, :mod:`service.push`) serves the same two stream
+routes, told of each change by a notification instead of polling, and holds thousands of idle
+streams; the stream tickets made here open its streams too, and each ticket's ``stream_url``
+says where to open it (``RANKLOOP_STREAM_URL``, or the same path for a proxy that routes it
+there). These routes remain as the fallback of a deployment without that process.
 
 ``GET /api/campaigns/<id>/stream`` (owner) and ``GET /api/tasks/stream`` (annotator) answer
 ``text/event-stream``. Each stream polls the database cheaply (a few indexed reads a second)
-and sends an event when what it watches changed, a comment line as a heartbeat, and ends after
-``Settings.stream_lifetime_s`` (25 s) with an ``end`` event; the page then opens a new one. Polling rather than a
-notification channel works the same with SQLite and PostgreSQL and with several coordinators
-(any of them sees a change made by another), and the short lifetime keeps a stream under
-gunicorn's worker timeout (30 s by default), so a sync worker holding one is never killed as
-stuck. A held stream ties up a worker thread (under sync workers, a whole process): each
-process serves at most :data:`MAX_OPEN_STREAMS` at once, and answers 503 with ``Retry-After``
-past that (the pages then poll, as they did before streams).
+and sends an event when what it watches changed (:mod:`service.push.states`, the same states
+the stream process sends), a comment line as a heartbeat, and ends after
+``Settings.stream_lifetime_s`` (25 s) with an ``end`` event; the page then opens a new one. The
+short lifetime keeps a stream under gunicorn's worker timeout (30 s by default), so a sync
+worker holding one is never killed as stuck. A held stream ties up a worker thread (under sync
+workers, a whole process): each process serves at most ``RANKLOOP_WEB_STREAM_SLOTS`` (2) at
+once, and answers 503 with ``Retry-After`` past that (the pages then poll).
 
-Authentication: ``EventSource`` cannot send an ``Authorization`` header, and a long-lived key
-must never be in a URL (access logs, proxies, history). So the page first asks, with its
-Bearer header, ``POST .../stream-ticket`` for a ticket: ``<kind>.<subject>.<expiry>.<mac>``,
-an HMAC-SHA256 over the subject and expiry keyed with the SHA-256 of the credential as the
-database (or, for the admin token, the configuration) holds it. A ticket opens only that
-stream, only until :data:`TICKET_TTL_S` seconds after it was made, and stops working when the
-credential is revoked (its hash is gone); it needs no secret of its own, so every coordinator
-checks the tickets of every other. A client that can send headers (curl) may use Bearer on the
-stream itself instead.
+Authentication: the tickets of :mod:`service.push.tickets` (``POST .../stream-ticket`` with the
+Bearer header). A client that can send headers (curl) may use Bearer on these routes instead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import ServiceUnavailable
 
-from rankloop.core.errors import NotFound, Unauthorized
+from rankloop.core.errors import NotFound
 from service.api import responses
 from service.api.common import iso, owned_campaign
 from service.api.responses import json_response, no_store
-from service.auth import Owner, hash_token, require_annotator
+from service.auth import Owner, require_annotator
 from service.config import app_settings
 from service.db import get_session
-from service.models import Annotator, Campaign, OwnerKey, Ranking, Round, utcnow
+from service.models import Campaign, utcnow
+from service.push import states
+from service.push.hub import HEARTBEAT_S, RETRY_MS, event
+from service.push.tickets import (
+    ANNOTATOR,
+    OWNER,
+    TICKET_TTL_S,
+    annotator_secret,
+    make_ticket,
+    owner_secret,
+    owner_subject,
+    read_owner_ticket,
+)
 from service.routing import Reply, ok, operation
-from service.statements import round_leasable
 
 bp = Blueprint("stream", __name__, url_prefix="/api")
 
 POLL_S = 1.0  # how often a stream reads the database
-HEARTBEAT_S = 10.0  # a comment line at least this often keeps proxies from closing an idle stream
-RETRY_MS = 2000  # EventSource's own reconnect delay, should the connection drop
-TICKET_TTL_S = 60  # a ticket opens a stream within this time of being made
-MAX_OPEN_STREAMS = 2  # per process: a stream holds a worker thread (gunicorn: 4 per process)
 EVENT_STREAM = "text/event-stream"
-OWNER, ANNOTATOR = "o", "a"  # a ticket's kind
-ADMIN_SUBJECT = "admin"
-
-
-# -- tickets ---------------------------------------------------------------------------------
-def _mac(secret_hash: str, kind: str, subject: str, expires: int) -> str:
-    message = f"rankloop-stream|{kind}|{subject}|{expires}".encode()
-    return hmac.new(secret_hash.encode(), message, hashlib.sha256).hexdigest()
-
-
-def make_ticket(secret_hash: str, kind: str, subject: str, now: float | None = None) -> str:
-    expires = int((now if now is not None else time.time()) + TICKET_TTL_S)
-    return f"{kind}.{subject}.{expires}.{_mac(secret_hash, kind, subject, expires)}"
-
-
-def read_ticket(ticket: str, kind: str, secret: Callable[[str], str | None]) -> str:
-    """The subject of a valid, unexpired ``ticket`` of ``kind``; ``secret(subject)`` is the
-    credential hash it must be signed with (None: no such credential any more)."""
-    parts = ticket.split(".")
-    # ASCII only: str.isdigit() takes "²", which int() refuses, and compare_digest refuses
-    # non-ASCII str; either would answer 500 instead of 401.
-    if (
-        not ticket.isascii()
-        or len(parts) != 4
-        or parts[0] != kind
-        or not parts[2].isdigit()
-        or len(parts[2]) > 12
-    ):
-        raise Unauthorized("malformed stream ticket: ask for a new one (POST .../stream-ticket)")
-    _, subject, expires, mac = parts
-    secret_hash = secret(subject)
-    if (
-        secret_hash is None
-        or not hmac.compare_digest(mac, _mac(secret_hash, kind, subject, int(expires)))
-        or int(expires) < time.time()
-    ):
-        raise Unauthorized("stream ticket expired or not valid: ask for a new one")
-    return subject
-
-
-def _owner_secret(session: Session, subject: str) -> str | None:
-    """``<campaign id>:<owner key id | admin>`` -> the hash of that credential."""
-    _, _, key = subject.partition(":")
-    if key == ADMIN_SUBJECT:
-        admin = app_settings().admin_token
-        return hash_token(str(admin)) if admin else None
-    if not (key.isascii() and key.isdigit() and len(key) < 12):
-        return None
-    return session.scalar(
-        select(OwnerKey.key_hash).where(OwnerKey.id == int(key), OwnerKey.revoked_at.is_(None))
-    )
 
 
 def owner_secret_hash(session: Session, owner: Owner) -> str:
     """The stored hash of the credential ``owner`` authenticated with (just now)."""
-    key = ADMIN_SUBJECT if owner.is_admin else str(owner.key_id)
-    secret = _owner_secret(session, f":{key}")
+    subject = owner_subject("", None if owner.is_admin else owner.key_id)
+    secret = owner_secret(session, subject, app_settings().admin_token)
     assert secret is not None  # the credential just authenticated
     return secret
 
@@ -126,9 +77,15 @@ def _ticket() -> str | None:
 
 
 def _ticket_reply(ticket: str, url: str) -> Response:
-    """A ticket is a credential for a minute: never kept by a browser or proxy cache."""
+    """A ticket is a credential for a minute: never kept by a browser or proxy cache. Its
+    ``stream_url`` is where the page opens it: the stream process when RANKLOOP_STREAM_URL
+    names it, else the same path here (which a proxy may route to the stream process)."""
     expires = utcnow() + dt.timedelta(seconds=TICKET_TTL_S)
-    reply = responses.StreamTicket(ticket=ticket, url=url, expires_at=iso(expires))
+    origin = app_settings().stream_url
+    stream_url = f"{origin.rstrip('/')}{url}" if origin else url
+    reply = responses.StreamTicket(
+        ticket=ticket, url=url, stream_url=stream_url, expires_at=iso(expires)
+    )
     return no_store(json_response(reply))
 
 
@@ -146,7 +103,7 @@ def _ticket_reply(ticket: str, url: str) -> Response:
 )
 def campaign_ticket(campaign_id: str):
     campaign, owner = owned_campaign(campaign_id)
-    subject = f"{campaign.id}:{ADMIN_SUBJECT if owner.is_admin else owner.key_id}"
+    subject = owner_subject(campaign.id, None if owner.is_admin else owner.key_id)
     ticket = make_ticket(owner_secret_hash(get_session(), owner), OWNER, subject)
     url = url_for("stream.campaign_stream", campaign_id=campaign.id, ticket=ticket)
     return _ticket_reply(ticket, url)
@@ -170,55 +127,22 @@ def campaign_stream(campaign_id: str):
     change; ``end`` before the stream closes, also within a poll of the owner key's revoke."""
     session = get_session()
     ticket = _ticket()
+    admin = app_settings().admin_token
     if ticket is None:
         campaign, owner = owned_campaign(campaign_id)  # Bearer, for clients that send headers
         campaign_id = campaign.id
-        subject = f"{campaign.id}:{ADMIN_SUBJECT if owner.is_admin else owner.key_id}"
+        subject = owner_subject(campaign.id, None if owner.is_admin else owner.key_id)
     else:
-        subject = read_ticket(ticket, OWNER, lambda s: _owner_secret(session, s))
-        if subject.partition(":")[0] != campaign_id:
-            raise Unauthorized("this stream ticket is for another campaign")
+        subject = read_owner_ticket(session, ticket, campaign_id, admin)
         if session.get(Campaign, campaign_id) is None:
             raise NotFound(f"no campaign {campaign_id!r}")
 
     def state(session: Session) -> dict[str, Any] | None:
-        if not _credential_live(session, subject):  # the key was revoked: the stream ends
+        if owner_secret(session, subject, admin) is None:  # revoked: the stream ends
             return None
-        return _campaign_state(session, campaign_id)
+        return states.state(session, (states.OWNER, campaign_id))
 
     return _stream(state, "campaign", f"o:{subject}")
-
-
-def _credential_live(session: Session, subject: str) -> bool:
-    """Whether the owner credential of a stream's subject still holds (the admin token lives
-    as long as the configuration)."""
-    return subject.endswith(f":{ADMIN_SUBJECT}") or _owner_secret(session, subject) is not None
-
-
-def _campaign_state(
-    session: Session, campaign_id: str, rankings: bool = True
-) -> dict[str, Any] | None:
-    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-    if status is None:
-        return None
-    latest = session.execute(
-        select(Round.id, Round.number, Round.status)
-        .where(Round.campaign_id == campaign_id)
-        .order_by(Round.number.desc())
-        .limit(1)
-    ).first()
-    state: dict[str, Any] = {
-        "status": status,
-        "round": None if latest is None else latest.number,
-        "round_status": None if latest is None else latest.status,
-    }
-    if rankings:
-        state["rankings"] = (
-            0
-            if latest is None
-            else session.scalar(select(func.count()).where(Ranking.round_id == latest.id))
-        )
-    return state
 
 
 # -- the annotator's stream ------------------------------------------------------------------
@@ -243,7 +167,8 @@ def task_ticket():
     summary=(
         "Live updates for a waiting annotator, server-sent events: `waiting` first and on "
         "every change of what waiting depends on (their campaign's status and round; for a pool "
-        "annotator the open rounds of running campaigns): ask GET /api/tasks/next again then; "
+        "annotator the open rounds of running campaigns; for a study's worker, those of the "
+        "study and its status): ask GET /api/tasks/next again then; "
         "`end` after RANKLOOP_STREAM_LIFETIME_S (25 s by default) or when the token is revoked. Authorized by ?ticket= from "
         "stream-ticket, or Bearer; 503 with Retry-After: poll instead"
     ),
@@ -251,54 +176,26 @@ def task_ticket():
     responses={200: Reply("An event stream", media=(EVENT_STREAM,))},
 )
 def task_stream():
-    """Events: ``waiting`` first and whenever what a waiting page depends on changed (their
-    campaign's status and current round; for a pool annotator, the open rounds of every
-    running campaign): then a task may be there (``GET /api/tasks/next`` decides) or the reason
-    to wait changed (``GET /api/me``); ``end`` before the stream closes, also when the token
-    was revoked."""
+    """Events: ``waiting`` first and whenever what a waiting page depends on changed
+    (:mod:`service.push.states`): then a task may be there (``GET /api/tasks/next`` decides) or
+    the reason to wait changed (``GET /api/me``); ``end`` before the stream closes, also when
+    the token was revoked."""
     session = get_session()
     ticket = _ticket()
     if ticket is None:
-        annotator = require_annotator(session)
-        annotator_id, token_hash = annotator.id, annotator.token_hash
+        annotator_id = require_annotator(session).id  # Bearer, for clients that send headers
+        found = states.annotator_watch(session, annotator_id)
+        assert found is not None  # the annotator just authenticated
+        watch, token_hash = found
     else:
-        annotator_id = read_ticket(
-            ticket,
-            ANNOTATOR,
-            lambda s: session.scalar(select(Annotator.token_hash).where(Annotator.id == s)),
-        )
-        token_hash = session.scalar(
-            select(Annotator.token_hash).where(Annotator.id == annotator_id)
-        )
-    return _stream(
-        lambda s: _annotator_state(s, annotator_id, str(token_hash)), "waiting", f"a:{annotator_id}"
-    )
+        annotator_id, watch, token_hash = states.read_annotator_ticket(session, ticket)
 
+    def state(session: Session) -> dict[str, Any] | None:
+        if annotator_secret(session, annotator_id) != token_hash:  # gone or revoked
+            return None
+        return states.state(session, watch)
 
-def _annotator_state(session: Session, annotator_id: str, token_hash: str) -> dict[str, Any] | None:
-    row = session.execute(
-        select(Annotator.campaign_id, Annotator.study_id, Annotator.token_hash).where(
-            Annotator.id == annotator_id
-        )
-    ).first()
-    if row is None or row.token_hash != token_hash:  # gone or revoked: the stream ends
-        return None
-    if row.campaign_id is not None:
-        # Not the rankings in the round: an event per ranking would send every waiting page
-        # of a round to ask again, each time (the page's slow poll updates that count).
-        state = _campaign_state(session, row.campaign_id, rankings=False)
-        return {"pool": False, **(state or {})}
-    # A pool annotator (NULL campaign) may work on every running campaign; a study's worker on
-    # every running campaign of its study.
-    query = (
-        select(func.count(), func.max(Round.id))
-        .join(Campaign, Campaign.id == Round.campaign_id)
-        .where(round_leasable())
-    )
-    if row.study_id is not None:
-        query = query.where(Campaign.study_id == row.study_id)
-    count, latest = session.execute(query).one()
-    return {"pool": True, "open_rounds": count, "latest_round": latest}
+    return _stream(state, "waiting", f"a:{annotator_id}")
 
 
 # -- the stream itself -----------------------------------------------------------------------
@@ -312,21 +209,19 @@ def _slots() -> tuple[threading.BoundedSemaphore, set[str]]:
         slots = current_app.extensions.get("rankloop_streams")
         if slots is None:
             slots = current_app.extensions["rankloop_streams"] = (
-                threading.BoundedSemaphore(MAX_OPEN_STREAMS),
+                threading.BoundedSemaphore(max(1, app_settings().web_stream_slots)),
                 set(),
             )
         return slots
 
 
-def _event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, sort_keys=True)}\n\n".encode()
-
-
-def _stream(state: Callable[[Session], dict[str, Any] | None], event: str, holder: str) -> Response:
-    """A ``text/event-stream`` response that sends ``event`` with ``state`` first and on every
-    change, read every :data:`POLL_S` in a short session of its own. One stream per
+def _stream(state: Callable[[Session], dict[str, Any] | None], name: str, holder: str) -> Response:
+    """A ``text/event-stream`` response that sends event ``name`` with ``state`` first and on
+    every change, read every :data:`POLL_S` in a short session of its own. One stream per
     ``holder`` (a campaign's owner page, an annotator) in a process, so nobody holds the
     slots of everybody else."""
+    if app_settings().web_stream_slots <= 0:
+        raise ServiceUnavailable("this server serves no live streams: poll instead", retry_after=30)
     slots, holders = _slots()
     with _slots_lock:
         if holder in holders:
@@ -366,12 +261,12 @@ def _stream(state: Callable[[Session], dict[str, Any] | None], event: str, holde
                 if now != previous:
                     previous = now
                     last_sent = time.monotonic()
-                    yield _event(event, now)
+                    yield event(name, now)
                 elif time.monotonic() - last_sent >= HEARTBEAT_S:
                     last_sent = time.monotonic()
                     yield b": heartbeat\n\n"
                 time.sleep(POLL_S)
-            yield _event("end", {"reason": reason})
+            yield event("end", {"reason": reason})
         finally:
             release()
 

@@ -28,14 +28,14 @@ from service.api.common import (
     iso,
     json_body,
     object_url,
-    page_args,
+    page_of,
     store,
 )
 from service.api.responses import json_response, no_store
 from service.auth import Owner, require_owner
 from service.db import get_session
 from service.models import Annotator, Campaign, Ranking, Round, Study
-from service.prompt_lists import BadPromptList, format_of, read_file, read_json
+from service.prompt_lists import BadPromptList, format_of, read_json, read_upload
 from service.rendering import run_step
 from service.routing import NDJSON, Reply, ok, operation
 from service.schemas import validate
@@ -54,9 +54,10 @@ bp = Blueprint("studies", __name__, url_prefix="/api/studies")
         "Create a study: one campaign per prompt, under shared settings and one recruitment "
         "link. The prompts come in the JSON body (prompts), or as an uploaded file "
         "(multipart/form-data: file, with the rest of this body as the JSON form field "
-        "'study', and optionally 'format': lines, csv, jsonl or parquet; by default the "
+        "'study', and optionally 'format': lines, csv, jsonl, parquet or hf; by default the "
         "file's suffix says). CSV, JSON Lines and Parquet need a prompt column, and may give "
-        "negative_prompt and seed per row. A bad row is refused with its line (422, "
+        "negative_prompt and seed per row; hf is a zip of a Hugging Face datasets folder "
+        "(save_to_disk), read for the same columns. A bad row is refused with its line (422, "
         "details[].line), and nothing is created"
     ),
     auth="owner",
@@ -100,7 +101,7 @@ def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
     if body.prompts is not None:
         raise BadPromptList("give prompts or a file, not both")
     fmt = format_of(upload.filename, request.form.get("format"))
-    return body, read_file(upload.read(), fmt)
+    return body, read_upload(upload.stream, fmt)
 
 
 @operation(
@@ -115,13 +116,11 @@ def _create_request() -> tuple[studies.StudyCreate, list[Any]]:
 def list_studies():
     session = get_session()
     owner = require_owner(session)
-    limit, offset = page_args()
     query = select(Study).order_by(Study.created_at.desc(), Study.id)
     if not owner.is_admin:
         query = query.where(Study.owner_key_id == owner.key_id)
-    page = session.scalars(query.limit(limit + 1).offset(offset)).all()
-    listed = [study_response(s, detail=False) for s in page[:limit]]
-    more = offset + limit if len(page) > limit else None
+    page, more = page_of(session, query)
+    listed = [study_response(s, detail=False) for s in page]
     return no_store(json_response(r.StudyList(studies=listed, next_offset=more)))
 
 
@@ -241,17 +240,11 @@ def export_study(study_id: str):
 )
 def list_workers(study_id: str):
     study, _ = owned_study(study_id)
-    limit, offset = page_args()
-    page = (
-        get_session()
-        .scalars(
-            select(Annotator)
-            .where(Annotator.study_id == study.id)
-            .order_by(Annotator.created_at, Annotator.id)
-            .limit(limit + 1)
-            .offset(offset)
-        )
-        .all()
+    page, more = page_of(
+        get_session(),
+        select(Annotator)
+        .where(Annotator.study_id == study.id)
+        .order_by(Annotator.created_at, Annotator.id),
     )
     workers = [
         r.StudyWorker(
@@ -264,9 +257,8 @@ def list_workers(study_id: str):
             joined_at=iso(a.created_at),
             last_seen=iso(a.last_seen),
         )
-        for a in page[:limit]
+        for a in page
     ]
-    more = offset + limit if len(page) > limit else None
     return no_store(json_response(r.StudyWorkerList(workers=workers, next_offset=more)))
 
 

@@ -11,27 +11,21 @@ the study's ``tasks_per_worker`` rankings gets the study's completion code.
 from __future__ import annotations
 
 from flask import Blueprint
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core.contracts import CAMPAIGN_ENDED
-from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
+from rankloop.core.errors import Forbidden, Gone, NotFound
 from service import study_progress
 from service.api.recruitment import (
     CONTEXT_PARAMS,
     PARTICIPANT_PARAMS,
-    participant_context,
+    JoinTarget,
+    enrol,
     refuse,
-    to_task_page,
     visiting_participant,
 )
-from service.auth import hash_token, new_token
 from service.db import get_session
-from service.models import Annotator, Study
+from service.models import Study
 from service.routing import Reply, operation
-from service.transitions import audit
 
 bp = Blueprint("study_join", __name__)
 
@@ -73,57 +67,6 @@ def join_study(study_id: str):
     participant = visiting_participant()
     if not isinstance(participant, str):
         return participant
-    known = _participant_worker(session, study.id, participant)
-    if known is not None:
-        return _rejoin(session, study.id, known)
-    # The study's row is locked first: joins at the same moment count one after another.
-    session.execute(select(Study.id).where(Study.id == study.id).with_for_update())
-    known = _participant_worker(session, study.id, participant)
-    if known is not None:
-        return _rejoin(session, study.id, known)
-    joined = session.scalar(
-        select(func.count()).select_from(Annotator).where(Annotator.study_id == study.id)
-    )
-    if (joined or 0) >= study.recruit_cap:
-        return refuse("full", Conflict("this study has all the participants it needs; thank you"))
-    token = new_token()
-    context = participant_context()
-    worker = Annotator(
-        study_id=study.id,
-        participant_id=participant,
-        participant_context=context,
-        token_hash=hash_token(token),
-    )
-    try:
-        with session.begin_nested():  # (see recruitment.join: a lost race is a second visit)
-            session.add(worker)
-            session.flush()
-    except IntegrityError:
-        known = _participant_worker(session, study.id, participant)
-        if known is None:
-            raise
-        return _rejoin(session, study.id, known)
-    audit(
-        session,
-        "annotator_joined",
-        actor=worker.id,
-        study_id=study.id,
-        participant=participant,
-        context=context,
-    )
-    session.commit()
-    return to_task_page(f"token={token}&study={study.id}")
-
-
-def _participant_worker(session: Session, study_id: str, participant: str) -> str | None:
-    return session.scalar(
-        select(Annotator.id).where(
-            Annotator.study_id == study_id, Annotator.participant_id == participant
-        )
-    )
-
-
-def _rejoin(session: Session, study_id: str, known: str) -> WerkzeugResponse:
-    audit(session, "annotator_rejoin_refused", actor=known, study_id=study_id)
-    session.commit()
-    return to_task_page(f"rejoin={study_id}")
+    full = "this study has all the participants it needs; thank you"
+    target = JoinTarget(Study, study.id, "study_id", study.recruit_cap, full, f"&study={study.id}")
+    return enrol(session, target, participant)

@@ -18,7 +18,7 @@ from rankloop.core.errors import InvalidInput
 from rankloop.core.image_sets import FORMATS, blob_key, digest, sniff, thumb_key
 from rankloop.core.storage import THUMB_SIDE, ObjectStore
 from rankloop.imaging import degrade
-from service.image_sets.reading import RawImage
+from service.image_sets.items import RawImage
 
 PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 MAX_PIXELS = 40_000_000  # a decompression bomb is refused, not decoded
@@ -69,7 +69,9 @@ def check_image(raw: RawImage) -> tuple[bytes, str, PILImage.Image]:
             if opened.width * opened.height > MAX_PIXELS:
                 raise InvalidInput(f"{raw.where}: {opened.width}x{opened.height} pixels, too many")
             pixels = opened.convert("RGB")  # decodes it all: a truncated file fails here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names a BytesIO object: no help to the owner
+        raise InvalidInput(f"{raw.where}: unreadable image (torn or not an image)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"{raw.where}: unreadable image ({exc})") from None
     return data, fmt, pixels
 

@@ -7,6 +7,7 @@
 import { renderAnnotators } from "./annotator_table.js";
 import { ApiError, api } from "./api.js";
 import { $, clear, copyText, h } from "./dom.js";
+import { renderItemsCard, setupItems } from "./items.js";
 import { openLive } from "./live.js";
 import {
   CLOSE_REASONS,
@@ -432,6 +433,7 @@ function render({ campaign, annotators }) {
   hideError();
   $("#campaign").hidden = false;
   renderHead(campaign);
+  renderItemsCard(campaign, base);
   if (changed("verdict", [campaign.verdict, campaign.status])) renderVerdict(campaign, { base, refresh });
   if (changed("strip", [campaign.history, campaign.best_image_url])) renderStrip(campaign);
   if (changed("round", [campaign.current_round, campaign.status])) renderRound(campaign);
@@ -475,7 +477,8 @@ function goLive() {
     // A key the server turns down: the page's own requests say so; no stream.
     getTicket: async () => {
       try {
-        return (await ownerApi(`${base}/stream-ticket`, { method: "POST" })).data.url;
+        const { data } = await ownerApi(`${base}/stream-ticket`, { method: "POST" });
+        return data.stream_url ?? data.url;
       } catch (err) {
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
         throw err;
@@ -499,6 +502,7 @@ requireOwner(load, (data) => {
     button.addEventListener("click", () => control(button.dataset.action));
   }
   $("#add-form").addEventListener("submit", addAnnotators);
+  setupItems(base, refresh);
   setupExports();
   // The delivered image of every round, full size, in a zip.
   $("#download-images").addEventListener("click", () =>

@@ -2,7 +2,8 @@
 //
 // EventSource cannot send an Authorization header, and a key never goes in a URL: each
 // connection first asks for a short-lived ticket with the Bearer header (`getTicket`), then
-// opens the stream's URL with it. The server ends a stream after about 25 s with an `end`
+// opens the stream's URL with it (the ticket's `stream_url`: the stream process, perhaps on
+// another origin, which allows that). The server ends a stream after about 25 s with an `end`
 // event; a new ticket and stream follow at once. When streams fail (an old proxy, a server at
 // its stream limit, no EventSource) the page is told (`onLive(false)`) and keeps polling; the
 // stream is tried again later, less often each time.
@@ -12,7 +13,7 @@ import { apiRoot } from "./api.js";
 const RETRY_FIRST_MS = 2000;
 const RETRY_MAX_MS = 60000;
 
-// The stream URL (from the server, relative to it) against the API's origin.
+// The stream URL (from the server: absolute, or relative to it) against the API's origin.
 function streamUrl(url) {
   const origin = new URL(apiRoot(), window.location.href).origin;
   return new URL(url, origin).toString();

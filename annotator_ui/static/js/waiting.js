@@ -1,8 +1,8 @@
 // The page between tasks: which case the annotator is in (from `GET /api/me`'s `waiting`), and
 // when to look again. A server-sent event stream (live.js, `GET /api/tasks/stream`) says when a
 // round opens or closes or the campaign changes status, and the page looks at once; short
-// polls with backoff remain, slower while the stream is live, and alone when it is not (a
-// server keeps only a few streams per process, since each holds a worker thread). A failed
+// polls with backoff remain, slower while the stream is live, and alone when it is not (no
+// stream process and the web tier's few stream slots taken, an old proxy). A failed
 // poll is retried the same way, and said so.
 
 import { ApiError, api } from "./api.js";
@@ -39,7 +39,7 @@ function watch(check) {
       if (!credential) return null;
       try {
         const { data } = await api("/tasks/stream-ticket", { method: "POST", credential });
-        return data.url;
+        return data.stream_url ?? data.url;
       } catch (err) {
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return null;
         throw err;
