@@ -28,6 +28,10 @@ MEDIAN_RANKING_S, SIGMA = 20.0, 0.6  # a person's time per ranking (log-normal)
 # The waiting page's polling (annotator_ui/static/js/waiting.js): FIRST_MS, MAX_MS, LIVE_MS.
 FIRST_POLL_S, MAX_POLL_S, LIVE_POLL_S = 1.5, 6.0, 30.0
 TIMEOUT_S = 60.0
+# gunicorn closes a kept-alive connection idle this long (rankloop/commands/gunicorn_conf.py's
+# keepalive, 5 s): a connection idle nearly as long is opened afresh, so that a POST (never
+# sent twice) does not go out on a connection the server is closing.
+IDLE_REOPEN_S = 4.0
 
 
 class Http:
@@ -36,6 +40,7 @@ class Http:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.connection: http.client.HTTPConnection | None = None
+        self.used = 0.0
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None):
         """(status, parsed JSON body or None, headers); status 0 when no answer came."""
@@ -45,6 +50,8 @@ class Http:
         data = None if body is None else json.dumps(body).encode()
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if time.monotonic() - self.used > IDLE_REOPEN_S:
+            self.close()
         for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: once more
             if self.connection is None:
                 self.connection = http.client.HTTPConnection(
@@ -59,6 +66,7 @@ class Http:
                 if attempt == 2 or method == "POST":  # a POST is never sent twice
                     return 0, None, {}
                 continue
+            self.used = time.monotonic()
             if response.getheader("Connection", "").lower() == "close":
                 self.close()
             try:
@@ -107,6 +115,7 @@ class Worker:
     streams: list[tuple[float, float]] = field(default_factory=list)  # held: open -> closed
     acked: list[int] = field(default_factory=list)  # ranking ids answered 201
     arrived: threading.Event = field(default_factory=threading.Event)  # first answer in
+    news: threading.Event = field(default_factory=threading.Event)  # their stream's, or a stop
     stream_attempted: threading.Event = field(default_factory=threading.Event)
 
 
@@ -230,6 +239,8 @@ class Crowd:
     def finish(self) -> None:
         self.stop.set()
         self.go_streams.set()
+        for worker in self.workers:
+            worker.news.set()
         for thread in self.threads:
             thread.join(timeout=TIMEOUT_S + 5)
 
@@ -256,7 +267,7 @@ class Crowd:
         options = self.options
         leaves_after = rng.randint(1, 20) if rng.random() < options["leave"] else None
         done, waiting_since, stream, refused = 0, None, None, False
-        news, delay, first = threading.Event(), FIRST_POLL_S, True
+        news, delay, first = worker.news, FIRST_POLL_S, True
         while not self.stop.is_set():
             asked = time.time()
             status, task, _ = http_.call("GET", "/api/tasks/next", worker.token)
@@ -294,7 +305,10 @@ class Crowd:
                 first = False
                 worker.arrived.set()
                 self.go_streams.wait()
-            time.sleep(options["time_scale"] * rng.lognormvariate(0.0, SIGMA) * MEDIAN_RANKING_S)
+            if self.stop.wait(
+                options["time_scale"] * rng.lognormvariate(0.0, SIGMA) * MEDIAN_RANKING_S
+            ):
+                break
             if rng.random() < options["abandon"]:
                 break  # the task is left to lapse, and the worker leaves
             order = [image["id"] for image in task["images"]][: task["k"] or None]

@@ -158,12 +158,15 @@ def measure(workers: list[Worker], db: dict[str, Any], campaigns_of: dict[str, l
                     by_stream.append(later[0] - opened)
     spans = [row["closed"] - row["opened"] for row in rounds.values()
              if row["opened"] is not None and row["closed"] is not None]  # fmt: skip
+    closed_on = [row["n_rankings"] for row in rounds.values() if row["closed"] is not None]
     acked = [i for w in workers for i in w.acked]
     return {
         "idle_share": idle / in_study if in_study else float("nan"),
         "round_p50_s": statistics.median(spans) if spans else float("nan"),
         "round_p90_s": quantile(spans, 0.9),
         "rounds_closed": len(spans),
+        # Rankings spent: what the closed rounds closed on (an adaptive quorum's varies).
+        "rankings_per_round": statistics.mean(closed_on) if closed_on else float("nan"),
         "notify_p50_s": quantile(latencies, 0.5),
         "notify_p99_s": quantile(latencies, 0.99),
         "notified": len(latencies),

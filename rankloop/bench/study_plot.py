@@ -25,7 +25,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
                        label=f"{row['mode']} (p99 {row['notify_p99_s']:.2f} s)")  # fmt: skip
     left.set(xlabel="seconds since the start", ylabel="rankings stored", title="Rankings")
     right.set(xlabel="round open -> waiting worker told (s)", ylabel="share of (round, worker)",
-              title="Notify latency", xscale="symlog")  # fmt: skip
+              title="Notify latency")  # fmt: skip
+    right.set_xscale("symlog", linthresh=0.01)
     right.axvline(0.5, color="grey", linestyle=":", label="target p99 0.5 s")
     for axes in (left, right):
         axes.legend(loc="lower right")
