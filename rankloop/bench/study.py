@@ -217,28 +217,35 @@ def run_full(stack: FullStack, mode: str, options: dict[str, Any]) -> dict[str, 
 @click.option("--poll-s", default=0.25, show_default=True,
               help="a waiting worker asks again (inprocess; full polls as the page does)")  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
+@click.option("--set", "setting", multiple=True, metavar="NAME=VALUE",
+              help="a RANKLOOP_* setting for every process of the full stack, e.g. "
+              "render_slots_per_owner=0 (repeatable)")  # fmt: skip
 @services_options
 @click.option("--out", default="bench-results/study.json", show_default=True,
               help="the JSON; the PNG goes beside it")  # fmt: skip
 def study_command(stack_kind: str, out: str, redis_url: str, web_workers: int,
-                  render_workers: int, **options: Any) -> None:  # fmt: skip
+                  render_workers: int, setting: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """A crowd routed over one study's prompts beside the same crowd on separate campaigns."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     try:
         options["quorum_settings"] = quorum_settings(options["quorum"])
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--quorum") from None
+    settings = dict(item.partition("=")[::2] for item in setting)
+    if any(not name or not value for name, value in settings.items()):
+        raise click.BadParameter("give NAME=VALUE", param_hint="--set")
     if stack_kind == "inprocess":
         from rankloop.bench.study_lite import run_lite
 
         rows = [run_lite(mode, options) for mode in ("study", "campaigns")]
         click.echo(format_table(rows))
     else:
-        with FullStack(options["postgres"], redis_url, web_workers, render_workers) as stack:
+        stack = FullStack(options["postgres"], redis_url, web_workers, render_workers, settings)
+        with stack:
             rows = [run_full(stack, mode, options) for mode in ("study", "campaigns")]
         click.echo(format_table(rows, COLUMNS))
         _summary(rows)
-    meta = {**options, "stack": stack_kind, "web_workers": web_workers,
+    meta = {**options, "stack": stack_kind, "web_workers": web_workers, "set": settings,
             "render_workers": render_workers, "size": SIZE}  # fmt: skip
     path = save_results(out, "study", rows, **meta)
     click.echo(f"saved {path}")

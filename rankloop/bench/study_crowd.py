@@ -111,7 +111,7 @@ class Worker:
     joined_at: float = 0.0
     left_at: float = 0.0
     waits: list[tuple[float, float]] = field(default_factory=list)  # no task: ask -> task in
-    told: list[float] = field(default_factory=list)  # stream news, and tasks that came
+    told: list[float] = field(default_factory=list)  # stream news, and polls' answers
     streams: list[tuple[float, float]] = field(default_factory=list)  # held: open -> closed
     acked: list[int] = field(default_factory=list)  # ranking ids answered 201
     arrived: threading.Event = field(default_factory=threading.Event)  # first answer in
@@ -276,6 +276,8 @@ class Crowd:
                     self.tally.refused_409 += 1
                 continue
             if status == 204:
+                if waiting_since is not None:
+                    worker.told.append(time.time())  # a poll's answer: the server's news
                 if waiting_since is None:
                     waiting_since, delay, refused = asked, FIRST_POLL_S, False
                 if first:  # arrived: wait for the others before the first stream

@@ -8,8 +8,8 @@ it. A lease that lapsed unused frees its place again at its end. Idle share = id
 time in the study (from the study's start, or the worker's join if later, to their leaving).
 
 Notify latency: for every round that opened while a worker who may take it was waiting, the
-time from its opening to the first news that worker had (an event on their stream, or the task
-itself arriving by a poll).
+time from its opening to the first news that worker had after it: an event on their stream, or
+the answer to their next poll (a task, or none when others took the places first).
 """
 
 from __future__ import annotations
