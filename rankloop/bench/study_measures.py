@@ -77,9 +77,9 @@ def read_rounds(db_url: str, campaign_ids: list[str], end: float) -> dict[str, A
                 "k.id IS NOT NULL FROM assignments t JOIN rounds r ON r.id = t.round_id "
                 "LEFT JOIN rankings k ON k.assignment_id = t.id "
                 "WHERE r.campaign_id = ANY(:ids)"), {"ids": campaign_ids}).all()  # fmt: skip
-            annotators = dict(
-                connection.execute(text("SELECT token_hash, id FROM annotators")).all()
-            )
+            annotators: dict[str, str] = {
+                h: i for h, i in connection.execute(text("SELECT token_hash, id FROM annotators"))
+            }
             rankings = connection.execute(text(
                 "SELECT k.id, k.created_at FROM rankings k JOIN rounds r ON r.id = k.round_id "
                 "WHERE r.campaign_id = ANY(:ids)"), {"ids": campaign_ids}).all()  # fmt: skip
