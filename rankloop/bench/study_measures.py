@@ -2,9 +2,10 @@
 beside what the database holds (round opened and closed, tasks leased, lapsed and ranked).
 
 Idle: a worker is idle while they wait for a task (from the ask that answered 204 to the task
-arriving) and some round they may take had a place: open, its leases and rankings short of the
-quorum it closed on (an adaptive round's final quorum, read back), and the worker not yet in
-it. A lease that lapsed unused frees its place again at its end. Idle share = idle time over
+arriving) and some round of the run had a place for them: open, its leases and rankings short
+of the quorum it closed on (an adaptive round's final quorum, read back), and the worker not
+yet in it. Any round of the run: in the baseline too (a worker whose one campaign waits for
+others is idle while another prompt's round had a place they could have taken). A lease that lapsed unused frees its place again at its end. Idle share = idle time over
 time in the study (from the study's start, or the worker's join if later, to their leaving).
 
 Notify latency: for every round that opened while a worker who may take it was waiting, the
@@ -141,8 +142,10 @@ def measure(workers: list[Worker], db: dict[str, Any], campaigns_of: dict[str, l
         begin, leave = max(worker.joined_at, started), min(worker.left_at or end, end)
         in_study += max(0.0, leave - begin)
         waits = union((max(a, begin), min(b, leave)) for a, b in worker.waits)
-        free = union(
-            (a, min(b, leased.get((r, annotator), b))) for r in mine for a, b in rounds[r]["spans"]
+        free = union(  # any round of the run: where routing could have sent them
+            (a, min(b, leased.get((r, annotator), b)))
+            for r in rounds
+            for a, b in rounds[r]["spans"]
         )
         idle += overlap(waits, free)
         told = sorted(worker.told)
