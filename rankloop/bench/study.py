@@ -1,322 +1,273 @@
 """``rankloop bench study``: a crowd on one study beside the same crowd on separate campaigns.
 
-The coordinator serves over HTTP from this process (a threaded WSGI server on a PostgreSQL
-database the benchmark creates and drops); renders are played in process after ``--render-s``
-(the GPU worker's result, as ``rankloop bench api``'s turnaround sends it), and rounds close in
-the request that completes their quorum. Simulated workers (threads, real HTTP) join through
-the study's one link, or each through one campaign's link (the baseline, today's way: one
-campaign per prompt, one link each), and rank with human-like timing: time per ranking
-log-normal (median 20 s, sigma 0.6) scaled by ``--time-scale``; 5 % of tasks are abandoned (the
-worker leaves, the lease lapses), 10 % of workers leave mid-study (``--abandon``, ``--leave``). Between tasks a worker asks again every ``--poll-s``.
+The whole service runs on this machine (:class:`rankloop.bench.stack.FullStack`): gunicorn,
+Celery render workers (``cppn`` renders on the CPU), the bookkeeping worker and beat, on
+PostgreSQL and Redis. A study of ``--prompts`` prompts (a campaign each, ``--rounds`` rounds of
+``--m`` images, top-``--k``, ``--quorum``) and ``--workers`` simulated workers over HTTP who
+join through the study's one link (:mod:`rankloop.bench.study_crowd`: human-like timing, 5 % of
+tasks abandoned, 10 % of workers leaving mid-study, the waiting stream opened between tasks).
+Beside it the baseline, today's way: the same crowd on one campaign per prompt, one link each,
+workers spread evenly over the links.
 
-Printed and saved (JSON): the idle share (time a worker had no task while some round of the
-study was open with a place they could take, over their time in the study), rankings/s, a
-round's open -> closed p50/p90, and every 201 counted against the rankings in the database.
-This lite version runs on one machine's threads: it leaves out gunicorn, the broker and the
-push channel (the waiting page's stream), whose figures the full benchmark of issue 19 adds.
+The crowd joins before the start (the study is published a moment early), every worker waits
+with their stream open, and the server's memory is read with those idle streams held
+(the resident memory of the processes serving streams, before and after, over the streams
+held). Then the study starts, and the run lasts until every campaign has ended.
+
+Printed and saved (JSON, and a PNG beside it): idle share, rankings/s, round open -> closed
+p50/p90, notify latency (round open -> a waiting worker told) p50/p99, streams held and memory
+per idle stream, the rankings spent, and every 201 looked up in the database and the export
+(:mod:`rankloop.bench.study_measures` says how each is measured). ``--stack inprocess`` runs
+the lite version instead (:mod:`rankloop.bench.study_lite`: no gunicorn, broker or streams).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import statistics
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
-from rankloop.bench.api import create_database, drop_database
+from rankloop.bench.api import services_options
 from rankloop.bench.load_drivers import ADMIN
 from rankloop.bench.report import format_table, save_results
-from rankloop.bench.turnaround import render_result
-from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
+from rankloop.bench.stack import FullStack, listening_pids, rss_bytes
+from rankloop.bench.study_crowd import Crowd, Http
+from rankloop.bench.study_measures import measure, read_rounds
+from rankloop.core.campaign_settings import MIN_ROUND_DEADLINE_S, CampaignFields
+from rankloop.core.contracts import MIN_LEASE_S, CampaignStatus, default_lease_s
+from rankloop.simulation.quorum import QuorumRule
 
-MEDIAN_RANKING_S, SIGMA = 20.0, 0.6  # a person's time per ranking (log-normal)
+SIZE = 128  # pixels a side: the cppn renders stay a small share of the shared cores
+ROUND_DEADLINE_S: float = CampaignFields.model_fields["round_deadline_s"].get_default()
+ARRIVE_S = 300.0  # the whole crowd joins within this (bounded waits, never sleeps)
 
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the join's 302 is read, not followed
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def _call(base: str, method: str, path: str, token: str | None = None, body: Any = None):
-    """(status, JSON body or None, headers) of one request."""
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
-    try:
-        with _OPENER.open(request, timeout=60) as response:
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else None), response.headers
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        return error.code, parsed, error.headers
+COLUMNS = ["mode", "idle_share", "rankings_per_s", "round_p50_s", "round_p90_s", "notify_p50_s",
+           "notify_p99_s", "streams_held", "kb_per_idle_stream", "rankings_per_round",
+           "responses_201", "rankings_stored", "rankings_lost", "missing_from_export"]  # fmt: skip
 
 
-@dataclass
-class _Tally:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    created: int = 0  # 201s seen
-    refused: int = 0  # 409 "fetch again"
-    in_study_s: float = 0.0
-    idle_s: float = 0.0  # no task while a round had a place for them
+def quorum_settings(text: str) -> dict[str, Any]:
+    """``fixed:3``, ``adaptive:2-5`` (or a bare number, fixed) as campaign settings."""
+    rule = QuorumRule.parse(f"fixed:{text}" if text.strip().isdigit() else text)
+    if rule.kind == "fixed":
+        return {"quorum": "fixed", "annotators_per_round": rule.high}
+    return {"quorum": "adaptive", "min_annotators_per_round": rule.low,
+            "annotators_per_round": rule.high, "settle_confidence": rule.confidence}  # fmt: skip
 
 
-def _place_for(app: Any, campaign_ids: list[str], token: str) -> bool:
-    """Whether some open round of these campaigns has a place this worker could take: its
-    rankings and running leases short of its quorum, and this worker never in it."""
-    from sqlalchemy import text
-
-    from service.auth import hash_token
-    from service.db import session_scope
-
-    query = text(
-        """
-        SELECT 1 FROM rounds r JOIN campaigns c ON c.id = r.campaign_id
-        WHERE c.id = ANY(:ids) AND r.status = :round_open AND c.status = :campaign_running
-          AND r.n_rankings + (SELECT count(*) FROM assignments t WHERE t.round_id = r.id
-                AND t.status = :task_leased AND t.expires_at > now() AT TIME ZONE 'utc')
-              < CAST(c.settings ->> 'annotators_per_round' AS integer)
-          AND NOT EXISTS (SELECT 1 FROM assignments t JOIN annotators a ON a.id = t.annotator_id
-                WHERE t.round_id = r.id AND a.token_hash = :hash)
-        LIMIT 1
-        """
-    )
-    with app.app_context(), session_scope() as session:
-        words = {
-            "round_open": RoundStatus.OPEN,
-            "campaign_running": CampaignStatus.RUNNING,
-            "task_leased": TaskStatus.LEASED,
-        }
-        found = session.execute(query, {"ids": campaign_ids, "hash": hash_token(token), **words})
-        return found.first() is not None
-
-
-def _worker(base, app, token, campaign_ids, tally, stop, options, rng) -> None:
-    scale, poll_s = options["time_scale"], options["poll_s"]
-    leaves_after = rng.randint(1, 20) if rng.random() < options["leave"] else None
-    done, started = 0, time.monotonic()
-    while not stop.is_set():
-        asked = time.monotonic()
-        status, task, _ = _call(base, "GET", "/api/tasks/next", token)
-        if status == 409:
-            with tally.lock:
-                tally.refused += 1
-            continue
-        if status == 204:
-            # Idle while work existed: said by the database, right after the refusal.
-            wasted = _place_for(app, campaign_ids, token)
-            stop.wait(poll_s)
-            if wasted:
-                with tally.lock:
-                    tally.idle_s += time.monotonic() - asked
-            continue
-        if status != 200:
-            break
-        time.sleep(scale * rng.lognormvariate(0.0, SIGMA) * MEDIAN_RANKING_S)
-        if rng.random() < options["abandon"]:
-            break  # the task is left to lapse
-        order = [image["id"] for image in task["images"]][: task["k"] or None]
-        sent, _, _ = _call(
-            base, "POST", f"/api/tasks/{task['task_id']}/ranking", token, {"order": order}
-        )
-        if sent == 201:
-            done += 1
-            with tally.lock:
-                tally.created += 1
-        if leaves_after is not None and done >= leaves_after:
-            break
-    with tally.lock:
-        tally.in_study_s += time.monotonic() - started
-
-
-def _renderer(app, m: int, render_s: float, stop: threading.Event) -> None:
-    """The GPU workers' part: every round waiting for its render gets it after ``render_s``."""
-    from sqlalchemy import select
-
-    from service.db import session_scope
-    from service.models import Round, utcnow
-    from service.rendering import round_rendered
-
-    while not stop.is_set():
-        with app.app_context(), session_scope() as session:
-            waiting = session.execute(
-                select(Round.campaign_id, Round.number, Round.created_at).where(
-                    Round.status == RoundStatus.RENDERING
-                )
-            ).all()
-            for campaign_id, number, created in waiting:
-                if (utcnow() - created).total_seconds() >= render_s:
-                    round_rendered(session, render_result(campaign_id, number, m))
-        stop.wait(0.05)
-
-
-def _run(mode: str, options: dict[str, Any]) -> dict[str, Any]:
-    from werkzeug.serving import make_server
-
-    from rankloop.commands.web import create_web_app
-    from service import db
-
-    admin = options["postgres"]
-    name, url = create_database(admin)
-    folder = tempfile.mkdtemp(prefix="rankloop-bench-study-")
-    config = {"DATABASE_URL": url, "STORE_URL": f"{folder}/objects", "BROKER_URL": "memory://",
-              "ADMIN_TOKEN": ADMIN, "DATABASE_POOL_SIZE": 20, "DATABASE_MAX_OVERFLOW": 40,
-              "RATELIMIT_ENABLED": False}  # fmt: skip
-    app = create_web_app(config)
-    db.create_all(app)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{http.server_port}"
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    stop = threading.Event()
-    try:
-        return _crowd(mode, options, app, base, stop)
-    finally:
-        stop.set()
-        http.shutdown()
-        db.get_engine(app).dispose()
-        drop_database(admin, name)
-
-
-def _crowd(mode, options, app, base, stop) -> dict[str, Any]:
-    from sqlalchemy import func, select
-
-    from service.db import session_scope
-    from service.models import Campaign, Ranking, Round
-
-    settings = {"generator": "cppn", "m": options["m"], "k": options["k"],
-                "annotators_per_round": options["quorum"], "rounds": options["rounds"],
-                "tasks_per_annotator": options["rounds"], "lease_s": 10.0}  # fmt: skip
+def _create(http: Http, mode: str, options: dict[str, Any]) -> tuple[str | None, dict[str, list[str]], list[str]]:  # fmt: skip
+    """The study (or the campaigns), not started: (study id, campaigns per link, links)."""
+    # A person's timeouts shrink with their time per ranking (--time-scale), within the limits.
+    scale, m, k = options["time_scale"], options["m"], options["k"]
+    lease_s = max(MIN_LEASE_S, default_lease_s(m, k, SIZE, SIZE) * scale)
+    deadline_s = max(MIN_ROUND_DEADLINE_S, ROUND_DEADLINE_S * scale)
+    settings = {"generator": "cppn", "m": m, "k": k, "width": SIZE, "height": SIZE,
+                "rounds": options["rounds"], "tasks_per_annotator": options["rounds"],
+                "lease_s": lease_s, "round_deadline_s": deadline_s,
+                **options["quorum_settings"]}  # fmt: skip
     prompts = [f"prompt {n}" for n in range(options["prompts"])]
     workers = options["workers"]
     if mode == "study":
         body = {"name": "bench", "prompts": prompts, "settings": settings, "recruit": True,
-                "recruit_cap": workers, "tasks_per_worker": 10_000, "start": True}  # fmt: skip
-        _, study, _ = _call(base, "POST", "/api/studies", ADMIN, body)
-        ids = [c["id"] for c in study["campaigns"]]
-        links = [f"/join/study/{study['id']}"] * workers
-    else:
-        ids = []
-        for prompt in prompts:
-            body = {**settings, "prompt": prompt, "recruit": True, "recruit_cap": workers,
-                    "tasks_per_annotator": 10_000, "start": True}  # fmt: skip
-            ids.append(_call(base, "POST", "/api/campaigns", ADMIN, body)[1]["id"])
-        links = [f"/join/{ids[n % len(ids)]}" for n in range(workers)]
-    renderer = threading.Thread(
-        target=_renderer, args=(app, options["m"], options["render_s"], stop)
-    )
-    renderer.start()
-    tokens = []
-    for n, link in enumerate(links):
-        _, _, headers = _call(base, "GET", f"{link}?PROLIFIC_PID=w{n}")
-        tokens.append(parse_qs(urlsplit(headers["Location"]).fragment)["token"][0])
-    tally, rng = _Tally(), random.Random(options["seed"])
-    started = time.monotonic()
-    threads = [
-        threading.Thread(
-            target=_worker,
-            args=(base, app, token, ids, tally, stop, options, random.Random(rng.random())),
-        )
-        for token in tokens
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = started + options["limit_s"]
-    with app.app_context():
-        while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-            with session_scope() as session:
-                live = session.scalar(
-                    select(func.count())
-                    .select_from(Campaign)
-                    .where(Campaign.id.in_(ids), Campaign.status == CampaignStatus.RUNNING)
-                )
-            if not live:
-                break
-            time.sleep(0.5)
-        elapsed = time.monotonic() - started
-        stop.set()
-        for thread in (*threads, renderer):
-            thread.join()
-        with session_scope() as session:
-            stored = session.scalar(
-                select(func.count())
-                .select_from(Ranking)
-                .join(Round)
-                .where(Round.campaign_id.in_(ids))
-            )
-            spans = [
-                (closed - opened).total_seconds()
-                for opened, closed in session.execute(
-                    select(Round.opened_at, Round.closed_at).where(
-                        Round.campaign_id.in_(ids), Round.closed_at.is_not(None)
-                    )
-                )
-                if opened is not None and closed is not None
-            ]
-    deciles = statistics.quantiles(spans, n=10) if len(spans) > 1 else [float("nan")] * 9
+                "recruit_cap": workers, "tasks_per_worker": 10_000, "start": False}  # fmt: skip
+        status, study, _ = http.call("POST", "/api/studies", ADMIN, body)
+        if status != 201:
+            raise click.ClickException(f"the study was not created ({status}): {study}")
+        link = f"/join/study/{study['id']}"
+        return study["id"], {link: [c["id"] for c in study["campaigns"]]}, [link] * workers
+    per_link = {}
+    for prompt in prompts:
+        body = {**settings, "prompt": prompt, "recruit": True, "recruit_cap": workers,
+                "tasks_per_annotator": 10_000, "start": False}  # fmt: skip
+        status, campaign, _ = http.call("POST", "/api/campaigns", ADMIN, body)
+        if status != 201:
+            raise click.ClickException(f"a campaign was not created ({status}): {campaign}")
+        per_link[f"/join/{campaign['id']}"] = [campaign["id"]]
+    links = list(per_link)
+    return None, per_link, [links[n % len(links)] for n in range(workers)]
+
+
+def _unfinished(db_url: str, ids: list[str]) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                text("SELECT count(*) FROM campaigns WHERE id = ANY(:ids) AND status IN (:d, :r)"),
+                {"ids": ids, "d": CampaignStatus.DRAFT, "r": CampaignStatus.RUNNING},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _exported(http: Http, study_id: str | None, ids: list[str]) -> set[int]:
+    """The ranking ids in the export (the study's, else each campaign's), JSON lines."""
+    paths = ([f"/api/studies/{study_id}/export?format=jsonl"] if study_id else
+             [f"/api/campaigns/{cid}/export?format=jsonl" for cid in ids])  # fmt: skip
+    found: set[int] = set()
+    for path in paths:
+        http.call("GET", "/healthz")  # (a fresh answer per export: the body is read raw below)
+        connection = http.connection
+        assert connection is not None
+        connection.request("GET", path, headers={"Authorization": f"Bearer {ADMIN}"})
+        response = connection.getresponse()
+        for line in response.read().splitlines():
+            if line.strip():
+                found.add(int(json.loads(line)["ranking_id"]))
+    return found
+
+
+def _idle_streams(stack: FullStack, crowd: Crowd) -> dict[str, Any]:
+    """The server's memory with every waiting worker's stream open, before the start."""
+    deadline = time.monotonic() + ARRIVE_S
+    for worker in crowd.workers:
+        worker.arrived.wait(max(0.0, deadline - time.monotonic()))
+    pids = stack.server_pids()
+    before = rss_bytes(pids)
+    crowd.go_streams.set()
+    deadline = time.monotonic() + 60
+    for worker in crowd.workers:
+        worker.stream_attempted.wait(max(0.0, deadline - time.monotonic()))
+    time.sleep(1.0)  # (the last streams' first events are written)
+    after = rss_bytes(pids)
+    for url in crowd.tally.stream_urls:
+        port = urlsplit(url).port
+        if url.startswith("http") and port and port != stack.port:
+            # A stream server of its own: its memory before the streams was not read (its
+            # address was not known yet), so its whole memory counts against them.
+            after += rss_bytes(listening_pids(port))
+    held = crowd.tally.streams_open
     return {
-        "mode": mode,
-        "idle_share": tally.idle_s / tally.in_study_s if tally.in_study_s else float("nan"),
-        "rankings_per_s": tally.created / elapsed,
-        "round_p50_s": statistics.median(spans) if spans else float("nan"),
-        "round_p90_s": deciles[8],
-        "rounds_closed": len(spans),
-        "responses_201": tally.created,
-        "rankings_stored": stored,
-        "fetch_again_409": tally.refused,
-        "elapsed_s": elapsed,
+        "streams_held": held,
+        "streams_refused": crowd.tally.streams_refused,
+        "server_rss_mb": round(after / 2**20, 1),
+        "kb_per_idle_stream": round((after - before) / held / 1024, 1) if held else None,
+        "stream_urls": sorted(crowd.tally.stream_urls),
     }
 
 
+def run_full(stack: FullStack, mode: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One run (``study`` or ``campaigns``) on the stack; its row of the table."""
+    http = Http("127.0.0.1", stack.port)
+    study_id, per_link, links = _create(http, mode, options)
+    ids = [cid for cids in per_link.values() for cid in cids]
+    crowd = Crowd(stack.base, links, options)
+    crowd.start()
+    try:
+        streams = _idle_streams(stack, crowd)
+        click.echo(f"{mode}: {len(links)} workers waiting, {streams['streams_held']} streams "
+                   f"held, {streams['streams_refused']} refused; starting", err=True)  # fmt: skip
+        started = time.time()
+        for path in ([f"/api/studies/{study_id}/start"] if study_id else
+                     [f"/api/campaigns/{cid}/start" for cid in ids]):  # fmt: skip
+            status, answer, _ = http.call("POST", path, ADMIN)
+            if status != 200:
+                raise click.ClickException(f"{path} answered {status}: {answer}")
+        limit = time.monotonic() + options["limit_s"]
+        while time.monotonic() < limit and crowd.alive() and _unfinished(stack.db_url, ids):
+            time.sleep(1.0)
+        end = time.time()
+        click.echo(f"{mode}: ended after {end - started:.0f} s", err=True)
+    finally:
+        crowd.finish()
+    db = read_rounds(stack.db_url, ids, end)
+    row: dict[str, Any] = {"mode": mode, **measure(crowd.workers, db, per_link, started, end)}
+    exported = _exported(http, study_id, ids)
+    acked = {i for w in crowd.workers for i in w.acked}
+    http.close()
+    row.update(streams)
+    row["rankings_per_s"] = row["responses_201"] / (end - started)
+    row["missing_from_export"] = len(acked - exported)
+    row["rounds"] = len(db["rounds"])
+    row["campaigns_unfinished"] = _unfinished(stack.db_url, ids)
+    row["streams_max"] = crowd.tally.streams_max
+    row["fetch_again_409"] = crowd.tally.refused_409
+    row["elapsed_s"] = end - started
+    row["timeline"] = [round(t - started, 3) for t in sorted(db["ranking_times"])]
+    return row
+
+
 @click.command("study")
-@click.option("--prompts", default=20, show_default=True, help="prompts (one campaign each)")
-@click.option("--rounds", default=3, show_default=True, help="rounds per prompt")
-@click.option("--workers", default=30, show_default=True, help="simulated workers")
+@click.option("--stack", "stack_kind", type=click.Choice(["full", "inprocess"]), default="full",
+              show_default=True, help="full: gunicorn, Celery workers and beat, PostgreSQL and "
+              "Redis; inprocess: the lite version (threads in this process)")  # fmt: skip
+@click.option("--prompts", default=200, show_default=True, help="prompts (one campaign each)")
+@click.option("--rounds", default=4, show_default=True, help="rounds per prompt")
+@click.option("--workers", default=300, show_default=True, help="simulated workers")
 @click.option("--m", "m", default=8, show_default=True, help="images per round")
 @click.option("--k", "k", default=3, show_default=True, help="top-k ranked per task")
-@click.option("--quorum", default=3, show_default=True, help="rankings per round")
+@click.option("--quorum", default="fixed:3", show_default=True,
+              help="fixed:N or adaptive:LOW-HIGH[@CONFIDENCE] (rankings per round)")  # fmt: skip
 @click.option("--time-scale", default=0.05, show_default=True,
               help="a person's time per ranking (median 20 s) times this")  # fmt: skip
-@click.option("--render-s", default=1.0, show_default=True, help="seconds a render takes")
-@click.option("--poll-s", default=0.25, show_default=True, help="a waiting worker asks again")
 @click.option("--abandon", default=0.05, show_default=True, help="share of tasks abandoned")
 @click.option("--leave", default=0.10, show_default=True, help="share of workers who leave")
-@click.option("--limit-s", default=300.0, show_default=True, help="each run stops by then")
+@click.option("--limit-s", default=600.0, show_default=True, help="each run stops by then")
+@click.option("--web-workers", default=2, show_default=True, help="gunicorn processes (full)")
+@click.option("--render-workers", default=2, show_default=True,
+              help="Celery render workers (full)")  # fmt: skip
+@click.option("--render-s", default=1.0, show_default=True,
+              help="seconds a render takes (inprocess: played, no worker)")  # fmt: skip
+@click.option("--poll-s", default=0.25, show_default=True,
+              help="a waiting worker asks again (inprocess; full polls as the page does)")  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--postgres",
-    default="postgresql://postgres@127.0.0.1:5432/postgres",
-    envvar="RANKLOOP_TEST_POSTGRES",
-    show_default=True,
-    help="an admin URL; the benchmark creates and drops its own database per run",
-)
-@click.option("--out", default="bench-results/study.json", show_default=True)
-def study_command(out: str, **options: Any) -> None:
+@click.option("--set", "setting", multiple=True, metavar="NAME=VALUE",
+              help="a RANKLOOP_* setting for every process of the full stack, e.g. "
+              "render_slots_per_owner=0 (repeatable)")  # fmt: skip
+@services_options
+@click.option("--out", default="bench-results/study.json", show_default=True,
+              help="the JSON; the PNG goes beside it")  # fmt: skip
+def study_command(stack_kind: str, out: str, redis_url: str, web_workers: int,
+                  render_workers: int, setting: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """A crowd routed over one study's prompts beside the same crowd on separate campaigns."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    rows = [_run(mode, options) for mode in ("study", "campaigns")]
-    click.echo(format_table(rows))
-    path = save_results(out, "study", rows, **options)
+    try:
+        options["quorum_settings"] = quorum_settings(options["quorum"])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--quorum") from None
+    settings = dict(item.partition("=")[::2] for item in setting)
+    if any(not name or not value for name, value in settings.items()):
+        raise click.BadParameter("give NAME=VALUE", param_hint="--set")
+    if stack_kind == "inprocess":
+        from rankloop.bench.study_lite import run_lite
+
+        rows = [run_lite(mode, options) for mode in ("study", "campaigns")]
+        click.echo(format_table(rows))
+    else:
+        stack = FullStack(options["postgres"], redis_url, web_workers, render_workers, settings)
+        with stack:
+            rows = [run_full(stack, mode, options) for mode in ("study", "campaigns")]
+        click.echo(format_table(rows, COLUMNS))
+        _summary(rows)
+    meta = {**options, "stack": stack_kind, "web_workers": web_workers, "set": settings,
+            "render_workers": render_workers, "size": SIZE}  # fmt: skip
+    path = save_results(out, "study", rows, **meta)
     click.echo(f"saved {path}")
+    if stack_kind == "full":
+        from rankloop.bench.study_plot import plot
+
+        click.echo(f"saved {plot(rows, Path(path).with_suffix('.png'))}")
 
 
-__all__ = ["study_command"]
+def _summary(rows: list[dict[str, Any]]) -> None:
+    study, base = rows
+    kb = study["kb_per_idle_stream"]
+    click.echo(
+        f"idle share {study['idle_share']:.1%} (baseline {base['idle_share']:.1%}; target < 5%); "
+        f"notify p99 {study['notify_p99_s']:.3f} s (target < 0.5 s; by a live stream "
+        f"{study['notify_stream_p99_s']:.3f} s) with "
+        f"{study['streams_held']} idle streams held ({study['streams_refused']} refused); "
+        f"memory per idle stream {'n/a' if kb is None else f'{kb:.1f} kB'} (aim < 50 kB); "
+        f"rankings lost {study['rankings_lost']} + {base['rankings_lost']} (target 0), "
+        f"missing from the export {study['missing_from_export']} + {base['missing_from_export']}; "
+        f"rankings spent {study['rankings_stored']} ({study['rankings_per_round']:.2f} a round)"
+    )
+
+
+__all__ = ["quorum_settings", "study_command"]

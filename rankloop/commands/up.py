@@ -35,11 +35,14 @@ from rankloop.core.settings import env_name, load_settings, settings_of
 DEMO_PROMPT = "a warm orange sunset over the sea, vivid colours"
 
 
-def _celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def celery_worker(app: str, queue: str, env: dict[str, str], log_path: Path,
+                  loglevel: str = "INFO") -> subprocess.Popen:  # fmt: skip
+    """A ``celery worker`` of ``app`` on ``queue`` (solo pool) in a process group of its own,
+    logging to ``log_path`` (also ``rankloop bench study``'s workers)."""
     log = open(log_path, "ab")  # noqa: SIM115 (the child keeps it)
     command = [
         sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "--pool", "solo",
-        "--hostname", f"{queue}-{secrets.token_hex(3)}@localhost", "--loglevel", "INFO",
+        "--hostname", f"{queue}-{secrets.token_hex(3)}@localhost", "--loglevel", loglevel,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     return subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
@@ -220,10 +223,8 @@ def up_command(host: str, port: int, var_dir: str, simulate: int, rounds_budget:
     stop = threading.Event()
     server = None
     try:
-        processes.append(
-            _celery_worker("gpu_worker.celery_app", "gpu", env, var / "worker-gpu.log")
-        )
-        processes.append(_celery_worker("service.worker", "coord", env, var / "worker-coord.log"))
+        processes.append(celery_worker("gpu_worker.celery_app", "gpu", env, var / "worker-gpu.log"))
+        processes.append(celery_worker("service.worker", "coord", env, var / "worker-coord.log"))
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
