@@ -38,6 +38,7 @@ class FullStack:
         self.settings = settings or {}
         self.processes: list[subprocess.Popen] = []
         self.server: subprocess.Popen | None = None
+        self.streams: subprocess.Popen | None = None
         self.db_name: str | None = None
 
     def __enter__(self) -> FullStack:
@@ -62,6 +63,10 @@ class FullStack:
         self.env = env
         try:
             upgrade(self.db_url)
+            # The live streams are the stream process's (`rankloop streams`), as deployed: the
+            # stream tickets name it (RANKLOOP_STREAM_URL), so the crowd's streams go there.
+            self.streams, streams_port = start_streams(env, self.work / "streams.log")
+            env["RANKLOOP_STREAM_URL"] = f"http://127.0.0.1:{streams_port}"
             self.port = free_port()
             self.base = f"http://127.0.0.1:{self.port}"
             self.server = start_gunicorn("rankloop.commands.web:create_web_app()", self.port, env,
@@ -92,20 +97,22 @@ class FullStack:
             time.sleep(0.3)
 
     def server_pids(self) -> list[int]:
-        """gunicorn's arbiter and web processes: where the streams are served today."""
+        """The stream process, gunicorn's arbiter and its web processes: what holds a stream."""
         import psutil
 
+        pids = [self.streams.pid] if self.streams is not None else []
         if self.server is None:
-            return []
+            return pids
         arbiter = psutil.Process(self.server.pid)
-        return [arbiter.pid, *(child.pid for child in arbiter.children(recursive=True))]
+        return [*pids, arbiter.pid, *(child.pid for child in arbiter.children(recursive=True))]
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                          for p in sorted(self.work.glob("*.log")))  # fmt: skip
 
     def __exit__(self, *_: Any) -> None:
-        for process in [*self.processes, *([self.server] if self.server else [])]:
+        servers = [p for p in (self.server, self.streams) if p is not None]
+        for process in [*self.processes, *servers]:
             stop_process(process)
         if self.db_name is not None:
             drop_database(self.postgres, self.db_name)
@@ -117,6 +124,31 @@ class FullStack:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def start_streams(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, int]:
+    """``rankloop streams`` on a free port of 127.0.0.1 with ``env`` (over this process's), once
+    its ``/healthz`` answers: (the process, its port)."""
+    import urllib.request
+
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rankloop", "streams", "--bind", f"127.0.0.1:{port}"],
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"rankloop streams exited at start: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return process, port
+        except OSError:
+            time.sleep(0.1)
+    stop_process(process)
+    raise RuntimeError("rankloop streams did not answer /healthz")
+
+
 def rss_bytes(pids: list[int]) -> int:
     """The summed resident memory of these processes (those gone meanwhile count 0)."""
     import psutil
@@ -126,19 +158,3 @@ def rss_bytes(pids: list[int]) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += psutil.Process(pid).memory_info().rss
     return total
-
-
-def listening_pids(port: int) -> list[int]:
-    """The processes (of this user) listening on ``port``, and their children: the server a
-    ``stream_url`` names when it is not gunicorn's."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                   for c in proc.net_connections(kind="tcp")):  # fmt: skip
-                found.extend([proc.pid, *(c.pid for c in proc.children(recursive=True))])
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return sorted(set(found))

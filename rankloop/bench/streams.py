@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,8 +26,9 @@ from typing import Any
 import click
 
 from rankloop.bench.api import create_database, drop_database
-from rankloop.bench.load_drivers import ADMIN, free_port, percentile, stop_process
+from rankloop.bench.load_drivers import ADMIN, percentile, stop_process
 from rankloop.bench.report import format_table, save_results
+from rankloop.bench.stack import start_streams
 from rankloop.bench.turnaround import render_result
 
 WAIT_S = 60.0  # a bound on any one wait: a miss is reported, not waited on forever
@@ -142,13 +141,10 @@ def streams_command(n_streams: int, rounds: int, postgres: str, out: str) -> Non
             session.add_all(Annotator(study_id=study_id, token_hash=hash_token(t)) for t in tokens)
             session.commit()
 
-        port = free_port()
-        log = open(work / "streams.log", "wb")  # noqa: SIM115 (the child keeps it)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rankloop", "streams", "--bind", f"127.0.0.1:{port}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        _wait_healthy(port, process)
+        try:
+            process, port = start_streams(env, work / "streams.log")
+        except RuntimeError as error:
+            raise click.ClickException(str(error)) from error
         urls = []
         for token in tokens:
             ticket = owner.post(
@@ -206,18 +202,3 @@ def streams_command(n_streams: int, rounds: int, postgres: str, out: str) -> Non
         if app is not None:
             get_engine(app).dispose()
         drop_database(postgres, db_name)
-
-
-def _wait_healthy(port: int, process: subprocess.Popen) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise click.ClickException("rankloop streams exited at start")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise click.ClickException("rankloop streams did not answer /healthz")

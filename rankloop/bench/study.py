@@ -28,14 +28,13 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
 from rankloop.bench.api import services_options
 from rankloop.bench.load_drivers import ADMIN
 from rankloop.bench.report import format_table, save_results
-from rankloop.bench.stack import FullStack, listening_pids, rss_bytes
+from rankloop.bench.stack import FullStack, rss_bytes
 from rankloop.bench.study_crowd import Crowd, Http
 from rankloop.bench.study_measures import measure, read_rounds
 from rankloop.core.campaign_settings import MIN_ROUND_DEADLINE_S, CampaignFields
@@ -136,12 +135,6 @@ def _idle_streams(stack: FullStack, crowd: Crowd) -> dict[str, Any]:
         worker.stream_attempted.wait(max(0.0, deadline - time.monotonic()))
     time.sleep(1.0)  # (the last streams' first events are written)
     after = rss_bytes(pids)
-    for url in crowd.tally.stream_urls:
-        port = urlsplit(url).port
-        if url.startswith("http") and port and port != stack.port:
-            # A stream server of its own: its memory before the streams was not read (its
-            # address was not known yet), so its whole memory counts against them.
-            after += rss_bytes(listening_pids(port))
     held = crowd.tally.streams_open
     return {
         "streams_held": held,
