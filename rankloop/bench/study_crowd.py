@@ -34,6 +34,17 @@ TIMEOUT_S = 60.0
 IDLE_REOPEN_S = 4.0
 
 
+def json_request(token: str | None, body: Any) -> tuple[dict[str, str], bytes | None]:
+    """The headers and body of a JSON API request, as the pages send it."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    return headers, data
+
+
 class Http:
     """One keep-alive connection, as a browser tab holds one; reopened after an error."""
 
@@ -44,12 +55,7 @@ class Http:
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None):
         """(status, parsed JSON body or None, headers); status 0 when no answer came."""
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None if body is None else json.dumps(body).encode()
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        headers, data = json_request(token, body)
         if time.monotonic() - self.used > IDLE_REOPEN_S:
             self.close()
         for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: once more

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from rankloop.bench.api import create_database, drop_database
 from rankloop.bench.load_drivers import ADMIN
-from rankloop.bench.study_crowd import MEDIAN_RANKING_S, SIGMA
+from rankloop.bench.study_crowd import MEDIAN_RANKING_S, SIGMA, json_request
 from rankloop.bench.turnaround import render_result
 from rankloop.core.contracts import CampaignStatus, RoundStatus, TaskStatus
 
@@ -47,12 +47,7 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 def _call(base: str, method: str, path: str, token: str | None = None, body: Any = None):
     """(status, JSON body or None, headers) of one request."""
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    if data is not None:
-        headers["Content-Type"] = "application/json"
+    headers, data = json_request(token, body)
     request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=60) as response:
