@@ -44,6 +44,10 @@ export function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
+// "1 ranking", "2 rankings": a count with its noun in the right number (the task page keeps a
+// copy of its own in waiting.js, so that its first load needs no more modules).
+export const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
 export function ordinal(n) {
   const rem100 = n % 100;
   if (rem100 >= 11 && rem100 <= 13) return `${n}th`;

@@ -2,7 +2,7 @@
 // link and completion code, what its rankings cost and the estimate to finish, and its controls.
 
 import { apiRoot } from "./api.js";
-import { $, clear, h } from "./dom.js";
+import { $, clear, h, plural } from "./dom.js";
 import {
   hideError,
   markRefreshed,
@@ -86,7 +86,7 @@ function renderPrompts(campaigns) {
         { className: "study-tile" },
         h("a", { href }, image),
         h("p", { className: "prompt", text: campaign.prompt }),
-        h("p", { className: "hint" }, badge, ` ${campaign.rounds_closed} rounds closed · ${campaign.rankings} rankings`),
+        h("p", { className: "hint" }, badge, ` ${plural(campaign.rounds_closed, "round", "rounds")} closed · ${plural(campaign.rankings, "ranking", "rankings")}`),
         h("p", { className: "hint verdict-line", text: verdictLine(campaign.verdict) }),
       ),
     );
