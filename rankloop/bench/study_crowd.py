@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from rankloop.core.contracts import RoundStatus
+
 MEDIAN_RANKING_S, SIGMA = 20.0, 0.6  # a person's time per ranking (log-normal)
 # The waiting page's polling (annotator_ui/static/js/waiting.js): FIRST_MS, MAX_MS, LIVE_MS.
 FIRST_POLL_S, MAX_POLL_S, LIVE_POLL_S = 1.5, 6.0, 30.0
@@ -211,7 +213,11 @@ class Stream(threading.Thread):
                     state, first = json.loads(data), last is None
                     last = data
                     # As the page: a new stream's first state is news if work may be there.
-                    if not first or state.get("open_rounds") or state.get("round_status") == "open":
+                    if (
+                        not first
+                        or state.get("open_rounds")
+                        or state.get("round_status") == RoundStatus.OPEN
+                    ):
                         self.worker.told.append(time.time())
                         self.news.set()
                 name, data = "message", ""
