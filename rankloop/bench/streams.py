@@ -28,18 +28,11 @@ import click
 from rankloop.bench.api import create_database, drop_database
 from rankloop.bench.load_drivers import ADMIN, percentile, stop_process
 from rankloop.bench.report import format_table, save_results
-from rankloop.bench.stack import start_streams
+from rankloop.bench.stack import rss_bytes, start_streams
 from rankloop.bench.turnaround import render_result
 
 WAIT_S = 60.0  # a bound on any one wait: a miss is reported, not waited on forever
 WARM_UP = 10  # streams opened before the memory baseline: thread pool, database pool
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 class Clients:
@@ -154,7 +147,7 @@ def streams_command(n_streams: int, rounds: int, postgres: str, out: str) -> Non
         warm = Clients(port, urls[:WARM_UP])
         warm.wait(lambda d: d.get("open_rounds") == 0)
         time.sleep(1.0)
-        rss_before = _rss_kb(process.pid)
+        rss_before = rss_bytes([process.pid]) / 1024
         urls = urls[WARM_UP:]
         opened = time.monotonic()
         clients = Clients(port, urls)
@@ -163,7 +156,7 @@ def streams_command(n_streams: int, rounds: int, postgres: str, out: str) -> Non
         if None in first:
             raise click.ClickException("not every stream opened; see " + str(work / "streams.log"))
         time.sleep(1.0)  # let the process settle before reading its memory
-        rss_after = _rss_kb(process.pid)
+        rss_after = rss_bytes([process.pid]) / 1024
 
         latencies: list[float] = []
         missed = 0
