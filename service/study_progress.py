@@ -12,7 +12,13 @@ from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
-from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CAMPAIGN_ENDED, CampaignStatus, RoundStatus
+from rankloop.core.contracts import (
+    CAMPAIGN_CONCLUDED,
+    CAMPAIGN_ENDED,
+    CampaignStatus,
+    CloseReason,
+    RoundStatus,
+)
 from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study, utcnow
 from service.statements import ISSUE_COMPLETION_CODE, code_withheld
 from service.studies import campaigns_of
@@ -41,6 +47,8 @@ class Costs:
     spent: float | None  # pay_per_hour x the time workers spent on ranked tasks
     rankings_left: int  # to finish every live campaign's round budget at its quorum
     to_finish: float | None  # pay_per_hour x rankings_left x the median task time
+    rankings_saved: int  # rounds closed short of their cap because they were settled
+    saved: float | None  # pay_per_hour x rankings_saved x the median task time
     worker_s: float  # the study's workers' time on it: each one's join to their last request
     idle_share: float | None  # of worker_s, the share not on a ranked task; None: no time yet
 
@@ -72,13 +80,16 @@ def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Cos
             .group_by(Round.campaign_id)
         )
     }
-    left = 0
+    took = _settled_rounds(session, study)
+    left = saved = 0
     for campaign in campaigns_of(session, study.id):
+        config = campaign.config
+        cap = config.annotators_per_round
+        saved += sum(max(0, cap - n) for n in took.get(campaign.id, ()))
         if campaign.status in CAMPAIGN_ENDED:
             continue
-        config = campaign.config
         closed, ranked = rounds.get(campaign.id, (0, 0))
-        left += max(0, (config.rounds - closed) * config.annotators_per_round - ranked)
+        left += max(0, (config.rounds - closed) * cap - ranked)
     pay = study.pay_per_hour
     present = worker_time(session, study, rows)
     worker_s = sum(total for total, _ in present)
@@ -88,9 +99,31 @@ def costs(session: Session, study: Study, now: dt.datetime | None = None) -> Cos
         spent=None if pay is None else pay * sum(seconds) / 3600,
         rankings_left=left,
         to_finish=None if pay is None or median is None else pay * left * median / 3600,
+        rankings_saved=saved,
+        saved=None if pay is None or median is None else pay * saved * median / 3600,
         worker_s=worker_s,
         idle_share=1 - sum(task for _, task in present) / worker_s if worker_s > 0 else None,
     )
+
+
+def _settled_rounds(session: Session, study: Study) -> dict[str, list[int]]:
+    """The rankings each closed round of the study's campaigns took, for the rounds that closed
+    before their cap because their decision was settled (an adaptive quorum's ``settled``, or
+    ``straggler`` for a round whose last slot went to one more annotator): what the adaptive
+    quorum saved is each one's cap less these (a fixed round closes at its cap, saving none)."""
+    rows = session.execute(
+        select(Round.campaign_id, Round.n_rankings)
+        .join(Campaign, Campaign.id == Round.campaign_id)
+        .where(
+            Campaign.study_id == study.id,
+            Round.status == RoundStatus.CLOSED,
+            Round.close_reason.in_([CloseReason.SETTLED, CloseReason.STRAGGLER]),
+        )
+    ).all()
+    took: dict[str, list[int]] = {}
+    for campaign_id, n_rankings in rows:
+        took.setdefault(campaign_id, []).append(n_rankings or 0)
+    return took
 
 
 def worker_time(

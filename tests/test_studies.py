@@ -68,14 +68,16 @@ def join(app: Flask, study_id: str, participant: str) -> str:
     return fragment["token"][0]
 
 
-def rank(app: Flask, token: str) -> dict | None:
-    """The worker's next task, ranked; None when there is none."""
+def rank(app: Flask, token: str, key: Any = None) -> dict | None:
+    """The worker's next task, ranked (in the order shown, or sorted by ``key``); None when
+    there is none."""
     client = app.test_client()
     response = client.get("/api/tasks/next", headers=bearer(token))
     if response.status_code == 204:
         return None
     task = response.json
-    order = {"order": [image["id"] for image in task["images"]]}
+    shown = task["images"] if key is None else sorted(task["images"], key=key)
+    order = {"order": [image["id"] for image in shown]}
     sent = client.post(f"/api/tasks/{task['task_id']}/ranking", json=order, headers=bearer(token))
     assert sent.status_code == 201, sent.json
     return task
@@ -481,8 +483,8 @@ def test_the_study_says_what_its_rankings_cost_and_what_is_left(app, owner):
     shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
     # Three prompts, three rounds each, quorum two: eighteen rankings to make, none made.
     assert shown == {"task_s_median": None, "rankings_last_hour": 0, "spent": 0.0,
-                     "rankings_left": 18, "to_finish": None, "worker_s": 0.0,
-                     "idle_share": None}  # fmt: skip
+                     "rankings_left": 18, "to_finish": None, "rankings_saved": 0,
+                     "saved": None, "worker_s": 0.0, "idle_share": None}  # fmt: skip
     token = join(app, study["id"], "p1")
     assert rank(app, token) is not None and rank(app, token) is not None
     shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
@@ -492,6 +494,30 @@ def test_the_study_says_what_its_rankings_cost_and_what_is_left(app, owner):
     # The worker's time on the study covers their two tasks; the rest of it is idle.
     assert shown["worker_s"] >= 2 * shown["task_s_median"] >= 0
     assert shown["idle_share"] is None or 0 <= shown["idle_share"] <= 1
+
+
+def test_the_study_says_what_an_adaptive_quorum_saved(app, owner):
+    adaptive = {**SHARED, "quorum": "adaptive", "min_annotators_per_round": 2,
+                "annotators_per_round": 4}  # fmt: skip
+    study = running_study(app, owner, prompts=["a red apple"], settings=adaptive, pay_per_hour=12.0)
+    campaign_id = study["campaigns"][0]["id"]
+    # Two workers who rank the same way: the round's decision is settled at the minimum.
+    for participant in ("p1", "p2"):
+        assert rank(app, join(app, study["id"], participant), key=lambda image: image["id"])
+    first = owner.get(f"/api/campaigns/{campaign_id}/rounds/0").json
+    assert (first["status"], first["close_reason"], len(first["rankings"])) == (
+        "closed",
+        "settled",
+        2,
+    )
+    shown = owner.get(f"/api/studies/{study['id']}").json["costs"]
+    assert shown["rankings_saved"] == 4 - 2
+    assert shown["saved"] == pytest.approx(12.0 * 2 * shown["task_s_median"] / 3600)
+    # A fixed quorum closes at its cap: it saves nothing.
+    fixed = running_study(app, owner, prompts=["a pear"])
+    for participant in ("q1", "q2"):
+        assert rank(app, join(app, fixed["id"], participant))
+    assert owner.get(f"/api/studies/{fixed['id']}").json["costs"]["rankings_saved"] == 0
 
 
 def test_the_idle_share_is_the_workers_time_on_the_study_not_on_a_ranked_task(app, owner):

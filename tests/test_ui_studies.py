@@ -202,6 +202,7 @@ def test_the_study_page_at_a_glance_on_a_phone_and_a_desktop(
             "Estimate to finish",
             "Idle share",
             "Rankings in the last hour",
+            "Rankings saved",
         ):
             assert label in stats
         idle = page.text_content("#study-stats div:has(dt:text-is('Idle share')) dd")

@@ -86,6 +86,11 @@ class StudyCosts(_Response):
     spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
     rankings_left: int = Field(description="to finish every live campaign's rounds at quorum")
     to_finish: float | None = Field(description="pay_per_hour x rankings_left x task_s_median")
+    rankings_saved: int = Field(
+        description="rankings an adaptive quorum did not ask for: each round closed settled "
+        "(or for a straggler) short of its cap, annotators_per_round less the rankings it took"
+    )
+    saved: float | None = Field(description="pay_per_hour x rankings_saved x task_s_median")
     worker_s: float = Field(
         description="the study's workers' time on it, summed: each one's join to their last "
         "request (written at most once a minute while they ask for work)"

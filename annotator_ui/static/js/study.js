@@ -112,6 +112,8 @@ function render(study) {
   stat(stats, "Spent so far", money(study.costs.spent));
   stat(stats, "Rankings left", String(study.costs.rankings_left));
   stat(stats, "Estimate to finish", money(study.costs.to_finish));
+  // What an adaptive quorum saved: rounds closed settled before their cap.
+  stat(stats, "Rankings saved", `${study.costs.rankings_saved}${study.costs.saved ? ` (${money(study.costs.saved)})` : ""}`);
   // Idle: the workers' time on the study (join to last request) not on a ranked task.
   stat(stats, "Worker time on the study", duration(study.costs.worker_s));
   stat(stats, "Idle share", share(study.costs.idle_share));
