@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from rankloop.core.campaign_settings import CampaignSettings
 from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CAMPAIGN_ENDED, CampaignStatus, RoundStatus
+from service.crediting import ISSUE_COMPLETION_CODE, code_withheld
 from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study, utcnow
-from service.statements import ISSUE_COMPLETION_CODE, code_withheld
 from service.studies import campaigns_of
 
 
@@ -128,7 +128,7 @@ class WorkerProgress:
     completion_url: str | None
     attention_failed: bool
     done: bool
-    waiting: str  # a responses.WaitingReason
+    waiting: str  # an annotator_responses.WaitingReason
 
 
 def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:
