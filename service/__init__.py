@@ -9,15 +9,16 @@ The data path, one module per job:
   (:mod:`service.render_messages`), its owner's render slots (:mod:`service.render_slots`,
   :mod:`service.preview_renders`), the order of the renders waiting for one
   (:mod:`service.render_queue`) and its heartbeat (:mod:`service.render_heartbeats`);
-- :mod:`service.leasing`: the next task for an annotator;
+- :mod:`service.leasing`: the next task for an annotator, with the statements it runs built once
+  in :mod:`service.lease_statements`;
 - :mod:`service.submission`: a ranking stored, the reference path (ORM, every check spelt out);
   :mod:`service.fast_submission`: the same on the annotator's hot path (Core statements, one
   statement on PostgreSQL); :mod:`service.ranking_rules`: the pure rules both apply;
 - :mod:`service.closing`: a round closed on its quorum or deadline, its consensus, the next
   round; :mod:`service.sweep`: the sweeper (deadlines, lost closes, lost renders);
 - :mod:`service.statements`: each rule of a task's life written once as SQLAlchemy Core (a
-  running lease, a round's quorum, a ranking counted, an annotator credited, the completion
-  code), for every path that runs it;
+  running lease, a round's quorum, a ranking counted), for every path that runs it;
+  :mod:`service.crediting`: an annotator credited with a ranking, and the completion code;
 - :mod:`service.transitions`: what every step uses (the campaign lock, compare-and-set on a
   round, the audit log); :mod:`service.caches` and :mod:`service.driver`: the hot path's
   per-process caches and its driver-level execution; :mod:`service.tasks`: the Celery

@@ -21,6 +21,7 @@ from rankloop.core.contracts import RoundStatus
 from rankloop.core.errors import InvalidInput
 from service.auth import unknown_token
 from service.caches import RoundRef, campaign_view, round_images
+from service.crediting import CREDIT_ANNOTATOR, credit, credit_annotator
 from service.driver import (
     ANNOTATORS,
     CAMPAIGNS,
@@ -34,12 +35,9 @@ from service.models import Annotator, utcnow
 from service.ranking_rules import attention_passed, parse_order
 from service.statements import (
     COUNT_RANKING,
-    CREDIT_ANNOTATOR,
     INSERT_RANKING,
     claim_task,
     count_ranking,
-    credit,
-    credit_annotator,
     lease_running,
     now_param,
     quorum_reached,

@@ -56,7 +56,7 @@ ANNOTATOR_ENDPOINTS = (
     "tasks.next_task",
     "tasks.submit_ranking",
     "tasks.task_shown",
-    "recruitment.me",
+    "me.me",
     "stream.task_ticket",
     "stream.task_stream",
 )

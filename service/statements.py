@@ -5,8 +5,8 @@ shapes: ORM rows and checks (:mod:`service.submission`, the reference), Core sta
 short transaction, and a single PostgreSQL statement (:mod:`service.fast_submission`). Each
 shape is built from the predicates and statements here, so a rule (which lease is running,
 when a lease ends, when a lapsed lease's slot was taken over, how a task is claimed, how a round counts a ranking, when its quorum is in,
-how an annotator is credited and given the completion code, how a ranking row is written)
-cannot differ between them.
+how a ranking row is written) cannot differ between them. How the ranking credits its annotator
+and when the completion code is theirs: :mod:`service.crediting`.
 """
 
 from __future__ import annotations
@@ -36,12 +36,9 @@ from sqlalchemy.sql.expression import FromClause
 
 from rankloop.core.campaign_settings import (
     CampaignSettings,
-    attention_limit,
     first_quorum,
-    over_attention_limit,
 )
 from rankloop.core.contracts import (
-    CAMPAIGN_CONCLUDED,
     CAMPAIGN_ENDED,
     CampaignStatus,
     RoundStatus,
@@ -281,110 +278,6 @@ def count_ranking(*where: Any) -> Update:
     )
 
 
-def over_attention_limit_sql(failed: Any, done: Any) -> ColumnElement[bool]:
-    """:func:`~rankloop.core.campaign_settings.over_attention_limit` inside a statement, the
-    policy's numbers (:func:`~rankloop.core.campaign_settings.attention_limit`) as the
-    parameters ``most`` and ``share``."""
-    most = bindparam("most", type_=Integer)
-    share = bindparam("share", type_=Integer)
-    return (failed > most) & (2 * failed > done * share)
-
-
-def credit_annotator(*where: Any) -> Update:
-    """Credit the annotator with a ranking (parameters from :func:`credit`)."""
-    failed = ANNOTATORS.c.attention_failed + bindparam("failed", type_=Integer)
-    done = ANNOTATORS.c.tasks_done + 1
-    return (
-        update(ANNOTATORS)
-        .where(*where)
-        .values(
-            tasks_done=done,
-            last_seen=now_param(),
-            attention_failed=failed,
-            # The quota met with this ranking: the crowd platform's completion code, once, unless
-            # the campaign's attention policy withholds it (too many attention checks failed).
-            # A study's worker has the study's quota (its campaigns share the study's code).
-            completion_code=case(
-                (
-                    ANNOTATORS.c.completion_code.is_(None)
-                    & (done >= func.coalesce(_study_quota(), bindparam("quota", type_=Integer)))
-                    & ~over_attention_limit_sql(failed, done),
-                    bindparam("code", type_=String),
-                ),
-                else_=ANNOTATORS.c.completion_code,
-            ),
-        )
-    )
-
-
-def _study_quota() -> Any:
-    """The ``tasks_per_worker`` of the study of the annotator row being updated (NULL: none)."""
-    return (
-        select(STUDIES.c.tasks_per_worker)
-        .where(STUDIES.c.id == ANNOTATORS.c.study_id)
-        .scalar_subquery()
-    )
-
-
-def credit(settings: CampaignSettings, completion_code: str, passed: bool | None) -> dict[str, Any]:
-    """The parameters of :func:`credit_annotator` (but ``now``)."""
-    most, share = attention_limit(settings)
-    return {
-        "failed": int(passed is False),
-        "quota": settings.tasks_per_annotator,
-        "code": completion_code,
-        "most": most,
-        "share": share,
-    }
-
-
-def code_withheld(settings: CampaignSettings, annotator: Any) -> bool:
-    """Whether the attention policy withholds the completion code from ``annotator`` (a row
-    with ``attention_failed`` and ``tasks_done``) as things stand: they failed too many
-    attention checks. A code already issued stays theirs."""
-    return over_attention_limit(settings, annotator.attention_failed, annotator.tasks_done)
-
-
-def completion_withheld(campaign: Any, annotator: Any) -> bool:
-    """What the owner is shown: ``campaign``'s own annotator, with no code issued, whom the
-    attention policy withholds it from (:func:`code_withheld`)."""
-    return (
-        annotator.campaign_id == campaign.id
-        and annotator.completion_code is None
-        and code_withheld(campaign.config, annotator)
-    )
-
-
-ISSUE_COMPLETION_CODE = (
-    update(ANNOTATORS)
-    .where(ANNOTATORS.c.id == bindparam("annotator_id"))
-    .values(completion_code=func.coalesce(ANNOTATORS.c.completion_code, bindparam("code")))
-    .returning(ANNOTATORS.c.completion_code)
-)
-
-
-def completion_code(session: Session, annotator: Any, campaign: Any | None) -> str | None:
-    """The annotator's completion code; issued here, once, when their campaign concluded
-    (``CAMPAIGN_CONCLUDED``) before they met its quota and they ranked in it (the quota met
-    issues it with the ranking: :func:`credit_annotator`), unless the attention policy withholds
-    it (:func:`code_withheld`). ``annotator`` and ``campaign`` are
-    their rows; a code issued here is committed."""
-    code: str | None = annotator.completion_code
-    if (
-        code is None
-        and campaign is not None
-        and campaign.status in CAMPAIGN_CONCLUDED
-        and annotator.tasks_done
-        and not code_withheld(campaign.config, annotator)
-    ):
-        code = session.execute(
-            ISSUE_COMPLETION_CODE,
-            {"annotator_id": annotator.id, "code": campaign.completion_code},
-        ).scalar_one()
-        session.commit()
-    return code
-
-
 def ranking_row(task_id: Any, round_id: Any, annotator_id: Any, late: Any) -> dict[str, Any]:
     """A ranking row's columns: the task's (values or a claimed task's columns), then the order
     and its checks from the parameters ``order``, ``positions``, ``passed`` and ``now``."""
@@ -417,24 +310,16 @@ INSERT_RANKING = (
     )
     .returning(RANKINGS.c.id)
 )
-CREDIT_ANNOTATOR = credit_annotator(ANNOTATORS.c.id == bindparam("annotator_id"))
 
 
 __all__ = [
     "COUNT_RANKING",
-    "CREDIT_ANNOTATOR",
     "INSERT_RANKING",
-    "ISSUE_COMPLETION_CODE",
     "LOCK_ROUND",
     "OTHERS_RUNNING",
     "campaign_ended",
     "claim_task",
-    "code_withheld",
-    "completion_code",
-    "completion_withheld",
     "count_ranking",
-    "credit",
-    "credit_annotator",
     "initial_quorum",
     "lease_ends",
     "lease_ends_sql",
@@ -444,7 +329,6 @@ __all__ = [
     "lease_running",
     "lock_round",
     "now_param",
-    "over_attention_limit_sql",
     "quorum_met",
     "quorum_reached",
     "quorum_sql",

@@ -19,8 +19,8 @@ from rankloop.core.contracts import (
     CloseReason,
     RoundStatus,
 )
+from service.crediting import ISSUE_COMPLETION_CODE, code_withheld
 from service.models import Annotator, Assignment, Campaign, Ranking, Round, Study, utcnow
-from service.statements import ISSUE_COMPLETION_CODE, code_withheld
 from service.studies import campaigns_of
 
 
@@ -161,7 +161,7 @@ class WorkerProgress:
     completion_url: str | None
     attention_failed: bool
     done: bool
-    waiting: str  # a responses.WaitingReason
+    waiting: str  # an annotator_responses.WaitingReason
 
 
 def worker_progress(session: Session, annotator: Annotator) -> WorkerProgress:

@@ -32,16 +32,15 @@ from sqlalchemy.orm import Session
 from rankloop.core.contracts import CloseReason, RoundStatus, TaskStatus
 from rankloop.core.errors import Conflict, Forbidden, Gone, NotFound
 from service.caches import round_images
+from service.crediting import CREDIT_ANNOTATOR, credit
 from service.driver import RANKINGS, TASKS
 from service.models import Annotator, Assignment, Campaign, Round, utcnow
 from service.ranking_rules import attention_passed, parse_order
 from service.statements import (
     COUNT_RANKING,
-    CREDIT_ANNOTATOR,
     INSERT_RANKING,
     campaign_ended,
     claim_task,
-    credit,
     quorum_reached,
     slot_taken_over,
     takes_rankings,

@@ -12,10 +12,10 @@ from sqlalchemy import DateTime, Float, Integer, String, func, literal, select, 
 
 from rankloop.core.contracts import CAMPAIGN_CONCLUDED, CampaignStatus
 from service import db, fast_submission
+from service.crediting import completion_code
 from service.driver import CAMPAIGNS
 from service.models import Annotator, Campaign
 from service.statements import (
-    completion_code,
     lease_ends,
     lease_ends_sql,
     lease_lapsed,

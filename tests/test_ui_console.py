@@ -23,7 +23,7 @@ from service.auth import hash_token, new_token
 from service.models import OwnerKey
 from tests import test_ui_failure_paths as failure_paths
 from tests.fixtures.coordinator import ADMIN, bearer, render_round
-from tests.test_ui_failure_paths import WAIT_MS, Server
+from tests.test_ui_failure_paths import HTTP_TIMEOUT_S, WAIT_MS, Server
 from tests.test_ui_task_page import axe_violations
 
 server = failure_paths.server  # the coordinator over HTTP
@@ -70,7 +70,7 @@ def rank(server: Server, token: str, reverse: bool = False) -> None:
         f"{server.base_url}/api/tasks/{task['task_id']}/ranking",
         json={"order": order[::-1] if reverse else order},
         headers=bearer(token),
-        timeout=10,
+        timeout=HTTP_TIMEOUT_S,
     )
     assert sent.status_code == 201, sent.text
 
@@ -294,7 +294,7 @@ def test_drill_into_a_round_and_revoke_an_annotator(server, tab, screenshot_dir)
         arg=revoked,
         timeout=WAIT_MS,
     )
-    me = requests.get(f"{server.base_url}/api/me", headers=bearer(b), timeout=10)
+    me = requests.get(f"{server.base_url}/api/me", headers=bearer(b), timeout=HTTP_TIMEOUT_S)
     assert me.status_code == 401
     # Their own view: progress, access, each ranking with its time on task and weight.
     page.click(f"#annotators tr[data-annotator-id='{revoked}'] .link-button")
@@ -338,7 +338,7 @@ def test_another_owners_campaign_keeps_the_key_in_the_tab(server, tab):
         session.commit()
     own = requests.post(
         f"{server.base_url}/api/campaigns", json={"prompt": "a pear"}, headers=bearer(key),
-        timeout=10,
+        timeout=HTTP_TIMEOUT_S,
     ).json()  # fmt: skip
     sign_in(page, f"{server.base_url}/dashboard/{theirs}", key)
     page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
@@ -366,6 +366,15 @@ def test_the_page_follows_the_rounds_without_reloading_and_downloads_the_images(
         page.wait_for_function(
             "n => document.querySelector('#round-pick').options.length === n + 2",
             arg=number,
+            timeout=WAIT_MS,
+        )
+        # The ranking's own event may have redrawn the page while the next round was still
+        # rendering (its round listed, no image yet): wait for the redraw after the render,
+        # whose image is the current best, before reading what the page shows.
+        page.wait_for_function(
+            "n => (document.querySelector('#strip figure.current img')?.getAttribute('src') || '')"
+            ".includes(`/rounds/${String(n).padStart(4, '0')}/`)",
+            arg=number + 1,
             timeout=WAIT_MS,
         )
         if number == 0:

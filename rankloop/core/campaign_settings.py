@@ -205,7 +205,7 @@ def attention_limit(settings: CampaignFields) -> tuple[int, int]:
     """The attention policy as two numbers ``(most, share)``: a participant who failed ``failed``
     checks in ``done`` tasks is over it when ``failed > most`` and ``2 * failed > done * share``
     (``share`` 1: more than half; 0: the count alone). :func:`over_attention_limit`, and the
-    statement that credits a ranking (``service.statements.credit_annotator``), read these."""
+    statement that credits a ranking (``service.crediting.credit_annotator``), read these."""
     if settings.max_attention_failures is None:
         return 1, 1  # at least 2 failed, and more than half
     return settings.max_attention_failures, 0

@@ -7,14 +7,14 @@ from flask import Blueprint
 from sqlalchemy import and_, or_, select
 
 from rankloop.core.errors import NotFound
-from service.api import responses
+from service.api import annotator_responses
 from service.api.annotators import is_pool
 from service.api.common import iso, owned_campaign, reliability_weights
 from service.api.responses import json_response, no_store
+from service.crediting import completion_withheld
 from service.db import get_session
 from service.models import Annotator, Assignment, Consensus, Ranking, Round
 from service.routing import ok, operation
-from service.statements import completion_withheld
 
 bp = Blueprint("annotator_view", __name__, url_prefix="/api/campaigns")
 
@@ -28,7 +28,7 @@ bp = Blueprint("annotator_view", __name__, url_prefix="/api/campaigns")
         "time on task and their weight in that round's consensus"
     ),
     auth="owner",
-    responses=ok(responses.AnnotatorDetail),
+    responses=ok(annotator_responses.AnnotatorDetail),
 )
 def show_annotator(campaign_id: str, annotator_id: str):
     campaign, _ = owned_campaign(campaign_id)
@@ -58,7 +58,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
         raise NotFound(f"campaign {campaign.id!r} has no annotator {annotator_id!r}")
     return no_store(
         json_response(
-            responses.AnnotatorDetail(
+            annotator_responses.AnnotatorDetail(
                 id=annotator.id,
                 participant_id=annotator.participant_id,
                 participant_context=annotator.participant_context,
@@ -74,7 +74,7 @@ def show_annotator(campaign_id: str, annotator_id: str):
                 excluded=annotator.excluded,
                 weight=reliability_weights(campaign).get(annotator.id, annotator.weight),
                 rankings=[
-                    responses.AnnotatorRanking(
+                    annotator_responses.AnnotatorRanking(
                         round=number,
                         order=ranking.order,
                         attention_passed=ranking.attention_passed,

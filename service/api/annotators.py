@@ -12,7 +12,7 @@ from flask import Blueprint
 from sqlalchemy import func, or_, select
 
 from rankloop.core.errors import Forbidden, NotFound
-from service.api import responses
+from service.api import annotator_responses
 from service.api.common import (
     PAGE_QUERY,
     iso,
@@ -24,11 +24,11 @@ from service.api.common import (
 )
 from service.api.responses import json_response, no_store
 from service.auth import hash_token, new_token
+from service.crediting import completion_withheld
 from service.db import get_session
 from service.models import Annotator, Ranking, Round, utcnow
 from service.routing import Reply, ok, operation
 from service.schemas import AnnotatorRevoke, AnnotatorsCreate, validate
-from service.statements import completion_withheld
 from service.transitions import audit
 
 bp = Blueprint("annotators", __name__)
@@ -48,7 +48,7 @@ def is_pool(annotator: Annotator) -> bool:
     summary="Create annotators and their task links",
     auth="owner",
     body=AnnotatorsCreate,
-    responses={201: Reply("Created", responses.NewAnnotators)},
+    responses={201: Reply("Created", annotator_responses.NewAnnotators)},
 )
 def create_annotators(campaign_id: str):
     campaign, owner = owned_campaign(campaign_id)
@@ -75,8 +75,10 @@ def create_annotators(campaign_id: str):
         actor="admin" if owner.is_admin else f"owner-key:{owner.key_id}",
     )
     session.commit()
-    links = [responses.NewAnnotator(id=a.id, token=t, link=task_link(t)) for a, t in created]
-    return no_store(json_response(responses.NewAnnotators(annotators=links), 201))
+    links = [
+        annotator_responses.NewAnnotator(id=a.id, token=t, link=task_link(t)) for a, t in created
+    ]
+    return no_store(json_response(annotator_responses.NewAnnotators(annotators=links), 201))
 
 
 @operation(
@@ -89,7 +91,7 @@ def create_annotators(campaign_id: str):
     ),
     auth="owner",
     query=PAGE_QUERY,
-    responses=ok(responses.AnnotatorList),
+    responses=ok(annotator_responses.AnnotatorList),
 )
 def list_annotators(campaign_id: str):
     campaign, _ = owned_campaign(campaign_id)
@@ -114,7 +116,7 @@ def list_annotators(campaign_id: str):
     for a in annotators:
         weight = weights.get(a.id, a.weight)
         n = ranked.get(a.id, 0)
-        flags: list[responses.AnnotatorFlag] = []
+        flags: list[annotator_responses.AnnotatorFlag] = []
         if a.attention_failed and (
             a.attention_failed >= 2 or a.attention_failed >= 0.25 * max(n, 1)
         ):
@@ -130,7 +132,7 @@ def list_annotators(campaign_id: str):
         if a.last_seen is None or now - a.last_seen > IDLE_AFTER:
             flags.append("idle")
         rows.append(
-            responses.AnnotatorRow(
+            annotator_responses.AnnotatorRow(
                 id=a.id,
                 participant_id=a.participant_id,
                 weight=weight,
@@ -146,7 +148,7 @@ def list_annotators(campaign_id: str):
                 excluded=a.excluded,
             )
         )
-    return json_response(responses.AnnotatorList(annotators=rows, next_offset=more))
+    return json_response(annotator_responses.AnnotatorList(annotators=rows, next_offset=more))
 
 
 @operation(
@@ -161,7 +163,7 @@ def list_annotators(campaign_id: str):
     ),
     auth="owner",
     body=AnnotatorRevoke,
-    responses=ok(responses.AnnotatorRevoked),
+    responses=ok(annotator_responses.AnnotatorRevoked),
 )
 def revoke_annotator(campaign_id: str, annotator_id: str):
     """Refuse the annotator's later requests: their token's hash is replaced by one of a token
@@ -194,7 +196,7 @@ def revoke_annotator(campaign_id: str, annotator_id: str):
     )
     session.commit()
     return json_response(
-        responses.AnnotatorRevoked(
+        annotator_responses.AnnotatorRevoked(
             id=annotator.id, revoked_at=iso(annotator.revoked_at), excluded=annotator.excluded
         )
     )

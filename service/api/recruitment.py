@@ -1,6 +1,6 @@
-"""Crowd recruitment: the owner's recruitment link, a participant's way in (``/join``), and an
-annotator's own progress and completion code (``GET /api/me``), which sends them back to the
-platform.
+"""Crowd recruitment: the owner's recruitment link and a participant's way in (``/join``); where
+the participant stands once in, and the completion code that sends them back to the platform, is
+``GET /api/me`` (:mod:`service.api.me`).
 
 ``/join/<campaign_id>`` is the link for crowd platforms, open only when the owner created the
 campaign with ``recruit: true``. It needs the platform's participant id (Prolific
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, redirect, request, url_for
@@ -34,22 +34,18 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from rankloop.core import mturk
 from rankloop.core.contracts import (
-    CAMPAIGN_CONCLUDED,
     CAMPAIGN_ENDED,
-    CampaignStatus,
-    RoundStatus,
 )
 from rankloop.core.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, RankloopError
-from service import join_pages, study_progress
+from service import join_pages
 from service.api import responses
 from service.api.common import base_url, owned_campaign
 from service.api.responses import json_response, no_store
-from service.auth import hash_token, new_token, require_annotator
+from service.auth import hash_token, new_token
 from service.config import mturk_stand_in
 from service.db import get_session
-from service.models import Annotator, Campaign, Round, Study
+from service.models import Annotator, Campaign, Study
 from service.routing import Reply, ok, operation
-from service.statements import code_withheld, completion_code
 from service.transitions import audit
 
 bp = Blueprint("recruitment", __name__)
@@ -313,93 +309,3 @@ def join(campaign_id: str):
     full = "this campaign has all the annotators it needs; thank you"
     target = JoinTarget(Campaign, campaign.id, "campaign_id", campaign.config.recruit_cap, full)
     return enrol(session, target, participant)
-
-
-@operation(
-    bp,
-    "GET",
-    "/api/me",
-    summary="The annotator's progress and completion code",
-    auth="annotator",
-    responses=ok(responses.Me),
-)
-def me():
-    session = get_session()
-    annotator = require_annotator(session)
-    if annotator.study_id is not None:
-        return no_store(json_response(_study_me(session, annotator)))
-    campaign = session.get(Campaign, annotator.campaign_id) if annotator.campaign_id else None
-    quota = campaign.config.tasks_per_annotator if campaign else None
-    code = completion_code(session, annotator, campaign)
-    # The attention policy: a participant over it is told so plainly, not left waiting for a code.
-    failed = code is None and campaign is not None and code_withheld(campaign.config, annotator)
-    done = campaign is not None and (
-        (campaign.status in CAMPAIGN_CONCLUDED and annotator.tasks_done > 0)
-        or (quota is not None and annotator.tasks_done >= quota)
-    )
-    return no_store(
-        json_response(
-            responses.Me(
-                annotator_id=annotator.id,
-                campaign_id=annotator.campaign_id,
-                tasks_done=annotator.tasks_done,
-                tasks_quota=quota,
-                completion_code=code,
-                completion_url=campaign.config.completion_url if code and campaign else None,
-                attention_failed=failed,
-                completion_withheld_reason="attention_checks" if failed and done else None,
-                waiting=_waiting(session, annotator, campaign, quota),
-            )
-        )
-    )
-
-
-def _study_me(session: Session, annotator: Annotator) -> responses.Me:
-    """``GET /api/me`` of a study's worker: the study's quota, code and status."""
-    progress = study_progress.worker_progress(session, annotator)
-    withheld = progress.attention_failed and progress.done
-    return responses.Me(
-        annotator_id=annotator.id,
-        campaign_id=None,
-        tasks_done=annotator.tasks_done,
-        tasks_quota=progress.quota,
-        completion_code=progress.completion_code,
-        completion_url=progress.completion_url,
-        attention_failed=progress.attention_failed,
-        completion_withheld_reason="attention_checks" if withheld else None,
-        waiting=responses.Waiting(
-            reason=cast(responses.WaitingReason, progress.waiting),
-            rankings_needed=None,
-            render_estimate_s=None,
-        ),
-    )
-
-
-def _waiting(
-    session: Session, annotator: Annotator, campaign: Campaign | None, quota: int | None
-) -> responses.Waiting:
-    """Which case a page without a task is in (``GET /api/me``'s ``waiting``)."""
-
-    def said(
-        reason: responses.WaitingReason, needed: int | None = None, estimate: float | None = None
-    ) -> responses.Waiting:
-        return responses.Waiting(reason=reason, rankings_needed=needed, render_estimate_s=estimate)
-
-    if campaign is None:
-        return said("none_open")  # a pool annotator: whichever campaign opens a round next
-    if campaign.status in CAMPAIGN_ENDED:
-        return said("finished")
-    if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
-        return said("not_started" if campaign.status == CampaignStatus.DRAFT else "paused")
-    if quota is not None and annotator.tasks_done >= quota:
-        return said("quota_reached")
-    latest = session.scalars(
-        select(Round).where(Round.campaign_id == campaign.id).order_by(Round.number.desc()).limit(2)
-    ).all()
-    if latest and latest[0].status == RoundStatus.OPEN:
-        quorum = campaign.config.annotators_per_round
-        return said("others_ranking", needed=max(0, quorum - latest[0].n_rankings))
-    if latest and latest[0].status in (RoundStatus.RENDERING, RoundStatus.CLOSED):
-        rendered = [r.render_seconds for r in latest if r.render_seconds is not None]
-        return said("rendering", estimate=rendered[0] if rendered else None)
-    return said("none_open")

@@ -5,6 +5,9 @@ and ``/api/openapi.json`` is generated from them, so the document cannot drift f
 API returns. Every model forbids extra fields and has no defaults, so its JSON schema has
 ``additionalProperties: false`` and lists every field as required: a response with a field too
 many or too few fails the schema (``tests/test_service_api.py`` checks real responses).
+
+The annotators' models are in :mod:`service.api.annotator_responses`, the studies' in
+:mod:`service.api.study_responses`; they build on :class:`ResponseModel` and the names here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from rankloop.core import contracts
 
 
-class _Response(BaseModel):
+class ResponseModel(BaseModel):
+    """Every response model's base: no extra field (see the module's docstring)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -40,17 +45,12 @@ CloseReason = Annotated[str, Field(json_schema_extra={"enum": _words(contracts.C
 NextOffset = Annotated[
     int | None, Field(description="the `offset` of the next page; null on the last page")
 ]
-AnnotatorFlag = Literal[
-    "failed_attention_checks", "code_withheld", "contrarian", "low_weight", "idle"
-]
-# Why a participant who is done gets no completion code (the campaign's attention policy).
-WithheldReason = Literal["attention_checks"]
 # A ranking: image ids best first; a list inside it is a group of tied images.
 Order = list[str | list[str]]
 
 
 # -- campaigns and rounds (owner) --------------------------------------------------------------
-class RoundImage(_Response):
+class RoundImage(ResponseModel):
     id: str
     url: str
     thumb_url: str
@@ -58,7 +58,7 @@ class RoundImage(_Response):
     index: int = Field(description="the optimizer's index of a candidate")
 
 
-class RoundConsensus(_Response):
+class RoundConsensus(ResponseModel):
     order: list[str] = Field(description="image ids, best first")
     agreement: float | None
     distinguishable: bool | None = Field(
@@ -70,7 +70,7 @@ class RoundConsensus(_Response):
     method: str
 
 
-class Round(_Response):
+class Round(ResponseModel):
     number: int
     kind: str | None
     status: RoundStatus
@@ -105,7 +105,7 @@ class Round(_Response):
     )
 
 
-class HistoryEntry(_Response):
+class HistoryEntry(ResponseModel):
     number: int
     kind: str | None
     status: RoundStatus
@@ -127,7 +127,7 @@ class HistoryEntry(_Response):
     closed_at: Timestamp | None
 
 
-class CampaignSummary(_Response):
+class CampaignSummary(ResponseModel):
     """A campaign as listed: everything but the history of its rounds."""
 
     id: str
@@ -152,7 +152,7 @@ class CampaignSummary(_Response):
     )
 
 
-class Verdict(_Response):
+class Verdict(ResponseModel):
     """The crowd's verdict (rankloop.core.verdict): answers to the campaign's verdict rounds."""
 
     share: float | None = Field(
@@ -173,7 +173,7 @@ class Verdict(_Response):
     open: bool = Field(description="a verdict round is collecting answers now")
 
 
-class StrengthPoint(_Response):
+class StrengthPoint(ResponseModel):
     round: int = Field(description="the round whose best image this is")
     strength: float = Field(
         description="relative to round 0's best (0), in utility units: an honest annotator's "
@@ -183,11 +183,11 @@ class StrengthPoint(_Response):
     high: float = Field(description="95 % interval, upper end")
 
 
-class Improvement(_Response):
+class Improvement(ResponseModel):
     points: list[StrengthPoint] = Field(description="round 0's first; empty before two rounds")
 
 
-class Estimate(_Response):
+class Estimate(ResponseModel):
     """What one ranking of a campaign of the asked shape costs in annotator time and pay."""
 
     seconds_per_ranking: float = Field(
@@ -208,7 +208,7 @@ class Campaign(CampaignSummary):
     history: list[HistoryEntry]
 
 
-class Event(_Response):
+class Event(ResponseModel):
     id: int
     at: Timestamp
     kind: str = Field(description="e.g. round_render_resent, round_extended, round_failed")
@@ -217,111 +217,18 @@ class Event(_Response):
     data: dict[str, Any] | None
 
 
-class EventList(_Response):
+class EventList(ResponseModel):
     events: list[Event] = Field(description="newest first, at most `limit`")
     next_offset: NextOffset
 
 
-class CampaignList(_Response):
+class CampaignList(ResponseModel):
     campaigns: list[CampaignSummary] = Field(description="newest first, at most `limit`")
     next_offset: NextOffset
 
 
-# -- annotators (owner) ------------------------------------------------------------------------
-class NewAnnotator(_Response):
-    id: str
-    token: str = Field(description="shown once: only its hash is stored")
-    link: str = Field(description="the task page with the token in the URL fragment")
-
-
-class NewAnnotators(_Response):
-    annotators: list[NewAnnotator]
-
-
-class AnnotatorRow(_Response):
-    id: str
-    participant_id: str | None
-    weight: float | None = Field(
-        description="reliability weight: the campaign's evidence about them pooled over every "
-        "closed round (the same number as their own view's)"
-    )
-    n_rankings: int
-    n_attention_failed: int
-    completion_withheld: bool = Field(
-        description="failed more attention checks than the campaign's policy "
-        "(max_attention_failures) allows: no completion code (unless one was issued before)"
-    )
-    created_at: Timestamp
-    last_seen: Timestamp | None
-    pool: bool = Field(description="works on every running campaign")
-    study_id: str | None = Field(
-        default=None,
-        description="the study they joined through (a study worker, routed across its "
-        "campaigns: their rankings, weight and flags here are this campaign's); null otherwise",
-    )
-    flags: list[AnnotatorFlag]
-    revoked_at: Timestamp | None = Field(
-        description="when the owner revoked the token; null: active"
-    )
-    excluded: bool = Field(description="their rankings count in no consensus after the revocation")
-
-
-class AnnotatorList(_Response):
-    annotators: list[AnnotatorRow] = Field(description="oldest first, at most `limit`")
-    next_offset: NextOffset
-
-
-class AnnotatorRevoked(_Response):
-    id: str
-    revoked_at: Timestamp
-    excluded: bool
-
-
-class AnnotatorRanking(_Response):
-    round: int
-    order: Order
-    attention_passed: bool | None
-    late: bool
-    created_at: Timestamp
-    seconds: float = Field(description="from the task's lease to the ranking: time on the task")
-    weight: float | None = Field(
-        description="their reliability weight in that round's consensus; null: not in it"
-    )
-
-
-class AnnotatorDetail(_Response):
-    """One annotator as the owner drills into them: progress, access, every ranking."""
-
-    id: str
-    participant_id: str | None
-    participant_context: dict[str, str] | None = Field(
-        description="what the crowd platform passed to /join: study_id, session_id (Prolific), "
-        "assignment_id, hit_id (MTurk), whichever came"
-    )
-    pool: bool
-    study_id: str | None = Field(
-        default=None, description="the study they joined through; null: not a study worker"
-    )
-    tasks_done: int
-    tasks_quota: int
-    completion_code: str | None = Field(description="the code issued to them, once issued")
-    completion_withheld: bool = Field(
-        description="over the campaign's attention policy: no completion code is issued"
-    )
-    created_at: Timestamp
-    last_seen: Timestamp | None
-    revoked_at: Timestamp | None
-    excluded: bool
-    weight: float | None = Field(
-        description="reliability weight: the campaign's evidence about them pooled over every "
-        "closed round, as the annotator list shows it (each ranking's weight is the one its "
-        "round's consensus used)"
-    )
-    rankings: list[AnnotatorRanking] = Field(description="this campaign's, oldest first")
-
-
 # -- one round in detail (owner) ---------------------------------------------------------------
-class RoundRanking(_Response):
+class RoundRanking(ResponseModel):
     annotator_id: str
     participant_id: str | None
     order: Order
@@ -331,7 +238,7 @@ class RoundRanking(_Response):
     excluded: bool = Field(description="left out of consensus (an annotator revoked and excluded)")
 
 
-class RoundDetail(_Response):
+class RoundDetail(ResponseModel):
     """A round as the owner drills into it: images, every ranking, the consensus, the step."""
 
     number: int
@@ -356,7 +263,7 @@ class RoundDetail(_Response):
     closed_at: Timestamp | None
 
 
-class RecruitLink(_Response):
+class RecruitLink(ResponseModel):
     enabled: bool = Field(
         description="whether /join admits participants (the campaign's recruit setting); "
         "off by default"
@@ -371,14 +278,14 @@ class RecruitLink(_Response):
 
 
 # -- exports (owner) ---------------------------------------------------------------------------
-class ExportImage(_Response):
+class ExportImage(ResponseModel):
     id: str
     key: str
     index: int
     role: ImageRole
 
 
-class ExportRecord(_Response):
+class ExportRecord(ResponseModel):
     """One line of the JSON-lines export: a ranking, who gave it, when and on which images."""
 
     ranking_id: int
@@ -395,80 +302,8 @@ class ExportRecord(_Response):
     prompt: str
 
 
-# -- annotators' own endpoints -----------------------------------------------------------------
-WaitingReason = Literal[
-    "others_ranking", "rendering", "not_started", "paused", "finished", "quota_reached", "none_open"
-]
-
-
-class Waiting(_Response):
-    """Why no task may be open for this annotator now, for the page to say so."""
-
-    reason: WaitingReason
-    rankings_needed: int | None = Field(
-        description="others_ranking: rankings the open round still needs before it closes"
-    )
-    render_estimate_s: float | None = Field(
-        description="rendering: how long the last round took to render; null if unknown"
-    )
-
-
-class Me(_Response):
-    annotator_id: str
-    campaign_id: str | None = Field(description="null for a pool annotator")
-    tasks_done: int
-    tasks_quota: int | None
-    completion_code: str | None = Field(
-        description="set once this annotator is done (quota met, or the campaign ended)"
-    )
-    completion_url: str | None = Field(
-        description="with the code: the owner's completion URL (e.g. Prolific's), to go to"
-    )
-    attention_failed: bool = Field(
-        description="failed more attention checks than the campaign allows "
-        "(max_attention_failures): no completion code while this holds"
-    )
-    completion_withheld_reason: WithheldReason | None = Field(
-        description="set when this annotator is done (quota met, or the campaign ended) but gets "
-        "no completion code, and says why"
-    )
-    waiting: Waiting = Field(
-        description="what a page with no task should say (a pool annotator: none_open)"
-    )
-
-
-class TaskImage(_Response):
-    id: str
-    url: str
-    thumb_url: str
-    alt: str
-
-
-class Task(_Response):
-    task_id: str
-    campaign_id: str
-    round: int
-    k: int | None = Field(description="how many images to rank; null: all of them")
-    allow_ties: bool
-    expires_at: Timestamp
-    prompt: str
-    images: list[TaskImage] = Field(description="shuffled per annotator")
-
-
-class RankingAccepted(_Response):
-    ranking_id: int
-    task_id: str
-    late: bool
-    attention_passed: bool | None
-
-
-class TaskShownAck(_Response):
-    task_id: str
-    expires_at: Timestamp = Field(description="the lease's end, extended by the loading time")
-
-
 # -- live updates (service/api/stream.py) -----------------------------------------------------
-class StreamTicket(_Response):
+class StreamTicket(ResponseModel):
     """Opens one server-sent event stream, for a minute after it was made: for EventSource,
     which cannot send an Authorization header (the key itself never goes in a URL)."""
 
@@ -485,7 +320,7 @@ class StreamTicket(_Response):
 
 
 # -- previews (service/api/previews.py) ---------------------------------------------------------
-class Preview(_Response):
+class Preview(ResponseModel):
     """The starting image of a campaign not yet created, rendered by the workers."""
 
     id: str
@@ -497,7 +332,7 @@ class Preview(_Response):
 
 
 # -- errors ------------------------------------------------------------------------------------
-class ErrorBody(_Response):
+class ErrorBody(ResponseModel):
     code: str = Field(
         description="what went wrong, for a program: the status's own (unauthorized, forbidden, "
         "not_found, conflict, gone, invalid_input, ...), or a finer one: token_revoked (401, an "
@@ -507,7 +342,7 @@ class ErrorBody(_Response):
     details: Any = Field(description="per-field problems of a 422, else null")
 
 
-class Error(_Response):
+class Error(ResponseModel):
     error: ErrorBody
 
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from service.api import responses
 
 
-class _Response(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CampaignVerdict(_Response):
+class CampaignVerdict(responses.ResponseModel):
     """One campaign's verdict, in short (the full one: GET /api/campaigns/<id>/verdict)."""
 
     share: float | None = Field(description="share preferring the delivered image; null: none")
@@ -23,7 +19,7 @@ class CampaignVerdict(_Response):
     n: int = Field(description="decisive answers (ties apart)")
 
 
-class StudyVerdict(_Response):
+class StudyVerdict(responses.ResponseModel):
     """The study's verdict: every campaign's verdict answers pooled into one share."""
 
     share: float | None = Field(
@@ -45,7 +41,7 @@ class StudyVerdict(_Response):
     summary: str = Field(description="the verdict in one sentence")
 
 
-class StudyCampaign(_Response):
+class StudyCampaign(responses.ResponseModel):
     id: str
     prompt: str
     status: responses.CampaignStatus
@@ -59,7 +55,7 @@ class StudyCampaign(_Response):
     verdict: CampaignVerdict
 
 
-class StudySummary(_Response):
+class StudySummary(responses.ResponseModel):
     id: str
     name: str
     status: responses.CampaignStatus
@@ -80,7 +76,7 @@ class StudySummary(_Response):
     settings: dict[str, Any] = Field(description="the campaign settings its prompts share")
 
 
-class StudyCosts(_Response):
+class StudyCosts(responses.ResponseModel):
     task_s_median: float | None = Field(description="seconds from a task handed out to its ranking")
     rankings_last_hour: int
     spent: float | None = Field(description="pay_per_hour x the time spent on ranked tasks")
@@ -107,12 +103,12 @@ class StudyDetail(StudySummary):
     campaigns: list[StudyCampaign] = Field(description="in the prompt list's order")
 
 
-class StudyList(_Response):
+class StudyList(responses.ResponseModel):
     studies: list[StudySummary]
     next_offset: int | None
 
 
-class StudyWorker(_Response):
+class StudyWorker(responses.ResponseModel):
     id: str
     participant_id: str | None
     participant_context: dict[str, str] | None = Field(
@@ -125,6 +121,6 @@ class StudyWorker(_Response):
     last_seen: responses.Timestamp | None
 
 
-class StudyWorkerList(_Response):
+class StudyWorkerList(responses.ResponseModel):
     workers: list[StudyWorker] = Field(description="oldest first, at most `limit`")
     next_offset: int | None

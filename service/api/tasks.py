@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from rankloop.core.campaign_settings import IMAGE_SET
 from rankloop.core.errors import InvalidInput
-from service.api import responses
+from service.api import annotator_responses
 from service.api.common import iso, json_body, object_url
 from service.api.responses import json_response
 from service.auth import bearer_token, hash_token, unknown_token
@@ -37,7 +37,10 @@ bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
     "/next",
     summary="The next task (a lease), shuffled for this annotator",
     auth="annotator",
-    responses={**ok(responses.Task), 204: Reply("Nothing open for this annotator now", media=())},
+    responses={
+        **ok(annotator_responses.Task),
+        204: Reply("Nothing open for this annotator now", media=()),
+    },
 )
 def next_task():
     session = get_session()
@@ -48,7 +51,7 @@ def next_task():
     settings = campaign.config
     images = display_order(lease.annotator_id, round_.id, round_images(session, round_))
     return json_response(
-        responses.Task(
+        annotator_responses.Task(
             task_id=lease.task_id,
             campaign_id=campaign.id,
             round=round_.number,
@@ -57,7 +60,7 @@ def next_task():
             expires_at=iso(lease.expires_at),
             prompt=round_prompt(session, round_) if settings.kind == IMAGE_SET else campaign.prompt,
             images=[
-                responses.TaskImage(
+                annotator_responses.TaskImage(
                     id=image.id,
                     url=object_url(image.key),
                     thumb_url=object_url(image.thumb_key or image.key),
@@ -80,7 +83,9 @@ def next_task():
     ),
     auth="annotator",
     body=RankingSubmit,
-    responses={201: Reply("Stored, or the first one for a repeat", responses.RankingAccepted)},
+    responses={
+        201: Reply("Stored, or the first one for a repeat", annotator_responses.RankingAccepted)
+    },
 )
 def submit_ranking(task_id: str):
     token_hash = hash_token(bearer_token())
@@ -96,7 +101,7 @@ def submit_ranking(task_id: str):
     session.close()
     if submitted.quorum_reached:
         after_ranking(submitted.round_id)
-    accepted = responses.RankingAccepted(
+    accepted = annotator_responses.RankingAccepted(
         ranking_id=submitted.ranking_id,
         task_id=task_id,
         late=submitted.late,
@@ -116,7 +121,7 @@ def submit_ranking(task_id: str):
     ),
     auth="annotator",
     body=TaskShown,
-    responses=ok(responses.TaskShownAck),
+    responses=ok(annotator_responses.TaskShownAck),
 )
 def task_shown(task_id: str):
     """The page's report that the task's images are on screen, and how long they took: the
@@ -125,7 +130,9 @@ def task_shown(task_id: str):
     session = get_session()
     body: TaskShown = validate(TaskShown, json_body())
     expires_at = credit_loading(session, token_hash, task_id, body.load_s)
-    return json_response(responses.TaskShownAck(task_id=task_id, expires_at=iso(expires_at)))
+    return json_response(
+        annotator_responses.TaskShownAck(task_id=task_id, expires_at=iso(expires_at))
+    )
 
 
 def _annotator_exists(token_hash: str):
