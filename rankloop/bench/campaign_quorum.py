@@ -285,9 +285,9 @@ def run_quorum_bench(
             figures = ", ".join(
                 f"{key} {val:.3g}" for key, val in value.items() if isinstance(val, float)
             )
-            noise = " (within noise)" if value.get("within noise") else ""
+            within = " (within noise)" if value.get("within noise") else ""
             click.echo(
-                f"{label}: {name}: {figures} -> {'met' if value['met'] else 'missed'}{noise}"
+                f"{label}: {name}: {figures} -> {'met' if value['met'] else 'missed'}{within}"
             )
     path = save_results(
         out, "campaign-quorum", rows, verdicts=verdicts, curves=curves, at_spend=spend_rows, seeds=seeds,
