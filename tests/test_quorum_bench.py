@@ -142,3 +142,20 @@ def test_a_rule_may_carry_the_settle_rule_s_prior():
     for bad in ("fixed:3+1", "adaptive:2-5+x", "adaptive:2-5+-1"):
         with pytest.raises(InvalidInput):
             QuorumRule.parse(bad)
+
+
+def test_a_rule_may_learn_its_prior_and_weigh_a_wrong_move():
+    rule = QuorumRule.parse("adaptive:2-5+eb*3")
+    assert (rule.prior, rule.move_cost, rule.label) == ("campaign", 3.0, "adaptive:2-5+eb*3")
+    assert QuorumRule.parse("adaptive:2-5").move_cost == 1.0
+    for bad in ("fixed:3*3", "adaptive:2-5*0.5", "adaptive:2-5*x"):
+        with pytest.raises(InvalidInput):
+            QuorumRule.parse(bad)
+
+
+def test_a_noisier_crowd_has_hotter_annotators():
+    plain = quorum_crowd(0, 5, 3, False)
+    noisy = quorum_crowd(0, 5, 3, False, noise=2.0)
+    assert isinstance(plain, Crowd) and isinstance(noisy, Crowd)
+    for a, b in zip(plain.annotators, noisy.annotators, strict=True):
+        assert (b.id, b.kind, b.temperature) == (a.id, a.kind, 2.0 * a.temperature)

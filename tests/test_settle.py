@@ -7,7 +7,13 @@ import pytest
 
 from rankloop.core.campaign_settings import CampaignFields, CampaignSettings, first_quorum
 from rankloop.core.optimizer import RankSGD
-from rankloop.core.settle import decision, settle_round, settlement
+from rankloop.core.settle import (
+    CAMPAIGN_PRIOR,
+    campaign_prior,
+    decision,
+    settle_round,
+    settlement,
+)
 
 N_ITEMS = 9  # eight candidates and the attention image
 ATTENTION = 8
@@ -180,3 +186,99 @@ def settlement_with_prior(rankings, *, prior, feed="pairwise", move_items=MOVE):
         seed=7,
         prior=prior,
     )
+
+
+# A round with nothing to move to (round 0: no direction, no trial) feeds only the direction,
+# led by the winning candidate: that is the decision it settles.
+NO_MOVE = [3]
+
+
+def test_a_round_with_nothing_to_move_to_settles_its_winner():
+    agreeing = settle([("a", [1, 0, 2]), ("b", [1, 2, 0])], move_items=NO_MOVE)
+    assert agreeing.decision == 1 and agreeing.settled(0.9)
+    split = settle([("a", [1, 0, 2]), ("b", [5, 2, 0])], move_items=NO_MOVE)
+    assert not split.settled(0.9)
+    assert settle([("a", [1, 0, 2]), ("b", [5, 2, 0])], move_items=None) == split
+
+
+def test_a_split_round_with_nothing_to_move_to_asks_up_to_the_cap():
+    """The annotators split over which of two candidates wins: never settled, so the quorum
+    runs to its cap."""
+    rankings = [(f"x{i}", [1, 5, 2] if i % 2 == 0 else [5, 1, 2]) for i in range(5)]
+    for n in range(2, len(rankings) + 1):
+        assert not settle(rankings[:n], move_items=NO_MOVE).settled(0.9)
+
+
+@pytest.mark.parametrize("feed", ["pairwise", "order"])
+def test_nothing_to_move_to_is_invariant_to_annotator_and_item_order(feed):
+    rankings = [("a", [1, 0, 2]), ("b", [5, 2, 0]), ("c", [1, 4, 7])]
+    weights = {"a": 1.0, "b": 0.7, "c": 1.3}
+    first = settle(rankings, move_items=NO_MOVE, feed=feed, weights=weights)
+    assert settle(rankings[::-1], move_items=NO_MOVE, feed=feed, weights=weights) == first
+    relabel = [*np.random.default_rng(2).permutation(N_ITEMS - 1).tolist(), ATTENTION]
+    moved = [(a, [relabel[i] for i in order]) for a, order in rankings]
+    again = settle(moved, move_items=[relabel[3]], feed=feed, weights=weights)
+    assert again.confidence == first.confidence
+    assert again.decision == relabel[first.decision]
+
+
+def test_a_stay_settles_at_the_lower_bar_a_wrong_stay_s_lower_cost_allows():
+    # Two say the point stays, one moves it: the stay is modal but short of 0.9.
+    rankings = [("a", [3, 0, 2]), ("b", [3, 2, 0]), ("c", [1, 3, 0])]
+    weights = {"a": 1.0, "b": 1.0, "c": 1.0}
+    candidates = [i for i in range(N_ITEMS) if i != ATTENTION]
+    common = dict(weights=weights, move_items=MOVE, candidates=candidates, seed=7)
+    plain = settlement(rankings, N_ITEMS, **common)
+    cheap = settlement(rankings, N_ITEMS, move_cost=3.0, **common)
+    assert plain.stays and cheap.stays and plain.confidence == cheap.confidence
+    assert 0.7 <= plain.confidence < 0.9
+    assert not plain.settled(0.9) and cheap.settled(0.9)
+    # A move is held to the full confidence whatever the cost.
+    mover = [("a", [1, 0, 2]), ("b", [1, 2, 0]), ("c", [3, 1, 0])]
+    moved = settlement(mover, N_ITEMS, move_cost=3.0, **common)
+    assert not moved.stays
+    assert moved.settled(0.9) == (moved.confidence >= 0.9)
+
+
+def reliability_record(agree: float, disagree: float) -> dict:
+    return {
+        "version": 2,
+        "prior_agree": 1.0,
+        "prior_disagree": 1.0,
+        "prior_discount": 1.0,
+        "annotators": {
+            name: {
+                "agree": agree,
+                "disagree": disagree,
+                "checks_passed": 0.0,
+                "checks_failed": 0.0,
+                "rounds": 3,
+            }
+            for name in "ab"
+        },
+        "seeded": {},
+        "scales": {},
+    }
+
+
+def test_the_campaign_prior_is_the_odds_of_the_crowd_s_disagreement():
+    assert campaign_prior(None) == 0.0
+    assert campaign_prior(reliability_record(0.0, 0.0)) == 0.0
+    assert campaign_prior(reliability_record(30.0, 0.0)) == 0.0
+    assert campaign_prior(reliability_record(30.0, 10.0)) == pytest.approx(1 / 3)
+
+
+def test_a_unanimous_crowd_closes_at_the_minimum_under_the_campaign_prior():
+    two = [("a", [1, 0, 2]), ("b", [1, 2, 0])]
+    for record in (None, reliability_record(30.0, 0.0)):
+        result = settle_round(
+            two, N_ITEMS, method="auto", reliability=record, known_worst=[ATTENTION],
+            failed_check=(), move_items=MOVE, feed="pairwise", seed=7, prior=CAMPAIGN_PRIOR,
+        )  # fmt: skip
+        assert result.decision == 1 and result.settled(0.9)
+    noisy = settle_round(
+        two, N_ITEMS, method="auto", reliability=reliability_record(10.0, 10.0),
+        known_worst=[ATTENTION], failed_check=(), move_items=MOVE, feed="pairwise", seed=7,
+        prior=CAMPAIGN_PRIOR,
+    )  # fmt: skip
+    assert noisy.decision == 1 and not noisy.settled(0.9)

@@ -228,6 +228,21 @@ def run_tail(chosen: list[Objective], seeds: int, adversary: bool, out: str) -> 
     "--fixed-floor", is_flag=True, help="Perceptual: keep the visible floor (no agreement rule)."
 )
 @click.option(
+    "--noise",
+    default=1.0,
+    show_default=True,
+    help="With --quorum: the crowd's temperatures times this (2: as noisy as --tail's "
+    "twice-as-noisy crowd).",
+)
+@click.option(
+    "--objectives",
+    "only",
+    default=None,
+    help="With --quorum or --tail: only the objectives whose label contains one of these "
+    "comma-separated words (e.g. contrast,structure; a two-tastes objective's label names "
+    "both tastes).",
+)
+@click.option(
     "--out", default=None, help="JSON results [bench-results/campaign(-quorum|-tail).json]"
 )
 def campaign_command(
@@ -241,6 +256,8 @@ def campaign_command(
     straggler_after: float,
     crowd: str,
     fixed_floor: bool,
+    noise: float,
+    only: str | None,
     out: str | None,
 ) -> None:
     """The delivered image's improvement: new default vs today's default vs the authors' loop
@@ -250,13 +267,18 @@ def campaign_command(
     chosen = objectives()
     if two_tastes:
         chosen += two_taste_objectives(chosen)
+    if only:
+        words = [w.strip() for w in only.split(",") if w.strip()]
+        chosen = [o for o in chosen if any(w in o.label for w in words)]
+        if not chosen:
+            raise click.BadParameter(f"no objective's label contains any of {only!r}")
     if tail:
         run_tail(chosen, seeds, adversary, out or "bench-results/campaign-tail.json")
         return
     if quorums:
         run_quorum_bench(
             chosen, quorums, seeds, rounds, adversary, straggler_after,
-            out or "bench-results/campaign-quorum.json", M, K,
+            out or "bench-results/campaign-quorum.json", M, K, noise,
         )  # fmt: skip
         return
     out = out or "bench-results/campaign.json"

@@ -43,15 +43,21 @@ PATTERN = (("honest", 0.5), ("honest", 0.7), ("careless", 0.5), ("honest", 0.6),
 
 
 def quorum_crowd(
-    seed: int, size: int, k: int, adversary: bool, tastes: Sequence[Any] | None = None
+    seed: int,
+    size: int,
+    k: int,
+    adversary: bool,
+    tastes: Sequence[Any] | None = None,
+    noise: float = 1.0,
 ) -> Crowd | TastesCrowd:
-    """Today's crowd repeated to ``size``; with two ``tastes``, every second annotator (h1,
-    h3, ...) ranks by the second."""
+    """Today's crowd repeated to ``size``, its temperatures times ``noise`` (2: the twice as
+    noisy crowd of ``--tail``); with two ``tastes``, every second annotator (h1, h3, ...)
+    ranks by the second."""
     members = []
     for i in range(size):
         kind, temperature = PATTERN[i % len(PATTERN)]
         members.append(
-            SimulatedAnnotator(f"{kind[0]}{i}", kind, temperature, k=k, carelessness=0.5)
+            SimulatedAnnotator(f"{kind[0]}{i}", kind, temperature * noise, k=k, carelessness=0.5)
         )
     if adversary:
         members.append(SimulatedAnnotator("a0", "adversary", 0.5, k=k))
@@ -94,12 +100,19 @@ def two_taste_objectives(objectives: Sequence[Objective]) -> list[Objective]:
 
 
 def run_rule(
-    objective: Any, rule: QuorumRule, seed: int, rounds: int, adversary: bool, m: int, k: int
+    objective: Any,
+    rule: QuorumRule,
+    seed: int,
+    rounds: int,
+    adversary: bool,
+    m: int,
+    k: int,
+    noise: float = 1.0,
 ) -> tuple[list[float], list[int]]:
     """Improvement after each round, and the rankings each round closed on."""
     problem = objective.make(seed)
     tastes = objective.tastes(seed) if objective.tastes else None
-    crowd = quorum_crowd(seed, rule.high, k, adversary, tastes)
+    crowd = quorum_crowd(seed, rule.high, k, adversary, tastes, noise)
     records = list(
         run_campaign(
             rounds=rounds, method="auto", optimizer_options={"shell": objective.shell},
@@ -143,13 +156,15 @@ def quorum_study(
     straggler_after: float,
     m: int,
     k: int,
+    noise: float = 1.0,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     rows, verdicts, curves_out = [], {}, {}
     for objective in objectives:
         found: dict[str, dict[str, Any]] = {}
         for rule in rules:
             runs = [
-                run_rule(objective, rule, seed, rounds, adversary, m, k) for seed in range(seeds)
+                run_rule(objective, rule, seed, rounds, adversary, m, k, noise)
+                for seed in range(seeds)
             ]
             curves = np.array([c for c, _ in runs])
             spent = np.array([a for _, a in runs])
@@ -246,14 +261,16 @@ def run_quorum_bench(
     out: str,
     m: int,
     k: int,
+    noise: float = 1.0,
 ) -> None:
     started = time.perf_counter()
     rules = parse_quorums(quorums)
     rows, verdicts, curves = quorum_study(
-        objectives, rules, seeds, rounds, adversary, straggler_after, m, k
+        objectives, rules, seeds, rounds, adversary, straggler_after, m, k, noise
     )
     click.echo(
-        f"Quorum rules, {seeds} campaigns each, m={m}, top-{k}, new default optimizer; wall "
+        f"Quorum rules, {seeds} campaigns each, m={m}, top-{k}, new default optimizer, crowd "
+        f"temperatures x{noise:g}; wall "
         f"time simulated: log-normal ranking times (median {MEDIAN_S:g} s, sigma {SIGMA:g}), "
         f"straggler offers at {straggler_after:g} x the median"
     )
@@ -268,13 +285,13 @@ def run_quorum_bench(
             figures = ", ".join(
                 f"{key} {val:.3g}" for key, val in value.items() if isinstance(val, float)
             )
-            noise = " (within noise)" if value.get("within noise") else ""
+            within = " (within noise)" if value.get("within noise") else ""
             click.echo(
-                f"{label}: {name}: {figures} -> {'met' if value['met'] else 'missed'}{noise}"
+                f"{label}: {name}: {figures} -> {'met' if value['met'] else 'missed'}{within}"
             )
     path = save_results(
         out, "campaign-quorum", rows, verdicts=verdicts, curves=curves, at_spend=spend_rows, seeds=seeds,
-        rounds=rounds, adversary=adversary, straggler_after=straggler_after,
+        rounds=rounds, adversary=adversary, straggler_after=straggler_after, noise=noise,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
     click.echo(f"saved {path} ({time.perf_counter() - started:.0f} s)")

@@ -239,6 +239,7 @@ def _quorum_answers(
             feed=feed,
             seed=seed * 100_003 + round_number,
             prior=quorum.prior,
+            move_cost=quorum.move_cost,
         ).settled(quorum.confidence)  # fmt: skip
 
     rng = np.random.default_rng([seed, round_number, 24])

@@ -19,7 +19,7 @@ import numpy as np
 
 from rankloop.core.campaign_settings import CampaignFields
 from rankloop.core.errors import InvalidInput
-from rankloop.core.settle import PRIOR_ANNOTATORS
+from rankloop.core.settle import CAMPAIGN_PRIOR, MOVE_COST, PRIOR_ANNOTATORS
 
 DEFAULT_CONFIDENCE: float = CampaignFields.model_fields["settle_confidence"].get_default()
 
@@ -34,28 +34,42 @@ class QuorumRule:
     low: int
     high: int
     confidence: float = DEFAULT_CONFIDENCE  # an adaptive quorum's settle_confidence
-    prior: float = PRIOR_ANNOTATORS  # the settle rule's prior (rankloop.core.settle)
+    prior: float | str = PRIOR_ANNOTATORS  # the settle rule's prior (rankloop.core.settle)
+    move_cost: float = MOVE_COST  # a wrong move's cost in wrong stays (rankloop.core.settle)
 
     @property
     def label(self) -> str:
         if self.kind == "fixed":
             return f"fixed:{self.high}"
         suffix = "" if self.confidence == DEFAULT_CONFIDENCE else f"@{self.confidence:g}"
-        if self.prior != PRIOR_ANNOTATORS:
+        if self.prior == CAMPAIGN_PRIOR:
+            suffix += "+eb"
+        elif self.prior != PRIOR_ANNOTATORS:
             suffix += f"+{self.prior:g}"
+        if self.move_cost != MOVE_COST:
+            suffix += f"*{self.move_cost:g}"
         return f"adaptive:{self.low}-{self.high}{suffix}"
 
     @classmethod
     def parse(cls, text: str) -> QuorumRule:
-        """``fixed:3``, ``adaptive:2-5``, ``adaptive:2-5@0.97`` (a settle confidence) or
-        ``adaptive:2-5@0.6+1`` (and the settle rule's prior, in annotators)."""
+        """``fixed:3``, ``adaptive:2-5``, ``adaptive:2-5@0.97`` (a settle confidence),
+        ``adaptive:2-5@0.6+1`` (and the settle rule's prior, in annotators; ``+eb``: learnt
+        from the campaign's disagreement) or ``adaptive:2-5*3`` (a wrong move costs three
+        wrong stays)."""
         kind, _, size = text.strip().partition(":")
+        size, _, cost_text = size.partition("*")
         size, _, prior_text = size.partition("+")
         size, _, confidence_text = size.partition("@")
         try:
             confidence = float(confidence_text) if confidence_text else DEFAULT_CONFIDENCE
-            prior = float(prior_text) if prior_text else PRIOR_ANNOTATORS
-            if kind == "fixed" and not confidence_text and not prior_text:
+            prior: float | str = PRIOR_ANNOTATORS
+            if prior_text == "eb":
+                prior = CAMPAIGN_PRIOR
+            elif prior_text:
+                prior = float(prior_text)
+            move_cost = float(cost_text) if cost_text else MOVE_COST
+            extras = confidence_text or prior_text or cost_text
+            if kind == "fixed" and not extras:
                 low = high = int(size)
             elif kind == "adaptive":
                 low_text, _, high_text = size.partition("-")
@@ -64,15 +78,21 @@ class QuorumRule:
                 raise ValueError(kind)
         except ValueError:
             raise InvalidInput(
-                f"bad quorum {text!r}: use fixed:N or adaptive:LOW-HIGH[@CONFIDENCE][+PRIOR] "
-                "(e.g. adaptive:2-5)"
+                f"bad quorum {text!r}: use fixed:N or "
+                "adaptive:LOW-HIGH[@CONFIDENCE][+PRIOR|+eb][*MOVE_COST] (e.g. adaptive:2-5)"
             ) from None
-        if not 1 <= low <= high or not 0.5 <= confidence < 1.0 or not 0.0 <= prior <= 100.0:
+        numeric = 0.0 if isinstance(prior, str) else prior
+        if (
+            not 1 <= low <= high
+            or not 0.5 <= confidence < 1.0
+            or not 0.0 <= numeric <= 100.0
+            or not 1.0 <= move_cost <= 100.0
+        ):
             raise InvalidInput(
                 f"bad quorum {text!r}: need 1 <= LOW <= HIGH, 0.5 <= CONFIDENCE < 1, "
-                "0 <= PRIOR <= 100"
+                "0 <= PRIOR <= 100, 1 <= MOVE_COST <= 100"
             )
-        return cls(kind, low, high, confidence, prior)
+        return cls(kind, low, high, confidence, prior, move_cost)
 
     def take(
         self,
