@@ -99,7 +99,10 @@ def _take_slot(session: Session, head: Waiting) -> RenderMessage | None:
     campaign = session.get(Campaign, head.campaign_id)
     if round_ is None or campaign is None:
         return None
-    if not compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=utcnow()):
+    # No job until its send goes through (mark_enqueued): a sender killed before that leaves
+    # the round for the sweep to send (service.sweep.never_left).
+    stamped = {"render_enqueued_at": utcnow(), "render_task_id": None}
+    if not compare_and_set(session, round_, RoundStatus.RENDERING, **stamped):
         return None
     audit(session, "round_render_resent", campaign.id, round_.number, reason=SLOT_FREED)
     return render_message(campaign, round_)

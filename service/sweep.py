@@ -37,8 +37,6 @@ from service.transitions import audit, compare_and_set
 
 log = logging.getLogger(__name__)
 
-# A render whose message never left (the broker was down at commit) is sent after this grace.
-UNSENT_GRACE = dt.timedelta(seconds=30)
 # Why a render was sent again (the audit event's ``reason``; rankloop_renders_resent_total).
 UNSENT, STALE, TIMEOUT, NOT_QUEUED = "unsent", "heartbeat_stale", "timeout", "not_queued"
 LOST_BY_BROKER = "render message lost: not on the broker's queue and no worker holds it"
@@ -112,20 +110,32 @@ def _resend(
         return Outcome()
     timeout = dt.timedelta(seconds=campaign.config.render_timeout_s)
     stale = stale_after()
-    sent = round_.render_enqueued_at or (round_.created_at - timeout + UNSENT_GRACE)
+    unsent_since = never_left(round_)
+    sent = round_.render_enqueued_at
+    if unsent_since is not None:  # due render_lost_after_s on: its sender may be sending it now
+        sent = unsent_since - timeout + lost_after()
+    assert sent is not None
     reason: str | None = None
-    if sent + timeout <= now:
-        reason = UNSENT if round_.render_enqueued_at is None else TIMEOUT
+    if sent + timeout <= now and unsent_since is None:
+        reason = TIMEOUT
+    elif (
+        unsent_since is not None
+        and sent + timeout <= now
+        and render_heartbeat(campaign.id, round_.number) is None  # (else it left: it renders)
+    ):
+        reason = UNSENT
     elif round_.render_enqueued_at is None and _waited_for_slot(session, round_):
         # Held back by its owner's render cap, and a slot is free now: sent at once, not
-        # UNSENT_GRACE after its round was made (that grace is for a broker down at commit).
+        # render_lost_after_s after its round was made (that wait is for a sender that died).
         reason = SLOT_FREED
     elif sent + stale <= now and heartbeat_stale(campaign.id, round_.number, now):
         reason = STALE
     elif round_id in lost and render_heartbeat(campaign.id, round_.number) is None:
         reason = NOT_QUEUED  # (the heartbeat read again: a worker that took it since beats)
     outcome = Outcome()
-    if reason and compare_and_set(session, round_, RoundStatus.RENDERING, render_enqueued_at=now):
+    if reason and compare_and_set(
+        session, round_, RoundStatus.RENDERING, render_enqueued_at=now, render_task_id=None
+    ):
         details = {"error": LOST_BY_BROKER} if reason == NOT_QUEUED else {}
         if reason == NOT_QUEUED:
             log.warning(
@@ -142,6 +152,21 @@ def _resend(
         _check_pickup(session, round_)
     session.commit()
     return outcome
+
+
+def never_left(round_: Round) -> dt.datetime | None:
+    """Since when a rendering round's render has been unsent, or None when its message left.
+    A render leaves after the commit that makes (or stamps) its round, and only a send that
+    went through records its job (``render_task_id``, :func:`service.render_sending.mark_enqueued`);
+    a sender that dies in between (a web process killed after the close that made the round)
+    leaves it unsent, as a broker down at the send does. The sweep sends it
+    ``render_lost_after_s`` after this, on any broker (it waited 30 s, and every annotator of its
+    campaign with it; one stamped for a send, render_timeout_s)."""
+    if round_.render_enqueued_at is None:
+        return round_.created_at  # never sent, or sent back to wait for a render slot
+    if round_.render_task_id is None:
+        return round_.render_enqueued_at  # stamped for a send that never recorded its job
+    return None
 
 
 def _waited_for_slot(session: Session, round_: Round) -> bool:
@@ -187,7 +212,7 @@ def lost_by_broker(session: Session, now: dt.datetime) -> set[int]:
     when such a round exists."""
     if not has_app_context():
         return set()
-    since = now - dt.timedelta(seconds=app_settings().render_lost_after_s)
+    since = now - lost_after()
     r, c = ROUNDS, CAMPAIGNS
     rows = session.execute(
         select(r.c.id, r.c.campaign_id, r.c.number, r.c.render_task_id)
@@ -208,6 +233,15 @@ def lost_by_broker(session: Session, now: dt.datetime) -> set[int]:
     if held is None:
         return set()
     return {round_id for job_id, round_id in quiet.items() if job_id not in held}
+
+
+def lost_after() -> dt.timedelta:
+    """How long a render may stay unsent, or sent but neither held by the broker nor beaten for,
+    before the sweep sends it again (the setting ``render_lost_after_s``; its default outside
+    an app)."""
+    if has_app_context():
+        return dt.timedelta(seconds=app_settings().render_lost_after_s)
+    return dt.timedelta(seconds=Settings.model_fields["render_lost_after_s"].default)
 
 
 def stale_after() -> dt.timedelta:
@@ -300,8 +334,8 @@ __all__ = [
     "STALE",
     "TIMEOUT",
     "UNSENT",
-    "UNSENT_GRACE",
     "heartbeat_stale",
+    "lost_after",
     "lost_by_broker",
     "stale_after",
     "sweep",

@@ -66,14 +66,44 @@ def test_summary_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_bench_campaign_quick_writes_json_and_png(tmp_path):
+    """The command end to end, on 2 seeds of 5 rounds (the quick run's 3 of 10 took a minute and
+    a half of a loaded CI machine; the methods' steps are the parametrised test's above)."""
     from rankloop.commands.cli import main
 
     out = tmp_path / "campaign.json"
     result = CliRunner().invoke(
-        main, ["bench", "campaign", "--quick", "--out", str(out)], catch_exceptions=False
+        main,
+        ["bench", "campaign", "--quick", "--seeds", "2", "--rounds", "5", "--out", str(out)],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["benchmark"] == "campaign"
     assert {row["method"] for row in document["rows"]} == set(METHODS)
+    assert all("median@5" in row for row in document["rows"])
+    assert (document["meta"]["seeds"], document["meta"]["rounds"]) == (2, 5)
+    assert {len(curves) for curves in document["meta"]["curves"].values()} == {2}
     assert (tmp_path / "campaign.png").exists()
+
+
+def test_bench_campaign_quick_runs_3_seeds_of_10_rounds_untuned(tmp_path, monkeypatch):
+    """--quick alone: 3 seeds of 10 rounds each, the authors' loop untuned (its published
+    step and radius)."""
+    from rankloop.bench import campaign
+    from rankloop.commands.cli import main
+
+    runs: list[tuple] = []
+
+    def improvements(objective, method, seed, rounds, adversary, authors=None):
+        runs.append((seed, rounds, authors))
+        return [0.0] * rounds
+
+    monkeypatch.setattr(campaign, "improvements", improvements)
+    monkeypatch.setattr(campaign, "tune_authors", lambda *args: pytest.fail("tuned"))
+    out = tmp_path / "campaign.json"
+    result = CliRunner().invoke(
+        main, ["bench", "campaign", "--quick", "--out", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert {seed for seed, _, _ in runs} == {0, 1, 2}
+    assert {(rounds, authors) for _, rounds, authors in runs} == {(10, (8.0, 0.03))}

@@ -87,6 +87,7 @@ def test_only_a_permanent_render_error_fails_a_campaign(app, session):
     assert sweep.sweep(session, now + dt.timedelta(seconds=5)).renders == []  # still fresh
     (again,) = sweep.sweep(session, now + dt.timedelta(seconds=16)).renders
     assert (again.campaign_id, again.round_number) == (cid, 0)
+    render_sending.mark_enqueued(session, cid, 0, "render-y")  # sent (as run_step sends it)
     # The re-sent render may wait in the queue: no heartbeat yet is not a loss.
     assert not store.exists(heartbeat_key(cid, 0))
     assert sweep.sweep(session, now + dt.timedelta(seconds=60)).renders == []

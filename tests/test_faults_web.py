@@ -18,6 +18,7 @@ Figures: :func:`tests.fixtures.private_services.report_recovery` (``fault_gunico
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import threading
@@ -147,8 +148,11 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
     setup = make_app(tmp_path, postgres_url)
     _truncate(setup)
     db.get_engine(setup).dispose()
-    objects = {"RANKLOOP_STORE_URL": str(tmp_path / "objects")}
-    with WebStack(tmp_path, postgres_url, redis_url, f"{redis_prefix}web:", objects) as stack:
+    # A kill between a round's close and its next render's send leaves that render unsent: the
+    # sweep sends it render_lost_after_s after its round was made (the least the setting takes,
+    # here; annotators of that campaign have no work until then).
+    env = {"RANKLOOP_STORE_URL": str(tmp_path / "objects"), "RANKLOOP_RENDER_LOST_AFTER_S": "5"}
+    with WebStack(tmp_path, postgres_url, redis_url, f"{redis_prefix}web:", env) as stack:
         base = stack.base
         crowd = None
         try:
@@ -254,6 +258,8 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
         and stored[r["ranking_id"]][1] < r["retry_sent"]
     ]  # fmt: skip
     work_again = [t - last_kill for t in crowd.work_at if t > last_kill]
+    handed = sorted(crowd.work_at)
+    longest_without_work = max((b - a for a, b in itertools.pairwise(handed)), default=0.0)
     figures = {
         "kills": killed,
         "retried_submissions": len(crowd.retried),
@@ -261,6 +267,7 @@ def test_gunicorn_workers_killed_repeatedly_every_201_stored_and_retries_answere
         "retry_statuses": sorted({r["status"] for r in crowd.retried}),
         "work_again_s_after_last_kill": round(work_again[0], 1) if work_again else None,
         "finished_at_last_kill": finished_at_last_kill,
+        "longest_without_work_s": round(longest_without_work, 1),  # a lost send: ~5 s + a sweep
         "rankings": len(stored),
         "statuses": crowd.statuses,
         "submit_statuses": crowd.submit_statuses,

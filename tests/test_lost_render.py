@@ -85,6 +85,43 @@ def test_a_render_the_broker_holds_or_cannot_see_waits_for_the_timeout(
     assert ("rankloop_renders_resent_total", (("reason", "not_queued"),)) not in metric
 
 
+@pytest.mark.parametrize("stamped", [False, True], ids=["never-sent", "stamped-for-a-send"])
+def test_a_render_whose_sender_died_is_sent_within_render_lost_after_s(
+    app, owner: Owner, monkeypatch, stamped: bool
+):
+    """The web process that made a round (the close of the round before it, in the request that
+    brought its quorum) was killed between that commit and the render's send; or one that gave
+    a freed render slot to a waiting render (stamped sent, service.render_sending._take_slot)
+    was killed before that send. The render, which never left, goes out at the first sweep
+    render_lost_after_s after, on any broker (it waited 30 s, or render_timeout_s when stamped:
+    every annotator of the campaign without work meanwhile, tests/test_faults_web.py's repeated
+    gunicorn kills)."""
+    from sqlalchemy import update
+
+    from service.db import session_scope
+    from service.models import Round
+
+    cid = owner.campaign(start=True)["id"]
+    asked = broker_holds(monkeypatch, None)  # a broker that cannot say: not what decides here
+    with app.app_context(), session_scope(app) as session:
+        session.execute(  # as the dead sender left it: committed, its job never recorded
+            update(Round)
+            .where(Round.campaign_id == cid)
+            .values(render_enqueued_at=utcnow() if stamped else None, render_task_id=None)
+        )
+        session.commit()
+        lost_after = sweep.lost_after().total_seconds()
+    assert lost_after == 10.0  # the setting's default
+    assert resent(app, cid, lost_after - 1) == []  # its sender may still be sending it
+    assert resent(app, cid, lost_after + 1) == [f"{cid}/0"]
+    events = owner.get(f"/api/campaigns/{cid}/events").json["events"]
+    assert events[0]["kind"] == "round_render_resent"
+    assert events[0]["data"]["reason"] == "unsent"
+    assert asked == []  # never sent: nothing to ask the broker about
+    # Sent now: not again before its own render_lost_after_s.
+    assert resent(app, cid, 5) == []
+
+
 def test_a_render_whose_worker_beats_is_not_asked_of_the_broker(app, owner: Owner, monkeypatch):
     from rankloop.core.contracts import heartbeat_key
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from rankloop.bench.campaign_plot import plot_improvements
 from rankloop.bench.campaign_quorum import run_quorum_bench, two_taste_objectives
@@ -188,7 +189,11 @@ def run_tail(chosen: list[Objective], seeds: int, adversary: bool, out: str) -> 
 @click.option("--seeds", default=20, show_default=True, help="Campaigns per objective and method.")
 @click.option("--rounds", default=20, show_default=True, help="Rounds per campaign.")
 @click.option("--adversary", is_flag=True, help="Add an annotator who answers backwards.")
-@click.option("--quick", is_flag=True, help="Smoke run: 3 seeds, 10 rounds, no tuning.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run: no tuning, 3 seeds and 10 rounds (unless --seeds or --rounds say otherwise).",
+)
 @click.option(
     "--quorum",
     "quorums",
@@ -263,7 +268,9 @@ def campaign_command(
     """The delivered image's improvement: new default vs today's default vs the authors' loop
     (or, with --quorum, quorum rules against each other)."""
     if quick:
-        seeds, rounds = 3, 10
+        source = click.get_current_context().get_parameter_source
+        seeds = seeds if source("seeds") != ParameterSource.DEFAULT else 3
+        rounds = rounds if source("rounds") != ParameterSource.DEFAULT else 10
     chosen = objectives()
     if two_tastes:
         chosen += two_taste_objectives(chosen)

@@ -238,14 +238,16 @@ class Settings(BaseSettings):
     # without persistence loses its queue) is sent again by the sweep, well before its
     # render_timeout_s. Never while it waits in the queue, however long (service/sweep.py).
     # 10 s: a render lost with a Redis restart without persistence is rendered again about 12 s
-    # after the restart (34 s with 30 s); the broker is read only for renders this old.
+    # after the restart (34 s with 30 s); the broker is read only for renders this old. A render
+    # never sent (its sender died between its round's commit and the send, or the broker was
+    # down) is sent this long after its round was made, on any broker.
     render_lost_after_s: float = Field(
         default=10.0,
         ge=5,
         le=3600,
         allow_inf_nan=False,
-        description="seconds after which the sweep sends again a render that no worker beats "
-        "for and Redis no longer holds (Redis only)",
+        description="seconds after which the sweep sends a render that was never sent, or sends "
+        "again one that no worker beats for and Redis no longer holds (Redis only)",
         json_schema_extra=COORDINATOR,
     )
     # A render whose worker's heartbeat (rewritten every contracts.HEARTBEAT_EVERY_S, 2 s) is
