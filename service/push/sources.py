@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import make_url
 
@@ -67,12 +68,17 @@ async def _poll_sqlite(database_url: str, hub: Hub) -> None:
     if path is None:
         raise ValueError("the stream process needs a SQLite file, not an in-memory database")
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # One thread owns the connection: a read cancelled with the process's stop keeps running
+    # in its thread, and closing the connection under it crashes the interpreter, so the
+    # close goes to the same thread, after the read.
+    owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streams-sqlite")
+    loop = asyncio.get_running_loop()
     try:
         seen = None
         while True:
             try:
-                (version,) = await asyncio.to_thread(
-                    lambda: connection.execute("PRAGMA data_version").fetchone()
+                (version,) = await loop.run_in_executor(
+                    owner, lambda: connection.execute("PRAGMA data_version").fetchone()
                 )
             except sqlite3.Error:
                 log.warning("reading SQLite's data_version failed", exc_info=True)
@@ -82,4 +88,5 @@ async def _poll_sqlite(database_url: str, hub: Hub) -> None:
                 hub.tell(None)
             await asyncio.sleep(SQLITE_POLL_S)
     finally:
-        connection.close()
+        owner.submit(connection.close)
+        owner.shutdown(wait=False)
