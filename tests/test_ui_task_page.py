@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests import test_ui_failure_paths as failure_paths
 from tests.fixtures.coordinator import bearer
@@ -102,13 +103,27 @@ def check_again(page) -> None:
 
 
 def status_title(page, pattern: str) -> str:
-    page.wait_for_function(
-        "re => new RegExp(re).test(document.querySelector('#status-title').textContent)"
-        " && !document.querySelector('#status').hidden",
-        arg=pattern,
-        timeout=WAIT_MS,
-    )
+    try:
+        page.wait_for_function(
+            "re => new RegExp(re).test(document.querySelector('#status-title').textContent)"
+            " && !document.querySelector('#status').hidden",
+            arg=pattern,
+            timeout=WAIT_MS,
+        )
+    except PlaywrightTimeout:
+        # Say what the page showed instead: the status, a ranking not sent yet, a toast.
+        shown = page.evaluate(PAGE_STATE)
+        raise AssertionError(
+            f"no status {pattern!r} within {WAIT_MS} ms; the page: {shown}"
+        ) from None
     return page.text_content("#status-title")
+
+
+PAGE_STATE = """() => Object.fromEntries(
+  ["#status", "#status-title", "#status-text", "#send-status", "#toast", "#task", "#submit"]
+    .map(s => [s, document.querySelector(s)])
+    .map(([s, n]) => [s, n ? (n.hidden ? "(hidden) " : "") + n.textContent.trim().slice(0, 200)
+                             + (n.disabled ? " (disabled)" : "") : null]))"""
 
 
 def axe_violations(page) -> list[str]:
