@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rankloop.core.campaign_settings import CampaignFields, CampaignSettings, first_quorum
+from rankloop.core.consensus.reliability import AnnotatorReliability
 from rankloop.core.optimizer import RankSGD
 from rankloop.core.settle import (
     CAMPAIGN_PRIOR,
@@ -263,9 +264,11 @@ def reliability_record(agree: float, disagree: float) -> dict:
 
 def test_the_campaign_prior_is_the_odds_of_the_crowd_s_disagreement():
     assert campaign_prior(None) == 0.0
-    assert campaign_prior(reliability_record(0.0, 0.0)) == 0.0
-    assert campaign_prior(reliability_record(30.0, 0.0)) == 0.0
-    assert campaign_prior(reliability_record(30.0, 10.0)) == pytest.approx(1 / 3)
+    assert campaign_prior(AnnotatorReliability.from_dict(reliability_record(0.0, 0.0))) == 0.0
+    assert campaign_prior(AnnotatorReliability.from_dict(reliability_record(30.0, 0.0))) == 0.0
+    assert campaign_prior(
+        AnnotatorReliability.from_dict(reliability_record(30.0, 10.0))
+    ) == pytest.approx(1 / 3)
 
 
 def test_a_unanimous_crowd_closes_at_the_minimum_under_the_campaign_prior():

@@ -314,9 +314,9 @@ def settle_round(
     record (:meth:`AnnotatorReliability.to_dict`; the record itself learns only when the round
     closes). ``prior=CAMPAIGN_PRIOR`` learns the prior's weight from that record
     (:func:`campaign_prior`)."""
-    if prior == CAMPAIGN_PRIOR:
-        prior = campaign_prior(reliability)
     record = AnnotatorReliability.from_dict(reliability) if reliability else None
+    if prior == CAMPAIGN_PRIOR:
+        prior = campaign_prior(record)
     consensus = aggregate(
         list(rankings),
         int(n_items),
@@ -339,20 +339,18 @@ def settle_round(
     )
 
 
-def campaign_prior(reliability: Mapping[str, Any] | None) -> float:
+def campaign_prior(record: AnnotatorReliability | None) -> float:
     """The prior's weight learnt from the campaign: the odds ``d / (1 - d)`` of its pooled
     pairwise disagreement ``d`` with the leave-one-out consensus (the reliability record's
     soft counts, its annotators' own rounds). 0 for a new campaign or a crowd that has always
     agreed (a unanimous round then closes at the minimum); about 0.3 for the benchmark's crowd
     (d 0.15-0.26), 0.5-0.7 for the same crowd twice as noisy (d 0.3-0.4)."""
-    if not reliability:
+    if record is None:
         return 0.0
-    table = reliability.get("annotators") or {}
-    agree = sum(float(e.get("agree", 0.0)) for e in table.values())
-    disagree = sum(float(e.get("disagree", 0.0)) for e in table.values())
-    if agree + disagree <= 0.0:
+    pooled = record.own_evidence()
+    if pooled.agree + pooled.disagree <= 0.0:
         return 0.0
-    return disagree / max(agree, 1e-9)
+    return pooled.disagree / max(pooled.agree, 1e-9)
 
 
 __all__ = [

@@ -173,6 +173,14 @@ class AnnotatorReliability:
         own = self._own.get(annotator_key(annotator_id))
         return own.rounds if own else 0
 
+    def own_evidence(self) -> Evidence:
+        """The campaign's own evidence pooled over its annotators (what it was seeded with left
+        out)."""
+        total = Evidence()
+        for evidence in self._own.values():
+            total = total.plus(evidence)
+        return total
+
     @property
     def annotators(self) -> list[str]:
         """Ids (as strings) of every annotator with evidence, own or seeded."""
